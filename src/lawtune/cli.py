@@ -1,0 +1,56 @@
+"""The `lawtune` command line: one root, one module per area.
+
+Each area module (`lawtune.<area>.cli`) holds its typer commands and imports only typer at the top, so
+`lawtune --help` stays instant; heavy libraries (torch, transformers) are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from lawtune.errors import LawtuneError
+
+app = typer.Typer(
+    name="lawtune",
+    help="Turn an open LLM into a Chinese legal assistant: prepare → train → eval/compare → serve.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register() -> None:
+    from lawtune.data import cli as data_cli
+    from lawtune.evaluation import cli as evaluation_cli
+    from lawtune.modeling import cli as modeling_cli
+    from lawtune.serving import cli as serving_cli
+    from lawtune.training import cli as training_cli
+    from lawtune import demo
+
+    data_cli.register(app)
+    modeling_cli.register(app)
+    training_cli.register(app)
+    evaluation_cli.register(app)
+    serving_cli.register(app)
+    demo.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point: user errors become one red line and exit status 2."""
+    try:
+        app()
+    except LawtuneError as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.secho("interrupted", fg=typer.colors.YELLOW, err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Load a model for inference from a run folder or a plain model folder.
+
+    loaded = load_model("runs/demo")                  # base + the run's best LoRA adapter
+    loaded = load_model("runs/demo", base_only=True)   # the same base, same template, no adapter
+    loaded = load_model("default")                     # an imported model by name
+    loaded.chat.encode_prompt(messages), loaded.model.generate(...)
+
+Never downloads anything: every path must exist locally.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lawtune.errors import LawtuneError
+from lawtune.modeling.chat import ChatFormat, resolve_template
+from lawtune.modeling.runs import is_run_dir, read_run, resolve_model_path
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # a transformers causal LM, or a PeftModel wrapping one
+    tokenizer: Any
+    chat: ChatFormat
+    name: str  # what the model is called in reports and in the API
+    base_path: Path
+    adapter_path: Path | None
+
+
+def load_tokenizer(path: Path, trust_remote_code: bool = False) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base(path: Path, dtype: str = "float32", trust_remote_code: bool = False) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if dtype not in DTYPES:
+        raise LawtuneError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    if not (path / "config.json").is_file():
+        raise LawtuneError(f"{path} is not a Hugging Face model folder (no config.json); import it with `lawtune model import {path}`")
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+    )
+    model.eval()
+    return model
+
+
+def load_model(
+    spec: str | Path,
+    *,
+    base_only: bool = False,
+    adapter: str = "best",
+    dtype: str = "float32",
+    merge: bool = False,
+    template: str | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Resolve `spec` (run folder, model folder or imported name) into a ready-to-generate model.
+
+    For a run folder, the tokenizer and chat template come from the run, so inference formats prompts
+    exactly as training did. `merge=True` folds the LoRA weights into the base for faster generation.
+    """
+    path = Path(spec)
+    if is_run_dir(path):
+        run = read_run(path)
+        tokenizer = load_tokenizer(run.tokenizer_dir, trust_remote_code)
+        chat = ChatFormat(tokenizer, template and resolve_template(tokenizer, template) or run.template)
+        model = load_base(run.base_model, dtype, trust_remote_code)
+        if base_only:
+            return LoadedModel(model, tokenizer, chat, f"{path.name}:base", run.base_model, None)
+        adapter_dir = run.adapter_dir(adapter)
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_dir)
+        model.eval()
+        if merge:
+            model = model.merge_and_unload()
+        return LoadedModel(model, tokenizer, chat, path.name, run.base_model, adapter_dir)
+
+    model_dir = resolve_model_path(spec)
+    tokenizer = load_tokenizer(model_dir, trust_remote_code)
+    model = load_base(model_dir, dtype, trust_remote_code)
+    chat = ChatFormat(tokenizer, resolve_template(tokenizer, template, getattr(model.config, "model_type", None)))
+    return LoadedModel(model, tokenizer, chat, model_dir.name, model_dir, None)

@@ -1,0 +1,99 @@
+"""The run folder: what `lawtune train` writes and every later command reads.
+
+    RUN/
+      run.json              how the run was made: base model path + content hash, template file, versions
+      config.yaml           the resolved training config
+      chat_template.jinja   the template used in training (reused by eval, infer, chat, serve)
+      tokenizer/            the tokenizer used in training
+      adapter/              the final LoRA adapter (always written at the end)
+      best/                 the adapter of the checkpoint with the best dev metric (+ best.json)
+      checkpoint-N/         resumable Trainer checkpoints
+      metrics.jsonl, loss_curve.png, tensorboard/
+
+Later commands pick `best/` when it exists, else `adapter/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from lawtune.errors import LawtuneError
+
+RUN_INFO = "run.json"
+TEMPLATE_FILE = "chat_template.jinja"
+TOKENIZER_DIR = "tokenizer"
+FINAL_ADAPTER_DIR = "adapter"
+BEST_ADAPTER_DIR = "best"
+DEFAULT_MODEL_NAME = "gemma-3-270m"
+
+
+def lawtune_home() -> Path:
+    """Where imported models live: $LAWTUNE_HOME, else ~/.cache/lawtune."""
+    return Path(os.environ.get("LAWTUNE_HOME") or Path.home() / ".cache" / "lawtune")
+
+
+def models_dir() -> Path:
+    return lawtune_home() / "models"
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / RUN_INFO).is_file()
+
+
+@dataclass
+class RunInfo:
+    run_dir: Path
+    base_model: Path
+    base_model_sha256: str | None
+    template: str
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.run_dir / TOKENIZER_DIR
+
+    def adapter_dir(self, which: str = "best") -> Path:
+        """`best` falls back to the final adapter when no best checkpoint was recorded."""
+        best = self.run_dir / BEST_ADAPTER_DIR
+        final = self.run_dir / FINAL_ADAPTER_DIR
+        if which == "best" and (best / "adapter_config.json").is_file():
+            return best
+        if (final / "adapter_config.json").is_file():
+            return final
+        raise LawtuneError(
+            f"run {self.run_dir} has no finished adapter ({FINAL_ADAPTER_DIR}/ or {BEST_ADAPTER_DIR}/): "
+            f"finish training with `lawtune train {self.run_dir / 'config.yaml'} --resume auto`"
+        )
+
+
+def read_run(run_dir: str | Path) -> RunInfo:
+    run_dir = Path(run_dir)
+    try:
+        info = json.loads((run_dir / RUN_INFO).read_text(encoding="utf-8"))
+        template = (run_dir / TEMPLATE_FILE).read_text(encoding="utf-8")
+        base = info["base_model"]
+    except FileNotFoundError as error:
+        raise LawtuneError(f"{run_dir} is not a complete lawtune run folder: {error.filename} is missing") from error
+    except (json.JSONDecodeError, KeyError) as error:
+        raise LawtuneError(f"{run_dir / RUN_INFO} is damaged ({error}); retrain or restore it") from error
+    return RunInfo(run_dir, Path(base["path"]), base.get("sha256"), template)
+
+
+def resolve_model_path(spec: str | Path) -> Path:
+    """A model spec → a local Hugging Face folder: a path, or the name of an imported model."""
+    path = Path(spec)
+    if path.is_dir():
+        return path
+    if str(spec) in ("default", DEFAULT_MODEL_NAME) or (models_dir() / str(spec)).is_dir():
+        imported = models_dir() / (DEFAULT_MODEL_NAME if str(spec) == "default" else str(spec))
+        if (imported / "config.json").is_file():
+            return imported
+        raise LawtuneError(
+            f"model {spec!r} is not imported yet: run `lawtune model import` (looked in {imported})"
+        )
+    raise LawtuneError(
+        f"model {spec!r} not found: give a run folder, a local Hugging Face model folder, or the name of a "
+        "model brought in with `lawtune model import`"
+    )
