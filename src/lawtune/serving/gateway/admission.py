@@ -1,0 +1,267 @@
+"""Admission control in front of the engine: who (keys), how much (limits), how many (queue), whether
+(kill switch, circuit breaker) — one `Gateway` per app.
+
+    gateway = Gateway(GatewaySettings(...), engine)
+    # in the chat handler, after validation and prompt-token counting, before generation:
+    ticket = await gateway.admit(request, prompt_tokens=n, max_tokens=m)    # raises ApiError 429/503
+    gen_request.timeout_s = ticket.remaining_s()
+    async for event in ticket.guard(engine.generate(gen_request)): ...
+
+Order of the checks, cheapest and least surprising first: switch (paused → 503, nothing charged) →
+breaker open (503, nothing charged) → rate limits (429) → a queue slot (503 at once when the queue is
+full; 503 when the deadline passes while waiting) → the breaker's half-open probe. `guard` records TTFT,
+tokens, breaker verdicts and the deadline, and frees the slot when the answer ends however it ends; the
+middleware frees it too if the answer never started, so a slot can never leak.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from typing import Any, AsyncIterator
+
+from lawtune.serving.engine import EngineError, EngineTimeout, Finished, GenerationEvent, TextDelta
+from lawtune.serving.errors import ApiError
+from lawtune.serving.gateway.breaker import STATE_CODES, CircuitBreaker
+from lawtune.serving.gateway.keys import ApiKey, KeyStore, bearer_token
+from lawtune.serving.gateway.metrics import GatewayMetrics
+from lawtune.serving.gateway.ratelimit import Grant, RateLimited, RateLimiter
+from lawtune.serving.gateway.settings import GatewaySettings
+from lawtune.serving.gateway.switch import KillSwitch
+
+log = logging.getLogger("lawtune.gateway")
+UNAVAILABLE = "service_unavailable_error"
+
+
+def _set_reason(request: Any, reason: str) -> None:
+    request.state.lawtune_reason = reason  # read by the middleware for the requests-by-reason metric
+
+
+class Gateway:
+    """Keys, limits, queue, switch, breaker and metrics of one app (state lives here, not in globals)."""
+
+    def __init__(self, settings: GatewaySettings, engine: Any = None):
+        self.settings = settings
+        self.engine = engine  # for the active-batch gauge; the app may set it after loading
+        admin = settings.admin_key.get_secret_value() if settings.admin_key else None
+        self.keys = KeyStore(settings.keys_file, admin)
+        self.limiter = RateLimiter(settings.rate_limit_storage)
+        self.switch = KillSwitch(settings.pause_notice, settings.pause_file, settings.paused)
+        self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
+        self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self.waiting = 0  # admitted, waiting for a slot
+        self.in_flight = 0  # holding a slot
+        self.metrics = GatewayMetrics(
+            queue_depth=lambda: self.waiting + self._engine_value("queue_depth"),
+            active_batch=lambda: self._engine_value("active_batch_size"),
+            breaker_state=lambda: STATE_CODES[self.breaker.state],
+            paused=lambda: float(self.switch.state().paused),
+            in_flight=lambda: self.in_flight,
+        )
+
+    def _engine_value(self, name: str) -> float:
+        try:
+            return float(getattr(self.engine, name, 0) or 0)
+        except Exception:  # a gauge must never break a scrape
+            return 0.0
+
+    # ---- who --------------------------------------------------------------------------------------
+
+    def authenticate(self, authorization: str | None, client_host: str | None) -> ApiKey:
+        """The caller's key, or ApiError 401. Open mode (loopback only) lets keyless callers in."""
+        token = bearer_token(authorization)
+        if token is not None:
+            key = self.keys.lookup(token)
+            if key is not None:
+                return key
+            raise ApiError(401, "invalid API key: check the `Authorization: Bearer <key>` header (keys are "
+                           "issued with `lawtune keys add`)", code="invalid_api_key",
+                           headers={"WWW-Authenticate": "Bearer"})
+        if self.settings.open_access:
+            return ApiKey(f"open:{client_host or 'local'}", admin=self.settings.admin_key is None)
+        raise ApiError(401, "missing API key: send `Authorization: Bearer <key>`", code="invalid_api_key",
+                       headers={"WWW-Authenticate": "Bearer"})
+
+    # ---- whether, how much, how many ----------------------------------------------------------------
+
+    def degraded(self) -> ApiError | None:
+        """The 503 a new request gets right now because of the switch or the breaker, if any."""
+        state = self.switch.state()
+        retry = str(self.settings.retry_after_s)
+        if state.paused:
+            return ApiError(503, state.notice, UNAVAILABLE, code="service_paused", headers={"Retry-After": retry})
+        if self.breaker.state == "open":
+            retry = str(max(1, math.ceil(self.breaker.retry_after_s())))
+            return ApiError(503, self.settings.degraded_notice, UNAVAILABLE, code="service_degraded",
+                            headers={"Retry-After": retry})
+        return None
+
+    async def admit(self, request: Any, prompt_tokens: int, max_tokens: int) -> "Ticket":
+        """Let one chat request through to the engine, or raise the ApiError (429/503) that says why not."""
+        arrived = getattr(request.state, "lawtune_arrived", None) or time.monotonic()
+        key: ApiKey = getattr(request.state, "lawtune_key", None) or self.authenticate(
+            request.headers.get("authorization"), request.client.host if request.client else None)
+        refusal = self.degraded()
+        if refusal is not None:
+            _set_reason(request, "paused" if refusal.code == "service_paused" else "breaker_open")
+            raise refusal
+        grant = await self._charge(request, key, prompt_tokens + max_tokens)
+        ticket = Ticket(self, grant, arrived + self.settings.request_timeout_s, arrived)
+        request.state.lawtune_ticket = ticket  # the middleware's safety net releases it
+        try:
+            await self._take_slot(request, ticket)
+            refusal = self.degraded()  # flipped while we waited: in-flight answers finish, queued ones don't
+            if refusal is None and not self.breaker.allow():
+                refusal = ApiError(503, self.settings.degraded_notice, UNAVAILABLE, code="service_degraded",
+                                   headers={"Retry-After": str(self.settings.retry_after_s)})
+            if refusal is not None:
+                _set_reason(request, "paused" if refusal.code == "service_paused" else "breaker_open")
+                raise refusal
+        except BaseException:
+            await ticket.release(used_tokens=0)
+            raise
+        self.metrics.prompt_tokens.inc(prompt_tokens)
+        ticket.prompt_tokens = prompt_tokens
+        return ticket
+
+    async def _charge(self, request: Any, key: ApiKey, tokens: int) -> Grant:
+        rpm = key.requests_per_minute or self.settings.requests_per_minute
+        tpm = key.tokens_per_minute or self.settings.tokens_per_minute
+        try:
+            return await self.limiter.acquire(key.name, rpm, tpm, tokens)
+        except RateLimited as limited:
+            _set_reason(request, "rate_limited")
+            if limited.window.kind == "tokens" and limited.requested > limited.window.limit:
+                message = (f"this request needs {limited.requested} tokens (prompt + max_tokens) but key "
+                           f"{key.name!r} may use {limited.window.limit} tokens per minute; lower max_tokens")
+            else:
+                message = (f"rate limit reached for key {key.name!r}: {limited.window.limit} "
+                           f"{limited.window.kind} per minute; retry after {limited.retry_after_s} s")
+            raise ApiError(429, message, "rate_limit_error", code="rate_limit_exceeded", headers=limited.headers())
+        except Exception as error:  # Redis down: fail closed, fast, and say so
+            _set_reason(request, "limiter_unavailable")
+            log.error("rate-limit storage %s failed: %s", self.limiter.storage_uri.split("@")[-1], error)
+            raise ApiError(503, "rate-limit storage is unreachable; retry shortly", UNAVAILABLE,
+                           code="limiter_unavailable", headers={"Retry-After": str(self.settings.retry_after_s)})
+
+    async def _take_slot(self, request: Any, ticket: "Ticket") -> None:
+        retry = {"Retry-After": str(self.settings.retry_after_s)}
+        if self._slots.locked() and self.waiting >= self.settings.queue_size:
+            _set_reason(request, "queue_full")
+            raise ApiError(503, f"the server is busy: {self.waiting} requests already waiting; retry shortly",
+                           UNAVAILABLE, code="queue_full", headers=retry)
+        self.waiting += 1
+        try:
+            await asyncio.wait_for(self._slots.acquire(), timeout=max(0.001, ticket.remaining_s()))
+        except TimeoutError:
+            _set_reason(request, "queue_timeout")
+            raise ApiError(503, "the server is busy: the request waited in the queue past its deadline",
+                           UNAVAILABLE, code="queue_timeout", headers=retry) from None
+        finally:
+            self.waiting -= 1
+        ticket.has_slot = True
+        self.in_flight += 1
+
+    def _free_slot(self) -> None:
+        self.in_flight -= 1
+        self._slots.release()
+
+    # ---- state --------------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """What /admin/status and /readyz show."""
+        switch = self.switch.state()
+        breaker = self.breaker.state
+        mode = "paused" if switch.paused else "degraded" if breaker == "open" else "ready"
+        return {
+            "status": mode,
+            "paused": switch.paused,
+            "pause_source": switch.source,
+            "notice": switch.notice if switch.paused else self.settings.degraded_notice if breaker == "open" else None,
+            "breaker": {"state": breaker, "consecutive_failures": self.breaker.consecutive_failures,
+                        "trips": self.breaker.trips, "retry_after_s": round(self.breaker.retry_after_s(), 1)},
+            "queue": {"waiting": self.waiting, "in_flight": self.in_flight, "queue_size": self.settings.queue_size,
+                      "max_concurrency": self.settings.max_concurrency},
+            "engine": {"active_batch_size": self._engine_value("active_batch_size"),
+                       "queue_depth": self._engine_value("queue_depth")},
+            "rate_limit_storage": self.limiter.storage_uri.split("://")[0],
+        }
+
+
+class Ticket:
+    """One admitted request: its rate-limit grant, its engine slot and its deadline."""
+
+    def __init__(self, gateway: Gateway, grant: Grant, deadline: float, arrived: float):
+        self.gateway = gateway
+        self.grant = grant
+        self.deadline = deadline  # time.monotonic()
+        self.arrived = arrived
+        self.prompt_tokens = 0
+        self.has_slot = False
+        self.released = False
+        self.verdict = False  # the breaker heard about this request
+
+    def remaining_s(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def rate_limit_headers(self) -> dict[str, str]:
+        return self.grant.headers()
+
+    async def release(self, used_tokens: int | None = None) -> None:
+        """Free the slot and correct the token charge (None: keep the charge). Idempotent."""
+        if self.released:
+            return
+        self.released = True
+        if self.has_slot:
+            self.gateway._free_slot()
+        if not self.verdict:
+            self.gateway.breaker.release()
+        if used_tokens is not None:
+            try:
+                await self.gateway.limiter.settle(self.grant, used_tokens)
+            except Exception as error:  # the answer is already out; a failed refund only costs the caller
+                log.warning("could not settle the token charge: %s", error)
+
+    async def guard(self, events: AsyncIterator[GenerationEvent]) -> AsyncIterator[GenerationEvent]:
+        """Pass the engine's events through, enforcing the deadline and recording what happened."""
+        gateway, used = self.gateway, None
+        first = True
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self.remaining_s()):
+                        event = await anext(events)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise EngineTimeout(f"no answer within {gateway.settings.request_timeout_s:g} s") from None
+                if first and isinstance(event, TextDelta) and event.text:
+                    first = False
+                    gateway.metrics.ttft.observe(time.monotonic() - self.arrived)
+                if isinstance(event, Finished):
+                    gateway.metrics.generated_tokens.inc(event.usage.completion_tokens)
+                    gateway.breaker.record_success()
+                    self.verdict = True
+                    used = event.usage.total_tokens
+                yield event
+        except EngineError as error:
+            gateway.breaker.record_failure(f"{type(error).__name__}: {error}")
+            self.verdict = True
+            used = 0  # the engine's fault: the caller gets the tokens back
+            raise
+        except ApiError as error:  # an upstream's 4xx passed through: the engine is alive
+            if error.status < 500:
+                gateway.breaker.record_success()
+                self.verdict = True
+            used = 0
+            raise
+        finally:
+            close = getattr(events, "aclose", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception:
+                    pass
+            await self.release(used)

@@ -1,0 +1,120 @@
+"""The gateway's ASGI middleware: body-size limit (413), API keys (401/403), request metrics, and the
+safety net that frees a request's engine slot however its answer ends.
+
+    app.add_middleware(GatewayMiddleware, gateway=gateway)      # done by `install_gateway(app, gateway)`
+
+Paths under /v1/ need a key; /admin/ needs an admin key; everything else (chat page, health, /metrics)
+is public. The caller's `ApiKey` lands in `request.state.lawtune_key` for the handler's `admit`. Pure ASGI
+(not BaseHTTPMiddleware) so streamed answers pass through untouched and disconnects propagate.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+from lawtune.serving.errors import ApiError
+
+REASON_BY_STATUS = {200: "ok", 401: "unauthorized", 403: "forbidden", 413: "too_large", 429: "rate_limited",
+                    504: "timeout", 503: "engine_error"}
+
+
+def _reason(status: int, reason: str | None) -> str:
+    if reason:
+        return reason
+    if status in REASON_BY_STATUS:
+        return REASON_BY_STATUS[status]
+    return "bad_request" if 400 <= status < 500 else "error"
+
+
+class GatewayMiddleware:
+    def __init__(self, app: Any, gateway: Any):
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        state = scope.setdefault("state", {})
+        state["lawtune_arrived"] = time.monotonic()
+        counted = scope["method"] == "POST" and path.startswith("/v1/")
+        sent = {"status": 500}
+
+        async def tracking_send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                sent["status"] = message["status"]
+            await send(message)
+
+        try:
+            error = None
+            receive, error = await self._limit_body(scope, receive)
+            if error is None and (path.startswith("/v1/") or path.startswith("/admin/")):
+                error = self._authenticate(scope, state, admin=path.startswith("/admin/"))
+            if error is not None:
+                await JSONResponse(error.body(), error.status, headers=error.headers)(scope, receive, tracking_send)
+            else:
+                await self.app(scope, receive, tracking_send)
+        finally:
+            ticket = state.get("lawtune_ticket")
+            if ticket is not None:
+                await ticket.release()  # no-op when the answer's own guard already released it
+            if counted:
+                status = sent["status"]
+                self.gateway.metrics.count(status, _reason(status, state.get("lawtune_reason")))
+                if status == 200:
+                    self.gateway.metrics.latency.observe(time.monotonic() - state["lawtune_arrived"])
+
+    def _authenticate(self, scope: dict, state: dict, admin: bool) -> ApiError | None:
+        headers = dict(scope.get("headers") or [])
+        authorization = headers.get(b"authorization", b"").decode("latin-1") or None
+        client = scope.get("client")
+        try:
+            key = self.gateway.authenticate(authorization, client[0] if client else None)
+        except ApiError as error:
+            return error
+        if admin and not key.admin:
+            return ApiError(403, "this endpoint needs an admin key (--admin-key, or `admin: true` in the keys file)",
+                            "permission_error", code="admin_key_required")
+        state["lawtune_key"] = key
+        return None
+
+    async def _limit_body(self, scope: dict, receive: Any) -> tuple[Any, ApiError | None]:
+        """413 for bodies over the limit: by Content-Length at once, else by reading at most limit+1 bytes."""
+        limit = self.gateway.settings.max_body_bytes
+        too_large = ApiError(413, f"request body is larger than {limit} bytes; send a shorter conversation",
+                             code="request_too_large")
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                return receive, (too_large if int(length) > limit else None)
+            except ValueError:
+                return receive, ApiError(400, "invalid Content-Length header", code="invalid_request")
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            return receive, None
+        # Chunked upload: buffer it (bounded by the limit) and replay it to the app.
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return receive, None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > limit:
+                return receive, too_large
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return replay, None

@@ -1,0 +1,139 @@
+"""Rate limits per key on requests/minute and tokens/minute, with the `limits` library.
+
+    limiter = RateLimiter("memory://")                    # or "redis://127.0.0.1:6379/0" shared by replicas
+    grant = await limiter.acquire("alice", rpm=60, tpm=40_000, tokens=prompt + max_tokens)
+    ... generate ...
+    await limiter.settle(grant, used_tokens=usage.total_tokens)   # give back what was charged but not used
+
+A request is charged one request and `prompt + max_tokens` tokens up front (the most it can cost), so a
+burst can never overshoot the budget; when it finishes the unused part is given back. Fixed one-minute
+windows: Redis needs one INCRBY per counter, and the `Reset` header is simply the window's end. A refused
+request is charged nothing. `RateLimited` carries what the 429 answer needs (`Retry-After`,
+`X-RateLimit-Limit/Remaining/Reset`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from limits import RateLimitItemPerMinute
+from limits.storage import storage_from_string
+from limits.aio.strategies import FixedWindowRateLimiter
+
+
+@dataclass
+class Window:
+    """One limit's state after a charge: for the X-RateLimit-* headers."""
+
+    kind: str  # "requests" | "tokens"
+    limit: int
+    remaining: int
+    reset_at: float  # unix time the window ends
+
+
+@dataclass
+class Grant:
+    """What was charged, so that `settle` can give back the unused tokens."""
+
+    identity: str
+    charged_tokens: int = 0
+    token_item: RateLimitItemPerMinute | None = None
+    token_reset_at: float = 0.0
+    windows: list[Window] = field(default_factory=list)
+
+    def headers(self) -> dict[str, str]:
+        return rate_limit_headers(self.windows)
+
+
+class RateLimited(Exception):
+    """Over a limit: `window` is the one that refused, `retry_after_s` when it frees up."""
+
+    def __init__(self, window: Window, requested: int, windows: list[Window]):
+        self.window = window
+        self.requested = requested
+        self.windows = windows
+        self.retry_after_s = max(1, math.ceil(window.reset_at - time.time()))
+        super().__init__(f"{window.kind} limit {window.limit}/min reached")
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s), **rate_limit_headers(self.windows, self.window)}
+
+
+def rate_limit_headers(windows: list[Window], primary: Window | None = None) -> dict[str, str]:
+    """X-RateLimit-Limit/Remaining/Reset (for `primary`: the refusing window, else the requests window),
+    and the OpenAI-style -Requests / -Tokens forms for each window."""
+    headers: dict[str, str] = {}
+    now = time.time()
+    for window in windows:
+        suffix = window.kind.capitalize()
+        headers[f"X-RateLimit-Limit-{suffix}"] = str(window.limit)
+        headers[f"X-RateLimit-Remaining-{suffix}"] = str(window.remaining)
+        headers[f"X-RateLimit-Reset-{suffix}"] = str(max(0, math.ceil(window.reset_at - now)))
+    if windows:
+        main = primary or windows[0]
+        headers["X-RateLimit-Limit"] = str(main.limit)
+        headers["X-RateLimit-Remaining"] = str(main.remaining)
+        headers["X-RateLimit-Reset"] = str(max(0, math.ceil(main.reset_at - now)))
+    return headers
+
+
+class RateLimiter:
+    """Per-identity request and token budgets in one storage (memory, or Redis shared by replicas)."""
+
+    def __init__(self, storage_uri: str = "memory://", namespace: str = "lawtune"):
+        # Short socket timeouts: a Redis outage must fail the request fast, not hang the event loop's queue.
+        # redis-py (already a dependency) rather than the default coredis client.
+        options: dict = ({"implementation": "redispy", "socket_timeout": 2, "socket_connect_timeout": 2}
+                         if storage_uri.startswith("redis") else {})
+        self.storage = storage_from_string("async+" + storage_uri, **options)  # the asyncio flavour
+        self.strategy = FixedWindowRateLimiter(self.storage)
+        self.namespace = namespace
+        self.storage_uri = storage_uri
+
+    async def _charge(self, kind: str, identity: str, limit: int, cost: int) -> tuple[bool, Window, RateLimitItemPerMinute]:
+        item = RateLimitItemPerMinute(limit, namespace=self.namespace)
+        allowed = await self.strategy.hit(item, identity, kind, cost=cost)
+        stats = await self.strategy.get_window_stats(item, identity, kind)
+        return allowed, Window(kind, limit, stats.remaining, stats.reset_time), item
+
+    async def _refund(self, item: RateLimitItemPerMinute, identity: str, kind: str, amount: int, reset_at: float) -> None:
+        # Only within the window that was charged: after it rolled over, a refund would mint free budget.
+        if amount and time.time() < reset_at:
+            await self.storage.incr(item.key_for(identity, kind), item.get_expiry(), amount=-amount)
+
+    async def acquire(self, identity: str, rpm: int | None, tpm: int | None, tokens: int) -> Grant:
+        """Charge one request and `tokens` tokens, or raise RateLimited having charged nothing."""
+        grant = Grant(identity)
+        charged: list[tuple[RateLimitItemPerMinute, str, int, float]] = []
+        for kind, limit, cost in (("requests", rpm, 1), ("tokens", tpm, tokens)):
+            if limit is None:
+                continue
+            allowed, window, item = await self._charge(kind, identity, limit, cost)
+            grant.windows.append(window)
+            charged.append((item, kind, cost, window.reset_at))
+            if not allowed:
+                for (c_item, c_kind, c_cost, c_reset), c_window in zip(charged, grant.windows):
+                    await self._refund(c_item, identity, c_kind, c_cost, c_reset)
+                    c_window.remaining = await self._remaining(c_item, identity, c_kind, c_window.limit)
+                raise RateLimited(window, cost, grant.windows)
+            if kind == "tokens":
+                grant.charged_tokens, grant.token_item, grant.token_reset_at = cost, item, window.reset_at
+        return grant
+
+    async def _remaining(self, item: RateLimitItemPerMinute, identity: str, kind: str, limit: int) -> int:
+        stats = await self.strategy.get_window_stats(item, identity, kind)
+        return max(0, min(limit, stats.remaining))
+
+    async def settle(self, grant: Grant, used_tokens: int) -> None:
+        """Correct the up-front token charge to what the request really used (either direction)."""
+        if grant.token_item is None:
+            return
+        await self._refund(grant.token_item, grant.identity, "tokens", grant.charged_tokens - used_tokens,
+                           grant.token_reset_at)
+        grant.charged_tokens = used_tokens
+
+    async def check(self) -> bool:
+        """Is the storage reachable? (Redis down → requests get 503, /readyz says why.)"""
+        return bool(await self.storage.check())
