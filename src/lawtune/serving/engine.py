@@ -15,8 +15,14 @@ gateway's `UpstreamEngine` (an OpenAI-compatible URL behind httpx) are interchan
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import logging
+import threading
+import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Literal, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, AsyncIterator, Literal, Protocol, runtime_checkable
 
 # ----------------------------------------------------------------------------------------------------
 # The interface (the seam between the app, the local engine and the gateway's upstream engine)
@@ -108,3 +114,228 @@ class Engine(Protocol):
 
     @property
     def queue_depth(self) -> int: ...
+
+
+# ----------------------------------------------------------------------------------------------------
+# The local engine: transformers (+ a merged LoRA adapter) with continuous batching in one worker thread
+# ----------------------------------------------------------------------------------------------------
+
+log = logging.getLogger("lawtune.serving")
+
+
+@dataclass(eq=False)
+class _Ticket:
+    """A request inside the local engine: the worker thread posts events to its asyncio queue."""
+
+    request: GenerationRequest
+    prompt_ids: list[int]
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue
+    deadline: float
+    cancelled: bool = False  # set from the event loop when the client goes away; read by the worker
+    seq: Any = None  # batch.Sequence once admitted
+    stream: Any = None  # detokenize.TextStream once admitted
+
+    def post(self, event: GenerationEvent | BaseException) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
+
+
+@dataclass
+class _Served:
+    """One served model: a loaded model + its running batch."""
+
+    loaded: Any  # lawtune.modeling.loading.LoadedModel
+    batch: Any  # batch.DecodeBatch
+    tickets: dict[int, _Ticket] = field(default_factory=dict)  # id(seq) → ticket
+
+
+class LocalEngine:
+    """Serves a run folder (the merged adapter model, and optionally its base) with continuous batching.
+
+    All model work happens in one worker thread, so the event loop never waits on torch. Each loop turn the
+    worker admits waiting requests into free slots (prefilling each prompt alone), then advances every
+    running sequence by one token in a single batched forward pass per model. A request leaves the batch
+    when it ends, times out or its client goes away — checked before every step.
+    """
+
+    def __init__(self, spec: str | Path, *, max_batch_size: int = 8, dtype: str = "float32",
+                 serve_base: bool = True, adapter: str = "best", timeout_s: float = 300.0,
+                 max_context: int | None = None):
+        self.spec, self.dtype, self.adapter = spec, dtype, adapter
+        self.max_batch_size, self.serve_base, self.timeout_s = max_batch_size, serve_base, timeout_s
+        self.max_context = max_context
+        self.model_ids: list[str] = []
+        self._served: dict[str, _Served] = {}
+        self._pending: collections.deque[_Ticket] = collections.deque()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await asyncio.to_thread(self._load)
+        self._thread = threading.Thread(target=self._run, name="lawtune-engine", daemon=True)
+        self._thread.start()
+
+    def _load(self) -> None:
+        from lawtune.modeling.loading import load_model
+        from lawtune.modeling.runs import is_run_dir
+        from lawtune.serving.batch import DecodeBatch
+
+        loaded = [load_model(self.spec, adapter=self.adapter, dtype=self.dtype, merge=True)]
+        if self.serve_base and is_run_dir(Path(self.spec)):
+            # a second copy of the base: merging the adapter changed the first one's weights in place
+            loaded.append(load_model(self.spec, base_only=True, dtype=self.dtype))
+        for item in loaded:
+            self._served[item.name] = _Served(item, DecodeBatch(item.model))
+        self.model_ids = [item.name for item in loaded]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 30)
+        while self._pending:
+            self._pending.popleft().post(EngineError("the server is shutting down"))
+
+    # -- reads for the app and metrics ----------------------------------------------------------------
+    def count_prompt_tokens(self, messages: list[dict[str, str]], model: str) -> int:
+        return len(self._served[model].loaded.chat.encode_prompt(messages))
+
+    def context_length(self, model: str) -> int | None:
+        config = self._served[model].loaded.model.config
+        limit = getattr(config, "max_position_embeddings", None)
+        if self.max_context is not None:
+            limit = min(limit or self.max_context, self.max_context)
+        return limit
+
+    @property
+    def active_batch_size(self) -> int:
+        return sum(len(served.batch.sequences) for served in self._served.values())
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._pending)
+
+    # -- the async side -------------------------------------------------------------------------------
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        served = self._served.get(request.model)
+        if served is None:
+            raise EngineError(f"model {request.model!r} is not loaded")
+        timeout = request.timeout_s if request.timeout_s is not None else self.timeout_s
+        ticket = _Ticket(request, served.loaded.chat.encode_prompt(request.messages), asyncio.get_running_loop(),
+                         asyncio.Queue(), time.monotonic() + timeout)
+        self._pending.append(ticket)
+        self._wake.set()
+        try:
+            while True:
+                event = await ticket.queue.get()
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+                if isinstance(event, Finished):
+                    return
+        finally:
+            ticket.cancelled = True  # a no-op when finished; frees the slot at the next step otherwise
+            self._wake.set()
+
+    # -- the worker thread ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        import torch
+
+        torch.set_grad_enabled(False)
+        while not self._stopping:
+            self._wake.clear()  # before looking at the queue, so a request arriving now wakes the wait below
+            self._admit()
+            busy = [served for served in self._served.values() if served.batch.sequences]
+            if not busy:
+                self._wake.wait(timeout=0.5)
+                continue
+            for served in busy:
+                self._drop_leaving(served)
+                if served.batch.sequences:
+                    self._step(served)
+        for served in self._served.values():
+            self._fail_all(served, EngineError("the server is shutting down"))
+
+    def _admit(self) -> None:
+        from lawtune.serving.batch import Sequence
+        from lawtune.serving.detokenize import TextStream
+
+        while self._pending and self.active_batch_size < self.max_batch_size:
+            ticket = self._pending.popleft()
+            if ticket.cancelled:
+                continue
+            if time.monotonic() > ticket.deadline:
+                ticket.post(EngineTimeout("the request waited longer than its timeout for a free slot"))
+                continue
+            served = self._served[ticket.request.model]
+            request = ticket.request
+            ticket.seq = Sequence(ticket.prompt_ids, temperature=request.temperature, top_p=request.top_p,
+                                  seed=request.seed)
+            ticket.stream = TextStream(served.loaded.tokenizer, request.stop)
+            served.tickets[id(ticket.seq)] = ticket
+            try:
+                token = served.batch.join(ticket.seq)
+            except Exception as error:  # a failing prefill must not take the worker (and every request) down
+                log.exception("prefill failed")
+                served.tickets.pop(id(ticket.seq))
+                ticket.post(EngineError(f"generation failed: {error}"))
+                continue
+            if self._consume(served, ticket, token):
+                served.batch.remove([ticket.seq])
+                served.tickets.pop(id(ticket.seq))
+
+    def _drop_leaving(self, served: _Served) -> None:
+        now = time.monotonic()
+        leaving = []
+        for seq in served.batch.sequences:
+            ticket = served.tickets[id(seq)]
+            if ticket.cancelled or now > ticket.deadline:
+                if not ticket.cancelled:
+                    ticket.post(EngineTimeout(f"generation ran past its {ticket.request.timeout_s or self.timeout_s:g} s timeout"))
+                leaving.append(seq)
+        self._remove(served, leaving)
+
+    def _step(self, served: _Served) -> None:
+        try:
+            tokens = served.batch.step()
+        except Exception as error:
+            log.exception("decode step failed")
+            self._fail_all(served, EngineError(f"generation failed: {error}"))
+            return
+        finished = [seq for seq, token in zip(list(served.batch.sequences), tokens)
+                    if self._consume(served, served.tickets[id(seq)], token)]
+        self._remove(served, finished)
+
+    def _consume(self, served: _Served, ticket: _Ticket, token: int) -> bool:
+        """Turn one new token into events; True when the sequence is done."""
+        seq, stream, request = ticket.seq, ticket.stream, ticket.request
+        reason = None
+        if token in served.loaded.chat.stop_token_ids:
+            reason = "stop"
+        else:
+            delta = stream.push(token)
+            if delta:
+                ticket.post(TextDelta(delta))
+            if stream.stopped:
+                reason = "stop"
+            elif len(seq.generated) >= request.max_tokens:
+                reason = "length"
+        if reason is None:
+            return False
+        rest = stream.flush()
+        if rest:
+            ticket.post(TextDelta(rest))
+        ticket.post(Finished(reason, Usage(len(seq.prompt_ids), len(seq.generated))))
+        return True
+
+    def _remove(self, served: _Served, leaving: list[Any]) -> None:
+        served.batch.remove(leaving)
+        for seq in leaving:
+            served.tickets.pop(id(seq), None)
+
+    def _fail_all(self, served: _Served, error: EngineError) -> None:
+        for ticket in served.tickets.values():
+            ticket.post(error)
+        self._remove(served, list(served.batch.sequences))

@@ -1,0 +1,218 @@
+"""The FastAPI app: OpenAI-compatible chat completions, models, health, readiness and the chat page.
+
+    lawtune serve runs/demo                      # the CLI builds ServeSettings and runs this app in uvicorn
+    app = create_app(ServeSettings(model="runs/demo"))             # or in Python
+    app = create_app(settings, engine=my_engine)                  # any `Engine` (e.g. the gateway's upstream)
+
+The engine is started in `lifespan` as a background task, so `/healthz` answers at once and `/readyz`
+says 503 until the model is loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from importlib import resources
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+
+from lawtune.serving.engine import (Engine, EngineError, EngineTimeout, Finished, GenerationEvent,
+                                    GenerationRequest, LocalEngine, TextDelta)
+from lawtune.serving.errors import ApiError, install_error_handlers
+from lawtune.serving.protocol import (ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
+                                      ChunkChoice, Delta, ModelCard, ModelList, ResponseMessage, UsageInfo)
+from lawtune.serving.settings import ServeSettings
+
+log = logging.getLogger("lawtune.serving")
+STATIC_DIR = resources.files("lawtune.serving") / "static"
+
+
+def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.engine = engine or LocalEngine(
+            settings.model, max_batch_size=settings.max_batch_size, dtype=settings.dtype,
+            serve_base=settings.serve_base, adapter=settings.adapter, timeout_s=settings.request_timeout_s,
+            max_context=settings.max_context)
+        app.state.ready, app.state.load_error = False, None
+        loading = asyncio.create_task(_start_engine(app))
+        yield
+        loading.cancel()
+        with contextlib.suppress(BaseException):
+            await loading
+        if app.state.ready:
+            await app.state.engine.stop()
+
+    app = FastAPI(title="lawtune", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.started = int(time.time())
+    install_error_handlers(app)
+    _add_routes(app)
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    return app
+
+
+async def _start_engine(app: FastAPI) -> None:
+    try:
+        await app.state.engine.start()
+        app.state.ready = True
+        log.info("ready: serving %s", ", ".join(app.state.engine.model_ids))
+    except Exception as error:  # shown by /readyz; the process stays up so the operator can see why
+        app.state.load_error = f"{type(error).__name__}: {error}"
+        log.exception("the engine failed to start")
+
+
+def ready_engine(request: Request) -> Engine:
+    """The engine, or 503 while it is loading (or failed to load)."""
+    if not getattr(request.app.state, "ready", False):
+        reason = request.app.state.load_error or "the model is still loading"
+        raise ApiError(503, f"service not ready: {reason}", "service_unavailable", code="not_ready",
+                       headers={"Retry-After": "5"})
+    return request.app.state.engine
+
+
+def _add_routes(app: FastAPI) -> None:
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        state = request.app.state
+        engine = state.engine
+        body: dict[str, Any] = {"ready": bool(state.ready), "models": list(engine.model_ids) if state.ready else [],
+                                "active": engine.active_batch_size if state.ready else 0,
+                                "queued": engine.queue_depth if state.ready else 0}
+        if not state.ready:
+            body["reason"] = state.load_error or "the model is still loading"
+        return JSONResponse(body, status_code=200 if state.ready else 503)
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> ModelList:
+        engine = ready_engine(request)
+        return ModelList(data=[ModelCard(id=name, created=request.app.state.started) for name in engine.model_ids])
+
+    @app.get("/", include_in_schema=False)
+    async def chat_page() -> FileResponse:
+        return FileResponse(str(STATIC_DIR / "index.html"))
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
+        engine = ready_engine(request)
+        generation = build_generation(body, engine, request.app.state.settings)
+        # admission (gateway) hooks in here
+        events = generate_events(engine, generation)
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            first = await _first_event(events)  # errors before the first token still get their HTTP status
+            return StreamingResponse(_sse(generation, first, events, include_usage), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return JSONResponse((await _complete(generation, events)).model_dump())
+
+
+def build_generation(body: ChatCompletionRequest, engine: Engine, settings: ServeSettings) -> GenerationRequest:
+    """Resolve the model, count the prompt, check it fits, and fix max_tokens."""
+    model = body.model or engine.model_ids[0]
+    if model not in engine.model_ids:
+        raise ApiError(404, f"model {model!r} does not exist; served models: {', '.join(engine.model_ids)}",
+                       param="model", code="model_not_found")
+    messages = [message.as_dict() for message in body.messages]
+    prompt_tokens = engine.count_prompt_tokens(messages, model)
+    requested = body.requested_max_tokens()
+    limit = engine.context_length(model)
+    if limit is not None:
+        room = limit - prompt_tokens
+        wanted = requested if requested is not None else 1
+        if wanted > room:
+            raise ApiError(
+                400,
+                f"This model's maximum context length is {limit} tokens. However, you requested "
+                f"{prompt_tokens + wanted} tokens ({prompt_tokens} in the messages, {wanted} in the completion). "
+                f"Please reduce the length of the messages or completion by {prompt_tokens + wanted - limit} tokens.",
+                param="messages", code="context_length_exceeded")
+        max_tokens = requested if requested is not None else min(settings.default_max_tokens, room)
+    else:
+        max_tokens = requested if requested is not None else settings.default_max_tokens
+    return GenerationRequest(messages=messages, model=model, max_tokens=max_tokens, temperature=body.temperature,
+                             top_p=body.top_p, seed=body.seed, stop=body.stop_list(),
+                             timeout_s=settings.request_timeout_s, request_id=f"chatcmpl-{uuid.uuid4().hex}")
+
+
+async def generate_events(engine: Engine, generation: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+    """The one generation helper both response paths use: engine events, with engine failures as ApiError.
+
+    Closing this iterator (the client went away) closes the engine's, which frees the slot."""
+    async with contextlib.aclosing(engine.generate(generation)) as events:
+        try:
+            async for event in events:
+                yield event
+        except EngineTimeout as error:
+            raise ApiError(504, str(error), "timeout_error", code="timeout") from error
+        except EngineError as error:
+            raise ApiError(503, str(error), "service_unavailable", code="engine_error") from error
+
+
+async def _first_event(events: AsyncIterator[GenerationEvent]) -> GenerationEvent:
+    try:
+        return await anext(events)
+    except BaseException:
+        await events.aclose()
+        raise
+
+
+async def _complete(generation: GenerationRequest, events: AsyncIterator[GenerationEvent]) -> ChatCompletion:
+    parts: list[str] = []
+    async with contextlib.aclosing(events):
+        async for event in events:
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+            elif isinstance(event, Finished):
+                usage = _usage(event)
+                return ChatCompletion(id=generation.request_id, created=int(time.time()), model=generation.model,
+                                      choices=[Choice(message=ResponseMessage(content="".join(parts)),
+                                                      finish_reason=event.finish_reason)], usage=usage)
+    raise ApiError(503, "the engine ended the answer without finishing it", "service_unavailable", code="engine_error")
+
+
+async def _sse(generation: GenerationRequest, first: GenerationEvent, events: AsyncIterator[GenerationEvent],
+               include_usage: bool) -> AsyncIterator[str]:
+    """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`."""
+    created = int(time.time())
+
+    def chunk(delta: Delta, finish: str | None = None, usage: UsageInfo | None = None, empty: bool = False) -> str:
+        choices = [] if empty else [ChunkChoice(delta=delta, finish_reason=finish)]
+        body = ChatCompletionChunk(id=generation.request_id, created=created, model=generation.model,
+                                   choices=choices, usage=usage)
+        return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
+
+    async def all_events() -> AsyncIterator[GenerationEvent]:
+        yield first
+        async for event in events:
+            yield event
+
+    yield chunk(Delta(role="assistant", content=""))
+    async with contextlib.aclosing(events):
+        try:
+            async for event in all_events():
+                if isinstance(event, TextDelta) and event.text:
+                    yield chunk(Delta(content=event.text))
+                elif isinstance(event, Finished):
+                    yield chunk(Delta(), finish=event.finish_reason)
+                    if include_usage:
+                        yield chunk(Delta(), usage=_usage(event), empty=True)
+                    yield "data: [DONE]\n\n"
+                    return
+        except ApiError as error:  # headers are sent: report in-band, as OpenAI does
+            yield f"data: {json.dumps(error.body(), ensure_ascii=False)}\n\n"
+
+
+def _usage(event: Finished) -> UsageInfo:
+    return UsageInfo(prompt_tokens=event.usage.prompt_tokens, completion_tokens=event.usage.completion_tokens,
+                     total_tokens=event.usage.total_tokens)

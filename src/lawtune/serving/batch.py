@@ -1,0 +1,151 @@
+"""The tensor side of continuous batching: sequences join and leave a running decode batch.
+
+Used by `lawtune.serving.engine.LocalEngine` from its worker thread (never from the event loop):
+
+    batch = DecodeBatch(model, pad_id=tokenizer.pad_token_id)
+    first = batch.join(seq)             # prefill the prompt alone, merge its KV cache into the batch
+    while batch.sequences:
+        tokens = batch.step()           # one new token for every sequence, all in one forward pass
+        batch.remove([s for s in batch.sequences if done(s)])
+
+Why it gives the same greedy tokens as running a prompt alone:
+- a prompt is prefilled alone (batch of one, no padding), exactly as `model.generate` does;
+- the batch's KV cache is left-padded to a common length; padding columns are zeros in the attention mask,
+  so they get no attention weight;
+- every row carries its own `position_ids` (its count of real tokens), so RoPE sees the positions it would
+  see alone, while `cache_position` indexes the shared (padded) cache columns;
+- all cache layers are full (`DynamicLayer`), so sliding-window layers are windowed by the mask, computed
+  from the same positions as alone.
+What can differ is floating-point summation order in batched matmuls, which only matters at a near-tie
+between the two best tokens (the benchmark prints the logit margin where that happens).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+
+
+@dataclass(eq=False)  # identity, not field equality: two requests may look the same
+class Sequence:
+    """One request's decoding state. `pending` is the last sampled token, not yet in the KV cache."""
+
+    prompt_ids: list[int]
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    generated: list[int] = field(default_factory=list)
+    pending: int | None = None
+    cached: int = 0  # real tokens of this sequence held in the cache (= its next position id)
+    generator: torch.Generator | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature > 0:
+            self.generator = torch.Generator()
+            if self.seed is None:
+                self.generator.seed()  # nondeterministic, and leaves torch's global generator alone
+            else:
+                self.generator.manual_seed(self.seed)
+
+
+def pick_token(logits: torch.Tensor, seq: Sequence) -> int:
+    """Greedy when temperature is 0, else temperature + top-p sampling with the sequence's own generator."""
+    if seq.temperature <= 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits.float() / seq.temperature, dim=-1)
+    if seq.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        # keep the smallest prefix whose mass reaches top_p (always at least the best token)
+        keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < seq.top_p
+        sorted_probs = sorted_probs * keep
+        return int(order[torch.multinomial(sorted_probs, 1, generator=seq.generator)])
+    return int(torch.multinomial(probs, 1, generator=seq.generator))
+
+
+def _pad_left(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    if width == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = width
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+class DecodeBatch:
+    """The running batch of one model: a left-padded KV cache, its attention mask and the sequences."""
+
+    def __init__(self, model: Any):
+        import inspect
+
+        self.model = model
+        # transformers 5.2x renamed `past_key_values` to `cache` (the old name warns until 5.40)
+        params = inspect.signature(model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self.sequences: list[Sequence] = []
+        self.layers: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: keys, values [B, H, T, D]
+        self.mask: torch.Tensor | None = None  # [B, T] 1 = real token, 0 = padding
+
+    @torch.inference_mode()
+    def join(self, seq: Sequence) -> int:
+        """Prefill `seq`'s prompt alone, pick its first token, and merge its cache into the batch."""
+        cache = DynamicCache()
+        ids = torch.tensor([seq.prompt_ids])
+        out = self.model(input_ids=ids, use_cache=True, **{self._cache_kwarg: cache})
+        token = pick_token(out.logits[0, -1], seq)
+        seq.pending, seq.cached = token, len(seq.prompt_ids)
+        seq.generated.append(token)
+        new_layers = [(layer.keys, layer.values) for layer in cache.layers]
+        new_mask = torch.ones(1, len(seq.prompt_ids), dtype=torch.long)
+        if not self.sequences:
+            self.layers, self.mask = new_layers, new_mask
+        else:
+            old_len, new_len = self.mask.shape[1], new_mask.shape[1]
+            width = max(old_len, new_len)
+            self.layers = [
+                (torch.cat([_pad_left(k, width - old_len, 2), _pad_left(nk, width - new_len, 2)], dim=0),
+                 torch.cat([_pad_left(v, width - old_len, 2), _pad_left(nv, width - new_len, 2)], dim=0))
+                for (k, v), (nk, nv) in zip(self.layers, new_layers)
+            ]
+            self.mask = torch.cat([_pad_left(self.mask, width - old_len, 1), _pad_left(new_mask, width - new_len, 1)])
+        self.sequences.append(seq)
+        return token
+
+    @torch.inference_mode()
+    def step(self) -> list[int]:
+        """Feed every sequence's pending token, pick the next one for each; returns them in batch order."""
+        batch = len(self.sequences)
+        width = self.mask.shape[1]
+        ids = torch.tensor([[seq.pending] for seq in self.sequences])
+        positions = torch.tensor([[seq.cached] for seq in self.sequences])
+        self.mask = torch.cat([self.mask, torch.ones(batch, 1, dtype=torch.long)], dim=1)
+        cache = DynamicCache(ddp_cache_data=self.layers)
+        out = self.model(input_ids=ids, attention_mask=self.mask, position_ids=positions,
+                         cache_position=torch.tensor([width]), use_cache=True, **{self._cache_kwarg: cache})
+        self.layers = [(layer.keys, layer.values) for layer in cache.layers]
+        tokens = []
+        for row, seq in enumerate(self.sequences):
+            token = pick_token(out.logits[row, -1], seq)
+            seq.cached += 1
+            seq.pending = token
+            seq.generated.append(token)
+            tokens.append(token)
+        return tokens
+
+    def remove(self, leaving: list[Sequence]) -> None:
+        """Drop finished or cancelled sequences and the padding columns no remaining row needs."""
+        if not leaving:
+            return
+        keep = [row for row, seq in enumerate(self.sequences) if seq not in leaving]
+        self.sequences = [self.sequences[row] for row in keep]
+        if not keep:
+            self.layers, self.mask = [], None
+            return
+        index = torch.tensor(keep)
+        mask = self.mask.index_select(0, index)
+        # columns that are padding in every remaining row can go (rows are left-padded, so they lead)
+        first_real = int((mask.sum(dim=0) > 0).nonzero()[0])
+        self.mask = mask[:, first_real:]
+        self.layers = [(k.index_select(0, index)[:, :, first_real:], v.index_select(0, index)[:, :, first_real:])
+                       for k, v in self.layers]
