@@ -1,0 +1,154 @@
+"""Trainer callbacks: metrics.jsonl, best adapter + early stopping, checkpoint completion markers, progress.
+
+All file writes happen on the main process only and go through `lawtune.fsutil` (atomic). The Trainer
+writes `checkpoint-N/` file by file, so a SIGKILL can leave a half-written one; `CheckpointMarker` writes
+`checkpoint-N/lawtune_complete.json` after the Trainer has finished the folder, and resume only ever
+picks a checkpoint that has it (see `lawtune.training.resume`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from lawtune.fsutil import atomic_dir, atomic_write_json
+from lawtune.modeling.runs import BEST_ADAPTER_DIR
+
+METRICS_FILE = "metrics.jsonl"
+COMPLETE_MARKER = "lawtune_complete.json"
+BEST_INFO = "best.json"
+
+
+class MetricsLog(TrainerCallback):
+    """Append every log / eval event to RUN/metrics.jsonl as one JSON object with its step."""
+
+    def __init__(self, run_dir: Path, token_counter: Any):
+        self.path = Path(run_dir) / METRICS_FILE
+        self.token_counter = token_counter
+        self.start = time.monotonic()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        event = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs,
+                 "supervised_tokens": self.token_counter.tokens * max(args.world_size, 1),
+                 "elapsed_s": round(time.monotonic() - self.start, 1)}
+        with self.path.open("a", encoding="utf-8") as handle:  # append-only; one whole line per write
+            handle.write(json.dumps(event, ensure_ascii=False) + "\n")
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    events = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill mid-write
+    return events
+
+
+class BestAdapter(TrainerCallback):
+    """After each eval, save the adapter to RUN/best/ when the dev metric improved; stop after `patience`."""
+
+    def __init__(self, run_dir: Path, metric: str, greater_is_better: bool, patience: int | None):
+        self.run_dir = Path(run_dir)
+        self.metric = metric if metric.startswith("eval_") else f"eval_{metric}"
+        self.greater = greater_is_better
+        self.patience = patience
+        self.best_value, self.best_step, self.bad_evals = _restore_best(self.run_dir, self.metric, self.greater)
+
+    def _better(self, value: float) -> bool:
+        if self.best_value is None:
+            return True
+        return value > self.best_value if self.greater else value < self.best_value
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        value = (metrics or {}).get(self.metric)
+        if value is None or math.isnan(value):
+            return
+        if self._better(value):
+            self.best_value, self.best_step, self.bad_evals = value, state.global_step, 0
+            if state.is_world_process_zero:
+                with atomic_dir(self.run_dir / BEST_ADAPTER_DIR) as tmp:
+                    model.save_pretrained(tmp)
+                    atomic_write_json(tmp / BEST_INFO, {"step": state.global_step, "metric": self.metric,
+                                                        "value": value, "greater_is_better": self.greater})
+        else:
+            self.bad_evals += 1
+            if self.patience and self.bad_evals >= self.patience:
+                control.should_training_stop = True
+                state.stateful_callbacks["lawtune_early_stop"] = {"step": state.global_step}
+
+
+def _restore_best(run_dir: Path, metric: str, greater: bool) -> tuple[float | None, int | None, int]:
+    """On resume: the best so far from best/best.json, and how many evals since then did not beat it."""
+    info_file = run_dir / BEST_ADAPTER_DIR / BEST_INFO
+    if not info_file.is_file():
+        return None, None, 0
+    info = json.loads(info_file.read_text(encoding="utf-8"))
+    if info.get("metric") != metric:
+        return None, None, 0
+    later = [e for e in read_metrics(run_dir) if metric in e and e["step"] > info["step"]]
+    return info["value"], info["step"], len(later)
+
+
+class CheckpointMarker(TrainerCallback):
+    """Mark checkpoint-N complete once the Trainer has written all of it (on_save runs after the save)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                atomic_write_json(folder / COMPLETE_MARKER, {"step": state.global_step})
+
+
+class RichProgress(TrainerCallback):
+    """A rich progress bar: step, loss, supervised tokens/s and ETA (main process only)."""
+
+    def __init__(self, token_counter: Any):
+        self.token_counter = token_counter
+        self.progress = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"), TextColumn("dev {task.fields[dev]}"),
+            TextColumn("{task.fields[speed]} sup tok/s"), TimeElapsedColumn(), TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step,
+                                           loss="-", dev="-", speed="-")
+        self.start_time, self.start_tokens = time.monotonic(), self.token_counter.tokens
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.progress is None:
+            return
+        elapsed = time.monotonic() - self.start_time
+        tokens = (self.token_counter.tokens - self.start_tokens) * max(args.world_size, 1)
+        self.progress.update(self.task, completed=state.global_step, speed=f"{tokens / max(elapsed, 1e-9):.0f}")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.progress is None or not logs:
+            return
+        if "loss" in logs:
+            self.progress.update(self.task, loss=f"{logs['loss']:.3f}")
+        if "eval_loss" in logs:
+            self.progress.update(self.task, dev=f"{logs['eval_loss']:.3f}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None

@@ -1,0 +1,265 @@
+"""The training config: ChatGLM3's `configs/lora.yaml` layout plus `model:` and `eval:` sections.
+
+    config = load_config(Path("configs/demo.yaml"), ["training_args.max_steps=20", "peft_config.r=16"])
+    config.training_args.max_steps, config.peft_config.r, config.data_config.train_file
+
+The original ChatGLM3 finetune_demo `lora.yaml` parses unchanged. Every problem is collected and reported
+at once in one LawtuneError line: unknown keys name the nearest valid key, bad values name the field.
+Keys that transformers renamed (`evaluation_strategy`, `no_cuda`, `group_by_length`, `warmup_ratio`, ...) are
+translated with a warning; lawtune never rewrites a value silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lawtune.errors import LawtuneError
+
+# Old transformers key → (new key, how the value carries over).
+RENAMED_TRAINING_ARGS = {
+    "evaluation_strategy": "eval_strategy",
+    "no_cuda": "use_cpu",
+    "per_gpu_train_batch_size": "per_device_train_batch_size",
+    "per_gpu_eval_batch_size": "per_device_eval_batch_size",
+    "warmup_ratio": "warmup_steps",  # transformers 5 reads a float < 1 in warmup_steps as a ratio
+    "group_by_length": "train_sampling_strategy",
+}
+# Old keys that no longer mean anything: accepted with a warning, then dropped.
+DROPPED_TRAINING_ARGS = {
+    "logging_dir": "TensorBoard logs always go to RUN/tensorboard",
+    "overwrite_output_dir": "use --resume none to start over",
+    "use_mps_device": "the device is picked automatically",
+}
+# Seq2SeqTrainingArguments keys ChatGLM3 uses that lawtune reads itself instead of passing on.
+LAWTUNE_READS = {"predict_with_generate", "generation_config", "generation_max_length", "generation_num_beams",
+                 "sortish_sampler"}
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(Section):
+    name_or_path: str = Field("default", description="imported model name, `default`, or a local HF folder")
+    chat_template: str | None = Field(None, description="gemma | chatglm3 | a .jinja file; default: the tokenizer's own, else the family's")
+    trust_remote_code: bool = False
+    attn_implementation: str | None = None
+
+
+class DataConfig(Section):
+    train_file: str
+    val_file: str | None = None
+    test_file: str | None = None
+    num_proc: int | None = Field(None, ge=1, description="accepted for ChatGLM3 compatibility; encoding runs in-process")
+
+
+class PeftConfig(Section):
+    peft_type: Literal["LORA"] = "LORA"
+    task_type: Literal["CAUSAL_LM"] = "CAUSAL_LM"
+    r: int = Field(8, ge=1, le=1024)
+    lora_alpha: float = Field(16, gt=0)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | str = "all-linear"
+    bias: Literal["none", "all", "lora_only"] = "none"
+    modules_to_save: list[str] | None = None
+
+
+class EvalSection(Section):
+    dev_rows: int = Field(48, ge=1, description="dev loss is computed on the first min(dev_rows, len(dev)) rows")
+    generate_rows: int | None = Field(None, ge=0, description="rows for ROUGE-L during training; default 50 if predict_with_generate else 0")
+    max_new_tokens: int | None = Field(None, ge=1)
+    early_stopping_patience: int | None = Field(None, ge=1, description="stop after this many evals without a better dev metric")
+
+
+class TrainingArgs(BaseModel):
+    """The Trainer's arguments: common ones typed here; any other `Seq2SeqTrainingArguments` field passes through."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    output_dir: str = "runs/lawtune"
+    max_steps: int = Field(-1, ge=-1)
+    num_train_epochs: float = Field(3.0, gt=0)
+    learning_rate: float = Field(2e-4, gt=0)
+    lr_scheduler_type: str = "cosine"
+    warmup_steps: float = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    per_device_train_batch_size: int = Field(4, ge=1)
+    per_device_eval_batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_grad_norm: float = Field(1.0, ge=0)
+    logging_strategy: Literal["steps", "epoch", "no"] = "steps"
+    logging_steps: float = Field(10, gt=0)
+    eval_strategy: Literal["steps", "epoch", "no"] = "steps"
+    eval_steps: float | None = Field(None, gt=0)
+    save_strategy: Literal["steps", "epoch", "no", "best"] = "steps"
+    save_steps: float = Field(500, gt=0)
+    save_total_limit: int | None = Field(3, ge=1)
+    metric_for_best_model: str = "eval_loss"
+    greater_is_better: bool | None = None
+    seed: int = 42
+    bf16: bool | Literal["auto"] = "auto"
+    fp16: bool = False
+    use_cpu: bool = False
+    deepspeed: str | None = None
+    train_sampling_strategy: str = "group_by_length"
+    dataloader_num_workers: int = Field(0, ge=0)
+    remove_unused_columns: bool = False
+    log_level: str = "warning"
+    report_to: str | list[str] = "none"
+    predict_with_generate: bool = False
+    generation_config: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _translate_old_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for old, new in RENAMED_TRAINING_ARGS.items():
+            if old not in data:
+                continue
+            value = data.pop(old)
+            if old == "group_by_length":
+                value = "group_by_length" if value else "random"
+            if new in data:
+                raise ValueError(f"both {old!r} and its new name {new!r} are set; keep only {new!r}")
+            warnings.warn(f"training_args.{old} is the old transformers name; read as {new}={value!r}", stacklevel=2)
+            data[new] = value
+        for old, why in DROPPED_TRAINING_ARGS.items():
+            if old in data:
+                data.pop(old)
+                warnings.warn(f"training_args.{old} is ignored: {why}", stacklevel=2)
+        return data
+
+
+class TrainConfig(Section):
+    model: ModelSection = ModelSection()
+    data_config: DataConfig
+    max_input_length: int = Field(256, ge=1)
+    max_output_length: int = Field(256, ge=2, description="answer budget, end-of-turn token included")
+    training_args: TrainingArgs = TrainingArgs()
+    peft_config: PeftConfig = PeftConfig()
+    eval: EvalSection = EvalSection()
+
+    @property
+    def generate_rows(self) -> int:
+        if self.eval.generate_rows is not None:
+            return self.eval.generate_rows
+        return 50 if self.training_args.predict_with_generate else 0
+
+    @property
+    def max_new_tokens(self) -> int:
+        gen = self.training_args.generation_config or {}
+        return self.eval.max_new_tokens or int(gen.get("max_new_tokens", self.max_output_length))
+
+
+# ---- loading --------------------------------------------------------------------------------------------
+
+
+def load_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Read YAML, apply dotted `key=value` overrides, validate; every problem in one LawtuneError."""
+    path = Path(path)
+    if not path.is_file():
+        raise LawtuneError(f"config file {path} not found; start from configs/lora.yaml or configs/demo.yaml")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise LawtuneError(f"{path}{where} is not valid YAML: {getattr(error, 'problem', error)}") from error
+    if not isinstance(data, dict):
+        raise LawtuneError(f"{path} must be a mapping of sections (data_config, training_args, ...)")
+    for override in overrides:
+        apply_override(data, override)
+    return validate_config(data, source=str(path))
+
+
+def apply_override(data: dict, override: str) -> None:
+    """`training_args.max_steps=20` → data["training_args"]["max_steps"] = 20 (value parsed as YAML)."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key.strip():
+        raise LawtuneError(f"override {override!r} is not key=value (example: training_args.max_steps=20)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    parts = [part for part in key.strip().split(".")]
+    # Short forms the demo and users reach for: `max_steps=` means training_args.max_steps.
+    if len(parts) == 1 and parts[0] in TrainingArgs.model_fields and parts[0] not in TrainConfig.model_fields:
+        parts = ["training_args", *parts]
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise LawtuneError(f"override {override!r}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def validate_config(data: dict, source: str = "config") -> TrainConfig:
+    problems: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            config = TrainConfig.model_validate(data)
+        except ValidationError as error:
+            config = None
+            problems += [_describe(item, data) for item in error.errors()]
+    for warning in caught:
+        warnings.warn(str(warning.message), stacklevel=2)
+    if config is not None:
+        problems += _unknown_training_args(config.training_args)
+    if problems:
+        raise LawtuneError(f"{source}: " + "; ".join(problems))
+    return config
+
+
+def _describe(item: dict, data: dict) -> str:
+    where = ".".join(str(part) for part in item["loc"])
+    if item["type"] == "extra_forbidden":
+        section = _section_fields(item["loc"][:-1])
+        near = difflib.get_close_matches(str(item["loc"][-1]), section, n=1, cutoff=0.5)
+        hint = f" (did you mean {'.'.join([*map(str, item['loc'][:-1]), near[0]])}?)" if near else \
+            f" (valid keys here: {', '.join(section)})"
+        return f"unknown key {where}{hint}"
+    if item["type"] == "missing":
+        return f"{where} is required"
+    return f"{where}: {item['msg']} (got {item.get('input')!r})"
+
+
+def _section_fields(loc: tuple) -> list[str]:
+    model: Any = TrainConfig
+    for part in loc:
+        annotation = model.model_fields[part].annotation
+        model = annotation
+    return list(model.model_fields)
+
+
+def _unknown_training_args(args: TrainingArgs) -> list[str]:
+    """Extra training_args keys must be real Seq2SeqTrainingArguments fields."""
+    extra = list(args.model_extra or {})
+    if not extra:
+        return []
+    from transformers import Seq2SeqTrainingArguments
+
+    valid = {field.name for field in dataclasses.fields(Seq2SeqTrainingArguments)} | set(TrainingArgs.model_fields)
+    problems = []
+    for key in extra:
+        if key not in valid:
+            near = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
+            hint = f" (did you mean training_args.{near[0]}?)" if near else ""
+            problems.append(f"unknown key training_args.{key}{hint}")
+    return problems
+
+
+def config_to_yaml(config: TrainConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), allow_unicode=True, sort_keys=False)

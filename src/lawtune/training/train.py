@@ -1,0 +1,234 @@
+"""`lawtune train CONFIG [key=value ...]`: LoRA SFT with the HF Trainer + PEFT, into a run folder.
+
+    lawtune train configs/demo.yaml
+    lawtune train configs/lora.yaml training_args.max_steps=200 peft_config.r=16 --resume none
+    torchrun --nproc_per_node 2 -m lawtune.cli train configs/demo.yaml      # also: accelerate launch
+
+    from lawtune.training.train import run
+    run_dir = run(Path("configs/demo.yaml"), ["max_steps=20"], resume="auto")
+
+Reads top to bottom: config → model + template → data → run folder → Trainer → final save → report.
+The run folder layout is `lawtune.modeling.runs`; later commands load it with `load_model(run_dir)`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from lawtune.errors import LawtuneError
+from lawtune.fsutil import atomic_dir, atomic_write_json, atomic_write_text, sha256_file, sha256_tree
+from lawtune.modeling.chat import ChatFormat, resolve_template
+from lawtune.modeling.runs import FINAL_ADAPTER_DIR, RUN_INFO, TEMPLATE_FILE, TOKENIZER_DIR, resolve_model_path
+from lawtune.training.config import LAWTUNE_READS, TrainConfig, config_to_yaml, load_config
+from lawtune.training.data import EncodedData, encode_rows, read_conversations
+
+
+def run(config_path: Path, overrides: list[str] | tuple[str, ...] = (), resume: str = "auto") -> Path:
+    """Train as the config says; return the run folder (= training_args.output_dir)."""
+    config = load_config(Path(config_path), list(overrides))
+    run_dir = Path(config.training_args.output_dir).expanduser().resolve()
+
+    # ---- model, tokenizer, chat template ---------------------------------------------------------------
+    from accelerate import PartialState
+
+    from lawtune.modeling.loading import load_tokenizer
+
+    state = PartialState()  # joins the process group under torchrun / accelerate launch; no-op otherwise
+    model_dir = resolve_model_path(config.model.name_or_path)
+    tokenizer = load_tokenizer(model_dir, config.model.trust_remote_code)
+    model_type = _model_type(model_dir)
+    chat = ChatFormat(tokenizer, resolve_template(tokenizer, config.model.chat_template, model_type))
+
+    # ---- data ----------------------------------------------------------------------------------------------
+    train = _encode(config, chat, config.data_config.train_file)
+    if not train.examples:
+        raise LawtuneError(f"no usable training sample in {config.data_config.train_file} (dropped: {dict(train.dropped)})")
+    dev = _encode(config, chat, config.data_config.val_file) if config.data_config.val_file else None
+    if dev is not None:
+        # min(N, len(dev)): a small dev set is used whole, never an IndexError. Sorted by length so the
+        # eval batches carry little padding (the loss does not depend on the order).
+        dev.examples = sorted(dev.examples[: config.eval.dev_rows], key=lambda ex: len(ex["input_ids"]))
+
+    # ---- run folder --------------------------------------------------------------------------------------
+    from lawtune.training.resume import plan_resume, tidy_run_dir
+
+    start = plan_resume(run_dir, resume)
+    state.wait_for_everyone()  # every process has decided before the main one changes the folder
+    if state.is_main_process:
+        tidy_run_dir(run_dir, start)
+        _write_run_info(run_dir, config, model_dir, tokenizer, chat, train, dev, status="training")
+    state.wait_for_everyone()
+
+    # ---- trainer -------------------------------------------------------------------------------------------
+    trainer, precision = _build_trainer(config, run_dir, model_dir, train, dev, tokenizer, chat)
+    started = time.monotonic()
+    trainer.train(resume_from_checkpoint=str(start) if start else None)
+    seconds = time.monotonic() - started
+
+    # ---- final save and report ------------------------------------------------------------------------
+    if state.is_main_process:
+        with atomic_dir(run_dir / FINAL_ADAPTER_DIR) as tmp:
+            trainer.model.save_pretrained(tmp)
+        from lawtune.training.plot import plot_loss_curve
+
+        plot_loss_curve(run_dir)
+        tokens = trainer.token_counter.tokens * max(state.num_processes, 1)
+        _write_run_info(run_dir, config, model_dir, tokenizer, chat, train, dev, status="finished", extra={
+            "final_step": trainer.state.global_step, "precision": precision, "world_size": state.num_processes,
+            "resumed_from": start.name if start else None, "train_seconds": round(seconds, 1),
+            "supervised_tokens_per_s_this_session": round(tokens / max(seconds, 1e-9), 1),
+        })
+    state.wait_for_everyone()
+    return run_dir
+
+
+def _model_type(model_dir: Path) -> str | None:
+    try:
+        return json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _encode(config: TrainConfig, chat: ChatFormat, file: str) -> EncodedData:
+    rows = read_conversations(Path(file).expanduser())
+    return encode_rows(rows, chat, config.max_input_length, config.max_output_length)
+
+
+def _write_run_info(run_dir, config, model_dir, tokenizer, chat, train, dev, status, extra=None) -> None:
+    import peft
+    import torch
+    import transformers
+
+    import lawtune
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    previous = json.loads((run_dir / RUN_INFO).read_text(encoding="utf-8")) if (run_dir / RUN_INFO).is_file() else {}
+    if status == "training" or "base_model" not in previous:
+        atomic_write_text(run_dir / TEMPLATE_FILE, chat.template)
+        atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
+        with atomic_dir(run_dir / TOKENIZER_DIR) as tmp:
+            tokenizer.save_pretrained(tmp)
+    base = previous.get("base_model") if previous.get("base_model", {}).get("path") == str(model_dir) else None
+    data = {name: _data_info(file, enc) for name, file, enc in
+            (("train", config.data_config.train_file, train), ("dev", config.data_config.val_file, dev)) if enc}
+    info = {
+        **previous,
+        "status": status,
+        "base_model": base or {"path": str(model_dir), "sha256": sha256_tree(model_dir)},
+        "model_name": config.model.name_or_path,
+        "template_file": TEMPLATE_FILE,
+        "end_of_turn": chat.end_of_turn_text,
+        "data": data,
+        "seed": config.training_args.seed,
+        "versions": {"lawtune": getattr(lawtune, "__version__", "0"), "torch": torch.__version__,
+                     "transformers": transformers.__version__, "peft": peft.__version__},
+        **(extra or {}),
+    }
+    atomic_write_json(run_dir / RUN_INFO, info)
+
+
+def _data_info(file: str, encoded: EncodedData) -> dict:
+    path = Path(file).expanduser().resolve()
+    return {"file": str(path), "sha256": sha256_file(path), "examples": len(encoded.examples),
+            "dropped": dict(encoded.dropped), "supervised_tokens": encoded.supervised_tokens,
+            "tokens": encoded.total_tokens}
+
+
+# ---- trainer wiring ------------------------------------------------------------------------------------------
+
+
+def _build_trainer(config: TrainConfig, run_dir: Path, model_dir: Path, train, dev, tokenizer, chat):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers import AutoModelForCausalLM
+    from transformers.integrations import TensorBoardCallback
+
+    from lawtune.training import callbacks as cb
+    from lawtune.training.data import Collator
+    from lawtune.training.loss import SFTTrainer, TokenCounter
+
+    args, precision = training_arguments(config, run_dir, has_dev=dev is not None)
+    torch.manual_seed(args.seed)
+    kwargs = {"attn_implementation": config.model.attn_implementation} if config.model.attn_implementation else {}
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
+                                                 trust_remote_code=config.model.trust_remote_code, **kwargs)
+    model.config.use_cache = False
+    peft = config.peft_config
+    lora = LoraConfig(r=peft.r, lora_alpha=peft.lora_alpha, lora_dropout=peft.lora_dropout, bias=peft.bias,
+                      target_modules=peft.target_modules, modules_to_save=peft.modules_to_save, task_type="CAUSAL_LM")
+    try:
+        model = get_peft_model(model, lora)
+    except ValueError as error:  # e.g. target_modules naming layers the model does not have
+        raise LawtuneError(f"peft_config does not fit this model: {error}") from error
+
+    counter = TokenCounter()
+    callbacks = [cb.MetricsLog(run_dir, counter), cb.CheckpointMarker(), cb.RichProgress(counter)]
+    if dev is not None:
+        if config.generate_rows:
+            from lawtune.training.generation_eval import GenerationEval
+
+            callbacks.insert(0, GenerationEval(run_dir, chat, config.data_config.val_file, config.generate_rows,
+                                               config.max_new_tokens, config.max_input_length))
+        greater = config.training_args.greater_is_better
+        if greater is None:
+            greater = "loss" not in config.training_args.metric_for_best_model
+        callbacks.append(cb.BestAdapter(run_dir, config.training_args.metric_for_best_model, greater,
+                                        config.eval.early_stopping_patience))
+    if args.process_index == 0:
+        callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(str(run_dir / "tensorboard"))))
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train.examples,
+                         eval_dataset=dev.examples if dev else None,
+                         data_collator=Collator(tokenizer.pad_token_id), callbacks=callbacks, token_counter=counter)
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)  # the rich bar and metrics.jsonl replace the printed dicts
+    trainer.remove_callback(ProgressCallback)
+    return trainer, precision
+
+
+def training_arguments(config: TrainConfig, run_dir: Path, has_dev: bool):
+    """Seq2SeqTrainingArguments from the config, with lawtune's fixed choices; returns (args, precision)."""
+    import torch
+    from transformers import Seq2SeqTrainingArguments
+
+    values = config.training_args.model_dump(exclude=LAWTUNE_READS)
+    values.update(output_dir=str(run_dir), report_to=[], disable_tqdm=True, prediction_loss_only=True,
+                  remove_unused_columns=False, label_names=["labels"])
+    if not torch.cuda.is_available():
+        values["dataloader_pin_memory"] = False
+    bf16 = values["bf16"]
+    if bf16 == "auto":
+        bf16 = bf16_supported()
+    values["bf16"] = bool(bf16)
+    if not has_dev:
+        values["eval_strategy"] = "no"
+        if values.get("save_strategy") == "best":
+            raise LawtuneError("training_args.save_strategy=best needs data_config.val_file")
+    if values.get("deepspeed") and not Path(values["deepspeed"]).is_file():
+        raise LawtuneError(f"training_args.deepspeed file {values['deepspeed']} not found")
+    try:
+        args = Seq2SeqTrainingArguments(**values)
+    except ImportError as error:
+        raise LawtuneError(f"a library the config asks for is missing: {error}") from error
+    except (ValueError, TypeError) as error:
+        raise LawtuneError(f"training_args rejected by transformers: {str(error).splitlines()[0]}") from error
+    precision = "bf16-autocast" if args.bf16 else ("fp16-autocast" if args.fp16 else "fp32")
+    if torch.cuda.is_available() is False and args.fp16:
+        raise LawtuneError("training_args.fp16 needs a CUDA GPU; use bf16: auto on a CPU")
+    return args, precision
+
+
+def bf16_supported() -> bool:
+    """bf16 autocast pays off only with hardware bf16: a CUDA GPU that has it, or a CPU with AVX512-BF16/AMX."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
