@@ -26,6 +26,8 @@ from fastapi.staticfiles import StaticFiles
 from lawtune.serving.engine import (Engine, EngineError, EngineTimeout, Finished, GenerationEvent,
                                     GenerationRequest, LocalEngine, TextDelta)
 from lawtune.serving.errors import ApiError, install_error_handlers
+from lawtune.serving.gateway.admission import Gateway, Ticket
+from lawtune.serving.gateway.routes import install_gateway
 from lawtune.serving.protocol import (ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
                                       ChunkChoice, Delta, ModelCard, ModelList, ResponseMessage, UsageInfo)
 from lawtune.serving.settings import ServeSettings
@@ -37,10 +39,8 @@ STATIC_DIR = resources.files("lawtune.serving") / "static"
 def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.engine = engine or LocalEngine(
-            settings.model, max_batch_size=settings.max_batch_size, dtype=settings.dtype,
-            serve_base=settings.serve_base, adapter=settings.adapter, timeout_s=settings.request_timeout_s,
-            max_context=settings.max_context)
+        app.state.engine = engine or _default_engine(settings)
+        app.state.gateway.engine = app.state.engine
         app.state.ready, app.state.load_error = False, None
         loading = asyncio.create_task(_start_engine(app))
         yield
@@ -54,9 +54,24 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
     app.state.settings = settings
     app.state.started = int(time.time())
     install_error_handlers(app)
+    settings.gateway.check_bind(settings.host)
+    install_gateway(app, Gateway(settings.gateway, max_concurrency=settings.max_batch_size if not settings.upstream
+                                 else 64, request_timeout_s=settings.request_timeout_s))
     _add_routes(app)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     return app
+
+
+def _default_engine(settings: ServeSettings) -> Engine:
+    if settings.upstream:  # the gateway in front of vLLM or another lawtune (RUN, if given, supplies the tokenizer)
+        from lawtune.serving.gateway.upstream import UpstreamEngine
+
+        key = settings.upstream_key.get_secret_value() if settings.upstream_key else None
+        return UpstreamEngine(settings.upstream, api_key=key, run_dir=settings.model,
+                              default_timeout_s=settings.request_timeout_s)
+    return LocalEngine(settings.model, max_batch_size=settings.max_batch_size, dtype=settings.dtype,
+                       serve_base=settings.serve_base, adapter=settings.adapter, timeout_s=settings.request_timeout_s,
+                       max_context=settings.max_context)
 
 
 async def _start_engine(app: FastAPI) -> None:
@@ -92,6 +107,10 @@ def _add_routes(app: FastAPI) -> None:
                                 "queued": engine.queue_depth if state.ready else 0}
         if not state.ready:
             body["reason"] = state.load_error or "the model is still loading"
+        # the switch and the breaker (200 even when paused: the replica stays reachable to show the notice)
+        gateway = state.gateway.status()
+        body.update(status=gateway["status"], paused=gateway["paused"], notice=gateway["notice"],
+                    breaker=gateway["breaker"]["state"])
         return JSONResponse(body, status_code=200 if state.ready else 503)
 
     @app.get("/v1/models")
@@ -108,13 +127,17 @@ def _add_routes(app: FastAPI) -> None:
         engine = ready_engine(request)
         generation = build_generation(body, engine, request.app.state.settings)
         # admission (gateway) hooks in here
-        events = generate_events(engine, generation)
+        prompt_tokens = engine.count_prompt_tokens(generation.messages, generation.model)
+        ticket = await request.app.state.gateway.admit(request, prompt_tokens, generation.max_tokens)
+        generation.timeout_s = ticket.remaining_s()
+        events = generate_events(engine, generation, ticket)
+        limits = ticket.rate_limit_headers()
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             first = await _first_event(events)  # errors before the first token still get their HTTP status
             return StreamingResponse(_sse(generation, first, events, include_usage), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        return JSONResponse((await _complete(generation, events)).model_dump())
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **limits})
+        return JSONResponse((await _complete(generation, events)).model_dump(), headers=limits)
 
 
 def build_generation(body: ChatCompletionRequest, engine: Engine, settings: ServeSettings) -> GenerationRequest:
@@ -145,11 +168,15 @@ def build_generation(body: ChatCompletionRequest, engine: Engine, settings: Serv
                              timeout_s=settings.request_timeout_s, request_id=f"chatcmpl-{uuid.uuid4().hex}")
 
 
-async def generate_events(engine: Engine, generation: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+async def generate_events(engine: Engine, generation: GenerationRequest,
+                          ticket: Ticket | None = None) -> AsyncIterator[GenerationEvent]:
     """The one generation helper both response paths use: engine events, with engine failures as ApiError.
 
     Closing this iterator (the client went away) closes the engine's, which frees the slot."""
-    async with contextlib.aclosing(engine.generate(generation)) as events:
+    source = engine.generate(generation)
+    if ticket is not None:  # deadline, TTFT/token metrics, breaker verdicts, slot release
+        source = ticket.guard(source)
+    async with contextlib.aclosing(source) as events:
         try:
             async for event in events:
                 yield event

@@ -2,6 +2,8 @@
 
     lawtune serve runs/demo                          # http://127.0.0.1:8000 : chat page + OpenAI API
     lawtune serve runs/demo --port 9000 --max-batch-size 4 --dtype bfloat16
+    lawtune serve runs/demo --host 0.0.0.0 --keys-file keys.yaml --rate-limit-storage redis://127.0.0.1:6379/0
+    lawtune serve --upstream http://127.0.0.1:8001 --keys-file keys.yaml      # gateway in front of vLLM
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import typer
 
 
 def serve(
-    model: str = typer.Argument(..., help="run folder (base + LoRA adapter), model folder, or imported model name"),
+    model: str = typer.Argument(None, help="run folder (base + LoRA adapter), model folder, or imported model name; "
+                                "with --upstream, an optional run folder for exact token counts"),
     host: str = typer.Option("127.0.0.1", help="address to listen on (keep loopback unless the gateway guards it)"),
     port: int = typer.Option(8000, help="TCP port"),
     max_batch_size: int = typer.Option(8, help="sequences generated together (continuous batching)"),
@@ -23,6 +26,23 @@ def serve(
     timeout: float = typer.Option(300.0, help="per-request deadline in seconds"),
     max_context: int = typer.Option(None, help="cap prompt + new tokens below the model's own context length"),
     log_level: str = typer.Option("info", help="uvicorn log level"),
+    # ---- gateway (docs/gateway.md) ----
+    upstream: str = typer.Option(None, help="front this OpenAI-compatible engine (e.g. vLLM) instead of loading a model"),
+    upstream_key: str = typer.Option(None, envvar="LAWTUNE_UPSTREAM_KEY", help="API key the upstream expects"),
+    keys_file: Path = typer.Option(None, help="YAML of hashed API keys (`lawtune keys add`); reloaded when it changes"),
+    admin_key: str = typer.Option(None, envvar="LAWTUNE_ADMIN_KEY", help="key for /admin/* (prefer the env var)"),
+    open_access: bool = typer.Option(False, "--open", help="no API keys (only allowed on a loopback --host)"),
+    rpm: int = typer.Option(60, help="requests per minute per key (a key's own limit wins)"),
+    tpm: int = typer.Option(40000, help="tokens per minute per key: prompt + max_tokens up front, corrected after"),
+    rate_limit_storage: str = typer.Option("memory://", help="memory:// or redis://HOST:PORT/DB (replicas share it)"),
+    queue_size: int = typer.Option(16, help="requests waiting for an engine slot; more → 503 at once"),
+    max_concurrency: int = typer.Option(None, help="requests in the engine at once (default: --max-batch-size)"),
+    max_body_bytes: int = typer.Option(1_000_000, help="larger request bodies get 413"),
+    pause_file: Path = typer.Option(None, envvar="LAWTUNE_PAUSE_FILE", help="exists → paused (服务降级); its text is the notice"),
+    paused: bool = typer.Option(False, "--paused", envvar="LAWTUNE_PAUSED", help="start paused"),
+    pause_notice: str = typer.Option(None, help="what paused users see (default: a Chinese notice)"),
+    breaker_failures: int = typer.Option(5, help="consecutive engine failures that trip the circuit breaker"),
+    breaker_cooldown: float = typer.Option(30.0, help="seconds the breaker stays open before a probe"),
 ) -> None:
     """Serve a model: OpenAI-compatible API (/v1/chat/completions, /v1/models), /healthz, /readyz, chat page at /.
 
@@ -34,15 +54,27 @@ def serve(
     from lawtune.modeling.runs import is_run_dir, read_run, resolve_model_path
     from lawtune.serving.settings import ServeSettings
 
+    from lawtune.serving.gateway.settings import DEFAULT_PAUSE_NOTICE, GatewaySettings
+
     try:
+        gateway = GatewaySettings(
+            keys_file=keys_file, admin_key=admin_key, open_access=open_access, requests_per_minute=rpm,
+            tokens_per_minute=tpm, rate_limit_storage=rate_limit_storage, queue_size=queue_size,
+            max_concurrency=max_concurrency, max_body_bytes=max_body_bytes, pause_file=pause_file, paused=paused,
+            pause_notice=pause_notice or DEFAULT_PAUSE_NOTICE, breaker_failures=breaker_failures,
+            breaker_cooldown_s=breaker_cooldown)
         settings = ServeSettings(model=model, host=host, port=port, max_batch_size=max_batch_size, dtype=dtype,
                                  adapter=adapter, serve_base=serve_base, default_max_tokens=default_max_tokens,
-                                 request_timeout_s=timeout, max_context=max_context, log_level=log_level)
+                                 request_timeout_s=timeout, max_context=max_context, log_level=log_level,
+                                 gateway=gateway, upstream=upstream, upstream_key=upstream_key)
     except ValidationError as error:
         problems = "; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in error.errors())
         raise LawtuneError(f"invalid serve options: {problems}") from None
+    gateway.check_bind(host)  # keys or an explicit --open on loopback, said before anything loads
     # fail here, in one line, rather than after uvicorn has started
-    if is_run_dir(Path(model)):
+    if model is None:
+        pass  # upstream only (ServeSettings checked one of the two is given)
+    elif is_run_dir(Path(model)):
         run = read_run(model)
         run.adapter_dir(adapter)
         if not run.base_model.is_dir():
@@ -64,4 +96,7 @@ def run_server(settings) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the root app."""
+    from lawtune.serving.gateway import cli as gateway_cli
+
     app.command("serve")(serve)
+    gateway_cli.register(app)

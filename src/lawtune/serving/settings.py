@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from lawtune.serving.gateway.settings import GatewaySettings
 
 
 class ServeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(description="run folder, model folder or imported model name")
+    model: str | None = Field(None, description="run folder, model folder or imported model name (optional with upstream)")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     adapter: Literal["best", "final"] = "best"
@@ -25,3 +27,15 @@ class ServeSettings(BaseModel):
     request_timeout_s: float = Field(300.0, gt=0, description="per-request deadline from arrival")
     max_context: int | None = Field(None, ge=16, description="cap on prompt + new tokens (default: the model's)")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # gateway (admission control). In Python the default is open and unlimited on loopback (tests, notebooks);
+    # `lawtune serve` asks for keys or an explicit --open and applies the rate-limit defaults.
+    gateway: GatewaySettings = Field(default_factory=lambda: GatewaySettings(
+        open_access=True, requests_per_minute=None, tokens_per_minute=None))
+    upstream: str | None = Field(None, description="OpenAI-compatible engine URL to front instead of a local model")
+    upstream_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _model_or_upstream(self) -> "ServeSettings":
+        if self.model is None and self.upstream is None:
+            raise ValueError("give a model (run folder, model folder or imported name) or an upstream URL")
+        return self

@@ -42,7 +42,12 @@ def _set_reason(request: Any, reason: str) -> None:
 class Gateway:
     """Keys, limits, queue, switch, breaker and metrics of one app (state lives here, not in globals)."""
 
-    def __init__(self, settings: GatewaySettings, engine: Any = None):
+    def __init__(self, settings: GatewaySettings, engine: Any = None, max_concurrency: int = 8,
+                 request_timeout_s: float = 300.0):
+        # Unset fields inherit the server's: one slot per batch row, the server's request deadline.
+        settings = settings.model_copy(update={
+            "max_concurrency": settings.max_concurrency or max_concurrency,
+            "request_timeout_s": settings.request_timeout_s or request_timeout_s})
         self.settings = settings
         self.engine = engine  # for the active-batch gauge; the app may set it after loading
         admin = settings.admin_key.get_secret_value() if settings.admin_key else None
@@ -70,15 +75,17 @@ class Gateway:
     # ---- who --------------------------------------------------------------------------------------
 
     def authenticate(self, authorization: str | None, client_host: str | None) -> ApiKey:
-        """The caller's key, or ApiError 401. Open mode (loopback only) lets keyless callers in."""
+        """The caller's key, or ApiError 401. Open mode (loopback only) lets any caller in: a known key
+        still brings its own name and limits, anything else (no key, "sk-unused") is anonymous."""
         token = bearer_token(authorization)
         if token is not None:
             key = self.keys.lookup(token)
             if key is not None:
                 return key
-            raise ApiError(401, "invalid API key: check the `Authorization: Bearer <key>` header (keys are "
-                           "issued with `lawtune keys add`)", code="invalid_api_key",
-                           headers={"WWW-Authenticate": "Bearer"})
+            if not self.settings.open_access:
+                raise ApiError(401, "invalid API key: check the `Authorization: Bearer <key>` header (keys are "
+                               "issued with `lawtune keys add`)", code="invalid_api_key",
+                               headers={"WWW-Authenticate": "Bearer"})
         if self.settings.open_access:
             return ApiKey(f"open:{client_host or 'local'}", admin=self.settings.admin_key is None)
         raise ApiError(401, "missing API key: send `Authorization: Bearer <key>`", code="invalid_api_key",

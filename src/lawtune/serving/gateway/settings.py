@@ -37,9 +37,9 @@ class GatewaySettings(BaseModel):
     rate_limit_storage: str = "memory://"  # or redis://host:port/db so several replicas share one budget
 
     # --- how many at once ------------------------------------------------------------------------------
-    max_concurrency: int = Field(8, ge=1, le=4096)  # requests handed to the engine at once
+    max_concurrency: int | None = Field(None, ge=1, le=4096)  # requests in the engine at once (None: its batch size)
     queue_size: int = Field(16, ge=0, le=100_000)  # requests waiting for a slot; one more → 503 at once
-    request_timeout_s: float = Field(120.0, gt=0)  # deadline per request: queue wait + generation
+    request_timeout_s: float | None = Field(None, gt=0)  # deadline: queue wait + generation (None: the server's)
     max_body_bytes: int = Field(1_000_000, ge=1024)  # larger request bodies → 413
     retry_after_s: int = Field(2, ge=1)  # Retry-After for queue-full / paused answers
 

@@ -36,11 +36,12 @@ def estimate_tokens(messages: list[dict[str, str]]) -> int:
 
 
 class UpstreamEngine:
-    def __init__(self, base_url: str, api_key: str | None = None, chat: Any = None,
-                 default_timeout_s: float = 120.0, connect_timeout_s: float = 5.0):
+    def __init__(self, base_url: str, api_key: str | None = None, chat: Any = None, run_dir: str | None = None,
+                 default_timeout_s: float = 300.0, connect_timeout_s: float = 5.0):
         self.base_url = base_url.rstrip("/").removesuffix("/v1")
         self.api_key = api_key
         self.chat = chat  # a lawtune ChatFormat of the same model: exact prompt counts; None → estimate
+        self.run_dir = run_dir  # a run folder whose tokenizer + template give `chat` at start()
         self.default_timeout_s = default_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.model_ids: list[str] = []
@@ -51,6 +52,8 @@ class UpstreamEngine:
     # ---- lifecycle ----------------------------------------------------------------------------------
 
     async def start(self, attempts: int = 20, wait_s: float = 0.5) -> None:
+        if self.chat is None and self.run_dir is not None:
+            self.chat = await asyncio.to_thread(_run_chat_format, self.run_dir)
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         self._client = httpx.AsyncClient(base_url=self.base_url, headers=headers,
                                          timeout=httpx.Timeout(self.default_timeout_s, connect=self.connect_timeout_s),
@@ -156,6 +159,21 @@ class UpstreamEngine:
                 await events.aclose()
             if response is not None:
                 await response.aclose()  # closing mid-answer drops the connection: the upstream frees the slot
+
+
+def _run_chat_format(run_dir: str) -> Any:
+    """The run's tokenizer and stored template: what the upstream (serving the same run) will count."""
+    from pathlib import Path
+
+    from lawtune.modeling.chat import ChatFormat
+    from lawtune.modeling.loading import load_tokenizer
+    from lawtune.modeling.runs import is_run_dir, read_run
+
+    if not is_run_dir(Path(run_dir)):
+        raise LawtuneError(f"{run_dir} is not a run folder; with --upstream, RUN only supplies the tokenizer "
+                           "and template for exact token counts — pass a run folder or leave it out")
+    run = read_run(run_dir)
+    return ChatFormat(load_tokenizer(run.tokenizer_dir), run.template)
 
 
 async def _raise_for_upstream(response: httpx.Response) -> None:
