@@ -1,0 +1,84 @@
+"""`lawtune compare BASE RUN --data test.jsonl`: both models, same questions, same settings, one report.
+
+    lawtune compare base runs/demo --data out/demo/data/test.jsonl     # `base` = the run's own base model
+    lawtune compare default runs/demo --data test.jsonl -o out/compare
+    from lawtune.evaluation.compare import run; result = run("base", "runs/demo", "test.jsonl")
+
+The base model is formatted with the run's stored chat template, so the only difference between the
+two columns is the adapter. Models are evaluated one after the other (one in memory at a time).
+Writes OUT/{base,tuned}/{metrics.json,predictions.jsonl}, OUT/report.md, OUT/report.html.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lawtune.errors import LawtuneError
+from lawtune.evaluation.evaluate import DEFAULT_MCQ, evaluate_loaded, resolve_mcq, write_outputs
+from lawtune.evaluation.examples import read_examples
+from lawtune.evaluation.generation import GenerationSettings
+from lawtune.evaluation.report import write_report
+from lawtune.fsutil import sha256_file
+from lawtune.modeling.runs import TEMPLATE_FILE, is_run_dir
+
+
+def _load_base(base: str, run_dir: Path, dtype: str) -> Any:
+    from lawtune.modeling.loading import load_model
+
+    if base == "base":
+        return load_model(run_dir, base_only=True, dtype=dtype)
+    if is_run_dir(Path(base)):  # another run: its own template and adapter
+        return load_model(base, dtype=dtype, merge=True)
+    return load_model(base, dtype=dtype, template=str(run_dir / TEMPLATE_FILE))
+
+
+def run(
+    base: str, run_dir: str | Path, data: str | Path, out_dir: str | Path | None = None, *,
+    settings: GenerationSettings | None = None, mcq: list[str] | None = None, mcq_limit: int | None = None,
+    limit: int | None = None, max_output_length: int = 512, dtype: str = "float32",
+) -> dict[str, Any]:
+    """Evaluate BASE and RUN on `data` with identical settings; write both results and the report."""
+    import gc
+
+    from lawtune.modeling.loading import load_model
+
+    run_dir, data = Path(run_dir), Path(data)
+    if not is_run_dir(run_dir):
+        raise LawtuneError(f"{run_dir} is not a run folder (no run.json); train one with `lawtune train CONFIG`")
+    settings = settings or GenerationSettings()
+    examples = read_examples(data, limit)
+    mcq_paths = resolve_mcq(list(DEFAULT_MCQ) if mcq is None else mcq)
+    out = Path(out_dir) if out_dir else run_dir / "compare"
+    data_record = {"path": str(data), "sha256": sha256_file(data), "count": len(examples), "limit": limit}
+
+    results = {}
+    for side in ("base", "tuned"):
+        loaded = _load_base(base, run_dir, dtype) if side == "base" else load_model(run_dir, dtype=dtype, merge=True)
+        record, predictions = evaluate_loaded(loaded, examples, settings, mcq_paths=mcq_paths, mcq_limit=mcq_limit,
+                                              max_output_length=max_output_length, label=side)
+        record["model"]["spec"] = base if side == "base" else str(run_dir)
+        record["data"] = data_record
+        write_outputs(out / side, record, predictions)
+        results[side] = (record, predictions)
+        del loaded
+        gc.collect()
+    paths = write_report(out, results["base"][0], results["tuned"][0], results["base"][1], results["tuned"][1],
+                         run_dir, str(data))
+    return {"out_dir": out, "report_md": paths["markdown"], "report_html": paths["html"],
+            "base": results["base"][0], "tuned": results["tuned"][0]}
+
+
+def table(result: dict[str, Any]) -> Any:
+    """A rich table of base vs tuned for the terminal."""
+    from rich.table import Table
+
+    from lawtune.evaluation.report import metric_rows
+
+    grid = Table(title="base (微调前) vs tuned (微调后)")
+    for column in ("metric", "base", "tuned", "Δ"):
+        grid.add_column(column, justify="left" if column == "metric" else "right")
+    for row in metric_rows(result["base"], result["tuned"]):
+        style = "green" if row["better"] is True else "red" if row["better"] is False else ""
+        grid.add_row(row["name"], f"{row['base']:.2f}", f"{row['tuned']:.2f}", f"[{style}]{row['delta']:+.2f}[/]" if style else f"{row['delta']:+.2f}")
+    return grid

@@ -1,0 +1,122 @@
+"""`lawtune eval MODEL_OR_RUN --data FILE.jsonl`: generation metrics, eval loss and MCQ accuracy.
+
+    lawtune eval runs/demo --data out/demo/data/test.jsonl             # tuned (base + best adapter)
+    lawtune eval runs/demo --base-only --data out/demo/data/test.jsonl # the same base, same template
+    from lawtune.evaluation.evaluate import run; metrics = run("runs/demo", "test.jsonl")
+
+Writes OUT/predictions.jsonl (prompt, prediction, reference, per-sample scores) and OUT/metrics.json
+(model, data hash, generation settings, metrics, eval loss, MCQ). Greedy decoding and fixed batching
+make it reproducible: the same command twice gives the same metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from lawtune.errors import LawtuneError
+from lawtune.evaluation.examples import Example, read_examples
+from lawtune.evaluation.generation import GenerationSettings, generate
+from lawtune.evaluation.metrics import loops, score_pair, summarize
+from lawtune.evaluation.scoring import eval_loss, mcq_accuracy, read_mcq
+from lawtune.fsutil import atomic_open, atomic_write_json, sha256_file
+from lawtune.modeling.runs import is_run_dir
+
+# src/lawtune/evaluation/evaluate.py → repository root → data/benchmarks
+BENCHMARKS_DIR = Path(__file__).resolve().parents[3] / "data" / "benchmarks"
+DEFAULT_MCQ = ("jecqa_single", "lawbench_1-2")
+
+
+def resolve_mcq(names_or_paths: list[str]) -> list[Path]:
+    """`jecqa_single` → data/benchmarks/jecqa_single.jsonl; anything else is a path."""
+    paths = []
+    for item in names_or_paths:
+        bundled = BENCHMARKS_DIR / f"{item}.jsonl"
+        path = bundled if bundled.is_file() else Path(item)
+        if not path.is_file():
+            raise LawtuneError(f"MCQ set {item!r} not found: use {', '.join(DEFAULT_MCQ)} or the path of an MCQ JSONL file")
+        paths.append(path)
+    return paths
+
+
+def default_out_dir(spec: str | Path, data: Path, base_only: bool) -> Path:
+    """RUN/eval/<data>[-base] for a run folder, else out/eval/<model>-<data>."""
+    suffix = "-base" if base_only else ""
+    if is_run_dir(Path(spec)):
+        return Path(spec) / "eval" / f"{data.stem}{suffix}"
+    return Path("out") / "eval" / f"{Path(str(spec)).name}-{data.stem}"
+
+
+def evaluate_loaded(
+    loaded: Any, examples: list[Example], settings: GenerationSettings, *, mcq_paths: list[Path] = (),
+    mcq_limit: int | None = None, max_output_length: int = 512, label: str = "",
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run every measurement on an already loaded model: (metrics record, prediction rows)."""
+    timing: dict[str, float] = {}
+    started = time.perf_counter()
+    outputs = generate(loaded, [e.messages for e in examples], settings, description=f"{label} generating".strip())
+    timing["generation_s"] = round(time.perf_counter() - started, 1)
+    predictions = []
+    for example, output in zip(examples, outputs):
+        scores = {name: round(value, 4) for name, value in score_pair(output.text, example.reference).items()}
+        predictions.append({"prompt": example.question, "prediction": output.text, "reference": example.reference,
+                            "ended": output.ended, "loops": loops(output.text), "new_tokens": output.new_tokens,
+                            "scores": scores, "meta": example.meta})
+    metrics = summarize([o.text for o in outputs], [e.reference for e in examples], [o.ended for o in outputs])
+
+    started = time.perf_counter()
+    loss = eval_loss(loaded, examples, settings.max_input_length, max_output_length)
+    timing["loss_s"] = round(time.perf_counter() - started, 1)
+
+    mcq: dict[str, Any] = {}
+    for path in mcq_paths:
+        started = time.perf_counter()
+        items = read_mcq(path, mcq_limit)
+        result = mcq_accuracy(loaded, items, description=f"{label} MCQ {path.stem}".strip())
+        mcq[path.stem] = {"file": str(path), "sha256": sha256_file(path), **result}
+        timing[f"mcq_{path.stem}_s"] = round(time.perf_counter() - started, 1)
+    record = {
+        "model": {"name": loaded.name, "base_path": str(loaded.base_path),
+                  "adapter_path": str(loaded.adapter_path) if loaded.adapter_path else None},
+        "generation": settings.record(),
+        "max_output_length": max_output_length,
+        "metrics": metrics,
+        "loss": loss,
+        "mcq": mcq,
+        "timing": timing,  # the only part that differs between two identical runs
+    }
+    return record, predictions
+
+
+def write_outputs(out_dir: Path, record: dict[str, Any], predictions: list[dict[str, Any]]) -> None:
+    import json
+
+    with atomic_open(out_dir / "predictions.jsonl") as handle:
+        for row in predictions:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    atomic_write_json(out_dir / "metrics.json", record)
+
+
+def run(
+    spec: str | Path, data: str | Path, out_dir: str | Path | None = None, *, base_only: bool = False,
+    settings: GenerationSettings | None = None, mcq: list[str] | None = None, mcq_limit: int | None = None,
+    limit: int | None = None, max_output_length: int = 512, dtype: str = "float32",
+) -> dict[str, Any]:
+    """Evaluate one model on one conversations file; returns the metrics record written to metrics.json."""
+    from lawtune.modeling.loading import load_model
+
+    settings = settings or GenerationSettings()
+    data = Path(data)
+    examples = read_examples(data, limit)
+    mcq_paths = resolve_mcq(list(DEFAULT_MCQ) if mcq is None else mcq)
+    out = Path(out_dir) if out_dir else default_out_dir(spec, data, base_only)
+    loaded = load_model(spec, base_only=base_only, dtype=dtype, merge=True)
+    record, predictions = evaluate_loaded(loaded, examples, settings, mcq_paths=mcq_paths, mcq_limit=mcq_limit,
+                                          max_output_length=max_output_length)
+    record["model"]["spec"] = str(spec)
+    record["model"]["base_only"] = base_only
+    record["data"] = {"path": str(data), "sha256": sha256_file(data), "count": len(examples), "limit": limit}
+    write_outputs(out, record, predictions)
+    record["out_dir"] = str(out)
+    return record

@@ -1,0 +1,143 @@
+"""Batched generation with left padding, greedy by default, with a progress bar.
+
+    settings = GenerationSettings(max_new_tokens=128, repetition_penalty=1.0)
+    outputs = generate(loaded, [example.messages for example in examples], settings)
+    outputs[0].text, outputs[0].ended, outputs[0].new_tokens
+
+Prompts are sorted by length before batching so a batch pays little padding; results come back in the
+caller's order. Padding goes on the left so every row's next token is predicted from its last real
+token. Every knob that changes the text is in `GenerationSettings`, which eval/compare record next to
+their metrics, so two models are only ever compared under the same settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from lawtune.errors import LawtuneError
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int = 128
+    # 1.0 = off. A mild penalty is deterministic and curbs loops, but must be the same for both models.
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    max_input_length: int = 512  # prompt tokens kept (cut from the left, the latest question survives)
+    batch_size: int = 8
+    do_sample: bool = False
+    temperature: float = 0.8
+    top_p: float = 0.8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.max_new_tokens < 1:
+            problems.append(f"max_new_tokens must be ≥ 1, got {self.max_new_tokens}")
+        if self.repetition_penalty <= 0:
+            problems.append(f"repetition_penalty must be > 0 (1.0 = off), got {self.repetition_penalty}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be ≥ 1, got {self.batch_size}")
+        if self.max_input_length < 1:
+            problems.append(f"max_input_length must be ≥ 1, got {self.max_input_length}")
+        if self.do_sample and not (self.temperature > 0 and 0 < self.top_p <= 1):
+            problems.append(f"sampling needs temperature > 0 and 0 < top_p ≤ 1, got {self.temperature}, {self.top_p}")
+        if problems:
+            raise LawtuneError("bad generation settings: " + "; ".join(problems))
+
+    def record(self) -> dict[str, Any]:
+        """What changes the generated text (batch size too: padding can shift the last float bit)."""
+        data = asdict(self)
+        if not self.do_sample:
+            for key in ("temperature", "top_p", "seed"):
+                data.pop(key)
+        return data
+
+
+@dataclass
+class Generation:
+    text: str
+    ended: bool  # the model emitted its end-of-turn token within the budget
+    new_tokens: int
+
+
+def make_progress():
+    """The rich progress bar every long lawtune evaluation step shows."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+    )
+
+
+def prompt_ids(chat: Any, messages: list[dict[str, str]], max_input_length: int) -> list[int]:
+    """The prompt's token ids, cut from the left to `max_input_length` (keeping a leading bos)."""
+    ids = chat.encode_prompt(messages)
+    if len(ids) <= max_input_length:
+        return ids
+    bos = chat.tokenizer.bos_token_id
+    keep_bos = bos is not None and ids[0] == bos
+    ids = ids[len(ids) - max_input_length:]
+    return [bos, *ids[1:]] if keep_bos else ids
+
+
+def generation_config(loaded: Any, settings: GenerationSettings) -> Any:
+    from transformers import GenerationConfig
+
+    tokenizer = loaded.tokenizer
+    sampling = {"temperature": settings.temperature, "top_p": settings.top_p, "top_k": 0} if settings.do_sample else {}
+    return GenerationConfig(
+        max_new_tokens=settings.max_new_tokens, do_sample=settings.do_sample,
+        repetition_penalty=settings.repetition_penalty, no_repeat_ngram_size=settings.no_repeat_ngram_size,
+        eos_token_id=loaded.chat.stop_token_ids, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, **sampling,
+    )
+
+
+def decode_new_tokens(loaded: Any, new_ids: list[int]) -> Generation:
+    stops = set(loaded.chat.stop_token_ids)
+    cut = next((i for i, token in enumerate(new_ids) if token in stops), None)
+    kept = new_ids if cut is None else new_ids[:cut]
+    text = loaded.tokenizer.decode(kept, skip_special_tokens=True).strip()
+    return Generation(text=text, ended=cut is not None, new_tokens=len(kept) + (cut is not None))
+
+
+def generate(
+    loaded: Any, conversations: list[list[dict[str, str]]], settings: GenerationSettings,
+    description: str = "generating", show_progress: bool = True,
+) -> list[Generation]:
+    """Answer every conversation (each ends with a user turn); outputs in input order."""
+    import time
+
+    import torch
+
+    model, pad_id = loaded.model, loaded.tokenizer.pad_token_id
+    encoded = [prompt_ids(loaded.chat, messages, settings.max_input_length) for messages in conversations]
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    config = generation_config(loaded, settings)
+    results: list[Generation | None] = [None] * len(encoded)
+    progress = make_progress()
+    task = progress.add_task(description, total=len(encoded), rate="")
+    started, produced = time.perf_counter(), 0
+    with progress if show_progress else contextlib.nullcontext():
+        for first in range(0, len(order), settings.batch_size):
+            batch = order[first:first + settings.batch_size]
+            width = max(len(encoded[i]) for i in batch)
+            # left padding: [pad … pad, prompt]; the mask hides the pads from attention
+            input_ids = torch.tensor([[pad_id] * (width - len(encoded[i])) + encoded[i] for i in batch])
+            attention = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in batch])
+            if settings.do_sample:
+                torch.manual_seed(settings.seed + first)
+            with torch.inference_mode():
+                output = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config)
+            for row, index in enumerate(batch):
+                results[index] = decode_new_tokens(loaded, output[row, width:].tolist())
+                produced += results[index].new_tokens
+            rate = produced / max(time.perf_counter() - started, 1e-9)
+            progress.update(task, advance=len(batch), rate=f"{rate:.1f} tok/s")
+    return [r for r in results if r is not None]
+

@@ -1,0 +1,183 @@
+"""The before/after report of `lawtune compare`: Markdown plus one self-contained HTML page.
+
+    write_report(out_dir, base, tuned, base_predictions, tuned_predictions, run_dir)
+    # → out_dir/report.md, out_dir/report.html (plots embedded as base64 PNG), out_dir/*.png
+
+The HTML carries everything inline (CSS, images), so it can be mailed or attached to a ticket. Plot
+labels are ASCII so they render without a CJK font in matplotlib; the Chinese text lives in the HTML,
+where the browser picks the font.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from lawtune.fsutil import atomic_open, atomic_write_text
+
+HEADLINE = (("rouge-l", "ROUGE-L"), ("rouge-1", "ROUGE-1"), ("rouge-2", "ROUGE-2"), ("bleu-4", "BLEU-4"),
+            ("ended_pct", "ended on its own %"), ("loops_pct", "looping answers %"))
+LOWER_IS_BETTER = {"loops_pct", "eval_loss", "perplexity"}
+
+
+# ---- the numbers --------------------------------------------------------------------------------------------
+def metric_rows(base: dict[str, Any], tuned: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per metric: name, base, tuned, delta, and whether the change is an improvement."""
+    rows = []
+    pairs = [(label, base["metrics"][key], tuned["metrics"][key], key) for key, label in HEADLINE]
+    pairs += [("eval loss", base["loss"]["eval_loss"], tuned["loss"]["eval_loss"], "eval_loss"),
+              ("perplexity", base["loss"]["perplexity"], tuned["loss"]["perplexity"], "perplexity")]
+    for name in base.get("mcq", {}):
+        if name in tuned.get("mcq", {}):
+            pairs.append((f"MCQ {name} acc % (n={base['mcq'][name]['count']})", base["mcq"][name]["accuracy"],
+                          tuned["mcq"][name]["accuracy"], "mcq"))
+    for label, b, t, key in pairs:
+        delta = t - b
+        better = delta < 0 if key in LOWER_IS_BETTER else delta > 0
+        rows.append({"name": label, "base": b, "tuned": t, "delta": delta, "better": better if delta else None})
+    return rows
+
+
+def loss_points(run_dir: Path | None) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """(train, dev) loss points from RUN/metrics.jsonl: HF-style `loss`/`eval_loss` (or train_/dev_) by step."""
+    train, dev = [], []
+    path = run_dir / "metrics.jsonl" if run_dir else None
+    if not path or not path.is_file():
+        return train, dev
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash during training: skip it, the curve is still useful
+        step = record.get("step", record.get("global_step"))
+        if not isinstance(record, dict) or step is None:
+            continue
+        for keys, points in ((("loss", "train_loss"), train), (("eval_loss", "dev_loss"), dev)):
+            value = next((record[k] for k in keys if isinstance(record.get(k), (int, float))), None)
+            if value is not None:
+                points.append((float(step), float(value)))
+    return train, dev
+
+
+# ---- plots ---------------------------------------------------------------------------------------------------
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def plot_metrics(rows: list[dict[str, Any]]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in rows if r["name"] in {label for _, label in HEADLINE} or r["name"].startswith("MCQ")]
+    names = [r["name"].replace(" acc %", "").replace("MCQ ", "MCQ\n") for r in shown]
+    figure, axis = plt.subplots(figsize=(9, 3.6))
+    x = range(len(shown))
+    axis.bar([i - 0.2 for i in x], [r["base"] for r in shown], 0.4, label="base", color="#9aa5b1")
+    axis.bar([i + 0.2 for i in x], [r["tuned"] for r in shown], 0.4, label="tuned", color="#2f6fdf")
+    axis.set_xticks(list(x), names, fontsize=8)
+    axis.set_ylabel("score (0-100)")
+    axis.legend()
+    axis.grid(axis="y", alpha=0.3)
+    data = _png(figure)
+    plt.close(figure)
+    return data
+
+
+def plot_loss(train: list[tuple[float, float]], dev: list[tuple[float, float]]) -> bytes | None:
+    if not train and not dev:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 3.4))
+    if train:
+        axis.plot(*zip(*train), label="train loss", color="#9aa5b1")
+    if dev:
+        axis.plot(*zip(*dev), "o-", label="dev loss", color="#2f6fdf")
+    axis.set_xlabel("step")
+    axis.set_ylabel("loss")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    data = _png(figure)
+    plt.close(figure)
+    return data
+
+
+# ---- rendering -----------------------------------------------------------------------------------------------
+def _cell(text: str, limit: int = 400) -> str:
+    """A Markdown table cell: one line, pipes escaped, long text shortened."""
+    text = " ".join(str(text).split())
+    text = text if len(text) <= limit else text[:limit] + "…"
+    return text.replace("|", "\\|")
+
+
+def render_markdown(context: dict[str, Any]) -> str:
+    lines = [f"# {context['title']}", "", context["subtitle"], "",
+             "| metric | base (微调前) | tuned (微调后) | Δ |", "|---|---:|---:|---:|"]
+    for row in context["rows"]:
+        lines.append(f"| {row['name']} | {row['base']:.2f} | {row['tuned']:.2f} | {row['delta']:+.2f} |")
+    lines += ["", f"Generation settings (identical for both): `{json.dumps(context['generation'])}`", ""]
+    if context["loss_png"]:
+        lines += ["![train/dev loss](loss_curve.png)", ""]
+    lines += ["![metrics](metrics.png)", "", "## Per question / 逐题对比", "",
+              "| # | question 问题 | reference 参考答案 | base 微调前 | tuned 微调后 | ROUGE-L base → tuned |",
+              "|---:|---|---|---|---|---|"]
+    for i, q in enumerate(context["questions"], start=1):
+        lines.append(f"| {i} | {_cell(q['prompt'])} | {_cell(q['reference'])} | {_cell(q['base'])} | "
+                     f"{_cell(q['tuned'])} | {q['base_rouge_l']:.1f} → {q['tuned_rouge_l']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_html(context: dict[str, Any]) -> str:
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    env = Environment(loader=PackageLoader("lawtune.evaluation", "templates"), autoescape=select_autoescape())
+    return env.get_template("report.html.jinja").render(**context)
+
+
+def write_report(out_dir: Path, base: dict[str, Any], tuned: dict[str, Any], base_predictions: list[dict[str, Any]],
+                 tuned_predictions: list[dict[str, Any]], run_dir: Path | None, data_path: str) -> dict[str, Path]:
+    """Write report.md, report.html, metrics.png and (when the run logged losses) loss_curve.png."""
+    rows = metric_rows(base, tuned)
+    metrics_png = plot_metrics(rows)
+    loss_png = plot_loss(*loss_points(run_dir))
+    questions = [{"prompt": b["prompt"], "reference": b["reference"], "base": b["prediction"], "tuned": t["prediction"],
+                  "base_rouge_l": b["scores"]["rouge-l"], "tuned_rouge_l": t["scores"]["rouge-l"],
+                  "base_flags": _flags(b), "tuned_flags": _flags(t)}
+                 for b, t in zip(base_predictions, tuned_predictions)]
+    context = {
+        "title": "lawtune compare: base vs tuned / 微调前 vs 微调后",
+        "subtitle": f"{base['model']['name']} → {tuned['model']['name']} on {data_path} "
+                    f"({len(questions)} held-out questions, greedy decoding)",
+        "rows": rows, "generation": tuned["generation"], "questions": questions,
+        "base_name": base["model"]["name"], "tuned_name": tuned["model"]["name"],
+        "metrics_png": base64.b64encode(metrics_png).decode(),
+        "loss_png": base64.b64encode(loss_png).decode() if loss_png else None,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_open(out_dir / "metrics.png", "wb") as handle:
+        handle.write(metrics_png)
+    if loss_png:
+        with atomic_open(out_dir / "loss_curve.png", "wb") as handle:
+            handle.write(loss_png)
+    atomic_write_text(out_dir / "report.md", render_markdown(context))
+    atomic_write_text(out_dir / "report.html", render_html(context))
+    return {"markdown": out_dir / "report.md", "html": out_dir / "report.html"}
+
+
+def _flags(prediction: dict[str, Any]) -> list[str]:
+    flags = []
+    if not prediction["ended"]:
+        flags.append("未结束 cut off")
+    if prediction["loops"]:
+        flags.append("循环 loops")
+    return flags
