@@ -116,3 +116,55 @@ def wait_until(predicate, timeout_s: float = 10.0, step_s: float = 0.05) -> bool
             return True
         time.sleep(step_s)
     return bool(predicate())
+
+
+class InProcessServer:
+    """`create_app(settings)` in uvicorn on a free loopback port, in a thread of the test process."""
+
+    def __init__(self, settings, engine=None):
+        import threading
+
+        import uvicorn
+
+        from lawtune.serving.app import create_app
+
+        self.port = free_port()
+        settings = settings.model_copy(update={"host": "127.0.0.1", "port": self.port})
+        self.app = create_app(settings, engine=engine)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def gateway(self):
+        return self.app.state.gateway
+
+    def start(self, wait_s: float = 60.0) -> "InProcessServer":
+        self.thread.start()
+        if not wait_until(lambda: _answers(self.url + "/readyz"), timeout_s=wait_s, step_s=0.1):
+            self.stop()
+            raise RuntimeError(f"the gateway test server did not become ready on {self.url}")
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """One sample's value from a Prometheus text exposition (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
