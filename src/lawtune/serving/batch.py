@@ -86,6 +86,7 @@ class DecodeBatch:
         self.sequences: list[Sequence] = []
         self.layers: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: keys, values [B, H, T, D]
         self.mask: torch.Tensor | None = None  # [B, T] 1 = real token, 0 = padding
+        self.last_logits: torch.Tensor | None = None
 
     @torch.inference_mode()
     def join(self, seq: Sequence) -> int:
@@ -124,6 +125,7 @@ class DecodeBatch:
         out = self.model(input_ids=ids, attention_mask=self.mask, position_ids=positions,
                          cache_position=torch.tensor([width]), use_cache=True, **{self._cache_kwarg: cache})
         self.layers = [(layer.keys, layer.values) for layer in cache.layers]
+        self.last_logits = out.logits[:, -1]  # [B, V], kept for checks (tests, tie margins)
         tokens = []
         for row, seq in enumerate(self.sequences):
             token = pick_token(out.logits[row, -1], seq)

@@ -170,6 +170,9 @@ class LocalEngine:
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        # how requests ended, for metrics and tests (written by the worker thread only)
+        self.counts = {"finished": 0, "cancelled": 0, "timed_out": 0, "failed": 0}
+        self.peak_batch_size = 0  # the most sequences ever generated together (reset it to watch a window)
 
     # -- lifecycle ------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -281,10 +284,11 @@ class LocalEngine:
                 log.exception("prefill failed")
                 served.tickets.pop(id(ticket.seq))
                 ticket.post(EngineError(f"generation failed: {error}"))
+                self.counts["failed"] += 1
                 continue
+            self.peak_batch_size = max(self.peak_batch_size, self.active_batch_size)
             if self._consume(served, ticket, token):
-                served.batch.remove([ticket.seq])
-                served.tickets.pop(id(ticket.seq))
+                self._remove(served, [ticket.seq])
 
     def _drop_leaving(self, served: _Served) -> None:
         now = time.monotonic()
@@ -292,6 +296,7 @@ class LocalEngine:
         for seq in served.batch.sequences:
             ticket = served.tickets[id(seq)]
             if ticket.cancelled or now > ticket.deadline:
+                self.counts["cancelled" if ticket.cancelled else "timed_out"] += 1
                 if not ticket.cancelled:
                     ticket.post(EngineTimeout(f"generation ran past its {ticket.request.timeout_s or self.timeout_s:g} s timeout"))
                 leaving.append(seq)
@@ -328,6 +333,7 @@ class LocalEngine:
         if rest:
             ticket.post(TextDelta(rest))
         ticket.post(Finished(reason, Usage(len(seq.prompt_ids), len(seq.generated))))
+        self.counts["finished"] += 1
         return True
 
     def _remove(self, served: _Served, leaving: list[Any]) -> None:
@@ -338,4 +344,5 @@ class LocalEngine:
     def _fail_all(self, served: _Served, error: EngineError) -> None:
         for ticket in served.tickets.values():
             ticket.post(error)
+            self.counts["failed"] += 1
         self._remove(served, list(served.batch.sequences))

@@ -9,6 +9,7 @@ from FastAPI/pydantic are translated into the same envelope, naming the offendin
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -36,6 +37,10 @@ class ApiError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
+# pydantic names the branch of a union in `loc` ('str', 'list[TextPart]', 'function-after[...]'): not a field
+_UNION_TAG = re.compile(r"^(str|int|float|bool|none|[\w-]+\[.*\])$")
+
+
 def _field_path(loc: tuple[Any, ...]) -> str:
     """('body', 'messages', 0, 'role') → 'messages[0].role' (the OpenAI `param` style)."""
     out = ""
@@ -44,7 +49,7 @@ def _field_path(loc: tuple[Any, ...]) -> str:
             continue
         if isinstance(part, int):
             out += f"[{part}]"
-        elif not str(part).startswith("function-"):  # pydantic's union-branch tags carry no meaning
+        elif not _UNION_TAG.match(str(part)):
             out += f".{part}" if out else str(part)
     return out
 

@@ -1,0 +1,183 @@
+// The chat page: keeps the conversation in this tab (and localStorage), streams answers from
+// POST /v1/chat/completions (server-sent events), and explains 503 (paused / busy / loading) and 429.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const STORE = "lawtune-chat";
+let history = JSON.parse(localStorage.getItem(STORE) || "[]");
+let busy = false;
+
+const NOTICES = {
+  429: "请求过于频繁，请稍后再试。",
+  503: "服务暂时不可用（维护中或繁忙），请稍后再试。",
+  504: "回答超时，请缩短问题后重试。",
+};
+
+function showNotice(text) {
+  $("notice").textContent = text;
+  $("notice").hidden = !text;
+}
+
+function addMessage(role, text) {
+  const div = document.createElement("div");
+  div.className = "msg " + role;
+  div.textContent = text;
+  $("log").appendChild(div);
+  $("log").scrollTop = $("log").scrollHeight;
+  return div;
+}
+
+function addCopyButton(div, text) {
+  const button = document.createElement("button");
+  button.className = "copy";
+  button.type = "button";
+  button.textContent = "复制回答";
+  button.onclick = async () => {
+    try { await navigator.clipboard.writeText(text); button.textContent = "已复制"; }
+    catch (e) { button.textContent = "复制失败，请手动选择文本"; }
+  };
+  div.appendChild(button);
+}
+
+// A server with API keys: the employee pastes the key once; it stays in this browser only.
+function apiHeaders() {
+  const headers = { "Content-Type": "application/json" };
+  const key = localStorage.getItem("lawtune-api-key");
+  if (key) headers["Authorization"] = "Bearer " + key;
+  return headers;
+}
+
+function askForKey() {
+  const key = window.prompt("此服务需要访问密钥（API key），请向管理员索取后粘贴：");
+  if (!key || !key.trim()) return false;
+  localStorage.setItem("lawtune-api-key", key.trim());
+  return true;
+}
+
+function save() { localStorage.setItem(STORE, JSON.stringify(history)); }
+
+function render() {
+  for (const m of history) {
+    const div = addMessage(m.role, m.content);
+    if (m.role === "assistant") addCopyButton(div, m.content);
+  }
+}
+
+// GET /readyz answers JSON: {"ready": bool, "reason"?: str, "notice"?: str, "paused"?: bool, ...}
+async function checkReady() {
+  try {
+    const response = await fetch("/readyz", { cache: "no-store" });
+    const state = await response.json().catch(() => ({}));
+    // 服务降级: paused by an operator or degraded by the circuit breaker → hide the input, show the notice
+    const down = state.paused || state.status === "degraded";
+    $("ask").hidden = Boolean(down);
+    $("ask").style.display = down ? "none" : "";  // the stylesheet's `form {display: flex}` beats [hidden]
+    if (down) {
+      $("status").textContent = state.paused ? "已暂停" : "暂不可用";
+      showNotice(state.notice || NOTICES[503]);
+    } else if (response.ok && state.ready !== false) {
+      $("status").textContent = "在线";
+      showNotice("");
+    } else {
+      $("status").textContent = "暂不可用";
+      showNotice(state.notice || (state.reason === "the model is still loading" ? "模型正在加载，请稍候…" : NOTICES[503]));
+    }
+    return response.ok;
+  } catch (e) {
+    $("status").textContent = "无法连接";
+    showNotice("无法连接到服务，请检查网络后重试。");
+    return false;
+  }
+}
+
+async function errorText(response) {
+  const body = await response.json().catch(() => null);
+  const notice = NOTICES[response.status];
+  if (notice) return notice;
+  return "请求失败（" + response.status + "）：" + (body && body.error ? body.error.message : "未知错误");
+}
+
+async function ask(question) {
+  busy = true;
+  $("send").disabled = true;
+  history.push({ role: "user", content: question });
+  addMessage("user", question);
+  const div = addMessage("assistant", "");
+  div.classList.add("streaming");
+  let answer = "";
+  try {
+    const response = await fetch("/v1/chat/completions", {
+      method: "POST",
+      headers: apiHeaders(),
+      body: JSON.stringify({ messages: history, stream: true, temperature: 0.7, max_tokens: 512 }),
+    });
+    if (response.status === 401 && askForKey()) { history.pop(); div.remove(); busy = false; return ask(question); }
+    if (!response.ok) throw new Error(await errorText(response));
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const line = buffer.slice(0, cut).trim();
+        buffer = buffer.slice(cut + 2);
+        if (!line.startsWith("data:")) continue;
+        const data = line.slice(5).trim();
+        if (data === "[DONE]") continue;
+        const chunk = JSON.parse(data);
+        if (chunk.error) throw new Error("回答中断：" + chunk.error.message);
+        for (const choice of chunk.choices || []) {
+          if (choice.delta && choice.delta.content) {
+            answer += choice.delta.content;
+            div.textContent = answer;
+            $("log").scrollTop = $("log").scrollHeight;
+          }
+        }
+      }
+    }
+    history.push({ role: "assistant", content: answer });
+    save();
+    addCopyButton(div, answer);
+    showNotice("");
+  } catch (e) {
+    history.pop();  // the question is not part of the conversation unless it was answered
+    div.remove();
+    const message = e instanceof TypeError ? "无法连接到服务，请稍后再试。" : e.message;
+    showNotice(message);
+    addMessage("error", message);
+    checkReady();
+  } finally {
+    div.classList.remove("streaming");
+    busy = false;
+    $("send").disabled = false;
+  }
+}
+
+$("ask").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const question = $("question").value.trim();
+  if (!question || busy) return;
+  $("question").value = "";
+  ask(question);
+});
+
+$("question").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    $("ask").requestSubmit();
+  }
+});
+
+$("clear").addEventListener("click", () => {
+  history = [];
+  save();
+  $("log").querySelectorAll(".msg").forEach((node) => node.remove());
+  showNotice("");
+});
+
+render();
+checkReady();
+setInterval(checkReady, 2000);  // a pause or resume shows within about 2 s
