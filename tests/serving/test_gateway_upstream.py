@@ -1,0 +1,85 @@
+"""Upstream mode: the gateway in front of a second lawtune server (a subprocess on loopback), including an
+upstream that dies: clients get 503 (never 500), the breaker opens, goes half-open after its cool-down,
+and closes again once the upstream is back.
+
+    .venv/bin/pytest tests/serving/test_gateway_upstream.py -q
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from gateway_fixtures import InProcessServer, ServerProcess, metric_value, wait_until
+
+from lawtune.serving.gateway.settings import GatewaySettings
+
+QUESTION = [{"role": "user", "content": "租房押金不退怎么办？"}]
+CHAT = "/v1/chat/completions"
+
+
+@pytest.fixture(scope="module")
+def upstream(tiny_run_dir, tmp_path_factory):
+    server = ServerProcess([str(tiny_run_dir), "--open", "--no-base", "--max-batch-size", "4"],
+                           tmp_path_factory.mktemp("upstream") / "upstream.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def front(upstream, tiny_run_dir):
+    from lawtune.serving.settings import ServeSettings
+
+    settings = ServeSettings(model=str(tiny_run_dir), upstream=upstream.url, default_max_tokens=8,
+                             gateway=GatewaySettings(open_access=True, breaker_failures=2, breaker_cooldown_s=1.0))
+    server = InProcessServer(settings).start()
+    yield server
+    server.stop()
+
+
+def ask(server, **body) -> httpx.Response:
+    return httpx.post(server.url + CHAT, json={"messages": QUESTION, "max_tokens": 5, **body}, timeout=60)
+
+
+def test_proxied_answers_match_the_upstream(front, upstream, tiny_run_dir):
+    models = httpx.get(front.url + "/v1/models", timeout=10).json()["data"]
+    assert [m["id"] for m in models] == [tiny_run_dir.name]
+    direct = httpx.post(upstream.url + CHAT, json={"messages": QUESTION, "max_tokens": 5, "temperature": 0}, timeout=60)
+    proxied = ask(front, temperature=0)
+    assert proxied.status_code == 200
+    assert proxied.json()["choices"][0]["message"]["content"] == direct.json()["choices"][0]["message"]["content"]
+    # the run folder gives the gateway the same tokenizer: its count equals the upstream's usage
+    assert proxied.json()["usage"] == direct.json()["usage"]
+    body = {"messages": QUESTION, "max_tokens": 5, "stream": True, "stream_options": {"include_usage": True}}
+    with httpx.stream("POST", front.url + CHAT, json=body, timeout=60) as response:
+        lines = [line for line in response.iter_lines() if line.startswith("data:")]
+    assert lines[-1] == "data: [DONE]" and '"completion_tokens":5' in lines[-2]
+    upstream_error = ask(front, model="no-such-model")  # the gateway's own validation answers first
+    assert upstream_error.status_code == 404
+
+
+def test_dead_upstream_trips_the_breaker_and_recovery_closes_it(front, upstream):
+    assert ask(front).status_code == 200
+    upstream.kill()  # SIGKILL: connections refused from now on
+    failures = [ask(front) for _ in range(2)]
+    assert [r.status_code for r in failures] == [503, 503]  # never 500
+    assert all(r.json()["error"]["code"] == "engine_error" for r in failures)
+    degraded = ask(front)  # the breaker is open: answered at once, without trying the upstream
+    assert degraded.status_code == 503 and degraded.json()["error"]["code"] == "service_degraded"
+    assert int(degraded.headers["Retry-After"]) >= 1
+    ready = httpx.get(front.url + "/readyz", timeout=10).json()
+    assert ready["status"] == "degraded" and ready["breaker"] == "open" and ready["notice"]
+    text = httpx.get(front.url + "/metrics", timeout=10).text
+    assert metric_value(text, "lawtune_breaker_state") == 2
+    assert metric_value(text, "lawtune_requests_total", status="503", reason="breaker_open") >= 1
+
+    # after the cool-down one probe may go: half-open
+    assert wait_until(lambda: httpx.get(front.url + "/readyz", timeout=10).json()["breaker"] == "half_open",
+                      timeout_s=10)
+    probe = ask(front)  # the upstream is still down: the probe fails and the breaker opens again
+    assert probe.status_code == 503 and front.gateway.breaker.state == "open"
+
+    upstream.start()  # back on the same port
+    recovered = wait_until(lambda: ask(front).status_code == 200, timeout_s=60, step_s=0.3)
+    assert recovered and front.gateway.breaker.state == "closed"
+    assert front.gateway.breaker.trips >= 2
+    assert httpx.get(front.url + "/readyz", timeout=10).json()["status"] == "ready"
