@@ -44,6 +44,8 @@ def check_messages(messages: Any) -> str | None:
         expected = "assistant" if role == "user" else "user"
     if expected != "user":
         return "the last turn must be the assistant's answer"
+    if messages[-1].get("role") != "assistant":
+        return "a conversation needs a user turn and the assistant's answer"
     return None
 
 

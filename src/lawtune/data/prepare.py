@@ -50,7 +50,11 @@ def run(sources: list[Path], out_dir: Path, *, progress: bool = False, **options
             for path, encoding, fmt in plan:
                 _consume(_read(path, encoding, fmt, policy), str(path), policy, tally, splits, progress)
         if min(splits.counts.values()) == 0:
-            splits.rebalance(policy)
+            try:
+                splits.rebalance(policy)
+            except LawtuneError as error:
+                dropped = ", ".join(f"{reason} {count}" for reason, count in tally.dropped.most_common()) or "none"
+                raise LawtuneError(f"{error}. Read {tally.read} rows, kept {tally.kept}, dropped: {dropped}") from None
         report = _report(plan, policy, tally, splits.counts, out_dir, time.perf_counter() - started)
         (out_dir / "report.json").unlink(missing_ok=True)  # no stale report beside new splits
         for name in SPLITS:

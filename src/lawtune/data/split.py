@@ -39,7 +39,7 @@ def rank_assign(values: set[int], dev_ratio: float, test_ratio: float) -> dict[i
     if count < MIN_QUESTIONS:
         raise LawtuneError(
             f"only {count} distinct question(s) survived filtering; train, dev and test need at least "
-            f"{MIN_QUESTIONS}. Add rows or relax the filters (see the dropped counts above)"
+            f"{MIN_QUESTIONS}; add rows or relax the filters (--min-chars, --max-chars, --is-best, --no-dedupe)"
         )
     n_test = max(1, round(count * test_ratio))
     n_dev = max(1, round(count * dev_ratio))
