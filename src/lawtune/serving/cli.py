@@ -56,6 +56,10 @@ def serve(
 
     from lawtune.serving.gateway.settings import DEFAULT_PAUSE_NOTICE, GatewaySettings
 
+    if model is None and upstream is None:
+        raise LawtuneError("give RUN (a run folder, model folder or imported model name), or --upstream URL to "
+                           "front an OpenAI-compatible engine; e.g. `lawtune serve runs/demo --open`")
+
     try:
         gateway = GatewaySettings(
             keys_file=keys_file, admin_key=admin_key, open_access=open_access, requests_per_minute=rpm,
