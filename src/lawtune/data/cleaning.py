@@ -48,7 +48,12 @@ def clean_text(text: str) -> str:
 
 def normalize_key(text: str) -> str:
     """The comparison form of a text: NFKC, case-folded, whitespace and punctuation removed."""
-    return _KEY_DROP.sub("", unicodedata.normalize("NFKC", text).casefold())
+    # Dropping whitespace and punctuation first leaves mostly CJK and ASCII, which the cheap quick check
+    # finds already NFKC-normal; the full normalization (the slowest step of prepare) then runs rarely.
+    text = _KEY_DROP.sub("", text)
+    if not unicodedata.is_normalized("NFKC", text):
+        text = _KEY_DROP.sub("", unicodedata.normalize("NFKC", text))
+    return text.casefold()
 
 
 def key_hash(*parts: str) -> int:
