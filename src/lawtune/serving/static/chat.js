@@ -94,6 +94,9 @@ async function errorText(response) {
   const body = await response.json().catch(() => null);
   const notice = NOTICES[response.status];
   if (notice) return notice;
+  if (body && body.error && body.error.code === "context_length_exceeded") {
+    return "对话太长，模型无法继续。请点击“新对话”重新开始。";
+  }
   return "请求失败（" + response.status + "）：" + (body && body.error ? body.error.message : "未知错误");
 }
 
@@ -109,7 +112,8 @@ async function ask(question) {
     const response = await fetch("/v1/chat/completions", {
       method: "POST",
       headers: apiHeaders(),
-      body: JSON.stringify({ messages: history, stream: true, temperature: 0.7, max_tokens: 512 }),
+      // no max_tokens: the server picks its default, cut to what still fits the model's context
+      body: JSON.stringify({ messages: history, stream: true, temperature: 0.7 }),
     });
     if (response.status === 401 && askForKey()) { history.pop(); div.remove(); busy = false; return ask(question); }
     if (!response.ok) throw new Error(await errorText(response));
