@@ -69,6 +69,8 @@ def detect_format(path: Path, encoding: str) -> str:
                     "give a JSON array of records or one JSON object per line"
                 ) from None
         line, record = next(iter_json_records(path, handle), (1, None))
+    if record is None:
+        raise LawtuneError(f"{path}: no records found; expected {FORMATS_HELP}")
     fmt = classify(record)
     if fmt is None:
         keys = sorted(record)[:10] if isinstance(record, dict) else type(record).__name__

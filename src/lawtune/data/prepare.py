@@ -41,6 +41,8 @@ def run(sources: list[Path], out_dir: Path, *, progress: bool = False, **options
     policy = parse_policy(options)
     plan = _plan([Path(source) for source in sources], policy)
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LawtuneError(f"{out_dir}: exists and is not a folder; give -o a folder for train/dev/test.jsonl")
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".prepare-", suffix=".tmp", dir=out_dir))
     started = time.perf_counter()
