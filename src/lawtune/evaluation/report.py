@@ -42,7 +42,7 @@ def metric_rows(base: dict[str, Any], tuned: dict[str, Any]) -> list[dict[str, A
 
 
 def loss_points(run_dir: Path | None) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-    """(train, dev) loss points from RUN/metrics.jsonl: HF-style `loss`/`eval_loss` (or train_/dev_) by step."""
+    """(train, dev) loss points by step from RUN/metrics.jsonl."""
     train, dev = [], []
     path = run_dir / "metrics.jsonl" if run_dir else None
     if not path or not path.is_file():
@@ -52,13 +52,14 @@ def loss_points(run_dir: Path | None) -> tuple[list[tuple[float, float]], list[t
             record = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut by a crash during training: skip it, the curve is still useful
-        step = record.get("step", record.get("global_step"))
-        if not isinstance(record, dict) or step is None:
+        step = record.get("step") if isinstance(record, dict) else None
+        if step is None:
             continue
-        for keys, points in ((("loss", "train_loss"), train), (("eval_loss", "dev_loss"), dev)):
-            value = next((record[k] for k in keys if isinstance(record.get(k), (int, float))), None)
-            if value is not None:
-                points.append((float(step), float(value)))
+        # `loss` / `eval_loss` as the HF Trainer logs them (the end-of-training summary's `train_loss`,
+        # an average over the whole run, is not a point of the curve)
+        for key, points in (("loss", train), ("eval_loss", dev)):
+            if isinstance(record.get(key), (int, float)):
+                points.append((float(step), float(record[key])))
     return train, dev
 
 
@@ -76,14 +77,15 @@ def plot_metrics(rows: list[dict[str, Any]]) -> bytes:
     import matplotlib.pyplot as plt
 
     shown = [r for r in rows if r["name"] in {label for _, label in HEADLINE} or r["name"].startswith("MCQ")]
-    names = [r["name"].replace(" acc %", "").replace("MCQ ", "MCQ\n") for r in shown]
-    figure, axis = plt.subplots(figsize=(9, 3.6))
+    short = {"ended on its own %": "ended %", "looping answers %": "loops %"}
+    names = [short.get(r["name"], r["name"].split(" acc %")[0].replace("MCQ ", "MCQ\n")) for r in shown]
+    figure, axis = plt.subplots(figsize=(10, 3.6))
     x = range(len(shown))
     axis.bar([i - 0.2 for i in x], [r["base"] for r in shown], 0.4, label="base", color="#9aa5b1")
     axis.bar([i + 0.2 for i in x], [r["tuned"] for r in shown], 0.4, label="tuned", color="#2f6fdf")
     axis.set_xticks(list(x), names, fontsize=8)
     axis.set_ylabel("score (0-100)")
-    axis.legend()
+    axis.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     axis.grid(axis="y", alpha=0.3)
     data = _png(figure)
     plt.close(figure)

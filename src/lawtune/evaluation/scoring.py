@@ -26,36 +26,67 @@ from lawtune.evaluation.generation import make_progress
 from lawtune.modeling.chat import IGNORE_INDEX
 
 LOGIT_ROWS_PER_BATCH = 512  # ~0.5 GB of fp32 logits with a 262k vocabulary
+TOKENS_PER_BATCH = 8192
 
 
-# ---- shared: log-probabilities of chosen positions ------------------------------------------------------
-def _batches(lengths: list[int], cost) -> list[list[int]]:
-    """Group indices (sorted by length, longest first) so each batch stays within the logits budget."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+# ---- shared: log-probabilities of continuations ------------------------------------------------------------
+def _batches(prompt_lengths: list[int], continuation_lengths: list[int]) -> list[list[int]]:
+    """Group indices (longest continuation first) so each batch's logits stay within the budget."""
+    order = sorted(range(len(prompt_lengths)), key=lambda i: (-continuation_lengths[i], -prompt_lengths[i]))
     batches: list[list[int]] = []
     for index in order:
-        if batches and cost(batches[-1] + [index]) <= LOGIT_ROWS_PER_BATCH:
+        candidate = (batches[-1] if batches else []) + [index]
+        rows = len(candidate) * max(continuation_lengths[i] for i in candidate)
+        tokens = len(candidate) * (max(prompt_lengths[i] for i in candidate) + max(continuation_lengths[i] for i in candidate))
+        if batches and rows <= LOGIT_ROWS_PER_BATCH and tokens <= TOKENS_PER_BATCH:
             batches[-1].append(index)
         else:
             batches.append([index])
     return batches
 
 
-def _token_logprobs(model: Any, sequences: list[list[int]], scored_from: list[int], pad_id: int) -> list[list[float]]:
-    """For each sequence, log p(token_t | tokens_<t) for t in [scored_from, len) (right padding)."""
+def _continuation_logprobs(model: Any, prompts: list[list[int]], continuations: list[list[int]], pad_id: int) -> list[list[float]]:
+    """log p(continuation token | prompt + earlier continuation tokens), for each row.
+
+    Rows are laid out as [pads, prompt, continuation, pads]: prompts are left-padded so every
+    continuation starts at the same column, and only those columns get vocabulary logits.
+    """
     import torch
 
-    width = max(len(s) for s in sequences)
-    first = min(scored_from)  # every row's scored tokens lie in [first, width)
-    input_ids = torch.tensor([s + [pad_id] * (width - len(s)) for s in sequences])
-    attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences])
+    prompt_width = max(len(p) for p in prompts)
+    width = prompt_width + max(len(c) for c in continuations)
+    rows, masks = [], []
+    for prompt, continuation in zip(prompts, continuations):
+        left, right = prompt_width - len(prompt), width - prompt_width - len(continuation)
+        rows.append([pad_id] * left + prompt + continuation + [pad_id] * right)
+        masks.append([0] * left + [1] * (len(prompt) + len(continuation)) + [0] * right)
+    input_ids, attention = torch.tensor(rows), torch.tensor(masks)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens count from 0
     with torch.inference_mode():
-        # logits at positions first-1 … width-1; position t-1 predicts token t
-        logits = model(input_ids=input_ids, attention_mask=attention, logits_to_keep=width - first + 1).logits
+        # logits at columns prompt_width-1 … width-1; column t-1 predicts the token in column t
+        logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                       logits_to_keep=width - prompt_width + 1).logits
         logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-        targets = input_ids[:, first:]
-        picked = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (rows, width - first)
-    return [picked[row, start - first:len(seq) - first].tolist() for row, (seq, start) in enumerate(zip(sequences, scored_from))]
+        picked = logprobs.gather(-1, input_ids[:, prompt_width:].unsqueeze(-1)).squeeze(-1)
+    return [picked[row, :len(continuation)].tolist() for row, continuation in enumerate(continuations)]
+
+
+def _score_all(loaded: Any, prompts: list[list[int]], continuations: list[list[int]], description: str,
+               show_progress: bool) -> list[list[float]]:
+    """Continuation log-probs for every (prompt, continuation) pair, batched, with a progress bar."""
+    import contextlib
+
+    results: list[list[float]] = [[] for _ in prompts]
+    progress = make_progress()
+    task = progress.add_task(description, total=len(prompts), rate="")
+    with progress if show_progress else contextlib.nullcontext():
+        for batch in _batches([len(p) for p in prompts], [len(c) for c in continuations]):
+            scored = _continuation_logprobs(loaded.model, [prompts[i] for i in batch], [continuations[i] for i in batch],
+                                            loaded.tokenizer.pad_token_id)
+            for index, row in zip(batch, scored):
+                results[index] = row
+            progress.update(task, advance=len(batch))
+    return results
 
 
 # ---- eval loss ---------------------------------------------------------------------------------------------
@@ -68,30 +99,17 @@ def eval_loss(loaded: Any, examples: list[Any], max_input_length: int = 512, max
     if not kept:
         raise LawtuneError("no example has a supervised answer token left; raise max_output_length")
     starts = [next(i for i, label in enumerate(e.labels) if label != IGNORE_INDEX) for e in kept]
-    lengths = [len(e.input_ids) for e in kept]
-    batches = _batches(lengths, lambda b: len(b) * (max(lengths[i] for i in b) - min(starts[i] for i in b) + 1))
+    scored = _score_all(loaded, [e.input_ids[:s] for e, s in zip(kept, starts)],
+                        [e.input_ids[s:] for e, s in zip(kept, starts)], "eval loss", show_progress)
     total, tokens = 0.0, 0
-    progress = make_progress()
-    task = progress.add_task("eval loss", total=len(kept), rate="")
-    with progress if show_progress else _quiet():
-        for batch in batches:
-            rows = _token_logprobs(loaded.model, [kept[i].input_ids for i in batch], [starts[i] for i in batch],
-                                   loaded.tokenizer.pad_token_id)
-            for index, row in zip(batch, rows):
-                labels = kept[index].labels[starts[index]:]
-                # prompt tokens inside the answer region (later turns) stay unscored
-                total -= sum(lp for lp, label in zip(row, labels) if label != IGNORE_INDEX)
-                tokens += sum(1 for label in labels if label != IGNORE_INDEX)
-            progress.update(task, advance=len(batch))
+    for example, start, row in zip(kept, starts, scored):
+        # prompt tokens of later turns lie inside the scored region and stay unscored
+        supervised = [lp for lp, label in zip(row, example.labels[start:]) if label != IGNORE_INDEX]
+        total -= sum(supervised)
+        tokens += len(supervised)
     loss = total / tokens
     return {"eval_loss": round(loss, 6), "perplexity": round(math.exp(min(loss, 50.0)), 4),
             "loss_tokens": tokens, "loss_dropped": dropped}
-
-
-def _quiet():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 # ---- multiple choice ---------------------------------------------------------------------------------------
@@ -129,27 +147,17 @@ def option_scores(loaded: Any, items: list[McqItem], show_progress: bool = True,
                   description: str = "MCQ") -> list[dict[str, tuple[float, int]]]:
     """Per item, per option letter: (sum of log-probs of the option's tokens, its character count)."""
     chat, tokenizer = loaded.chat, loaded.tokenizer
-    sequences, starts, owners = [], [], []
+    prompts, options, owners = [], [], []
     for number, item in enumerate(items):
         prompt = chat.encode_prompt([{"role": "user", "content": item.question}])
         for letter, text in item.options.items():
-            option = tokenizer(text, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id]
-            sequences.append(prompt + option)
-            starts.append(len(prompt))
+            prompts.append(prompt)
+            options.append(tokenizer(text, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id])
             owners.append((number, letter, len(text)))
-    lengths = [len(s) for s in sequences]
-    batches = _batches(lengths, lambda b: len(b) * (max(lengths[i] for i in b) - min(starts[i] for i in b) + 1))
+    scored = _score_all(loaded, prompts, options, description, show_progress)
     scores: list[dict[str, tuple[float, int]]] = [{} for _ in items]
-    progress = make_progress()
-    task = progress.add_task(description, total=len(sequences), rate="options")
-    with progress if show_progress else _quiet():
-        for batch in batches:
-            rows = _token_logprobs(loaded.model, [sequences[i] for i in batch], [starts[i] for i in batch],
-                                   tokenizer.pad_token_id)
-            for index, row in zip(batch, rows):
-                number, letter, chars = owners[index]
-                scores[number][letter] = (sum(row), max(chars, 1))
-            progress.update(task, advance=len(batch))
+    for (number, letter, chars), row in zip(owners, scored):
+        scores[number][letter] = (sum(row), max(chars, 1))
     return scores
 
 
