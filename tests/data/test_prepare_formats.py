@@ -120,6 +120,7 @@ def test_format_flag_overrides_detection(tmp_path):
         ('{"data": [\n{"instruction": "问"}]}', r"x\.json:1: the first line is not a complete JSON object"),
         ('[{"foo": 1}]', r"cannot tell the format .*'foo'"),
         ("", "empty file"),
+        ("[]", "no records found"),
     ],
 )
 def test_broken_json_is_one_error_naming_file_and_line(tmp_path, text, message):
