@@ -216,8 +216,8 @@ def validate_config(data: dict, source: str = "config") -> TrainConfig:
             problems += [_describe(item, data) for item in error.errors()]
     for warning in caught:
         warnings.warn(str(warning.message), stacklevel=2)
-    if config is not None:
-        problems += _unknown_training_args(config.training_args)
+    if isinstance(data.get("training_args"), dict):
+        problems += _unknown_training_args(data["training_args"])
     if problems:
         raise LawtuneError(f"{source}: " + "; ".join(problems))
     return config
@@ -244,9 +244,10 @@ def _section_fields(loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
-def _unknown_training_args(args: TrainingArgs) -> list[str]:
-    """Extra training_args keys must be real Seq2SeqTrainingArguments fields."""
-    extra = list(args.model_extra or {})
+def _unknown_training_args(raw: dict) -> list[str]:
+    """Keys lawtune does not type itself must be real Seq2SeqTrainingArguments fields."""
+    known = set(TrainingArgs.model_fields) | set(RENAMED_TRAINING_ARGS) | set(DROPPED_TRAINING_ARGS)
+    extra = [key for key in raw if key not in known]
     if not extra:
         return []
     from transformers import Seq2SeqTrainingArguments

@@ -1,0 +1,131 @@
+"""Training throughput: lawtune train vs. a reference pipeline written the way ChatGLM3's finetune_demo works.
+
+    .venv/bin/python benchmarks/train_throughput.py                       # default model, 6 steps
+    .venv/bin/python benchmarks/train_throughput.py --steps 8 --model /path/to/hf-folder
+
+Both pipelines see exactly the same conversations (steps × 4 of them, one epoch, so every sample is used
+once by each), the same tokenization and masks (ChatFormat.encode_example, 256/256 budgets), LoRA r8 on all
+linear layers, batch 4, one process. They differ only in what lawtune changes:
+
+  reference: HF Trainer + PEFT, fp32, random order, DataCollatorForSeq2Seq padding to the longest in the batch,
+             the model's own loss over full logits (every position × the whole vocabulary).
+  lawtune:   `lawtune.training.train.run` (bf16 autocast only where the hardware has bf16; batches grouped by
+             length; logits only at supervised positions).
+
+Prints supervised tokens/s of each (supervised tokens / Trainer train_runtime) and the ratio. Reads the
+legal_advice data from /work/shared (benchmarks may; the product never does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+DATA = Path("/work/shared/data/raw/lawyer_llama/legal_advice.json")
+
+
+def write_conversations(out: Path, count: int, skip: int) -> None:
+    raw = json.loads(DATA.read_text(encoding="utf-8"))[skip: skip + count]
+    with out.open("w", encoding="utf-8") as handle:
+        for conversation in raw:
+            messages = []
+            for turn in conversation:
+                question = "\n".join(p for p in (turn["instruction"], turn.get("input")) if p).strip()
+                messages += [{"role": "user", "content": question}, {"role": "assistant", "content": turn["output"]}]
+            handle.write(json.dumps({"conversations": messages}, ensure_ascii=False) + "\n")
+
+
+def reference(model_dir: Path, data: Path, steps: int, out: Path) -> dict:
+    """ChatGLM3 finetune_demo style: Trainer + PEFT, fp32, pad to longest, batch 4, model's own loss."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Seq2SeqTrainingArguments, Trainer
+
+    from lawtune.modeling.chat import ChatFormat, load_template
+    from lawtune.modeling.loading import load_tokenizer
+    from lawtune.training.data import encode_rows, read_conversations
+
+    tokenizer = load_tokenizer(model_dir)
+    chat = ChatFormat(tokenizer, load_template("gemma"))
+    examples = encode_rows(read_conversations(data), chat, 256, 256).examples
+    collator = DataCollatorForSeq2Seq(tokenizer, padding="longest", return_tensors="pt", label_pad_token_id=-100)
+    seen = {"supervised": 0, "positions": 0, "real": 0}
+
+    def collate(features):
+        batch = collator([{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features])
+        seen["supervised"] += int((batch["labels"][:, 1:] != -100).sum())
+        seen["positions"] += batch["input_ids"].numel()
+        seen["real"] += int(batch["attention_mask"].sum())
+        return batch
+
+    torch.manual_seed(42)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.config.use_cache = False
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear",
+                                             task_type="CAUSAL_LM"))
+    args = Seq2SeqTrainingArguments(
+        output_dir=str(out), max_steps=steps, per_device_train_batch_size=4, learning_rate=2e-4,
+        logging_steps=1, save_strategy="no", eval_strategy="no", report_to=[], disable_tqdm=True,
+        remove_unused_columns=False, dataloader_pin_memory=False, seed=42,
+    )
+    result = Trainer(model=model, args=args, train_dataset=examples, data_collator=collate).train()
+    runtime = result.metrics["train_runtime"]
+    return {"supervised_tokens": seen["supervised"], "train_runtime_s": runtime,
+            "supervised_tokens_per_s": seen["supervised"] / runtime,
+            "padding_share": 1 - seen["real"] / seen["positions"]}
+
+
+def lawtune_train(model_dir: Path, data: Path, steps: int, out: Path) -> dict:
+    from lawtune.training.callbacks import read_metrics
+    from lawtune.training.train import run
+
+    config = out.parent / "bench.yaml"
+    config.write_text(json.dumps({
+        "model": {"name_or_path": str(model_dir)},
+        "data_config": {"train_file": str(data)},
+        "max_input_length": 256, "max_output_length": 256,
+        "training_args": {"output_dir": str(out), "max_steps": steps, "per_device_train_batch_size": 4,
+                          "learning_rate": 2e-4, "logging_steps": 1, "save_strategy": "no", "seed": 42},
+        "peft_config": {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05},
+    }))
+    run_dir = run(config, resume="none")
+    events = read_metrics(run_dir)
+    final = [e for e in events if "train_runtime" in e][-1]
+    info = json.loads((run_dir / "run.json").read_text())
+    return {"supervised_tokens": final["supervised_tokens"], "train_runtime_s": final["train_runtime"],
+            "supervised_tokens_per_s": final["supervised_tokens"] / final["train_runtime"],
+            "precision": info["precision"]}
+
+
+def main() -> None:
+    from lawtune.modeling.runs import resolve_model_path
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default", help="imported model name or HF folder")
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--skip", type=int, default=0, help="start at this conversation of legal_advice.json")
+    parser.add_argument("--only", choices=["reference", "lawtune"], default=None)
+    options = parser.parse_args()
+    model_dir = resolve_model_path(options.model)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "train.jsonl"
+        write_conversations(data, options.steps * 4, options.skip)
+        results = {}
+        if options.only in (None, "reference"):
+            started = time.monotonic()
+            results["reference"] = reference(model_dir, data, options.steps, Path(tmp) / "ref")
+            print(f"reference: {json.dumps(results['reference'])} ({time.monotonic() - started:.0f} s)", flush=True)
+        if options.only in (None, "lawtune"):
+            started = time.monotonic()
+            results["lawtune"] = lawtune_train(model_dir, data, options.steps, Path(tmp) / "run")
+            print(f"lawtune:   {json.dumps(results['lawtune'])} ({time.monotonic() - started:.0f} s)", flush=True)
+    if len(results) == 2:
+        ref, ours = results["reference"]["supervised_tokens_per_s"], results["lawtune"]["supervised_tokens_per_s"]
+        print(f"supervised tokens/s: reference {ref:.1f}, lawtune {ours:.1f}, ratio {ours / ref:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

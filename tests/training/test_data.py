@@ -1,0 +1,54 @@
+"""Reading conversation files, dropping unusable samples (counted), and the collator."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lawtune.errors import LawtuneError
+from lawtune.modeling.chat import IGNORE_INDEX, ChatFormat, load_template
+from lawtune.modeling.loading import load_tokenizer
+from lawtune.training.data import Collator, encode_rows, read_conversations
+
+
+@pytest.fixture(scope="module")
+def chat(tiny_model_dir):
+    return ChatFormat(load_tokenizer(tiny_model_dir), load_template("gemma"))
+
+
+def test_formats_are_read_and_empty_answers_dropped_and_counted(tmp_path, chat):
+    path = tmp_path / "d.jsonl"
+    rows = [
+        {"conversations": [{"role": "user", "content": "离婚怎么办"}, {"role": "assistant", "content": "可以协议离婚。"}]},
+        {"instruction": "工资被拖欠", "input": "", "output": "申请劳动仲裁。"},
+        {"conversations": [{"role": "user", "content": "问题"}, {"role": "assistant", "content": ""}]},
+        {"conversations": [{"role": "user", "content": "只有问题"}]},
+    ]
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n\n", encoding="utf-8")
+    conversations = read_conversations(path)
+    assert len(conversations) == 4
+    encoded = encode_rows(conversations, chat, 64, 64)
+    assert len(encoded.examples) == 2
+    assert encoded.dropped == {"no supervised token (empty answer)": 1, "no assistant turn": 1}
+    supervised = [t for t, l in zip(encoded.examples[1]["input_ids"], encoded.examples[1]["labels"]) if l != IGNORE_INDEX]
+    assert chat.tokenizer.decode(supervised) == "申请劳动仲裁。<end_of_turn>"
+
+
+def test_bad_lines_name_the_file_and_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"conversations": []}\n', encoding="utf-8")
+    with pytest.raises(LawtuneError, match=r"bad.jsonl line 1 is not a conversation"):
+        read_conversations(path)
+    path.write_text('{"instruction": "a", "output": "b"}\n{oops\n', encoding="utf-8")
+    with pytest.raises(LawtuneError, match=r"bad.jsonl line 2 is not valid JSON"):
+        read_conversations(path)
+    with pytest.raises(LawtuneError, match="data file .*missing.jsonl not found; create it with `lawtune prepare"):
+        read_conversations(tmp_path / "missing.jsonl")
+
+
+def test_collator_pads_right_with_ignored_labels():
+    batch = Collator(pad_token_id=0)([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8]}])
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]

@@ -1,0 +1,57 @@
+"""The supervised-positions-only loss equals the model's own full-logits loss on the same batch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lawtune.modeling.chat import ChatFormat, load_template
+from lawtune.modeling.loading import load_tokenizer
+from lawtune.training.data import Collator, encode_rows
+from lawtune.training.loss import accepts_logits_mask, supervised_loss
+
+from training_helpers import corpus_conversations
+
+
+@pytest.fixture(scope="module")
+def model_and_batch(tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    chat = ChatFormat(tokenizer, load_template("gemma"))
+    rows = [row["conversations"] for row in corpus_conversations()[:6]]
+    examples = encode_rows(rows, chat, 40, 30).examples
+    batch = Collator(tokenizer.pad_token_id)(examples)  # uneven lengths: real padding in the batch
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    return model, batch
+
+
+def test_sliced_loss_equals_the_models_own_loss_and_gradients(model_and_batch):
+    model, batch = model_and_batch
+    assert accepts_logits_mask(model)
+    assert (batch["attention_mask"] == 0).any(), "the batch should contain padding"
+    reference = model(**batch).loss
+    reference.backward()
+    ref_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    ours, count = supervised_loss(model, batch)
+    ours.backward()
+    assert count == int((batch["labels"][:, 1:] != -100).sum())
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            torch.testing.assert_close(param.grad, ref_grads[name], rtol=1e-4, atol=1e-7)
+    model.zero_grad()
+
+
+def test_num_items_gives_a_sum_over_the_accumulated_batch(model_and_batch):
+    model, batch = model_and_batch
+    with torch.no_grad():
+        mean, count = supervised_loss(model, batch)
+        summed, _ = supervised_loss(model, batch, num_items=2 * count)
+        unsliced, _ = supervised_loss(model, batch, sliced=False)
+    torch.testing.assert_close(summed, mean / 2)
+    torch.testing.assert_close(unsliced, mean, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,90 @@
+"""A real short training of the tiny model: the run folder, best checkpoint, early stopping, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lawtune.errors import LawtuneError
+from lawtune.fsutil import sha256_tree
+from lawtune.modeling.loading import load_model
+from lawtune.training.callbacks import read_metrics
+from lawtune.training.train import run
+
+from training_helpers import tiny_config
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, conversation_files, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("train")
+    config = tiny_config(folder, tiny_model_dir, conversation_files)
+    return run(config, resume="none")
+
+
+def test_run_folder_holds_everything(trained, tiny_model_dir):
+    for name in ("run.json", "config.yaml", "chat_template.jinja", "tokenizer/tokenizer.json", "adapter/adapter_config.json",
+                 "best/adapter_config.json", "best/best.json", "metrics.jsonl", "loss_curve.png"):
+        assert (trained / name).is_file(), name
+    assert (trained / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list((trained / "tensorboard").glob("events.out.tfevents.*"))
+    info = json.loads((trained / "run.json").read_text())
+    assert info["status"] == "finished" and info["final_step"] == 12
+    assert info["base_model"] == {"path": str(tiny_model_dir), "sha256": sha256_tree(tiny_model_dir)}
+    assert info["data"]["train"]["examples"] == 48 and info["data"]["dev"]["examples"] == 12
+    assert info["precision"] in ("fp32", "bf16-autocast")
+    # save_total_limit 2 of checkpoints every 4 steps; each one marked complete
+    checkpoints = sorted(p.name for p in trained.glob("checkpoint-*"))
+    assert checkpoints == ["checkpoint-12", "checkpoint-8"]
+    assert all((trained / name / "lawtune_complete.json").is_file() for name in checkpoints)
+
+
+def test_dev_loss_goes_down_and_best_is_the_lowest(trained):
+    events = read_metrics(trained)
+    evals = [(e["step"], e["eval_loss"]) for e in events if "eval_loss" in e]
+    assert [step for step, _ in evals] == [4, 8, 12]
+    assert evals[-1][1] < evals[0][1]
+    best_step, best_loss = min(evals, key=lambda item: item[1])
+    best = json.loads((trained / "best" / "best.json").read_text())
+    assert best["step"] == best_step and best["value"] == pytest.approx(best_loss)
+    assert all("loss" in e for e in events if "eval_loss" not in e and "train_runtime" not in e)
+
+
+def test_lora_weights_changed_and_the_adapter_reloads(trained, tiny_model_dir):
+    weights = load_file(trained / "adapter" / "adapter_model.safetensors")
+    lora_b = [value for key, value in weights.items() if "lora_B" in key]
+    assert lora_b and all(value.abs().sum() > 0 for value in lora_b)  # B starts at zero: every one was trained
+    loaded = load_model(trained)
+    assert loaded.adapter_path == trained / "best"
+    prompt = loaded.chat.encode_prompt([{"role": "user", "content": "公司拖欠工资怎么办？"}])
+    out = loaded.model.generate(torch.tensor([prompt]), max_new_tokens=4, do_sample=False)
+    assert out.shape[1] > len(prompt)
+
+
+def test_early_stopping_stops_after_patience_evals(tiny_model_dir, conversation_files, tmp_path):
+    # "best" = highest dev loss while the loss falls: every eval after the first is worse, so patience 2 stops at
+    # the third eval (step 6) instead of step 40.
+    config = tiny_config(tmp_path, tiny_model_dir, conversation_files,
+                         training_args={"max_steps": 40, "eval_steps": 2, "save_steps": 100, "greater_is_better": True},
+                         eval={"early_stopping_patience": 2, "dev_rows": 4})
+    run_dir = run(config, resume="none")
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["final_step"] == 6
+    assert json.loads((run_dir / "best" / "best.json").read_text())["step"] == 2
+
+
+def test_config_and_file_problems_are_one_line_cli_errors(tiny_model_dir, conversation_files, tmp_path):
+    config = tiny_config(tmp_path, tiny_model_dir, conversation_files, data_config={"train_file": str(tmp_path / "no.jsonl")})
+    with pytest.raises(LawtuneError, match="data file .*no.jsonl not found"):
+        run(config)
+    result = subprocess.run([sys.executable, "-m", "lawtune.cli", "train", str(config), "peft_config.rr=3"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {config}: unknown key peft_config.rr (did you mean peft_config.r?)"]
+    with pytest.raises(LawtuneError, match="model '/nope' not found"):
+        run(config, ["model.name_or_path=/nope"])
