@@ -60,6 +60,8 @@ def parse_policy(options: dict[str, Any]) -> PreparePolicy:
                 near = difflib.get_close_matches(name, PreparePolicy.model_fields, n=1)
                 hint = f" (did you mean {near[0]!r}?)" if near else ""
                 problems.append(f"unknown option {name!r}{hint}")
+            elif not item["loc"]:  # a cross-field check: its message already names the values
+                problems.append(item["msg"].removeprefix("Value error, "))
             else:
                 problems.append(f"{name}: {item['msg']} (got {item.get('input')!r})")
         raise LawtuneError("invalid prepare options: " + "; ".join(problems)) from None
