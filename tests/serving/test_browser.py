@@ -43,7 +43,7 @@ WATCH_ANSWER = """() => {
 def test_question_gets_a_streamed_answer(browser, live_server, tmp_path):
     page = browser.new_page()
     page.goto(live_server.url + "/")
-    page.wait_for_function("document.getElementById('status').textContent === '在线'")
+    page.wait_for_function("document.getElementById('status').textContent === '在线'", timeout=60_000)
     assert page.locator("#notice").is_hidden()
     page.evaluate(WATCH_ANSWER)
     page.fill("#question", "公司拖欠工资怎么办？")
@@ -87,11 +87,11 @@ def test_service_unavailable_shows_a_friendly_notice(browser, tiny_run_dir):
     try:
         page = browser.new_page()
         page.goto(live.url + "/")
-        page.wait_for_function("document.getElementById('status').textContent === '暂不可用'")
+        page.wait_for_function("document.getElementById('status').textContent === '暂不可用'", timeout=60_000)
         assert "模型正在加载" in page.locator("#notice").inner_text()
         page.fill("#question", "你好")
         page.press("#question", "Enter")
-        page.wait_for_selector(".msg.error")
+        page.wait_for_selector(".msg.error", timeout=60_000)
         assert "服务暂时不可用" in page.locator(".msg.error").inner_text()
         assert page.locator(".msg.user").count() == 1 and page.locator(".msg.assistant").count() == 0
         page.close()
