@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lawtune.errors import LawtuneError
-from lawtune.evaluation.evaluate import DEFAULT_MCQ, evaluate_loaded, resolve_mcq, write_outputs
+from lawtune.evaluation.evaluate import DEFAULT_MCQ, DEFAULT_MCQ_LIMIT, evaluate_loaded, resolve_data, resolve_mcq, write_outputs
 from lawtune.evaluation.examples import read_examples
 from lawtune.evaluation.generation import GenerationSettings
 from lawtune.evaluation.report import write_report
@@ -35,7 +35,7 @@ def _load_base(base: str, run_dir: Path, dtype: str) -> Any:
 
 def run(
     base: str, run_dir: str | Path, data: str | Path, out_dir: str | Path | None = None, *,
-    settings: GenerationSettings | None = None, mcq: list[str] | None = None, mcq_limit: int | None = None,
+    settings: GenerationSettings | None = None, mcq: list[str] | None = None, mcq_limit: int | None = DEFAULT_MCQ_LIMIT,
     limit: int | None = None, max_output_length: int = 512, dtype: str = "float32",
 ) -> dict[str, Any]:
     """Evaluate BASE and RUN on `data` with identical settings; write both results and the report."""
@@ -43,7 +43,7 @@ def run(
 
     from lawtune.modeling.loading import load_model
 
-    run_dir, data = Path(run_dir), Path(data)
+    run_dir, data = Path(run_dir), resolve_data(data)
     if not is_run_dir(run_dir):
         raise LawtuneError(f"{run_dir} is not a run folder (no run.json); train one with `lawtune train CONFIG`")
     settings = settings or GenerationSettings()

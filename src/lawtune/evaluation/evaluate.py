@@ -26,6 +26,7 @@ from lawtune.modeling.runs import is_run_dir
 # src/lawtune/evaluation/evaluate.py → repository root → data/benchmarks
 BENCHMARKS_DIR = Path(__file__).resolve().parents[3] / "data" / "benchmarks"
 DEFAULT_MCQ = ("jecqa_single", "lawbench_1-2")
+DEFAULT_MCQ_LIMIT = 50  # per set: ~1 s a question on a 2-core CPU with the default model
 
 
 def resolve_mcq(names_or_paths: list[str]) -> list[Path]:
@@ -38,6 +39,13 @@ def resolve_mcq(names_or_paths: list[str]) -> list[Path]:
             raise LawtuneError(f"MCQ set {item!r} not found: use {', '.join(DEFAULT_MCQ)} or the path of an MCQ JSONL file")
         paths.append(path)
     return paths
+
+
+def resolve_data(data: str | Path) -> Path:
+    """A conversations file path, or the name of a bundled one (`lawbench_3-8`)."""
+    path = Path(data)
+    bundled = BENCHMARKS_DIR / f"{data}.jsonl"
+    return bundled if not path.exists() and bundled.is_file() else path
 
 
 def default_out_dir(spec: str | Path, data: Path, base_only: bool) -> Path:
@@ -100,14 +108,14 @@ def write_outputs(out_dir: Path, record: dict[str, Any], predictions: list[dict[
 
 def run(
     spec: str | Path, data: str | Path, out_dir: str | Path | None = None, *, base_only: bool = False,
-    settings: GenerationSettings | None = None, mcq: list[str] | None = None, mcq_limit: int | None = None,
+    settings: GenerationSettings | None = None, mcq: list[str] | None = None, mcq_limit: int | None = DEFAULT_MCQ_LIMIT,
     limit: int | None = None, max_output_length: int = 512, dtype: str = "float32",
 ) -> dict[str, Any]:
     """Evaluate one model on one conversations file; returns the metrics record written to metrics.json."""
     from lawtune.modeling.loading import load_model
 
     settings = settings or GenerationSettings()
-    data = Path(data)
+    data = resolve_data(data)
     examples = read_examples(data, limit)
     mcq_paths = resolve_mcq(list(DEFAULT_MCQ) if mcq is None else mcq)
     out = Path(out_dir) if out_dir else default_out_dir(spec, data, base_only)
