@@ -35,7 +35,10 @@ def run(config_path: Path, overrides: list[str] | tuple[str, ...] = (), resume: 
 
     from lawtune.modeling.loading import load_tokenizer
 
-    state = PartialState()  # joins the process group under torchrun / accelerate launch; no-op otherwise
+    # The Trainer arguments set up the process group under torchrun / accelerate launch (gloo on CPU); built
+    # first so that every step below knows its rank.
+    args, precision = training_arguments(config, run_dir, has_dev=bool(config.data_config.val_file))
+    state = PartialState()
     model_dir = resolve_model_path(config.model.name_or_path)
     tokenizer = load_tokenizer(model_dir, config.model.trust_remote_code)
     model_type = _model_type(model_dir)
@@ -62,7 +65,7 @@ def run(config_path: Path, overrides: list[str] | tuple[str, ...] = (), resume: 
     state.wait_for_everyone()
 
     # ---- trainer -------------------------------------------------------------------------------------------
-    trainer, precision = _build_trainer(config, run_dir, model_dir, train, dev, tokenizer, chat)
+    trainer = _build_trainer(config, args, run_dir, model_dir, train, dev, tokenizer, chat)
     started = time.monotonic()
     trainer.train(resume_from_checkpoint=str(start) if start else None)
     seconds = time.monotonic() - started
@@ -139,7 +142,7 @@ def _data_info(file: str, encoded: EncodedData) -> dict:
 # ---- trainer wiring ------------------------------------------------------------------------------------------
 
 
-def _build_trainer(config: TrainConfig, run_dir: Path, model_dir: Path, train, dev, tokenizer, chat):
+def _build_trainer(config: TrainConfig, args, run_dir: Path, model_dir: Path, train, dev, tokenizer, chat):
     import torch
     from peft import LoraConfig, get_peft_model
     from torch.utils.tensorboard import SummaryWriter
@@ -150,7 +153,6 @@ def _build_trainer(config: TrainConfig, run_dir: Path, model_dir: Path, train, d
     from lawtune.training.data import Collator
     from lawtune.training.loss import SFTTrainer, TokenCounter
 
-    args, precision = training_arguments(config, run_dir, has_dev=dev is not None)
     torch.manual_seed(args.seed)
     kwargs = {"attn_implementation": config.model.attn_implementation} if config.model.attn_implementation else {}
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
@@ -186,7 +188,7 @@ def _build_trainer(config: TrainConfig, run_dir: Path, model_dir: Path, train, d
 
     trainer.remove_callback(PrinterCallback)  # the rich bar and metrics.jsonl replace the printed dicts
     trainer.remove_callback(ProgressCallback)
-    return trainer, precision
+    return trainer
 
 
 def training_arguments(config: TrainConfig, run_dir: Path, has_dev: bool):
@@ -198,7 +200,8 @@ def training_arguments(config: TrainConfig, run_dir: Path, has_dev: bool):
     values.update(output_dir=str(run_dir), report_to=[], disable_tqdm=True, prediction_loss_only=True,
                   remove_unused_columns=False, label_names=["labels"])
     if not torch.cuda.is_available():
-        values["dataloader_pin_memory"] = False
+        # use_cpu is what makes transformers/accelerate form a gloo process group under torchrun on a CPU.
+        values.update(use_cpu=True, dataloader_pin_memory=False)
     bf16 = values["bf16"]
     if bf16 == "auto":
         bf16 = bf16_supported()
