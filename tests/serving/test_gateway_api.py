@@ -96,8 +96,9 @@ def test_tokens_per_minute_charges_prompt_plus_max_tokens(keyed):
     assert too_big.status_code == 429 and "lower max_tokens" in too_big.json()["error"]["message"]
     first = ask(keyed, keyed.keys["few"], max_tokens=4)
     assert first.status_code == 200
-    used = first.json()["usage"]["total_tokens"]
-    assert int(first.headers["X-RateLimit-Remaining-Tokens"]) == 60 - used  # the tiny model runs to max_tokens
+    prompt = first.json()["usage"]["prompt_tokens"]
+    assert int(first.headers["X-RateLimit-Remaining-Tokens"]) == 60 - (prompt + 4)  # charged before generating
+    used = first.json()["usage"]["total_tokens"]  # settled after: what the answer really used
     second = ask(keyed, keyed.keys["few"], max_tokens=60 - used)
     assert second.status_code == 429 and second.headers["X-RateLimit-Limit"] == "60"
 
