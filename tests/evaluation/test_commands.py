@@ -66,7 +66,7 @@ def test_compare_writes_markdown_and_html_reports(tiny_run_dir, qa_file, tmp_pat
     assert base["model"]["adapter_path"] is None and tuned["model"]["adapter_path"]
 
 
-def test_infer_is_deterministic_and_base_only_differs(tiny_run_dir):
+def test_infer_is_deterministic_and_sampling_is_seeded(tiny_run_dir):
     from lawtune.evaluation.generation import GenerationSettings
     from lawtune.evaluation.infer import infer
 
@@ -78,6 +78,8 @@ def test_infer_is_deterministic_and_base_only_differs(tiny_run_dir):
     assert sampled[0] == sampled[1]  # sampling is opt-in and seeded
     result = _invoke("infer", tiny_run_dir, "--prompt", prompt, "--max-new-tokens", "12")
     assert first in result.output
+    base = infer(str(tiny_run_dir), prompt, settings, base_only=True)
+    assert base == infer(str(tiny_run_dir), prompt, settings, base_only=True)
 
 
 def test_chat_keeps_history(tiny_run_dir):
