@@ -134,7 +134,8 @@ def main() -> None:
         try:
             asyncio.run(run_clients(url, 1, 4))  # warm-up
             for clients in args.clients:
-                table[name, clients] = asyncio.run(run_clients(url, clients, args.new_tokens))
+                table[name, clients] = run = asyncio.run(run_clients(url, clients, args.new_tokens))
+                print(f"  {name} N={clients}: {run['tokens_per_s']:.1f} tokens/s", flush=True)
         finally:
             process.terminate()
             process.wait(30)
