@@ -182,3 +182,27 @@ def test_open_mode_only_on_loopback_and_keys_required_otherwise():
         GatewaySettings().check_bind("127.0.0.1")
     with pytest.raises(ValueError, match="not memory:// or redis://"):
         GatewaySettings(rate_limit_storage="mongodb://x")
+
+
+# ---- admission with the limiter's storage down ---------------------------------------------------------------
+
+
+def test_unreachable_redis_fails_closed_and_fast():
+    from types import SimpleNamespace
+
+    from lawtune.serving.errors import ApiError
+    from lawtune.serving.gateway.admission import Gateway
+    from lawtune.serving.gateway.keys import ApiKey
+
+    async def run() -> ApiError:
+        gateway = Gateway(GatewaySettings(open_access=True, rate_limit_storage="redis://127.0.0.1:1/0"))
+        request = SimpleNamespace(state=SimpleNamespace(lawtune_key=ApiKey("x"), lawtune_arrived=time.monotonic()),
+                                  headers={}, client=None)
+        with pytest.raises(ApiError) as refused:
+            await gateway.admit(request, prompt_tokens=10, max_tokens=10)
+        assert request.state.lawtune_reason == "limiter_unavailable"
+        assert gateway.in_flight == 0 and gateway.waiting == 0  # nothing held
+        return refused.value
+
+    error = asyncio.run(run())
+    assert error.status == 503 and error.code == "limiter_unavailable" and error.headers["Retry-After"]
