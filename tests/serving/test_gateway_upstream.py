@@ -7,6 +7,8 @@ and closes again once the upstream is back.
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 from gateway_fixtures import InProcessServer, ServerProcess, metric_value, wait_until
@@ -49,10 +51,15 @@ def test_proxied_answers_match_the_upstream(front, upstream, tiny_run_dir):
     assert proxied.json()["choices"][0]["message"]["content"] == direct.json()["choices"][0]["message"]["content"]
     # the run folder gives the gateway the same tokenizer: its count equals the upstream's usage
     assert proxied.json()["usage"] == direct.json()["usage"]
-    body = {"messages": QUESTION, "max_tokens": 5, "stream": True, "stream_options": {"include_usage": True}}
+    body = {"messages": QUESTION, "max_tokens": 5, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}}
     with httpx.stream("POST", front.url + CHAT, json=body, timeout=60) as response:
         lines = [line for line in response.iter_lines() if line.startswith("data:")]
-    assert lines[-1] == "data: [DONE]" and '"completion_tokens":5' in lines[-2]
+    assert lines[-1] == "data: [DONE]"
+    streamed = "".join(choice["delta"].get("content", "") for line in lines[:-1]
+                       for choice in json.loads(line[5:])["choices"])
+    assert streamed == direct.json()["choices"][0]["message"]["content"]
+    assert json.loads(lines[-2][5:])["usage"] == direct.json()["usage"]
     upstream_error = ask(front, model="no-such-model")  # the gateway's own validation answers first
     assert upstream_error.status_code == 404
 
