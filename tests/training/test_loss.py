@@ -55,3 +55,23 @@ def test_num_items_gives_a_sum_over_the_accumulated_batch(model_and_batch):
         unsliced, _ = supervised_loss(model, batch, sliced=False)
     torch.testing.assert_close(summed, mean / 2)
     torch.testing.assert_close(unsliced, mean, rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_layers_give_the_same_loss(tiny_model_dir, model_and_batch):
+    """`model.compile: true` compiles each decoder layer in place; the loss and parameter names do not change."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    _, batch = model_and_batch
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    names = [name for name, _ in model.named_parameters()]
+    with torch.no_grad():
+        eager, _ = supervised_loss(model, batch)
+    for layer in model.get_base_model().get_decoder().layers:
+        layer.compile(dynamic=True)
+    compiled, _ = supervised_loss(model, batch)
+    compiled.backward()
+    torch.testing.assert_close(compiled.detach(), eager, rtol=1e-4, atol=1e-5)
+    assert [name for name, _ in model.named_parameters()] == names

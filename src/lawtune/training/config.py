@@ -51,6 +51,7 @@ class ModelSection(Section):
     chat_template: str | None = Field(None, description="gemma | chatglm3 | a .jinja file; default: the tokenizer's own, else the family's")
     trust_remote_code: bool = False
     attn_implementation: str | None = None
+    compile: bool = Field(False, description="torch.compile each decoder layer (fuses the many small ops; ~2-3 min once)")
 
 
 class DataConfig(Section):
