@@ -45,7 +45,7 @@ def start_server(model: str, batch: int, dtype: str) -> tuple[subprocess.Popen, 
     port = free_port()
     lawtune = Path(sys.executable).with_name("lawtune")
     process = subprocess.Popen([str(lawtune), "serve", model, "--port", str(port), "--max-batch-size", str(batch),
-                                "--dtype", dtype, "--no-base", "--open", "--log-level", "warning"],
+                                "--dtype", dtype, "--no-base", "--open", "--timeout", "3600", "--log-level", "warning"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(1200):  # 10 minutes at most
@@ -111,6 +111,8 @@ def tie_margin(model_path: str, question: str, alone: str, batched: str, dtype: 
             top = torch.topk(logits, 2)
             ids.append(int(top.indices[0]))
             text = loaded.tokenizer.decode(ids[len(prompt):], skip_special_tokens=True).rstrip("\ufffd")
+            if len(text) >= len(batched) or step + 1 >= len(batched) * 4:
+                return f"the batched answer equals a plain greedy forward pass alone for all of its text"
             if not batched.startswith(text):
                 return f"first differing token #{step}: top-2 logit margin {float(top.values[0] - top.values[1]):.2e}"
     return "no difference found within 256 tokens"
