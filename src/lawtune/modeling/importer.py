@@ -48,16 +48,19 @@ def import_model(
 
     if source is None:
         with atomic_dir(target) as tmp:
+            tmp.chmod(0o755)  # a shared cache: readable by others, like any downloaded model
             gguf = _assemble_default_gguf(tmp)
             _convert_gguf(gguf, tmp)
     elif source.is_file():
         if source.suffix != ".gguf":
             raise LawtuneError(f"{source} is neither a .gguf file nor a Hugging Face model folder")
         with atomic_dir(target) as tmp:
+            tmp.chmod(0o755)
             _convert_gguf(source, tmp)
     else:
         _check_hf_folder(source, trust_remote_code)
         with atomic_dir(target) as tmp:
+            tmp.chmod(0o755)
             _link_tree(source, tmp)
             _write_info(tmp, {"source": str(source.resolve()), "kind": "hf-folder",
                               "trust_remote_code": trust_remote_code})

@@ -49,6 +49,9 @@ def run(config_path: Path, overrides: list[str] | tuple[str, ...] = (), resume: 
     if not train.examples:
         raise LawtuneError(f"no usable training sample in {config.data_config.train_file} (dropped: {dict(train.dropped)})")
     dev = _encode(config, chat, config.data_config.val_file) if config.data_config.val_file else None
+    if dev is not None and not dev.examples:
+        raise LawtuneError(f"no usable dev sample in {config.data_config.val_file} (dropped: {dict(dev.dropped)}); "
+                           "fix the file or remove data_config.val_file")
     if dev is not None:
         # min(N, len(dev)): a small dev set is used whole, never an IndexError. Sorted by length so the
         # eval batches carry little padding (the loss does not depend on the order).
@@ -167,6 +170,10 @@ def _build_trainer(config: TrainConfig, args, run_dir: Path, model_dir: Path, tr
         raise LawtuneError(f"peft_config does not fit this model: {error}") from error
 
     if config.model.compile:
+        import shutil
+
+        if not torch.cuda.is_available() and not (shutil.which("g++") or shutil.which("c++")):
+            raise LawtuneError("model.compile needs a C++ compiler on a CPU (apt install g++); or set model.compile=false")
         # Half of a CPU step is small elementwise ops (norms, rotary, LoRA scaling, dropout); compiling each
         # decoder layer fuses them. In place, so parameter names (and saved adapters) do not change;
         # dynamic shapes so every batch length reuses one compiled graph.
