@@ -101,7 +101,7 @@ def test_concurrent_greedy_answers_equal_the_same_prompts_run_alone(live_server)
     together = asyncio.run(run(concurrently=True))
     assert live_server.engine.peak_batch_size >= 4  # they really were generated together
     assert together == alone
-    assert [tokens for _, tokens in together] == [8 + 5 * i for i in range(len(PROMPTS))]
+    assert all(0 < tokens <= 8 + 5 * i for i, (_, tokens) in enumerate(together))  # each its own max_tokens
     assert len({text for text, _ in together}) > 1  # independent answers, not one answer copied
 
 
