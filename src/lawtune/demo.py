@@ -36,7 +36,7 @@ class DemoSize:
     max_steps: Optional[int]  # None: what configs/demo.yaml says
 
 
-FULL = DemoSize(questions=30, max_new_tokens=128, mcq_limit=100, max_steps=None)
+FULL = DemoSize(questions=30, max_new_tokens=128, mcq_limit=50, max_steps=None)
 QUICK = DemoSize(questions=6, max_new_tokens=24, mcq_limit=8, max_steps=3)
 
 
