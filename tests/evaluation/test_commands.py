@@ -96,7 +96,7 @@ def test_chat_keeps_history(tiny_run_dir):
 def test_bad_inputs_are_one_line_errors(tiny_run_dir, qa_file, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"conversations": [{"role": "user", "content": "只有问题"}]}\n', encoding="utf-8")
-    for args, expected in ((["eval", tiny_run_dir, "--data", tmp_path / "missing.jsonl"], "not found"),
+    for args, expected in ((["eval", tiny_run_dir, "--data", tmp_path / "missing.jsonl"], "no such file"),
                            (["eval", tiny_run_dir, "--data", bad], "bad.jsonl:1"),
                            (["compare", "base", tmp_path, "--data", bad], "not a run folder"),
                            (["eval", tiny_run_dir, "--data", qa_file, "--mcq", "nope"], "MCQ set 'nope' not found")):
