@@ -65,6 +65,32 @@ def pick_token(logits: torch.Tensor, seq: Sequence) -> int:
     return int(torch.multinomial(probs, 1, generator=seq.generator))
 
 
+class TransposedHead(torch.nn.Module):
+    """The output projection with its weight stored transposed ([hidden, vocab], contiguous).
+
+    With a 262k-token vocabulary the output projection is most of a decode step's work. For a handful of
+    rows, `x @ W_t` on the transposed copy runs about 1.6x faster on CPU than `linear(x, W)` on the
+    [vocab, hidden] layout the tied embedding needs (measured: 8 rows, 52 ms vs 85 ms, Gemma 3 270M, fp32).
+    Costs one extra copy of the head weight; the model is used for inference only, so untying is safe.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.weight_t = torch.nn.Parameter(weight.detach().t().contiguous(), requires_grad=False)
+        self.bias = None if bias is None else torch.nn.Parameter(bias.detach().clone(), requires_grad=False)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        out = hidden @ self.weight_t
+        return out if self.bias is None else out + self.bias
+
+
+def transpose_output_head(model: Any) -> None:
+    """Swap the model's output projection for a `TransposedHead` (same values, faster small-batch layout)."""
+    head = model.get_output_embeddings()
+    if isinstance(head, torch.nn.Linear):
+        model.set_output_embeddings(TransposedHead(head.weight, head.bias))
+
+
 def _pad_left(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     if width == 0:
         return tensor

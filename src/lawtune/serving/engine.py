@@ -183,13 +183,14 @@ class LocalEngine:
     def _load(self) -> None:
         from lawtune.modeling.loading import load_model
         from lawtune.modeling.runs import is_run_dir
-        from lawtune.serving.batch import DecodeBatch
+        from lawtune.serving.batch import DecodeBatch, transpose_output_head
 
         loaded = [load_model(self.spec, adapter=self.adapter, dtype=self.dtype, merge=True)]
         if self.serve_base and is_run_dir(Path(self.spec)):
             # a second copy of the base: merging the adapter changed the first one's weights in place
             loaded.append(load_model(self.spec, base_only=True, dtype=self.dtype))
         for item in loaded:
+            transpose_output_head(item.model)
             self._served[item.name] = _Served(item, DecodeBatch(item.model))
         self.model_ids = [item.name for item in loaded]
 
