@@ -17,14 +17,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from live_server import free_port  # noqa: F401  (re-exported to the gateway tests)
 
 VENV_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
