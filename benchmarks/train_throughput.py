@@ -39,8 +39,9 @@ def write_conversations(out: Path, count: int, skip: int) -> None:
             handle.write(json.dumps({"conversations": messages}, ensure_ascii=False) + "\n")
 
 
-def reference(model_dir: Path, data: Path, steps: int, out: Path) -> dict:
-    """ChatGLM3 finetune_demo style: Trainer + PEFT, fp32, pad to longest, batch 4, model's own loss."""
+def reference(model_dir: Path, data: Path, steps: int, out: Path, checkpointing: bool = True) -> dict:
+    """ChatGLM3 finetune_demo style: Trainer + PEFT, fp32, pad to longest, batch 4, model's own loss,
+    gradient checkpointing on (as finetune_hf.py does)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import (AutoModelForCausalLM, DataCollatorForSeq2Seq, Seq2SeqTrainingArguments, Trainer,
@@ -79,6 +80,9 @@ def reference(model_dir: Path, data: Path, steps: int, out: Path) -> dict:
     model.config.use_cache = False
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear",
                                              task_type="CAUSAL_LM"))
+    if checkpointing:  # finetune_hf.py calls both, unconditionally, right before building its Seq2SeqTrainer
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
     args = Seq2SeqTrainingArguments(
         output_dir=str(out), max_steps=steps, per_device_train_batch_size=4, learning_rate=2e-4,
         logging_steps=1, save_strategy="no", eval_strategy="no", report_to=[], disable_tqdm=True,
@@ -135,7 +139,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--skip", type=int, default=0, help="start at this conversation of legal_advice.json")
     parser.add_argument("--only", choices=["reference", "lawtune"], default=None)
-    parser.add_argument("--no-compile", action="store_true", help="lawtune without torch.compile of the layers")
+    parser.add_argument("--compile", action="store_true", help="lawtune with model.compile (torch.compile of the layers)")
+    parser.add_argument("--no-checkpointing", action="store_true",
+                        help="reference without the gradient checkpointing finetune_hf.py turns on")
     options = parser.parse_args()
     model_dir = resolve_model_path(options.model)
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,12 +150,13 @@ def main() -> None:
         results = {}
         if options.only in (None, "reference"):
             started = time.monotonic()
-            results["reference"] = reference(model_dir, data, options.steps, Path(tmp) / "ref")
+            results["reference"] = reference(model_dir, data, options.steps, Path(tmp) / "ref",
+                                             checkpointing=not options.no_checkpointing)
             print(f"reference: {json.dumps(results['reference'])} ({time.monotonic() - started:.0f} s)", flush=True)
         if options.only in (None, "lawtune"):
             started = time.monotonic()
             results["lawtune"] = lawtune_train(model_dir, data, options.steps, Path(tmp) / "run",
-                                               compile_layers=not options.no_compile)
+                                               compile_layers=options.compile)
             print(f"lawtune:   {json.dumps(results['lawtune'])} ({time.monotonic() - started:.0f} s)", flush=True)
     if len(results) == 2:
         for key, unit in (("supervised_tokens_per_s", "wall s (whole run)"), ("supervised_tokens_per_cpu_s", "CPU s (whole run)"),

@@ -95,3 +95,15 @@ def test_shipped_configs_validate_and_name_their_command(name):
     config = load_config(path)
     assert path.read_text(encoding="utf-8").startswith("# lawtune train configs/")
     assert config.peft_config.target_modules == "all-linear"
+
+
+def test_speed_section_defaults_overrides_and_errors(tmp_path):
+    path = write(tmp_path, "data_config:\n  train_file: t.jsonl\n")
+    config = load_config(path)
+    assert (config.speed.grad_filter, config.speed.sparse_dropout) == (1e-6, True)
+    exact = load_config(path, ["speed.grad_filter=0", "speed.sparse_dropout=false"])
+    assert (exact.speed.grad_filter, exact.speed.sparse_dropout) == (0.0, False)
+    with pytest.raises(LawtuneError, match="speed.grad_filter"):
+        load_config(path, ["speed.grad_filter=2"])
+    with pytest.raises(LawtuneError, match=r"did you mean speed.sparse_dropout\?"):
+        load_config(path, ["speed.sparse_dropuot=true"])

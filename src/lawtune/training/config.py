@@ -1,4 +1,4 @@
-"""The training config: ChatGLM3's `configs/lora.yaml` layout plus `model:` and `eval:` sections.
+"""The training config: ChatGLM3's `configs/lora.yaml` layout plus `model:`, `eval:` and `speed:` sections.
 
     config = load_config(Path("configs/demo.yaml"), ["training_args.max_steps=20", "peft_config.r=16"])
     config.training_args.max_steps, config.peft_config.r, config.data_config.train_file
@@ -140,6 +140,14 @@ class TrainingArgs(BaseModel):
         return data
 
 
+class SpeedSection(Section):
+    grad_filter: float = Field(1e-6, ge=0, lt=1, description=(
+        "output-projection backward skips vocabulary columns whose softmax is below this in every row "
+        "(Cut Cross-Entropy's gradient filtering; the loss value is exact); 0 = exact gradient"))
+    sparse_dropout: bool = Field(True, description=(
+        "LoRA dropout draws only the dropped positions (same distribution as nn.Dropout, ~p as many random numbers)"))
+
+
 class TrainConfig(Section):
     model: ModelSection = ModelSection()
     data_config: DataConfig
@@ -148,6 +156,7 @@ class TrainConfig(Section):
     training_args: TrainingArgs = TrainingArgs()
     peft_config: PeftConfig = PeftConfig()
     eval: EvalSection = EvalSection()
+    speed: SpeedSection = SpeedSection()
 
     @property
     def generate_rows(self) -> int:

@@ -6,49 +6,106 @@ The loss needs logits only at positions whose *next* token is supervised (an ans
 end-of-turn token). The Gemma 3 vocabulary has 262k entries, so projecting every position (prompt and
 padding included) onto it dominates a step on a CPU: batch 4 × 400 tokens × 262k floats is 1.7 GB of
 logits. transformers lets the causal LM slice hidden states before `lm_head` with a boolean
-`logits_to_keep` mask of shape (batch, seq); we pass exactly the supervised positions, so the logits are
-(n_supervised, vocab). The value is the same cross-entropy as the model's own `loss` on the full logits
-(tests/training/test_loss.py checks this on one batch). The call still goes through the top-level
-module's forward, so DDP's gradient hooks work unchanged under torchrun.
+`logits_to_keep` mask of shape (batch, seq); we pass exactly the supervised positions.
+
+Three ways to the same loss value, picked per model by `SFTTrainer` (the best one the model allows):
+
+  "fused":  the output head is swapped for an identity during the forward, so the model returns the hidden
+            states of the supervised positions, and `vocab_loss.linear_cross_entropy` projects them itself:
+            its backward skips the vocabulary columns of negligible probability (`grad_filter`). Needs a
+            frozen, bias-free linear head with no logit post-processing (Gemma 3, Llama, Qwen, ...).
+  "sliced": logits (n_supervised, vocab) from the model, then `F.cross_entropy` (exact gradient).
+  "full":   every position's logits, for models whose forward has no `logits_to_keep` (remote code).
+
+tests/training/test_loss.py checks all three against the model's own `loss`. The call always goes through
+the top-level module's forward, so DDP's gradient hooks work unchanged under torchrun.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from transformers import Trainer
 
 from lawtune.modeling.chat import IGNORE_INDEX
+from lawtune.training.vocab_loss import linear_cross_entropy
+
+HeadPath = Literal["fused", "sliced", "full"]
+# Config attributes with which a model changes its logits after the head: such models keep the plain path.
+LOGIT_POSTPROCESSING = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
+def _base(model: Any) -> Any:
+    """The causal LM inside DDP / accelerate (`.module`) and PEFT wrappers."""
+    while isinstance(getattr(model, "module", None), nn.Module):
+        model = model.module
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def accepts_logits_mask(model: Any) -> bool:
     """Whether the underlying causal LM's forward takes `logits_to_keep` (remote-code models may not)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(base.forward).parameters
+    return "logits_to_keep" in inspect.signature(_base(model).forward).parameters
+
+
+def plain_output_head(model: Any) -> tuple[str, nn.Linear] | None:
+    """(attribute name, head) when logits are exactly `hidden @ head.weight.T` and the head is frozen."""
+    base = _base(model)
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if type(head) is not nn.Linear or head.bias is not None or head.weight.requires_grad:
+        return None  # e.g. a LoRA-wrapped or modules_to_save head: it trains, so the plain path
+    config = getattr(base, "config", None)
+    if any(getattr(config, name, None) not in (None, 1, 1.0) for name in LOGIT_POSTPROCESSING):
+        return None
+    name = next((name for name, child in base.named_children() if child is head), None)
+    return (name, head) if name else None
+
+
+def best_head_path(model: Any) -> HeadPath:
+    if not accepts_logits_mask(model):
+        return "full"
+    return "fused" if plain_output_head(model) else "sliced"
+
+
+@contextmanager
+def _head_returns_hidden_states(model: Any) -> Iterator[nn.Linear]:
+    name, head = plain_output_head(model)
+    base = _base(model)
+    setattr(base, name, nn.Identity())
+    try:
+        yield head
+    finally:
+        setattr(base, name, head)
 
 
 def supervised_loss(
-    model: Any, batch: dict[str, torch.Tensor], num_items: torch.Tensor | int | None = None, sliced: bool = True
+    model: Any, batch: dict[str, torch.Tensor], num_items: torch.Tensor | int | None = None,
+    head_path: HeadPath = "sliced", grad_filter: float = 0.0,
 ) -> tuple[torch.Tensor, int]:
     """Cross-entropy of next-token predictions at supervised positions (sum / num_items, else mean)."""
     labels = batch["labels"]
     targets_grid = labels[:, 1:]  # (B, T-1): the token predicted from each position
     supervised = targets_grid != IGNORE_INDEX
     count = int(supervised.sum())
-    if sliced:
-        keep = torch.zeros_like(labels, dtype=torch.bool)
-        keep[:, :-1] = supervised  # (B, T): hidden states whose next token is supervised
-        outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                        logits_to_keep=keep, use_cache=False)
-        logits = outputs.logits  # (n_supervised, vocab), rows in the same order as targets_grid[supervised]
-    else:
-        outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
-        logits = outputs.logits[:, :-1][supervised]
     targets = targets_grid[supervised]
-    total = F.cross_entropy(logits.float(), targets, reduction="sum")
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
+    if head_path == "full":
+        logits = model(**inputs).logits[:, :-1][supervised]
+        total = F.cross_entropy(logits.float(), targets, reduction="sum")
+    else:
+        keep = torch.zeros_like(labels, dtype=torch.bool)
+        keep[:, :-1] = supervised  # (B, T): hidden states whose next token is supervised, in targets' order
+        if head_path == "sliced":
+            logits = model(**inputs, logits_to_keep=keep).logits  # (n_supervised, vocab)
+            total = F.cross_entropy(logits.float(), targets, reduction="sum")
+        else:
+            with _head_returns_hidden_states(model) as head:
+                hidden = model(**inputs, logits_to_keep=keep).logits  # (n_supervised, hidden size)
+            total = linear_cross_entropy(hidden, head.weight, targets, filter_eps=grad_filter)
     denominator = num_items if num_items is not None else max(count, 1)
     return total / denominator, count
 
@@ -63,15 +120,17 @@ class TokenCounter:
 class SFTTrainer(Trainer):
     """HF Trainer whose loss projects only supervised positions onto the vocabulary."""
 
-    def __init__(self, *args: Any, token_counter: TokenCounter | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, token_counter: TokenCounter | None = None, grad_filter: float = 0.0,
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.token_counter = token_counter or TokenCounter()
-        self.sliced_logits = accepts_logits_mask(self.model)
+        self.head_path = best_head_path(self.model)
+        self.grad_filter = grad_filter
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self.model_accepts_loss_kwargs:
             num_items_in_batch = None  # the Trainer then averages over accumulation steps itself
-        loss, count = supervised_loss(model, inputs, num_items_in_batch, sliced=self.sliced_logits)
+        loss, count = supervised_loss(model, inputs, num_items_in_batch, self.head_path, self.grad_filter)
         if model.training:
             self.token_counter.tokens += count
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:

@@ -168,6 +168,10 @@ def _build_trainer(config: TrainConfig, args, run_dir: Path, model_dir: Path, tr
         model = get_peft_model(model, lora)
     except ValueError as error:  # e.g. target_modules naming layers the model does not have
         raise LawtuneError(f"peft_config does not fit this model: {error}") from error
+    if config.speed.sparse_dropout:
+        from lawtune.training.dropout import use_sparse_dropout
+
+        use_sparse_dropout(model)
 
     if config.model.compile:
         import shutil
@@ -196,7 +200,8 @@ def _build_trainer(config: TrainConfig, args, run_dir: Path, model_dir: Path, tr
         callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(str(run_dir / "tensorboard"))))
     trainer = SFTTrainer(model=model, args=args, train_dataset=train.examples,
                          eval_dataset=dev.examples if dev else None,
-                         data_collator=Collator(tokenizer.pad_token_id), callbacks=callbacks, token_counter=counter)
+                         data_collator=Collator(tokenizer.pad_token_id), callbacks=callbacks, token_counter=counter,
+                         grad_filter=config.speed.grad_filter)
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer.remove_callback(PrinterCallback)  # the rich bar and metrics.jsonl replace the printed dicts

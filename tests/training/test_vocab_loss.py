@@ -1,0 +1,59 @@
+"""linear_cross_entropy: the loss of F.cross_entropy(hidden @ W.T), its gradient computed in the forward pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lawtune.training.vocab_loss import _chunk_loss, linear_cross_entropy
+
+
+def _problem(rows=37, hidden=16, vocab=500, seed=0, sharpness=1.0):
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.randn(vocab, hidden, generator=generator)
+    states = torch.randn(rows, hidden, generator=generator) * sharpness
+    targets = torch.randint(0, vocab, (rows,), generator=generator)
+    return states, weight, targets
+
+
+def _reference(states, weight, targets):
+    states = states.clone().requires_grad_()
+    loss = F.cross_entropy(states @ weight.T, targets, reduction="sum")
+    loss.backward()
+    return loss.detach(), states.grad
+
+
+@pytest.mark.parametrize("chunk_rows", [1024, 8, 1])
+def test_unfiltered_equals_cross_entropy_in_value_and_gradient(chunk_rows):
+    states, weight, targets = _problem()
+    expected_loss, expected_grad = _reference(states, weight, targets)
+    states.requires_grad_()
+    loss = linear_cross_entropy(states, weight, targets, filter_eps=0.0, chunk_rows=chunk_rows)
+    (loss * 0.5).backward()  # the upstream gradient scales the stored one
+    torch.testing.assert_close(loss.detach(), expected_loss, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(states.grad, 0.5 * expected_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_filter_skips_columns_keeps_the_loss_and_bounds_the_gradient_error():
+    states, weight, targets = _problem(sharpness=4.0)  # peaked softmax, as a trained LM's
+    expected_loss, expected_grad = _reference(states, weight, targets)
+    grad = torch.empty_like(states)
+    loss, columns = _chunk_loss(states, weight, targets, filter_eps=1e-4, grad=grad)
+    assert columns < weight.shape[0] // 2, "most columns are below 1e-4 in every row"
+    torch.testing.assert_close(loss, expected_loss, rtol=1e-5, atol=1e-5)
+    # Each row loses at most (vocab × eps) probability mass, each dropped term weighted by a weight row.
+    bound = weight.shape[0] * 1e-4 * weight.norm(dim=1).max()
+    assert ((grad - expected_grad).norm(dim=1) <= bound).all()
+    assert not torch.allclose(grad, expected_grad)
+
+
+def test_no_gradient_work_without_autograd_and_edge_cases():
+    states, weight, targets = _problem()
+    with torch.no_grad():
+        value = linear_cross_entropy(states, weight, targets)
+    torch.testing.assert_close(value, _reference(states, weight, targets)[0], rtol=1e-5, atol=1e-5)
+    empty = linear_cross_entropy(states[:0].clone().requires_grad_(), weight, targets[:0])
+    assert float(empty) == 0.0
+    with pytest.raises(ValueError, match="frozen"):
+        linear_cross_entropy(states, weight.clone().requires_grad_(), targets)
