@@ -200,6 +200,8 @@ def apply_override(data: dict, override: str) -> None:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+        value = raw.strip()  # YAML 1.1 reads `no`/`off`/`yes` as booleans: keep `save_strategy=no` a string
     parts = [part for part in key.strip().split(".")]
     # Short forms the demo and users reach for: `max_steps=` means training_args.max_steps.
     if len(parts) == 1 and parts[0] in TrainingArgs.model_fields and parts[0] not in TrainConfig.model_fields:

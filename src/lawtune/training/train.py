@@ -2,7 +2,7 @@
 
     lawtune train configs/demo.yaml
     lawtune train configs/lora.yaml training_args.max_steps=200 peft_config.r=16 --resume none
-    torchrun --nproc_per_node 2 -m lawtune.cli train configs/demo.yaml      # also: accelerate launch
+    torchrun --nproc_per_node 2 -m lawtune.cli train configs/demo.yaml      # or: accelerate launch --multi_gpu ...
 
     from lawtune.training.train import run
     run_dir = run(Path("configs/demo.yaml"), ["max_steps=20"], resume="auto")
