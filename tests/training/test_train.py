@@ -65,6 +65,20 @@ def test_lora_weights_changed_and_the_adapter_reloads(trained, tiny_model_dir):
     assert out.shape[1] > len(prompt)
 
 
+def test_gradient_checkpointing_and_sparse_dropout_still_train_every_adapter(tiny_model_dir, conversation_files,
+                                                                            tmp_path):
+    # finetune_hf.py turns checkpointing on; with a frozen embedding, re-entrant checkpointing would leave the
+    # LoRA weights without gradients unless the inputs require grad.
+    config = tiny_config(tmp_path, tiny_model_dir, conversation_files,
+                         training_args={"max_steps": 3, "gradient_checkpointing": True, "eval_strategy": "no",
+                                        "save_strategy": "no"},
+                         peft_config={"lora_dropout": 0.1})
+    run_dir = run(config, resume="none")
+    weights = load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    lora_b = [value for key, value in weights.items() if "lora_B" in key]
+    assert lora_b and all(value.abs().sum() > 0 for value in lora_b)
+
+
 def test_early_stopping_stops_after_patience_evals(tiny_model_dir, conversation_files, tmp_path):
     # "best" = highest dev loss while the loss falls: every eval after the first is worse, so patience 2 stops at
     # the third eval (step 6) instead of step 40.
