@@ -7,6 +7,7 @@ Each area module (`lawtune.<area>.cli`) holds its typer commands and imports onl
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 
@@ -38,6 +39,9 @@ def _register() -> None:
 
 
 _register()
+
+# Library-internal deprecations users cannot act on (PEFT reads transformers' renamed property).
+warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def main() -> None:
