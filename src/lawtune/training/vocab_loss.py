@@ -12,9 +12,9 @@ CPU, and its backward (`(softmax - onehot) @ weight`) is as expensive as its for
 softmax is vanishingly small, so the backward is restricted to the vocabulary columns where some row of
 the chunk has probability ≥ `filter_eps` (plus the targets). This is the gradient filtering of Cut
 Cross-Entropy (Wijmans et al., 2024, "Cut Your Losses in Large-Vocabulary Language Models"). On the
-default model and the legal data, 1e-6 keeps about a fifth of the columns, and the gradient differs from
-the exact one by under 1% (relative, per row): the order of bf16 rounding, which the issue's bf16 lever
-would also introduce. `filter_eps=0` gives the exact gradient. The loss value is never filtered.
+default model and the legal data, 1e-6 keeps 20-27 % of the columns, and each row's gradient differs from
+the exact one by under 0.6 % (relative): the order of bf16 rounding, which bf16 autocast would also
+introduce. `filter_eps=0` gives the exact gradient. The loss value is never filtered.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _chunk_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tenso
     """Loss sum of these rows; writes their hidden-state gradient into `grad`. Returns (loss, columns used)."""
     logits = hidden.float() @ weight.float().T  # (c, V): one matmul, so the weight is streamed once
     target_logits = logits.gather(1, targets[:, None]).squeeze(1)
-    log_sums, column_peak = [], None
+    log_sums, column_max = [], None
     # Softmax in place, a few rows at a time: each slice stays in the CPU's cache across its passes.
     for probs in logits.split(_CACHE_ROWS):
         peak = probs.amax(1, keepdim=True)
@@ -37,17 +37,18 @@ def _chunk_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tenso
         if grad is not None:
             probs.div_(sums)
             if filter_eps > 0:
-                peak = probs.amax(0)
-                column_peak = peak if column_peak is None else torch.maximum(column_peak, peak)
+                rows_max = probs.amax(0)
+                column_max = rows_max if column_max is None else torch.maximum(column_max, rows_max)
     loss = torch.cat(log_sums).sub(target_logits).sum()
     if grad is None:
         return loss, 0
     probs, head, target_columns = logits, weight, targets
     if filter_eps > 0:
-        columns = torch.cat([(column_peak >= filter_eps).nonzero().squeeze(1), targets]).unique()  # sorted
+        columns = torch.cat([(column_max >= filter_eps).nonzero().squeeze(1), targets]).unique()  # sorted
         probs, head = logits.index_select(1, columns), weight.index_select(0, columns)
         target_columns = torch.searchsorted(columns, targets)
-    probs[torch.arange(len(targets), device=targets.device), target_columns] -= 1.0  # d loss / d logits = softmax - onehot
+    rows = torch.arange(len(targets), device=targets.device)
+    probs[rows, target_columns] -= 1.0  # d loss / d logits = softmax - onehot
     grad.copy_(probs @ head.float())
     return loss, probs.shape[1]
 
