@@ -37,6 +37,7 @@ def test_run_folder_holds_everything(trained, tiny_model_dir):
     assert info["base_model"] == {"path": str(tiny_model_dir), "sha256": sha256_tree(tiny_model_dir)}
     assert info["data"]["train"]["examples"] == 48 and info["data"]["dev"]["examples"] == 12
     assert info["precision"] in ("fp32", "bf16-autocast")
+    assert info["loss_path"] == "fused"  # the tiny Gemma 3 has a frozen, plain, tied output head
     # save_total_limit 2 of checkpoints every 4 steps; each one marked complete
     checkpoints = sorted(p.name for p in trained.glob("checkpoint-*"))
     assert checkpoints == ["checkpoint-12", "checkpoint-8"]

@@ -83,6 +83,7 @@ def run(config_path: Path, overrides: list[str] | tuple[str, ...] = (), resume: 
         tokens = trainer.token_counter.tokens * max(state.num_processes, 1)
         _write_run_info(run_dir, config, model_dir, tokenizer, chat, train, dev, status="finished", extra={
             "final_step": trainer.state.global_step, "precision": precision, "world_size": state.num_processes,
+            "loss_path": trainer.head_path,  # fused (filtered head backward) / sliced / full: see training/loss.py
             "resumed_from": start.name if start else None, "train_seconds": round(seconds, 1),
             "supervised_tokens_per_s_this_session": round(tokens / max(seconds, 1e-9), 1),
         })
