@@ -89,11 +89,13 @@ def test_bad_override_is_a_clear_error(tmp_path):
         load_config(path, ["training_args.max_step=3"])
 
 
-def test_yes_no_overrides_stay_words_for_string_fields_and_still_work_for_booleans(tmp_path):
-    path = write(tmp_path, "data_config: {train_file: a}\n")
-    config = load_config(path, ["training_args.save_strategy=no", "speed.sparse_dropout=off", "model.compile=true"])
-    assert config.training_args.save_strategy == "no"
+def test_yaml_no_means_no_for_strategies_and_false_for_booleans(tmp_path):
+    path = write(tmp_path, "data_config: {train_file: a}\ntraining_args: {eval_strategy: no}\n")
+    config = load_config(path, ["training_args.save_strategy=no", "speed.sparse_dropout=off",
+                                "training_args.gradient_checkpointing=off", "model.compile=true"])
+    assert (config.training_args.eval_strategy, config.training_args.save_strategy) == ("no", "no")
     assert config.speed.sparse_dropout is False and config.model.compile is True
+    assert config.training_args.model_extra["gradient_checkpointing"] is False  # passed on to transformers as is
 
 
 @pytest.mark.parametrize("name", ["lora.yaml", "demo.yaml"])

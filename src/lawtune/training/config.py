@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lawtune.errors import LawtuneError
 
@@ -117,6 +117,11 @@ class TrainingArgs(BaseModel):
     predict_with_generate: bool = False
     generation_config: dict[str, Any] | None = None
 
+    @field_validator("logging_strategy", "eval_strategy", "save_strategy", mode="before")
+    @classmethod
+    def _yaml_no_is_the_word_no(cls, value: Any) -> Any:
+        return "no" if value is False else value  # YAML 1.1 reads `save_strategy: no` as the boolean False
+
     @model_validator(mode="before")
     @classmethod
     def _translate_old_keys(cls, data: Any) -> Any:
@@ -200,8 +205,6 @@ def apply_override(data: dict, override: str) -> None:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
-    if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
-        value = raw.strip()  # YAML 1.1 reads `no`/`off`/`yes` as booleans: keep `save_strategy=no` a string
     parts = [part for part in key.strip().split(".")]
     # Short forms the demo and users reach for: `max_steps=` means training_args.max_steps.
     if len(parts) == 1 and parts[0] in TrainingArgs.model_fields and parts[0] not in TrainConfig.model_fields:
