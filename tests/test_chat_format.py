@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lawtune.errors import LawtuneError
-from lawtune.modeling.chat import IGNORE_INDEX, ChatFormat, load_template
+from lawtune.modeling.chat import CUT_AT_SENTENCE, DROP_TOO_LONG, IGNORE_INDEX, ChatFormat, load_template
 from lawtune.modeling.loading import load_tokenizer
 
 QUESTION = "公司拖欠工资怎么办？"
@@ -38,11 +38,25 @@ def test_supervised_tokens_decode_to_exactly_the_answer_plus_end_token(chat):
     assert all(label == IGNORE_INDEX for label in example.labels[: len(prompt)])
 
 
-def test_output_budget_cuts_the_answer_but_keeps_the_end_token(chat):
-    example = chat.encode_example(conversation(), 512, 6)
-    supervised = [t for t, label in zip(example.input_ids, example.labels) if label != IGNORE_INDEX]
-    assert len(supervised) == 6
-    assert supervised[-1] == chat.end_of_turn_ids[-1]
+def test_long_answer_is_cut_at_a_sentence_end_and_keeps_the_end_token(chat):
+    answer = "先与公司协商。协商不成可以投诉！还可以申请劳动仲裁。"
+    first = len(chat.tokenizer("先与公司协商。", add_special_tokens=False)["input_ids"])
+    encoding = chat.encode_checked(conversation(answer=answer), 512, first + 3)  # room for sentence 1 only
+    supervised = [t for t, label in zip(encoding.example.input_ids, encoding.example.labels) if label != IGNORE_INDEX]
+    assert chat.tokenizer.decode(supervised) == "先与公司协商。<end_of_turn>"
+    assert encoding.note == CUT_AT_SENTENCE
+    assert chat.encode_checked(conversation(answer=answer), 512, 512).note is None  # fits: untouched
+
+
+def test_long_answer_without_a_sentence_end_in_budget_is_dropped_not_truncated(chat):
+    encoding = chat.encode_checked(conversation(), 512, 6)  # ANSWER's only sentence end is its last character
+    assert encoding.example is None and encoding.note == DROP_TOO_LONG
+
+
+def test_prompt_starts_with_exactly_one_bos(chat):
+    example = chat.encode_example(conversation(system="你是法律助手。"), 512, 512)
+    bos = chat.tokenizer.bos_token_id
+    assert example.input_ids[0] == bos and example.input_ids.count(bos) == 1
 
 
 def test_input_budget_cuts_the_prompt_from_the_left_and_keeps_bos(chat):

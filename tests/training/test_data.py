@@ -9,7 +9,7 @@ import pytest
 from lawtune.errors import LawtuneError
 from lawtune.modeling.chat import IGNORE_INDEX, ChatFormat, load_template
 from lawtune.modeling.loading import load_tokenizer
-from lawtune.training.data import Collator, encode_rows, read_conversations
+from lawtune.training.data import Collator, encode_rows, read_conversations, safe_pad_id
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +52,27 @@ def test_collator_pads_right_with_ignored_labels():
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_every_kept_example_ends_with_the_stop_and_long_answers_are_counted(chat):
+    long_answer = "可以协商。" + "劳动仲裁" * 40  # the only sentence end is early: cut there
+    no_end = "劳动仲裁" * 40  # no sentence end at all: dropped
+    rows = [[{"role": "user", "content": "问题"}, {"role": "assistant", "content": text}]
+            for text in ("可以协议离婚。", long_answer, no_end)]
+    encoded = encode_rows(rows, chat, 64, 24)
+    assert len(encoded.examples) == 2
+    assert encoded.changed == {"answer cut at a sentence end to fit max_output_length": 1}
+    assert encoded.dropped == {"answer longer than max_output_length with no sentence end inside it": 1}
+    end = chat.end_of_turn_ids
+    for example in encoded.examples:
+        supervised = [t for t, l in zip(example["input_ids"], example["labels"]) if l != IGNORE_INDEX]
+        assert supervised[-len(end):] == end
+        assert len(supervised) <= 24
+
+
+def test_pad_is_never_a_stop_token(chat):
+    tokenizer = chat.tokenizer
+    assert safe_pad_id(tokenizer, chat.stop_token_ids) == tokenizer.pad_token_id  # <pad> is not a stop token
+    assert safe_pad_id(tokenizer, [tokenizer.pad_token_id]) == tokenizer.unk_token_id  # pad = stop: use <unk>
+    with pytest.raises(LawtuneError, match="pad token .* is a stop token"):
+        safe_pad_id(tokenizer, [tokenizer.pad_token_id, tokenizer.unk_token_id])

@@ -127,26 +127,38 @@ class ChatFormat:
     def encode_example(
         self, messages: list[dict[str, str]], max_input_length: int, max_output_length: int
     ) -> EncodedExample | None:
-        """Input ids and labels for one conversation, within the two length budgets.
+        """Input ids and labels for one conversation, within the two length budgets (None: unusable).
 
-        The last answer gets at most `max_output_length` tokens and always keeps its end-of-turn marker
-        (the answer text is cut, not the marker). Everything before it is the prompt: at most
-        `max_input_length` tokens, cut from the left so the latest question survives. Returns None when
-        no supervised token is left, so the caller drops and counts the sample.
+        `encode_checked` says why an example was dropped or changed; this is the short form for callers
+        that only need the ids (eval loss).
+        """
+        return self.encode_checked(messages, max_input_length, max_output_length).example
+
+    def encode_checked(
+        self, messages: list[dict[str, str]], max_input_length: int, max_output_length: int
+    ) -> "Encoding":
+        """Encode one conversation, teaching the stop: every kept answer ends with the end-of-turn marker.
+
+        The last answer gets at most `max_output_length` tokens including its end-of-turn marker. A longer
+        answer is cut after its last complete sentence (。！？；!?; or a line break) that fits, so the model
+        never learns to stop mid-sentence; with no sentence end inside the budget it is dropped, never
+        silently truncated. Everything before it is the prompt: at most `max_input_length` tokens, cut from
+        the left so the latest question survives, with exactly one leading BOS.
         """
         pieces = self.segments(messages)
         if not pieces:
-            return None
+            return Encoding(None, DROP_NO_ANSWER)
         *context, (answer_text, _) = pieces
-        answer_ids = self._encode(answer_text)
         end = self.end_of_turn_ids
-        if answer_ids[-len(end):] == end:
-            body = answer_ids[: -len(end)]
-        else:
-            body = answer_ids
-        body = body[: max(0, max_output_length - len(end))]
+        body_text = answer_text[: -len(self.end_of_turn_text)] if answer_text.endswith(self.end_of_turn_text) else answer_text
+        body = self._encode(body_text)
+        note = None
+        budget = max(0, max_output_length - len(end))
+        if len(body) > budget:
+            body = self._cut_at_sentence(body, budget)
+            note = CUT_AT_SENTENCE if body else DROP_TOO_LONG
         if not body:
-            return None  # an empty answer teaches only "stop at once"
+            return Encoding(None, note or DROP_EMPTY_ANSWER)  # an empty answer teaches only "stop at once"
         answer_ids = body + end
 
         prompt_ids: list[int] = []
@@ -155,11 +167,41 @@ class ChatFormat:
             ids = self._encode(text)
             prompt_ids += ids
             prompt_labels += ids if supervised else [IGNORE_INDEX] * len(ids)
+        bos = self.tokenizer.bos_token_id
         if len(prompt_ids) > max_input_length:
             cut = len(prompt_ids) - max_input_length
-            keep_bos = self.tokenizer.bos_token_id is not None and prompt_ids[:1] == [self.tokenizer.bos_token_id]
+            keep_bos = bos is not None and prompt_ids[:1] == [bos]
             prompt_ids, prompt_labels = prompt_ids[cut:], prompt_labels[cut:]
             if keep_bos:
-                prompt_ids = [self.tokenizer.bos_token_id] + prompt_ids[1:]
+                prompt_ids = [bos] + prompt_ids[1:]
                 prompt_labels = [IGNORE_INDEX] + prompt_labels[1:]
-        return EncodedExample(prompt_ids + answer_ids, prompt_labels + answer_ids)
+        while bos is not None and prompt_ids[:2] == [bos, bos]:  # a template and a tokenizer both adding one
+            prompt_ids, prompt_labels = prompt_ids[1:], prompt_labels[1:]
+        return Encoding(EncodedExample(prompt_ids + answer_ids, prompt_labels + answer_ids), note)
+
+    def _cut_at_sentence(self, body: list[int], budget: int) -> list[int]:
+        """The longest prefix of `body` within `budget` tokens that ends a sentence ([] if none does)."""
+        text = self.tokenizer.decode(body[:budget], skip_special_tokens=False)
+        end = max(text.rfind(mark) for mark in SENTENCE_ENDS)
+        while end >= 0:
+            ids = self._encode(text[: end + 1])
+            if len(ids) <= budget:  # re-encoding a shorter text can merge tokens differently: check
+                return ids
+            end = max(text.rfind(mark, 0, end) for mark in SENTENCE_ENDS)
+        return []
+
+
+# Where an over-long answer may be cut: the end of a sentence or a clause (Chinese and ASCII), or a line.
+SENTENCE_ENDS = ("。", "！", "？", "；", "!", "?", ";", "\n")
+CUT_AT_SENTENCE = "answer cut at a sentence end to fit max_output_length"
+DROP_TOO_LONG = "answer longer than max_output_length with no sentence end inside it"
+DROP_EMPTY_ANSWER = "no supervised token (empty answer)"
+DROP_NO_ANSWER = "no assistant turn"
+
+
+@dataclass
+class Encoding:
+    """An encoded example (None when dropped) and why it was dropped or changed (None: kept as it is)."""
+
+    example: EncodedExample | None
+    note: str | None = None

@@ -2,7 +2,7 @@
 
     rows = read_conversations(Path("out/legal_qa/train.jsonl"))       # [[{"role", "content"}, ...], ...]
     encoded = encode_rows(rows, chat, max_input_length=256, max_output_length=256)
-    encoded.examples[0] == {"input_ids": [...], "labels": [...]}; encoded.dropped == {"no supervised token": 3}
+    encoded.examples[0] == {"input_ids": [...], "labels": [...]}; encoded.dropped == {"no assistant turn": 3}; encoded.changed
     batch = Collator(pad_token_id=0)(encoded.examples[:4])            # padded to the longest in the batch
 
 Input lines are ChatGLM3's format, `{"conversations": [{"role": "user", "content": ...}, ...]}`; a bare list
@@ -66,6 +66,7 @@ def _messages(record: Any, path: Path, number: int) -> list[dict[str, str]]:
 class EncodedData:
     examples: list[dict[str, list[int]]]
     dropped: Counter = field(default_factory=Counter)
+    changed: Counter = field(default_factory=Counter)  # kept, but altered (e.g. an answer cut at a sentence end)
 
     @property
     def supervised_tokens(self) -> int:
@@ -76,36 +77,60 @@ class EncodedData:
         return sum(len(ex["input_ids"]) for ex in self.examples)
 
 
+NOT_ENDING_WITH_STOP = "supervised tokens do not end with the end-of-turn marker"
+
+
 def encode_rows(
     rows: list[list[dict[str, str]]], chat: ChatFormat, max_input_length: int, max_output_length: int
 ) -> EncodedData:
-    """Encode every conversation; samples left without a supervised token are dropped and counted."""
+    """Encode every conversation; what is dropped or changed is counted by reason, never silent.
+
+    Every kept example teaches the stop: its supervised tokens end with the end-of-turn marker (checked
+    here, not assumed), and an over-long answer is cut at a sentence end or dropped (`ChatFormat.encode_checked`).
+    """
     data = EncodedData([])
+    end = chat.end_of_turn_ids
     for messages in rows:
-        if not any(m["role"] == "assistant" for m in messages):
-            data.dropped["no assistant turn"] += 1
-            continue
-        example = chat.encode_example(messages, max_input_length, max_output_length)
+        encoding = chat.encode_checked(messages, max_input_length, max_output_length)
+        example = encoding.example
         if example is None or example.supervised_tokens == 0:
-            data.dropped["no supervised token (empty answer)"] += 1
+            data.dropped[encoding.note or "no supervised token (empty answer)"] += 1
             continue
+        supervised = [label for label in example.labels if label != IGNORE_INDEX]
+        if supervised[-len(end):] != end:
+            data.dropped[NOT_ENDING_WITH_STOP] += 1
+            continue
+        if encoding.note:
+            data.changed[encoding.note] += 1
         data.examples.append({"input_ids": example.input_ids, "labels": example.labels})
     return data
+
+
+def safe_pad_id(tokenizer: Any, stop_token_ids: list[int]) -> int:
+    """A pad id that is not a stop token: padding must never look like the end of an answer.
+
+    Many tokenizers set pad = eos; padded positions carry no loss here, but a generation batch padded with
+    the stop token, or a downstream tool that masks pads out of the labels, would unteach the stop.
+    """
+    for candidate in (tokenizer.pad_token_id, tokenizer.unk_token_id):
+        if candidate is not None and candidate not in stop_token_ids:
+            return candidate
+    raise LawtuneError(
+        f"the tokenizer's pad token ({tokenizer.pad_token!r}) is a stop token and it has no other usable "
+        "token to pad with; add a pad token to the tokenizer (tokenizer.add_special_tokens({'pad_token': '<pad>'}))"
+    )
 
 
 class Collator:
     """Pad a list of examples to the longest one (right padding; labels padded with -100)."""
 
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
+    def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
-        self.pad_to_multiple_of = pad_to_multiple_of
 
     def __call__(self, examples: list[dict[str, list[int]]]) -> dict[str, Any]:
         import torch
 
         longest = max(len(ex["input_ids"]) for ex in examples)
-        if self.pad_to_multiple_of:
-            longest = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
         input_ids = torch.full((len(examples), longest), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(examples), longest), IGNORE_INDEX, dtype=torch.long)
         attention_mask = torch.zeros((len(examples), longest), dtype=torch.long)

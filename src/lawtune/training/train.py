@@ -22,7 +22,7 @@ from lawtune.fsutil import atomic_dir, atomic_write_json, atomic_write_text, sha
 from lawtune.modeling.chat import ChatFormat, resolve_template
 from lawtune.modeling.runs import FINAL_ADAPTER_DIR, RUN_INFO, TEMPLATE_FILE, TOKENIZER_DIR, resolve_model_path
 from lawtune.training.config import LAWTUNE_READS, TrainConfig, config_to_yaml, load_config
-from lawtune.training.data import EncodedData, encode_rows, read_conversations
+from lawtune.training.data import EncodedData, encode_rows, read_conversations, safe_pad_id
 
 
 def run(config_path: Path, overrides: list[str] | tuple[str, ...] = (), resume: str = "auto") -> Path:
@@ -139,7 +139,7 @@ def _write_run_info(run_dir, config, model_dir, tokenizer, chat, train, dev, sta
 def _data_info(file: str, encoded: EncodedData) -> dict:
     path = Path(file).expanduser().resolve()
     return {"file": str(path), "sha256": sha256_file(path), "examples": len(encoded.examples),
-            "dropped": dict(encoded.dropped), "supervised_tokens": encoded.supervised_tokens,
+            "dropped": dict(encoded.dropped), "changed": dict(encoded.changed), "supervised_tokens": encoded.supervised_tokens,
             "tokens": encoded.total_tokens}
 
 
@@ -201,7 +201,7 @@ def _build_trainer(config: TrainConfig, args, run_dir: Path, model_dir: Path, tr
         callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(str(run_dir / "tensorboard"))))
     trainer = SFTTrainer(model=model, args=args, train_dataset=train.examples,
                          eval_dataset=dev.examples if dev else None,
-                         data_collator=Collator(tokenizer.pad_token_id), callbacks=callbacks, token_counter=counter,
+                         data_collator=Collator(safe_pad_id(tokenizer, chat.stop_token_ids)), callbacks=callbacks, token_counter=counter,
                          grad_filter=config.speed.grad_filter)
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
