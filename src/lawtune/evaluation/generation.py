@@ -22,7 +22,8 @@ from lawtune.errors import LawtuneError
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    max_new_tokens: int = 128
+    # None: eval / compare pick a budget that fits the references (`evaluate.answer_budget`)
+    max_new_tokens: int | None = None
     # 1.0 = off. A mild penalty is deterministic and curbs loops, but must be the same for both models.
     repetition_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
@@ -35,7 +36,7 @@ class GenerationSettings:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.max_new_tokens < 1:
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
             problems.append(f"max_new_tokens must be ≥ 1, got {self.max_new_tokens}")
         if self.repetition_penalty <= 0:
             problems.append(f"repetition_penalty must be > 0 (1.0 = off), got {self.repetition_penalty}")
