@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-MAX_NEW = typer.Option(128, "--max-new-tokens", help="Answer budget in tokens (same for every model compared).")
+MAX_NEW = typer.Option(None, "--max-new-tokens", help="Answer budget in tokens, the same for every model compared. Default: fits the references (their 95th-percentile length, at least 384).")
 REP = typer.Option(1.0, "--repetition-penalty", help="Deterministic repetition control; 1.0 = off.")
 NO_REPEAT = typer.Option(0, "--no-repeat-ngram-size", help="Forbid repeating any n-gram of this size; 0 = off.")
 BATCH = typer.Option(8, "--batch-size", help="Prompts generated together (left padding).")
@@ -22,7 +22,7 @@ MCQ_LIMIT = typer.Option(50, "--mcq-limit", help="Questions used from each MCQ s
 LIMIT = typer.Option(None, "--limit", help="Use only the first N examples of --data.")
 
 
-def _settings(max_new_tokens: int, repetition_penalty: float, no_repeat_ngram_size: int, batch_size: int,
+def _settings(max_new_tokens: Optional[int], repetition_penalty: float, no_repeat_ngram_size: int, batch_size: int,
               max_input_length: int, **sampling):
     from lawtune.evaluation.generation import GenerationSettings
 
@@ -53,7 +53,7 @@ def eval_command(
     data: Path = typer.Option(..., "--data", "-d", help="conversations JSONL (e.g. the test.jsonl of `lawtune prepare`), or `lawbench_3-8` for the bundled LawBench sample."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default RUN/eval/<data> or out/eval/...)."),
     base_only: bool = typer.Option(False, "--base-only", help="For a run folder: evaluate its base model, no adapter."),
-    max_new_tokens: int = MAX_NEW, repetition_penalty: float = REP, no_repeat_ngram_size: int = NO_REPEAT,
+    max_new_tokens: Optional[int] = MAX_NEW, repetition_penalty: float = REP, no_repeat_ngram_size: int = NO_REPEAT,
     batch_size: int = BATCH, max_input_length: int = MAX_IN,
     max_output_length: int = typer.Option(512, "--max-output-length", help="Reference tokens scored for eval loss."),
     mcq: Optional[list[str]] = MCQ, no_mcq: bool = NO_MCQ, mcq_limit: int = MCQ_LIMIT,
@@ -61,7 +61,7 @@ def eval_command(
 ) -> None:
     """Generation metrics (BLEU-4, ROUGE-1/2/L), eval loss and MCQ accuracy of one model.
 
-    Example: lawtune eval runs/demo --data out/demo/data/test.jsonl --max-new-tokens 128
+    Example: lawtune eval runs/demo --data out/demo/data/test.jsonl --limit 30
     """
     from lawtune.evaluation.evaluate import run
 
@@ -76,7 +76,7 @@ def compare_command(
     run: Path = typer.Argument(..., help="The tuned run folder."),
     data: Path = typer.Option(..., "--data", "-d", help="conversations JSONL with held-out questions."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default RUN/compare)."),
-    max_new_tokens: int = MAX_NEW, repetition_penalty: float = REP, no_repeat_ngram_size: int = NO_REPEAT,
+    max_new_tokens: Optional[int] = MAX_NEW, repetition_penalty: float = REP, no_repeat_ngram_size: int = NO_REPEAT,
     batch_size: int = BATCH, max_input_length: int = MAX_IN,
     max_output_length: int = typer.Option(512, "--max-output-length", help="Reference tokens scored for eval loss."),
     mcq: Optional[list[str]] = MCQ, no_mcq: bool = NO_MCQ, mcq_limit: int = MCQ_LIMIT,
