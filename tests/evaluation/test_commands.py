@@ -38,6 +38,15 @@ def test_eval_writes_metrics_and_predictions(eval_dir, qa_file):
     references = [json.loads(line)["conversations"][-1]["content"] for line in qa_file.read_text(encoding="utf-8").splitlines()]
     assert [row["reference"] for row in rows] == references  # input order kept despite length-sorted batches
     assert all(row["new_tokens"] <= 6 for row in rows)
+    assert all(0 <= row["stop_prob"] <= 1 and row["length_ratio"] == round(row["new_tokens"] / row["reference_tokens"], 4)
+               for row in rows)
+    assert set(record["metrics"]["stop_prob"]) == {"mean", "p10", "p50", "p90"}
+
+
+def test_eval_default_budget_fits_the_references(tiny_run_dir, qa_file, tmp_path):
+    _invoke("eval", tiny_run_dir, "--data", qa_file, "--out", tmp_path, "--no-mcq", "--limit", "1")
+    record = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
+    assert record["generation"]["max_new_tokens"] >= 384
 
 
 def test_eval_twice_gives_identical_metrics(eval_dir, tiny_run_dir, qa_file, tmp_path):
@@ -58,6 +67,8 @@ def test_compare_writes_markdown_and_html_reports(tiny_run_dir, qa_file, tmp_pat
     question = json.loads(qa_file.read_text(encoding="utf-8").splitlines()[0])["conversations"][0]["content"]
     for text in (markdown, html):
         assert "微调前" in text and "微调后" in text and "ROUGE-L" in text
+        assert "stop probability at the reference end" in text
+    assert (tmp_path / "distributions.png").stat().st_size > 0
     assert question[:20] in html and question[:20] in markdown
     assert 'src="data:image/png;base64,' in html and "<script" not in html  # self-contained, no JS
     base = json.loads((tmp_path / "base" / "metrics.json").read_text(encoding="utf-8"))

@@ -65,3 +65,18 @@ def test_loops_needs_a_10_char_span_three_times_without_overlap():
     assert loops("123456789" * 6)
     summary = summarize([unit * 3, unit], [unit, unit], [False, False])
     assert summary["loops_pct"] == 50.0
+
+
+def test_distribution_percentiles_by_hand():
+    from lawtune.evaluation.metrics import distribution
+
+    assert distribution([]) == {}
+    assert distribution([4, 1, 3, 2, 5]) == {"mean": 3.0, "p10": 1.4, "p50": 3.0, "p90": 4.6}
+
+
+def test_answer_budget_fits_the_references():
+    from lawtune.evaluation.evaluate import answer_budget
+
+    assert answer_budget([100] * 10) == 384  # never below the floor
+    lengths = list(range(1, 1001))  # p95 = 951 tokens (+1 end token) → next multiple of 32
+    assert answer_budget(lengths) == 960

@@ -83,3 +83,15 @@ def test_bundled_mcq_files_parse(tmp_path):
 
     with pytest.raises(LawtuneError, match="bad.jsonl:1"):
         read_mcq(bad)
+
+
+def test_stop_probability_is_the_end_token_probability_after_the_whole_reference(loaded, qa_file):
+    example = read_examples(qa_file, limit=1)[0]
+    encoded = loaded.chat.encode_example(example.conversation, 512, 512)
+    stop = loaded.chat.end_of_turn_ids[0]
+    at = len(encoded.input_ids) - len(loaded.chat.end_of_turn_ids)  # the position of the end-of-turn token
+    with torch.no_grad():
+        logits = loaded.model(input_ids=torch.tensor([encoded.input_ids[:at]])).logits[0, -1]
+    expected = torch.softmax(logits.float(), -1)[stop].item()
+    (probability,) = eval_loss(loaded, [example], show_progress=False)["stop_probs"]
+    assert probability == pytest.approx(expected, rel=1e-3)

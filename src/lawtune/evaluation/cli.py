@@ -39,6 +39,8 @@ def _print_record(record: dict) -> None:
     grid.add_column("metric")
     grid.add_column("value", justify="right")
     for key, value in record["metrics"].items():
+        if isinstance(value, dict):  # a distribution (mean, p10, p50, p90) or the finish-reason shares
+            value = ", ".join(f"{k} {v:.2f}" for k, v in value.items())
         grid.add_row(key, f"{value:.2f}" if isinstance(value, float) else str(value))
     grid.add_row("eval loss", f"{record['loss']['eval_loss']:.4f}")
     grid.add_row("perplexity", f"{record['loss']['perplexity']:.2f}")

@@ -18,7 +18,7 @@ from typing import Any
 from lawtune.errors import LawtuneError
 from lawtune.evaluation.examples import Example, read_examples
 from lawtune.evaluation.generation import GenerationSettings, generate
-from lawtune.evaluation.metrics import loops, score_pair, summarize
+from lawtune.evaluation.metrics import distribution, loops, score_pair, summarize
 from lawtune.evaluation.scoring import eval_loss, mcq_accuracy, read_mcq
 from lawtune.fsutil import atomic_open, atomic_write_json, sha256_file
 from lawtune.modeling.runs import is_run_dir
@@ -27,6 +27,7 @@ from lawtune.modeling.runs import is_run_dir
 BENCHMARKS_DIR = Path(__file__).resolve().parents[3] / "data" / "benchmarks"
 DEFAULT_MCQ = ("jecqa_single", "lawbench_1-2")
 DEFAULT_MCQ_LIMIT = 50  # per set: ~1 s a question on a 2-core CPU with the default model
+MIN_ANSWER_BUDGET = 384  # new tokens: an answer budget below the references' lengths hides whether a model stops
 
 
 def resolve_mcq(names_or_paths: list[str]) -> list[Path]:
@@ -56,26 +57,53 @@ def default_out_dir(spec: str | Path, data: Path, base_only: bool) -> Path:
     return Path("out") / "eval" / f"{Path(str(spec)).name}-{data.stem}"
 
 
+def answer_budget(reference_tokens: list[int], floor: int = MIN_ANSWER_BUDGET) -> int:
+    """New-token budget that fits the references: their 95th-percentile length (+ the end token), ≥ `floor`.
+
+    Rounded up to a multiple of 32 so that nearby data sets get the same budget.
+    """
+    ordered = sorted(reference_tokens) or [0]
+    p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+    return max(floor, -(-(p95 + 1) // 32) * 32)
+
+
 def evaluate_loaded(
     loaded: Any, examples: list[Example], settings: GenerationSettings, *, mcq_paths: list[Path] = (),
     mcq_limit: int | None = None, max_output_length: int = 512, label: str = "",
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run every measurement on an already loaded model: (metrics record, prediction rows)."""
+    from dataclasses import replace
+
     timing: dict[str, float] = {}
+    reference_tokens = [len(loaded.tokenizer(e.reference, add_special_tokens=False)["input_ids"]) for e in examples]
+    if settings.max_new_tokens is None:
+        settings = replace(settings, max_new_tokens=answer_budget(reference_tokens))
     started = time.perf_counter()
     outputs = generate(loaded, [e.messages for e in examples], settings, description=f"{label} generating".strip())
     timing["generation_s"] = round(time.perf_counter() - started, 1)
-    predictions = []
-    for example, output in zip(examples, outputs):
-        scores = {name: round(value, 4) for name, value in score_pair(output.text, example.reference).items()}
-        predictions.append({"prompt": example.question, "prediction": output.text, "reference": example.reference,
-                            "ended": output.ended, "loops": loops(output.text), "new_tokens": output.new_tokens,
-                            "scores": scores, "meta": example.meta})
-    metrics = summarize([o.text for o in outputs], [e.reference for e in examples], [o.ended for o in outputs])
 
     started = time.perf_counter()
     loss = eval_loss(loaded, examples, settings.max_input_length, max_output_length)
+    stop_probs = loss.pop("stop_probs")
     timing["loss_s"] = round(time.perf_counter() - started, 1)
+
+    predictions = []
+    for example, output, ref_tokens, stop_prob in zip(examples, outputs, reference_tokens, stop_probs):
+        scores = {name: round(value, 4) for name, value in score_pair(output.text, example.reference).items()}
+        predictions.append({"prompt": example.question, "prediction": output.text, "reference": example.reference,
+                            "ended": output.ended, "finish_reason": getattr(output, "finish_reason", None),
+                            "loops": loops(output.text), "new_tokens": output.new_tokens,
+                            "reference_tokens": ref_tokens,
+                            "length_ratio": round(output.new_tokens / max(ref_tokens, 1), 4),
+                            "stop_prob": None if stop_prob is None else round(stop_prob, 6),
+                            "scores": scores, "meta": example.meta})
+    metrics = summarize([o.text for o in outputs], [e.reference for e in examples], [o.ended for o in outputs])
+    reasons = [row["finish_reason"] for row in predictions if row["finish_reason"]]
+    if reasons:  # how generation ended: stop (on its own), length (budget), repetition (cut by the repetition stop)
+        metrics["finish_reasons_pct"] = {reason: round(100 * reasons.count(reason) / len(reasons), 2)
+                                         for reason in sorted(set(reasons))}
+    metrics["length_ratio"] = distribution([row["length_ratio"] for row in predictions])
+    metrics["stop_prob"] = distribution([p for p in stop_probs if p is not None])
 
     mcq: dict[str, Any] = {}
     for path in mcq_paths:

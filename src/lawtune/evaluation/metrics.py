@@ -14,6 +14,10 @@ The convention (so our numbers line up with published ChatGLM/LLaMA-Factory ones
 Two more shares, because small models loop and may never stop:
 - `ended`: share of answers that emitted their end-of-turn token within the token budget.
 - `loops`: share of answers in which some span of 10+ characters occurs 3+ times (non-overlapping).
+
+`distribution(values)` summarizes a per-answer quantity (length ratio, stop probability) by its mean and
+10th/50th/90th percentiles, because a mean alone hides a model that stops half its answers at once and
+never stops the other half.
 """
 
 from __future__ import annotations
@@ -93,3 +97,19 @@ def summarize(predictions: Sequence[str], references: Sequence[str], ended: Sequ
     summary["empty"] = sum(1 for p in predictions if not p.strip())
     summary["count"] = count
     return summary
+
+
+def distribution(values: Sequence[float]) -> dict[str, float]:
+    """Mean and 10th/50th/90th percentiles (linear interpolation) of a list of numbers; {} when empty."""
+    data = sorted(float(v) for v in values)
+    if not data:
+        return {}
+
+    def percentile(q: float) -> float:
+        position = (len(data) - 1) * q
+        low = int(position)
+        high = min(low + 1, len(data) - 1)
+        return data[low] + (data[high] - data[low]) * (position - low)
+
+    return {"mean": round(sum(data) / len(data), 4), "p10": round(percentile(0.1), 4),
+            "p50": round(percentile(0.5), 4), "p90": round(percentile(0.9), 4)}

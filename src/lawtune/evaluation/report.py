@@ -20,6 +20,8 @@ from lawtune.fsutil import atomic_open, atomic_write_text
 
 HEADLINE = (("rouge-l", "ROUGE-L"), ("rouge-1", "ROUGE-1"), ("rouge-2", "ROUGE-2"), ("bleu-4", "BLEU-4"),
             ("ended_pct", "ended on its own %"), ("loops_pct", "looping answers %"))
+# Per-answer quantities shown by their distribution (metrics[key] = {"mean", "p10", "p50", "p90"}).
+DISTRIBUTIONS = (("stop_prob", "stop probability at the reference end"), ("length_ratio", "answer / reference length"))
 LOWER_IS_BETTER = {"loops_pct", "eval_loss", "perplexity"}
 
 
@@ -30,13 +32,18 @@ def metric_rows(base: dict[str, Any], tuned: dict[str, Any]) -> list[dict[str, A
     pairs = [(label, base["metrics"][key], tuned["metrics"][key], key) for key, label in HEADLINE]
     pairs += [("eval loss", base["loss"]["eval_loss"], tuned["loss"]["eval_loss"], "eval_loss"),
               ("perplexity", base["loss"]["perplexity"], tuned["loss"]["perplexity"], "perplexity")]
+    for key, label in DISTRIBUTIONS:
+        b, t = base["metrics"].get(key) or {}, tuned["metrics"].get(key) or {}
+        for stat in ("mean", "p50") if b and t else ():
+            # a length ratio is best near 1, not high or low: no better/worse colour (key None)
+            pairs.append((f"{label}, {stat}", b[stat], t[stat], key if key == "stop_prob" else None))
     for name in base.get("mcq", {}):
         if name in tuned.get("mcq", {}):
             pairs.append((f"MCQ {name} acc % (n={base['mcq'][name]['count']})", base["mcq"][name]["accuracy"],
                           tuned["mcq"][name]["accuracy"], "mcq"))
     for label, b, t, key in pairs:
         delta = t - b
-        better = delta < 0 if key in LOWER_IS_BETTER else delta > 0
+        better = None if key is None else delta < 0 if key in LOWER_IS_BETTER else delta > 0
         rows.append({"name": label, "base": b, "tuned": t, "delta": delta, "better": better if delta else None})
     return rows
 
@@ -92,6 +99,29 @@ def plot_metrics(rows: list[dict[str, Any]]) -> bytes:
     return data
 
 
+def plot_distributions(base_predictions: list[dict[str, Any]], tuned_predictions: list[dict[str, Any]]) -> bytes:
+    """Histograms, base vs tuned, of the per-answer stop probability and answer/reference length ratio."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    panels = (("stop_prob", "p(end-of-turn) at the reference end", [i / 10 for i in range(11)]),
+              ("length_ratio", "answer tokens / reference tokens", [i / 4 for i in range(17)]))
+    for axis, (key, title, bins) in zip(axes, panels):
+        for rows, label, color in ((base_predictions, "base", "#9aa5b1"), (tuned_predictions, "tuned", "#2f6fdf")):
+            values = [min(r[key], bins[-1]) for r in rows if r.get(key) is not None]  # the last bin holds the rest
+            axis.hist(values, bins=bins, alpha=0.6, label=label, color=color)
+        axis.set_title(title, fontsize=9)
+        axis.set_ylabel("answers")
+        axis.grid(axis="y", alpha=0.3)
+    axes[0].legend()
+    data = _png(figure)
+    plt.close(figure)
+    return data
+
+
 def plot_loss(train: list[tuple[float, float]], dev: list[tuple[float, float]]) -> bytes | None:
     if not train and not dev:
         return None
@@ -130,7 +160,8 @@ def render_markdown(context: dict[str, Any]) -> str:
     lines += ["", f"Generation settings (identical for both): `{json.dumps(context['generation'])}`", ""]
     if context["loss_png"]:
         lines += ["![train/dev loss](loss_curve.png)", ""]
-    lines += ["![metrics](metrics.png)", "", "## Per question / 逐题对比", "",
+    lines += ["![metrics](metrics.png)", "", "![stop probability and length distributions](distributions.png)", "",
+              "## Per question / 逐题对比", "",
               "| # | question 问题 | reference 参考答案 | base 微调前 | tuned 微调后 | ROUGE-L base → tuned |",
               "|---:|---|---|---|---|---|"]
     for i, q in enumerate(context["questions"], start=1):
@@ -151,6 +182,7 @@ def write_report(out_dir: Path, base: dict[str, Any], tuned: dict[str, Any], bas
     """Write report.md, report.html, metrics.png and (when the run logged losses) loss_curve.png."""
     rows = metric_rows(base, tuned)
     metrics_png = plot_metrics(rows)
+    distributions_png = plot_distributions(base_predictions, tuned_predictions)
     loss_png = plot_loss(*loss_points(run_dir))
     questions = [{"prompt": b["prompt"], "reference": b["reference"], "base": b["prediction"], "tuned": t["prediction"],
                   "base_rouge_l": b["scores"]["rouge-l"], "tuned_rouge_l": t["scores"]["rouge-l"],
@@ -163,11 +195,13 @@ def write_report(out_dir: Path, base: dict[str, Any], tuned: dict[str, Any], bas
         "rows": rows, "generation": tuned["generation"], "questions": questions,
         "base_name": base["model"]["name"], "tuned_name": tuned["model"]["name"],
         "metrics_png": base64.b64encode(metrics_png).decode(),
+        "distributions_png": base64.b64encode(distributions_png).decode(),
         "loss_png": base64.b64encode(loss_png).decode() if loss_png else None,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_open(out_dir / "metrics.png", "wb") as handle:
-        handle.write(metrics_png)
+    for name, png in (("metrics.png", metrics_png), ("distributions.png", distributions_png)):
+        with atomic_open(out_dir / name, "wb") as handle:
+            handle.write(png)
     if loss_png:
         with atomic_open(out_dir / "loss_curve.png", "wb") as handle:
             handle.write(loss_png)
@@ -178,7 +212,9 @@ def write_report(out_dir: Path, base: dict[str, Any], tuned: dict[str, Any], bas
 
 def _flags(prediction: dict[str, Any]) -> list[str]:
     flags = []
-    if not prediction["ended"]:
+    if prediction.get("finish_reason") == "repetition":
+        flags.append("重复截断 cut at a repetition")
+    elif not prediction["ended"]:
         flags.append("未结束 cut off")
     if prediction["loops"]:
         flags.append("循环 loops")

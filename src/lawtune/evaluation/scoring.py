@@ -92,7 +92,11 @@ def _score_all(loaded: Any, prompts: list[list[int]], continuations: list[list[i
 # ---- eval loss ---------------------------------------------------------------------------------------------
 def eval_loss(loaded: Any, examples: list[Any], max_input_length: int = 512, max_output_length: int = 512,
               show_progress: bool = True) -> dict[str, float]:
-    """Mean cross-entropy per supervised token (answer + end-of-turn), and its exponential (perplexity)."""
+    """Mean cross-entropy per supervised token (answer + end-of-turn), and its exponential (perplexity).
+
+    Also, per example, the teacher-forced probability of the end-of-turn token right after the reference
+    answer (`stop_probs`): the direct measure of whether a model learned to stop where a good answer ends.
+    """
     encoded = [loaded.chat.encode_example(e.conversation, max_input_length, max_output_length) for e in examples]
     kept = [e for e in encoded if e is not None]
     dropped = len(encoded) - len(kept)
@@ -101,15 +105,21 @@ def eval_loss(loaded: Any, examples: list[Any], max_input_length: int = 512, max
     starts = [next(i for i, label in enumerate(e.labels) if label != IGNORE_INDEX) for e in kept]
     scored = _score_all(loaded, [e.input_ids[:s] for e, s in zip(kept, starts)],
                         [e.input_ids[s:] for e, s in zip(kept, starts)], "eval loss", show_progress)
-    total, tokens = 0.0, 0
+    total, tokens, stop_probs = 0.0, 0, []
+    end = len(loaded.chat.end_of_turn_ids)
     for example, start, row in zip(kept, starts, scored):
         # prompt tokens of later turns lie inside the scored region and stay unscored
         supervised = [lp for lp, label in zip(row, example.labels[start:]) if label != IGNORE_INDEX]
         total -= sum(supervised)
         tokens += len(supervised)
+        # the answer ends with the end-of-turn marker: its first token is the one that stops generation
+        stop_probs.append(math.exp(supervised[-end]))
+    stop_iter = iter(stop_probs)
     loss = total / tokens
     return {"eval_loss": round(loss, 6), "perplexity": round(math.exp(min(loss, 50.0)), 4),
-            "loss_tokens": tokens, "loss_dropped": dropped}
+            "loss_tokens": tokens, "loss_dropped": dropped,
+            # teacher-forced p(end-of-turn | prompt + the whole reference answer), per example (None: dropped)
+            "stop_probs": [next(stop_iter) if e is not None else None for e in encoded]}
 
 
 # ---- multiple choice ---------------------------------------------------------------------------------------
