@@ -25,8 +25,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-LOOP_SPAN_CHARS = 10
-LOOP_REPEATS = 3
+# one definition of a loop: the repetition stop (lawtune.modeling.decoding) ends answers by the same rule
+from lawtune.modeling.decoding import LOOP_REPEATS, LOOP_SPAN_CHARS
 METRIC_NAMES = ("bleu-4", "rouge-1", "rouge-2", "rouge-l")
 
 

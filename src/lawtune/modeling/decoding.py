@@ -1,0 +1,331 @@
+"""Decoding policy: repetition control and the repetition stop, one definition for eval, infer, chat and serve.
+
+    policy = DecodingPolicy()                                  # the measured defaults (docs/evaluation.md)
+    policy = DecodingPolicy(repetition_penalty=1.0, repetition_stop=False)   # plain greedy, nothing added
+
+    # model.generate (evaluation/generation.py): both objects go into generate(...)
+    processor = AnswerLogitsProcessor(policy, prompt_width=input_ids.shape[1], stop_ids=chat.stop_token_ids)
+    criteria = RepetitionStopCriteria(tokenizer, rows=len(input_ids), prompt_width=..., stop_ids=...)
+
+    # one sequence at a time (serving/batch.py): the same arithmetic on one row of logits
+    logits = penalize(logits, generated_ids, policy, stop_ids)
+
+    # the text side (serving/engine.py, generation.decode_new_tokens, infer's streamer)
+    stream = TextStream(tokenizer, watch=RepetitionWatch(), hold=STREAM_HOLD_CHARS)
+    delta = stream.push(token_id)      # text that may be shown now; stream.repeated says the stop fired
+
+Two parts:
+- Repetition control changes the logits of tokens the *answer* already holds: HF-style multiplicative
+  `repetition_penalty`, OpenAI-style `frequency_penalty` (× count) and `presence_penalty` (once), and a
+  `no_repeat_ngram_size` ban — all over the generated tokens only. HF's own `repetition_penalty` also counts
+  the prompt, where the chat template's `<end_of_turn>` sits, so it pushes the model away from ending its
+  turn; here the prompt and the stop tokens are never touched.
+- The repetition stop ends an answer the moment some span of `LOOP_SPAN_CHARS` characters has occurred
+  `LOOP_REPEATS` times without overlapping — exactly when `lawtune.evaluation.metrics.loops` would first
+  flag it (that module takes its constants from here) — and cuts it back to the last sentence end
+  (。！？；!?; or a newline) before the span's second occurrence: one copy of the repeated content stays,
+  and what stays is never flagged as looping. Its finish reason is "repetition" (not "stop": the model did
+  not end the answer on its own).
+
+Nothing heavy is imported at module level (metrics and the CLIs import this for constants and defaults);
+the transformers hooks are plain callables, which `LogitsProcessorList` / `StoppingCriteriaList` accept.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from lawtune.errors import LawtuneError
+
+# What counts as a loop (metrics.loops reports it, the repetition stop prevents it): some span of
+# LOOP_SPAN_CHARS characters occurring LOOP_REPEATS times without overlapping.
+LOOP_SPAN_CHARS = 10
+LOOP_REPEATS = 3
+SENTENCE_ENDS = frozenset("。！？；!?;\n")
+# A stream shows text at most this many characters late while a repeated span is pending (see
+# RepetitionWatch.showable): enough to cover a loop of a sentence or two, which is how small models loop.
+STREAM_HOLD_CHARS = 200
+
+
+@dataclass(frozen=True)
+class DecodingPolicy:
+    """How answers are decoded besides greedy/sampling. Defaults measured with benchmarks/decoding_sweep.py."""
+
+    repetition_penalty: float = 1.0  # HF-style: divides a positive logit (multiplies a negative one); 1 = off
+    frequency_penalty: float = 0.0  # OpenAI: minus this × the token's count in the answer so far
+    presence_penalty: float = 0.0  # OpenAI: minus this once the token occurs in the answer
+    no_repeat_ngram_size: int = 0  # never repeat an n-gram of the answer; 0 = off
+    repetition_stop: bool = True  # end the answer when it loops, cut at the last sentence end
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.repetition_penalty > 0:
+            problems.append(f"repetition_penalty must be > 0 (1.0 = off), got {self.repetition_penalty}")
+        for name in ("frequency_penalty", "presence_penalty"):
+            if not -2.0 <= getattr(self, name) <= 2.0:  # OpenAI's range
+                problems.append(f"{name} must be between -2 and 2 (0 = off), got {getattr(self, name)}")
+        if self.no_repeat_ngram_size < 0 or self.no_repeat_ngram_size == 1:
+            problems.append(f"no_repeat_ngram_size must be 0 (off) or ≥ 2, got {self.no_repeat_ngram_size}")
+        if problems:
+            raise LawtuneError("bad decoding settings: " + "; ".join(problems))
+
+    @property
+    def penalizes(self) -> bool:
+        return (self.repetition_penalty != 1.0 or self.frequency_penalty != 0.0 or self.presence_penalty != 0.0
+                or self.no_repeat_ngram_size > 0)
+
+    def record(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Repetition control on the logits (one row at a time; both generate() and the server call `penalize`)
+# ----------------------------------------------------------------------------------------------------
+
+
+def penalize(logits: Any, generated: Sequence[int], policy: DecodingPolicy, stop_ids: Iterable[int]) -> Any:
+    """`logits` [vocab] for the next token of an answer that holds `generated` so far (prompt excluded).
+
+    Returns a new float32 tensor (the input is never changed in place: the server keeps its logits for
+    checks). Stop tokens are left alone, so ending the answer never gets harder.
+    """
+    stops = set(stop_ids)
+    answer = [token for token in generated if token not in stops]
+    if not policy.penalizes or not answer:
+        return logits
+    import torch
+
+    out = logits.float().clone()
+    tokens, counts = torch.unique(torch.tensor(answer, dtype=torch.long), return_counts=True)
+    picked = out[tokens]
+    if policy.repetition_penalty != 1.0:  # the same formula as transformers' RepetitionPenaltyLogitsProcessor
+        picked = torch.where(picked < 0, picked * policy.repetition_penalty, picked / policy.repetition_penalty)
+    picked = picked - policy.frequency_penalty * counts - policy.presence_penalty
+    out[tokens] = picked
+    if policy.no_repeat_ngram_size:
+        banned = _ngram_bans(list(generated), policy.no_repeat_ngram_size) - stops
+        if banned:
+            out[torch.tensor(sorted(banned), dtype=torch.long)] = float("-inf")
+    return out
+
+
+def _ngram_bans(generated: list[int], size: int) -> set[int]:
+    """Tokens that would complete an n-gram the answer already contains (the answer's last n-1 tokens)."""
+    if len(generated) < size:
+        return set()
+    tail = generated[len(generated) - size + 1:]
+    return {generated[start + size - 1] for start in range(len(generated) - size + 1)
+            if generated[start:start + size - 1] == tail}
+
+
+class AnswerLogitsProcessor:
+    """`penalize` as a transformers logits processor, for `model.generate(..., logits_processor=[this])`.
+
+    generate() passes the whole `input_ids` [batch, prompt + new]; with left padding every row's prompt
+    ends at the same column, `prompt_width`, so a row's answer is `input_ids[row, prompt_width:]`.
+    """
+
+    def __init__(self, policy: DecodingPolicy, prompt_width: int, stop_ids: Iterable[int]):
+        self.policy, self.prompt_width, self.stop_ids = policy, prompt_width, frozenset(stop_ids)
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if not self.policy.penalizes or input_ids.shape[1] <= self.prompt_width:
+            return scores
+        rows = [penalize(scores[row], input_ids[row, self.prompt_width:].tolist(), self.policy, self.stop_ids)
+                for row in range(scores.shape[0])]
+        import torch
+
+        return torch.stack([row.to(scores.dtype) for row in rows])
+
+
+# ----------------------------------------------------------------------------------------------------
+# The repetition stop (on the text, as metrics.loops sees it)
+# ----------------------------------------------------------------------------------------------------
+
+
+class RepetitionWatch:
+    """Watches an answer's text grow and fires when a span first occurs LOOP_REPEATS times.
+
+        watch = RepetitionWatch()
+        if watch.feed(text_so_far):       # text_so_far only ever grows at the end
+            answer = text_so_far[:watch.cut]
+
+    Incremental: each new character adds one span (the one ending at it), so a step costs O(new text),
+    never a rescan. Occurrences are counted as `str.count` does (left to right, non-overlapping), so the
+    watch fires exactly at the first prefix for which `metrics.loops` is True.
+    """
+
+    def __init__(self, span: int = LOOP_SPAN_CHARS, repeats: int = LOOP_REPEATS):
+        self.span, self.repeats = span, repeats
+        self.text = ""
+        self.cut: int | None = None  # set when fired: keep text[:cut]
+        self.first_repeat: int | None = None  # where the first second occurrence of any span starts
+        self._spans: dict[str, list[int]] = {}  # span → [count, start of the last counted, start of the 2nd]
+        self._ends: list[int] = []  # positions just after each sentence end, ascending
+
+    def feed(self, text: str) -> bool:
+        """Take the answer's text so far; True once it loops (then `cut` says where to cut it)."""
+        if self.cut is not None:
+            return True
+        text = text.rstrip("\ufffd")  # an incomplete UTF-8 character is not text yet
+        for end in range(len(self.text), len(text)):
+            if text[end] in SENTENCE_ENDS:
+                self._ends.append(end + 1)
+            start = end + 1 - self.span
+            if start < 0:
+                continue
+            entry = self._spans.setdefault(text[start:end + 1], [0, -self.span, -1])
+            if start < entry[1] + self.span:
+                continue  # overlaps the occurrence counted last
+            entry[0] += 1
+            entry[1] = start
+            if entry[0] == 2:
+                entry[2] = start
+                if self.first_repeat is None:
+                    self.first_repeat = start
+            if entry[0] >= self.repeats:
+                self.text = text[:end + 1]
+                self.cut = self.sentence_start(entry[2])
+                return True
+        self.text = text
+        return False
+
+    def sentence_start(self, position: int) -> int:
+        """The last sentence end at or before `position` (what stays when the text is cut there).
+
+        A repetition inside the first sentence has no sentence end before it: the cut is then at the
+        repetition itself, so the first copy stays rather than nothing."""
+        at = bisect.bisect_right(self._ends, position)
+        return self._ends[at - 1] if at else position
+
+    def showable(self, hold: int | None) -> int:
+        """How much of the text a stream may show now without ever having to take text back.
+
+        Once some span has occurred twice, a later stop may cut back to the sentence before that second
+        occurrence, so text past it is held — for at most `hold` characters (None: until the end). Text a
+        stream shows past a later cut stays shown; it still holds fewer than LOOP_REPEATS copies."""
+        if self.cut is not None:
+            return self.cut
+        if self.first_repeat is None:
+            return len(self.text)
+        safe = self.sentence_start(self.first_repeat)
+        return safe if hold is None else max(safe, len(self.text) - hold)
+
+
+def cut_repetition(text: str) -> str | None:
+    """`text` cut as the repetition stop would cut it, or None when it does not loop."""
+    watch = RepetitionWatch()
+    return text[:watch.cut] if watch.feed(text) else None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Streaming one answer's text: detokenization, stop strings, the repetition stop
+# ----------------------------------------------------------------------------------------------------
+
+
+class TextStream:
+    """Incremental detokenization of one answer, with stop strings and (optionally) the repetition stop.
+
+        stream = TextStream(tokenizer, stop=["\\n\\n问："], watch=RepetitionWatch(), hold=STREAM_HOLD_CHARS)
+        delta = stream.push(token_id)     # text safe to send now ("" while a multi-byte char, a possible
+                                          # stop-string prefix or a possible repetition is pending)
+        stream.stopped                    # True once a stop string appeared or the answer looped
+        stream.repeated                   # True when the repetition stop ended it
+        rest = stream.flush()             # what was held back, at the end
+        stream.text                       # the whole answer (cut, when it looped)
+
+    `hold` bounds how late the repetition watch may make the stream (see `RepetitionWatch.showable`); None
+    holds until the end, so the text sent equals the cut answer exactly (non-streaming responses, eval).
+    """
+
+    def __init__(self, tokenizer: Any, stop: list[str] | None = None, *, watch: RepetitionWatch | None = None,
+                 hold: int | None = None):
+        self.tokenizer = tokenizer
+        self.stop = [s for s in (stop or []) if s]
+        self.watch, self.hold = watch, hold
+        self.ids: list[int] = []
+        self.sent = 0  # characters of the decoded text already handed out
+        self.text = ""
+        self.stopped = False
+        self.repeated = False
+
+    def push(self, token_id: int) -> str:
+        """Add one generated token (not an end-of-turn token) and return the text that may be sent now."""
+        self.ids.append(token_id)
+        # decoding the whole answer each time is what makes byte-level BPE pieces of one Chinese character
+        # come out right; answers are short enough that this costs microseconds
+        self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        for stop in self.stop:
+            at = self.text.find(stop, max(0, self.sent - len(stop)))
+            if at != -1:
+                self.stopped = True
+                self.text = self.text[:at]
+                return self._take(len(self.text))
+        if self.watch is not None and self.watch.feed(self.text):
+            # text already sent stays sent: the answer is cut no earlier than that
+            self.stopped = self.repeated = True
+            self.text = self.text[:max(self.watch.cut, self.sent)]
+            return self._take(len(self.text))
+        if self.text.endswith("\ufffd"):
+            return ""  # an incomplete UTF-8 sequence: wait for the next byte-token
+        upto = len(self.text) - self._held_back()
+        if self.watch is not None:
+            upto = min(upto, self.watch.showable(self.hold))
+        return self._take(upto)
+
+    def flush(self) -> str:
+        """Everything not yet sent (at the end of generation)."""
+        return self._take(len(self.text.rstrip("\ufffd")))
+
+    def _held_back(self) -> int:
+        """Length of the longest text suffix that could still grow into a stop string."""
+        longest = 0
+        for stop in self.stop:
+            for size in range(min(len(stop) - 1, len(self.text)), longest, -1):
+                if self.text.endswith(stop[:size]):
+                    longest = size
+                    break
+        return longest
+
+    def _take(self, upto: int) -> str:
+        upto = max(upto, self.sent)
+        delta = self.text[self.sent:upto]
+        self.sent = upto
+        return delta
+
+
+class RepetitionStopCriteria:
+    """The repetition stop as a transformers stopping criterion: `generate(..., stopping_criteria=[this])`.
+
+    Returns a per-row bool tensor (transformers ≥ 4.39 stops rows independently). Each row's new tokens go
+    through its own `TextStream` + `RepetitionWatch`, the same code the server runs, so both stop at the
+    same token; `generation.decode_new_tokens` repeats the watch on the finished ids to cut the text.
+    """
+
+    def __init__(self, tokenizer: Any, rows: int, prompt_width: int, stop_ids: Iterable[int]):
+        self.prompt_width, self.stop_ids = prompt_width, frozenset(stop_ids)
+        self.streams = [TextStream(tokenizer, watch=RepetitionWatch()) for _ in range(rows)]
+        self.done = [False] * rows  # ended (stop token) or looped: nothing more to watch
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        fired = torch.zeros(input_ids.shape[0], dtype=torch.bool)
+        for row, stream in enumerate(self.streams):
+            if self.done[row]:
+                fired[row] = stream.repeated
+                continue
+            # one call per new token; catch up in case a caller checks less often
+            for token in input_ids[row, self.prompt_width + len(stream.ids):].tolist():
+                if token in self.stop_ids:
+                    self.done[row] = True
+                    break
+                stream.push(token)
+                if stream.repeated:
+                    self.done[row] = True
+                    break
+            fired[row] = stream.repeated
+        return fired
