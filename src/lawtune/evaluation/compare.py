@@ -17,6 +17,7 @@ from typing import Any
 from lawtune.errors import LawtuneError
 from lawtune.evaluation.evaluate import DEFAULT_MCQ, DEFAULT_MCQ_LIMIT, evaluate_loaded, resolve_data, resolve_mcq, write_outputs
 from lawtune.evaluation.examples import read_examples
+from lawtune.evaluation.gate import Gate, write_verdict
 from lawtune.evaluation.generation import GenerationSettings
 from lawtune.evaluation.report import write_report
 from lawtune.fsutil import sha256_file
@@ -36,9 +37,13 @@ def _load_base(base: str, run_dir: Path, dtype: str) -> Any:
 def run(
     base: str, run_dir: str | Path, data: str | Path, out_dir: str | Path | None = None, *,
     settings: GenerationSettings | None = None, mcq: list[str] | None = None, mcq_limit: int | None = DEFAULT_MCQ_LIMIT,
-    limit: int | None = None, max_output_length: int = 512, dtype: str = "float32",
+    limit: int | None = None, max_output_length: int = 512, dtype: str = "float32", gate: Gate | None = None,
 ) -> dict[str, Any]:
-    """Evaluate BASE and RUN on `data` with identical settings; write both results and the report."""
+    """Evaluate BASE and RUN on `data` with identical settings; write both results and the report.
+
+    With a `gate` that sets thresholds, the verdict goes into the report, the result (`gate`) and
+    RUN/quality_gate.json, which `lawtune serve` reads.
+    """
     import gc
 
     from lawtune.modeling.loading import load_model
@@ -63,10 +68,13 @@ def run(
         results[side] = (record, predictions)
         del loaded
         gc.collect()
+    verdict = gate.check(results["base"][0], results["tuned"][0]) if gate and gate.active else None
     paths = write_report(out, results["base"][0], results["tuned"][0], results["base"][1], results["tuned"][1],
-                         run_dir, str(data))
+                         run_dir, str(data), gate=verdict)
+    if verdict is not None:
+        write_verdict(run_dir, verdict, paths["html"])
     return {"out_dir": out, "report_md": paths["markdown"], "report_html": paths["html"],
-            "base": results["base"][0], "tuned": results["tuned"][0]}
+            "base": results["base"][0], "tuned": results["tuned"][0], "gate": verdict}
 
 
 def table(result: dict[str, Any]) -> Any:

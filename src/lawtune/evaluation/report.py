@@ -158,6 +158,11 @@ def render_markdown(context: dict[str, Any]) -> str:
     for row in context["rows"]:
         lines.append(f"| {row['name']} | {row['base']:.2f} | {row['tuned']:.2f} | {row['delta']:+.2f} |")
     lines += ["", f"Generation settings (identical for both): `{json.dumps(context['generation'])}`", ""]
+    if context.get("gate"):
+        gate = context["gate"]
+        lines += [f"## Quality gate: {'PASSED 通过' if gate['passed'] else 'FAILED 未通过'}", ""]
+        lines += [f"- {'✓' if c['passed'] else '✗'} {c['check']} {c['limit']}: measured {c['value']}" for c in gate["checks"]]
+        lines.append("")
     if context["loss_png"]:
         lines += ["![train/dev loss](loss_curve.png)", ""]
     lines += ["![metrics](metrics.png)", "", "![stop probability and length distributions](distributions.png)", "",
@@ -178,7 +183,8 @@ def render_html(context: dict[str, Any]) -> str:
 
 
 def write_report(out_dir: Path, base: dict[str, Any], tuned: dict[str, Any], base_predictions: list[dict[str, Any]],
-                 tuned_predictions: list[dict[str, Any]], run_dir: Path | None, data_path: str) -> dict[str, Path]:
+                 tuned_predictions: list[dict[str, Any]], run_dir: Path | None, data_path: str,
+                 gate: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write report.md, report.html, metrics.png and (when the run logged losses) loss_curve.png."""
     rows = metric_rows(base, tuned)
     metrics_png = plot_metrics(rows)
@@ -192,7 +198,7 @@ def write_report(out_dir: Path, base: dict[str, Any], tuned: dict[str, Any], bas
         "title": "lawtune compare: base vs tuned / 微调前 vs 微调后",
         "subtitle": f"{base['model']['name']} → {tuned['model']['name']} on {data_path} "
                     f"({len(questions)} held-out questions, greedy decoding)",
-        "rows": rows, "generation": tuned["generation"], "questions": questions,
+        "rows": rows, "generation": tuned["generation"], "questions": questions, "gate": gate,
         "base_name": base["model"]["name"], "tuned_name": tuned["model"]["name"],
         "metrics_png": base64.b64encode(metrics_png).decode(),
         "distributions_png": base64.b64encode(distributions_png).decode(),

@@ -70,6 +70,10 @@ class PeftConfig(Section):
     target_modules: list[str] | str = "all-linear"
     bias: Literal["none", "all", "lora_only"] = "none"
     modules_to_save: list[str] | None = None
+    # Embedding rows trained as well (PEFT's trainable tokens; the tied output row trains with them): token
+    # ids or token texts such as "<end_of_turn>". LoRA on the linear layers reaches the frozen end-of-turn
+    # row only through the hidden states, so a model learns to stop slowly without it (docs/training.md).
+    trainable_token_indices: list[int | str] | None = None
 
 
 class EvalSection(Section):

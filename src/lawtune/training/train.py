@@ -164,7 +164,8 @@ def _build_trainer(config: TrainConfig, args, run_dir: Path, model_dir: Path, tr
     model.config.use_cache = False
     peft = config.peft_config
     lora = LoraConfig(r=peft.r, lora_alpha=peft.lora_alpha, lora_dropout=peft.lora_dropout, bias=peft.bias,
-                      target_modules=peft.target_modules, modules_to_save=peft.modules_to_save, task_type="CAUSAL_LM")
+                      target_modules=peft.target_modules, modules_to_save=peft.modules_to_save, task_type="CAUSAL_LM",
+                      trainable_token_indices=token_indices(peft.trainable_token_indices, tokenizer))
     try:
         model = get_peft_model(model, lora)
     except ValueError as error:  # e.g. target_modules naming layers the model does not have
@@ -208,6 +209,25 @@ def _build_trainer(config: TrainConfig, args, run_dir: Path, model_dir: Path, tr
     trainer.remove_callback(PrinterCallback)  # the rich bar and metrics.jsonl replace the printed dicts
     trainer.remove_callback(ProgressCallback)
     return trainer
+
+
+def token_indices(tokens: list[int | str] | None, tokenizer) -> list[int] | None:
+    """Token ids for `peft_config.trainable_token_indices` (ids, or token texts like "<end_of_turn>")."""
+    if not tokens:
+        return None
+    ids = []
+    for token in tokens:
+        if isinstance(token, int):
+            if not 0 <= token < len(tokenizer):
+                raise LawtuneError(f"peft_config.trainable_token_indices: id {token} is outside the vocabulary (0..{len(tokenizer) - 1})")
+            ids.append(token)
+            continue
+        found = tokenizer.convert_tokens_to_ids(token)
+        if found is None or found == tokenizer.unk_token_id and token != tokenizer.unk_token:
+            raise LawtuneError(f"peft_config.trainable_token_indices: {token!r} is not a token of this tokenizer; "
+                               "give a token text as the tokenizer spells it (e.g. <end_of_turn>) or an id")
+        ids.append(found)
+    return sorted(set(ids))
 
 
 def training_arguments(config: TrainConfig, run_dir: Path, has_dev: bool):

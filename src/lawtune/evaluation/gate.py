@@ -1,0 +1,78 @@
+"""The quality gate of `lawtune compare`: serve a tuned model only once it measurably beats its base.
+
+    gate = Gate(min_rouge_gain=6, min_ended_pct=40, max_loops_pct=20, max_mcq_drop=2)
+    verdict = gate.check(base_record, tuned_record)   # {"passed": bool, "checks": [...], "thresholds": {...}}
+    write_verdict(run_dir, verdict)                   # RUN/quality_gate.json, read by `lawtune serve`
+
+The tutorial this product replaces says to serve once validation shows the effect meets a percentage; the
+gate makes that a recorded, machine-checked decision. Only the thresholds a user sets are checked; each check
+records the measured value next to its limit, so a failed gate says exactly what fell short.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from lawtune.fsutil import atomic_write_json
+
+GATE_FILE = "quality_gate.json"  # in the run folder: the verdict of the last gated compare
+
+
+@dataclass(frozen=True)
+class Gate:
+    min_rouge_gain: float | None = None  # tuned ROUGE-L minus base ROUGE-L, points
+    min_ended_pct: float | None = None  # tuned answers that end on their own, %
+    max_loops_pct: float | None = None  # tuned answers that loop, %
+    max_mcq_drop: float | None = None  # base minus tuned accuracy on each MCQ set, points
+
+    @property
+    def active(self) -> bool:
+        return any(value is not None for value in asdict(self).values())
+
+    def check(self, base: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
+        """Every set threshold against the two compare records."""
+        checks = []
+
+        def add(name: str, value: float, limit: float, ok: bool) -> None:
+            checks.append({"check": name, "value": round(value, 2), "limit": limit, "passed": ok})
+
+        b, t = base["metrics"], tuned["metrics"]
+        if self.min_rouge_gain is not None:
+            gain = t["rouge-l"] - b["rouge-l"]
+            add("ROUGE-L gain ≥", gain, self.min_rouge_gain, gain >= self.min_rouge_gain)
+        if self.min_ended_pct is not None:
+            add("ended on its own % ≥", t["ended_pct"], self.min_ended_pct, t["ended_pct"] >= self.min_ended_pct)
+        if self.max_loops_pct is not None:
+            add("looping answers % ≤", t["loops_pct"], self.max_loops_pct, t["loops_pct"] <= self.max_loops_pct)
+        if self.max_mcq_drop is not None:
+            for name, result in base.get("mcq", {}).items():
+                if name in tuned.get("mcq", {}):
+                    drop = result["accuracy"] - tuned["mcq"][name]["accuracy"]
+                    add(f"MCQ {name} drop ≤", drop, self.max_mcq_drop, drop <= self.max_mcq_drop)
+        return {"passed": all(c["passed"] for c in checks), "checks": checks,
+                "thresholds": {k: v for k, v in asdict(self).items() if v is not None}}
+
+
+def write_verdict(run_dir: Path, verdict: dict[str, Any], report: Path | None = None) -> Path:
+    path = Path(run_dir) / GATE_FILE
+    atomic_write_json(path, {**verdict, "report": str(report) if report else None})
+    return path
+
+
+def read_verdict(run_dir: Path) -> dict[str, Any] | None:
+    """The last gated compare's verdict for this run, or None when no compare set a threshold."""
+    path = Path(run_dir) / GATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {"passed": False, "checks": [], "error": f"{path} is unreadable"}
+
+
+def describe(verdict: dict[str, Any]) -> str:
+    """One line per check: '✓ ROUGE-L gain ≥ 6: 7.31' / '✗ looping answers % ≤ 20: 45.0'."""
+    return "\n".join(f"{'✓' if c['passed'] else '✗'} {c['check']} {c['limit']}: {c['value']}" for c in verdict["checks"])
