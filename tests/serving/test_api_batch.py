@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lawtune.serving.batch import DecodeBatch, Sequence
-from lawtune.serving.detokenize import TextStream
+from lawtune.modeling.decoding import TextStream
 
 
 PROMPTS = ["离婚需要什么材料", "劳动合同" * 9, "交通事故赔偿怎么算" * 4, "借", "房屋租赁合同纠纷" * 3]

@@ -10,9 +10,17 @@ from typing import Optional
 
 import typer
 
+from lawtune.modeling.decoding import DecodingPolicy  # light: no torch; gives the defaults shown in --help
+
+_D = DecodingPolicy()
 MAX_NEW = typer.Option(None, "--max-new-tokens", help="Answer budget in tokens, the same for every model compared. Default: fits the references (their 95th-percentile length, at least 384).")
-REP = typer.Option(1.0, "--repetition-penalty", help="Deterministic repetition control; 1.0 = off.")
-NO_REPEAT = typer.Option(0, "--no-repeat-ngram-size", help="Forbid repeating any n-gram of this size; 0 = off.")
+# decoding policy (lawtune.modeling.decoding; docs/evaluation.md "Decoding"); None = the policy's default
+REP = typer.Option(None, "--repetition-penalty", help=f"HF-style penalty on tokens the answer already holds (never the prompt or the end-of-turn token); 1.0 = off. Default {_D.repetition_penalty}.")
+FREQ = typer.Option(None, "--frequency-penalty", help=f"OpenAI-style: minus this × the token's count in the answer; 0 = off. Default {_D.frequency_penalty}.")
+PRES = typer.Option(None, "--presence-penalty", help=f"OpenAI-style: minus this once a token is in the answer; 0 = off. Default {_D.presence_penalty}.")
+NO_REPEAT = typer.Option(None, "--no-repeat-ngram-size", help=f"Never repeat an n-gram of the answer; 0 = off. Default {_D.no_repeat_ngram_size}.")
+NO_CONTROL = typer.Option(False, "--no-repetition-control", help="Switch every penalty above off (plain greedy logits).")
+REP_STOP = typer.Option(_D.repetition_stop, "--repetition-stop/--no-repetition-stop", help="End an answer when a 10-character span occurs 3 times, cut at the last sentence end before the loop (finish reason 'repetition').")
 BATCH = typer.Option(8, "--batch-size", help="Prompts generated together (left padding).")
 MAX_IN = typer.Option(512, "--max-input-length", help="Prompt tokens kept (cut from the left).")
 DTYPE = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16.")
@@ -22,12 +30,26 @@ MCQ_LIMIT = typer.Option(50, "--mcq-limit", help="Questions used from each MCQ s
 LIMIT = typer.Option(None, "--limit", help="Use only the first N examples of --data.")
 
 
-def _settings(max_new_tokens: Optional[int], repetition_penalty: float, no_repeat_ngram_size: int, batch_size: int,
-              max_input_length: int, **sampling):
+def _decoding(repetition_penalty: Optional[float], frequency_penalty: Optional[float], presence_penalty: Optional[float],
+              no_repeat_ngram_size: Optional[int], no_repetition_control: bool, repetition_stop: bool) -> DecodingPolicy:
+    from dataclasses import replace
+
+    from lawtune.errors import LawtuneError
+
+    given = {name: value for name, value in (("repetition_penalty", repetition_penalty), ("frequency_penalty", frequency_penalty),
+             ("presence_penalty", presence_penalty), ("no_repeat_ngram_size", no_repeat_ngram_size)) if value is not None}
+    if no_repetition_control and given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise LawtuneError(f"--no-repetition-control switches every penalty off; drop it or drop {flags}")
+    if no_repetition_control:
+        given = {"repetition_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0, "no_repeat_ngram_size": 0}
+    return replace(_D, repetition_stop=repetition_stop, **given)
+
+
+def _settings(max_new_tokens: Optional[int], batch_size: int, max_input_length: int, decoding: DecodingPolicy, **sampling):
     from lawtune.evaluation.generation import GenerationSettings
 
-    return GenerationSettings(max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
-                              no_repeat_ngram_size=no_repeat_ngram_size, batch_size=batch_size,
+    return GenerationSettings(max_new_tokens=max_new_tokens, decoding=decoding, batch_size=batch_size,
                               max_input_length=max_input_length, **sampling)
 
 
@@ -55,8 +77,10 @@ def eval_command(
     data: Path = typer.Option(..., "--data", "-d", help="conversations JSONL (e.g. the test.jsonl of `lawtune prepare`), or `lawbench_3-8` for the bundled LawBench sample."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default RUN/eval/<data> or out/eval/...)."),
     base_only: bool = typer.Option(False, "--base-only", help="For a run folder: evaluate its base model, no adapter."),
-    max_new_tokens: Optional[int] = MAX_NEW, repetition_penalty: float = REP, no_repeat_ngram_size: int = NO_REPEAT,
-    batch_size: int = BATCH, max_input_length: int = MAX_IN,
+    max_new_tokens: Optional[int] = MAX_NEW, batch_size: int = BATCH, max_input_length: int = MAX_IN,
+    repetition_penalty: Optional[float] = REP, frequency_penalty: Optional[float] = FREQ,
+    presence_penalty: Optional[float] = PRES, no_repeat_ngram_size: Optional[int] = NO_REPEAT,
+    no_repetition_control: bool = NO_CONTROL, repetition_stop: bool = REP_STOP,
     max_output_length: int = typer.Option(512, "--max-output-length", help="Reference tokens scored for eval loss."),
     mcq: Optional[list[str]] = MCQ, no_mcq: bool = NO_MCQ, mcq_limit: int = MCQ_LIMIT,
     limit: Optional[int] = LIMIT, dtype: str = DTYPE,
@@ -67,7 +91,9 @@ def eval_command(
     """
     from lawtune.evaluation.evaluate import run
 
-    settings = _settings(max_new_tokens, repetition_penalty, no_repeat_ngram_size, batch_size, max_input_length)
+    decoding = _decoding(repetition_penalty, frequency_penalty, presence_penalty, no_repeat_ngram_size,
+                         no_repetition_control, repetition_stop)
+    settings = _settings(max_new_tokens, batch_size, max_input_length, decoding)
     record = run(model, data, out, base_only=base_only, settings=settings, mcq=[] if no_mcq else mcq,
                  mcq_limit=mcq_limit, limit=limit, max_output_length=max_output_length, dtype=dtype)
     _print_record(record)
@@ -78,25 +104,44 @@ def compare_command(
     run: Path = typer.Argument(..., help="The tuned run folder."),
     data: Path = typer.Option(..., "--data", "-d", help="conversations JSONL with held-out questions."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default RUN/compare)."),
-    max_new_tokens: Optional[int] = MAX_NEW, repetition_penalty: float = REP, no_repeat_ngram_size: int = NO_REPEAT,
-    batch_size: int = BATCH, max_input_length: int = MAX_IN,
+    max_new_tokens: Optional[int] = MAX_NEW, batch_size: int = BATCH, max_input_length: int = MAX_IN,
+    repetition_penalty: Optional[float] = REP, frequency_penalty: Optional[float] = FREQ,
+    presence_penalty: Optional[float] = PRES, no_repeat_ngram_size: Optional[int] = NO_REPEAT,
+    no_repetition_control: bool = NO_CONTROL, repetition_stop: bool = REP_STOP,
     max_output_length: int = typer.Option(512, "--max-output-length", help="Reference tokens scored for eval loss."),
     mcq: Optional[list[str]] = MCQ, no_mcq: bool = NO_MCQ, mcq_limit: int = MCQ_LIMIT,
     limit: Optional[int] = LIMIT, dtype: str = DTYPE,
+    min_rouge_gain: Optional[float] = typer.Option(None, "--min-rouge-gain", help="Quality gate: tuned ROUGE-L must beat the base by this many points."),
+    min_ended: Optional[float] = typer.Option(None, "--min-ended", help="Quality gate: at least this % of tuned answers end on their own."),
+    max_looping: Optional[float] = typer.Option(None, "--max-looping", help="Quality gate: at most this % of tuned answers loop."),
+    max_mcq_drop: Optional[float] = typer.Option(None, "--max-mcq-drop", help="Quality gate: no MCQ set's accuracy falls more than this many points below the base."),
 ) -> None:
     """Base vs tuned on the same questions: metrics, deltas, loss curves, MCQ, per-question answers.
 
-    Example: lawtune compare base runs/demo --data out/demo/data/test.jsonl --limit 30
+    With any --min-*/--max-* threshold the verdict is written to the report and RUN/quality_gate.json
+    (which `lawtune serve` checks), and a failed gate exits with status 1.
+
+    Example: lawtune compare base runs/demo --data out/demo/data/test.jsonl --limit 30 --min-rouge-gain 6 --max-looping 20
     """
     from rich.console import Console
 
     from lawtune.evaluation.compare import run as compare_run, table
+    from lawtune.evaluation.gate import Gate, describe
 
-    settings = _settings(max_new_tokens, repetition_penalty, no_repeat_ngram_size, batch_size, max_input_length)
+    gate = Gate(min_rouge_gain, min_ended, max_looping, max_mcq_drop)
+
+    decoding = _decoding(repetition_penalty, frequency_penalty, presence_penalty, no_repeat_ngram_size,
+                         no_repetition_control, repetition_stop)
+    settings = _settings(max_new_tokens, batch_size, max_input_length, decoding)
     result = compare_run(base, run, data, out, settings=settings, mcq=[] if no_mcq else mcq, mcq_limit=mcq_limit,
-                         limit=limit, max_output_length=max_output_length, dtype=dtype)
+                         limit=limit, max_output_length=max_output_length, dtype=dtype, gate=gate)
     Console().print(table(result))
     Console().print(f"report: {result['report_html']} (and {result['report_md'].name})")
+    verdict = result["gate"]
+    if verdict is not None:
+        Console().print(("[green]quality gate passed[/]\n" if verdict["passed"] else "[red]quality gate FAILED[/]\n") + describe(verdict))
+        if not verdict["passed"]:
+            raise typer.Exit(1)
 
 
 def infer_command(
@@ -104,7 +149,10 @@ def infer_command(
     prompt: str = typer.Option(..., "--prompt", "-p", help="The question."),
     system: Optional[str] = typer.Option(None, "--system", help="Optional system prompt."),
     base_only: bool = typer.Option(False, "--base-only", help="Ask the run's base model (no adapter)."),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens"), repetition_penalty: float = REP,
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+    repetition_penalty: Optional[float] = REP, frequency_penalty: Optional[float] = FREQ,
+    presence_penalty: Optional[float] = PRES, no_repeat_ngram_size: Optional[int] = NO_REPEAT,
+    no_repetition_control: bool = NO_CONTROL, repetition_stop: bool = REP_STOP,
     sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy decoding (opt-in)."),
     temperature: float = typer.Option(0.8, "--temperature"), top_p: float = typer.Option(0.8, "--top-p"),
     seed: int = typer.Option(0, "--seed", help="Sampling seed (the same seed gives the same answer)."),
@@ -116,7 +164,9 @@ def infer_command(
     """
     from lawtune.evaluation.infer import infer
 
-    settings = _settings(max_new_tokens, repetition_penalty, 0, 1, 2048, do_sample=sample, temperature=temperature,
+    decoding = _decoding(repetition_penalty, frequency_penalty, presence_penalty, no_repeat_ngram_size,
+                         no_repetition_control, repetition_stop)
+    settings = _settings(max_new_tokens, 1, 2048, decoding, do_sample=sample, temperature=temperature,
                          top_p=top_p, seed=seed)
     infer(model, prompt, settings, base_only=base_only, system=system, dtype=dtype, stream=True)
 
@@ -125,7 +175,10 @@ def chat_command(
     model: str = typer.Argument(..., help="Run folder, model folder, or imported model name."),
     system: Optional[str] = typer.Option(None, "--system", help="Optional system prompt."),
     base_only: bool = typer.Option(False, "--base-only", help="Chat with the run's base model (no adapter)."),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens"), repetition_penalty: float = REP,
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+    repetition_penalty: Optional[float] = REP, frequency_penalty: Optional[float] = FREQ,
+    presence_penalty: Optional[float] = PRES, no_repeat_ngram_size: Optional[int] = NO_REPEAT,
+    no_repetition_control: bool = NO_CONTROL, repetition_stop: bool = REP_STOP,
     sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy decoding (opt-in)."),
     temperature: float = typer.Option(0.8, "--temperature"), top_p: float = typer.Option(0.8, "--top-p"),
     seed: int = typer.Option(0, "--seed"), dtype: str = DTYPE,
@@ -136,7 +189,9 @@ def chat_command(
     """
     from lawtune.evaluation.infer import chat_loop
 
-    settings = _settings(max_new_tokens, repetition_penalty, 0, 1, 2048, do_sample=sample, temperature=temperature,
+    decoding = _decoding(repetition_penalty, frequency_penalty, presence_penalty, no_repeat_ngram_size,
+                         no_repetition_control, repetition_stop)
+    settings = _settings(max_new_tokens, 1, 2048, decoding, do_sample=sample, temperature=temperature,
                          top_p=top_p, seed=seed)
     chat_loop(model, settings, base_only=base_only, system=system, dtype=dtype)
 

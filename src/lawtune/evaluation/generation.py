@@ -1,32 +1,37 @@
 """Batched generation with left padding, greedy by default, with a progress bar.
 
-    settings = GenerationSettings(max_new_tokens=128, repetition_penalty=1.0)
+    settings = GenerationSettings(max_new_tokens=384)            # decoding=DecodingPolicy(): the defaults
     outputs = generate(loaded, [example.messages for example in examples], settings)
-    outputs[0].text, outputs[0].ended, outputs[0].new_tokens
+    outputs[0].text, outputs[0].finish_reason, outputs[0].ended, outputs[0].new_tokens
 
 Prompts are sorted by length before batching so a batch pays little padding; results come back in the
 caller's order. Padding goes on the left so every row's next token is predicted from its last real
-token. Every knob that changes the text is in `GenerationSettings`, which eval/compare record next to
-their metrics, so two models are only ever compared under the same settings.
+token. Every knob that changes the text is in `GenerationSettings` (repetition control and the repetition
+stop in its `decoding` policy, `lawtune.modeling.decoding`), which eval/compare record next to their
+metrics, so two models are only ever compared under the same settings.
+
+`finish_reason` is "stop" (the model emitted its end-of-turn token: `ended`), "length" (the budget ran
+out) or "repetition" (the answer looped and was cut at the last sentence end before the loop).
 """
 
 from __future__ import annotations
 
 import contextlib
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 from lawtune.errors import LawtuneError
+from lawtune.modeling.decoding import (AnswerLogitsProcessor, DecodingPolicy, RepetitionStopCriteria, RepetitionWatch,
+                                       TextStream)
 
 
 @dataclass(frozen=True)
 class GenerationSettings:
     # None: eval / compare pick a budget that fits the references (`evaluate.answer_budget`)
     max_new_tokens: int | None = None
-    # 1.0 = off. A mild penalty is deterministic and curbs loops, but must be the same for both models.
-    repetition_penalty: float = 1.0
-    no_repeat_ngram_size: int = 0
+    # repetition control + repetition stop; deterministic, and the same for every model compared
+    decoding: DecodingPolicy = field(default_factory=DecodingPolicy)
     max_input_length: int = 512  # prompt tokens kept (cut from the left, the latest question survives)
     batch_size: int = 8
     do_sample: bool = False
@@ -38,8 +43,6 @@ class GenerationSettings:
         problems = []
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             problems.append(f"max_new_tokens must be ≥ 1, got {self.max_new_tokens}")
-        if self.repetition_penalty <= 0:
-            problems.append(f"repetition_penalty must be > 0 (1.0 = off), got {self.repetition_penalty}")
         if self.batch_size < 1:
             problems.append(f"batch_size must be ≥ 1, got {self.batch_size}")
         if self.max_input_length < 1:
@@ -58,11 +61,19 @@ class GenerationSettings:
         return data
 
 
+FinishReason = Literal["stop", "length", "repetition"]
+
+
 @dataclass
 class Generation:
     text: str
-    ended: bool  # the model emitted its end-of-turn token within the budget
-    new_tokens: int
+    finish_reason: FinishReason
+    new_tokens: int  # tokens generated, the end-of-turn token included (what the answer cost)
+
+    @property
+    def ended(self) -> bool:
+        """The model emitted its end-of-turn token within the budget: it ended the answer on its own."""
+        return self.finish_reason == "stop"
 
 
 def make_progress():
@@ -87,24 +98,54 @@ def prompt_ids(chat: Any, messages: list[dict[str, str]], max_input_length: int)
 
 
 def generation_config(loaded: Any, settings: GenerationSettings) -> Any:
+    """transformers' GenerationConfig for `settings`; its own repetition knobs stay off (see `decoding_hooks`)."""
     from transformers import GenerationConfig
 
+    if settings.max_new_tokens is None:
+        raise LawtuneError("max_new_tokens is not set: give --max-new-tokens (eval and compare pick one that fits the references)")
     tokenizer = loaded.tokenizer
     sampling = {"temperature": settings.temperature, "top_p": settings.top_p, "top_k": 0} if settings.do_sample else {}
     return GenerationConfig(
         max_new_tokens=settings.max_new_tokens, do_sample=settings.do_sample,
-        repetition_penalty=settings.repetition_penalty, no_repeat_ngram_size=settings.no_repeat_ngram_size,
         eos_token_id=loaded.chat.stop_token_ids, pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id, **sampling,
     )
 
 
-def decode_new_tokens(loaded: Any, new_ids: list[int]) -> Generation:
+def decoding_hooks(loaded: Any, policy: DecodingPolicy, rows: int, prompt_width: int) -> dict[str, Any]:
+    """`logits_processor` / `stopping_criteria` kwargs for `model.generate` that apply `policy`.
+
+    The prompt occupies columns [0, prompt_width) of every row (left padding), so both hooks look only
+    at what comes after it."""
+    stops = loaded.chat.stop_token_ids
+    hooks: dict[str, Any] = {}
+    if policy.penalizes:
+        hooks["logits_processor"] = [AnswerLogitsProcessor(policy, prompt_width, stops)]
+    if policy.repetition_stop:
+        hooks["stopping_criteria"] = [RepetitionStopCriteria(loaded.tokenizer, rows, prompt_width, stops)]
+    return hooks
+
+
+def decode_new_tokens(loaded: Any, new_ids: list[int], policy: DecodingPolicy | None = None) -> Generation:
+    """One row's generated ids → its answer: cut at the first stop token, or where the repetition stop fired.
+
+    The ids are replayed through the same `TextStream` + `RepetitionWatch` the stopping criterion (and the
+    server) ran, so the cut falls where generation stopped; ids after it (padding) are ignored."""
+    policy = policy or DecodingPolicy()
     stops = set(loaded.chat.stop_token_ids)
-    cut = next((i for i, token in enumerate(new_ids) if token in stops), None)
-    kept = new_ids if cut is None else new_ids[:cut]
-    text = loaded.tokenizer.decode(kept, skip_special_tokens=True).strip()
-    return Generation(text=text, ended=cut is not None, new_tokens=len(kept) + (cut is not None))
+    stream = TextStream(loaded.tokenizer, watch=RepetitionWatch() if policy.repetition_stop else None)
+    reason: FinishReason = "length"
+    used = 0
+    for token in new_ids:
+        used += 1
+        if token in stops:
+            reason = "stop"
+            break
+        stream.push(token)
+        if stream.repeated:
+            reason = "repetition"
+            break
+    return Generation(text=stream.text.rstrip("\ufffd").strip(), finish_reason=reason, new_tokens=used)
 
 
 def generate(
@@ -133,10 +174,12 @@ def generate(
             attention = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in batch])
             if settings.do_sample:
                 torch.manual_seed(settings.seed + first)
+            hooks = decoding_hooks(loaded, settings.decoding, len(batch), width)
             with torch.inference_mode():
-                output = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config)
+                output = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config,
+                                        **hooks)
             for row, index in enumerate(batch):
-                results[index] = decode_new_tokens(loaded, output[row, width:].tolist())
+                results[index] = decode_new_tokens(loaded, output[row, width:].tolist(), settings.decoding)
                 produced += results[index].new_tokens
             rate = produced / max(time.perf_counter() - started, 1e-9)
             progress.update(task, advance=len(batch), rate=f"{rate:.1f} tok/s")

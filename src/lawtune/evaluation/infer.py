@@ -5,31 +5,67 @@
     lawtune infer runs/demo --base-only --prompt "..."                        # ask the base model
     lawtune chat runs/demo                                                    # /reset clears history, /exit quits
 
-Both format prompts with the run's stored chat template (the one used in training).
+Both format prompts with the run's stored chat template (the one used in training) and decode with the
+same policy as eval and serve (`lawtune.modeling.decoding`): repetition control on the answer only, and
+the repetition stop (a looping answer ends at the last sentence before the loop).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from lawtune.evaluation.generation import GenerationSettings, decode_new_tokens, generation_config, prompt_ids
+from lawtune.evaluation.generation import (Generation, GenerationSettings, decode_new_tokens, decoding_hooks,
+                                          generation_config, prompt_ids)
+from lawtune.modeling.decoding import STREAM_HOLD_CHARS, RepetitionWatch, TextStream
 
 
-def answer(loaded: Any, messages: list[dict[str, str]], settings: GenerationSettings, stream: bool = False) -> str:
-    """The model's reply to a conversation ending with a user turn (streamed to stdout when `stream`)."""
+class _Printer:
+    """A transformers streamer that prints the answer as it comes, through the same `TextStream` as the
+    server: text of a possible loop is held back (at most STREAM_HOLD_CHARS characters), so a repetition
+    stop rarely has to leave printed text standing."""
+
+    def __init__(self, loaded: Any, settings: GenerationSettings, write=print):
+        watch = RepetitionWatch() if settings.decoding.repetition_stop else None
+        self.stream = TextStream(loaded.tokenizer, watch=watch, hold=STREAM_HOLD_CHARS)
+        self.stops = set(loaded.chat.stop_token_ids)
+        self.write, self.prompt_seen, self.done = write, False, False
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:  # generate() hands over the prompt first
+            self.prompt_seen = True
+            return
+        for token in value.reshape(-1).tolist():
+            if self.done or token in self.stops:
+                self.done = True
+                return
+            self._show(self.stream.push(token))
+            self.done = self.stream.stopped
+
+    def end(self) -> None:
+        self._show(self.stream.flush())
+        self.write("", flush=True)
+
+    def _show(self, text: str) -> None:
+        if text:
+            self.write(text, end="", flush=True)
+
+
+def answer(loaded: Any, messages: list[dict[str, str]], settings: GenerationSettings, stream: bool = False,
+           write=print) -> Generation:
+    """The model's reply to a conversation ending with a user turn (printed as it comes when `stream`)."""
     import torch
-    from transformers import TextStreamer
 
     ids = prompt_ids(loaded.chat, messages, settings.max_input_length)
-    streamer = TextStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True) if stream else None
+    streamer = _Printer(loaded, settings, write) if stream else None
     if settings.do_sample:
         torch.manual_seed(settings.seed)
     with torch.inference_mode():
         output = loaded.model.generate(
             input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
             generation_config=generation_config(loaded, settings), streamer=streamer,
+            **decoding_hooks(loaded, settings.decoding, rows=1, prompt_width=len(ids)),
         )
-    return decode_new_tokens(loaded, output[0, len(ids):].tolist()).text
+    return decode_new_tokens(loaded, output[0, len(ids):].tolist(), settings.decoding)
 
 
 def infer(spec: str, prompt: str, settings: GenerationSettings, *, base_only: bool = False, system: str | None = None,
@@ -38,7 +74,7 @@ def infer(spec: str, prompt: str, settings: GenerationSettings, *, base_only: bo
 
     loaded = load_model(spec, base_only=base_only, dtype=dtype, merge=True)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    return answer(loaded, messages, settings, stream=stream)
+    return answer(loaded, messages, settings, stream=stream).text
 
 
 def chat_loop(spec: str, settings: GenerationSettings, *, base_only: bool = False, system: str | None = None,
@@ -65,6 +101,6 @@ def chat_loop(spec: str, settings: GenerationSettings, *, base_only: bool = Fals
             continue
         history.append({"role": "user", "content": question})
         write("助手: ", end="", flush=True)
-        reply = answer(loaded, history, settings, stream=True)
-        history.append({"role": "assistant", "content": reply})
+        reply = answer(loaded, history, settings, stream=True, write=write)
+        history.append({"role": "assistant", "content": reply.text})
     return history

@@ -202,17 +202,24 @@ class RepetitionWatch:
         return self._ends[at - 1] if at else position
 
     def showable(self, hold: int | None) -> int:
-        """How much of the text a stream may show now without ever having to take text back.
+        """How much of the text may be handed out now.
 
-        Once some span has occurred twice, a later stop may cut back to the sentence before that second
-        occurrence, so text past it is held — for at most `hold` characters (None: until the end). Text a
-        stream shows past a later cut stays shown; it still holds fewer than LOOP_REPEATS copies."""
+        hold=None (eval, non-streamed answers): only what no later cut can remove. A cut falls at the
+        sentence end before a span's second occurrence, and an occurrence not yet seen whole starts within
+        the last span-1 characters, so this is the sentence end before the first second occurrence or
+        before those characters — the text handed out then always equals the cut answer.
+        hold=N (streams): everything until some span has occurred twice, then text from the sentence end
+        before that second occurrence is held, for at most N characters. A later cut cannot take back what
+        was shown, so a streamed looping answer may keep a piece of its second copy; it never holds
+        LOOP_REPEATS copies (it was cut before the third was complete)."""
         if self.cut is not None:
             return self.cut
+        if hold is None:
+            unseen = max(len(self.text) - self.span + 1, 0)
+            return self.sentence_start(unseen if self.first_repeat is None else min(unseen, self.first_repeat))
         if self.first_repeat is None:
             return len(self.text)
-        safe = self.sentence_start(self.first_repeat)
-        return safe if hold is None else max(safe, len(self.text) - hold)
+        return max(self.sentence_start(self.first_repeat), len(self.text) - hold)
 
 
 def cut_repetition(text: str) -> str | None:

@@ -71,7 +71,7 @@ def _default_engine(settings: ServeSettings) -> Engine:
                               default_timeout_s=settings.request_timeout_s)
     return LocalEngine(settings.model, max_batch_size=settings.max_batch_size, dtype=settings.dtype,
                        serve_base=settings.serve_base, adapter=settings.adapter, timeout_s=settings.request_timeout_s,
-                       max_context=settings.max_context)
+                       max_context=settings.max_context, decoding=settings.decoding)
 
 
 async def _start_engine(app: FastAPI) -> None:
@@ -165,7 +165,9 @@ def build_generation(body: ChatCompletionRequest, engine: Engine, settings: Serv
         max_tokens = requested if requested is not None else settings.default_max_tokens
     return GenerationRequest(messages=messages, model=model, max_tokens=max_tokens, temperature=body.temperature,
                              top_p=body.top_p, seed=body.seed, stop=body.stop_list(),
-                             timeout_s=settings.request_timeout_s, request_id=f"chatcmpl-{uuid.uuid4().hex}")
+                             timeout_s=settings.request_timeout_s, request_id=f"chatcmpl-{uuid.uuid4().hex}",
+                             repetition_penalty=body.repetition_penalty, frequency_penalty=body.frequency_penalty,
+                             presence_penalty=body.presence_penalty, stream=body.stream)
 
 
 async def generate_events(engine: Engine, generation: GenerationRequest,
@@ -202,9 +204,10 @@ async def _complete(generation: GenerationRequest, events: AsyncIterator[Generat
                 parts.append(event.text)
             elif isinstance(event, Finished):
                 usage = _usage(event)
+                finish, stop_reason = api_finish(event)
                 return ChatCompletion(id=generation.request_id, created=int(time.time()), model=generation.model,
                                       choices=[Choice(message=ResponseMessage(content="".join(parts)),
-                                                      finish_reason=event.finish_reason)], usage=usage)
+                                                      finish_reason=finish, stop_reason=stop_reason)], usage=usage)
     raise ApiError(503, "the engine ended the answer without finishing it", "service_unavailable", code="engine_error")
 
 
@@ -213,8 +216,9 @@ async def _sse(generation: GenerationRequest, first: GenerationEvent, events: As
     """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`."""
     created = int(time.time())
 
-    def chunk(delta: Delta, finish: str | None = None, usage: UsageInfo | None = None, empty: bool = False) -> str:
-        choices = [] if empty else [ChunkChoice(delta=delta, finish_reason=finish)]
+    def chunk(delta: Delta, finish: str | None = None, usage: UsageInfo | None = None, empty: bool = False,
+              stop_reason: str | None = None) -> str:
+        choices = [] if empty else [ChunkChoice(delta=delta, finish_reason=finish, stop_reason=stop_reason)]
         body = ChatCompletionChunk(id=generation.request_id, created=created, model=generation.model,
                                    choices=choices, usage=usage)
         return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
@@ -231,13 +235,24 @@ async def _sse(generation: GenerationRequest, first: GenerationEvent, events: As
                 if isinstance(event, TextDelta) and event.text:
                     yield chunk(Delta(content=event.text))
                 elif isinstance(event, Finished):
-                    yield chunk(Delta(), finish=event.finish_reason)
+                    finish, stop_reason = api_finish(event)
+                    yield chunk(Delta(), finish=finish, stop_reason=stop_reason)
                     if include_usage:
                         yield chunk(Delta(), usage=_usage(event), empty=True)
                     yield "data: [DONE]\n\n"
                     return
         except ApiError as error:  # headers are sent: report in-band, as OpenAI does
             yield f"data: {json.dumps(error.body(), ensure_ascii=False)}\n\n"
+
+
+def api_finish(event: Finished) -> tuple[str, str | None]:
+    """The engine's finish reason as the API says it: OpenAI's finish_reason plus vLLM's stop_reason.
+
+    A repetition stop is finish_reason "stop" (clients only know OpenAI's values) with stop_reason
+    "repetition", so a client can tell it from an answer the model ended on its own."""
+    if event.finish_reason == "repetition":
+        return "stop", "repetition"
+    return event.finish_reason, None
 
 
 def _usage(event: Finished) -> UsageInfo:

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
+from lawtune.modeling.decoding import DecodingPolicy, penalize
+
 
 @dataclass(eq=False)  # identity, not field equality: two requests may look the same
 class Sequence:
@@ -41,6 +43,9 @@ class Sequence:
     pending: int | None = None
     cached: int = 0  # real tokens of this sequence held in the cache (= its next position id)
     generator: torch.Generator | None = None
+    # repetition control (the same `penalize` model.generate runs through its logits processor); None = off
+    decoding: DecodingPolicy | None = None
+    stop_ids: frozenset[int] = frozenset()
 
     def __post_init__(self) -> None:
         if self.temperature > 0:
@@ -52,7 +57,11 @@ class Sequence:
 
 
 def pick_token(logits: torch.Tensor, seq: Sequence) -> int:
-    """Greedy when temperature is 0, else temperature + top-p sampling with the sequence's own generator."""
+    """Greedy when temperature is 0, else temperature + top-p sampling with the sequence's own generator.
+
+    The sequence's repetition control comes first, on its answer so far (as in `model.generate`)."""
+    if seq.decoding is not None:
+        logits = penalize(logits, seq.generated, seq.decoding, seq.stop_ids)
     if seq.temperature <= 0:
         return int(torch.argmax(logits))
     probs = torch.softmax(logits.float() / seq.temperature, dim=-1)

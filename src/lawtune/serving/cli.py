@@ -12,6 +12,10 @@ from pathlib import Path
 
 import typer
 
+from lawtune.modeling.decoding import DecodingPolicy  # light: no torch; gives the defaults shown in --help
+
+_D = DecodingPolicy()
+
 
 def serve(
     model: str = typer.Argument(None, help="run folder (base + LoRA adapter), model folder, or imported model name; "
@@ -26,6 +30,13 @@ def serve(
     timeout: float = typer.Option(300.0, help="per-request deadline in seconds"),
     max_context: int = typer.Option(None, help="cap prompt + new tokens below the model's own context length"),
     log_level: str = typer.Option("info", help="uvicorn log level"),
+    # ---- decoding defaults (docs/serving.md "Decoding"; a request's own penalties win) ----
+    repetition_penalty: float = typer.Option(_D.repetition_penalty, help="HF-style penalty on tokens the answer already holds (never the prompt or the end-of-turn token); 1 = off"),
+    frequency_penalty: float = typer.Option(_D.frequency_penalty, help="OpenAI-style: minus this × the token's count in the answer; 0 = off"),
+    presence_penalty: float = typer.Option(_D.presence_penalty, help="OpenAI-style: minus this once a token is in the answer; 0 = off"),
+    no_repeat_ngram_size: int = typer.Option(_D.no_repeat_ngram_size, help="never repeat an n-gram of the answer; 0 = off"),
+    repetition_stop: bool = typer.Option(_D.repetition_stop, "--repetition-stop/--no-repetition-stop",
+                                         help="end a looping answer at the last sentence before the loop (stop_reason \"repetition\")"),
     # ---- gateway (docs/gateway.md) ----
     upstream: str = typer.Option(None, help="front this OpenAI-compatible engine (e.g. vLLM) instead of loading a model"),
     upstream_key: str = typer.Option(None, envvar="LAWTUNE_UPSTREAM_KEY", help="API key the upstream expects"),
@@ -70,6 +81,11 @@ def serve(
         settings = ServeSettings(model=model, host=host, port=port, max_batch_size=max_batch_size, dtype=dtype,
                                  adapter=adapter, serve_base=serve_base, default_max_tokens=default_max_tokens,
                                  request_timeout_s=timeout, max_context=max_context, log_level=log_level,
+                                 decoding=DecodingPolicy(repetition_penalty=repetition_penalty,
+                                                         frequency_penalty=frequency_penalty,
+                                                         presence_penalty=presence_penalty,
+                                                         no_repeat_ngram_size=no_repeat_ngram_size,
+                                                         repetition_stop=repetition_stop),
                                  gateway=gateway, upstream=upstream, upstream_key=upstream_key)
     except ValidationError as error:
         problems = "; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in error.errors())

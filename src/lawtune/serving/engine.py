@@ -7,7 +7,13 @@
     async for event in engine.generate(request):
         if isinstance(event, TextDelta): print(event.text, end="")
         else: print(event.finish_reason, event.usage)      # Finished: always the last event
+                                                             # ("stop", "length" or "repetition")
     await engine.stop()
+
+The local engine decodes with the same policy as eval and infer (`lawtune.modeling.decoding`): repetition
+control on the answer's tokens, and the repetition stop (finish reason "repetition"; the API says
+finish_reason "stop" with stop_reason "repetition"). `LocalEngine(decoding=...)` sets the defaults; a
+request's penalties override them.
 
 The app (`lawtune.serving.app`) only talks to the `Engine` protocol below, so the local engine and the
 gateway's `UpstreamEngine` (an OpenAI-compatible URL behind httpx) are interchangeable.
@@ -17,12 +23,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Literal, Protocol, runtime_checkable
+
+from lawtune.modeling.decoding import DecodingPolicy
 
 # ----------------------------------------------------------------------------------------------------
 # The interface (the seam between the app, the local engine and the gateway's upstream engine)
@@ -42,6 +51,18 @@ class GenerationRequest:
     stop: list[str] = field(default_factory=list)  # stop strings, not included in the output
     timeout_s: float | None = None  # wall-clock budget from submission; None → the engine's default
     request_id: str = ""  # the API's `chatcmpl-…` id, for logs and upstream correlation
+    # repetition control for this request; None → the engine's default policy (serve's --repetition-* flags)
+    repetition_penalty: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    # a streamed answer may show text early (a repetition stop can then not take it back); a non-streamed one
+    # holds it until the end, so it is exactly the cut answer eval would give
+    stream: bool = True
+
+    def penalties(self) -> dict[str, float]:
+        """The penalties this request sets (the rest come from the engine's policy)."""
+        return {name: getattr(self, name) for name in ("repetition_penalty", "frequency_penalty", "presence_penalty")
+                if getattr(self, name) is not None}
 
 
 @dataclass
@@ -63,9 +84,9 @@ class TextDelta:
 
 @dataclass
 class Finished:
-    """The last event of every generation."""
+    """The last event of every generation. "repetition": the answer looped and was cut (lawtune.modeling.decoding)."""
 
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "repetition"]
     usage: Usage
 
 
@@ -134,7 +155,7 @@ class _Ticket:
     deadline: float
     cancelled: bool = False  # set from the event loop when the client goes away; read by the worker
     seq: Any = None  # batch.Sequence once admitted
-    stream: Any = None  # detokenize.TextStream once admitted
+    stream: Any = None  # decoding.TextStream once admitted
 
     def post(self, event: GenerationEvent | BaseException) -> None:
         self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
@@ -160,8 +181,9 @@ class LocalEngine:
 
     def __init__(self, spec: str | Path, *, max_batch_size: int = 8, dtype: str = "float32",
                  serve_base: bool = True, adapter: str = "best", timeout_s: float = 300.0,
-                 max_context: int | None = None):
+                 max_context: int | None = None, decoding: DecodingPolicy | None = None):
         self.spec, self.dtype, self.adapter = spec, dtype, adapter
+        self.decoding = decoding or DecodingPolicy()
         self.max_batch_size, self.serve_base, self.timeout_s = max_batch_size, serve_base, timeout_s
         self.max_context = max_context
         self.model_ids: list[str] = []
@@ -263,8 +285,8 @@ class LocalEngine:
             self._fail_all(served, EngineError("the server is shutting down"))
 
     def _admit(self) -> None:
+        from lawtune.modeling.decoding import STREAM_HOLD_CHARS, RepetitionWatch, TextStream
         from lawtune.serving.batch import Sequence
-        from lawtune.serving.detokenize import TextStream
 
         while self._pending and self.active_batch_size < self.max_batch_size:
             ticket = self._pending.popleft()
@@ -275,9 +297,13 @@ class LocalEngine:
                 continue
             served = self._served[ticket.request.model]
             request = ticket.request
+            policy = dataclasses.replace(self.decoding, **request.penalties())
             ticket.seq = Sequence(ticket.prompt_ids, temperature=request.temperature, top_p=request.top_p,
-                                  seed=request.seed)
-            ticket.stream = TextStream(served.loaded.tokenizer, request.stop)
+                                  seed=request.seed, decoding=policy if policy.penalizes else None,
+                                  stop_ids=frozenset(served.loaded.chat.stop_token_ids))
+            ticket.stream = TextStream(served.loaded.tokenizer, request.stop,
+                                       watch=RepetitionWatch() if policy.repetition_stop else None,
+                                       hold=STREAM_HOLD_CHARS if request.stream else None)
             served.tickets[id(ticket.seq)] = ticket
             try:
                 token = served.batch.join(ticket.seq)
@@ -324,7 +350,9 @@ class LocalEngine:
             delta = stream.push(token)
             if delta:
                 ticket.post(TextDelta(delta))
-            if stream.stopped:
+            if stream.repeated:  # the answer looped: cut at the last sentence end before the loop
+                reason = "repetition"
+            elif stream.stopped:  # a stop string
                 reason = "stop"
             elif len(seq.generated) >= request.max_tokens:
                 reason = "length"

@@ -2,7 +2,12 @@
 
 The limits live here (`Field(ge=…, le=…)`, `Literal[…]`, strict types), so a bad request is rejected by
 validation with a 400 naming the field, before any handler code runs. Fields OpenAI clients send that
-lawtune does not use (`frequency_penalty`, `logprobs`, …) are accepted and ignored.
+lawtune does not use (`logprobs`, `logit_bias`, …) are accepted and ignored.
+
+Repetition control: `frequency_penalty` and `presence_penalty` (OpenAI's meaning) and `repetition_penalty`
+(vLLM's extension, HF-style) apply to the answer's own tokens only; left out, the server's defaults apply
+(`lawtune serve --repetition-penalty …`). An answer ended by the repetition stop has finish_reason "stop"
+(OpenAI's values) and `stop_reason: "repetition"` on its choice (vLLM's field; null otherwise).
 """
 
 from __future__ import annotations
@@ -55,6 +60,10 @@ class ChatCompletionRequest(_Strict):
     stop: Annotated[str, Field(min_length=1)] | StopStrings | None = None
     seed: int | None = None
     user: str | None = None
+    # None: the server's default policy (docs/serving.md "Decoding")
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    repetition_penalty: float | None = Field(None, gt=0.0, le=2.0, description="vLLM's extension; 1 = off")
 
     def stop_list(self) -> list[str]:
         if self.stop is None:
@@ -83,6 +92,7 @@ class Choice(BaseModel):
     index: int = 0
     message: ResponseMessage
     finish_reason: Literal["stop", "length"]
+    stop_reason: str | None = None  # "repetition" when the repetition stop ended the answer (vLLM's field)
     logprobs: None = None
 
 
@@ -104,6 +114,7 @@ class ChunkChoice(BaseModel):
     index: int = 0
     delta: Delta
     finish_reason: Literal["stop", "length"] | None = None
+    stop_reason: str | None = None  # on the last chunk: "repetition" when the repetition stop ended the answer
     logprobs: None = None
 
 

@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from lawtune.modeling.decoding import DecodingPolicy
 from lawtune.serving.gateway.settings import GatewaySettings
 
 
@@ -27,6 +28,8 @@ class ServeSettings(BaseModel):
     request_timeout_s: float = Field(300.0, gt=0, description="per-request deadline from arrival")
     max_context: int | None = Field(None, ge=16, description="cap on prompt + new tokens (default: the model's)")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # the local engine's decoding defaults (repetition control, repetition stop); requests may override penalties
+    decoding: DecodingPolicy = Field(default_factory=DecodingPolicy)
     # gateway (admission control). In Python the default is open and unlimited on loopback (tests, notebooks);
     # `lawtune serve` asks for keys or an explicit --open and applies the rate-limit defaults.
     gateway: GatewaySettings = Field(default_factory=lambda: GatewaySettings(

@@ -119,6 +119,7 @@ class UpstreamEngine:
             payload["seed"] = request.seed
         if request.stop:
             payload["stop"] = request.stop
+        payload.update(request.penalties())  # the client's own; the upstream's defaults apply otherwise
         return payload
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
@@ -194,6 +195,7 @@ async def _raise_for_upstream(response: httpx.Response) -> None:
 async def _events(response: httpx.Response, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
     """OpenAI SSE chunks → TextDelta… Finished. A stream that ends without a finish is an EngineError."""
     finish_reason: str | None = None
+    stop_reason: str | None = None
     usage: Usage | None = None
     pieces = 0
     async for line in response.aiter_lines():
@@ -217,8 +219,11 @@ async def _events(response: httpx.Response, request: GenerationRequest) -> Async
                 yield TextDelta(text)
             if choice.get("finish_reason"):
                 finish_reason = choice["finish_reason"]
+                stop_reason = choice.get("stop_reason")
     if finish_reason is None:
         raise EngineError("upstream stream ended before the answer finished")
     if usage is None:  # an upstream that ignores include_usage: one chunk ≈ one token
         usage = Usage(estimate_tokens(request.messages), pieces)
-    yield Finished("length" if finish_reason == "length" else "stop", usage)
+    # a lawtune upstream says a repetition stop as vLLM's stop_reason (what the app turns it back into)
+    reason = "length" if finish_reason == "length" else "repetition" if stop_reason == "repetition" else "stop"
+    yield Finished(reason, usage)

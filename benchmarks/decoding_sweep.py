@@ -1,0 +1,181 @@
+"""Which decoding policy? Greedy answers of one run under several repetition controls, with and without the
+repetition stop, scored as eval scores them.
+
+    .venv/bin/python benchmarks/decoding_sweep.py out/demo/run --data out/demo/data/dev.jsonl --limit 24 --max-new-tokens 384
+    .venv/bin/python benchmarks/decoding_sweep.py RUN --data DEV.jsonl --only none rep1.2 --measure-stop
+    .venv/bin/python benchmarks/decoding_sweep.py RUN --data DEV.jsonl --cache sweep.json   # resume / re-print
+
+For each repetition control (`SETTINGS` below) the run's best adapter answers the first `--limit` dev
+questions greedily with the repetition stop off; the "+stop" row is the same token ids replayed through
+`generation.decode_new_tokens` with the stop on. That is exact, not an estimate: the stop only ends a row
+early, it never changes a token before it (rows of a batch do not influence each other). Its seconds are
+the no-stop run's unless `--measure-stop` generates it again with the stop on (then the ids are checked to
+agree). Columns:
+  ended %        answers whose model emitted its end-of-turn token (on its own; a repetition stop is not)
+  loops % raw    answers `metrics.loops` flags before any cut;  loops % = in the answer as returned
+  len/ref        mean of (answer tokens / reference tokens), answer as returned
+  ROUGE-L        mean `metrics.score_pair` ROUGE-L (jieba words, F × 100)
+Prints the CPU flags and dtype it ran with. `--cache FILE` keeps each setting's generated ids, so a re-run
+skips what is done (a new run folder needs a new cache file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from lawtune.modeling.decoding import DecodingPolicy
+
+PLAIN = DecodingPolicy(repetition_stop=False)
+SETTINGS = {  # name → the repetition control (the stop is added by the "+stop" rows)
+    "none": PLAIN,
+    "rep1.1": replace(PLAIN, repetition_penalty=1.1),
+    "rep1.2": replace(PLAIN, repetition_penalty=1.2),
+    "rep1.3": replace(PLAIN, repetition_penalty=1.3),
+    "freq0.2": replace(PLAIN, frequency_penalty=0.2),
+    "freq0.5": replace(PLAIN, frequency_penalty=0.5),
+    "pres0.5": replace(PLAIN, presence_penalty=0.5),
+    "pres1.0": replace(PLAIN, presence_penalty=1.0),
+    "ngram6": replace(PLAIN, no_repeat_ngram_size=6),
+}
+DEFAULT_SETTINGS = ["none", "rep1.1", "rep1.2", "rep1.3", "freq0.2", "freq0.5", "pres0.5"]
+
+
+def cpu_flags() -> str:
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return platform.machine()
+    return " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "none of avx2/avx512"
+
+
+def generate_ids(loaded, examples, policy: DecodingPolicy, max_new_tokens: int, batch_size: int) -> tuple[list, float]:
+    """Greedy new-token ids per example (the same batching as eval) and the seconds it took."""
+    import torch
+
+    from lawtune.evaluation.generation import GenerationSettings, decoding_hooks, generation_config, prompt_ids
+
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, decoding=policy, batch_size=batch_size)
+    pad = loaded.tokenizer.pad_token_id
+    encoded = [prompt_ids(loaded.chat, e.messages, settings.max_input_length) for e in examples]
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # as generation.generate batches
+    ids: list = [None] * len(encoded)
+    started = time.perf_counter()
+    for first in range(0, len(order), batch_size):
+        batch = order[first:first + batch_size]
+        width = max(len(encoded[i]) for i in batch)
+        input_ids = torch.tensor([[pad] * (width - len(encoded[i])) + encoded[i] for i in batch])
+        attention = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in batch])
+        with torch.inference_mode():
+            out = loaded.model.generate(input_ids=input_ids, attention_mask=attention,
+                                        generation_config=generation_config(loaded, settings),
+                                        **decoding_hooks(loaded, policy, len(batch), width))
+        for row, index in enumerate(batch):
+            ids[index] = out[row, width:].tolist()
+        print(f"  {first + len(batch)}/{len(order)} answers, {time.perf_counter() - started:.0f} s", flush=True)
+    return ids, time.perf_counter() - started
+
+
+def score(loaded, examples, ids: list, policy: DecodingPolicy) -> dict:
+    """The table's columns for one setting (answers = the ids decoded under `policy`)."""
+    from lawtune.evaluation.generation import decode_new_tokens
+    from lawtune.evaluation.metrics import loops, score_pair
+
+    raw = [decode_new_tokens(loaded, row, replace(policy, repetition_stop=False)) for row in ids]
+    final = [decode_new_tokens(loaded, row, policy) for row in ids]
+    count = len(examples)
+
+    def tokens(text: str) -> int:
+        return len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    ratios = [tokens(g.text) / max(tokens(e.reference), 1) for g, e in zip(final, examples)]
+    rouge = [score_pair(g.text, e.reference)["rouge-l"] for g, e in zip(final, examples)]
+    return {
+        "ended_pct": 100 * sum(g.ended for g in final) / count,
+        "loops_raw_pct": 100 * sum(loops(g.text) for g in raw) / count,
+        "loops_pct": 100 * sum(loops(g.text) for g in final) / count,
+        "repetition_pct": 100 * sum(g.finish_reason == "repetition" for g in final) / count,
+        "len_ratio": sum(ratios) / count,
+        "rouge_l": sum(rouge) / count,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", help="run folder (its best adapter is used)")
+    parser.add_argument("--data", required=True, type=Path, help="conversations JSONL (the dev split)")
+    parser.add_argument("--limit", type=int, default=24)
+    parser.add_argument("--max-new-tokens", type=int, default=384)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--only", nargs="+", choices=sorted(SETTINGS), default=DEFAULT_SETTINGS)
+    parser.add_argument("--measure-stop", action="store_true", help="generate the +stop rows again to time them")
+    parser.add_argument("--cache", type=Path, help="JSON file keeping generated ids between runs")
+    args = parser.parse_args()
+
+    import torch
+
+    from lawtune.evaluation.examples import read_examples
+    from lawtune.modeling.loading import load_model
+
+    print(f"CPU: {platform.processor() or platform.machine()}, flags: {cpu_flags()}, torch threads "
+          f"{torch.get_num_threads()}, dtype {args.dtype}")
+    loaded = load_model(args.run, dtype=args.dtype, merge=True)
+    examples = read_examples(args.data, limit=args.limit)
+    print(f"{loaded.name}: {len(examples)} questions of {args.data}, greedy, {args.max_new_tokens} new tokens, "
+          f"batch {args.batch_size}")
+    key = f"{Path(args.run).resolve()}|{args.data.resolve()}|{len(examples)}|{args.max_new_tokens}|{args.batch_size}|{args.dtype}"
+    cache = json.loads(args.cache.read_text()) if args.cache and args.cache.is_file() else {}
+    if cache.get("key", key) != key:
+        raise SystemExit(f"{args.cache} holds another sweep ({cache['key']}); give a new --cache file")
+    cache["key"] = key
+
+    rows = []
+    for name in args.only:
+        policy = SETTINGS[name]
+        done = cache.setdefault("runs", {}).get(name)
+        if done is None:
+            print(f"{name}: generating ({policy})", flush=True)
+            ids, seconds = generate_ids(loaded, examples, policy, args.max_new_tokens, args.batch_size)
+            done = cache["runs"][name] = {"ids": ids, "seconds": seconds}
+            if args.cache:
+                args.cache.write_text(json.dumps(cache))
+        rows.append((name, score(loaded, examples, done["ids"], policy), done["seconds"]))
+        stopped = replace(policy, repetition_stop=True)
+        seconds = done["seconds"]
+        if args.measure_stop:
+            measured = cache.setdefault("stop_runs", {}).get(name)
+            if measured is None:
+                print(f"{name}+stop: generating", flush=True)
+                ids, took = generate_ids(loaded, examples, stopped, args.max_new_tokens, args.batch_size)
+                measured = cache["stop_runs"][name] = {"ids": ids, "seconds": took}
+                if args.cache:
+                    args.cache.write_text(json.dumps(cache))
+            agree = sum(score_text(loaded, a, stopped) == score_text(loaded, b, stopped)
+                        for a, b in zip(measured["ids"], done["ids"]))
+            print(f"{name}+stop: {agree}/{len(examples)} answers equal to the replayed no-stop ids")
+            seconds = measured["seconds"]
+        rows.append((f"{name}+stop", score(loaded, examples, done["ids"], stopped),
+                     seconds if args.measure_stop else None))
+
+    print()
+    print("| setting | ended % | loops % raw | loops % | repetition stop % | len/ref | ROUGE-L | seconds |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, s, seconds in rows:
+        took = f"{seconds:.0f}" if seconds is not None else "(same run)"
+        print(f"| {name} | {s['ended_pct']:.1f} | {s['loops_raw_pct']:.1f} | {s['loops_pct']:.1f} | "
+              f"{s['repetition_pct']:.1f} | {s['len_ratio']:.2f} | {s['rouge_l']:.2f} | {took} |")
+
+
+def score_text(loaded, ids: list, policy: DecodingPolicy) -> str:
+    from lawtune.evaluation.generation import decode_new_tokens
+
+    return decode_new_tokens(loaded, ids, policy).text
+
+
+if __name__ == "__main__":
+    main()
