@@ -1,0 +1,38 @@
+"""The compare quality gate: thresholds checked against measured numbers, verdict recorded, exit status."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from lawtune.cli import app
+from lawtune.evaluation.gate import GATE_FILE, Gate, read_verdict
+
+
+def _record(rouge_l, ended, loops, mcq):
+    return {"metrics": {"rouge-l": rouge_l, "ended_pct": ended, "loops_pct": loops},
+            "mcq": {"jecqa_single": {"accuracy": mcq}}}
+
+
+def test_each_threshold_checks_its_number():
+    base, tuned = _record(10.0, 0.0, 90.0, 30.0), _record(17.0, 60.0, 25.0, 27.0)
+    verdict = Gate(min_rouge_gain=6, min_ended_pct=50, max_loops_pct=20, max_mcq_drop=2).check(base, tuned)
+    assert [(c["check"], c["passed"]) for c in verdict["checks"]] == [
+        ("ROUGE-L gain ≥", True), ("ended on its own % ≥", True), ("looping answers % ≤", False),
+        ("MCQ jecqa_single drop ≤", False)]
+    assert verdict["passed"] is False and verdict["checks"][3]["value"] == 3.0
+    assert Gate(min_rouge_gain=6).check(base, tuned)["passed"] is True
+    assert not Gate().active
+
+
+def test_compare_records_a_failed_gate_and_exits_non_zero(tiny_run_dir, qa_file, tmp_path):
+    result = CliRunner().invoke(app, ["compare", "base", str(tiny_run_dir), "--data", str(qa_file), "--out", str(tmp_path),
+                                      "--max-new-tokens", "4", "--no-mcq", "--limit", "2", "--min-rouge-gain", "1000"])
+    assert result.exit_code == 1, result.output
+    assert "quality gate FAILED" in result.output
+    verdict = read_verdict(tiny_run_dir)
+    assert verdict["passed"] is False and verdict["thresholds"] == {"min_rouge_gain": 1000.0}
+    assert "Quality gate: FAILED" in (tmp_path / "report.md").read_text(encoding="utf-8")
+    (tiny_run_dir / GATE_FILE).unlink()  # the run fixture is shared: leave it as it was
+    assert json.loads((tmp_path / "tuned" / "metrics.json").read_text(encoding="utf-8"))["data"]["count"] == 2
