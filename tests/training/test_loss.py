@@ -107,3 +107,37 @@ def test_compiled_layers_give_the_same_loss(tiny_model_dir, model_and_batch):
     compiled.backward()
     torch.testing.assert_close(compiled.detach(), eager, rtol=1e-4, atol=1e-5)
     assert [name for name, _ in model.named_parameters()] == names
+
+
+@pytest.mark.parametrize("grad_filter", [0.0, 1e-9])
+def test_trainable_token_rows_keep_the_fused_path_with_peft_s_own_loss_and_gradients(tiny_model_dir, model_and_batch,
+                                                                                      grad_filter):
+    """PEFT trainable tokens (the end-of-turn row): the fast embedding and fused head give PEFT's numbers."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from lawtune.training.token_rows import use_fast_token_rows
+
+    _, batch = model_and_batch
+    tokenizer = load_tokenizer(tiny_model_dir)
+    end = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False,
+                                      trainable_token_indices=[end]))
+    delta = model.get_base_model().get_input_embeddings().token_adapter.trainable_tokens_delta["default"]
+    with torch.no_grad():
+        delta.add_(torch.randn_like(delta))  # a trained row that differs from the frozen one
+    assert best_head_path(model) == "fused"
+    reference = model(**batch).loss  # PEFT's own forward: full weight rebuilt with the trained row
+    reference.backward()
+    ref_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    assert use_fast_token_rows(model) == 1
+    ours, _ = supervised_loss(model, batch, head_path="fused", grad_filter=grad_filter)
+    ours.backward()
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
+    assert delta.grad is not None and delta.grad.abs().sum() > 0
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            torch.testing.assert_close(param.grad, ref_grads[name], rtol=1e-4, atol=1e-6)

@@ -13,7 +13,8 @@ Three ways to the same loss value, picked per model by `SFTTrainer` (the best on
   "fused":  the output head is swapped for an identity during the forward, so the model returns the hidden
             states of the supervised positions, and `vocab_loss.linear_cross_entropy` projects them itself:
             its backward skips the vocabulary columns of negligible probability (`grad_filter`). Needs a
-            frozen, bias-free linear head with no logit post-processing (Gemma 3, Llama, Qwen, ...).
+            frozen, bias-free linear head with no logit post-processing (Gemma 3, Llama, Qwen, ...); a few
+            trained rows (PEFT trainable tokens, `training/token_rows.py`) are allowed.
   "sliced": logits (n_supervised, vocab) from the model, then `F.cross_entropy` (exact gradient).
   "full":   every position's logits, for models whose forward has no `logits_to_keep` (remote code).
 
@@ -33,6 +34,7 @@ from torch import nn
 from transformers import Trainer
 
 from lawtune.modeling.chat import IGNORE_INDEX
+from lawtune.training.token_rows import trained_head_rows
 from lawtune.training.vocab_loss import linear_cross_entropy
 
 HeadPath = Literal["fused", "sliced", "full"]
@@ -52,17 +54,23 @@ def accepts_logits_mask(model: Any) -> bool:
     return "logits_to_keep" in inspect.signature(_base(model).forward).parameters
 
 
-def plain_output_head(model: Any) -> tuple[str, nn.Linear] | None:
-    """(attribute name, head) when logits are exactly `hidden @ head.weight.T` and the head is frozen."""
+def plain_output_head(model: Any) -> tuple[str, nn.Linear, tuple | None] | None:
+    """(attribute name, head, trained rows) when logits are exactly `hidden @ head.weight.T` with a frozen
+    head, except for a few trained rows (PEFT trainable tokens: `(index, values)`, else None)."""
     base = _base(model)
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
-    if type(head) is not nn.Linear or head.bias is not None or head.weight.requires_grad:
+    trained = trained_head_rows(head)
+    rows = None
+    if trained is not None:
+        linear, *rows = trained
+        rows = tuple(rows)
+    elif type(head) is not nn.Linear or head.bias is not None or head.weight.requires_grad:
         return None  # e.g. a LoRA-wrapped or modules_to_save head: it trains, so the plain path
     config = getattr(base, "config", None)
     if any(getattr(config, name, None) not in (None, 1, 1.0) for name in LOGIT_POSTPROCESSING):
         return None
     name = next((name for name, child in base.named_children() if child is head), None)
-    return (name, head) if name else None
+    return (name, head, rows) if name else None
 
 
 def best_head_path(model: Any) -> HeadPath:
@@ -72,12 +80,14 @@ def best_head_path(model: Any) -> HeadPath:
 
 
 @contextmanager
-def _head_returns_hidden_states(model: Any) -> Iterator[nn.Linear]:
-    name, head = plain_output_head(model)
+def _head_returns_hidden_states(model: Any) -> Iterator[tuple[torch.Tensor, tuple | None]]:
+    """Swap the output head for an identity; yields (frozen weight, trained rows or None)."""
+    name, head, rows = plain_output_head(model)
     base = _base(model)
+    weight = head.weight if rows is None else head.token_adapter.base_layer.weight
     setattr(base, name, nn.Identity())
     try:
-        yield head
+        yield weight, rows
     finally:
         setattr(base, name, head)
 
@@ -103,9 +113,9 @@ def supervised_loss(
             logits = model(**inputs, logits_to_keep=keep).logits  # (n_supervised, vocab)
             total = F.cross_entropy(logits.float(), targets, reduction="sum")
         else:
-            with _head_returns_hidden_states(model) as head:
+            with _head_returns_hidden_states(model) as (weight, rows):
                 hidden = model(**inputs, logits_to_keep=keep).logits  # (n_supervised, hidden size)
-            total = linear_cross_entropy(hidden, head.weight, targets, filter_eps=grad_filter)
+            total = linear_cross_entropy(hidden, weight, targets, filter_eps=grad_filter, rows=rows)
     denominator = num_items if num_items is not None else max(count, 1)
     return total / denominator, count
 

@@ -174,6 +174,10 @@ def _build_trainer(config: TrainConfig, args, run_dir: Path, model_dir: Path, tr
         from lawtune.training.dropout import use_sparse_dropout
 
         use_sparse_dropout(model)
+    if peft.trainable_token_indices:
+        from lawtune.training.token_rows import use_fast_token_rows
+
+        use_fast_token_rows(model)
 
     if config.model.compile:
         import shutil
