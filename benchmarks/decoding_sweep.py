@@ -2,19 +2,21 @@
 repetition stop, scored as eval scores them.
 
     .venv/bin/python benchmarks/decoding_sweep.py out/demo/run --data out/demo/data/dev.jsonl --limit 24 --max-new-tokens 384
-    .venv/bin/python benchmarks/decoding_sweep.py RUN --data DEV.jsonl --only none rep1.2 --measure-stop
+    .venv/bin/python benchmarks/decoding_sweep.py RUN --data DEV.jsonl --only none rep1.2 rep1.2+stop
     .venv/bin/python benchmarks/decoding_sweep.py RUN --data DEV.jsonl --cache sweep.json   # resume / re-print
 
-For each repetition control (`SETTINGS` below) the run's best adapter answers the first `--limit` dev
-questions greedily with the repetition stop off; the "+stop" row is the same token ids replayed through
-`generation.decode_new_tokens` with the stop on. That is exact, not an estimate: the stop only ends a row
-early, it never changes a token before it (rows of a batch do not influence each other). Its seconds are
-the no-stop run's unless `--measure-stop` generates it again with the stop on (then the ids are checked to
-agree). Columns:
+A setting is a repetition control from `CONTROLS` below, optionally with the repetition stop ("+stop"). The
+run's best adapter answers the first `--limit` questions greedily, batched as eval batches them. A setting
+generated without the stop also prints a derived "+stop" row: the same token ids replayed through
+`generation.decode_new_tokens` with the stop on. That is exact, not an estimate (the stop only ends a row
+early, it never changes a token before it; rows of a batch do not influence each other; when both forms
+of a setting are generated the script checks they agree), but its seconds are the no-stop run's.
+Columns:
   ended %        answers whose model emitted its end-of-turn token (on its own; a repetition stop is not)
   loops % raw    answers `metrics.loops` flags before any cut;  loops % = in the answer as returned
-  len/ref        mean of (answer tokens / reference tokens), answer as returned
-  ROUGE-L        mean `metrics.score_pair` ROUGE-L (jieba words, F × 100)
+  rep. stop %    answers the repetition stop ended
+  len/ref        mean of (answer tokens / reference tokens), the answer as returned
+  ROUGE-L        mean ROUGE-L of `metrics.score_pair` (jieba words, F × 100)
 Prints the CPU flags and dtype it ran with. `--cache FILE` keeps each setting's generated ids, so a re-run
 skips what is done (a new run folder needs a new cache file).
 """
@@ -31,18 +33,20 @@ from pathlib import Path
 from lawtune.modeling.decoding import DecodingPolicy
 
 PLAIN = DecodingPolicy(repetition_stop=False)
-SETTINGS = {  # name → the repetition control (the stop is added by the "+stop" rows)
+CONTROLS = {  # name → the repetition control
     "none": PLAIN,
     "rep1.1": replace(PLAIN, repetition_penalty=1.1),
     "rep1.2": replace(PLAIN, repetition_penalty=1.2),
     "rep1.3": replace(PLAIN, repetition_penalty=1.3),
-    "freq0.2": replace(PLAIN, frequency_penalty=0.2),
-    "freq0.5": replace(PLAIN, frequency_penalty=0.5),
+    "freq0.1": replace(PLAIN, frequency_penalty=0.1),
+    "freq0.3": replace(PLAIN, frequency_penalty=0.3),
     "pres0.5": replace(PLAIN, presence_penalty=0.5),
     "pres1.0": replace(PLAIN, presence_penalty=1.0),
     "ngram6": replace(PLAIN, no_repeat_ngram_size=6),
 }
-DEFAULT_SETTINGS = ["none", "rep1.1", "rep1.2", "rep1.3", "freq0.2", "freq0.5", "pres0.5"]
+SETTINGS = {**CONTROLS, **{f"{name}+stop": replace(policy, repetition_stop=True) for name, policy in CONTROLS.items()}}
+# on 2 shared CPU cores a 24 × 384-token setting takes 10-20 minutes: "none" in full, the rest with the stop
+DEFAULT_SETTINGS = ["none", "rep1.2+stop", "freq0.3+stop", "rep1.1+stop", "pres0.5+stop", "rep1.3+stop"]
 
 
 def cpu_flags() -> str:
@@ -113,7 +117,6 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--only", nargs="+", choices=sorted(SETTINGS), default=DEFAULT_SETTINGS)
-    parser.add_argument("--measure-stop", action="store_true", help="generate the +stop rows again to time them")
     parser.add_argument("--cache", type=Path, help="JSON file keeping generated ids between runs")
     args = parser.parse_args()
 
@@ -145,28 +148,21 @@ def main() -> None:
             if args.cache:
                 args.cache.write_text(json.dumps(cache))
         rows.append((name, score(loaded, examples, done["ids"], policy), done["seconds"]))
-        stopped = replace(policy, repetition_stop=True)
-        seconds = done["seconds"]
-        if args.measure_stop:
-            measured = cache.setdefault("stop_runs", {}).get(name)
-            if measured is None:
-                print(f"{name}+stop: generating", flush=True)
-                ids, took = generate_ids(loaded, examples, stopped, args.max_new_tokens, args.batch_size)
-                measured = cache["stop_runs"][name] = {"ids": ids, "seconds": took}
-                if args.cache:
-                    args.cache.write_text(json.dumps(cache))
+        if not policy.repetition_stop and f"{name}+stop" not in args.only:
+            rows.append((f"{name}+stop", score(loaded, examples, done["ids"], SETTINGS[f"{name}+stop"]), None))
+    for name in args.only:  # both forms generated: the replayed no-stop ids must give the stop run's answers
+        twin = cache["runs"].get(f"{name}+stop")
+        if not SETTINGS[name].repetition_stop and twin is not None:
+            stopped = SETTINGS[f"{name}+stop"]
             agree = sum(score_text(loaded, a, stopped) == score_text(loaded, b, stopped)
-                        for a, b in zip(measured["ids"], done["ids"]))
-            print(f"{name}+stop: {agree}/{len(examples)} answers equal to the replayed no-stop ids")
-            seconds = measured["seconds"]
-        rows.append((f"{name}+stop", score(loaded, examples, done["ids"], stopped),
-                     seconds if args.measure_stop else None))
+                        for a, b in zip(cache["runs"][name]["ids"], twin["ids"]))
+            print(f"{name} replayed with the stop = {name}+stop generated: {agree}/{len(examples)} answers equal")
 
     print()
-    print("| setting | ended % | loops % raw | loops % | repetition stop % | len/ref | ROUGE-L | seconds |")
+    print("| setting | ended % | loops % raw | loops % | rep. stop % | len/ref | ROUGE-L | seconds |")
     print("|---|---|---|---|---|---|---|---|")
     for name, s, seconds in rows:
-        took = f"{seconds:.0f}" if seconds is not None else "(same run)"
+        took = f"{seconds:.0f}" if seconds is not None else "(replayed)"
         print(f"| {name} | {s['ended_pct']:.1f} | {s['loops_raw_pct']:.1f} | {s['loops_pct']:.1f} | "
               f"{s['repetition_pct']:.1f} | {s['len_ratio']:.2f} | {s['rouge_l']:.2f} | {took} |")
 

@@ -11,7 +11,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lawtune.serving.batch import DecodeBatch, Sequence
-from lawtune.modeling.decoding import TextStream
+from lawtune.modeling.decoding import (AnswerLogitsProcessor, DecodingPolicy, RepetitionStopCriteria, RepetitionWatch,
+                                       TextStream)
 
 
 PROMPTS = ["离婚需要什么材料", "劳动合同" * 9, "交通事故赔偿怎么算" * 4, "借", "房屋租赁合同纠纷" * 3]
@@ -77,3 +78,43 @@ def test_text_stream_holds_back_partial_characters_and_stop_prefixes(tiny_model_
     pieces = [plain.push(i) for i in ids]
     assert "".join(pieces) + plain.flush() == text
     assert all("\ufffd" not in piece for piece in pieces)
+
+
+@pytest.mark.parametrize("policy", [
+    DecodingPolicy(),  # the defaults
+    DecodingPolicy(repetition_penalty=1.3, frequency_penalty=0.2, presence_penalty=0.1, no_repeat_ngram_size=4),
+    DecodingPolicy(repetition_penalty=1.0),  # the stop alone: the random model loops, so it fires
+], ids=["defaults", "every-penalty", "stop-only"])
+def test_decoding_policy_gives_the_same_greedy_tokens_in_generate_and_in_the_server_batch(model_and_tokenizer, policy):
+    """model.generate with the policy's logits processor + stopping criterion (eval, infer) and the server's
+    batch (pick_token + the engine's TextStream) pick the same tokens and stop at the same token."""
+    model, tokenizer = model_and_tokenizer
+    stops = [tokenizer.convert_tokens_to_ids("<end_of_turn>")]
+    prompts = [tokenizer(text)["input_ids"] for text in PROMPTS]
+    alone = []
+    for prompt, length in zip(prompts, LENGTHS):
+        criteria = RepetitionStopCriteria(tokenizer, 1, len(prompt), stops)
+        out = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                             max_new_tokens=length, do_sample=False, eos_token_id=stops, pad_token_id=0,
+                             logits_processor=[AnswerLogitsProcessor(policy, len(prompt), stops)],
+                             stopping_criteria=[criteria] if policy.repetition_stop else [])
+        alone.append((out[0, len(prompt):].tolist(), criteria.streams[0].repeated))
+    seqs = [Sequence(p, decoding=policy, stop_ids=frozenset(stops)) for p in prompts]
+    for _ in _run_staggered(model, seqs):
+        pass
+    repeated = 0
+    for seq, (tokens, hf_repeated) in zip(seqs, alone):
+        assert seq.generated[:len(tokens)] == tokens
+        # the engine's text side stops at the same token generate() stopped at
+        stream = TextStream(tokenizer, watch=RepetitionWatch() if policy.repetition_stop else None)
+        ended_at = None
+        for count, token in enumerate(seq.generated, 1):
+            if token in stops or stream.push(token) is None or stream.repeated:
+                ended_at = count
+                break
+        assert stream.repeated == hf_repeated
+        if ended_at is not None and ended_at <= len(tokens):  # generate() stopped there too, not earlier
+            assert ended_at == len(tokens)
+        repeated += stream.repeated
+    if policy == DecodingPolicy(repetition_penalty=1.0):
+        assert repeated >= 2  # the case under test did happen
