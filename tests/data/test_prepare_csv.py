@@ -148,3 +148,15 @@ def test_invalid_options_are_one_error(tmp_path):
         run([write(tmp_path, TRICKY_CSV)], tmp_path / "out", seeed=1)
     with pytest.raises(LawtuneError, match="dev_ratio"):
         run([write(tmp_path, TRICKY_CSV)], tmp_path / "out", dev_ratio=0.6, test_ratio=0.6)
+
+
+def test_answers_ending_mid_sentence_are_kept_and_counted(tmp_path):
+    csv = ("title,question,reply,is_best\n"
+           "工资被拖欠怎么办,,可以申请劳动仲裁。,1\n"
+           "离婚财产怎么分,,夫妻共同财产一般平均分割，但要考虑子女和女方的权益以及,1\n"
+           "欠条有效吗,,写明金额和日期并签名的欠条一般有效。,1\n"
+           "押金不退怎么办,,可以协商，协商不成可以起诉。,1\n")
+    report = run([write(tmp_path, csv)], tmp_path / "out", **RATIOS)
+    assert report["kept"] == 4
+    assert report["answers_ending_mid_sentence"] == 1
+    assert report["answers_ending_mid_sentence_lines"] == [f"{tmp_path / 'qa.csv'}:3"]

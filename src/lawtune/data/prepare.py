@@ -122,7 +122,7 @@ def _consume(items: Iterator[Example | Drop], source: str, policy: PreparePolicy
                 continue
             value = bucket(item.split_key, policy.seed)
             splits.write(assign(value, policy.dev_ratio, policy.test_ratio), line, value)
-            tally.keep(source, item.messages)
+            tally.keep(source, item.messages, item.line)
 
 
 def _length_problem(messages: list[dict[str, str]], policy: PreparePolicy) -> str | None:

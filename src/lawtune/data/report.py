@@ -16,6 +16,9 @@ from typing import Any
 from lawtune.data.records import REASONS
 
 MAX_LINES_PER_REASON = 1000
+# An answer that ends without one of these ends mid-sentence (often cut off in the source): kept, but
+# counted, because training on it teaches the model to stop mid-sentence.
+ANSWER_ENDINGS = frozenset("。！？；!?;.…）)」』\"”'’》】")
 PERCENTILES = (50, 90, 99)
 
 
@@ -29,6 +32,7 @@ class Tally:
         self.lines: dict[str, list[str]] = defaultdict(list)
         self.per_source: dict[str, Counter[str]] = defaultdict(Counter)
         self.lengths = {"user": Counter(), "assistant": Counter()}
+        self.mid_sentence: list[str] = []  # source:line of kept answers that end mid-sentence
 
     def drop(self, reason: str, source: str, line: int) -> None:
         self.read += 1
@@ -37,9 +41,12 @@ class Tally:
         if len(self.lines[reason]) < MAX_LINES_PER_REASON:
             self.lines[reason].append(f"{source}:{line}")
 
-    def keep(self, source: str, messages: list[dict[str, str]]) -> None:
+    def keep(self, source: str, messages: list[dict[str, str]], line: int | None = None) -> None:
         self.read += 1
         self.kept += 1
+        answer = next((t["content"] for t in reversed(messages) if t["role"] == "assistant"), "").rstrip()
+        if answer and answer[-1] not in ANSWER_ENDINGS:
+            self.mid_sentence.append(f"{source}:{line}")
         self.per_source[source]["read"] += 1
         self.per_source[source]["kept"] += 1
         for role in ("user", "assistant"):
@@ -55,6 +62,8 @@ class Tally:
             "dropped_lines": {reason: self.lines[reason] for reason in dropped},
             "dropped_lines_cap": MAX_LINES_PER_REASON,
             "lengths_chars": {role: percentiles(hist) for role, hist in self.lengths.items()},
+            "answers_ending_mid_sentence": len(self.mid_sentence),
+            "answers_ending_mid_sentence_lines": self.mid_sentence[:MAX_LINES_PER_REASON],
         }
 
 
@@ -99,3 +108,7 @@ def print_summary(report: dict[str, Any]) -> None:
         if stats:
             lengths.add_row(role, *(str(stats[k]) for k in ("min", "p50", "p90", "p99", "max", "mean")))
     console.print(lengths)
+    if report.get("answers_ending_mid_sentence"):
+        console.print(f"[yellow]{report['answers_ending_mid_sentence']:,} kept answers end mid-sentence[/yellow] "
+                      f"(no final 。！？; a model trained on them learns to stop there): "
+                      + ", ".join(report["answers_ending_mid_sentence_lines"][:3]))
