@@ -38,7 +38,7 @@ def test_eval_writes_metrics_and_predictions(eval_dir, qa_file):
     references = [json.loads(line)["conversations"][-1]["content"] for line in qa_file.read_text(encoding="utf-8").splitlines()]
     assert [row["reference"] for row in rows] == references  # input order kept despite length-sorted batches
     assert all(row["new_tokens"] <= 6 for row in rows)
-    assert all(0 <= row["stop_prob"] <= 1 and row["length_ratio"] == round(row["new_tokens"] / row["reference_tokens"], 4)
+    assert all(0 <= row["stop_prob"] <= 1 and row["length_ratio"] == round(row["answer_tokens"] / row["reference_tokens"], 4)
                for row in rows)
     assert set(record["metrics"]["stop_prob"]) == {"mean", "p10", "p50", "p90"}
 

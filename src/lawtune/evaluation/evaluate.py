@@ -90,11 +90,13 @@ def evaluate_loaded(
     predictions = []
     for example, output, ref_tokens, stop_prob in zip(examples, outputs, reference_tokens, stop_probs):
         scores = {name: round(value, 4) for name, value in score_pair(output.text, example.reference).items()}
+        # the answer a reader sees (a repetition stop cuts tokens that were generated): its length in tokens
+        answer_tokens = len(loaded.tokenizer(output.text, add_special_tokens=False)["input_ids"])
         predictions.append({"prompt": example.question, "prediction": output.text, "reference": example.reference,
                             "ended": output.ended, "finish_reason": getattr(output, "finish_reason", None),
                             "loops": loops(output.text), "new_tokens": output.new_tokens,
-                            "reference_tokens": ref_tokens,
-                            "length_ratio": round(output.new_tokens / max(ref_tokens, 1), 4),
+                            "answer_tokens": answer_tokens, "reference_tokens": ref_tokens,
+                            "length_ratio": round(answer_tokens / max(ref_tokens, 1), 4),
                             "stop_prob": None if stop_prob is None else round(stop_prob, 6),
                             "scores": scores, "meta": example.meta})
     metrics = summarize([o.text for o in outputs], [e.reference for e in examples], [o.ended for o in outputs])
