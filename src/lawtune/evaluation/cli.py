@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from lawtune.modeling.decoding import DecodingPolicy  # light: no torch; gives the defaults shown in --help
+from lawtune.modeling.decoding import LOOP_REPEATS, LOOP_SPAN_CHARS, DecodingPolicy  # light: no torch; gives the defaults shown in --help
 
 _D = DecodingPolicy()
 MAX_NEW = typer.Option(None, "--max-new-tokens", help="Answer budget in tokens, the same for every model compared. Default: fits the references (their 95th-percentile length, at least 384).")
@@ -20,7 +20,7 @@ FREQ = typer.Option(None, "--frequency-penalty", help=f"OpenAI-style: minus this
 PRES = typer.Option(None, "--presence-penalty", help=f"OpenAI-style: minus this once a token is in the answer; 0 = off. Default {_D.presence_penalty}.")
 NO_REPEAT = typer.Option(None, "--no-repeat-ngram-size", help=f"Never repeat an n-gram of the answer; 0 = off. Default {_D.no_repeat_ngram_size}.")
 NO_CONTROL = typer.Option(False, "--no-repetition-control", help="Switch every penalty above off (plain greedy logits).")
-REP_STOP = typer.Option(_D.repetition_stop, "--repetition-stop/--no-repetition-stop", help="End an answer when a 10-character span occurs 3 times, cut at the last sentence end before the loop (finish reason 'repetition').")
+REP_STOP = typer.Option(_D.repetition_stop, "--repetition-stop/--no-repetition-stop", help=f"End an answer when a {LOOP_SPAN_CHARS}-character span occurs {LOOP_REPEATS} times, cut at the last sentence end before the loop (finish reason 'repetition').")
 BATCH = typer.Option(8, "--batch-size", help="Prompts generated together (left padding).")
 MAX_IN = typer.Option(512, "--max-input-length", help="Prompt tokens kept (cut from the left).")
 DTYPE = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16.")
