@@ -36,3 +36,20 @@ def test_compare_records_a_failed_gate_and_exits_non_zero(tiny_run_dir, qa_file,
     assert "Quality gate: FAILED" in (tmp_path / "report.md").read_text(encoding="utf-8")
     (tiny_run_dir / GATE_FILE).unlink()  # the run fixture is shared: leave it as it was
     assert json.loads((tmp_path / "tuned" / "metrics.json").read_text(encoding="utf-8"))["data"]["count"] == 2
+
+
+def test_serve_refuses_a_run_that_failed_its_gate_unless_forced(tmp_path, capsys):
+    import pytest
+
+    from lawtune.errors import LawtuneError
+    from lawtune.evaluation.gate import write_verdict
+    from lawtune.serving.cli import _check_quality_gate
+
+    verdict = Gate(max_loops_pct=10).check(_record(10, 0, 5, 30), _record(20, 90, 40, 30))
+    write_verdict(tmp_path, verdict)
+    with pytest.raises(LawtuneError, match=r"failed its quality gate.*looping answers % ≤ 10: 40.*--force"):
+        _check_quality_gate(tmp_path, force=False)
+    _check_quality_gate(tmp_path, force=True)  # serves, with a loud warning
+    assert "WARNING: serving" in capsys.readouterr().err
+    write_verdict(tmp_path, Gate(max_loops_pct=50).check(_record(10, 0, 5, 30), _record(20, 90, 40, 30)))
+    _check_quality_gate(tmp_path, force=False)  # passed: nothing to say

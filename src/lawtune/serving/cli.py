@@ -54,6 +54,7 @@ def serve(
     pause_notice: str = typer.Option(None, help="what paused users see (default: a Chinese notice)"),
     breaker_failures: int = typer.Option(5, help="consecutive engine failures that trip the circuit breaker"),
     breaker_cooldown: float = typer.Option(30.0, help="seconds the breaker stays open before a probe"),
+    force: bool = typer.Option(False, "--force", help="serve a run whose last `lawtune compare` failed its quality gate"),
 ) -> None:
     """Serve a model: OpenAI-compatible API (/v1/chat/completions, /v1/models), /healthz, /readyz, chat page at /.
 
@@ -91,6 +92,8 @@ def serve(
         problems = "; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in error.errors())
         raise LawtuneError(f"invalid serve options: {problems}") from None
     gateway.check_bind(host)  # keys or an explicit --open on loopback, said before anything loads
+    if model is not None:
+        _check_quality_gate(Path(model), force)
     # fail here, in one line, rather than after uvicorn has started
     if model is None:
         pass  # upstream only (ServeSettings checked one of the two is given)
@@ -112,6 +115,23 @@ def run_server(settings) -> None:
     typer.echo(f"lawtune serve: http://{settings.host}:{settings.port}/  (the model loads in the background; "
                f"GET /readyz says when it is ready)")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+def _check_quality_gate(run_dir: Path, force: bool) -> None:
+    """Refuse (or, with --force, warn loudly about) a run whose last gated `lawtune compare` failed."""
+    from lawtune.errors import LawtuneError
+    from lawtune.evaluation.gate import describe, read_verdict
+
+    verdict = read_verdict(run_dir) if run_dir.is_dir() else None
+    if verdict is None or verdict.get("passed"):
+        return
+    detail = describe(verdict) if verdict.get("checks") else verdict.get("error", "")
+    if not force:
+        raise LawtuneError(f"{run_dir} failed its quality gate in the last `lawtune compare` "
+                           f"({verdict.get('report') or run_dir / 'quality_gate.json'}):\n{detail}\n"
+                           "train it further, or serve it anyway with --force")
+    typer.secho(f"WARNING: serving {run_dir} although it failed its quality gate:\n{detail}",
+                fg=typer.colors.RED, bold=True, err=True)
 
 
 def register(app: typer.Typer) -> None:
