@@ -25,6 +25,7 @@ app = typer.Typer(
 def _register() -> None:
     from lawtune.data import cli as data_cli
     from lawtune.evaluation import cli as evaluation_cli
+    from lawtune.kb import cli as kb_cli
     from lawtune.modeling import cli as modeling_cli
     from lawtune.serving import cli as serving_cli
     from lawtune.training import cli as training_cli
@@ -35,6 +36,7 @@ def _register() -> None:
     training_cli.register(app)
     evaluation_cli.register(app)
     serving_cli.register(app)
+    kb_cli.register(app)
     demo.register(app)
 
 

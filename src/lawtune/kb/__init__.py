@@ -1,0 +1,50 @@
+"""Law-article knowledge base: parse statutes, index them with Q&A pairs, retrieve, check citations.
+
+    from lawtune.kb import open_store, format_context
+    from lawtune.kb.citations import CitationChecker
+
+    with open_store("kb.sqlite") as kb:                  # `lawtune kb build -o kb.sqlite` makes one
+        hits = kb.search("公司拖欠工资怎么办", k=5)        # [Hit(item=Item(...), score, exact)], best first
+        prompt_part = format_context(hits)               # numbered, labelled excerpts for a RAG prompt
+        checker = CitationChecker(kb.catalog())
+    verdicts = checker.check(answer)                     # [Verdict(citation, verdict, detail)]
+    summary = checker.summarize(answers)                 # precision, nonexistent rate, counts
+
+Modules, one job each: numerals (第一千零七十六 ↔ 1076), laws (LawRefBook Markdown → articles), tokenize,
+store (the interface and data types), sqlite_store (the embedded backend), retrieval (exact lookup, boosts),
+names (law names and aliases), repeals, citations, build (kb build / add), bundled (shipped laws), cli.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lawtune.kb.store import Catalog, Hit, Item, KnowledgeStore
+
+
+def open_store(location: str | Path) -> "KnowledgeStore":
+    """Open an existing knowledge base (a SQLite file path); LawtuneError if it is missing or not a KB."""
+    from lawtune.kb.sqlite_store import SqliteStore
+
+    return SqliteStore.open(location)
+
+
+def format_context(hits: list[Hit], max_chars: int = 300) -> str:
+    """Hits as numbered excerpts for a prompt: `[资料1] 《劳动合同法》第八十二条（2012-12-28）：…`.
+
+    Labelled 资料N (not 1. 2. …) so the model cannot mistake the list number for an article number;
+    each text is cut to `max_chars` characters with an ellipsis.
+    """
+    blocks = []
+    for n, hit in enumerate(hits, 1):
+        item = hit.item
+        text = item.text if len(item.text) <= max_chars else item.text[:max_chars] + "…"
+        if item.kind == "article":
+            version = f"（{item.version}）" if item.version else ""
+            blocks.append(f"[资料{n}] {item.cite()}{version}：{text}")
+        else:
+            blocks.append(f"[资料{n}] 问：{item.question}\n答：{text}")
+    return "\n".join(blocks)
+
+
+__all__ = ["Catalog", "Hit", "Item", "KnowledgeStore", "format_context", "open_store"]

@@ -1,0 +1,120 @@
+"""`lawtune kb build` and `lawtune kb add`: read law Markdown and Q&A JSONL into a knowledge base.
+
+    from lawtune.kb.build import build, add_files
+    build(["laws/", "out/train.jsonl"], "kb.sqlite")   # atomic: kb.sqlite appears complete or not at all
+    add_files("kb.sqlite", ["more_qa.jsonl"])           # searchable when it returns
+    build([], "kb.sqlite")                              # no sources: the laws bundled with lawtune
+
+Sources: `.md` files or folders of them (LawRefBook layout, see laws.py) become one item per article;
+`.jsonl` files in the conversations format `lawtune prepare` writes become one Q&A item per user/assistant pair.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from lawtune.errors import LawtuneError
+from lawtune.kb.laws import find_law_files, parse_law_file
+from lawtune.kb.sqlite_store import SqliteStore
+from lawtune.kb.store import Item
+from lawtune.kb.tokenize import DEFAULT_TOKENIZER
+
+Progress = Callable[[str, int], None]  # (file just read, items it gave)
+
+
+def build(sources: Iterable[str | Path], out: str | Path, *, tokenizer: str = DEFAULT_TOKENIZER,
+          progress: Progress | None = None) -> dict[str, int]:
+    """Build a new KB file at `out` (replacing any old one only when complete); returns items per kind."""
+    out = Path(out)
+    files = source_files(sources)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # SQLite writes by path, so build into a temporary sibling and rename it over `out` (atomic on POSIX)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        store = SqliteStore.create(tmp, tokenizer=tokenizer)
+        try:
+            store.add(_items_with_progress(files, progress))  # one transaction: far faster than one per file
+            counts = store.count()
+            if not counts:
+                raise LawtuneError(f"no articles or Q&A pairs in {', '.join(map(str, files))}; "
+                                   "give LawRefBook law Markdown files or conversations JSONL")
+            store.db.execute("VACUUM")
+        finally:
+            store.close()
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return counts
+
+
+def add_files(kb: str | Path, files: Iterable[str | Path], progress: Progress | None = None) -> int:
+    """Add laws / Q&A to an existing KB; each file is one transaction. Returns the number of items added."""
+    paths = source_files(files, bundled_if_empty=False)
+    total = 0
+    with SqliteStore.open(kb) as store:
+        for path in paths:
+            added = store.add(read_items(path))
+            total += added
+            if progress:
+                progress(str(path), added)
+    return total
+
+
+def source_files(sources: Iterable[str | Path], bundled_if_empty: bool = True) -> list[Path]:
+    """Law Markdown files (folders expanded) and .jsonl files, in the given order; bundled laws if none."""
+    sources = [Path(s) for s in sources]
+    if not sources:
+        if not bundled_if_empty:
+            raise LawtuneError("no files given; pass law Markdown files/folders or conversations .jsonl files")
+        from lawtune.kb.bundled import bundled_law_paths
+
+        return bundled_law_paths()
+    files: list[Path] = []
+    for source in sources:
+        if source.suffix == ".jsonl":
+            if not source.is_file():
+                raise LawtuneError(f"{source}: no such file (expected conversations JSONL from lawtune prepare)")
+            files.append(source)
+        elif source.is_dir() or source.suffix == ".md" or not source.exists():
+            files.extend(find_law_files([source]))
+        else:
+            raise LawtuneError(f"{source}: not a law Markdown file (.md), a folder of them, or a conversations .jsonl")
+    return files
+
+
+def _items_with_progress(files: list[Path], progress: Progress | None) -> Iterator[Item]:
+    for path in files:
+        count = 0
+        for item in read_items(path):
+            count += 1
+            yield item
+        if progress:
+            progress(str(path), count)
+
+
+def read_items(path: Path) -> Iterator[Item]:
+    if path.suffix == ".jsonl":
+        yield from qa_items(path)
+        return
+    law = parse_law_file(path)
+    for a in law.articles:
+        yield Item(kind="article", text=a.text, law=law.short_name, law_full=law.full_name, article=a.article,
+                   sub=a.sub, version=law.version, path=" / ".join(a.path), source=law.source)
+
+
+def qa_items(path: Path) -> Iterator[Item]:
+    """One item per user → assistant pair of each conversation (system turns dropped)."""
+    from lawtune.data.conversations import read_conversations
+
+    for messages in read_conversations(path):
+        turns = [m for m in messages if m["role"] != "system"]
+        for user, assistant in zip(turns[::2], turns[1::2]):
+            yield Item(kind="qa", text=assistant["content"], question=user["content"], source=path.name)

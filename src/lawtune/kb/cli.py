@@ -1,0 +1,170 @@
+"""Commands of the knowledge-base area: `lawtune kb build / add / search / check` (see docs/knowledge-base.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+kb_app = typer.Typer(help="Law-article knowledge base: build, add, search, check citations.", no_args_is_help=True)
+
+BUILD_HELP = """Index law articles (LawRefBook Markdown) and Q&A pairs (conversations JSONL) into one SQLite file.
+
+With no SRC, the laws bundled with lawtune (民法典, 刑法, 劳动法, 劳动合同法, 消费者权益保护法, 道路交通安全法, …).
+The file is written atomically: it appears complete or not at all.
+
+Example:
+
+    lawtune kb build -o kb.sqlite
+
+    lawtune kb build ../shared/data/raw/laws_lawrefbook out/train.jsonl -o kb.sqlite --force
+"""
+
+ADD_HELP = """Add laws or Q&A pairs to an existing knowledge base; searchable as soon as it returns (no rebuild).
+
+Example:
+
+    lawtune kb add kb.sqlite out/train.jsonl
+
+    lawtune kb add kb.sqlite laws/公司法(2023-12-29).md
+"""
+
+SEARCH_HELP = """Search a knowledge base: named articles first (劳动合同法第82条), then BM25 over law text.
+
+Example:
+
+    lawtune kb search kb.sqlite "离婚需要什么材料" -k 5
+
+    lawtune kb search kb.sqlite "民法典第一千零七十六条" --json
+"""
+
+CHECK_HELP = """Check every 《法名》第N条 citation in a file of answers: ok, outdated, repealed, nonexistent_article,
+unknown_law; prints counts, citation precision and the nonexistent-citation rate.
+
+Input: the predictions.jsonl of `lawtune eval` (field `prediction`), or a text file with one answer per line.
+
+Example:
+
+    lawtune kb check kb.sqlite runs/demo/eval/predictions.jsonl
+
+    lawtune kb check kb.sqlite answers.txt --json --details
+"""
+
+
+def build(
+    sources: Optional[list[Path]] = typer.Argument(None, help="law .md files / folders and conversations .jsonl files (default: the bundled laws)"),
+    out: Path = typer.Option(..., "--out", "-o", help="knowledge-base file to write"),
+    bundled: bool = typer.Option(False, "--bundled", help="also index the bundled laws when SRC is given"),
+    tokenizer: str = typer.Option("bigram", "--tokenizer", help="bigram | jieba | jieba+bigram (see docs/knowledge-base.md)"),
+    force: bool = typer.Option(False, "--force", help="replace an existing OUT"),
+) -> None:
+    from lawtune.errors import LawtuneError
+    from lawtune.kb.build import build as run_build, source_files
+    from lawtune.kb.bundled import bundled_law_paths
+
+    if out.exists() and not force:
+        raise LawtuneError(f"{out}: already exists; pass --force to replace it, or `lawtune kb add {out} FILE...`")
+    files = source_files(sources or [])
+    if sources and bundled:
+        files = bundled_law_paths() + files
+    with _progress(len(files), "indexing") as advance:
+        counts = run_build(files, out, tokenizer=tokenizer, progress=advance)
+    typer.echo(f"{out}: {counts.get('article', 0)} articles, {counts.get('qa', 0)} Q&A pairs from {len(files)} files")
+
+
+def add(
+    kb: Path = typer.Argument(..., help="knowledge-base file made by `lawtune kb build`"),
+    files: list[Path] = typer.Argument(..., help="law .md files / folders and conversations .jsonl files"),
+) -> None:
+    from lawtune.kb.build import add_files, source_files
+
+    paths = source_files(files, bundled_if_empty=False)
+    with _progress(len(paths), "adding") as advance:
+        added = add_files(kb, paths, progress=advance)
+    typer.echo(f"{kb}: added {added} items; searchable now")
+
+
+def search(
+    kb: Path = typer.Argument(..., help="knowledge-base file"),
+    query: str = typer.Argument(..., help="question, or a citation like 劳动合同法第82条"),
+    k: int = typer.Option(5, "-k", min=1, max=100, help="number of results"),
+    all_versions: bool = typer.Option(False, "--all-versions", help="include outdated versions and repealed laws"),
+    kind: str = typer.Option("all", "--kind", help="all | article | qa"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per line: law, article, sub, score, text, ..."),
+) -> None:
+    import json
+
+    from lawtune.errors import LawtuneError
+    from lawtune.kb import open_store
+
+    kinds = {"all": ("article", "qa"), "article": ("article",), "qa": ("qa",)}.get(kind)
+    if kinds is None:
+        raise LawtuneError(f"--kind {kind!r}: choose all, article or qa")
+    with open_store(kb) as store:
+        hits = store.search(query, k, current_only=not all_versions, kinds=kinds)
+    if as_json:
+        for hit in hits:
+            typer.echo(json.dumps(hit.to_json(), ensure_ascii=False))
+        return
+    if not hits:
+        typer.echo("no match")
+    for n, hit in enumerate(hits, 1):
+        item = hit.item
+        score = "exact" if hit.exact else f"{hit.score:.2f}"
+        where = f"{item.cite()} ({item.version}{'' if item.current else ', not current'})" if item.kind == "article" else f"Q&A: {item.question}"
+        typer.secho(f"{n}. {where}  score {score}", bold=True)
+        typer.echo(f"   {item.text}\n")
+
+
+def check(
+    kb: Path = typer.Argument(..., help="knowledge-base file"),
+    predictions: Path = typer.Argument(..., help="predictions.jsonl of `lawtune eval`, or a text file (one answer per line)"),
+    field: str = typer.Option("prediction", "--field", help="JSONL field holding the answer"),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
+    details: bool = typer.Option(False, "--details", help="also list every citation with its verdict"),
+) -> None:
+    import json
+
+    from lawtune.kb.check import check_file
+    from lawtune.kb.citations import VERDICTS
+
+    summary, rows = check_file(kb, predictions, field)
+    if as_json:
+        record = summary.to_json()
+        if details:
+            record["answers_detail"] = rows
+        typer.echo(json.dumps(record, ensure_ascii=False))
+        return
+    if details:
+        for row in rows:
+            for c in row["citations"]:
+                typer.echo(f"line {row['line']}: {c['text']}  {c['verdict']}  {c['detail']}")
+    typer.echo(f"answers: {summary.answers}, with citations: {summary.answers_with_citations}, citations: {summary.citations}")
+    for verdict in VERDICTS:
+        typer.echo(f"  {verdict:<20} {summary.verdicts[verdict]}")
+    typer.echo(f"citation precision: {summary.precision:.3f}   nonexistent-citation rate: {summary.nonexistent_rate:.3f}")
+
+
+def _progress(total: int, label: str):
+    """A rich progress bar over files; yields the callback build/add call after each file."""
+    import contextlib
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    @contextlib.contextmanager
+    def bar():
+        with Progress(TextColumn(f"{label} {{task.fields[file]}}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), transient=True) as progress:
+            task = progress.add_task(label, total=total, file="")
+            yield lambda path, count: progress.update(task, advance=1, file=Path(path).name)
+    return bar()
+
+
+def register(app: typer.Typer) -> None:
+    """Add this area's commands to the root app."""
+    kb_app.command("build", help=BUILD_HELP)(build)
+    kb_app.command("add", help=ADD_HELP)(add)
+    kb_app.command("search", help=SEARCH_HELP)(search)
+    kb_app.command("check", help=CHECK_HELP)(check)
+    app.add_typer(kb_app, name="kb")

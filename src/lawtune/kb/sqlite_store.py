@@ -1,0 +1,200 @@
+"""The embedded backend: one SQLite file, FTS5 with BM25 over lawtune's own Chinese tokens.
+
+    store = SqliteStore.create("kb.sqlite")          # new, empty; SqliteStore.open(path) for an existing one
+    store.add(items)                                 # committed and searchable when it returns
+    store.search("离婚需要什么材料", k=5)             # -> [Hit, ...]
+    store.close()
+
+Tables: `items` (one row per article / Q&A pair, all fields of `Item`), `items_fts` (contentless FTS5 over the
+tokenized law name, heading path or question, and text; rowid = items.id), `repeals` (which laws the texts
+say were repealed, and by what) and `meta` (format marker, tokenizer). FTS5 sees space-separated tokens made
+by `tokenize.py`, so the same function cuts documents and queries; `unicode61` only splits on the spaces.
+
+BM25 column weights (law name, path/question, text) = `WEIGHTS`; measured in benchmarks/kb_retrieval.py.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+from lawtune.errors import LawtuneError
+from lawtune.kb.repeals import STATIC_REPEALED, repealed_in
+from lawtune.kb.store import Catalog, Hit, Item, Kind, LawVersion
+from lawtune.kb.tokenize import DEFAULT_TOKENIZER, tokenize
+
+FORMAT = "lawtune-kb"
+FORMAT_VERSION = "1"
+WEIGHTS = (2.0, 1.0, 1.0)  # law name, path / question, text
+ITEM_FIELDS = ("kind", "text", "law", "law_full", "article", "sub", "version", "current", "path", "question", "source")
+
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE items (
+    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, text TEXT NOT NULL, law TEXT, law_full TEXT,
+    article INTEGER, sub INTEGER, version TEXT, current INTEGER NOT NULL, path TEXT, question TEXT, source TEXT
+);
+CREATE INDEX items_ref ON items (law_full, article, sub);
+CREATE INDEX items_law ON items (law, article, sub);
+CREATE TABLE repeals (law_full TEXT NOT NULL, by_law TEXT NOT NULL, by_version TEXT, by_cite TEXT NOT NULL,
+                      PRIMARY KEY (law_full, by_law));
+CREATE VIRTUAL TABLE items_fts USING fts5 (law, title, body, content='', tokenize='unicode61');
+"""
+
+
+class SqliteStore:
+    def __init__(self, connection: sqlite3.Connection, path: Path):
+        self.db = connection
+        self.path = path
+        meta = dict(self.db.execute("SELECT key, value FROM meta"))
+        self.tokenizer = meta.get("tokenizer", DEFAULT_TOKENIZER)
+        self._retriever = None  # built on first search, dropped on add (it caches law names)
+
+    # ---- open / create -------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | Path, tokenizer: str = DEFAULT_TOKENIZER) -> "SqliteStore":
+        path = Path(path)
+        if path.exists():
+            raise LawtuneError(f"{path}: already exists; `lawtune kb add` adds to it, or pick another -o path")
+        tokenize("", tokenizer)  # fail early on an unknown scheme
+        db = sqlite3.connect(path)
+        db.executescript(SCHEMA)
+        db.executemany("INSERT INTO meta VALUES (?, ?)",
+                       [("format", FORMAT), ("format_version", FORMAT_VERSION), ("tokenizer", tokenizer)])
+        db.commit()
+        return cls(db, path)
+
+    @classmethod
+    def open(cls, path: str | Path) -> "SqliteStore":
+        path = Path(path)
+        if not path.is_file():
+            raise LawtuneError(f"{path}: no such knowledge base; build one with `lawtune kb build -o {path}`")
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=rw", uri=True)
+            meta = dict(db.execute("SELECT key, value FROM meta"))
+        except sqlite3.DatabaseError as error:
+            raise LawtuneError(f"{path}: not a lawtune knowledge base ({error}); build one with `lawtune kb build`") from error
+        if meta.get("format") != FORMAT:
+            raise LawtuneError(f"{path}: not a lawtune knowledge base (no format marker); build one with `lawtune kb build`")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise LawtuneError(f"{path}: knowledge-base format {meta.get('format_version')}, this lawtune reads "
+                               f"{FORMAT_VERSION}; rebuild it with `lawtune kb build`")
+        return cls(db, path)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "SqliteStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- write ---------------------------------------------------------------------------------------
+
+    def add(self, items: Iterable[Item]) -> int:
+        """Insert items, update which versions are current, commit: searchable when this returns."""
+        count, touched = 0, set()
+        with self.db:  # one transaction: all or nothing
+            for item in items:
+                cursor = self.db.execute(
+                    f"INSERT INTO items ({', '.join(ITEM_FIELDS)}) VALUES ({', '.join('?' * len(ITEM_FIELDS))})",
+                    [getattr(item, f) for f in ITEM_FIELDS])
+                title = item.question if item.kind == "qa" else item.path
+                self.db.execute("INSERT INTO items_fts (rowid, law, title, body) VALUES (?, ?, ?, ?)", (
+                    cursor.lastrowid, " ".join(tokenize(f"{item.law} {item.law_full}", self.tokenizer)),
+                    " ".join(tokenize(title, self.tokenizer)), " ".join(tokenize(item.text, self.tokenizer))))
+                if item.kind == "article":
+                    touched.add(item.law_full)
+                    for target in repealed_in(item.text):
+                        touched.add(target)
+                        self.db.execute("INSERT OR IGNORE INTO repeals VALUES (?, ?, ?, ?)",
+                                        (target, item.law_full, item.version, item.cite()))
+                count += 1
+            self._update_current(touched)
+        self._retriever = None
+        return count
+
+    def _update_current(self, laws: set[str]) -> None:
+        """current = newest version of a law, unless a later law's text repealed it (see repeals.py)."""
+        for law in laws:
+            versions = [v for (v,) in self.db.execute(
+                "SELECT DISTINCT version FROM items WHERE law_full = ? AND kind = 'article'", (law,))]
+            if not versions:
+                continue  # a repeal target the KB does not hold
+            newest = max(versions)
+            repealed = any((by_version or "") > newest for (by_version,) in self.db.execute(
+                "SELECT by_version FROM repeals WHERE law_full = ? AND by_law != law_full", (law,)))
+            for version in versions:
+                current = int(version == newest and not repealed)
+                self.db.execute("UPDATE items SET current = ? WHERE law_full = ? AND version = ? AND kind = 'article' "
+                                "AND current != ?", (current, law, version, current))
+
+    # ---- read ----------------------------------------------------------------------------------------
+
+    def text_search(self, query: str, k: int, *, current_only: bool = True, laws: Iterable[str] = (),
+                    kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:
+        tokens = list(dict.fromkeys(tokenize(query, self.tokenizer)))  # unique, in order
+        if not tokens:
+            return []
+        match = " OR ".join('"' + t.replace('"', '""') + '"' for t in tokens)
+        kinds, laws = list(kinds), list(laws)
+        where = [f"i.kind IN ({', '.join('?' * len(kinds))})"]
+        params: list = [match, *kinds]
+        if current_only:
+            where.append("i.current = 1")
+        if laws:
+            where.append(f"i.law_full IN ({', '.join('?' * len(laws))})")
+            params += laws
+        rows = self.db.execute(
+            f"SELECT {', '.join('i.' + f for f in ITEM_FIELDS)}, bm25(items_fts, {', '.join(map(str, WEIGHTS))}) AS s "
+            f"FROM items_fts JOIN items i ON i.id = items_fts.rowid "
+            f"WHERE items_fts MATCH ? AND {' AND '.join(where)} ORDER BY s LIMIT ?", [*params, k]).fetchall()
+        return [Hit(item=_item(row[:-1]), score=-row[-1]) for row in rows]
+
+    def search(self, query: str, k: int = 5, *, current_only: bool = True,
+               kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:
+        from lawtune.kb.retrieval import Retriever
+
+        if self._retriever is None:
+            self._retriever = Retriever(self)
+        return self._retriever.search(query, k, current_only=current_only, kinds=kinds)
+
+    def lookup(self, law: str, article: int, sub: int = 0, version: str | None = None) -> Item | None:
+        sql = (f"SELECT {', '.join(ITEM_FIELDS)} FROM items WHERE kind = 'article' AND (law_full = ? OR law = ?) "
+               f"AND article = ? AND sub = ?")
+        params: list = [law, law, article, sub]
+        if version is not None:
+            sql += " AND version = ?"
+            params.append(version)
+        # the current version first, then the newest
+        row = self.db.execute(sql + " ORDER BY current DESC, version DESC LIMIT 1", params).fetchone()
+        return _item(row) if row else None
+
+    def catalog(self) -> Catalog:
+        articles: dict[tuple[str, str], set[tuple[int, int]]] = {}
+        info: dict[tuple[str, str], tuple[str, bool]] = {}
+        for law_full, law, version, current, article, sub in self.db.execute(
+                "SELECT law_full, law, version, current, article, sub FROM items WHERE kind = 'article'"):
+            articles.setdefault((law_full, version), set()).add((article, sub))
+            info[(law_full, version)] = (law, bool(current))
+        versions: dict[str, list[LawVersion]] = {}
+        for (law_full, version), (law, current) in sorted(info.items(), key=lambda kv: kv[0][1], reverse=True):
+            versions.setdefault(law_full, []).append(
+                LawVersion(law_full, law, version, current, frozenset(articles[(law_full, version)])))
+        repealed = dict(STATIC_REPEALED)
+        for law_full, by_law, by_cite in self.db.execute("SELECT law_full, by_law, by_cite FROM repeals"):
+            if by_law != law_full and not any(v.current for v in versions.get(law_full, [])):
+                repealed[law_full] = by_cite
+        return Catalog(versions=versions, repealed=repealed)
+
+    def count(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT kind, COUNT(*) FROM items GROUP BY kind"))
+
+
+def _item(row) -> Item:
+    data = dict(zip(ITEM_FIELDS, row))
+    data["current"] = bool(data["current"])
+    return Item(**data)

@@ -1,0 +1,109 @@
+"""The knowledge-store interface: what every backend (SQLite now, PostgreSQL later) provides.
+
+    from lawtune.kb import open_store
+    with open_store("kb.sqlite") as kb:
+        for hit in kb.search("公司拖欠工资怎么办", k=5):
+            print(hit.item.cite(), hit.score, hit.item.text[:60])
+        item = kb.lookup("劳动合同法", 82)           # newest current version; None if absent
+        catalog = kb.catalog()                       # what the citation check needs
+
+A backend is any class with the methods of `KnowledgeStore` below; no base class to inherit. The data it
+holds are `Item`s (one law article or one Q&A pair); search returns `Hit`s, best first. Retrieval logic that
+does not depend on the engine (reference detection, law-name boosts, re-ranking) lives in `retrieval.py`
+and works on top of a backend's `text_search` and `lookup`, so a new backend only implements storage and
+full-text ranking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Protocol
+
+from lawtune.kb.numerals import to_chinese
+
+Kind = Literal["article", "qa"]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One piece of knowledge. Articles carry law/article/version; Q&A pairs carry question and answer."""
+
+    kind: Kind
+    text: str  # article text (starts with 第X条) or the answer of a Q&A pair
+    law: str = ""  # short name: 劳动合同法
+    law_full: str = ""  # full name: 中华人民共和国劳动合同法
+    article: int = 0
+    sub: int = 0  # 之N, 0 for a plain article
+    version: str = ""  # YYYY-MM-DD
+    current: bool = True  # newest version of a law still in force (always True for Q&A)
+    path: str = ""  # 编 / 章 / 节 headings, " / "-joined
+    question: str = ""  # Q&A only
+    source: str = ""  # file it came from
+
+    def cite(self) -> str:
+        """《劳动合同法》第八十二条 for an article, the question for a Q&A pair."""
+        if self.kind != "article":
+            return self.question
+        sub = f"之{to_chinese(self.sub)}" if self.sub else ""
+        return f"《{self.law}》第{to_chinese(self.article)}条{sub}"
+
+
+@dataclass(frozen=True)
+class Hit:
+    item: Item
+    score: float  # higher is better; comparable only within one search
+    exact: bool = False  # the question named this article (exact lookup), not a text match
+
+    def to_json(self) -> dict:
+        """Flat record as `lawtune kb search --json` prints it: law, article, sub, score, text first."""
+        data = asdict(self.item)
+        record = {k: data.pop(k) for k in ("law", "article", "sub")}
+        record.update(score=round(self.score, 4), text=data.pop("text"), exact=self.exact, **data)
+        return record
+
+
+@dataclass(frozen=True)
+class LawVersion:
+    full_name: str
+    short_name: str
+    version: str
+    current: bool
+    articles: frozenset[tuple[int, int]] = field(default=frozenset(), repr=False)  # (article, sub)
+
+
+@dataclass
+class Catalog:
+    """Which laws, versions and articles a store holds, and which laws the texts say were repealed."""
+
+    versions: dict[str, list[LawVersion]]  # full name → versions, newest first
+    repealed: dict[str, str]  # full name of a repealed law → what repealed it (e.g. 《民法典》第一千二百六十条)
+
+    def current(self, full_name: str) -> LawVersion | None:
+        return next((v for v in self.versions.get(full_name, []) if v.current), None)
+
+
+class KnowledgeStore(Protocol):
+    """What a backend provides. Scores: higher is better. `current_only` hides outdated/repealed versions."""
+
+    def add(self, items: Iterable[Item]) -> int:
+        """Store items; searchable as soon as this returns (no rebuild). Returns how many were added."""
+
+    def text_search(self, query: str, k: int, *, current_only: bool = True, laws: Iterable[str] = (),
+                    kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:
+        """Plain full-text ranking (BM25 or the engine's equivalent), optionally limited to some laws (full names)."""
+
+    def search(self, query: str, k: int = 5, *, current_only: bool = True,
+               kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:
+        """The retrieval users get: named articles first, then law-aware, re-ranked text matches."""
+
+    def lookup(self, law: str, article: int, sub: int = 0, version: str | None = None) -> Item | None:
+        """One article by law (short or full name), number, 之N. version None: the current version's article,
+        else the newest version that has it (check `item.current`); None if no version has it."""
+
+    def catalog(self) -> Catalog: ...
+
+    def count(self) -> dict[str, int]:
+        """Items per kind."""
+
+    def close(self) -> None: ...

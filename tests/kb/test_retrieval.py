@@ -1,0 +1,82 @@
+"""Retrieval through the `KnowledgeStore` interface only: runs unchanged on every backend in conftest.BACKENDS."""
+
+import pytest
+
+from lawtune.kb import Item, format_context
+
+MARRIAGE_REGISTRATION = {1049, 1076, 1077, 1078, 1080}
+
+
+def test_counts_and_current_versions(kb):
+    assert kb.count()["article"] > 2000
+    catalog = kb.catalog()
+    accounting = catalog.versions["中华人民共和国会计法"]
+    assert [v.version for v in accounting] == ["2024-06-28", "2017-11-04"]
+    assert [v.current for v in accounting] == [True, False]
+    # 民法典 第一千二百六十条 says these were repealed; the KB read it from the text
+    assert "第一千二百六十条" in catalog.repealed["中华人民共和国合同法"]
+    assert "中华人民共和国婚姻法" in catalog.repealed
+
+
+def test_divorce_question_finds_marriage_registration_articles(kb):
+    hits = kb.search("离婚需要什么材料", k=3)
+    assert any(h.item.law == "民法典" and h.item.article in MARRIAGE_REGISTRATION for h in hits)
+
+
+@pytest.mark.parametrize("query, law, article, sub", [
+    ("民法典第一千零七十六条", "民法典", 1076, 0),
+    ("劳动合同法第82条", "劳动合同法", 82, 0),
+    ("《中华人民共和国劳动合同法》第八十二条", "劳动合同法", 82, 0),
+    ("刑法第十七条之一是怎么规定的？", "刑法", 17, 1),
+    ("依照中华人民共和国刑法第133条之一", "刑法", 133, 1),
+])
+def test_named_article_comes_first(kb, query, law, article, sub):
+    first = kb.search(query, k=3)[0]
+    assert (first.item.law, first.item.article, first.item.sub, first.exact) == (law, article, sub, True)
+    assert first.score > kb.search(query, k=3)[1].score
+
+
+def test_lookup_versions(kb):
+    fallback = kb.lookup("会计法", 52)  # only in the 2017 version: returned, marked not current
+    assert (fallback.version, fallback.current) == ("2017-11-04", False)
+    old = kb.lookup("中华人民共和国会计法", 52, version="2017-11-04")
+    assert old is not None and not old.current
+    assert kb.lookup("会计法", 1).version == "2024-06-28"  # default: the current version
+    assert kb.lookup("劳动合同法", 999) is None
+
+
+def test_search_hides_outdated_versions_by_default(kb):
+    hits = kb.search("会计法 会计工作", k=20)
+    assert hits and all(h.item.current for h in hits)
+
+
+def test_named_law_is_boosted(kb):
+    hits = kb.search("劳动合同法 试用期 工资", k=3)
+    assert all(h.item.law == "劳动合同法" for h in hits)
+
+
+def test_add_makes_items_searchable_without_rebuild(writable_kb):
+    assert not any(h.item.kind == "qa" for h in writable_kb.search("宠物狗咬伤邻居", k=5))
+    added = writable_kb.add([Item(kind="qa", question="宠物狗咬伤邻居怎么赔偿？",
+                                  text="饲养的动物造成他人损害的，动物饲养人应当承担侵权责任。")])
+    assert added == 1
+    hits = writable_kb.search("宠物狗咬伤邻居", k=3)
+    assert hits[0].item.kind == "qa" and hits[0].item.question.startswith("宠物狗")
+    assert writable_kb.count()["qa"] == 1
+
+
+def test_adding_a_newer_version_makes_the_old_one_outdated(writable_kb):
+    old = writable_kb.lookup("劳动合同法", 82)
+    writable_kb.add([Item(kind="article", text="第八十二条 新版本的条文。", law="劳动合同法",
+                          law_full="中华人民共和国劳动合同法", article=82, version="2099-01-01")])
+    assert writable_kb.lookup("劳动合同法", 82).version == "2099-01-01"
+    assert not writable_kb.lookup("劳动合同法", 82, version=old.version).current
+
+
+def test_hit_json_fields_and_context(kb):
+    hit = kb.search("劳动合同法第82条", k=1)[0]
+    record = hit.to_json()
+    assert list(record)[:5] == ["law", "article", "sub", "score", "text"]
+    assert (record["law"], record["article"], record["sub"]) == ("劳动合同法", 82, 0)
+    context = format_context([hit], max_chars=20)
+    assert context.startswith("[资料1] 《劳动合同法》第八十二条（2012-12-28）：") and context.endswith("…")
