@@ -47,7 +47,7 @@ def test_serve_refuses_a_run_that_failed_its_gate_unless_forced(tmp_path, capsys
 
     verdict = Gate(max_loops_pct=10).check(_record(10, 0, 5, 30), _record(20, 90, 40, 30))
     write_verdict(tmp_path, verdict)
-    with pytest.raises(LawtuneError, match=r"failed its quality gate.*looping answers % ≤ 10: 40.*--force"):
+    with pytest.raises(LawtuneError, match=r"(?s)failed its quality gate.*looping answers % ≤ 10: 40.*--force"):
         _check_quality_gate(tmp_path, force=False)
     _check_quality_gate(tmp_path, force=True)  # serves, with a loud warning
     assert "WARNING: serving" in capsys.readouterr().err
