@@ -7,9 +7,12 @@
    《中华人民共和国劳动合同法》第八十二条, 第十七条之一) are looked up exactly and lead the list (`exact=True`).
 2. Named laws: when the question names a law, that law's articles are searched too and their scores are
    multiplied by `LAW_BOOST`, so they outrank same-score articles of other laws.
-3. Crimes: a question that names a crime (盗窃, 诈骗, 故意伤害 … from `CRIMES`) boosts 刑法 articles whose
-   text mentions it by `CRIME_BOOST`: layperson scenarios rarely name 刑法, but they do name the act.
-The boosts were measured on LawBench 3-2 with benchmarks/kb_retrieval.py (numbers in docs/knowledge-base.md).
+3. The rest is the backend's BM25 (law name weighted ×2), current versions only unless asked otherwise.
+
+Measured on LawBench 3-2 with benchmarks/kb_retrieval.py (docs/knowledge-base.md): re-ranking the top 100 by
+law-level score aggregation, law-name-core matches, query-term coverage and pseudo-relevance feedback each
+moved recall@5 by less than ±0.01 or lowered it, so none is kept; 3-2 questions name no law (the boost
+above is for users who do) and only 13 of 487 cite 刑法, so crime-name detection has nothing to act on there.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from lawtune.kb.names import LawNames
 from lawtune.kb.store import Hit, Kind
 
 LAW_BOOST = 1.5
-CRIME_BOOST = 1.0
 POOL = 100  # candidates re-ranked per search
 
 

@@ -27,6 +27,9 @@ from lawtune.kb.tokenize import DEFAULT_TOKENIZER, tokenize
 FORMAT = "lawtune-kb"
 FORMAT_VERSION = "1"
 WEIGHTS = (2.0, 1.0, 1.0)  # law name, path / question, text
+# Query tokens in more than this share of items (规定, 应当, 人民 …) are dropped from the query: they barely move
+# BM25 but their long posting lists dominate query time.
+MAX_DF = 0.1
 ITEM_FIELDS = ("kind", "text", "law", "law_full", "article", "sub", "version", "current", "path", "question", "source")
 
 SCHEMA = """
@@ -50,6 +53,10 @@ class SqliteStore:
         meta = dict(self.db.execute("SELECT key, value FROM meta"))
         self.tokenizer = meta.get("tokenizer", DEFAULT_TOKENIZER)
         self._retriever = None  # built on first search, dropped on add (it caches law names)
+        self._df: dict[str, int] = {}  # document frequency per token, for MAX_DF; reset on add
+        self._items = 0
+        # fts5vocab reads FTS5's term statistics; TEMP so that opening a KB never writes to the file
+        self.db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.items_vocab USING fts5vocab(main, items_fts, 'row')")
 
     # ---- open / create -------------------------------------------------------------------------------
 
@@ -115,6 +122,7 @@ class SqliteStore:
                 count += 1
             self._update_current(touched)
         self._retriever = None
+        self._df, self._items = {}, 0
         return count
 
     def _update_current(self, laws: set[str]) -> None:
@@ -136,7 +144,7 @@ class SqliteStore:
 
     def text_search(self, query: str, k: int, *, current_only: bool = True, laws: Iterable[str] = (),
                     kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:
-        tokens = list(dict.fromkeys(tokenize(query, self.tokenizer)))  # unique, in order
+        tokens = self._query_tokens(query)
         if not tokens:
             return []
         match = " OR ".join('"' + t.replace('"', '""') + '"' for t in tokens)
@@ -153,6 +161,17 @@ class SqliteStore:
             f"FROM items_fts JOIN items i ON i.id = items_fts.rowid "
             f"WHERE items_fts MATCH ? AND {' AND '.join(where)} ORDER BY s LIMIT ?", [*params, k]).fetchall()
         return [Hit(item=_item(row[:-1]), score=-row[-1]) for row in rows]
+
+    def _query_tokens(self, query: str) -> list[str]:
+        tokens = list(dict.fromkeys(tokenize(query, self.tokenizer)))  # unique, in order
+        if not self._items:
+            self._items = self.db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+        for token in tokens:
+            if token not in self._df:
+                row = self.db.execute("SELECT doc FROM temp.items_vocab WHERE term = ?", (token,)).fetchone()
+                self._df[token] = row[0] if row else 0
+        kept = [t for t in tokens if 0 < self._df[t] <= MAX_DF * self._items]
+        return kept or [t for t in tokens if self._df[t]]  # a query of common words only: keep them
 
     def search(self, query: str, k: int = 5, *, current_only: bool = True,
                kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:
