@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "raw"
 sys.path.insert(0, str(ROOT / "src"))
 
-from lawtune.kb import retrieval  # noqa: E402
+from lawtune.kb import retrieval, sqlite_store  # noqa: E402
 from lawtune.kb.build import build  # noqa: E402
 from lawtune.kb.citations import find_citations  # noqa: E402
 from lawtune.kb.names import LawNames  # noqa: E402
@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--keep", help="keep the built index at this path")
     parser.add_argument("--plain", action="store_true", help="BM25 alone (text_search), no boosts")
     parser.add_argument("--all-versions", action="store_true", help="search outdated versions too")
+    parser.add_argument("--weights", help="BM25 column weights law,path,text (default: sqlite_store.WEIGHTS)")
     parser.add_argument("--limit", type=int, default=0)
     args = parser.parse_args()
 
@@ -64,6 +65,8 @@ def main() -> None:
         build_s = time.perf_counter() - start
         print(f"build: {counts} in {build_s:.1f} s ({kb_path.stat().st_size / 1e6:.0f} MB, tokenizer {args.tokenizer})")
 
+    if args.weights:
+        sqlite_store.WEIGHTS = tuple(float(w) for w in args.weights.split(","))
     store = SqliteStore.open(kb_path)
     catalog = store.catalog()
     names = LawNames([*catalog.versions, *catalog.repealed])
@@ -96,6 +99,7 @@ def main() -> None:
     print(f"questions: {evaluated} evaluated, {unresolved} skipped (cited article not in the index)")
     print(f"query ms: median {statistics.median(times):.1f}, p95 {times[int(len(times) * 0.95)]:.1f}")
     mode = "plain BM25" if args.plain else f"search (law boost {retrieval.LAW_BOOST})"
+    mode += f", weights {sqlite_store.WEIGHTS}, {'all versions' if args.all_versions else 'current versions'}"
     print(f"{mode}, tokenizer {store.tokenizer}:")
     print("  recall@k article: " + "  ".join(f"@{k} {hits_article[k] / evaluated:.3f}" for k in KS))
     print("  recall@k law:     " + "  ".join(f"@{k} {hits_law[k] / evaluated:.3f}" for k in KS))

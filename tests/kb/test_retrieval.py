@@ -80,3 +80,14 @@ def test_hit_json_fields_and_context(kb):
     assert (record["law"], record["article"], record["sub"]) == ("劳动合同法", 82, 0)
     context = format_context([hit], max_chars=20)
     assert context.startswith("[资料1] 《劳动合同法》第八十二条（2012-12-28）：") and context.endswith("…")
+
+
+def test_search_from_several_threads(kb):
+    # a server shares one store between request threads
+    from concurrent.futures import ThreadPoolExecutor
+
+    queries = ["劳动合同法第82条", "离婚需要什么材料", "交通事故 责任", "消费者 退货"] * 3
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda q: kb.search(q, k=3), queries))
+    assert all(len(hits) == 3 for hits in results)
+    assert results[0][0].item.article == 82

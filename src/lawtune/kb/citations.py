@@ -40,7 +40,8 @@ _REF = rf"第\s*({_N})\s*条(?:之({_N}))?(?:第?[（(]?{_N}[)）]?[款项])*"
 _SEP = r"\s*(?:至|到|、|，|,|和|及|以及|或者|或|与|-|—|～|~)\s*"
 REF_RE = re.compile(_REF)
 # article references right after a law name: 》 / 的规定 / 规定 may sit between
-REFS_RE = re.compile(rf"[》\s]*(?:的规定|规定的|规定|的)?\s*{_REF}(?:{_SEP}{_REF})*")
+# (民法典 may be cited by 编: 《民法典》婚姻家庭编第一千零七十六条)
+REFS_RE = re.compile(rf"[》\s]*(?:[\u4e00-\u9fff]{{1,6}}编)?(?:的规定|规定的|规定|的)?\s*{_REF}(?:{_SEP}{_REF})*")
 BRACKETED_RE = re.compile(r"《([^《》\n]{1,60})》")
 LAW_LIKE_RE = re.compile(r"(法|法典|条例|规定|解释|办法|细则|决定|规则|通则)(（[^（）]*）)?$")
 

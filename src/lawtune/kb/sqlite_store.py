@@ -15,7 +15,9 @@ BM25 column weights (law name, path/question, text) = `WEIGHTS`; measured in ben
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -50,6 +52,8 @@ class SqliteStore:
     def __init__(self, connection: sqlite3.Connection, path: Path):
         self.db = connection
         self.path = path
+        # one connection shared by the threads of a server: sqlite3 objects are not safe for concurrent use
+        self.lock = threading.RLock()
         meta = dict(self.db.execute("SELECT key, value FROM meta"))
         self.tokenizer = meta.get("tokenizer", DEFAULT_TOKENIZER)
         self._retriever = None  # built on first search, dropped on add (it caches law names)
@@ -66,7 +70,7 @@ class SqliteStore:
         if path.exists():
             raise LawtuneError(f"{path}: already exists; `lawtune kb add` adds to it, or pick another -o path")
         tokenize("", tokenizer)  # fail early on an unknown scheme
-        db = sqlite3.connect(path)
+        db = sqlite3.connect(path, check_same_thread=False)
         db.executescript(SCHEMA)
         db.executemany("INSERT INTO meta VALUES (?, ?)",
                        [("format", FORMAT), ("format_version", FORMAT_VERSION), ("tokenizer", tokenizer)])
@@ -79,7 +83,8 @@ class SqliteStore:
         if not path.is_file():
             raise LawtuneError(f"{path}: no such knowledge base; build one with `lawtune kb build -o {path}`")
         try:
-            db = sqlite3.connect(f"file:{path}?mode=rw", uri=True)
+            mode = "rw" if os.access(path, os.W_OK) else "ro"  # a read-only KB can still be searched
+            db = sqlite3.connect(f"file:{path}?mode={mode}", uri=True, check_same_thread=False)
             meta = dict(db.execute("SELECT key, value FROM meta"))
         except sqlite3.DatabaseError as error:
             raise LawtuneError(f"{path}: not a lawtune knowledge base ({error}); build one with `lawtune kb build`") from error
@@ -104,7 +109,7 @@ class SqliteStore:
     def add(self, items: Iterable[Item]) -> int:
         """Insert items, update which versions are current, commit: searchable when this returns."""
         count, touched = 0, set()
-        with self.db:  # one transaction: all or nothing
+        with self.lock, self.db:  # one transaction: all or nothing
             for item in items:
                 cursor = self.db.execute(
                     f"INSERT INTO items ({', '.join(ITEM_FIELDS)}) VALUES ({', '.join('?' * len(ITEM_FIELDS))})",
@@ -144,11 +149,14 @@ class SqliteStore:
 
     def text_search(self, query: str, k: int, *, current_only: bool = True, laws: Iterable[str] = (),
                     kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:
+        with self.lock:
+            return self._text_search(query, k, current_only, list(laws), list(kinds))
+
+    def _text_search(self, query: str, k: int, current_only: bool, laws: list[str], kinds: list[str]) -> list[Hit]:
         tokens = self._query_tokens(query)
         if not tokens:
             return []
         match = " OR ".join('"' + t.replace('"', '""') + '"' for t in tokens)
-        kinds, laws = list(kinds), list(laws)
         where = [f"i.kind IN ({', '.join('?' * len(kinds))})"]
         params: list = [match, *kinds]
         if current_only:
@@ -189,10 +197,15 @@ class SqliteStore:
             sql += " AND version = ?"
             params.append(version)
         # the current version first, then the newest
-        row = self.db.execute(sql + " ORDER BY current DESC, version DESC LIMIT 1", params).fetchone()
+        with self.lock:
+            row = self.db.execute(sql + " ORDER BY current DESC, version DESC LIMIT 1", params).fetchone()
         return _item(row) if row else None
 
     def catalog(self) -> Catalog:
+        with self.lock:
+            return self._catalog()
+
+    def _catalog(self) -> Catalog:
         articles: dict[tuple[str, str], set[tuple[int, int]]] = {}
         info: dict[tuple[str, str], tuple[str, bool]] = {}
         for law_full, law, version, current, article, sub in self.db.execute(
@@ -210,7 +223,8 @@ class SqliteStore:
         return Catalog(versions=versions, repealed=repealed)
 
     def count(self) -> dict[str, int]:
-        return dict(self.db.execute("SELECT kind, COUNT(*) FROM items GROUP BY kind"))
+        with self.lock:
+            return dict(self.db.execute("SELECT kind, COUNT(*) FROM items GROUP BY kind"))
 
 
 def _item(row) -> Item:
