@@ -91,3 +91,14 @@ def test_search_from_several_threads(kb):
         results = list(pool.map(lambda q: kb.search(q, k=3), queries))
     assert all(len(hits) == 3 for hits in results)
     assert results[0][0].item.article == 82
+
+
+def test_statute_outranks_a_regulation_with_the_same_text(writable_kb):
+    text = "第九十九条 养蜂人应当为蜂箱设置明显的警示标志。"
+    writable_kb.add([
+        Item(kind="article", text=text, law="养蜂管理条例", law_full="养蜂管理条例", article=99, version="2020-01-01"),
+        Item(kind="article", text=text, law="养蜂法", law_full="中华人民共和国养蜂法", article=99, version="2020-01-01"),
+    ])
+    hits = writable_kb.search("蜂箱警示标志", k=2, kinds=("article",))
+    assert [h.item.law for h in hits] == ["养蜂法", "养蜂管理条例"]
+    assert hits[0].score > hits[1].score

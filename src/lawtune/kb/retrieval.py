@@ -7,7 +7,11 @@
    《中华人民共和国劳动合同法》第八十二条, 第十七条之一) are looked up exactly and lead the list (`exact=True`).
 2. Named laws: when the question names a law, that law's articles are searched too and their scores are
    multiplied by `LAW_BOOST`, so they outrank same-score articles of other laws.
-3. The rest is the backend's BM25 (law name weighted ×2), current versions only unless asked otherwise.
+3. Statutes first: articles of laws passed by the NPC (中华人民共和国…法 / 法典) get ×`STATUTE_BOOST` over
+   regulations, rules and judicial interpretations of the same text score. That is the order of legal
+   authority, and answers cite the statute: 86 % of LawBench 3-2's cited articles are statute articles, while
+   the index of all of LawRefBook is mostly other documents. recall@5 0.624 → 0.66 (current versions).
+4. The rest is the backend's BM25 (law name weighted ×2), current versions only unless asked otherwise.
 
 Measured on LawBench 3-2 with benchmarks/kb_retrieval.py (docs/knowledge-base.md): re-ranking the top 100 by
 law-level score aggregation, law-name-core matches, query-term coverage and pseudo-relevance feedback each
@@ -17,6 +21,7 @@ above is for users who do) and only 13 of 487 cite 刑法, so crime-name detecti
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from lawtune.kb.citations import find_citations
@@ -24,6 +29,8 @@ from lawtune.kb.names import LawNames
 from lawtune.kb.store import Hit, Kind
 
 LAW_BOOST = 1.5
+STATUTE_BOOST = 1.3
+STATUTE_RE = re.compile(r"^中华人民共和国.*(法|法典)(（[^（）]*）)?$")
 POOL = 100  # candidates re-ranked per search
 
 
@@ -66,4 +73,6 @@ class Retriever:
         score = hit.score
         if hit.item.law_full in named:
             score *= LAW_BOOST
+        if STATUTE_RE.match(hit.item.law_full):
+            score *= STATUTE_BOOST
         return Hit(hit.item, score, hit.exact)
