@@ -45,11 +45,12 @@ def test_penalty_arithmetic():
     answer = [0, 1, 1, 3]
     rep = penalize(logits, answer, DecodingPolicy(repetition_penalty=2.0), [3])
     assert rep.tolist() == [1.0, -4.0, 1.0, 0.5]  # HF's formula on answer tokens; token 3 is a stop token
-    freq = penalize(logits, answer, DecodingPolicy(frequency_penalty=0.5, presence_penalty=0.25), [])
+    off = DecodingPolicy(repetition_penalty=1.0)  # the default penalizes: switch it off to test one knob at a time
+    freq = penalize(logits, answer, DecodingPolicy(repetition_penalty=1.0, frequency_penalty=0.5, presence_penalty=0.25), [])
     assert freq.tolist() == [2.0 - 0.5 - 0.25, -2.0 - 1.0 - 0.25, 1.0, 0.5 - 0.5 - 0.25]
-    ngram = penalize(logits, [2, 0, 1, 2], DecodingPolicy(no_repeat_ngram_size=2), [])
+    ngram = penalize(logits, [2, 0, 1, 2], DecodingPolicy(repetition_penalty=1.0, no_repeat_ngram_size=2), [])
     assert ngram[0] == float("-inf") and ngram[1:].tolist() == [-2.0, 1.0, 0.5]  # "2 0" exists: 0 after 2 banned
-    assert penalize(logits, answer, DecodingPolicy(), []) is logits  # off: untouched
+    assert penalize(logits, answer, off, []) is logits  # off: untouched
     assert logits.tolist() == [2.0, -2.0, 1.0, 0.5]  # never in place
 
 

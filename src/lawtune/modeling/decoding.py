@@ -54,7 +54,7 @@ STREAM_HOLD_CHARS = 200
 class DecodingPolicy:
     """How answers are decoded besides greedy/sampling. Defaults measured with benchmarks/decoding_sweep.py."""
 
-    repetition_penalty: float = 1.0  # HF-style: divides a positive logit (multiplies a negative one); 1 = off
+    repetition_penalty: float = 1.2  # HF-style: divides a positive logit (multiplies a negative one); 1 = off
     frequency_penalty: float = 0.0  # OpenAI: minus this × the token's count in the answer so far
     presence_penalty: float = 0.0  # OpenAI: minus this once the token occurs in the answer
     no_repeat_ngram_size: int = 0  # never repeat an n-gram of the answer; 0 = off
