@@ -11,8 +11,9 @@
     summary = checker.summarize(answers)                 # precision, nonexistent rate, counts
 
 Modules, one job each: numerals (第一千零七十六 ↔ 1076), laws (LawRefBook Markdown → articles), tokenize,
-store (the interface and data types), sqlite_store (the embedded backend), retrieval (exact lookup, boosts),
-names (law names and aliases), repeals, citations, build (kb build / add), bundled (shipped laws), cli.
+store (the interface and data types), sqlite_store (the embedded backend), postgres_store (PostgreSQL full-text
+search), retrieval (exact lookup, boosts), names (law names and aliases), repeals, citations, build (kb build /
+add), bundled (shipped laws), cli.
 """
 
 from __future__ import annotations
@@ -23,9 +24,13 @@ from lawtune.kb.store import Catalog, Hit, Item, KnowledgeStore
 
 
 def open_store(location: str | Path) -> "KnowledgeStore":
-    """Open an existing knowledge base (a SQLite file path); LawtuneError if it is missing or not a KB."""
+    """Open an existing knowledge base: a SQLite file path, or a `postgresql://user@host:port/db` URL (see
+    postgres_store.py); LawtuneError if it is missing, unreachable or not a KB."""
+    from lawtune.kb.postgres_store import PostgresStore, is_postgres_url
     from lawtune.kb.sqlite_store import SqliteStore
 
+    if is_postgres_url(location):
+        return PostgresStore.open(location)
     return SqliteStore.open(location)
 
 

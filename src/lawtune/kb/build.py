@@ -18,7 +18,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from lawtune.errors import LawtuneError
+from lawtune.kb import open_store
 from lawtune.kb.laws import find_law_files, parse_law_file
+from lawtune.kb.postgres_store import PostgresStore, is_postgres_url
 from lawtune.kb.sqlite_store import SqliteStore
 from lawtune.kb.store import Item
 from lawtune.kb.tokenize import DEFAULT_TOKENIZER
@@ -28,9 +30,13 @@ Progress = Callable[[str, int], None]  # (file just read, items it gave)
 
 def build(sources: Iterable[str | Path], out: str | Path, *, tokenizer: str = DEFAULT_TOKENIZER,
           progress: Progress | None = None) -> dict[str, int]:
-    """Build a new KB file at `out` (replacing any old one only when complete); returns items per kind."""
-    out = Path(out)
+    """Build a new KB file at `out` (replacing any old one only when complete); returns items per kind.
+
+    `out` may be a `postgresql://` URL: the KB is built in that database (postgres_store.py), swapped in whole."""
     files = source_files(sources)
+    if is_postgres_url(out):
+        return PostgresStore.build(out, _items_with_progress(files, progress), tokenizer=tokenizer)
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # SQLite writes by path, so build into a temporary sibling and rename it over `out` (atomic on POSIX)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
@@ -59,7 +65,7 @@ def add_files(kb: str | Path, files: Iterable[str | Path], progress: Progress | 
     """Add laws / Q&A to an existing KB; each file is one transaction. Returns the number of items added."""
     paths = source_files(files, bundled_if_empty=False)
     total = 0
-    with SqliteStore.open(kb) as store:
+    with open_store(kb) as store:
         for path in paths:
             added = store.add(read_items(path))
             total += added

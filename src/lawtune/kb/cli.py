@@ -19,6 +19,8 @@ Example:
     lawtune kb build -o kb.sqlite
 
     lawtune kb build ../shared/data/raw/laws_lawrefbook out/train.jsonl -o kb.sqlite --force
+
+    lawtune kb build -o postgresql://lawtune@127.0.0.1:5432/lawtune   (PostgreSQL: pip install 'lawtune[postgres]')
 """
 
 ADD_HELP = """Add laws or Q&A pairs to an existing knowledge base; searchable as soon as it returns (no rebuild).
@@ -54,7 +56,7 @@ Example:
 
 def build(
     sources: Optional[list[Path]] = typer.Argument(None, help="law .md files / folders and conversations .jsonl files (default: the bundled laws)"),
-    out: Path = typer.Option(..., "--out", "-o", help="knowledge-base file to write"),
+    out: Path = typer.Option(..., "--out", "-o", help="knowledge-base file to write, or a postgresql://user@host:port/db URL"),
     bundled: bool = typer.Option(False, "--bundled", help="also index the bundled laws when SRC is given"),
     tokenizer: str = typer.Option("bigram", "--tokenizer", help="bigram | jieba | jieba+bigram (see docs/knowledge-base.md)"),
     force: bool = typer.Option(False, "--force", help="replace an existing OUT"),
@@ -62,15 +64,22 @@ def build(
     from lawtune.errors import LawtuneError
     from lawtune.kb.build import build as run_build, source_files
     from lawtune.kb.bundled import bundled_law_paths
+    from lawtune.kb.postgres_store import PostgresStore, is_postgres_url, shown_url
 
-    if out.exists() and not force:
+    shown = out
+    if is_postgres_url(out):  # a server database (typer's Path collapsed the URL's //, shown_url restores it)
+        shown = shown_url(out)
+        if not force and PostgresStore.exists(out):
+            raise LawtuneError(f"{shown}: already holds a knowledge base; pass --force to replace it, "
+                               f"or `lawtune kb add {shown} FILE...`")
+    elif out.exists() and not force:
         raise LawtuneError(f"{out}: already exists; pass --force to replace it, or `lawtune kb add {out} FILE...`")
     files = source_files(sources or [])
     if sources and bundled:
         files = bundled_law_paths() + files
     with _progress(len(files), "indexing") as advance:
         counts = run_build(files, out, tokenizer=tokenizer, progress=advance)
-    typer.echo(f"{out}: {counts.get('article', 0)} articles, {counts.get('qa', 0)} Q&A pairs from {len(files)} files")
+    typer.echo(f"{shown}: {counts.get('article', 0)} articles, {counts.get('qa', 0)} Q&A pairs from {len(files)} files")
 
 
 def add(
@@ -82,7 +91,9 @@ def add(
     paths = source_files(files, bundled_if_empty=False)
     with _progress(len(paths), "adding") as advance:
         added = add_files(kb, paths, progress=advance)
-    typer.echo(f"{kb}: added {added} items; searchable now")
+    from lawtune.kb.postgres_store import is_postgres_url, shown_url
+
+    typer.echo(f"{shown_url(kb) if is_postgres_url(kb) else kb}: added {added} items; searchable now")
 
 
 def search(

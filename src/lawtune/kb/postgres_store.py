@@ -1,0 +1,339 @@
+"""The scale-out backend: the same `KnowledgeStore` on a PostgreSQL server's full-text search.
+
+    lawtune kb build -o postgresql://lawtune@db.example:5432/lawtune     # any CLI KB argument takes the URL
+    store = open_store("postgresql://lawtune@127.0.0.1:5432/lawtune")    # PostgresStore.open(url)
+    store.search("离婚需要什么材料", k=5)                                 # -> [Hit, ...], as SqliteStore
+
+Needs `pip install 'lawtune[postgres]'` (psycopg 3). The URL is libpq's (`postgresql://user[:password]@host:port/db`);
+the KB lives in schema `lawtune_kb` of that database (tables `meta`, `items`, `repeals`, `token_df`), so one
+database holds one KB and the rest of the database is left alone. `build` fills a fresh schema and swaps it in with
+one transaction: readers see the old KB or the new one, never half of one.
+
+Tokenization is lawtune's own (tokenize.py, the same function as for SQLite, in Python): each column's tokens are
+joined by spaces and parsed by `to_tsvector('simple', ...)`, which keeps each token as one lexeme (CJK bigrams and
+[a-z0-9]+ runs, no punctuation: nothing for its parser to split or stem). `items.tsv` = law name (weight A) ||
+heading path or Q&A question (B) || text (C), with a GIN index; a query is the OR (`|`) of its tokens.
+
+Ranking vs SQLite's BM25 (`sqlite_store`): PostgreSQL's `ts_rank` has no inverse document frequency, so a common
+token would count as much as a rare one. lawtune keeps each token's document frequency in `token_df` (updated by
+`add`) and ranks by Σ idf(t) · ts_rank(tsv, t) — BM25's idf, summed per query token — with `ts_rank`'s own
+per-token term saturation (Σ w/i², not BM25's k1) and length normalisation 1 (÷ (1 + log length), not BM25's b
+against the average length). To keep that to a few `ts_rank` calls per matching row, query tokens are grouped
+into `IDF_GROUPS` groups of similar idf, each weighted by its mean idf. Column weights: `ts_rank` takes the largest
+weight among a token's positions (A/B/C = `WEIGHTS`, law name 2 : path 1 : text 1 as SQLite's), where BM25 adds
+each column's weighted frequency. The same `MAX_DF` drop of very common query tokens as SQLite.
+Measured side by side in docs/knowledge-base.md (PostgreSQL section).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+
+from lawtune.errors import LawtuneError
+from lawtune.kb.repeals import STATIC_REPEALED, repealed_in
+from lawtune.kb.sqlite_store import FORMAT, FORMAT_VERSION, ITEM_FIELDS, MAX_DF
+from lawtune.kb.store import Catalog, Hit, Item, Kind, LawVersion
+from lawtune.kb.tokenize import DEFAULT_TOKENIZER, tokenize
+
+URL_PREFIXES = ("postgresql://", "postgres://")
+SCHEMA = "lawtune_kb"
+WEIGHTS = (2.0, 1.0, 1.0)  # law name, path / question, text: as sqlite_store.WEIGHTS
+IDF_GROUPS = 4  # ts_rank calls per matching row (see the module docstring)
+
+TABLES = """
+CREATE TABLE {schema}.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE {schema}.items (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, kind TEXT NOT NULL, text TEXT NOT NULL, law TEXT,
+    law_full TEXT, article INTEGER, sub INTEGER, version TEXT, current BOOLEAN NOT NULL, path TEXT, question TEXT,
+    source TEXT, tsv TSVECTOR NOT NULL
+);
+CREATE INDEX ON {schema}.items (law_full, article, sub);
+CREATE INDEX ON {schema}.items (law, article, sub);
+CREATE TABLE {schema}.repeals (law_full TEXT NOT NULL, by_law TEXT NOT NULL, by_version TEXT, by_cite TEXT NOT NULL,
+                               PRIMARY KEY (law_full, by_law));
+CREATE TABLE {schema}.token_df (token TEXT PRIMARY KEY, df INTEGER NOT NULL);
+"""
+# built after the bulk load of `build` (one pass over the data instead of one update per row)
+GIN_INDEX = "CREATE INDEX items_tsv ON {schema}.items USING GIN (tsv)"
+
+
+def is_postgres_url(location) -> bool:
+    """True for `postgresql://…` (also after `Path()` collapsed the `//`, as a CLI Path argument does)."""
+    return str(location).startswith(("postgresql:/", "postgres:/"))
+
+
+def _url(location) -> str:
+    text = str(location)
+    # Path("postgresql://h/db") is "postgresql:/h/db": give the URL back its second slash
+    return re.sub(r"^(postgres(?:ql)?):/(?!/)", r"\1://", text)
+
+
+def shown_url(location) -> str:
+    """The URL for messages: `//` restored, password masked."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", _url(location))
+
+
+def _connect(url: str):
+    try:
+        import psycopg
+    except ImportError:
+        raise LawtuneError(f"{shown_url(url)}: a PostgreSQL knowledge base needs psycopg; "
+                           "`pip install 'lawtune[postgres]'`") from None
+    try:
+        return psycopg.connect(url, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as error:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise LawtuneError(f"{shown_url(url)}: cannot connect to PostgreSQL ({reason}); start the server or fix "
+                           "user@host:port/database in the URL (a new database: `createdb -h HOST -p PORT DB`)") from None
+    except psycopg.ProgrammingError as error:  # a malformed URL
+        raise LawtuneError(f"{shown_url(url)}: not a valid PostgreSQL URL ({error}); "
+                           "write postgresql://user@host:port/database") from None
+
+
+def _has_kb(conn, schema: str = SCHEMA) -> bool:
+    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{schema}.meta",)).fetchone()[0]
+
+
+class PostgresStore:
+    def __init__(self, connection, url: str):
+        self.db = connection
+        self.url = url
+        # psycopg serialises calls on one connection, but `add`'s transaction must not interleave with reads
+        self.lock = threading.RLock()
+        meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+        self.tokenizer = meta.get("tokenizer", DEFAULT_TOKENIZER)
+        self._retriever = None  # built on first search, dropped on add (it caches law names)
+        self._items = 0  # item count for idf and MAX_DF; reset on add
+
+    # ---- open / build --------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, location) -> "PostgresStore":
+        url = _url(location)
+        conn = _connect(url)
+        if not _has_kb(conn):
+            conn.close()
+            raise LawtuneError(f"{shown_url(url)}: no lawtune knowledge base in this database (no schema {SCHEMA}); "
+                               f"build one with `lawtune kb build -o {shown_url(url)}`")
+        conn.execute(f"SET search_path = {SCHEMA}")
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+            conn.close()
+            raise LawtuneError(f"{shown_url(url)}: knowledge-base format {meta.get('format_version')}, this lawtune reads "
+                               f"{FORMAT_VERSION}; rebuild it with `lawtune kb build -o URL --force`")
+        return cls(conn, url)
+
+    @staticmethod
+    def exists(location) -> bool:
+        """Whether the database at the URL already holds a knowledge base (LawtuneError if unreachable)."""
+        conn = _connect(_url(location))
+        try:
+            return _has_kb(conn)
+        finally:
+            conn.close()
+
+    @classmethod
+    def build(cls, location, items: Iterable[Item], tokenizer: str = DEFAULT_TOKENIZER) -> dict[str, int]:
+        """Index items into a fresh schema, then replace the database's KB with it in one transaction."""
+        url = _url(location)
+        tokenize("", tokenizer)  # fail early on an unknown scheme
+        conn = _connect(url)
+        staging = f"{SCHEMA}_build_{uuid.uuid4().hex[:8]}"
+        try:
+            encoding = conn.execute("SHOW server_encoding").fetchone()[0]
+            if encoding != "UTF8":
+                raise LawtuneError(f"{shown_url(url)}: database encoding {encoding}; the KB needs UTF8 "
+                                   "(`createdb -E UTF8 -T template0 DB`)")
+            with conn.transaction():
+                conn.execute(f"CREATE SCHEMA {staging}")
+                for statement in TABLES.format(schema=staging).split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.cursor().executemany(f"INSERT INTO {staging}.meta VALUES (%s, %s)", [
+                    ("format", FORMAT), ("format_version", FORMAT_VERSION), ("tokenizer", tokenizer)])
+            conn.execute(f"SET search_path = {staging}")
+            store = cls(conn, url)
+            store.add(items)
+            counts = store.count()
+            if not counts:
+                raise LawtuneError("no articles or Q&A pairs in the sources; "
+                                   "give LawRefBook law Markdown files or conversations JSONL")
+            conn.execute(GIN_INDEX.format(schema=staging))
+            conn.execute(f"ANALYZE {staging}.items")
+            with conn.transaction():
+                conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+                conn.execute(f"ALTER SCHEMA {staging} RENAME TO {SCHEMA}")
+            return counts
+        except BaseException:
+            if not conn.closed:
+                conn.execute(f"DROP SCHEMA IF EXISTS {staging} CASCADE")
+            raise
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "PostgresStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- write ---------------------------------------------------------------------------------------
+
+    def add(self, items: Iterable[Item]) -> int:
+        """Insert items (COPY), update token frequencies and current versions, commit: searchable on return."""
+        count, touched, df = 0, set(), Counter()
+        with self.lock, self.db.transaction():  # all or nothing
+            self.db.execute("CREATE TEMP TABLE new_items (LIKE items INCLUDING DEFAULTS, "
+                            "law_tokens TEXT, title_tokens TEXT, body_tokens TEXT) ON COMMIT DROP")
+            self.db.execute("ALTER TABLE new_items DROP COLUMN id, DROP COLUMN tsv")
+            repeals = []
+            columns = (*ITEM_FIELDS, "law_tokens", "title_tokens", "body_tokens")
+            with self.db.cursor().copy(f"COPY new_items ({', '.join(columns)}) FROM STDIN") as copy:
+                for item in items:
+                    title = item.question if item.kind == "qa" else item.path
+                    fields = [tokenize(f"{item.law} {item.law_full}", self.tokenizer),
+                              tokenize(title, self.tokenizer), tokenize(item.text, self.tokenizer)]
+                    df.update(set().union(*fields))
+                    copy.write_row([getattr(item, f) for f in ITEM_FIELDS] + [" ".join(f) for f in fields])
+                    if item.kind == "article":
+                        touched.add(item.law_full)
+                        for target in repealed_in(item.text):
+                            touched.add(target)
+                            repeals.append((target, item.law_full, item.version, item.cite()))
+                    count += 1
+            self.db.execute(
+                f"INSERT INTO items ({', '.join(ITEM_FIELDS)}, tsv) SELECT {', '.join(ITEM_FIELDS)}, "
+                "setweight(to_tsvector('simple', law_tokens), 'A') || setweight(to_tsvector('simple', title_tokens), 'B')"
+                " || setweight(to_tsvector('simple', body_tokens), 'C') FROM new_items")
+            self.db.execute("CREATE TEMP TABLE new_df (token TEXT, df INTEGER) ON COMMIT DROP")
+            with self.db.cursor().copy("COPY new_df (token, df) FROM STDIN") as copy:
+                for token, n in df.items():
+                    copy.write_row((token, n))
+            self.db.execute("INSERT INTO token_df SELECT token, df FROM new_df "
+                            "ON CONFLICT (token) DO UPDATE SET df = token_df.df + EXCLUDED.df")
+            self.db.cursor().executemany("INSERT INTO repeals VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", repeals)
+            self._update_current(touched)
+        self._retriever = None
+        self._items = 0
+        return count
+
+    def _update_current(self, laws: set[str]) -> None:
+        """current = newest version of a law, unless a later law's text repealed it (as sqlite_store)."""
+        for law in laws:
+            versions = [v for (v,) in self.db.execute(
+                "SELECT DISTINCT version FROM items WHERE law_full = %s AND kind = 'article'", (law,))]
+            if not versions:
+                continue  # a repeal target the KB does not hold
+            newest = max(versions)
+            repealed = any((by_version or "") > newest for (by_version,) in self.db.execute(
+                "SELECT by_version FROM repeals WHERE law_full = %s AND by_law != law_full", (law,)))
+            self.db.execute("UPDATE items SET current = (version = %s AND NOT %s) WHERE law_full = %s "
+                            "AND kind = 'article' AND current != (version = %s AND NOT %s)",
+                            (newest, repealed, law, newest, repealed))
+
+    # ---- read ----------------------------------------------------------------------------------------
+
+    def text_search(self, query: str, k: int, *, current_only: bool = True, laws: Iterable[str] = (),
+                    kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:
+        with self.lock:
+            return self._text_search(query, k, current_only, list(laws), list(kinds))
+
+    def _text_search(self, query: str, k: int, current_only: bool, laws: list[str], kinds: list[str]) -> list[Hit]:
+        idf = self._query_idf(query)
+        if not idf:
+            return []
+        # groups of tokens with similar idf: Σ over groups of mean idf · |group| · ts_rank(group), since ts_rank
+        # of an OR query is the mean of its tokens' ranks
+        ordered = sorted(idf, key=idf.get)
+        size = math.ceil(len(ordered) / IDF_GROUPS)
+        groups = [ordered[i:i + size] for i in range(0, len(ordered), size)]
+        weights = "{0, %s, %s, %s}" % (WEIGHTS[2] / max(WEIGHTS), WEIGHTS[1] / max(WEIGHTS), WEIGHTS[0] / max(WEIGHTS))
+        rank = " + ".join("%s * ts_rank(%s::float4[], tsv, to_tsquery('simple', %s), 1)" for _ in groups)
+        params: list = []
+        for group in groups:
+            params += [sum(idf[t] for t in group), weights, _or_query(group)]
+        where = ["tsv @@ to_tsquery('simple', %s)", "kind = ANY(%s)"]
+        params += [_or_query(ordered), kinds]
+        if current_only:
+            where.append("current")
+        if laws:
+            where.append("law_full = ANY(%s)")
+            params.append(laws)
+        rows = self.db.execute(
+            f"SELECT {', '.join(ITEM_FIELDS)}, {rank} AS s FROM items WHERE {' AND '.join(where)} "
+            f"ORDER BY s DESC LIMIT %s", [*params, k]).fetchall()
+        return [Hit(item=_item(row[:-1]), score=float(row[-1])) for row in rows]
+
+    def _query_idf(self, query: str) -> dict[str, float]:
+        """Query tokens → BM25 idf (as FTS5 computes it), without tokens in no item or in > MAX_DF of them."""
+        tokens = list(dict.fromkeys(tokenize(query, self.tokenizer)))
+        if not tokens:
+            return {}
+        if not self._items:
+            self._items = self.db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+        df = dict(self.db.execute("SELECT token, df FROM token_df WHERE token = ANY(%s)", (tokens,)).fetchall())
+        kept = [t for t in tokens if 0 < df.get(t, 0) <= MAX_DF * self._items]
+        kept = kept or [t for t in tokens if df.get(t)]  # a query of common words only: keep them
+        n = self._items
+        return {t: max(math.log((n - df[t] + 0.5) / (df[t] + 0.5)), 1e-6) for t in kept}
+
+    def search(self, query: str, k: int = 5, *, current_only: bool = True,
+               kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:
+        from lawtune.kb.retrieval import Retriever
+
+        if self._retriever is None:
+            self._retriever = Retriever(self)
+        return self._retriever.search(query, k, current_only=current_only, kinds=kinds)
+
+    def lookup(self, law: str, article: int, sub: int = 0, version: str | None = None) -> Item | None:
+        sql = (f"SELECT {', '.join(ITEM_FIELDS)} FROM items WHERE kind = 'article' AND (law_full = %s OR law = %s) "
+               f"AND article = %s AND sub = %s")
+        params: list = [law, law, article, sub]
+        if version is not None:
+            sql += " AND version = %s"
+            params.append(version)
+        # the current version first, then the newest
+        with self.lock:
+            row = self.db.execute(sql + " ORDER BY current DESC, version DESC LIMIT 1", params).fetchone()
+        return _item(row) if row else None
+
+    def catalog(self) -> Catalog:
+        with self.lock:
+            rows = self.db.execute(
+                "SELECT law_full, law, version, current, article, sub FROM items WHERE kind = 'article'").fetchall()
+            repeal_rows = self.db.execute("SELECT law_full, by_law, by_cite FROM repeals").fetchall()
+        articles: dict[tuple[str, str], set[tuple[int, int]]] = {}
+        info: dict[tuple[str, str], tuple[str, bool]] = {}
+        for law_full, law, version, current, article, sub in rows:
+            articles.setdefault((law_full, version), set()).add((article, sub))
+            info[(law_full, version)] = (law, bool(current))
+        versions: dict[str, list[LawVersion]] = {}
+        for (law_full, version), (law, current) in sorted(info.items(), key=lambda kv: kv[0][1], reverse=True):
+            versions.setdefault(law_full, []).append(
+                LawVersion(law_full, law, version, current, frozenset(articles[(law_full, version)])))
+        repealed = dict(STATIC_REPEALED)
+        for law_full, by_law, by_cite in repeal_rows:
+            if by_law != law_full and not any(v.current for v in versions.get(law_full, [])):
+                repealed[law_full] = by_cite
+        return Catalog(versions=versions, repealed=repealed)
+
+    def count(self) -> dict[str, int]:
+        with self.lock:
+            return dict(self.db.execute("SELECT kind, COUNT(*) FROM items GROUP BY kind").fetchall())
+
+
+def _or_query(tokens: list[str]) -> str:
+    """to_tsquery text: each token quoted (so no token is read as an operator), joined by OR."""
+    return " | ".join("'" + t.replace("\\", "\\\\").replace("'", "''") + "'" for t in tokens)
+
+
+def _item(row) -> Item:
+    return Item(**dict(zip(ITEM_FIELDS, row)))
