@@ -1,0 +1,175 @@
+"""Retrieval-augmented answers: the one place that decides how retrieved articles reach the model.
+
+    from lawtune.kb.rag import Rag
+    with Rag.open("kb.sqlite", k=3) as rag:                 # `lawtune kb build -o kb.sqlite` makes one
+        augmented = rag.augment(messages)                   # Augmented(messages, hits)
+        outputs = generate(loaded, [augmented.messages], settings)
+        verdicts = rag.check(outputs[0].text)               # citation verdicts of the answer
+        augmented.references()                              # the retrieved articles as JSON records
+
+`infer`, `chat`, `eval`, `compare` and `serve` take `--kb KB` and call this; `prepare --kb` builds training
+examples with `build_prompt` so a tuned model sees the same format it is asked in.
+
+The prompt (one fixed format; `build_prompt`, pinned by a golden test): the k articles retrieved for the
+last user question, each cut to `max_chars` characters and labelled [资料N] (so the list number is never
+read as an article number), an instruction to answer from them, cite 《法名》第N条 and say when they do
+not apply, then the question. It replaces the text of the LAST user turn only: the Gemma template has no
+system role (a system turn is pasted into the FIRST user turn, far from a follow-up question), and the
+earlier turns stay as the user wrote them, which is also what a client sends back as history. When
+retrieval finds nothing the question goes to the model unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lawtune.errors import LawtuneError
+from lawtune.kb import format_context
+from lawtune.kb.store import Hit
+
+DEFAULT_K = 3  # 3 × 200 characters keep the prompt near 500 tokens: room for a long answer in a small context
+DEFAULT_MAX_CHARS = 200
+RAG_INPUT_LENGTH = 1536  # prompt tokens eval keeps by default with --kb (the material must not be cut away)
+
+INSTRUCTION = ("请参考下列法律资料回答问题。资料编号[资料N]只是编号，不是法条序号；引用法条时写成《法名》第N条。"
+               "如果资料与问题无关，请说明“所给资料不适用”，再根据法律常识回答。")
+
+
+def build_prompt(question: str, hits: list[Hit], max_chars: int = DEFAULT_MAX_CHARS) -> str:
+    """The user turn the model sees: instruction, labelled excerpts, the question (or the bare question)."""
+    if not hits:
+        return question
+    return f"{INSTRUCTION}\n\n{format_context(hits, max_chars)}\n\n问题：{question}"
+
+
+def hit_record(hit: Hit, text_chars: int | None = None) -> dict[str, Any]:
+    """A retrieved item as eval records and the API return it: law, article, sub, score first."""
+    item = hit.item
+    record: dict[str, Any] = {"kind": item.kind, "law": item.law, "article": item.article, "sub": item.sub,
+                              "score": round(hit.score, 4), "exact": hit.exact}
+    if text_chars is not None:
+        text = item.text if len(item.text) <= text_chars else item.text[:text_chars] + "…"
+        record.update(cite=item.cite(), version=item.version, text=text)
+    return record
+
+
+@dataclass
+class Augmented:
+    messages: list[dict[str, str]]  # the conversation with the last user turn replaced by the RAG prompt
+    hits: list[Hit] = field(default_factory=list)
+
+    def references(self, text_chars: int | None = None) -> list[dict[str, Any]]:
+        return [hit_record(hit, text_chars) for hit in self.hits]
+
+
+class Rag:
+    """A knowledge base plus the prompt format and the citation checker; thread-safe like its store."""
+
+    def __init__(self, store: Any, k: int = DEFAULT_K, max_chars: int = DEFAULT_MAX_CHARS, location: str = "",
+                 checker: Any = None):
+        from lawtune.kb.citations import CitationChecker
+
+        if k < 1:
+            raise LawtuneError(f"--kb-k must be at least 1, got {k}")
+        if max_chars < 20:
+            raise LawtuneError(f"--kb-chars must be at least 20 characters, got {max_chars}")
+        self.store, self.k, self.max_chars, self.location = store, k, max_chars, location
+        # verdicts against the same KB unless another (e.g. all of LawRefBook) is given: `open_checker`
+        self.checker = checker or CitationChecker(store.catalog())
+
+    @classmethod
+    def open(cls, location: str | Path, k: int = DEFAULT_K, max_chars: int = DEFAULT_MAX_CHARS) -> "Rag":
+        from lawtune.kb import open_store
+
+        return cls(open_store(location), k=k, max_chars=max_chars, location=str(location))
+
+    def __enter__(self) -> "Rag":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def retrieve(self, question: str) -> list[Hit]:
+        return self.store.search(question, k=self.k) if question.strip() else []
+
+    def augment(self, messages: list[dict[str, str]]) -> Augmented:
+        """Retrieve for the last user turn and put the material into it; other turns are left as they are."""
+        last = next((i for i in range(len(messages) - 1, -1, -1) if messages[i]["role"] == "user"), None)
+        if last is None:
+            return Augmented([dict(m) for m in messages])
+        hits = self.retrieve(messages[last]["content"])
+        out = [dict(m) for m in messages]
+        out[last]["content"] = build_prompt(messages[last]["content"], hits, self.max_chars)
+        return Augmented(out, hits)
+
+    def check(self, answer: str) -> list[dict[str, Any]]:
+        """The citation verdicts of one answer as JSON records (text, law_full, article, verdict, detail, …)."""
+        return [verdict.to_json() for verdict in self.checker.check(answer)]
+
+    def record(self) -> dict[str, Any]:
+        """What eval writes to metrics.json about the KB: path, sha256 (of a file), k, excerpt length, counts."""
+        path = Path(self.location)
+        from lawtune.fsutil import sha256_file
+
+        sha = sha256_file(path) if path.is_file() else None  # a PostgreSQL URL has no file to hash
+        return {"path": self.location, "sha256": sha, "k": self.k, "max_chars": self.max_chars,
+                "items": self.store.count()}
+
+
+
+def open_checker(location: str | Path) -> Any:
+    """A CitationChecker over a KB's catalog (the store is closed again: the catalog is all it needs)."""
+    from lawtune.kb import open_store
+    from lawtune.kb.citations import CitationChecker
+
+    with open_store(location) as store:
+        return CitationChecker(store.catalog())
+
+
+def citation_metrics(checker: Any, answers: list[str]) -> tuple[list[list[dict[str, Any]]], dict[str, Any]]:
+    """(per-answer verdict records, summary) of the citation check over a set of answers.
+
+    Summary: citation_precision_pct = ok / all citations; nonexistent_citation_pct = (nonexistent_article +
+    unknown_law) / all citations; cited_answers_pct = answers with at least one citation / answers (all ×100,
+    0 when there is no citation); citations = how many; verdicts = count per verdict.
+    """
+    from lawtune.kb.citations import CheckSummary
+
+    summary, rows = CheckSummary(), []
+    for answer in answers:
+        verdicts = checker.check(answer)
+        summary.answers += 1
+        summary.answers_with_citations += bool(verdicts)
+        summary.citations += len(verdicts)
+        summary.verdicts.update(v.verdict for v in verdicts)
+        rows.append([v.to_json() for v in verdicts])
+    data = summary.to_json()
+    metrics = {"citation_precision_pct": round(100 * summary.precision, 2),
+               "nonexistent_citation_pct": round(100 * summary.nonexistent_rate, 2),
+               "cited_answers_pct": round(100 * summary.answers_with_citations / max(summary.answers, 1), 2),
+               "citations": summary.citations, "verdicts": data["verdicts"]}
+    return rows, metrics
+
+
+def open_eval_kb(kb: str | Path | None, check_kb: str | Path | None, k: int = DEFAULT_K,
+                 max_chars: int = DEFAULT_MAX_CHARS) -> tuple["Rag | None", Any, dict[str, Any] | None]:
+    """(rag, checker, record) for eval/compare: `kb` retrieves (and checks unless `check_kb` is given),
+    `check_kb` alone checks citations without retrieval. All None when neither is given."""
+    if kb is None and check_kb is None:
+        return None, None, None
+    checker = open_checker(check_kb) if check_kb is not None else None
+    rag = Rag.open(kb, k=k, max_chars=max_chars) if kb is not None else None
+    if rag is not None and checker is not None:
+        rag.checker = checker
+    record: dict[str, Any] = rag.record() if rag is not None else {"path": None}
+    if check_kb is not None:
+        from lawtune.fsutil import sha256_file
+
+        path = Path(check_kb)
+        record["check"] = {"path": str(check_kb), "sha256": sha256_file(path) if path.is_file() else None}
+    return rag, checker or (rag.checker if rag else None), record
