@@ -22,7 +22,12 @@ NO_REPEAT = typer.Option(None, "--no-repeat-ngram-size", help=f"Never repeat an 
 NO_CONTROL = typer.Option(False, "--no-repetition-control", help="Switch every penalty above off (plain greedy logits).")
 REP_STOP = typer.Option(_D.repetition_stop, "--repetition-stop/--no-repetition-stop", help=f"End an answer when a {LOOP_SPAN_CHARS}-character span occurs {LOOP_REPEATS} times, cut at the last sentence end before the loop (finish reason 'repetition').")
 BATCH = typer.Option(8, "--batch-size", help="Prompts generated together (left padding).")
-MAX_IN = typer.Option(512, "--max-input-length", help="Prompt tokens kept (cut from the left).")
+MAX_IN = typer.Option(None, "--max-input-length", help="Prompt tokens kept (cut from the left). Default 512, 1536 with --kb (room for the articles).")
+# retrieval-augmented answers (lawtune.kb.rag; docs/knowledge-base.md "Answers from the knowledge base")
+KB = typer.Option(None, "--kb", help="Knowledge base (`lawtune kb build -o KB`): ask with the articles retrieved for each question, and check every answer's citations.")
+CHECK_KB = typer.Option(None, "--check-kb", help="Check citations against this KB (e.g. all of LawRefBook); alone: no retrieval, only the check.")
+KB_K = typer.Option(3, "--kb-k", help="Articles retrieved per question with --kb.")
+KB_CHARS = typer.Option(200, "--kb-chars", help="Characters kept of each retrieved article.")
 DTYPE = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16.")
 MCQ = typer.Option(None, "--mcq", help="MCQ set: a bundled name (jecqa_single, lawbench_1-2) or a JSONL path; repeat it. Default: both bundled sets.")
 NO_MCQ = typer.Option(False, "--no-mcq", help="Skip the multiple-choice knowledge check.")
@@ -46,8 +51,13 @@ def _decoding(repetition_penalty: Optional[float], frequency_penalty: Optional[f
     return replace(_D, repetition_stop=repetition_stop, **given)
 
 
-def _settings(max_new_tokens: Optional[int], batch_size: int, max_input_length: int, decoding: DecodingPolicy, **sampling):
+def _settings(max_new_tokens: Optional[int], batch_size: int, max_input_length: Optional[int], decoding: DecodingPolicy,
+              kb: Optional[Path] = None, **sampling):
     from lawtune.evaluation.generation import GenerationSettings
+    from lawtune.kb.rag import RAG_INPUT_LENGTH
+
+    if max_input_length is None:  # the articles must not be cut away from the front of a RAG prompt
+        max_input_length = RAG_INPUT_LENGTH if kb is not None else 512
 
     return GenerationSettings(max_new_tokens=max_new_tokens, decoding=decoding, batch_size=batch_size,
                               max_input_length=max_input_length, **sampling)
@@ -77,25 +87,29 @@ def eval_command(
     data: Path = typer.Option(..., "--data", "-d", help="conversations JSONL (e.g. the test.jsonl of `lawtune prepare`), or `lawbench_3-8` for the bundled LawBench sample."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default RUN/eval/<data> or out/eval/...)."),
     base_only: bool = typer.Option(False, "--base-only", help="For a run folder: evaluate its base model, no adapter."),
-    max_new_tokens: Optional[int] = MAX_NEW, batch_size: int = BATCH, max_input_length: int = MAX_IN,
+    max_new_tokens: Optional[int] = MAX_NEW, batch_size: int = BATCH, max_input_length: Optional[int] = MAX_IN,
     repetition_penalty: Optional[float] = REP, frequency_penalty: Optional[float] = FREQ,
     presence_penalty: Optional[float] = PRES, no_repeat_ngram_size: Optional[int] = NO_REPEAT,
     no_repetition_control: bool = NO_CONTROL, repetition_stop: bool = REP_STOP,
     max_output_length: int = typer.Option(512, "--max-output-length", help="Reference tokens scored for eval loss."),
     mcq: Optional[list[str]] = MCQ, no_mcq: bool = NO_MCQ, mcq_limit: int = MCQ_LIMIT,
     limit: Optional[int] = LIMIT, dtype: str = DTYPE,
+    kb: Optional[Path] = KB, check_kb: Optional[Path] = CHECK_KB, kb_k: int = KB_K, kb_chars: int = KB_CHARS,
 ) -> None:
     """Generation metrics (BLEU-4, ROUGE-1/2/L), eval loss and MCQ accuracy of one model.
 
-    Example: lawtune eval runs/demo --data out/demo/data/test.jsonl --limit 30
+    With --kb: questions asked with retrieved articles, citation precision and nonexistent-citation rate.
+
+    Example: lawtune eval runs/demo --data out/demo/data/test.jsonl --limit 30 --kb kb.sqlite
     """
     from lawtune.evaluation.evaluate import run
 
     decoding = _decoding(repetition_penalty, frequency_penalty, presence_penalty, no_repeat_ngram_size,
                          no_repetition_control, repetition_stop)
-    settings = _settings(max_new_tokens, batch_size, max_input_length, decoding)
+    settings = _settings(max_new_tokens, batch_size, max_input_length, decoding, kb=kb)
     record = run(model, data, out, base_only=base_only, settings=settings, mcq=[] if no_mcq else mcq,
-                 mcq_limit=mcq_limit, limit=limit, max_output_length=max_output_length, dtype=dtype)
+                 mcq_limit=mcq_limit, limit=limit, max_output_length=max_output_length, dtype=dtype,
+                 kb=kb, check_kb=check_kb, kb_k=kb_k, kb_chars=kb_chars)
     _print_record(record)
 
 
@@ -104,7 +118,7 @@ def compare_command(
     run: Path = typer.Argument(..., help="The tuned run folder."),
     data: Path = typer.Option(..., "--data", "-d", help="conversations JSONL with held-out questions."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default RUN/compare)."),
-    max_new_tokens: Optional[int] = MAX_NEW, batch_size: int = BATCH, max_input_length: int = MAX_IN,
+    max_new_tokens: Optional[int] = MAX_NEW, batch_size: int = BATCH, max_input_length: Optional[int] = MAX_IN,
     repetition_penalty: Optional[float] = REP, frequency_penalty: Optional[float] = FREQ,
     presence_penalty: Optional[float] = PRES, no_repeat_ngram_size: Optional[int] = NO_REPEAT,
     no_repetition_control: bool = NO_CONTROL, repetition_stop: bool = REP_STOP,
@@ -115,6 +129,7 @@ def compare_command(
     min_ended: Optional[float] = typer.Option(None, "--min-ended", help="Quality gate: at least this % of tuned answers end on their own."),
     max_looping: Optional[float] = typer.Option(None, "--max-looping", help="Quality gate: at most this % of tuned answers loop."),
     max_mcq_drop: Optional[float] = typer.Option(None, "--max-mcq-drop", help="Quality gate: no MCQ set's accuracy falls more than this many points below the base."),
+    kb: Optional[Path] = KB, check_kb: Optional[Path] = CHECK_KB, kb_k: int = KB_K, kb_chars: int = KB_CHARS,
 ) -> None:
     """Base vs tuned on the same questions: metrics, deltas, loss curves, MCQ, per-question answers.
 
@@ -132,9 +147,10 @@ def compare_command(
 
     decoding = _decoding(repetition_penalty, frequency_penalty, presence_penalty, no_repeat_ngram_size,
                          no_repetition_control, repetition_stop)
-    settings = _settings(max_new_tokens, batch_size, max_input_length, decoding)
+    settings = _settings(max_new_tokens, batch_size, max_input_length, decoding, kb=kb)
     result = compare_run(base, run, data, out, settings=settings, mcq=[] if no_mcq else mcq, mcq_limit=mcq_limit,
-                         limit=limit, max_output_length=max_output_length, dtype=dtype, gate=gate)
+                         limit=limit, max_output_length=max_output_length, dtype=dtype, gate=gate,
+                         kb=kb, check_kb=check_kb, kb_k=kb_k, kb_chars=kb_chars)
     Console().print(table(result))
     Console().print(f"report: {result['report_html']} (and {result['report_md'].name})")
     verdict = result["gate"]
@@ -156,19 +172,21 @@ def infer_command(
     sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy decoding (opt-in)."),
     temperature: float = typer.Option(0.8, "--temperature"), top_p: float = typer.Option(0.8, "--top-p"),
     seed: int = typer.Option(0, "--seed", help="Sampling seed (the same seed gives the same answer)."),
-    dtype: str = DTYPE,
+    dtype: str = DTYPE, kb: Optional[Path] = KB, kb_k: int = KB_K, kb_chars: int = KB_CHARS,
 ) -> None:
     """One question, one answer; greedy (deterministic) unless --sample.
 
-    Example: lawtune infer runs/demo --prompt "劳动合同到期不续签有补偿吗？"
+    Example: lawtune infer runs/demo --prompt "劳动合同到期不续签有补偿吗？" --kb kb.sqlite
     """
     from lawtune.evaluation.infer import infer
+    from lawtune.kb.rag import Rag
 
     decoding = _decoding(repetition_penalty, frequency_penalty, presence_penalty, no_repeat_ngram_size,
                          no_repetition_control, repetition_stop)
     settings = _settings(max_new_tokens, 1, 2048, decoding, do_sample=sample, temperature=temperature,
                          top_p=top_p, seed=seed)
-    infer(model, prompt, settings, base_only=base_only, system=system, dtype=dtype, stream=True)
+    rag = Rag.open(kb, k=kb_k, max_chars=kb_chars) if kb is not None else None  # a bad KB fails before loading
+    infer(model, prompt, settings, base_only=base_only, system=system, dtype=dtype, stream=True, rag=rag)
 
 
 def chat_command(
@@ -182,18 +200,21 @@ def chat_command(
     sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy decoding (opt-in)."),
     temperature: float = typer.Option(0.8, "--temperature"), top_p: float = typer.Option(0.8, "--top-p"),
     seed: int = typer.Option(0, "--seed"), dtype: str = DTYPE,
+    kb: Optional[Path] = KB, kb_k: int = KB_K, kb_chars: int = KB_CHARS,
 ) -> None:
     """Multi-turn chat in the terminal, with history (/reset, /exit).
 
-    Example: lawtune chat runs/demo
+    Example: lawtune chat runs/demo --kb kb.sqlite
     """
     from lawtune.evaluation.infer import chat_loop
+    from lawtune.kb.rag import Rag
 
     decoding = _decoding(repetition_penalty, frequency_penalty, presence_penalty, no_repeat_ngram_size,
                          no_repetition_control, repetition_stop)
     settings = _settings(max_new_tokens, 1, 2048, decoding, do_sample=sample, temperature=temperature,
                          top_p=top_p, seed=seed)
-    chat_loop(model, settings, base_only=base_only, system=system, dtype=dtype)
+    rag = Rag.open(kb, k=kb_k, max_chars=kb_chars) if kb is not None else None
+    chat_loop(model, settings, base_only=base_only, system=system, dtype=dtype, rag=rag)
 
 
 def register(app: typer.Typer) -> None:

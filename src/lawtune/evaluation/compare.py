@@ -38,14 +38,17 @@ def run(
     base: str, run_dir: str | Path, data: str | Path, out_dir: str | Path | None = None, *,
     settings: GenerationSettings | None = None, mcq: list[str] | None = None, mcq_limit: int | None = DEFAULT_MCQ_LIMIT,
     limit: int | None = None, max_output_length: int = 512, dtype: str = "float32", gate: Gate | None = None,
+    kb: str | Path | None = None, check_kb: str | Path | None = None, kb_k: int = 3, kb_chars: int = 200,
 ) -> dict[str, Any]:
     """Evaluate BASE and RUN on `data` with identical settings; write both results and the report.
 
     With a `gate` that sets thresholds, the verdict goes into the report, the result (`gate`) and
-    RUN/quality_gate.json, which `lawtune serve` reads.
+    RUN/quality_gate.json, which `lawtune serve` reads. `kb` / `check_kb`: as `lawtune eval` (both sides
+    get the same retrieved articles), and the report shows the citation metrics.
     """
     import gc
 
+    from lawtune.kb.rag import open_eval_kb
     from lawtune.modeling.loading import load_model
 
     run_dir, data = Path(run_dir), resolve_data(data)
@@ -56,18 +59,24 @@ def run(
     mcq_paths = resolve_mcq(list(DEFAULT_MCQ) if mcq is None else mcq)
     out = Path(out_dir) if out_dir else run_dir / "compare"
     data_record = {"path": str(data), "sha256": sha256_file(data), "count": len(examples), "limit": limit}
+    rag, checker, kb_record = open_eval_kb(kb, check_kb, kb_k, kb_chars)
 
     results = {}
     for side in ("base", "tuned"):
         loaded = _load_base(base, run_dir, dtype) if side == "base" else load_model(run_dir, dtype=dtype, merge=True)
         record, predictions = evaluate_loaded(loaded, examples, settings, mcq_paths=mcq_paths, mcq_limit=mcq_limit,
-                                              max_output_length=max_output_length, label=side)
+                                              max_output_length=max_output_length, label=side, rag=rag,
+                                              checker=checker)
         record["model"]["spec"] = base if side == "base" else str(run_dir)
         record["data"] = data_record
+        if kb_record is not None:
+            record["kb"] = kb_record
         write_outputs(out / side, record, predictions)
         results[side] = (record, predictions)
         del loaded
         gc.collect()
+    if rag is not None:
+        rag.close()
     verdict = gate.check(results["base"][0], results["tuned"][0]) if gate and gate.active else None
     paths = write_report(out, results["base"][0], results["tuned"][0], results["base"][1], results["tuned"][1],
                          run_dir, str(data), gate=verdict)

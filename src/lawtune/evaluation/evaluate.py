@@ -69,21 +69,30 @@ def answer_budget(reference_tokens: list[int], floor: int = MIN_ANSWER_BUDGET) -
 
 def evaluate_loaded(
     loaded: Any, examples: list[Example], settings: GenerationSettings, *, mcq_paths: list[Path] = (),
-    mcq_limit: int | None = None, max_output_length: int = 512, label: str = "",
+    mcq_limit: int | None = None, max_output_length: int = 512, label: str = "", rag: Any = None, checker: Any = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Run every measurement on an already loaded model: (metrics record, prediction rows)."""
+    """Run every measurement on an already loaded model: (metrics record, prediction rows).
+
+    With `rag` (lawtune.kb.rag.Rag) each question is asked in the RAG format with the articles retrieved for
+    it (loss too is scored on that prompt); with `rag` or `checker` every answer gets citation verdicts."""
     from dataclasses import replace
 
     timing: dict[str, float] = {}
+    asked, retrieved = examples, [None] * len(examples)
+    if rag is not None:
+        augmented = [rag.augment(e.messages) for e in examples]
+        asked = [Example(a.messages, e.reference, e.meta) for a, e in zip(augmented, examples)]
+        retrieved = [a.references() for a in augmented]
+        checker = checker or rag.checker
     reference_tokens = [len(loaded.tokenizer(e.reference, add_special_tokens=False)["input_ids"]) for e in examples]
     if settings.max_new_tokens is None:
         settings = replace(settings, max_new_tokens=answer_budget(reference_tokens))
     started = time.perf_counter()
-    outputs = generate(loaded, [e.messages for e in examples], settings, description=f"{label} generating".strip())
+    outputs = generate(loaded, [e.messages for e in asked], settings, description=f"{label} generating".strip())
     timing["generation_s"] = round(time.perf_counter() - started, 1)
 
     started = time.perf_counter()
-    loss = eval_loss(loaded, examples, settings.max_input_length, max_output_length)
+    loss = eval_loss(loaded, asked, settings.max_input_length, max_output_length)
     stop_probs = loss.pop("stop_probs")
     timing["loss_s"] = round(time.perf_counter() - started, 1)
 
@@ -99,6 +108,9 @@ def evaluate_loaded(
                             "length_ratio": round(answer_tokens / max(ref_tokens, 1), 4),
                             "stop_prob": None if stop_prob is None else round(stop_prob, 6),
                             "scores": scores, "meta": example.meta})
+    for row, hits in zip(predictions, retrieved):
+        if hits is not None:
+            row["retrieved"] = hits  # law, article, sub, score of each article put in the prompt
     metrics = summarize([o.text for o in outputs], [e.reference for e in examples], [o.ended for o in outputs])
     reasons = [row["finish_reason"] for row in predictions if row["finish_reason"]]
     if reasons:  # how generation ended: stop (on its own), length (budget), repetition (cut by the repetition stop)
@@ -106,6 +118,13 @@ def evaluate_loaded(
                                          for reason in sorted(set(reasons))}
     metrics["length_ratio"] = distribution([row["length_ratio"] for row in predictions])
     metrics["stop_prob"] = distribution([p for p in stop_probs if p is not None])
+    if checker is not None:
+        from lawtune.kb.rag import citation_metrics
+
+        verdicts, cited = citation_metrics(checker, [o.text for o in outputs])
+        for row, row_verdicts in zip(predictions, verdicts):
+            row["citations"] = row_verdicts
+        metrics.update(cited)
 
     mcq: dict[str, Any] = {}
     for path in mcq_paths:
@@ -140,8 +159,13 @@ def run(
     spec: str | Path, data: str | Path, out_dir: str | Path | None = None, *, base_only: bool = False,
     settings: GenerationSettings | None = None, mcq: list[str] | None = None, mcq_limit: int | None = DEFAULT_MCQ_LIMIT,
     limit: int | None = None, max_output_length: int = 512, dtype: str = "float32",
+    kb: str | Path | None = None, check_kb: str | Path | None = None, kb_k: int = 3, kb_chars: int = 200,
 ) -> dict[str, Any]:
-    """Evaluate one model on one conversations file; returns the metrics record written to metrics.json."""
+    """Evaluate one model on one conversations file; returns the metrics record written to metrics.json.
+
+    `kb`: ask in the RAG format with `kb_k` retrieved articles and check every answer's citations;
+    `check_kb`: check citations against this KB instead (alone: no retrieval)."""
+    from lawtune.kb.rag import open_eval_kb
     from lawtune.modeling.loading import load_model
 
     settings = settings or GenerationSettings()
@@ -149,12 +173,17 @@ def run(
     examples = read_examples(data, limit)
     mcq_paths = resolve_mcq(list(DEFAULT_MCQ) if mcq is None else mcq)
     out = Path(out_dir) if out_dir else default_out_dir(spec, data, base_only)
+    rag, checker, kb_record = open_eval_kb(kb, check_kb, kb_k, kb_chars)  # a bad KB fails before the model loads
     loaded = load_model(spec, base_only=base_only, dtype=dtype, merge=True)
     record, predictions = evaluate_loaded(loaded, examples, settings, mcq_paths=mcq_paths, mcq_limit=mcq_limit,
-                                          max_output_length=max_output_length)
+                                          max_output_length=max_output_length, rag=rag, checker=checker)
+    if rag is not None:
+        rag.close()
     record["model"]["spec"] = str(spec)
     record["model"]["base_only"] = base_only
     record["data"] = {"path": str(data), "sha256": sha256_file(data), "count": len(examples), "limit": limit}
+    if kb_record is not None:
+        record["kb"] = kb_record
     write_outputs(out, record, predictions)
     record["out_dir"] = str(out)
     return record

@@ -4,6 +4,7 @@
     lawtune infer runs/demo --prompt "..." --sample --temperature 0.8 --seed 1 # sampling, opt-in
     lawtune infer runs/demo --base-only --prompt "..."                        # ask the base model
     lawtune chat runs/demo                                                    # /reset clears history, /exit quits
+    lawtune infer runs/demo --kb kb.sqlite --prompt "..."                     # with retrieved articles (lawtune.kb.rag)
 
 Both format prompts with the run's stored chat template (the one used in training) and decode with the
 same policy as eval and serve (`lawtune.modeling.decoding`): repetition control on the answer only, and
@@ -68,18 +69,38 @@ def answer(loaded: Any, messages: list[dict[str, str]], settings: GenerationSett
     return decode_new_tokens(loaded, output[0, len(ids):].tolist(), settings.decoding)
 
 
+def _show_sources(rag: Any, augmented: Any, text: str, write=print) -> None:
+    """After an answer with --kb: the articles it was given and the verdict of each citation it makes."""
+    for n, hit in enumerate(augmented.hits, 1):
+        write(f"  [资料{n}] {hit.item.cite()}  (score {hit.score:.2f})")
+    for verdict in rag.check(text):
+        write(f"  引用 {verdict['text']}: {verdict['verdict']}")
+
+
 def infer(spec: str, prompt: str, settings: GenerationSettings, *, base_only: bool = False, system: str | None = None,
-          dtype: str = "float32", stream: bool = False) -> str:
+          dtype: str = "float32", stream: bool = False, rag: Any = None, write=print) -> str:
+    """One answer; with `rag` (lawtune.kb.rag.Rag) the question is asked with retrieved articles, which are
+    printed after the answer together with the verdicts of its citations."""
     from lawtune.modeling.loading import load_model
 
     loaded = load_model(spec, base_only=base_only, dtype=dtype, merge=True)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    return answer(loaded, messages, settings, stream=stream).text
+    if rag is None:
+        return answer(loaded, messages, settings, stream=stream, write=write).text
+    augmented = rag.augment(messages)
+    text = answer(loaded, augmented.messages, settings, stream=stream, write=write).text
+    if not stream:
+        write(text)
+    _show_sources(rag, augmented, text, write)
+    return text
 
 
 def chat_loop(spec: str, settings: GenerationSettings, *, base_only: bool = False, system: str | None = None,
-              dtype: str = "float32", read=input, write=print) -> list[dict[str, str]]:
-    """Read questions until /exit or end of input; keep the history; return it."""
+              dtype: str = "float32", read=input, write=print, rag: Any = None) -> list[dict[str, str]]:
+    """Read questions until /exit or end of input; keep the history; return it.
+
+    With `rag` each question is asked with the articles retrieved for it; the history keeps the plain
+    questions (only the newest turn carries articles, as in `lawtune serve --kb`)."""
     from lawtune.modeling.loading import load_model
 
     loaded = load_model(spec, base_only=base_only, dtype=dtype, merge=True)
@@ -101,6 +122,9 @@ def chat_loop(spec: str, settings: GenerationSettings, *, base_only: bool = Fals
             continue
         history.append({"role": "user", "content": question})
         write("助手: ", end="", flush=True)
-        reply = answer(loaded, history, settings, stream=True, write=write)
+        augmented = rag.augment(history) if rag is not None else None
+        reply = answer(loaded, augmented.messages if augmented else history, settings, stream=True, write=write)
+        if augmented is not None:
+            _show_sources(rag, augmented, reply.text, write)
         history.append({"role": "assistant", "content": reply.text})
     return history

@@ -22,7 +22,10 @@ HEADLINE = (("rouge-l", "ROUGE-L"), ("rouge-1", "ROUGE-1"), ("rouge-2", "ROUGE-2
             ("ended_pct", "ended on its own %"), ("loops_pct", "looping answers %"))
 # Per-answer quantities shown by their distribution (metrics[key] = {"mean", "p10", "p50", "p90"}).
 DISTRIBUTIONS = (("stop_prob", "stop probability at the reference end"), ("length_ratio", "answer / reference length"))
-LOWER_IS_BETTER = {"loops_pct", "eval_loss", "perplexity"}
+# With --kb / --check-kb (lawtune.kb.rag.citation_metrics); shown only when both sides have them.
+CITATIONS = (("citation_precision_pct", "citation precision %"), ("nonexistent_citation_pct", "nonexistent citations %"),
+             ("cited_answers_pct", "answers citing a law %"))
+LOWER_IS_BETTER = {"loops_pct", "eval_loss", "perplexity", "nonexistent_citation_pct"}
 
 
 # ---- the numbers --------------------------------------------------------------------------------------------
@@ -37,6 +40,8 @@ def metric_rows(base: dict[str, Any], tuned: dict[str, Any]) -> list[dict[str, A
         for stat in ("mean", "p50") if b and t else ():
             # a length ratio is best near 1, not high or low: no better/worse colour (key None)
             pairs.append((f"{label}, {stat}", b[stat], t[stat], key if key == "stop_prob" else None))
+    pairs += [(label, base["metrics"][key], tuned["metrics"][key], key) for key, label in CITATIONS
+              if key in base["metrics"] and key in tuned["metrics"]]
     for name in base.get("mcq", {}):
         if name in tuned.get("mcq", {}):
             pairs.append((f"MCQ {name} acc % (n={base['mcq'][name]['count']})", base["mcq"][name]["accuracy"],

@@ -1,0 +1,108 @@
+"""`--kb` through `lawtune eval`, `compare`, `infer` and `chat` on the tiny model, with a KB of the bundled laws.
+
+    .venv/bin/pytest tests/evaluation/test_rag_eval.py -q
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from lawtune.cli import app
+
+FAST = ["--max-new-tokens", "6", "--no-mcq"]
+runner = CliRunner()
+
+
+def _invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+@pytest.fixture(scope="module")
+def kb_file(tmp_path_factory):
+    from lawtune.kb.build import build
+
+    path = tmp_path_factory.mktemp("rag-kb") / "kb.sqlite"
+    build([], path)  # the bundled laws: a second or two
+    return path
+
+
+def test_eval_with_kb_asks_with_articles_and_checks_citations(tiny_run_dir, qa_file, kb_file, tmp_path, monkeypatch):
+    from lawtune.evaluation import evaluate
+    from lawtune.fsutil import sha256_file
+    from lawtune.kb.rag import INSTRUCTION, Rag
+
+    asked = []
+    real_generate = evaluate.generate
+
+    def spy(loaded, conversations, settings, **kwargs):
+        asked.extend(conversations)
+        return real_generate(loaded, conversations, settings, **kwargs)
+
+    monkeypatch.setattr(evaluate, "generate", spy)
+    _invoke("eval", tiny_run_dir, "--data", qa_file, "--out", tmp_path, *FAST, "--kb", kb_file, "--kb-k", "2")
+    record = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
+    rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert record["kb"]["path"] == str(kb_file) and record["kb"]["sha256"] == sha256_file(kb_file)
+    assert record["kb"]["k"] == 2 and record["kb"]["items"]["article"] > 2000
+    assert record["generation"]["max_input_length"] == 1536  # room for the articles by default
+    assert {"citation_precision_pct", "nonexistent_citation_pct", "cited_answers_pct", "citations"} <= set(record["metrics"])
+    # each question went to the model in the RAG format, with exactly the articles recorded for it
+    with Rag.open(kb_file, k=2) as rag:
+        expected = [rag.augment([{"role": "user", "content": row["prompt"]}]) for row in rows]
+    assert [c[-1]["content"] for c in asked] == [e.messages[-1]["content"] for e in expected]
+    assert all(c[-1]["content"].startswith(INSTRUCTION) for c in asked)
+    for row, augmented in zip(rows, expected):
+        assert row["retrieved"] == augmented.references()
+        assert list(row["retrieved"][0])[:5] == ["kind", "law", "article", "sub", "score"]
+        assert isinstance(row["citations"], list)
+    assert not rows[0]["prompt"].startswith(INSTRUCTION)  # the report shows the user's question
+
+
+def test_check_kb_alone_checks_without_retrieval(tiny_run_dir, qa_file, kb_file, tmp_path):
+    _invoke("eval", tiny_run_dir, "--data", qa_file, "--out", tmp_path, *FAST, "--limit", "2", "--check-kb", kb_file)
+    record = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
+    rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert record["kb"]["path"] is None and record["kb"]["check"]["path"] == str(kb_file)
+    assert record["generation"]["max_input_length"] == 512
+    assert "citations" in rows[0] and "retrieved" not in rows[0] and "citations" in record["metrics"]
+
+
+def test_compare_with_kb_reports_citation_rows(tiny_run_dir, qa_file, kb_file, tmp_path):
+    result = _invoke("compare", "base", tiny_run_dir, "--data", qa_file, "--out", tmp_path, *FAST, "--limit", "2",
+                     "--kb", kb_file)
+    assert "citation precision" in result.output
+    for side in ("base", "tuned"):
+        assert json.loads((tmp_path / side / "metrics.json").read_text(encoding="utf-8"))["kb"]["k"] == 3
+    assert "nonexistent citations %" in (tmp_path / "report.md").read_text(encoding="utf-8")
+
+
+def test_missing_kb_is_one_line_error(tiny_run_dir, qa_file, tmp_path):
+    result = runner.invoke(app, ["eval", str(tiny_run_dir), "--data", str(qa_file), "--kb", str(tmp_path / "no.sqlite")])
+    assert result.exit_code != 0 and "no such knowledge base" in str(result.exception)
+
+
+def test_infer_and_chat_with_kb_show_the_articles(tiny_run_dir, kb_file):
+    from lawtune.evaluation.generation import GenerationSettings
+    from lawtune.evaluation.infer import chat_loop, infer
+    from lawtune.kb.rag import Rag
+
+    lines = []
+    with Rag.open(kb_file) as rag:
+        infer(str(tiny_run_dir), "劳动合同法第82条怎么规定的？", GenerationSettings(max_new_tokens=4), rag=rag,
+              write=lambda *a, **k: lines.append(a[0] if a else ""))
+    assert any("[资料1] 《劳动合同法》第八十二条" in line for line in lines)
+    result = _invoke("infer", tiny_run_dir, "--prompt", "离婚需要什么材料", "--max-new-tokens", "4", "--kb", kb_file)
+    assert "[资料1] 《民法典》" in result.output
+
+    questions = iter(["离婚需要什么材料", "/exit"])
+    shown = []
+    with Rag.open(kb_file) as rag:
+        history = chat_loop(str(tiny_run_dir), GenerationSettings(max_new_tokens=4), read=lambda _: next(questions),
+                            write=lambda *a, **k: shown.append(a[0] if a else ""), rag=rag)
+    assert history[0] == {"role": "user", "content": "离婚需要什么材料"}  # the history keeps the plain question
+    assert any("[资料1]" in line for line in shown)
