@@ -32,10 +32,13 @@ from pathlib import Path
 
 from lawtune.modeling.decoding import DecodingPolicy
 
-PLAIN = DecodingPolicy(repetition_stop=False)
+# spelled out: "none" must stay no control whatever DecodingPolicy's defaults become
+PLAIN = DecodingPolicy(repetition_penalty=1.0, frequency_penalty=0.0, presence_penalty=0.0, no_repeat_ngram_size=0,
+                       repetition_stop=False)
 CONTROLS = {  # name → the repetition control
     "none": PLAIN,
     "rep1.1": replace(PLAIN, repetition_penalty=1.1),
+    "rep1.15": replace(PLAIN, repetition_penalty=1.15),
     "rep1.2": replace(PLAIN, repetition_penalty=1.2),
     "rep1.3": replace(PLAIN, repetition_penalty=1.3),
     "freq0.1": replace(PLAIN, frequency_penalty=0.1),
@@ -43,9 +46,11 @@ CONTROLS = {  # name → the repetition control
     "pres0.5": replace(PLAIN, presence_penalty=0.5),
     "pres1.0": replace(PLAIN, presence_penalty=1.0),
     "ngram6": replace(PLAIN, no_repeat_ngram_size=6),
+    "rep1.2-ngram6": replace(PLAIN, repetition_penalty=1.2, no_repeat_ngram_size=6),
 }
 SETTINGS = {**CONTROLS, **{f"{name}+stop": replace(policy, repetition_stop=True) for name, policy in CONTROLS.items()}}
-# on 2 shared CPU cores a 24 × 384-token setting takes 10-20 minutes: "none" in full, the rest with the stop
+# "none" in full (its +stop row is replayed), the rest with the stop: looping answers then end early, which
+# saves most of the time with --engine batch (a 24 × 384-token setting is 10-60 minutes on 2 shared cores)
 DEFAULT_SETTINGS = ["none", "rep1.2+stop", "freq0.3+stop", "rep1.1+stop", "pres0.5+stop", "rep1.3+stop"]
 
 
@@ -84,6 +89,48 @@ def generate_ids(loaded, examples, policy: DecodingPolicy, max_new_tokens: int, 
     return ids, time.perf_counter() - started
 
 
+def generate_ids_batched(loaded, examples, policy: DecodingPolicy, max_new_tokens: int, slots: int) -> tuple[list, float]:
+    """The same answers through the server's continuous batching (`serving.batch`, what `lawtune serve` runs):
+    a finished answer frees its slot for the next question at once, and the output head is transposed, so
+    it is ~2x faster than generate() here. tests/serving/test_api_batch.py checks both give the same tokens
+    (a floating-point near-tie between the two best tokens can still part them on a long answer)."""
+    import collections
+
+    from lawtune.evaluation.generation import prompt_ids
+    from lawtune.modeling.decoding import RepetitionWatch, TextStream
+    from lawtune.serving.batch import DecodeBatch, Sequence, transpose_output_head
+
+    transpose_output_head(loaded.model)
+    stops = frozenset(loaded.chat.stop_token_ids)
+    waiting = collections.deque(range(len(examples)))
+    batch, ids, live = DecodeBatch(loaded.model), [None] * len(examples), {}
+    started = time.perf_counter()
+
+    def finished(seq, token: int) -> bool:
+        index, stream = live[id(seq)]
+        if token in stops or len(seq.generated) >= max_new_tokens:
+            return True
+        stream.push(token)
+        return stream.repeated
+
+    while waiting or batch.sequences:
+        while waiting and len(batch.sequences) < slots:
+            index = waiting.popleft()
+            seq = Sequence(prompt_ids(loaded.chat, examples[index].messages, 512),
+                           decoding=policy if policy.penalizes else None, stop_ids=stops)
+            live[id(seq)] = (index, TextStream(loaded.tokenizer, watch=RepetitionWatch() if policy.repetition_stop else None))
+            if finished(seq, batch.join(seq)):
+                batch.remove([seq])
+                ids[index] = seq.generated
+        tokens = batch.step() if batch.sequences else []
+        done = [seq for seq, token in zip(list(batch.sequences), tokens) if finished(seq, token)]
+        batch.remove(done)
+        for seq in done:
+            ids[live[id(seq)][0]] = seq.generated
+            print(f"  {sum(i is not None for i in ids)}/{len(ids)} answers, {time.perf_counter() - started:.0f} s", flush=True)
+    return ids, time.perf_counter() - started
+
+
 def score(loaded, examples, ids: list, policy: DecodingPolicy) -> dict:
     """The table's columns for one setting (answers = the ids decoded under `policy`)."""
     from lawtune.evaluation.generation import decode_new_tokens
@@ -118,6 +165,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--only", nargs="+", choices=sorted(SETTINGS), default=DEFAULT_SETTINGS)
     parser.add_argument("--cache", type=Path, help="JSON file keeping generated ids between runs")
+    parser.add_argument("--engine", choices=["generate", "batch"], default="generate",
+                        help="generate: eval's model.generate (default); batch: the server's continuous batching")
     args = parser.parse_args()
 
     import torch
@@ -143,11 +192,13 @@ def main() -> None:
         done = cache.setdefault("runs", {}).get(name)
         if done is None:
             print(f"{name}: generating ({policy})", flush=True)
-            ids, seconds = generate_ids(loaded, examples, policy, args.max_new_tokens, args.batch_size)
-            done = cache["runs"][name] = {"ids": ids, "seconds": seconds}
+            run = generate_ids if args.engine == "generate" else generate_ids_batched
+            ids, seconds = run(loaded, examples, policy, args.max_new_tokens, args.batch_size)
+            done = cache["runs"][name] = {"ids": ids, "seconds": seconds, "engine": args.engine}
             if args.cache:
                 args.cache.write_text(json.dumps(cache))
-        rows.append((name, score(loaded, examples, done["ids"], policy), done["seconds"]))
+        rows.append((f"{name} ({done.get('engine', 'generate')})", score(loaded, examples, done["ids"], policy),
+                     done["seconds"]))
         if not policy.repetition_stop and f"{name}+stop" not in args.only:
             rows.append((f"{name}+stop", score(loaded, examples, done["ids"], SETTINGS[f"{name}+stop"]), None))
     for name in args.only:  # both forms generated: the replayed no-stop ids must give the stop run's answers
