@@ -17,12 +17,13 @@ import logging
 import time
 import uuid
 from importlib import resources
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
+from lawtune.serving import kb
 from lawtune.serving.engine import (Engine, EngineError, EngineTimeout, Finished, GenerationEvent,
                                     GenerationRequest, LocalEngine, TextDelta)
 from lawtune.serving.errors import ApiError, install_error_handlers
@@ -49,10 +50,13 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
             await loading
         if app.state.ready:
             await app.state.engine.stop()
+        if app.state.rag is not None:
+            app.state.rag.close()
 
     app = FastAPI(title="lawtune", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.started = int(time.time())
+    app.state.rag = _open_kb(settings)
     install_error_handlers(app)
     settings.gateway.check_bind(settings.host)
     install_gateway(app, Gateway(settings.gateway, max_concurrency=settings.max_batch_size if not settings.upstream
@@ -72,6 +76,15 @@ def _default_engine(settings: ServeSettings) -> Engine:
     return LocalEngine(settings.model, max_batch_size=settings.max_batch_size, dtype=settings.dtype,
                        serve_base=settings.serve_base, adapter=settings.adapter, timeout_s=settings.request_timeout_s,
                        max_context=settings.max_context, decoding=settings.decoding)
+
+
+def _open_kb(settings: ServeSettings) -> Any:
+    """The knowledge base of `--kb` (lawtune.serving.kb), opened once: a bad path fails before serving."""
+    if not settings.kb:
+        return None
+    from lawtune.kb.rag import Rag
+
+    return Rag.open(settings.kb, k=settings.kb_k, max_chars=settings.kb_chars)
 
 
 async def _start_engine(app: FastAPI) -> None:
@@ -111,6 +124,8 @@ def _add_routes(app: FastAPI) -> None:
         gateway = state.gateway.status()
         body.update(status=gateway["status"], paused=gateway["paused"], notice=gateway["notice"],
                     breaker=gateway["breaker"]["state"])
+        # --degrade-to-kb: while paused/degraded, questions still get the articles (the chat page keeps its input)
+        body["kb_fallback"] = bool(state.settings.degrade_to_kb)
         return JSONResponse(body, status_code=200 if state.ready else 503)
 
     @app.get("/v1/models")
@@ -125,28 +140,44 @@ def _add_routes(app: FastAPI) -> None:
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
         engine = ready_engine(request)
-        generation = build_generation(body, engine, request.app.state.settings)
+        rag = request.app.state.rag
+        augmented = await kb.augment(rag, [m.as_dict() for m in body.messages]) if rag is not None else None
+        generation = build_generation(body, engine, request.app.state.settings,
+                                      messages=augmented.messages if augmented else None)
+        extend = kb.extension(rag, augmented) if augmented is not None else None
         # admission (gateway) hooks in here
         prompt_tokens = engine.count_prompt_tokens(generation.messages, generation.model)
-        ticket = await request.app.state.gateway.admit(request, prompt_tokens, generation.max_tokens)
+        try:
+            ticket = await request.app.state.gateway.admit(request, prompt_tokens, generation.max_tokens)
+        except ApiError as refusal:  # 服务降级 with --degrade-to-kb: the articles instead of a bare 503
+            if not (request.app.state.settings.degrade_to_kb and refusal.code in ("service_paused", "service_degraded")):
+                raise
+            request.state.lawtune_reason = "kb_fallback"
+            return await kb.fallback_response(rag, [m.as_dict() for m in body.messages], generation.model,
+                                              refusal.message, body.stream, {})
         generation.timeout_s = ticket.remaining_s()
         events = generate_events(engine, generation, ticket)
         limits = ticket.rate_limit_headers()
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             first = await _first_event(events)  # errors before the first token still get their HTTP status
-            return StreamingResponse(_sse(generation, first, events, include_usage), media_type="text/event-stream",
+            return StreamingResponse(_sse(generation, first, events, include_usage, extend),
+                                     media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **limits})
-        return JSONResponse((await _complete(generation, events)).model_dump(), headers=limits)
+        completion = (await _complete(generation, events, extend)).model_dump()
+        if completion.get("lawtune") is None:
+            completion.pop("lawtune", None)  # without --kb the response is exactly OpenAI's shape
+        return JSONResponse(completion, headers=limits)
 
 
-def build_generation(body: ChatCompletionRequest, engine: Engine, settings: ServeSettings) -> GenerationRequest:
-    """Resolve the model, count the prompt, check it fits, and fix max_tokens."""
+def build_generation(body: ChatCompletionRequest, engine: Engine, settings: ServeSettings,
+                     messages: list[dict[str, str]] | None = None) -> GenerationRequest:
+    """Resolve the model, count the prompt, check it fits, and fix max_tokens (`messages`: the RAG prompt)."""
     model = body.model or engine.model_ids[0]
     if model not in engine.model_ids:
         raise ApiError(404, f"model {model!r} does not exist; served models: {', '.join(engine.model_ids)}",
                        param="model", code="model_not_found")
-    messages = [message.as_dict() for message in body.messages]
+    messages = messages if messages is not None else [message.as_dict() for message in body.messages]
     prompt_tokens = engine.count_prompt_tokens(messages, model)
     requested = body.requested_max_tokens()
     limit = engine.context_length(model)
@@ -196,7 +227,8 @@ async def _first_event(events: AsyncIterator[GenerationEvent]) -> GenerationEven
         raise
 
 
-async def _complete(generation: GenerationRequest, events: AsyncIterator[GenerationEvent]) -> ChatCompletion:
+async def _complete(generation: GenerationRequest, events: AsyncIterator[GenerationEvent],
+                    extend: Callable[[str], dict] | None = None) -> ChatCompletion:
     parts: list[str] = []
     async with contextlib.aclosing(events):
         async for event in events:
@@ -205,22 +237,26 @@ async def _complete(generation: GenerationRequest, events: AsyncIterator[Generat
             elif isinstance(event, Finished):
                 usage = _usage(event)
                 finish, stop_reason = api_finish(event)
+                text = "".join(parts)
                 return ChatCompletion(id=generation.request_id, created=int(time.time()), model=generation.model,
-                                      choices=[Choice(message=ResponseMessage(content="".join(parts)),
-                                                      finish_reason=finish, stop_reason=stop_reason)], usage=usage)
+                                      choices=[Choice(message=ResponseMessage(content=text),
+                                                      finish_reason=finish, stop_reason=stop_reason)], usage=usage,
+                                      lawtune=extend(text) if extend else None)
     raise ApiError(503, "the engine ended the answer without finishing it", "service_unavailable", code="engine_error")
 
 
 async def _sse(generation: GenerationRequest, first: GenerationEvent, events: AsyncIterator[GenerationEvent],
-               include_usage: bool) -> AsyncIterator[str]:
-    """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`."""
+               include_usage: bool, extend: Callable[[str], dict] | None = None) -> AsyncIterator[str]:
+    """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`; with --kb the chunk carrying
+    finish_reason also carries the `lawtune` field (references, citation verdicts of the whole answer)."""
     created = int(time.time())
+    parts: list[str] = []
 
     def chunk(delta: Delta, finish: str | None = None, usage: UsageInfo | None = None, empty: bool = False,
-              stop_reason: str | None = None) -> str:
+              stop_reason: str | None = None, extra: dict | None = None) -> str:
         choices = [] if empty else [ChunkChoice(delta=delta, finish_reason=finish, stop_reason=stop_reason)]
         body = ChatCompletionChunk(id=generation.request_id, created=created, model=generation.model,
-                                   choices=choices, usage=usage)
+                                   choices=choices, usage=usage, lawtune=extra)
         return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
 
     async def all_events() -> AsyncIterator[GenerationEvent]:
@@ -233,10 +269,12 @@ async def _sse(generation: GenerationRequest, first: GenerationEvent, events: As
         try:
             async for event in all_events():
                 if isinstance(event, TextDelta) and event.text:
+                    parts.append(event.text)
                     yield chunk(Delta(content=event.text))
                 elif isinstance(event, Finished):
                     finish, stop_reason = api_finish(event)
-                    yield chunk(Delta(), finish=finish, stop_reason=stop_reason)
+                    extra = extend("".join(parts)) if extend else None
+                    yield chunk(Delta(), finish=finish, stop_reason=stop_reason, extra=extra)
                     if include_usage:
                         yield chunk(Delta(), usage=_usage(event), empty=True)
                     yield "data: [DONE]\n\n"

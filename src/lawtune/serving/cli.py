@@ -4,6 +4,7 @@
     lawtune serve runs/demo --port 9000 --max-batch-size 4 --dtype bfloat16
     lawtune serve runs/demo --host 0.0.0.0 --keys-file keys.yaml --rate-limit-storage redis://127.0.0.1:6379/0
     lawtune serve --upstream http://127.0.0.1:8001 --keys-file keys.yaml      # gateway in front of vLLM
+    lawtune serve runs/demo --open --kb kb.sqlite --degrade-to-kb             # RAG answers; articles when paused
 """
 
 from __future__ import annotations
@@ -55,6 +56,13 @@ def serve(
     breaker_failures: int = typer.Option(5, help="consecutive engine failures that trip the circuit breaker"),
     breaker_cooldown: float = typer.Option(30.0, help="seconds the breaker stays open before a probe"),
     force: bool = typer.Option(False, "--force", help="serve a run whose last `lawtune compare` failed its quality gate"),
+    # ---- knowledge base (docs/serving.md "Knowledge base") ----
+    kb: str = typer.Option(None, help="knowledge base (`lawtune kb build -o KB`): answer with retrieved articles; "
+                           "the response's `lawtune` field lists them and the citation verdicts"),
+    kb_k: int = typer.Option(3, help="articles retrieved per question"),
+    kb_chars: int = typer.Option(200, help="characters kept of each article"),
+    degrade_to_kb: bool = typer.Option(False, "--degrade-to-kb", help="when paused or the breaker is open, answer "
+                                       "with the top retrieved articles and the notice instead of 503 (needs --kb)"),
 ) -> None:
     """Serve a model: OpenAI-compatible API (/v1/chat/completions, /v1/models), /healthz, /readyz, chat page at /.
 
@@ -68,6 +76,8 @@ def serve(
 
     from lawtune.serving.gateway.settings import DEFAULT_PAUSE_NOTICE, GatewaySettings
 
+    if degrade_to_kb and kb is None:
+        raise LawtuneError("--degrade-to-kb answers from a knowledge base: add --kb KB (`lawtune kb build -o KB`)")
     if model is None and upstream is None:
         raise LawtuneError("give RUN (a run folder, model folder or imported model name), or --upstream URL to "
                            "front an OpenAI-compatible engine; e.g. `lawtune serve runs/demo --open`")
@@ -87,11 +97,16 @@ def serve(
                                                          presence_penalty=presence_penalty,
                                                          no_repeat_ngram_size=no_repeat_ngram_size,
                                                          repetition_stop=repetition_stop),
-                                 gateway=gateway, upstream=upstream, upstream_key=upstream_key)
+                                 gateway=gateway, upstream=upstream, upstream_key=upstream_key, kb=kb, kb_k=kb_k,
+                                 kb_chars=kb_chars, degrade_to_kb=degrade_to_kb)
     except ValidationError as error:
         problems = "; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in error.errors())
         raise LawtuneError(f"invalid serve options: {problems}") from None
     gateway.check_bind(host)  # keys or an explicit --open on loopback, said before anything loads
+    if kb is not None:
+        from lawtune.kb import open_store
+
+        open_store(kb).close()  # a missing or broken KB is one line here, not a traceback from uvicorn
     if model is not None:
         _check_quality_gate(Path(model), force)
     # fail here, in one line, rather than after uvicorn has started

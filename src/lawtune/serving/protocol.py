@@ -12,7 +12,7 @@ Repetition control: `frequency_penalty` and `presence_penalty` (OpenAI's meaning
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -103,6 +103,8 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[Choice]
     usage: UsageInfo
+    # lawtune's extension with --kb: retrieved articles and citation verdicts (lawtune.serving.kb); omitted otherwise
+    lawtune: dict[str, Any] | None = None
 
 
 class Delta(BaseModel):
@@ -125,6 +127,7 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChunkChoice]
     usage: UsageInfo | None = None
+    lawtune: dict[str, Any] | None = None  # on the chunk that carries finish_reason, with --kb
 
 
 class ModelCard(BaseModel):

@@ -36,9 +36,16 @@ class ServeSettings(BaseModel):
         open_access=True, requests_per_minute=None, tokens_per_minute=None))
     upstream: str | None = Field(None, description="OpenAI-compatible engine URL to front instead of a local model")
     upstream_key: SecretStr | None = None
+    # knowledge base (lawtune.serving.kb): RAG prompts + the `lawtune` response field; the KB-only fallback
+    kb: str | None = Field(None, description="knowledge base file (or URL) for retrieval-augmented answers")
+    kb_k: int = Field(3, ge=1, le=20, description="articles retrieved per question")
+    kb_chars: int = Field(200, ge=20, le=2000, description="characters kept of each article")
+    degrade_to_kb: bool = Field(False, description="paused / breaker open: answer with the top articles, not 503")
 
     @model_validator(mode="after")
     def _model_or_upstream(self) -> "ServeSettings":
         if self.model is None and self.upstream is None:
             raise ValueError("give a model (run folder, model folder or imported name) or an upstream URL")
+        if self.degrade_to_kb and not self.kb:
+            raise ValueError("degrade_to_kb needs a knowledge base: give kb (--kb KB)")
         return self

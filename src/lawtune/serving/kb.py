@@ -1,0 +1,94 @@
+"""The knowledge base in the service: RAG prompts, the `lawtune` response field, and the KB-only fallback.
+
+    lawtune serve runs/demo --open --kb kb.sqlite                    # answers cite retrieved articles
+    lawtune serve runs/demo --open --kb kb.sqlite --degrade-to-kb    # paused / breaker open → articles + notice
+
+With `--kb` the app asks the engine with `lawtune.kb.rag`'s prompt (the articles retrieved for the last user
+turn) and adds an extension field to the response — on the chat completion object, and on the streamed chunk
+that carries `finish_reason`:
+
+    "lawtune": {"references": [{"kind", "law", "article", "sub", "score", "exact", "cite", "version", "text"}],
+                "citations": [{"text", "name", "law_full", "article", "sub", "start", "verdict", "detail"}],
+                "degraded": false}
+
+OpenAI clients ignore unknown fields (the official SDK keeps them on `model_extra`). With `--degrade-to-kb`,
+a request the kill switch or the open circuit breaker would refuse with 503 gets 200 instead: the notice, then
+the top retrieved articles verbatim (no model involved), `"degraded": true` and the notice in the field; the
+metrics count it as `lawtune_requests{status="200", reason="kb_fallback"}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any, Callable
+
+from lawtune.kb.rag import Augmented, Rag
+
+FALLBACK_HEADER = "以下是知识库中与您的问题最相关的法条原文（自动检索，未经模型解读，仅供参考）："
+NO_MATCH = "知识库中没有找到与您的问题相关的法条。"
+
+
+async def augment(rag: Rag, messages: list[dict[str, str]]) -> Augmented:
+    """Retrieval off the event loop: a search takes tens of milliseconds on a large KB."""
+    return await asyncio.to_thread(rag.augment, messages)
+
+
+def extension(rag: Rag, augmented: Augmented, degraded: bool = False, notice: str | None = None
+              ) -> Callable[[str], dict[str, Any]]:
+    """A function of the finished answer's text → the `lawtune` field of the response."""
+
+    def field(text: str) -> dict[str, Any]:
+        body: dict[str, Any] = {"references": augmented.references(text_chars=rag.max_chars),
+                                "citations": rag.check(text), "degraded": degraded}
+        if notice:
+            body["notice"] = notice
+        return body
+
+    return field
+
+
+def fallback_text(augmented: Augmented, notice: str, max_chars: int) -> str:
+    """What a degraded answer says: the notice, then each retrieved article as 《法名》第N条：text."""
+    articles = [hit.item for hit in augmented.hits]
+    if not articles:
+        return f"{notice}\n\n{NO_MATCH}"
+    quoted = []
+    for item in articles:
+        text = item.text if len(item.text) <= max_chars else item.text[:max_chars] + "…"
+        quoted.append(f"{item.cite()}：{text}" if item.kind == "article" else f"问：{item.question}\n答：{text}")
+    return f"{notice}\n\n{FALLBACK_HEADER}\n\n" + "\n\n".join(quoted)
+
+
+async def fallback_response(rag: Rag, messages: list[dict[str, str]], model: str, notice: str, stream: bool,
+                            headers: dict[str, str]) -> Any:
+    """The 200 answer of the degradation tier, in the shape the client asked for (JSON or SSE)."""
+    from fastapi.responses import JSONResponse, StreamingResponse
+
+    from lawtune.serving.protocol import (ChatCompletion, ChatCompletionChunk, Choice, ChunkChoice, Delta,
+                                          ResponseMessage, UsageInfo)
+
+    augmented = await augment(rag, messages)
+    text = fallback_text(augmented, notice, rag.max_chars)
+    field = extension(rag, augmented, degraded=True, notice=notice)(text)
+    request_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    usage = UsageInfo(prompt_tokens=0, completion_tokens=0, total_tokens=0)  # no model tokens were spent
+    if not stream:
+        body = ChatCompletion(id=request_id, created=created, model=model, usage=usage, lawtune=field,
+                              choices=[Choice(message=ResponseMessage(content=text), finish_reason="stop")])
+        return JSONResponse(body.model_dump(exclude_none=True), headers=headers)
+
+    def chunk(delta: Delta, finish: str | None = None, extra: dict | None = None) -> str:
+        body = ChatCompletionChunk(id=request_id, created=created, model=model, lawtune=extra,
+                                   choices=[ChunkChoice(delta=delta, finish_reason=finish)])
+        return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
+
+    async def events():
+        yield chunk(Delta(role="assistant", content=""))
+        yield chunk(Delta(content=text))
+        yield chunk(Delta(), finish="stop", extra=field)
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers})

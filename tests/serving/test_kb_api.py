@@ -1,0 +1,120 @@
+"""`lawtune serve --kb`: RAG prompts, the `lawtune` response field read through the official `openai` SDK, and
+the degradation tier (`--degrade-to-kb`) on a real server on loopback.
+
+    .venv/bin/pytest tests/serving/test_kb_api.py -q
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from openai import OpenAI
+
+from gateway_fixtures import metric_value
+from live_server import start_server
+
+QUESTION = [{"role": "user", "content": "离婚需要什么材料？"}]
+
+
+@pytest.fixture(scope="module")
+def kb_file(tmp_path_factory):
+    from lawtune.kb.build import build
+
+    path = tmp_path_factory.mktemp("serve-kb") / "kb.sqlite"
+    build([], path)  # the bundled laws
+    return path
+
+
+@pytest.fixture(scope="module")
+def kb_server(tiny_run_dir, kb_file):
+    from lawtune.serving.settings import ServeSettings
+
+    live = start_server(ServeSettings(model=str(tiny_run_dir), max_batch_size=4, default_max_tokens=16,
+                                      kb=str(kb_file), kb_k=3, degrade_to_kb=True))
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def client(kb_server) -> OpenAI:
+    return OpenAI(base_url=kb_server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def _expected(kb_file):
+    from lawtune.kb.rag import Rag
+
+    with Rag.open(kb_file, k=3) as rag:
+        return rag.augment(QUESTION)
+
+
+def test_answer_carries_references_and_citations_through_the_openai_sdk(client, kb_file, chat_format):
+    answer = client.chat.completions.create(messages=QUESTION, max_tokens=8, temperature=0, model=None)
+    field = answer.model_extra["lawtune"]  # the SDK keeps unknown fields; nothing else about the answer changes
+    assert answer.choices[0].message.content and answer.object == "chat.completion"
+    expected = _expected(kb_file)
+    assert [(r["law"], r["article"]) for r in field["references"]] == [(h.item.law, h.item.article) for h in expected.hits]
+    assert field["references"][0]["cite"].startswith("《民法典》第") and field["references"][0]["text"]
+    assert field["degraded"] is False and isinstance(field["citations"], list)
+    # the model was asked the RAG prompt: the prompt tokens are those of the augmented conversation
+    assert answer.usage.prompt_tokens == len(chat_format.encode_prompt(expected.messages))
+
+
+def test_streamed_answer_has_the_field_on_the_finishing_chunk(client):
+    chunks = list(client.chat.completions.create(messages=QUESTION, max_tokens=8, temperature=0, stream=True,
+                                                 model=None))
+    with_field = [c for c in chunks if (c.model_extra or {}).get("lawtune")]
+    assert len(with_field) == 1 and with_field[0].choices[0].finish_reason in ("stop", "length")
+    assert len(with_field[0].model_extra["lawtune"]["references"]) == 3
+
+
+def test_without_kb_the_response_has_no_extension(live_server):
+    body = httpx.post(live_server.url + "/v1/chat/completions", json={"messages": QUESTION, "max_tokens": 4},
+                      timeout=60).json()
+    assert "lawtune" not in body and body["choices"][0]["message"]["content"] is not None
+
+
+def test_paused_service_answers_with_the_articles_and_counts_it(kb_server, client):
+    gateway = kb_server.app.state.gateway
+    gateway.switch.pause("维护中，请稍后再试。")
+    try:
+        assert httpx.get(kb_server.url + "/readyz", timeout=10).json()["kb_fallback"] is True
+        answer = client.chat.completions.create(messages=QUESTION, max_tokens=8, model=None)
+        text = answer.choices[0].message.content
+        field = answer.model_extra["lawtune"]
+        assert text.startswith("维护中，请稍后再试。") and "《民法典》第" in text
+        assert field["degraded"] is True and field["notice"] == "维护中，请稍后再试。"
+        assert answer.usage.completion_tokens == 0 and len(field["references"]) == 3
+        chunks = list(client.chat.completions.create(messages=QUESTION, stream=True, model=None))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+        assert chunks[-1].model_extra["lawtune"]["degraded"] is True
+    finally:
+        gateway.switch.resume()
+    metrics = httpx.get(kb_server.url + "/metrics", timeout=10).text
+    assert metric_value(metrics, "lawtune_requests_total", status="200", reason="kb_fallback") >= 2
+    assert client.chat.completions.create(messages=QUESTION, max_tokens=4, model=None).model_extra["lawtune"]["degraded"] is False
+
+
+def test_open_breaker_answers_with_the_articles(kb_server):
+    breaker = kb_server.app.state.gateway.breaker
+    for _ in range(breaker.threshold):
+        breaker.record_failure("test: engine down")
+    try:
+        response = httpx.post(kb_server.url + "/v1/chat/completions", json={"messages": QUESTION}, timeout=60)
+        assert response.status_code == 200
+        body = response.json()
+        assert body["lawtune"]["degraded"] is True and "《民法典》第" in body["choices"][0]["message"]["content"]
+    finally:
+        breaker.record_success()
+
+
+def test_without_degrade_flag_a_paused_kb_server_still_says_503(tiny_run_dir, kb_file):
+    from lawtune.serving.settings import ServeSettings
+
+    live = start_server(ServeSettings(model=str(tiny_run_dir), max_batch_size=2, default_max_tokens=4,
+                                      serve_base=False, kb=str(kb_file)))
+    try:
+        live.app.state.gateway.switch.pause()
+        response = httpx.post(live.url + "/v1/chat/completions", json={"messages": QUESTION}, timeout=60)
+        assert response.status_code == 503 and response.json()["error"]["code"] == "service_paused"
+    finally:
+        live.stop()
