@@ -44,6 +44,7 @@ URL_PREFIXES = ("postgresql://", "postgres://")
 SCHEMA = "lawtune_kb"
 WEIGHTS = (2.0, 1.0, 1.0)  # law name, path / question, text: as sqlite_store.WEIGHTS
 IDF_GROUPS = 4  # ts_rank calls per matching row (see the module docstring)
+MATCH_MAX_DF = 0.02  # candidates hold a query token found in at most this share of items (see _text_search)
 
 TABLES = """
 CREATE TABLE {schema}.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -250,6 +251,20 @@ class PostgresStore:
         idf = self._query_idf(query)
         if not idf:
             return []
+        ordered = sorted(idf, key=idf.get)
+        # Ranking reads every candidate's tsvector, and that dominates query time (a 40-token question matches
+        # 16k of the 64k LawRefBook articles: ~1 s). So candidates are the items holding one of the query's
+        # rarer tokens (in ≤ MATCH_MAX_DF of the items); an item with only common ones would rank low anyway.
+        # Fewer than k such items: all tokens, as BM25 would.
+        rare = [t for t in ordered if idf[t] >= _idf(self._items, MATCH_MAX_DF * self._items)]
+        if rare and len(rare) < len(ordered):
+            hits = self._ranked(idf, rare, k, current_only, laws, kinds)
+            if len(hits) == k:
+                return hits
+        return self._ranked(idf, ordered, k, current_only, laws, kinds)
+
+    def _ranked(self, idf: dict[str, float], match: list[str], k: int, current_only: bool, laws: list[str],
+                kinds: list[str]) -> list[Hit]:
         # groups of tokens with similar idf: Σ over groups of mean idf · |group| · ts_rank(group), since ts_rank
         # of an OR query is the mean of its tokens' ranks
         ordered = sorted(idf, key=idf.get)
@@ -261,15 +276,19 @@ class PostgresStore:
         for group in groups:
             params += [sum(idf[t] for t in group), weights, _or_query(group)]
         where = ["tsv @@ to_tsquery('simple', %s)", "kind = ANY(%s)"]
-        params += [_or_query(ordered), kinds]
+        params += [_or_query(match), kinds]
         if current_only:
             where.append("current")
         if laws:
             where.append("law_full = ANY(%s)")
             params.append(laws)
-        rows = self.db.execute(
-            f"SELECT {', '.join(ITEM_FIELDS)}, {rank} AS s FROM items WHERE {' AND '.join(where)} "
-            f"ORDER BY s DESC LIMIT %s", [*params, k]).fetchall()
+        with self.db.transaction():
+            # the planner's estimate for an OR of many tokens is poor, and its sequential scan reads every
+            # item's tsvector (2 s on LawRefBook); the GIN index reads only the candidates'
+            self.db.execute("SET LOCAL enable_seqscan = off")
+            rows = self.db.execute(
+                f"SELECT {', '.join(ITEM_FIELDS)}, {rank} AS s FROM items WHERE {' AND '.join(where)} "
+                f"ORDER BY s DESC LIMIT %s", [*params, k]).fetchall()
         return [Hit(item=_item(row[:-1]), score=float(row[-1])) for row in rows]
 
     def _query_idf(self, query: str) -> dict[str, float]:
@@ -283,7 +302,7 @@ class PostgresStore:
         kept = [t for t in tokens if 0 < df.get(t, 0) <= MAX_DF * self._items]
         kept = kept or [t for t in tokens if df.get(t)]  # a query of common words only: keep them
         n = self._items
-        return {t: max(math.log((n - df[t] + 0.5) / (df[t] + 0.5)), 1e-6) for t in kept}
+        return {t: _idf(n, df[t]) for t in kept}
 
     def search(self, query: str, k: int = 5, *, current_only: bool = True,
                kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:
@@ -328,6 +347,11 @@ class PostgresStore:
     def count(self) -> dict[str, int]:
         with self.lock:
             return dict(self.db.execute("SELECT kind, COUNT(*) FROM items GROUP BY kind").fetchall())
+
+
+def _idf(items: int, df: float) -> float:
+    """BM25's idf as FTS5 computes it (floored at 1e-6)."""
+    return max(math.log((items - df + 0.5) / (df + 0.5)), 1e-6)
 
 
 def _or_query(tokens: list[str]) -> str:
