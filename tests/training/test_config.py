@@ -98,7 +98,7 @@ def test_yaml_no_means_no_for_strategies_and_false_for_booleans(tmp_path):
     assert config.training_args.model_extra["gradient_checkpointing"] is False  # passed on to transformers as is
 
 
-@pytest.mark.parametrize("name", ["lora.yaml", "demo.yaml"])
+@pytest.mark.parametrize("name", ["lora.yaml", "demo.yaml", "full.yaml"])
 def test_shipped_configs_validate_and_name_their_command(name):
     path = REPO / "configs" / name
     config = load_config(path)
@@ -116,3 +116,17 @@ def test_speed_section_defaults_overrides_and_errors(tmp_path):
         load_config(path, ["speed.grad_filter=2"])
     with pytest.raises(LawtuneError, match=r"did you mean speed.sparse_dropout\?"):
         load_config(path, ["speed.sparse_dropuot=true"])
+
+
+def test_trainable_token_indices_resolve_token_texts_and_reject_unknown_ones(tiny_model_dir):
+    from lawtune.modeling.loading import load_tokenizer
+    from lawtune.training.train import token_indices
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    end = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    assert token_indices(["<end_of_turn>", end, 3], tokenizer) == sorted({end, 3})
+    assert token_indices(None, tokenizer) is None
+    with pytest.raises(LawtuneError, match="'<nope>' is not a token of this tokenizer"):
+        token_indices(["<nope>"], tokenizer)
+    with pytest.raises(LawtuneError, match="outside the vocabulary"):
+        token_indices([10**7], tokenizer)
