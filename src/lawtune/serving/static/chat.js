@@ -1,5 +1,7 @@
 // The chat page: keeps the conversation in this tab (and localStorage), streams answers from
 // POST /v1/chat/completions (server-sent events), and explains 503 (paused / busy / loading) and 429.
+// With `lawtune serve --kb`, the finishing chunk carries `lawtune: {references, citations, degraded}`: the
+// articles the answer was given and the verdict of each citation, shown as expandable quotes under the answer.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -56,10 +58,49 @@ function askForKey() {
 
 function save() { localStorage.setItem(STORE, JSON.stringify(history)); }
 
+const VERDICTS = {
+  ok: "✓ 现行有效", outdated: "⚠ 旧版条文", repealed: "✗ 已废止",
+  nonexistent_article: "✗ 条文不存在", unknown_law: "✗ 未知法律",
+};
+
+// <details class="refs"> with one <details class="ref"> per retrieved article (its text as a <blockquote>),
+// then the verdict of each citation the answer makes. textContent only: article text is never parsed as HTML.
+function addReferences(div, lawtune) {
+  if (!lawtune || !(lawtune.references || []).length) return;
+  const box = document.createElement("details");
+  box.className = "refs";
+  const title = document.createElement("summary");
+  title.textContent = "参考法条（" + lawtune.references.length + "）" + (lawtune.degraded ? "：服务降级，仅检索结果" : "");
+  box.appendChild(title);
+  for (const ref of lawtune.references) {
+    const item = document.createElement("details");
+    item.className = "ref";
+    const head = document.createElement("summary");
+    head.textContent = (ref.cite || ref.law) + (ref.version ? "（" + ref.version + "）" : "");
+    const quote = document.createElement("blockquote");
+    quote.textContent = ref.text || "";
+    item.append(head, quote);
+    box.appendChild(item);
+  }
+  const cited = lawtune.citations || [];
+  if (cited.length) {
+    const list = document.createElement("ul");
+    list.className = "verdicts";
+    for (const c of cited) {
+      const li = document.createElement("li");
+      li.className = "verdict " + c.verdict;
+      li.textContent = "回答引用 " + c.text + "：" + (VERDICTS[c.verdict] || c.verdict);
+      list.appendChild(li);
+    }
+    box.appendChild(list);
+  }
+  div.appendChild(box);
+}
+
 function render() {
   for (const m of history) {
     const div = addMessage(m.role, m.content);
-    if (m.role === "assistant") addCopyButton(div, m.content);
+    if (m.role === "assistant") { addCopyButton(div, m.content); addReferences(div, m.lawtune); }
   }
 }
 
@@ -70,8 +111,10 @@ async function checkReady() {
     const state = await response.json().catch(() => ({}));
     // 服务降级: paused by an operator or degraded by the circuit breaker → hide the input, show the notice
     const down = state.paused || state.status === "degraded";
-    $("ask").hidden = Boolean(down);
-    $("ask").style.display = down ? "none" : "";  // the stylesheet's `form {display: flex}` beats [hidden]
+    // --degrade-to-kb: questions still get the retrieved articles, so the input stays open under the notice
+    const closed = down && !state.kb_fallback;
+    $("ask").hidden = Boolean(closed);
+    $("ask").style.display = closed ? "none" : "";  // the stylesheet's `form {display: flex}` beats [hidden]
     if (down) {
       $("status").textContent = state.paused ? "已暂停" : "暂不可用";
       showNotice(state.notice || NOTICES[503]);
@@ -108,12 +151,14 @@ async function ask(question) {
   const div = addMessage("assistant", "");
   div.classList.add("streaming");
   let answer = "";
+  let lawtune = null;
   try {
     const response = await fetch("/v1/chat/completions", {
       method: "POST",
       headers: apiHeaders(),
       // no max_tokens: the server picks its default, cut to what still fits the model's context
-      body: JSON.stringify({ messages: history, stream: true, temperature: 0.7 }),
+      body: JSON.stringify({ messages: history.map((m) => ({ role: m.role, content: m.content })),
+                             stream: true, temperature: 0.7 }),
     });
     if (response.status === 401 && askForKey()) { history.pop(); div.remove(); busy = false; return ask(question); }
     if (!response.ok) throw new Error(await errorText(response));
@@ -133,6 +178,7 @@ async function ask(question) {
         if (data === "[DONE]") continue;
         const chunk = JSON.parse(data);
         if (chunk.error) throw new Error("回答中断：" + chunk.error.message);
+        if (chunk.lawtune) lawtune = chunk.lawtune;
         for (const choice of chunk.choices || []) {
           if (choice.delta && choice.delta.content) {
             answer += choice.delta.content;
@@ -142,10 +188,11 @@ async function ask(question) {
         }
       }
     }
-    history.push({ role: "assistant", content: answer });
+    history.push(lawtune ? { role: "assistant", content: answer, lawtune } : { role: "assistant", content: answer });
     save();
     addCopyButton(div, answer);
-    showNotice("");
+    addReferences(div, lawtune);
+    if (!lawtune || !lawtune.degraded) showNotice("");
   } catch (e) {
     history.pop();  // the question is not part of the conversation unless it was answered
     div.remove();
