@@ -18,6 +18,8 @@ Example:
     lawtune prepare data/legal_qa_sample.csv -o out/
 
     lawtune prepare qa.csv more.json -o out/ --is-best best-per-title --system-prompt "你是一名律师" --seed 1
+
+    lawtune prepare data/article_cited/legal_counsel_with_article_v2.json -o out/rag --kb kb.sqlite --rag-share 0.5
 """
 
 
@@ -36,16 +38,35 @@ def prepare(
     seed: int = typer.Option(0, "--seed", help="salt of the split hash"),
     dev_ratio: float = typer.Option(0.05, "--dev-ratio", help="share of questions in dev.jsonl"),
     test_ratio: float = typer.Option(0.05, "--test-ratio", help="share of questions in test.jsonl"),
+    kb: Optional[Path] = typer.Option(None, "--kb", help="knowledge base: rewrite --rag-share of train.jsonl in the --kb prompt format (gold articles from meta.laws + retrieved distractors)"),
+    rag_share: float = typer.Option(0.5, "--rag-share", help="share of training questions asked with articles (with --kb)"),
+    rag_no_gold: float = typer.Option(0.25, "--rag-no-gold", help="share of those whose articles leave the gold out (with --kb)"),
+    kb_k: int = typer.Option(3, "--kb-k", help="articles per RAG training prompt (with --kb)"),
 ) -> None:
     from lawtune.data.prepare import run
     from lawtune.data.report import print_summary
+    from lawtune.kb.rag import Rag
+
+    rag = Rag.open(kb, k=kb_k) if kb is not None else None  # a bad KB fails before any work
 
     report = run(
         sources, out, progress=True, format=format, encoding=encoding, user_text=user_text, is_best=is_best,
         system_prompt=system_prompt, min_chars=min_chars, max_chars=max_chars, dedupe=dedupe, clean=clean,
         seed=seed, dev_ratio=dev_ratio, test_ratio=test_ratio,
     )
+    if rag is not None:
+        from lawtune.fsutil import atomic_write_json
+        from lawtune.kb.rag_examples import rag_training_file
+
+        with rag:
+            report["rag"] = rag_training_file(out / "train.jsonl", rag, share=rag_share, seed=seed,
+                                              no_gold_share=rag_no_gold)
+        atomic_write_json(out / "report.json", report)
     print_summary(report)
+    if rag is not None:
+        stats = report["rag"]
+        typer.echo(f"RAG format: {stats['rewritten']} of {stats['lines']} training questions "
+                   f"({stats['with_gold']} with their gold articles, {stats['without_gold']} without)")
 
 
 def register(app: typer.Typer) -> None:
