@@ -5,7 +5,7 @@
 
 The questions are a `lawtune prepare` output of lawyer-llama's legal_counsel_with_article_v2.json
 (data/article_cited/): each line keeps the articles its reference answer was written from in `meta.laws`
-("《民法典》第一千零七十六条：…", three per question). For k in 1/5/20 it prints, over the questions:
+("《民法典》第一千零七十六条：…", three per question). For k in 1/3/5/20 it prints, over the questions:
 - article recall@k: share of the cited articles found in the top k (each question weighs the same);
 - article hit@k: share of questions with at least one cited article in the top k;
 - law recall@k: share of questions whose top k holds an article of a cited law.
@@ -30,7 +30,7 @@ from lawtune.kb import open_store  # noqa: E402
 from lawtune.kb.names import LawNames  # noqa: E402
 from lawtune.kb.numerals import to_int  # noqa: E402
 
-KS = (1, 5, 20)
+KS = (1, 3, 5, 20)  # 3: what `--kb` puts in the prompt by default
 GOLD_RE = re.compile(r"^《([^》]+)》第([零〇一二三四五六七八九十百千两\d]+)条(?:之([一二三四五六七八九十\d]+))?")
 
 
