@@ -6,7 +6,11 @@
     build([], "kb.sqlite")                              # no sources: the laws bundled with lawtune
 
 Sources: `.md` files or folders of them (LawRefBook layout, see laws.py) become one item per article;
-`.jsonl` files in the conversations format `lawtune prepare` writes become one Q&A item per user/assistant pair.
+`.jsonl` files in the conversations format `lawtune prepare` writes become one Q&A item per user/assistant pair;
+`.json` files of `{"query", "response", "laws"?}` records (Lawyer LLaMA's consultation files) one Q&A item per
+record. When a record cites articles in `laws` (`meta.laws` after prepare: "《民法典》第一千零七十六条：…"), the
+citations are put at the end of the answer ("相关法条：《民法典》第一千零七十六条；…") so that retrieval can
+let the Q&A item vote for them (retrieval.py, the Q&A bridge); the item schema stays the same.
 """
 
 from __future__ import annotations
@@ -85,9 +89,10 @@ def source_files(sources: Iterable[str | Path], bundled_if_empty: bool = True) -
         return bundled_law_paths()
     files: list[Path] = []
     for source in sources:
-        if source.suffix == ".jsonl":
+        if source.suffix in (".jsonl", ".json"):
             if not source.is_file():
-                raise LawtuneError(f"{source}: no such file (expected conversations JSONL from lawtune prepare)")
+                raise LawtuneError(f"{source}: no such file (expected conversations JSONL from lawtune prepare, "
+                                   "or a JSON array of query/response records)")
             files.append(source)
         elif source.is_dir() or source.suffix == ".md" or not source.exists():
             files.extend(find_law_files([source]))
@@ -110,6 +115,9 @@ def read_items(path: Path) -> Iterator[Item]:
     if path.suffix == ".jsonl":
         yield from qa_items(path)
         return
+    if path.suffix == ".json":
+        yield from query_response_items(path)
+        return
     law = parse_law_file(path)
     for a in law.articles:
         yield Item(kind="article", text=a.text, law=law.short_name, law_full=law.full_name, article=a.article,
@@ -118,9 +126,33 @@ def read_items(path: Path) -> Iterator[Item]:
 
 def qa_items(path: Path) -> Iterator[Item]:
     """One item per user → assistant pair of each conversation (system turns dropped)."""
-    from lawtune.data.conversations import read_conversations
+    from lawtune.data.conversations import read_examples
 
-    for messages in read_conversations(path):
+    for messages, meta in read_examples(path):
         turns = [m for m in messages if m["role"] != "system"]
         for user, assistant in zip(turns[::2], turns[1::2]):
-            yield Item(kind="qa", text=assistant["content"], question=user["content"], source=path.name)
+            yield qa_item(user["content"], assistant["content"], meta.get("laws") or [], path.name)
+
+
+def query_response_items(path: Path) -> Iterator[Item]:
+    """One item per `{"query", "response", "laws"?}` record of a JSON array / JSONL file (Lawyer LLaMA's layout)."""
+    from lawtune.data.json_source import iter_json_records
+
+    count = 0
+    with path.open(encoding="utf-8") as handle:
+        for _line, record in iter_json_records(path, handle):
+            if isinstance(record, dict) and isinstance(record.get("query"), str) and isinstance(record.get("response"), str):
+                count += 1
+                laws = record.get("laws") if isinstance(record.get("laws"), list) else []
+                yield qa_item(record["query"], record["response"], laws, path.name)
+    if not count:
+        raise LawtuneError(f"{path}: no {{\"query\", \"response\"}} records; convert other JSON with lawtune prepare "
+                           "and index the .jsonl it writes")
+
+
+def qa_item(question: str, answer: str, laws: list, source: str = "") -> Item:
+    """A Q&A item; the articles in `laws` ("《民法典》第一千零七十六条：text") are appended as citations."""
+    cited = [str(law).split("：", 1)[0].strip()[:60] for law in laws if str(law).strip()]
+    if cited:
+        answer = f"{answer}\n\n相关法条：{'；'.join(cited)}"
+    return Item(kind="qa", text=answer, question=question, source=source)

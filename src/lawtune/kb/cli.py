@@ -9,7 +9,8 @@ import typer
 
 kb_app = typer.Typer(help="Law-article knowledge base: build, add, search, check citations.", no_args_is_help=True)
 
-BUILD_HELP = """Index law articles (LawRefBook Markdown) and Q&A pairs (conversations JSONL) into one SQLite file.
+BUILD_HELP = """Index law articles (LawRefBook Markdown) and Q&A pairs (conversations JSONL, or {"query", "response",
+"laws"} JSON) into one SQLite file. Q&A whose answers cite articles let search bridge everyday wording to them.
 
 With no SRC, the laws bundled with lawtune (民法典, 刑法, 劳动法, 劳动合同法, 消费者权益保护法, 道路交通安全法, …).
 The file is written atomically: it appears complete or not at all.
@@ -19,6 +20,8 @@ Example:
     lawtune kb build -o kb.sqlite
 
     lawtune kb build ../shared/data/raw/laws_lawrefbook out/train.jsonl -o kb.sqlite --force
+
+    lawtune kb build --bundled ../shared/data/raw/lawyer_llama/zixun_gpt4.json -o kb.sqlite
 
     lawtune kb build -o postgresql://lawtune@127.0.0.1:5432/lawtune   (PostgreSQL: pip install 'lawtune[postgres]')
 """
@@ -55,7 +58,7 @@ Example:
 
 
 def build(
-    sources: Optional[list[Path]] = typer.Argument(None, help="law .md files / folders and conversations .jsonl files (default: the bundled laws)"),
+    sources: Optional[list[Path]] = typer.Argument(None, help="law .md files / folders, conversations .jsonl and query/response .json files (default: the bundled laws)"),
     out: Path = typer.Option(..., "--out", "-o", help="knowledge-base file to write, or a postgresql://user@host:port/db URL"),
     bundled: bool = typer.Option(False, "--bundled", help="also index the bundled laws when SRC is given"),
     tokenizer: str = typer.Option("bigram", "--tokenizer", help="bigram | jieba | jieba+bigram (see docs/knowledge-base.md)"),

@@ -11,7 +11,20 @@
    regulations, rules and judicial interpretations of the same text score. That is the order of legal
    authority, and answers cite the statute: 86 % of LawBench 3-2's cited articles are statute articles, while
    the index of all of LawRefBook is mostly other documents. recall@5 0.624 → 0.66 (current versions).
-4. The rest is the backend's BM25 (law name weighted ×2), current versions only unless asked otherwise.
+4. Q&A items as a bridge: a layperson's wording ("他不离婚我怎么办") is closer to other laypeople's questions
+   than to statute text ("夫妻一方要求离婚的，可以…提起离婚诉讼"). When the KB holds Q&A items, the best
+   `QA_VOTERS` Q&A items among the BM25 candidates (the pool query always includes Q&A, so this costs no second
+   query) vote for the articles their answers cite (`find_citations`; `kb build` ends the answer with the
+   record's `laws` list when it has one): article score = its BM25 score (after 2.–3.) + `BRIDGE_WEIGHT` × the
+   sum of the BM25 scores of the Q&A items citing it. Scores share one scale, so a weak Q&A match moves little,
+   and a cited article outside the BM25 candidates can still come up (looked up). Q&A items keep their place
+   when `kinds` includes "qa", else they only vote. Without Q&A items (the bundled KB) nothing changes.
+   Measured (docs/knowledge-base.md): 1,000 held-out consultations → 民法典 articles, bundled laws + 1,000
+   other consultations' Q&A: hit@1 / @5 of a cited article 0.070 / 0.172 → 0.505 / 0.769; LawBench 3-2 (its
+   answers cite 民法典 in 2 of 500, the Q&A only 民法典): recall@5 0.659 → 0.649. Reciprocal-rank fusion
+   (`FUSION = "rrf"`): 0.413 / 0.776 and 3-2 0.632; a separate Q&A-only query instead of the candidates costs a
+   second full-text query (+25–50 ms on all of LawRefBook) for no gain.
+5. The rest is the backend's BM25 (law name weighted ×2), current versions only unless asked otherwise.
 
 Measured on LawBench 3-2 with benchmarks/kb_retrieval.py (docs/knowledge-base.md): re-ranking the top 100 by
 law-level score aggregation, law-name-core matches, query-term coverage and pseudo-relevance feedback each
@@ -32,6 +45,11 @@ LAW_BOOST = 1.5
 STATUTE_BOOST = 1.3
 STATUTE_RE = re.compile(r"^中华人民共和国.*(法|法典)(（[^（）]*）)?$")
 POOL = 100  # candidates re-ranked per search
+QA_VOTERS = 10  # Q&A hits whose cited articles vote (the bridge, 4. above)
+RRF_K = 60
+BRIDGE_WEIGHT = 0.5  # weight of the Q&A votes; 0 turns the bridge off
+QA_FROM_POOL = True  # voters: the Q&A items among the POOL candidates (True) or a separate Q&A-only query
+FUSION = "sum"  # "sum": BM25 + weight × summed BM25 of the citing Q&A; "rrf": reciprocal-rank fusion of the rankings
 
 
 class Retriever:
@@ -39,6 +57,8 @@ class Retriever:
         self.store = store
         catalog = store.catalog()
         self.names = LawNames([*catalog.versions, *catalog.repealed])
+        self.has_qa = bool(store.count().get("qa"))  # stores rebuild their retriever after add
+        self._cited: dict[str, list[tuple[str, int, int]]] = {}  # Q&A answer → articles it cites
 
     def search(self, query: str, k: int = 5, *, current_only: bool = True,
                kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:
@@ -51,18 +71,60 @@ class Retriever:
                     if item and all(h.item != item for h in exact):
                         exact.append(Hit(item, score=0.0, exact=True))
         pool = max(POOL, k)
-        hits = {self._key(h): h for h in self.store.text_search(query, pool, current_only=current_only, kinds=kinds)}
+        bridge = self.has_qa and "article" in kinds and BRIDGE_WEIGHT > 0
+        pool_kinds = tuple(dict.fromkeys((*kinds, "qa"))) if bridge and QA_FROM_POOL else kinds
+        hits = {self._key(h): h for h in self.store.text_search(query, pool, current_only=current_only, kinds=pool_kinds)}
         named = list(dict.fromkeys(law for _, _, law in self.names.find(query)))
         if named and "article" in kinds:
             for hit in self.store.text_search(query, pool, current_only=current_only, laws=named, kinds=("article",)):
                 hits[self._key(hit)] = hit
         ranked = sorted((self._rescore(h, named) for h in hits.values()), key=lambda h: h.score, reverse=True)
+        if bridge:
+            if QA_FROM_POOL:  # the Q&A items among the candidates vote; the pool query needs no second pass
+                voters = [h for h in hits.values() if h.item.kind == "qa"]
+                voters = sorted(voters, key=lambda h: h.score, reverse=True)[:QA_VOTERS]
+            else:
+                voters = self.store.text_search(query, QA_VOTERS, current_only=current_only, kinds=("qa",))
+            ranked = [h for h in self._bridge(ranked, voters, current_only) if h.item.kind in kinds]
         seen = {self._key(h) for h in exact}
         rest = [h for h in ranked if self._key(h) not in seen]
         # named articles lead: give them finite scores above every text match (JSON has no Infinity)
         top = (rest[0].score if rest else 0.0) + 1.0
         exact = [Hit(h.item, top + len(exact) - n, exact=True) for n, h in enumerate(exact)]
         return (exact + rest)[:k]
+
+    def _bridge(self, ranked: list[Hit], voters: list[Hit], current_only: bool) -> list[Hit]:
+        """Fuse the BM25 ranking with the articles cited by the best Q&A matches (4. in the module docstring)."""
+        votes: dict[tuple[str, int, int], float] = {}
+        for hit in voters:
+            weight = hit.score if FUSION == "sum" else (hit.score / voters[0].score if voters[0].score > 0 else 1.0)
+            for ref in self._citations(hit.item.text):
+                votes[ref] = votes.get(ref, 0.0) + weight
+        if not votes:
+            return ranked
+        by_ref = {(h.item.law_full, h.item.article, h.item.sub): h for h in ranked if h.item.kind == "article"}
+        if FUSION == "sum":
+            fused = {self._key(h): [h, h.score] for h in ranked}
+        else:
+            fused = {self._key(h): [h, 1 / (RRF_K + n)] for n, h in enumerate(ranked, 1)}
+        for n, (ref, vote) in enumerate(sorted(votes.items(), key=lambda kv: kv[1], reverse=True), 1):
+            hit = by_ref.get(ref)
+            if hit is None:  # cited, but not among the BM25 candidates
+                item = self.store.lookup(*ref)
+                if item is None or (current_only and not item.current):
+                    continue
+                hit = Hit(item, 0.0)
+            entry = fused.setdefault(self._key(hit), [hit, 0.0])
+            entry[1] += BRIDGE_WEIGHT * (vote if FUSION == "sum" else 1 / (RRF_K + n))
+        return [Hit(h.item, score, h.exact) for h, score in sorted(fused.values(), key=lambda e: e[1], reverse=True)]
+
+    def _citations(self, text: str) -> list[tuple[str, int, int]]:
+        if text not in self._cited:
+            if len(self._cited) > 10_000:
+                self._cited.clear()
+            refs = (c for c in find_citations(text, self.names) if c.law_full and c.article is not None)
+            self._cited[text] = list(dict.fromkeys((c.law_full, c.article, c.sub) for c in refs))
+        return self._cited[text]
 
     @staticmethod
     def _key(hit: Hit) -> tuple:
