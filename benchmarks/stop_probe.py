@@ -12,17 +12,10 @@ no generation, so it screens training recipes in seconds before the slow generat
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
-
-def cpu_flags() -> str:
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return platform.machine()
-    return " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "none of avx2/avx512"
+from decoding_sweep import cpu_flags  # benchmarks/ is on sys.path when a script in it runs
 
 
 def main() -> None:
