@@ -5,7 +5,7 @@
     server.create_database("kb")           # or `template=` to copy another database (a writable KB copy)
     server.stop()                          # pg_ctl stop, temp dir removed
 
-`python tests/kb/postgres_server.py` starts one and prints its URL until Ctrl-C (for benchmarks/kb_retrieval.py).
+`python tests/kb/postgres_server.py` starts one and prints its URL until Ctrl-C or `kill` (for benchmarks/kb_retrieval.py).
 
 PostgreSQL refuses to run as root, so as root initdb and the server run as the `postgres` system user the
 Debian package creates (`runuser -u postgres --`), in a temp dir under /tmp that user owns (pytest's own temp
@@ -120,6 +120,11 @@ class PostgresServer:
 
 
 if __name__ == "__main__":
+    import signal
+    import sys
+
+    # `kill PID` stops it cleanly too (a background job ignores Ctrl-C's SIGINT)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server = PostgresServer.start()
     print(server.url(), flush=True)
     try:
