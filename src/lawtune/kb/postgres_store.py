@@ -39,9 +39,9 @@ from collections import Counter
 from collections.abc import Iterable
 
 from lawtune.errors import LawtuneError
-from lawtune.kb.repeals import STATIC_REPEALED, repealed_in
+from lawtune.kb.repeals import repealed_in
 from lawtune.kb.sqlite_store import FORMAT, FORMAT_VERSION, ITEM_FIELDS, MAX_DF
-from lawtune.kb.store import Catalog, Hit, Item, Kind, LawVersion
+from lawtune.kb.store import Catalog, Hit, Item, Kind
 from lawtune.kb.tokenize import DEFAULT_TOKENIZER, tokenize
 
 URL_PREFIXES = ("postgresql://", "postgres://")
@@ -339,20 +339,7 @@ class PostgresStore:
             rows = self.db.execute(
                 "SELECT law_full, law, version, current, article, sub FROM items WHERE kind = 'article'").fetchall()
             repeal_rows = self.db.execute("SELECT law_full, by_law, by_cite FROM repeals").fetchall()
-        articles: dict[tuple[str, str], set[tuple[int, int]]] = {}
-        info: dict[tuple[str, str], tuple[str, bool]] = {}
-        for law_full, law, version, current, article, sub in rows:
-            articles.setdefault((law_full, version), set()).add((article, sub))
-            info[(law_full, version)] = (law, bool(current))
-        versions: dict[str, list[LawVersion]] = {}
-        for (law_full, version), (law, current) in sorted(info.items(), key=lambda kv: kv[0][1], reverse=True):
-            versions.setdefault(law_full, []).append(
-                LawVersion(law_full, law, version, current, frozenset(articles[(law_full, version)])))
-        repealed = dict(STATIC_REPEALED)
-        for law_full, by_law, by_cite in repeal_rows:
-            if by_law != law_full and not any(v.current for v in versions.get(law_full, [])):
-                repealed[law_full] = by_cite
-        return Catalog(versions=versions, repealed=repealed)
+        return Catalog.from_rows(rows, repeal_rows)
 
     def count(self) -> dict[str, int]:
         with self.lock:

@@ -82,6 +82,30 @@ class Catalog:
     def current(self, full_name: str) -> LawVersion | None:
         return next((v for v in self.versions.get(full_name, []) if v.current), None)
 
+    @classmethod
+    def from_rows(cls, article_rows: Iterable[tuple], repeal_rows: Iterable[tuple]) -> "Catalog":
+        """Build a catalog from a backend's rows, the same for every engine.
+
+        article_rows: (law_full, law, version, current, article, sub) per article;
+        repeal_rows: (law_full, by_law, by_cite) per repeal clause found in the texts.
+        """
+        from lawtune.kb.repeals import STATIC_REPEALED
+
+        articles: dict[tuple[str, str], set[tuple[int, int]]] = {}
+        info: dict[tuple[str, str], tuple[str, bool]] = {}
+        for law_full, law, version, current, article, sub in article_rows:
+            articles.setdefault((law_full, version), set()).add((article, sub))
+            info[(law_full, version)] = (law, bool(current))
+        versions: dict[str, list[LawVersion]] = {}
+        for (law_full, version), (law, current) in sorted(info.items(), key=lambda kv: kv[0][1], reverse=True):
+            versions.setdefault(law_full, []).append(
+                LawVersion(law_full, law, version, current, frozenset(articles[(law_full, version)])))
+        repealed = dict(STATIC_REPEALED)
+        for law_full, by_law, by_cite in repeal_rows:
+            if by_law != law_full and not any(v.current for v in versions.get(law_full, [])):
+                repealed[law_full] = by_cite
+        return cls(versions=versions, repealed=repealed)
+
 
 class KnowledgeStore(Protocol):
     """What a backend provides. Scores: higher is better. `current_only` hides outdated/repealed versions."""
