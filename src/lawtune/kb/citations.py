@@ -84,6 +84,13 @@ class CheckSummary:
         bad = self.verdicts["nonexistent_article"] + self.verdicts["unknown_law"]
         return bad / self.citations if self.citations else 0.0
 
+    def add(self, verdicts: list["Verdict"]) -> None:
+        """Count one answer's verdicts."""
+        self.answers += 1
+        self.answers_with_citations += bool(verdicts)
+        self.citations += len(verdicts)
+        self.verdicts.update(v.verdict for v in verdicts)
+
     def to_json(self) -> dict:
         return {"answers": self.answers, "answers_with_citations": self.answers_with_citations,
                 "citations": self.citations, "verdicts": {v: self.verdicts[v] for v in VERDICTS},
@@ -158,9 +165,5 @@ class CitationChecker:
     def summarize(self, answers: Iterable[str]) -> CheckSummary:
         summary = CheckSummary()
         for answer in answers:
-            verdicts = self.check(answer)
-            summary.answers += 1
-            summary.answers_with_citations += bool(verdicts)
-            summary.citations += len(verdicts)
-            summary.verdicts.update(v.verdict for v in verdicts)
+            summary.add(self.check(answer))
         return summary

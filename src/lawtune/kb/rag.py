@@ -143,10 +143,7 @@ def citation_metrics(checker: Any, answers: list[str]) -> tuple[list[list[dict[s
     summary, rows = CheckSummary(), []
     for answer in answers:
         verdicts = checker.check(answer)
-        summary.answers += 1
-        summary.answers_with_citations += bool(verdicts)
-        summary.citations += len(verdicts)
-        summary.verdicts.update(v.verdict for v in verdicts)
+        summary.add(verdicts)
         rows.append([v.to_json() for v in verdicts])
     data = summary.to_json()
     metrics = {"citation_precision_pct": round(100 * summary.precision, 2),
