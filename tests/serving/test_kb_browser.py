@@ -9,17 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_browser import ARGS, CHROMIUM, pytestmark  # noqa: F401  (same skip rule as the other browser tests)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        yield browser
-        browser.close()
+from test_browser import browser, pytestmark  # noqa: F401  (the same browser fixture and skip rule)
 
 
 @pytest.fixture(scope="module")
