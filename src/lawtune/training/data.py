@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lawtune.errors import LawtuneError
-from lawtune.modeling.chat import IGNORE_INDEX, ChatFormat
+from lawtune.modeling.chat import DROP_EMPTY_ANSWER, IGNORE_INDEX, ChatFormat
 
 ROLES = {"system", "user", "assistant"}
 
@@ -94,7 +94,7 @@ def encode_rows(
         encoding = chat.encode_checked(messages, max_input_length, max_output_length)
         example = encoding.example
         if example is None or example.supervised_tokens == 0:
-            data.dropped[encoding.note or "no supervised token (empty answer)"] += 1
+            data.dropped[encoding.note or DROP_EMPTY_ANSWER] += 1
             continue
         supervised = [label for label in example.labels if label != IGNORE_INDEX]
         if supervised[-len(end):] != end:
