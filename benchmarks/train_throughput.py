@@ -107,7 +107,7 @@ def steady(seen: dict) -> dict:
 
 
 def lawtune_train(model_dir: Path, data: Path, steps: int, out: Path, compile_layers: bool) -> dict:
-    from lawtune.training.callbacks import read_metrics
+    from lawtune.modeling.runs import RUN_INFO, read_metrics
     from lawtune.training.train import run
 
     config = out.parent / "bench.yaml"
@@ -125,7 +125,7 @@ def lawtune_train(model_dir: Path, data: Path, steps: int, out: Path, compile_la
     steps_logged = [e for e in events if "loss" in e]
     first, last = steps_logged[0], steps_logged[-1]
     tokens = last["supervised_tokens"] - first["supervised_tokens"]
-    info = json.loads((run_dir / "run.json").read_text())
+    info = json.loads((run_dir / RUN_INFO).read_text())
     return {"supervised_tokens": final["supervised_tokens"], "train_runtime_s": final["train_runtime"],
             "cpu_s": final["cpu_s"], "supervised_tokens_per_s": final["supervised_tokens"] / final["train_runtime"],
             "supervised_tokens_per_cpu_s": final["supervised_tokens"] / final["cpu_s"], "precision": info["precision"],

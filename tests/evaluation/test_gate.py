@@ -7,7 +7,8 @@ import json
 from typer.testing import CliRunner
 
 from lawtune.cli import app
-from lawtune.evaluation.gate import GATE_FILE, Gate, read_verdict
+from lawtune.evaluation.gate import Gate, read_verdict
+from lawtune.modeling.runs import QUALITY_GATE
 
 
 def _record(rouge_l, ended, loops, mcq):
@@ -34,7 +35,7 @@ def test_compare_records_a_failed_gate_and_exits_non_zero(tiny_run_dir, qa_file,
     verdict = read_verdict(tiny_run_dir)
     assert verdict["passed"] is False and verdict["thresholds"] == {"min_rouge_gain": 1000.0}
     assert "Quality gate: FAILED" in (tmp_path / "report.md").read_text(encoding="utf-8")
-    (tiny_run_dir / GATE_FILE).unlink()  # the run fixture is shared: leave it as it was
+    (tiny_run_dir / QUALITY_GATE).unlink()  # the run fixture is shared: leave it as it was
     assert json.loads((tmp_path / "tuned" / "metrics.json").read_text(encoding="utf-8"))["data"]["count"] == 2
 
 

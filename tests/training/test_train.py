@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from lawtune.errors import LawtuneError
 from lawtune.fsutil import sha256_tree
 from lawtune.modeling.loading import load_model
-from lawtune.training.callbacks import read_metrics
+from lawtune.modeling.runs import read_metrics
 from lawtune.training.train import run
 
 from training_helpers import tiny_config

@@ -21,7 +21,7 @@ from lawtune.evaluation.gate import Gate, write_verdict
 from lawtune.evaluation.generation import GenerationSettings
 from lawtune.evaluation.report import write_report
 from lawtune.fsutil import sha256_file
-from lawtune.modeling.runs import TEMPLATE_FILE, is_run_dir
+from lawtune.modeling.runs import COMPARE_DIR, RUN_INFO, TEMPLATE_FILE, is_run_dir
 
 
 def _load_base(base: str, run_dir: Path, dtype: str) -> Any:
@@ -53,11 +53,11 @@ def run(
 
     run_dir, data = Path(run_dir), resolve_data(data)
     if not is_run_dir(run_dir):
-        raise LawtuneError(f"{run_dir} is not a run folder (no run.json); train one with `lawtune train CONFIG`")
+        raise LawtuneError(f"{run_dir} is not a run folder (no {RUN_INFO}); train one with `lawtune train CONFIG`")
     settings = settings or GenerationSettings()
     examples = read_examples(data, limit)
     mcq_paths = resolve_mcq(list(DEFAULT_MCQ) if mcq is None else mcq)
-    out = Path(out_dir) if out_dir else run_dir / "compare"
+    out = Path(out_dir) if out_dir else run_dir / COMPARE_DIR
     data_record = {"path": str(data), "sha256": sha256_file(data), "count": len(examples), "limit": limit}
     rag, checker, kb_record = open_eval_kb(kb, check_kb, kb_k, kb_chars)
 

@@ -21,7 +21,7 @@ from lawtune.evaluation.generation import GenerationSettings, generate
 from lawtune.evaluation.metrics import distribution, loops, score_pair, summarize
 from lawtune.evaluation.scoring import eval_loss, mcq_accuracy, read_mcq
 from lawtune.fsutil import atomic_open, atomic_write_json, sha256_file
-from lawtune.modeling.runs import is_run_dir
+from lawtune.modeling.runs import EVAL_DIR, is_run_dir
 
 # src/lawtune/evaluation/evaluate.py → repository root → data/benchmarks
 BENCHMARKS_DIR = Path(__file__).resolve().parents[3] / "data" / "benchmarks"
@@ -53,8 +53,8 @@ def default_out_dir(spec: str | Path, data: Path, base_only: bool) -> Path:
     """RUN/eval/<data>[-base] for a run folder, else out/eval/<model>-<data>."""
     suffix = "-base" if base_only else ""
     if is_run_dir(Path(spec)):
-        return Path(spec) / "eval" / f"{data.stem}{suffix}"
-    return Path("out") / "eval" / f"{Path(str(spec)).name}-{data.stem}"
+        return Path(spec) / EVAL_DIR / f"{data.stem}{suffix}"
+    return Path("out") / EVAL_DIR / f"{Path(str(spec)).name}-{data.stem}"
 
 
 def answer_budget(reference_tokens: list[int], floor: int = MIN_ANSWER_BUDGET) -> int:

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from lawtune.fsutil import atomic_write_json
+from lawtune.modeling.runs import QUALITY_GATE
 
-GATE_FILE = "quality_gate.json"  # in the run folder: the verdict of the last gated compare
 
 
 @dataclass(frozen=True)
@@ -57,14 +57,14 @@ class Gate:
 
 
 def write_verdict(run_dir: Path, verdict: dict[str, Any], report: Path | None = None) -> Path:
-    path = Path(run_dir) / GATE_FILE
+    path = Path(run_dir) / QUALITY_GATE
     atomic_write_json(path, {**verdict, "report": str(report) if report else None})
     return path
 
 
 def read_verdict(run_dir: Path) -> dict[str, Any] | None:
     """The last gated compare's verdict for this run, or None when no compare set a threshold."""
-    path = Path(run_dir) / GATE_FILE
+    path = Path(run_dir) / QUALITY_GATE
     if not path.is_file():
         return None
     try:

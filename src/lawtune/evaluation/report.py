@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lawtune.fsutil import atomic_open, atomic_write_text
+from lawtune.modeling.runs import LOSS_CURVE, loss_points
 
 HEADLINE = (("rouge-l", "ROUGE-L"), ("rouge-1", "ROUGE-1"), ("rouge-2", "ROUGE-2"), ("bleu-4", "BLEU-4"),
             ("ended_pct", "ended on its own %"), ("loops_pct", "looping answers %"))
@@ -51,28 +52,6 @@ def metric_rows(base: dict[str, Any], tuned: dict[str, Any]) -> list[dict[str, A
         better = None if key is None else delta < 0 if key in LOWER_IS_BETTER else delta > 0
         rows.append({"name": label, "base": b, "tuned": t, "delta": delta, "better": better if delta else None})
     return rows
-
-
-def loss_points(run_dir: Path | None) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-    """(train, dev) loss points by step from RUN/metrics.jsonl."""
-    train, dev = [], []
-    path = run_dir / "metrics.jsonl" if run_dir else None
-    if not path or not path.is_file():
-        return train, dev
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash during training: skip it, the curve is still useful
-        step = record.get("step") if isinstance(record, dict) else None
-        if step is None:
-            continue
-        # `loss` / `eval_loss` as the HF Trainer logs them (the end-of-training summary's `train_loss`,
-        # an average over the whole run, is not a point of the curve)
-        for key, points in (("loss", train), ("eval_loss", dev)):
-            if isinstance(record.get(key), (int, float)):
-                points.append((float(step), float(record[key])))
-    return train, dev
 
 
 # ---- plots ---------------------------------------------------------------------------------------------------
@@ -214,7 +193,7 @@ def write_report(out_dir: Path, base: dict[str, Any], tuned: dict[str, Any], bas
         with atomic_open(out_dir / name, "wb") as handle:
             handle.write(png)
     if loss_png:
-        with atomic_open(out_dir / "loss_curve.png", "wb") as handle:
+        with atomic_open(out_dir / LOSS_CURVE, "wb") as handle:
             handle.write(loss_png)
     atomic_write_text(out_dir / "report.md", render_markdown(context))
     atomic_write_text(out_dir / "report.html", render_html(context))

@@ -7,10 +7,13 @@
       tokenizer/            the tokenizer used in training
       adapter/              the final LoRA adapter (always written at the end)
       best/                 the adapter of the checkpoint with the best dev metric (+ best.json)
-      checkpoint-N/         resumable Trainer checkpoints
+      checkpoint-N/         resumable Trainer checkpoints (+ lawtune_complete.json once fully written)
       metrics.jsonl, loss_curve.png, tensorboard/
+      eval/, compare/       default output folders of `lawtune eval` / `lawtune compare` on this run
+      quality_gate.json     the verdict of the last gated `lawtune compare` (checked by `lawtune serve`)
 
-Later commands pick `best/` when it exists, else `adapter/`.
+Later commands pick `best/` when it exists, else `adapter/`. Every module names these files through the
+constants below, and reads metrics.jsonl through `read_metrics` / `loss_points`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,16 @@ TEMPLATE_FILE = "chat_template.jinja"
 TOKENIZER_DIR = "tokenizer"
 FINAL_ADAPTER_DIR = "adapter"
 BEST_ADAPTER_DIR = "best"
+BEST_INFO = "best.json"  # inside BEST_ADAPTER_DIR: step, metric and value of the best eval
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+LOSS_CURVE = "loss_curve.png"
+TENSORBOARD_DIR = "tensorboard"
+CHECKPOINT_PREFIX = "checkpoint-"  # + the global step
+COMPLETE_MARKER = "lawtune_complete.json"  # inside a checkpoint the Trainer finished writing
+EVAL_DIR = "eval"
+COMPARE_DIR = "compare"
+QUALITY_GATE = "quality_gate.json"
 DEFAULT_MODEL_NAME = "gemma-3-270m"
 
 
@@ -64,7 +77,7 @@ class RunInfo:
             return final
         raise LawtuneError(
             f"run {self.run_dir} has no finished adapter ({FINAL_ADAPTER_DIR}/ or {BEST_ADAPTER_DIR}/): "
-            f"finish training with `lawtune train {self.run_dir / 'config.yaml'} --resume auto`"
+            f"finish training with `lawtune train {self.run_dir / CONFIG_FILE} --resume auto`"
         )
 
 
@@ -79,6 +92,39 @@ def read_run(run_dir: str | Path) -> RunInfo:
     except (json.JSONDecodeError, KeyError) as error:
         raise LawtuneError(f"{run_dir / RUN_INFO} is damaged ({error}); retrain or restore it") from error
     return RunInfo(run_dir, Path(base["path"]), base.get("sha256"), template)
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """Every event of RUN/metrics.jsonl, in order; [] when there is none. A line cut by a kill is skipped."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    events = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
+def loss_points(run_dir: str | Path | None) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """(train, dev) loss points (step, loss) from RUN/metrics.jsonl: the points of the loss curve.
+
+    `loss` / `eval_loss` as the HF Trainer logs them (the end-of-training summary's `train_loss`, an average
+    over the whole run, is not a point of the curve)."""
+    train: list[tuple[float, float]] = []
+    dev: list[tuple[float, float]] = []
+    for event in read_metrics(run_dir) if run_dir else []:
+        step = event.get("step")
+        if step is None:
+            continue
+        for key, points in (("loss", train), ("eval_loss", dev)):
+            if isinstance(event.get(key), (int, float)):
+                points.append((float(step), float(event[key])))
+    return train, dev
 
 
 def resolve_model_path(spec: str | Path) -> Path:

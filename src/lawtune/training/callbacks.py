@@ -17,11 +17,8 @@ from typing import Any
 from transformers import TrainerCallback
 
 from lawtune.fsutil import atomic_dir, atomic_write_json
-from lawtune.modeling.runs import BEST_ADAPTER_DIR
-
-METRICS_FILE = "metrics.jsonl"
-COMPLETE_MARKER = "lawtune_complete.json"
-BEST_INFO = "best.json"
+from lawtune.modeling.runs import (BEST_ADAPTER_DIR, BEST_INFO, CHECKPOINT_PREFIX, COMPLETE_MARKER, METRICS_FILE,
+                                   read_metrics)
 
 
 class MetricsLog(TrainerCallback):
@@ -47,19 +44,6 @@ class MetricsLog(TrainerCallback):
                  "cpu_s": round(time.process_time() - self.cpu_start, 1)}
         with self.path.open("a", encoding="utf-8") as handle:  # append-only; one whole line per write
             handle.write(json.dumps(event, ensure_ascii=False) + "\n")
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    events = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill mid-write
-    return events
 
 
 class BestAdapter(TrainerCallback):
@@ -112,7 +96,7 @@ class CheckpointMarker(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            folder = Path(args.output_dir) / f"{CHECKPOINT_PREFIX}{state.global_step}"
             if folder.is_dir():
                 atomic_write_json(folder / COMPLETE_MARKER, {"step": state.global_step})
 

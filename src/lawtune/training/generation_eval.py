@@ -14,7 +14,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from lawtune.modeling.chat import ChatFormat
-from lawtune.training.callbacks import METRICS_FILE
+from lawtune.modeling.runs import METRICS_FILE
 from lawtune.training.data import read_conversations
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lawtune.fsutil import atomic_open
-from lawtune.training.callbacks import read_metrics
+from lawtune.modeling.runs import LOSS_CURVE, loss_points
 
 
 def plot_loss_curve(run_dir: Path, out: Path | None = None) -> Path:
@@ -18,10 +18,8 @@ def plot_loss_curve(run_dir: Path, out: Path | None = None) -> Path:
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    out = out or run_dir / "loss_curve.png"
-    events = read_metrics(run_dir)
-    train = [(e["step"], e["loss"]) for e in events if "loss" in e]
-    dev = [(e["step"], e["eval_loss"]) for e in events if "eval_loss" in e]
+    out = out or run_dir / LOSS_CURVE
+    train, dev = loss_points(run_dir)
     figure, axis = plt.subplots(figsize=(7, 4), dpi=100)
     if train:
         axis.plot(*zip(*train), label="train loss")

@@ -18,12 +18,12 @@ from pathlib import Path
 
 from lawtune.errors import LawtuneError
 from lawtune.fsutil import atomic_write_text
-from lawtune.modeling.runs import BEST_ADAPTER_DIR, FINAL_ADAPTER_DIR, RUN_INFO
-from lawtune.training.callbacks import BEST_INFO, COMPLETE_MARKER, METRICS_FILE
+from lawtune.modeling.runs import (BEST_ADAPTER_DIR, BEST_INFO, CHECKPOINT_PREFIX, COMPLETE_MARKER, FINAL_ADAPTER_DIR,
+                                   LOSS_CURVE, METRICS_FILE, RUN_INFO, TENSORBOARD_DIR)
 
-CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+CHECKPOINT = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 # What a fresh start removes from an earlier run in the same folder.
-FRESH_START_REMOVES = (BEST_ADAPTER_DIR, FINAL_ADAPTER_DIR, METRICS_FILE, "tensorboard", "loss_curve.png")
+FRESH_START_REMOVES = (BEST_ADAPTER_DIR, FINAL_ADAPTER_DIR, METRICS_FILE, TENSORBOARD_DIR, LOSS_CURVE)
 
 
 def checkpoints(run_dir: Path) -> list[tuple[int, Path, bool]]:
@@ -55,7 +55,7 @@ def plan_resume(run_dir: Path, resume: str) -> Path | None:
         if step == int(resume):
             return path
     steps = ", ".join(str(step) for step, _ in complete) or "none"
-    raise LawtuneError(f"no complete checkpoint-{resume} in {run_dir} (complete checkpoints: {steps}); use --resume auto")
+    raise LawtuneError(f"no complete {CHECKPOINT_PREFIX}{resume} in {run_dir} (complete checkpoints: {steps}); use --resume auto")
 
 
 def tidy_run_dir(run_dir: Path, start: Path | None) -> None:

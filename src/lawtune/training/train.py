@@ -20,7 +20,8 @@ from pathlib import Path
 from lawtune.errors import LawtuneError
 from lawtune.fsutil import atomic_dir, atomic_write_json, atomic_write_text, sha256_file, sha256_tree
 from lawtune.modeling.chat import ChatFormat, resolve_template
-from lawtune.modeling.runs import FINAL_ADAPTER_DIR, RUN_INFO, TEMPLATE_FILE, TOKENIZER_DIR, resolve_model_path
+from lawtune.modeling.runs import (CONFIG_FILE, FINAL_ADAPTER_DIR, RUN_INFO, TEMPLATE_FILE, TENSORBOARD_DIR, TOKENIZER_DIR,
+                                   resolve_model_path)
 from lawtune.training.config import LAWTUNE_READS, TrainConfig, config_to_yaml, load_config
 from lawtune.training.data import EncodedData, encode_rows, read_conversations, safe_pad_id
 
@@ -114,7 +115,7 @@ def _write_run_info(run_dir, config, model_dir, tokenizer, chat, train, dev, sta
     previous = json.loads((run_dir / RUN_INFO).read_text(encoding="utf-8")) if (run_dir / RUN_INFO).is_file() else {}
     if status == "training" or "base_model" not in previous:
         atomic_write_text(run_dir / TEMPLATE_FILE, chat.template)
-        atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
+        atomic_write_text(run_dir / CONFIG_FILE, config_to_yaml(config))
         with atomic_dir(run_dir / TOKENIZER_DIR) as tmp:
             tokenizer.save_pretrained(tmp)
     base = previous.get("base_model") if previous.get("base_model", {}).get("path") == str(model_dir) else None
@@ -203,7 +204,7 @@ def _build_trainer(config: TrainConfig, args, run_dir: Path, model_dir: Path, tr
         callbacks.append(cb.BestAdapter(run_dir, config.training_args.metric_for_best_model, greater,
                                         config.eval.early_stopping_patience))
     if args.process_index == 0:
-        callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(str(run_dir / "tensorboard"))))
+        callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(str(run_dir / TENSORBOARD_DIR))))
     trainer = SFTTrainer(model=model, args=args, train_dataset=train.examples,
                          eval_dataset=dev.examples if dev else None,
                          data_collator=Collator(safe_pad_id(tokenizer, chat.stop_token_ids)), callbacks=callbacks, token_counter=counter,
