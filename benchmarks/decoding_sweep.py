@@ -70,7 +70,7 @@ def generate_ids(loaded, examples, policy: DecodingPolicy, max_new_tokens: int, 
 
     settings = GenerationSettings(max_new_tokens=max_new_tokens, decoding=policy, batch_size=batch_size)
     pad = loaded.tokenizer.pad_token_id
-    encoded = [prompt_ids(loaded.chat, e.messages, settings.max_input_length) for e in examples]
+    encoded = [prompt_ids(loaded.chat, e.prompt, settings.max_input_length) for e in examples]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # as generation.generate batches
     ids: list = [None] * len(encoded)
     started = time.perf_counter()
@@ -116,7 +116,7 @@ def generate_ids_batched(loaded, examples, policy: DecodingPolicy, max_new_token
     while waiting or batch.sequences:
         while waiting and len(batch.sequences) < slots:
             index = waiting.popleft()
-            seq = Sequence(prompt_ids(loaded.chat, examples[index].messages, 512),
+            seq = Sequence(prompt_ids(loaded.chat, examples[index].prompt, 512),
                            decoding=policy if policy.penalizes else None, stop_ids=stops)
             live[id(seq)] = (index, TextStream(loaded.tokenizer, watch=RepetitionWatch() if policy.repetition_stop else None))
             if finished(seq, batch.join(seq)):
@@ -171,13 +171,13 @@ def main() -> None:
 
     import torch
 
-    from lawtune.evaluation.examples import read_examples
+    from lawtune.data.conversations import read_examples
     from lawtune.modeling.loading import load_model
 
     print(f"CPU: {platform.processor() or platform.machine()}, flags: {cpu_flags()}, torch threads "
           f"{torch.get_num_threads()}, dtype {args.dtype}")
     loaded = load_model(args.run, dtype=args.dtype, merge=True)
-    examples = read_examples(args.data, limit=args.limit)
+    examples = list(read_examples(args.data, limit=args.limit))
     print(f"{loaded.name}: {len(examples)} questions of {args.data}, greedy, {args.max_new_tokens} new tokens, "
           f"batch {args.batch_size}")
     key = f"{Path(args.run).resolve()}|{args.data.resolve()}|{len(examples)}|{args.max_new_tokens}|{args.batch_size}|{args.dtype}"

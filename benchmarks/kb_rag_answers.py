@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from lawtune.evaluation.examples import read_examples  # noqa: E402
+from lawtune.data.conversations import read_examples  # noqa: E402
 from lawtune.evaluation.generation import GenerationSettings, generate  # noqa: E402
 from lawtune.evaluation.metrics import rouge_f  # noqa: E402
 from lawtune.kb.rag import Rag, citation_metrics, open_checker  # noqa: E402
@@ -47,7 +47,7 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    examples = read_examples(args.questions, args.limit)
+    examples = list(read_examples(args.questions, args.limit))
     checker = open_checker(args.check_kb or args.kb)
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, max_input_length=1536)
     summary_path = out / "summary.json"
@@ -60,8 +60,8 @@ def main() -> None:
             if loaded is None or loaded_base != base_only:
                 loaded, loaded_base = None, None
                 loaded, loaded_base = load_model(args.run, base_only=base_only, merge=True), base_only
-            augmented = [rag.augment(e.messages) if with_kb else None for e in examples]
-            conversations = [a.messages if a else e.messages for a, e in zip(augmented, examples)]
+            augmented = [rag.augment(e.prompt) if with_kb else None for e in examples]
+            conversations = [a.messages if a else e.prompt for a, e in zip(augmented, examples)]
             started = time.perf_counter()
             outputs = generate(loaded, conversations, settings, description=name)
             seconds = time.perf_counter() - started

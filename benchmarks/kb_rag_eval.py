@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from lawtune.evaluation.examples import read_examples  # noqa: E402
+from lawtune.data.conversations import read_examples  # noqa: E402
 from lawtune.kb import open_store  # noqa: E402
 from lawtune.kb.names import LawNames  # noqa: E402
 from lawtune.kb.numerals import to_int  # noqa: E402

@@ -27,12 +27,12 @@ def main() -> None:
     parser.add_argument("--adapter", default="best")
     args = parser.parse_args()
 
-    from lawtune.evaluation.examples import read_examples
+    from lawtune.data.conversations import read_examples
     from lawtune.evaluation.metrics import distribution
     from lawtune.evaluation.scoring import eval_loss
     from lawtune.modeling.loading import load_model
 
-    examples = read_examples(args.data, args.limit)
+    examples = list(read_examples(args.data, args.limit))
     print(f"CPU flags: {cpu_flags()}; dtype float32; {len(examples)} answers of {args.data}")
     specs = ([(args.runs[0], True)] if args.base else []) + [(run, False) for run in args.runs]
     print(f"{'model':<40} {'eval loss':>9} {'p(stop) mean':>12} {'p10':>7} {'p50':>7} {'p90':>7} {'s':>5}")

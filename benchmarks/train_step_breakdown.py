@@ -32,7 +32,8 @@ def main() -> None:
     from lawtune.modeling.chat import ChatFormat, load_template
     from lawtune.modeling.loading import load_tokenizer
     from lawtune.modeling.runs import resolve_model_path
-    from lawtune.training.data import Collator, encode_rows, read_conversations
+    from lawtune.data.conversations import read_examples
+    from lawtune.training.data import Collator, encode_rows
     from lawtune.training.dropout import use_sparse_dropout
     from lawtune.training.loss import supervised_loss
 
@@ -47,7 +48,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "train.jsonl"
         write_conversations(data, options.conversations, 0)
-        examples = encode_rows(read_conversations(data), chat, 256, 256).examples
+        examples = encode_rows([e.messages for e in read_examples(data, strict=False)], chat, 256, 256).examples
     examples.sort(key=lambda example: len(example["input_ids"]))
     collate = Collator(tokenizer.pad_token_id)
     batches = [collate(examples[i:i + 4]) for i in range(0, len(examples), 4)]

@@ -52,11 +52,12 @@ def reference(model_dir: Path, data: Path, steps: int, out: Path, checkpointing:
 
     from lawtune.modeling.chat import ChatFormat, load_template
     from lawtune.modeling.loading import load_tokenizer
-    from lawtune.training.data import encode_rows, read_conversations
+    from lawtune.data.conversations import read_examples
+    from lawtune.training.data import encode_rows
 
     tokenizer = load_tokenizer(model_dir)
     chat = ChatFormat(tokenizer, load_template("gemma"))
-    examples = encode_rows(read_conversations(data), chat, 256, 256).examples
+    examples = encode_rows([e.messages for e in read_examples(data, strict=False)], chat, 256, 256).examples
     collator = DataCollatorForSeq2Seq(tokenizer, padding="longest", return_tensors="pt", label_pad_token_id=-100)
     seen = {"supervised": 0, "positions": 0, "real": 0, "per_batch": [], "clock": []}
 

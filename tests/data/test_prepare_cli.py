@@ -35,8 +35,8 @@ def test_sample_prepares_into_three_disjoint_splits(sample_out):
     for split in ("train", "dev", "test"):
         examples = list(read_examples(out / f"{split}.jsonl"))  # every line is valid conversations JSON
         assert len(examples) == report["splits"][split] > 0
-        assert all(messages[0] == {"role": "system", "content": "你是一名专业的中国律师。"} for messages, _ in examples)
-        questions[split] = {messages[1]["content"] for messages, _ in examples}
+        assert all(e.messages[0] == {"role": "system", "content": "你是一名专业的中国律师。"} for e in examples)
+        questions[split] = {e.messages[1]["content"] for e in examples}
     assert not questions["train"] & questions["dev"]
     assert not questions["train"] & questions["test"]
     assert not questions["dev"] & questions["test"]

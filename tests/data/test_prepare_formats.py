@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lawtune.data.conversations import read_conversations, read_examples
+from lawtune.data.conversations import read_examples
 from lawtune.data.json_source import _ArrayStream
 from lawtune.data.prepare import run
 from lawtune.errors import LawtuneError
@@ -139,17 +139,19 @@ def test_array_stream_refills_a_tiny_buffer():
     assert [line for line, _value in elements] == list(range(2, 52))
 
 
-def test_read_conversations_validates_and_names_the_line(tmp_path):
+def test_read_examples_validates_and_names_the_line(tmp_path):
     good = {"conversations": [{"role": "user", "content": "问"}, {"role": "assistant", "content": "答"}], "meta": {"laws": [LAW]}}
     path = tmp_path / "c.jsonl"
     path.write_text(json.dumps(good) + "\n\n" + json.dumps(good) + "\n", encoding="utf-8")
-    assert list(read_conversations(path)) == [good["conversations"]] * 2
-    assert next(read_examples(path))[1] == {"laws": [LAW]}
+    examples = list(read_examples(path))
+    assert [e.messages for e in examples] == [good["conversations"]] * 2 and [e.line for e in examples] == [1, 3]
+    assert examples[0].meta == {"laws": [LAW]} and examples[0].record() == good
+    assert examples[0].prompt == good["conversations"][:1] and (examples[0].question, examples[0].reference) == ("问", "答")
     path.write_text(json.dumps(good) + '\n{"conversations": [{"role": "user", "content": "只有问题"}]}\n', encoding="utf-8")
     with pytest.raises(LawtuneError, match=r"c\.jsonl:2: the last turn must be the assistant's answer"):
-        list(read_conversations(path))
+        list(read_examples(path))
     path.write_text("not json\n", encoding="utf-8")
     with pytest.raises(LawtuneError, match=r"c\.jsonl:1: not valid JSON"):
-        list(read_conversations(path))
+        list(read_examples(path))
     with pytest.raises(LawtuneError, match="no such file"):
-        list(read_conversations(tmp_path / "missing.jsonl"))
+        list(read_examples(tmp_path / "missing.jsonl"))

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from lawtune.evaluation.examples import read_examples
+from lawtune.data.conversations import read_examples
 from lawtune.evaluation.scoring import McqItem, eval_loss, mcq_accuracy, option_scores, read_mcq
 from lawtune.modeling.loading import load_model
 
@@ -52,8 +52,8 @@ def test_mcq_picks_the_option_with_the_highest_likelihood(loaded):
 
 
 def test_eval_loss_matches_transformers_loss_on_one_example(loaded, qa_file):
-    example = read_examples(qa_file, limit=1)[0]
-    encoded = loaded.chat.encode_example(example.conversation, 512, 512)
+    example = next(read_examples(qa_file, limit=1))
+    encoded = loaded.chat.encode_example(example.messages, 512, 512)
     with torch.no_grad():
         expected = loaded.model(input_ids=torch.tensor([encoded.input_ids]), labels=torch.tensor([encoded.labels])).loss.item()
     result = eval_loss(loaded, [example], show_progress=False)
@@ -63,7 +63,7 @@ def test_eval_loss_matches_transformers_loss_on_one_example(loaded, qa_file):
 
 
 def test_eval_loss_batched_equals_one_by_one(loaded, qa_file):
-    examples = read_examples(qa_file)
+    examples = list(read_examples(qa_file))
     together = eval_loss(loaded, examples, show_progress=False)
     singles = [eval_loss(loaded, [e], show_progress=False) for e in examples]
     mean = sum(s["eval_loss"] * s["loss_tokens"] for s in singles) / sum(s["loss_tokens"] for s in singles)
@@ -86,8 +86,8 @@ def test_bundled_mcq_files_parse(tmp_path):
 
 
 def test_stop_probability_is_the_end_token_probability_after_the_whole_reference(loaded, qa_file):
-    example = read_examples(qa_file, limit=1)[0]
-    encoded = loaded.chat.encode_example(example.conversation, 512, 512)
+    example = next(read_examples(qa_file, limit=1))
+    encoded = loaded.chat.encode_example(example.messages, 512, 512)
     stop = loaded.chat.end_of_turn_ids[0]
     at = len(encoded.input_ids) - len(loaded.chat.end_of_turn_ids)  # the position of the end-of-turn token
     with torch.no_grad():

@@ -9,7 +9,8 @@ import pytest
 from lawtune.errors import LawtuneError
 from lawtune.modeling.chat import IGNORE_INDEX, ChatFormat, load_template
 from lawtune.modeling.loading import load_tokenizer
-from lawtune.training.data import Collator, encode_rows, read_conversations, safe_pad_id
+from lawtune.data.conversations import read_examples
+from lawtune.training.data import Collator, encode_rows, safe_pad_id
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def test_formats_are_read_and_empty_answers_dropped_and_counted(tmp_path, chat):
         {"conversations": [{"role": "user", "content": "只有问题"}]},
     ]
     path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n\n", encoding="utf-8")
-    conversations = read_conversations(path)
+    conversations = [e.messages for e in read_examples(path, strict=False)]  # what train reads
     assert len(conversations) == 4
     encoded = encode_rows(conversations, chat, 64, 64)
     assert len(encoded.examples) == 2
@@ -38,13 +39,13 @@ def test_formats_are_read_and_empty_answers_dropped_and_counted(tmp_path, chat):
 def test_bad_lines_name_the_file_and_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"conversations": []}\n', encoding="utf-8")
-    with pytest.raises(LawtuneError, match=r"bad.jsonl line 1 is not a conversation"):
-        read_conversations(path)
+    with pytest.raises(LawtuneError, match=r"bad.jsonl:1: 'conversations' must be a non-empty list of turns"):
+        list(read_examples(path, strict=False))
     path.write_text('{"instruction": "a", "output": "b"}\n{oops\n', encoding="utf-8")
-    with pytest.raises(LawtuneError, match=r"bad.jsonl line 2 is not valid JSON"):
-        read_conversations(path)
-    with pytest.raises(LawtuneError, match="data file .*missing.jsonl not found; create it with `lawtune prepare"):
-        read_conversations(tmp_path / "missing.jsonl")
+    with pytest.raises(LawtuneError, match=r"bad.jsonl:2: not valid JSON"):
+        list(read_examples(path, strict=False))
+    with pytest.raises(LawtuneError, match="missing.jsonl: no such file; .*`lawtune prepare"):
+        list(read_examples(tmp_path / "missing.jsonl", strict=False))
 
 
 def test_collator_pads_right_with_ignored_labels():

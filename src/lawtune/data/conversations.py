@@ -1,18 +1,29 @@
-"""The `conversations` JSONL format that prepare writes and train/eval read, and its validation.
+"""The `conversations` JSONL format that prepare writes and train/eval read: the one reader and example type.
 
-    from lawtune.data.conversations import read_conversations
-    for messages in read_conversations("out/test.jsonl"):   # LawtuneError names file:line of a bad line
-        question, answer = messages[-2]["content"], messages[-1]["content"]
+    from lawtune.data.conversations import read_examples
+    for example in read_examples("out/test.jsonl"):   # LawtuneError names file:line of a bad line
+        example.messages    # every turn: optional system, then user/assistant alternating, the assistant last
+        example.prompt      # the turns before the last assistant answer (what eval asks the model)
+        example.reference   # the last assistant answer (what eval scores against)
+        example.meta        # the line's "meta" object ({} when absent)
+    rows = [e.messages for e in read_examples("out/train.jsonl", strict=False)]   # what `lawtune train` reads
 
 One JSON object per line: {"conversations": [{"role": "system", ...}?, {"role": "user", "content": ...},
 {"role": "assistant", "content": ...}, ...], "meta": {...}?}. This is ChatGLM3's fine-tuning format; extra
-keys such as "meta" sit beside "conversations" and are ignored by ChatGLM3's loader.
+keys such as "meta" sit beside "conversations" and are ignored by ChatGLM3's loader. `Example.record()` is
+the line `lawtune prepare` writes.
+
+`strict=False` is what training reads: a line may also be a bare list of turns or an alpaca-style
+{"instruction", "input", "output"} row, and the order of the turns is not checked here (the training encoder
+drops and counts a conversation it cannot use, `lawtune.training.data.encode_rows`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +33,46 @@ ROLES = ("system", "user", "assistant")
 EXAMPLE_LINE = '{"conversations": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}'
 
 
-def check_messages(messages: Any) -> str | None:
+@dataclass
+class Example:
+    """One conversation: its turns ({"role", "content"}), the line's meta, and where it came from."""
+
+    messages: list[dict[str, str]]
+    meta: dict[str, Any] = field(default_factory=dict)
+    line: int = 0  # line (record) number in the source file; 0 when not read from a file
+
+    @property
+    def _answer(self) -> int | None:
+        return next((i for i in range(len(self.messages) - 1, -1, -1) if self.messages[i]["role"] == "assistant"), None)
+
+    @property
+    def prompt(self) -> list[dict[str, str]]:
+        """Every turn before the last assistant answer (all turns when there is none)."""
+        answer = self._answer
+        return self.messages if answer is None else self.messages[:answer]
+
+    @property
+    def reference(self) -> str:
+        """The last assistant answer ("" when there is none)."""
+        answer = self._answer
+        return "" if answer is None else self.messages[answer]["content"]
+
+    @property
+    def question(self) -> str:
+        """The last user turn of the prompt: what a reader of a report wants to see."""
+        return next((m["content"] for m in reversed(self.prompt) if m["role"] == "user"), "")
+
+    def record(self) -> dict[str, Any]:
+        """The JSON object of one line of a conversations file."""
+        return {"conversations": self.messages, "meta": self.meta}
+
+
+def check_messages(messages: Any, *, order: bool = True) -> str | None:
     """None when `messages` is a valid conversation, else what is wrong (one short phrase).
 
     Valid: an optional system turn first, then user and assistant turns alternating, starting with the
-    user and ending with the assistant; every turn is {"role": ..., "content": str}.
+    user and ending with the assistant; every turn is {"role": ..., "content": str}. With `order=False`
+    only the turns' shape is checked.
     """
     if not isinstance(messages, list) or not messages:
         return "'conversations' must be a non-empty list of turns"
@@ -37,11 +83,13 @@ def check_messages(messages: Any) -> str | None:
         role = turn.get("role")
         if role not in ROLES:
             return f"turn {index} has role {role!r}; roles must be one of {', '.join(ROLES)}"
-        if role == "system" and index == 0:
+        if not order or (role == "system" and index == 0):
             continue
         if role != expected:
             return f"turn {index} has role {role!r} where {expected!r} was expected (user/assistant must alternate)"
         expected = "assistant" if role == "user" else "user"
+    if not order:
+        return None
     if expected != "user":
         return "the last turn must be the assistant's answer"
     if messages[-1].get("role") != "assistant":
@@ -49,30 +97,44 @@ def check_messages(messages: Any) -> str | None:
     return None
 
 
-def read_examples(path: str | Path) -> Iterator[tuple[list[dict[str, str]], dict[str, Any]]]:
-    """Yield (messages, meta) for each line of a conversations JSONL file; raise on the first bad line."""
+def read_examples(path: str | Path, limit: int | None = None, *, strict: bool = True) -> Iterator[Example]:
+    """The first `limit` examples (all when None) of a conversations JSONL file; raise on the first bad line.
+
+    `strict=False`: the training reader (see the module docstring)."""
     path = Path(path)
     if not path.is_file():
-        raise LawtuneError(f"{path}: no such file; give a conversations JSONL file (e.g. out/test.jsonl from lawtune prepare)")
+        raise LawtuneError(f"{path}: no such file; give a conversations JSONL file (`lawtune prepare SRC -o DIR` writes "
+                           "train/dev/test.jsonl)")
     count = 0
     with open(path, encoding="utf-8-sig") as handle:
-        lines = _checked_lines(path, handle)
-        for line_no, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
+        numbered = ((number, line) for number, line in enumerate(_checked_lines(path, handle), 1) if line.strip())
+        for line_no, line in islice(numbered, limit):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
                 raise LawtuneError(f"{path}:{line_no}: not valid JSON ({error.msg}); each line must look like {EXAMPLE_LINE}") from None
-            messages = record.get("conversations") if isinstance(record, dict) else None
-            problem = check_messages(messages) if messages is not None else "no 'conversations' key"
+            messages = _turns(record, strict)
+            problem = check_messages(messages, order=strict) if messages is not None else "no 'conversations' key"
             if problem:
                 raise LawtuneError(f"{path}:{line_no}: {problem}; each line must look like {EXAMPLE_LINE}")
-            meta = record.get("meta")
+            meta = record.get("meta") if isinstance(record, dict) else None
             count += 1
-            yield messages, meta if isinstance(meta, dict) else {}
-    if count == 0:
+            yield Example([{"role": t["role"], "content": t["content"]} for t in messages],
+                          meta if isinstance(meta, dict) else {}, line_no)
+    if count == 0 and limit != 0:
         raise LawtuneError(f"{path}: no conversations in the file; run lawtune prepare to make one")
+
+
+def _turns(record: Any, strict: bool) -> Any:
+    """The turns of one parsed line; None when it has none. Not strict: also a bare list or an alpaca row."""
+    if isinstance(record, dict) and "conversations" in record:
+        return record["conversations"]
+    if strict:
+        return None
+    if isinstance(record, dict) and "instruction" in record:
+        question = "\n".join(part for part in (record.get("instruction"), record.get("input")) if part)
+        return [{"role": "user", "content": question}, {"role": "assistant", "content": record.get("output", "")}]
+    return record if isinstance(record, list) else None
 
 
 def _checked_lines(path: Path, handle: Any) -> Iterator[str]:
@@ -80,9 +142,3 @@ def _checked_lines(path: Path, handle: Any) -> Iterator[str]:
         yield from handle
     except UnicodeDecodeError as error:
         raise LawtuneError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start} of a block); write it as UTF-8 JSONL") from None
-
-
-def read_conversations(path: str | Path) -> Iterator[list[dict[str, str]]]:
-    """Yield the turns of each line of a conversations JSONL file; LawtuneError names file:line of a bad one."""
-    for messages, _meta in read_examples(path):
-        yield messages

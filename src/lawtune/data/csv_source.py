@@ -1,7 +1,7 @@
 """Read the seed CSV schema `title,question,reply,is_best` for `lawtune prepare`, one row at a time.
 
     from lawtune.data.csv_source import read_csv_source
-    for item in read_csv_source(path, open_text, policy): ...   # Example or Drop per CSV record
+    for item in read_csv_source(path, open_text, policy): ...   # Kept or Drop per CSV record
 
 `title` and `reply` are required columns, `question` and `is_best` optional; extra columns are ignored.
 Rows with a wrong field count or broken quoting become counted drops with their starting line (undecodable
@@ -18,7 +18,7 @@ from typing import IO
 
 from lawtune.data.cleaning import clean_text, key_hash, normalize_key
 from lawtune.data.policy import PreparePolicy
-from lawtune.data.records import Drop, Example, finish
+from lawtune.data.records import Drop, Kept, finish
 from lawtune.errors import LawtuneError
 
 COLUMNS = ("title", "question", "reply", "is_best")
@@ -26,8 +26,8 @@ REQUIRED = ("title", "reply")
 _TRUE = {"1", "1.0", "true", "t", "yes", "y", "是"}
 
 
-def read_csv_source(path: Path, open_text: Callable[[], IO[str]], policy: PreparePolicy) -> Iterator[Example | Drop]:
-    """One Example or Drop per CSV record, in file order (blank lines are not records)."""
+def read_csv_source(path: Path, open_text: Callable[[], IO[str]], policy: PreparePolicy) -> Iterator[Kept | Drop]:
+    """One Kept or Drop per CSV record, in file order (blank lines are not records)."""
     chosen = _best_per_title(path, open_text, policy) if policy.is_best == "best-per-title" else None
     with open_text() as handle:
         rows = _rows(path, handle)

@@ -1,7 +1,7 @@
 """Read JSON sources for `lawtune prepare`: alpaca, query/response, sharegpt and conversations.
 
     from lawtune.data.json_source import read_json_source
-    for item in read_json_source(path, handle, "alpaca", policy): ...   # Example or Drop per record
+    for item in read_json_source(path, handle, "alpaca", policy): ...   # Kept or Drop per record
 
 A file is either a JSON array (streamed element by element, never loaded whole) or JSONL (one object per
 line). A broken JSONL line is a counted `bad_json` drop; a broken JSON array cannot be resynchronised, so
@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from lawtune.data.conversations import check_messages
 from lawtune.data.policy import PreparePolicy
-from lawtune.data.records import Drop, Example, finish
+from lawtune.data.records import Drop, Kept, finish
 from lawtune.errors import LawtuneError
 
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
@@ -33,8 +33,8 @@ _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assista
 _LAWYER_TAGS = {"[客户]": "user", "[律师]": "assistant"}
 
 
-def read_json_source(path: Path, handle: IO[str], fmt: str, policy: PreparePolicy) -> Iterator[Example | Drop]:
-    """One Example or Drop per record of a JSON array or JSONL file, in file order."""
+def read_json_source(path: Path, handle: IO[str], fmt: str, policy: PreparePolicy) -> Iterator[Kept | Drop]:
+    """One Kept or Drop per record of a JSON array or JSONL file, in file order."""
     to_messages = {"alpaca": _alpaca, "query_response": _query_response, "sharegpt": _sharegpt,
                    "conversations": _conversations}[fmt]
     for line, record in iter_json_records(path, handle):

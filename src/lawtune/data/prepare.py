@@ -27,7 +27,7 @@ from lawtune.data.csv_source import read_csv_source
 from lawtune.data.detect import detect_encoding, detect_format, open_text
 from lawtune.data.json_source import read_json_source
 from lawtune.data.policy import PreparePolicy, parse_policy
-from lawtune.data.records import Drop, Example
+from lawtune.data.records import Drop, Kept
 from lawtune.data.report import Tally
 from lawtune.data.split import SPLITS, assign, bucket, rank_assign
 from lawtune.errors import LawtuneError
@@ -85,18 +85,18 @@ def _plan(sources: list[Path], policy: PreparePolicy) -> list[tuple[Path, str, s
     return plan
 
 
-def _read(path: Path, encoding: str, fmt: str, policy: PreparePolicy) -> Iterator[Example | Drop]:
+def _read(path: Path, encoding: str, fmt: str, policy: PreparePolicy) -> Iterator[Kept | Drop]:
     if fmt == "csv":
         return read_csv_source(path, lambda: open_text(path, encoding), policy)
     return _read_json(path, encoding, fmt, policy)
 
 
-def _read_json(path: Path, encoding: str, fmt: str, policy: PreparePolicy) -> Iterator[Example | Drop]:
+def _read_json(path: Path, encoding: str, fmt: str, policy: PreparePolicy) -> Iterator[Kept | Drop]:
     with open_text(path, encoding) as handle:
         yield from read_json_source(path, handle, fmt, policy)
 
 
-def _consume(items: Iterator[Example | Drop], source: str, policy: PreparePolicy, tally: Tally,
+def _consume(items: Iterator[Kept | Drop], source: str, policy: PreparePolicy, tally: Tally,
              splits: "_Splits", progress: bool) -> None:
     """Filter, dedupe and place every record of one source."""
     seen = splits.seen
@@ -107,22 +107,23 @@ def _consume(items: Iterator[Example | Drop], source: str, policy: PreparePolicy
             if isinstance(item, Drop):
                 tally.drop(item.reason, source, item.line)
                 continue
-            reason = _length_problem(item.messages, policy)
+            example = item.example
+            reason = _length_problem(example.messages, policy)
             if reason is None and policy.dedupe:
-                digest = key_hash(*(t["content"] for t in item.messages if t["role"] != "system"))
+                digest = key_hash(*(t["content"] for t in example.messages if t["role"] != "system"))
                 reason = "duplicate" if digest in seen else None
                 seen.add(digest)
             if reason is None:
                 try:
-                    line = json.dumps({"conversations": item.messages, "meta": item.meta}, ensure_ascii=False).encode()
+                    line = json.dumps(example.record(), ensure_ascii=False).encode()
                 except UnicodeEncodeError:  # a lone surrogate hidden in passed-through metadata
                     reason = "bad_encoding"
             if reason is not None:
-                tally.drop(reason, source, item.line)
+                tally.drop(reason, source, example.line)
                 continue
             value = bucket(item.split_key, policy.seed)
             splits.write(assign(value, policy.dev_ratio, policy.test_ratio), line, value)
-            tally.keep(source, item.messages, item.line)
+            tally.keep(source, example.messages, example.line)
 
 
 def _length_problem(messages: list[dict[str, str]], policy: PreparePolicy) -> str | None:

@@ -1,4 +1,4 @@
-"""What every reader yields: a kept-so-far `Example` or a counted `Drop` (with the source line).
+"""What every reader yields: a `Kept` conversation (an `Example` and its split key) or a counted `Drop`.
 
 Readers (`csv_source`, `json_source`) turn one input record into exactly one of these, so
 `rows read == kept + dropped` holds by construction.
@@ -7,20 +7,20 @@ Readers (`csv_source`, `json_source`) turn one input record into exactly one of 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from lawtune.data.cleaning import clean_text
+from lawtune.data.conversations import Example
 
 
 @dataclass(slots=True)
-class Example:
-    """One cleaned conversation: optional system, then user/assistant turns ending with the assistant."""
+class Kept:
+    """A record kept so far: one cleaned conversation (optional system, then user/assistant turns ending with
+    the assistant; `example.line` is the source line) and the key that places it in a split."""
 
-    messages: list[dict[str, str]]
+    example: Example
     split_key: str  # the question whose normalized hash picks the split (same question -> same split)
-    line: int
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -59,7 +59,7 @@ def finish(
     *,
     clean: bool,
     system_prompt: str | None,
-) -> Example | Drop:
+) -> Kept | Drop:
     """Clean every turn, check nothing is empty or undecodable, add the system prompt when absent."""
     for turn in messages:
         content = turn["content"]
@@ -73,4 +73,4 @@ def finish(
     if system_prompt and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": system_prompt})
     key = split_key if split_key.strip() else next(t["content"] for t in messages if t["role"] == "user")
-    return Example(messages=messages, split_key=key, line=line, meta=meta)
+    return Kept(Example(messages, meta, line), key)

@@ -14,9 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lawtune.data.conversations import read_examples
 from lawtune.errors import LawtuneError
 from lawtune.evaluation.evaluate import DEFAULT_MCQ, DEFAULT_MCQ_LIMIT, evaluate_loaded, resolve_data, resolve_mcq, write_outputs
-from lawtune.evaluation.examples import read_examples
 from lawtune.evaluation.gate import Gate, write_verdict
 from lawtune.evaluation.generation import GenerationSettings
 from lawtune.evaluation.report import write_report
@@ -55,7 +55,7 @@ def run(
     if not is_run_dir(run_dir):
         raise LawtuneError(f"{run_dir} is not a run folder (no {RUN_INFO}); train one with `lawtune train CONFIG`")
     settings = settings or GenerationSettings()
-    examples = read_examples(data, limit)
+    examples = list(read_examples(data, limit))
     mcq_paths = resolve_mcq(list(DEFAULT_MCQ) if mcq is None else mcq)
     out = Path(out_dir) if out_dir else run_dir / COMPARE_DIR
     data_record = {"path": str(data), "sha256": sha256_file(data), "count": len(examples), "limit": limit}

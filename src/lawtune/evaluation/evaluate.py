@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lawtune.data.conversations import Example, read_examples
 from lawtune.errors import LawtuneError
-from lawtune.evaluation.examples import Example, read_examples
 from lawtune.evaluation.generation import GenerationSettings, generate
 from lawtune.evaluation.metrics import distribution, loops, score_pair, summarize
 from lawtune.evaluation.scoring import eval_loss, mcq_accuracy, read_mcq
@@ -80,15 +80,16 @@ def evaluate_loaded(
     timing: dict[str, float] = {}
     asked, retrieved = examples, [None] * len(examples)
     if rag is not None:
-        augmented = [rag.augment(e.messages) for e in examples]
-        asked = [Example(a.messages, e.reference, e.meta) for a, e in zip(augmented, examples)]
+        augmented = [rag.augment(e.prompt) for e in examples]
+        asked = [Example([*a.messages, {"role": "assistant", "content": e.reference}], e.meta)
+                 for a, e in zip(augmented, examples)]
         retrieved = [a.references() for a in augmented]
         checker = checker or rag.checker
     reference_tokens = [len(loaded.tokenizer(e.reference, add_special_tokens=False)["input_ids"]) for e in examples]
     if settings.max_new_tokens is None:
         settings = replace(settings, max_new_tokens=answer_budget(reference_tokens))
     started = time.perf_counter()
-    outputs = generate(loaded, [e.messages for e in asked], settings, description=f"{label} generating".strip())
+    outputs = generate(loaded, [e.prompt for e in asked], settings, description=f"{label} generating".strip())
     timing["generation_s"] = round(time.perf_counter() - started, 1)
 
     started = time.perf_counter()
@@ -170,7 +171,7 @@ def run(
 
     settings = settings or GenerationSettings()
     data = resolve_data(data)
-    examples = read_examples(data, limit)
+    examples = list(read_examples(data, limit))
     mcq_paths = resolve_mcq(list(DEFAULT_MCQ) if mcq is None else mcq)
     out = Path(out_dir) if out_dir else default_out_dir(spec, data, base_only)
     rag, checker, kb_record = open_eval_kb(kb, check_kb, kb_k, kb_chars)  # a bad KB fails before the model loads

@@ -1,7 +1,7 @@
 """Batched generation with left padding, greedy by default, with a progress bar.
 
     settings = GenerationSettings(max_new_tokens=384)            # decoding=DecodingPolicy(): the defaults
-    outputs = generate(loaded, [example.messages for example in examples], settings)
+    outputs = generate(loaded, [example.prompt for example in examples], settings)
     outputs[0].text, outputs[0].finish_reason, outputs[0].ended, outputs[0].new_tokens
 
 Prompts are sorted by length before batching so a batch pays little padding; results come back in the

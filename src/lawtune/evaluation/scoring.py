@@ -97,7 +97,7 @@ def eval_loss(loaded: Any, examples: list[Any], max_input_length: int = 512, max
     Also, per example, the teacher-forced probability of the end-of-turn token right after the reference
     answer (`stop_probs`): the direct measure of whether a model learned to stop where a good answer ends.
     """
-    encoded = [loaded.chat.encode_example(e.conversation, max_input_length, max_output_length) for e in examples]
+    encoded = [loaded.chat.encode_example(e.messages, max_input_length, max_output_length) for e in examples]
     kept = [e for e in encoded if e is not None]
     dropped = len(encoded) - len(kept)
     if not kept:

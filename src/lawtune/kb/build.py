@@ -128,10 +128,10 @@ def qa_items(path: Path) -> Iterator[Item]:
     """One item per user → assistant pair of each conversation (system turns dropped)."""
     from lawtune.data.conversations import read_examples
 
-    for messages, meta in read_examples(path):
-        turns = [m for m in messages if m["role"] != "system"]
+    for example in read_examples(path):
+        turns = [m for m in example.messages if m["role"] != "system"]
         for user, assistant in zip(turns[::2], turns[1::2]):
-            yield qa_item(user["content"], assistant["content"], meta.get("laws") or [], path.name)
+            yield qa_item(user["content"], assistant["content"], example.meta.get("laws") or [], path.name)
 
 
 def query_response_items(path: Path) -> Iterator[Item]:

@@ -25,6 +25,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from lawtune.data.conversations import Example, read_examples
 from lawtune.errors import LawtuneError
 from lawtune.kb.numerals import to_int
 from lawtune.kb.rag import Rag, build_prompt
@@ -76,20 +77,18 @@ def rag_training_file(path: str | Path, rag: Rag, share: float = 0.5, seed: int 
     stats = {"lines": 0, "rewritten": 0, "with_gold": 0, "without_gold": 0, "share": share,
              "no_gold_share": no_gold_share, "k": rag.k, "max_chars": rag.max_chars, "kb": rag.location}
     tmp = path.with_name(f".{path.name}.rag.tmp")
-    with open(path, encoding="utf-8") as source, open(tmp, "w", encoding="utf-8") as target:
-        for line in source:
-            record = json.loads(line)
+    with open(tmp, "w", encoding="utf-8") as target:
+        for example in read_examples(path):
             stats["lines"] += 1
-            turns, meta = record["conversations"], record.get("meta") or {}
-            question = next(m["content"] for m in reversed(turns) if m["role"] == "user")
+            question = next(m["content"] for m in reversed(example.messages) if m["role"] == "user")
             if _unit(question, seed, "rag") < share:
-                laws = meta.get("laws") or []
+                laws = example.meta.get("laws") or []
                 with_gold = bool(laws) and _unit(question, seed, "gold") >= no_gold_share
                 rng = random.Random(_unit(question, seed, "order"))
-                turns, counts = rag_messages(rag, turns, laws, with_gold=with_gold, rng=rng)
-                record = {"conversations": turns, "meta": {**meta, "rag": counts}}
+                turns, counts = rag_messages(rag, example.messages, laws, with_gold=with_gold, rng=rng)
+                example = Example(turns, {**example.meta, "rag": counts})
                 stats["rewritten"] += 1
                 stats["with_gold" if counts["gold"] else "without_gold"] += 1
-            target.write(json.dumps(record, ensure_ascii=False) + "\n")
+            target.write(json.dumps(example.record(), ensure_ascii=False) + "\n")
     os.replace(tmp, path)
     return stats

@@ -1,65 +1,24 @@
-"""Training data: conversations JSONL → token ids + labels, and the batch collator.
+"""Training data: conversations → token ids + labels, and the batch collator.
 
-    rows = read_conversations(Path("out/legal_qa/train.jsonl"))       # [[{"role", "content"}, ...], ...]
+    rows = [e.messages for e in read_examples("out/legal_qa/train.jsonl", strict=False)]   # lawtune.data.conversations
     encoded = encode_rows(rows, chat, max_input_length=256, max_output_length=256)
     encoded.examples[0] == {"input_ids": [...], "labels": [...]}; encoded.dropped == {"no assistant turn": 3}; encoded.changed
     batch = Collator(pad_token_id=0)(encoded.examples[:4])            # padded to the longest in the batch
 
-Input lines are ChatGLM3's format, `{"conversations": [{"role": "user", "content": ...}, ...]}`; a bare list
-of messages or an alpaca-style `{"instruction", "input", "output"}` row is accepted too. A line that is not
-valid JSON or has no usable conversation is a LawtuneError naming the file and line.
+The file is read by the one conversations reader, not strictly: ChatGLM3's `{"conversations": [...]}`
+lines, a bare list of messages or an alpaca-style `{"instruction", "input", "output"}` row; a line that is not
+valid JSON or has no usable conversation is a LawtuneError naming the file and line. A conversation whose
+turns cannot be trained on is dropped here and counted by reason.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from lawtune.errors import LawtuneError
 from lawtune.modeling.chat import DROP_EMPTY_ANSWER, IGNORE_INDEX, ChatFormat
-
-ROLES = {"system", "user", "assistant"}
-
-
-def read_conversations(path: Path) -> list[list[dict[str, str]]]:
-    path = Path(path)
-    if not path.is_file():
-        raise LawtuneError(f"data file {path} not found; create it with `lawtune prepare SRC -o DIR`")
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise LawtuneError(f"{path} line {number} is not valid JSON ({error.msg}); fix or remove that line") from error
-            rows.append(_messages(record, path, number))
-    if not rows:
-        raise LawtuneError(f"{path} holds no conversations; check the file or re-run `lawtune prepare`")
-    return rows
-
-
-def _messages(record: Any, path: Path, number: int) -> list[dict[str, str]]:
-    if isinstance(record, dict) and "conversations" in record:
-        messages = record["conversations"]
-    elif isinstance(record, dict) and "instruction" in record:
-        question = "\n".join(part for part in (record.get("instruction"), record.get("input")) if part)
-        messages = [{"role": "user", "content": question}, {"role": "assistant", "content": record.get("output", "")}]
-    else:
-        messages = record
-    ok = isinstance(messages, list) and messages and all(
-        isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str) for m in messages
-    )
-    if not ok:
-        raise LawtuneError(
-            f"{path} line {number} is not a conversation: expected "
-            '{"conversations": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]}'
-        )
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
 @dataclass

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from lawtune.data.conversations import read_examples
 from lawtune.modeling.chat import ChatFormat
 from lawtune.modeling.runs import METRICS_FILE
-from lawtune.training.data import read_conversations
 
 
 def rouge_l(prediction: str, reference: str) -> float:
@@ -33,7 +33,7 @@ class GenerationEval(TrainerCallback):
         self.run_dir = Path(run_dir)
         self.chat = chat
         self.max_new_tokens = max_new_tokens
-        conversations = read_conversations(Path(dev_file))[:rows]  # min(rows, len(dev))
+        conversations = [e.messages for e in read_examples(dev_file, rows, strict=False)]  # min(rows, len(dev))
         self.items = []
         for messages in conversations:
             last = max(i for i, m in enumerate(messages) if m["role"] == "assistant") if any(

@@ -17,13 +17,14 @@ import json
 import time
 from pathlib import Path
 
+from lawtune.data.conversations import read_examples
 from lawtune.errors import LawtuneError
 from lawtune.fsutil import atomic_dir, atomic_write_json, atomic_write_text, sha256_file, sha256_tree
 from lawtune.modeling.chat import ChatFormat, resolve_template
 from lawtune.modeling.runs import (CONFIG_FILE, FINAL_ADAPTER_DIR, RUN_INFO, TEMPLATE_FILE, TENSORBOARD_DIR, TOKENIZER_DIR,
                                    resolve_model_path)
 from lawtune.training.config import LAWTUNE_READS, TrainConfig, config_to_yaml, load_config
-from lawtune.training.data import EncodedData, encode_rows, read_conversations, safe_pad_id
+from lawtune.training.data import EncodedData, encode_rows, safe_pad_id
 
 
 def run(config_path: Path, overrides: list[str] | tuple[str, ...] = (), resume: str = "auto") -> Path:
@@ -100,7 +101,7 @@ def _model_type(model_dir: Path) -> str | None:
 
 
 def _encode(config: TrainConfig, chat: ChatFormat, file: str) -> EncodedData:
-    rows = read_conversations(Path(file).expanduser())
+    rows = [example.messages for example in read_examples(Path(file).expanduser(), strict=False)]
     return encode_rows(rows, chat, config.max_input_length, config.max_output_length)
 
 
