@@ -21,9 +21,11 @@ def client(live_server) -> OpenAI:
     return OpenAI(base_url=live_server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
 
 
-def test_models_lists_the_adapter_model_and_the_base(client, tiny_run_dir):
-    ids = [model.id for model in client.models.list().data]
-    assert ids == [tiny_run_dir.name, f"{tiny_run_dir.name}:base"]
+def test_models_lists_the_adapter_model_the_base_and_its_alias(client, tiny_run_dir):
+    cards = {model.id: model for model in client.models.list().data}
+    assert list(cards) == [tiny_run_dir.name, f"{tiny_run_dir.name}:base", "base"]
+    assert cards[tiny_run_dir.name].model_extra["parent"] == f"{tiny_run_dir.name}:base"
+    assert cards["base"].model_extra["root"] == f"{tiny_run_dir.name}:base"
 
 
 def test_non_streaming_answer_has_ids_and_usage_matching_the_tokenizer(client, chat_format):
@@ -75,7 +77,7 @@ def test_stop_string_ends_the_answer_before_it(client):
 
 
 def test_base_model_is_served_separately(client, tiny_run_dir):
-    ids = [model.id for model in client.models.list().data]
+    ids = [model.id for model in client.models.list().data][:2]
     answers = {model: client.chat.completions.create(model=model, messages=QUESTION, max_tokens=12,
                                                      temperature=0).choices[0].message.content for model in ids}
     assert answers[f"{tiny_run_dir.name}:base"] != answers[tiny_run_dir.name]
@@ -204,7 +206,7 @@ BAD_REQUESTS = {
     "max_tokens zero": ({"messages": MSG, "max_tokens": 0}, None, 400, "invalid_value", "max_tokens"),
     "max_tokens huge": ({"messages": MSG, "max_tokens": 10**7}, None, 400, "invalid_value", "max_tokens"),
     "temperature too high": ({"messages": MSG, "temperature": 5}, None, 400, "invalid_value", "temperature"),
-    "n above one": ({"messages": MSG, "n": 2}, None, 400, "invalid_value", "n"),
+    "n above the batch limit": ({"messages": MSG, "n": 9}, None, 400, "invalid_value", "n"),
     "unknown model": ({"messages": MSG, "model": "gpt-4"}, None, 404, "model_not_found", "model"),
 }
 

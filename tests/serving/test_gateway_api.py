@@ -93,7 +93,9 @@ def test_requests_per_minute_limit_gives_429_with_headers(keyed):
 
 def test_tokens_per_minute_charges_prompt_plus_max_tokens(keyed):
     too_big = ask(keyed, keyed.keys["few"], max_tokens=100)  # alone over the 60-token budget
-    assert too_big.status_code == 429 and "lower max_tokens" in too_big.json()["error"]["message"]
+    # waiting cannot help, so not a 429 the openai SDK would retry: a 400 naming max_tokens, told not to retry
+    assert too_big.status_code == 400 and "lower max_tokens" in too_big.json()["error"]["message"]
+    assert too_big.json()["error"]["param"] == "max_tokens" and too_big.headers["x-should-retry"] == "false"
     first = ask(keyed, keyed.keys["few"], max_tokens=4)
     assert first.status_code == 200
     prompt = first.json()["usage"]["prompt_tokens"]

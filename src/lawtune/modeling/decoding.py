@@ -254,6 +254,11 @@ class TextStream:
         self.stop = [s for s in (stop or []) if s]
         self.watch, self.hold = watch, hold
         self.ids: list[int] = []
+        # incremental detokenization (linear in the answer): text of ids[:_read] is final in `_decoded`;
+        # ids[_prefix:_read] are decoded again as context so that the tokenizer's leading-space and
+        # byte-fallback rules see what they would see in the whole answer
+        self._decoded = ""
+        self._prefix = self._read = 0
         self.sent = 0  # characters of the decoded text already handed out
         self.text = ""
         self.stopped = False
@@ -262,9 +267,8 @@ class TextStream:
     def push(self, token_id: int) -> str:
         """Add one generated token (not an end-of-turn token) and return the text that may be sent now."""
         self.ids.append(token_id)
-        # decoding the whole answer each time is what makes byte-level BPE pieces of one Chinese character
-        # come out right; answers are short enough that this costs microseconds
-        self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        tail = self._decode_tail()  # first: it may move text into `_decoded`
+        self.text = self._decoded + tail
         for stop in self.stop:
             at = self.text.find(stop, max(0, self.sent - len(stop)))
             if at != -1:
@@ -282,6 +286,23 @@ class TextStream:
         if self.watch is not None:
             upto = min(upto, self.watch.showable(self.hold))
         return self._take(upto)
+
+    def _decode_tail(self) -> str:
+        """Text of the ids after `_read` (ending with U+FFFD while a character's bytes are incomplete): the
+        decode of ids[_prefix:] minus that of ids[_prefix:_read] — a few tokens a step, not the whole answer."""
+        decode = self.tokenizer.decode
+        context = decode(self.ids[self._prefix:self._read], skip_special_tokens=True)
+        tail = decode(self.ids[self._prefix:], skip_special_tokens=True)
+        if not tail.startswith(context):  # a tokenizer that rewrites its context: fall back to the whole answer
+            tail, context = decode(self.ids, skip_special_tokens=True), self._decoded
+            if not tail.startswith(context):
+                return tail[len(self._decoded):]
+        new = tail[len(context):]
+        if not new.endswith("\ufffd"):  # complete: make it final, the next step decodes from here
+            self._decoded += new
+            self._prefix, self._read = self._read, len(self.ids)
+            return ""
+        return new
 
     def flush(self) -> str:
         """Everything not yet sent (at the end of generation)."""

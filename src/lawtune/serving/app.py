@@ -1,11 +1,16 @@
-"""The FastAPI app: OpenAI-compatible chat completions, models, health, readiness and the chat page.
+"""The FastAPI app: OpenAI-compatible chat completions, completions, models, health, readiness, chat page.
 
     lawtune serve runs/demo                      # the CLI builds ServeSettings and runs this app in uvicorn
     app = create_app(ServeSettings(model="runs/demo"))             # or in Python
-    app = create_app(settings, engine=my_engine)                  # any `Engine` (e.g. the gateway's upstream)
+    app = create_app(settings, engine=my_engine)                  # any `Engine` (e.g. an UpstreamEngine)
 
-The engine is started in `lifespan` as a background task, so `/healthz` answers at once and `/readyz`
-says 503 until the model is loaded.
+One request, top to bottom (`_serve`): the engine tokenizes the prompt once (`engine.prompt`), the app checks
+it fits the context and fixes max_tokens (`build_generation`), the gateway admits it (keys were checked by
+its middleware; limits, queue, switch, breaker here) and owns its deadline, the engine generates, and a
+shape (`_ChatShape` / `_CompletionShape`) renders the events as JSON or as server-sent events.
+
+The engine and the gateway are built here, with the app; `lifespan` only starts and stops the engine (in
+the background, so `/healthz` answers at once and `/readyz` says 503 until the model is loaded).
 """
 
 from __future__ import annotations
@@ -15,22 +20,22 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from importlib import resources
 from typing import Any, AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sse_starlette import EventSourceResponse
 
 from lawtune.serving import kb
-from lawtune.serving.engine import (Engine, EngineError, EngineTimeout, Finished, GenerationEvent,
-                                    GenerationRequest, LocalEngine, TextDelta)
-from lawtune.serving.errors import ApiError, install_error_handlers
-from lawtune.serving.gateway.admission import Gateway, Ticket
+from lawtune.serving.engines import (Engine, EngineError, EngineTimeout, Finished, GenerationEvent, GenerationRequest,
+                                     Prompt, TextDelta, TokenLogprob)
+from lawtune.serving.errors import ApiError, install_error_handlers, install_request_ids
+from lawtune.serving.gateway.admission import NO_RETRY, Gateway, Ticket
 from lawtune.serving.gateway.routes import install_gateway
-from lawtune.serving.protocol import (ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
-                                      ChunkChoice, Delta, ModelCard, ModelList, ResponseMessage, UsageInfo)
+from lawtune.serving.protocol import (ChatCompletionRequest, ChoiceLogprobs, CompletionLogprobs, CompletionRequest,
+                                      ModelCard, ModelList, TokenLogprobOut, TopLogprob, UsageInfo)
 from lawtune.serving.settings import ServeSettings
 
 log = logging.getLogger("lawtune.serving")
@@ -38,11 +43,13 @@ STATIC_DIR = resources.files("lawtune.serving") / "static"
 
 
 def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI:
+    engine = engine or build_engine(settings)
+    settings.gateway.check_bind(settings.host)
+    gateway = Gateway(settings.gateway, engine, request_timeout_s=settings.request_timeout_s,
+                      max_concurrency=settings.max_batch_size if not settings.upstream else 64)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.engine = engine or _default_engine(settings)
-        app.state.gateway.engine = app.state.engine
-        app.state.ready, app.state.load_error = False, None
         loading = asyncio.create_task(_start_engine(app))
         yield
         loading.cancel()
@@ -54,28 +61,38 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
             app.state.rag.close()
 
     app = FastAPI(title="lawtune", version="0.1.0", lifespan=lifespan)
-    app.state.settings = settings
+    app.state.settings, app.state.engine = settings, engine
+    app.state.ready, app.state.load_error = False, None
     app.state.started = int(time.time())
     app.state.rag = _open_kb(settings)
     install_error_handlers(app)
-    settings.gateway.check_bind(settings.host)
-    install_gateway(app, Gateway(settings.gateway, max_concurrency=settings.max_batch_size if not settings.upstream
-                                 else 64, request_timeout_s=settings.request_timeout_s))
+    install_gateway(app, gateway)
+    install_request_ids(app)  # outside the gateway: every answer carries X-Request-Id, a 401 or a crash too
+    if settings.cors_origins:  # outermost: a browser's preflight is answered before any key is asked for
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["*"], expose_headers=["X-Request-Id", "Retry-After", "X-RateLimit-Limit",
+                                                                "X-RateLimit-Remaining", "X-RateLimit-Reset"])
     _add_routes(app)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     return app
 
 
-def _default_engine(settings: ServeSettings) -> Engine:
+def build_engine(settings: ServeSettings) -> Engine:
+    """The engine the settings ask for (built, not started: `lifespan` starts it)."""
     if settings.upstream:  # the gateway in front of vLLM or another lawtune (RUN, if given, supplies the tokenizer)
-        from lawtune.serving.gateway.upstream import UpstreamEngine
+        from lawtune.serving.engines.upstream import UpstreamEngine
 
         key = settings.upstream_key.get_secret_value() if settings.upstream_key else None
         return UpstreamEngine(settings.upstream, api_key=key, run_dir=settings.model,
-                              default_timeout_s=settings.request_timeout_s)
-    return LocalEngine(settings.model, max_batch_size=settings.max_batch_size, dtype=settings.dtype,
-                       serve_base=settings.serve_base, adapter=settings.adapter, timeout_s=settings.request_timeout_s,
-                       max_context=settings.max_context, decoding=settings.decoding)
+                              read_timeout_s=settings.request_timeout_s)
+    from lawtune.serving.engines.local import LocalEngine
+
+    return LocalEngine(settings.model, lora_modules=settings.lora_modules,
+                       name=settings.served_model_name[0] if settings.served_model_name else None,
+                       max_batch_size=settings.max_batch_size, dtype=settings.dtype, serve_base=settings.serve_base,
+                       adapter=settings.adapter, max_context=settings.max_context, decoding=settings.decoding)
 
 
 def _open_kb(settings: ServeSettings) -> Any:
@@ -106,6 +123,29 @@ def ready_engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
+def model_names(app: FastAPI) -> dict[str, str]:
+    """Every name a request may use → the engine's model id: the ids, `--served-model-name` aliases of the
+    main model, and `base` for the base model."""
+    settings, engine = app.state.settings, app.state.engine
+    names = {model: model for model in engine.model_ids}
+    for alias in settings.served_model_name[1:]:
+        names.setdefault(alias, engine.model_ids[0])
+    bases = [model for model in engine.model_ids if not engine.model_info(model).get("parent")]
+    if bases:
+        names.setdefault("base", bases[-1])
+    return names
+
+
+def resolve_model(request: Request, engine: Engine, requested: str | None) -> str:
+    if requested is None:
+        return engine.model_ids[0]
+    names = model_names(request.app)
+    if requested not in names:
+        raise ApiError(404, f"model {requested!r} does not exist; served models: {', '.join(names)}",
+                       "not_found_error", param="model", code="model_not_found")
+    return names[requested]
+
+
 def _add_routes(app: FastAPI) -> None:
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -128,77 +168,122 @@ def _add_routes(app: FastAPI) -> None:
         body["kb_fallback"] = bool(state.settings.degrade_to_kb)
         return JSONResponse(body, status_code=200 if state.ready else 503)
 
+    def card(request: Request, name: str, model: str) -> ModelCard:
+        info = request.app.state.engine.model_info(model)
+        root = info.get("root") if name == model else model  # an alias's root is the model it names
+        return ModelCard(id=name, created=request.app.state.started, root=root, parent=info.get("parent"),
+                         max_model_len=info.get("max_model_len"))
+
     @app.get("/v1/models")
     async def models(request: Request) -> ModelList:
+        ready_engine(request)
+        return ModelList(data=[card(request, name, model) for name, model in model_names(request.app).items()])
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str, request: Request) -> ModelCard:
         engine = ready_engine(request)
-        return ModelList(data=[ModelCard(id=name, created=request.app.state.started) for name in engine.model_ids])
+        return card(request, model_id, resolve_model(request, engine, model_id))
 
     @app.get("/", include_in_schema=False)
     async def chat_page() -> FileResponse:
         return FileResponse(str(STATIC_DIR / "index.html"))
 
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
         engine = ready_engine(request)
+        model = resolve_model(request, engine, body.model)
+        messages = [m.as_dict() for m in body.messages]
         rag = request.app.state.rag
-        augmented = await kb.augment(rag, [m.as_dict() for m in body.messages]) if rag is not None else None
-        generation = build_generation(body, engine, request.app.state.settings,
-                                      messages=augmented.messages if augmented else None)
+        augmented = await kb.augment(rag, messages) if rag is not None else None
+        prompt = engine.prompt(model, messages=augmented.messages if augmented else messages)
+        generation = build_generation(body, engine, request, model, prompt, "messages")
+        generation.logprobs = body.logprob_count()
         extend = kb.extension(rag, augmented) if augmented is not None else None
-        # admission (gateway) hooks in here
-        prompt_tokens = engine.count_prompt_tokens(generation.messages, generation.model)
-        try:
-            ticket = await request.app.state.gateway.admit(request, prompt_tokens, generation.max_tokens)
-        except ApiError as refusal:  # 服务降级 with --degrade-to-kb: the articles instead of a bare 503
-            if not (request.app.state.settings.degrade_to_kb and refusal.code in ("service_paused", "service_degraded")):
-                raise
+
+        async def fallback(refusal: ApiError) -> Any:  # 服务降级 with --degrade-to-kb: the articles, not a 503
             request.state.lawtune_reason = "kb_fallback"
-            return await kb.fallback_response(rag, [m.as_dict() for m in body.messages], generation.model,
-                                              refusal.message, body.stream, {})
-        generation.timeout_s = ticket.remaining_s()
-        events = generate_events(engine, generation, ticket)
-        limits = ticket.rate_limit_headers()
-        if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            first = await _first_event(events)  # errors before the first token still get their HTTP status
-            return StreamingResponse(_sse(generation, first, events, include_usage, extend),
-                                     media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **limits})
-        completion = (await _complete(generation, events, extend)).model_dump()
-        if completion.get("lawtune") is None:
-            completion.pop("lawtune", None)  # without --kb the response is exactly OpenAI's shape
-        return JSONResponse(completion, headers=limits)
+            return await kb.fallback_response(rag, messages, model, refusal.message, bool(body.stream), {})
+
+        degrade = fallback if request.app.state.settings.degrade_to_kb else None
+        return await _serve(request, engine, generation, _ChatShape(generation, extend), body, degrade)
+
+    @app.post("/v1/completions", response_model=None)
+    async def completions(body: CompletionRequest, request: Request) -> Any:
+        engine = ready_engine(request)
+        model = resolve_model(request, engine, body.model)
+        text, ids = body.prompt_text(), body.prompt_ids()
+        if body.echo and text is None:
+            raise ApiError(400, "echo needs a text prompt (the prompt was token ids)", param="echo",
+                           code="unsupported_parameter")
+        prompt = engine.prompt(model, text=text) if text is not None else engine.prompt(model, ids=ids)
+        generation = build_generation(body, engine, request, model, prompt, "prompt")
+        generation.logprobs = body.logprobs
+        shape = _CompletionShape(generation, echo=text if body.echo else None)
+        return await _serve(request, engine, generation, shape, body, None)
 
 
-def build_generation(body: ChatCompletionRequest, engine: Engine, settings: ServeSettings,
-                     messages: list[dict[str, str]] | None = None) -> GenerationRequest:
-    """Resolve the model, count the prompt, check it fits, and fix max_tokens (`messages`: the RAG prompt)."""
-    model = body.model or engine.model_ids[0]
-    if model not in engine.model_ids:
-        raise ApiError(404, f"model {model!r} does not exist; served models: {', '.join(engine.model_ids)}",
-                       param="model", code="model_not_found")
-    messages = messages if messages is not None else [message.as_dict() for message in body.messages]
-    prompt_tokens = engine.count_prompt_tokens(messages, model)
+def build_generation(body: ChatCompletionRequest | CompletionRequest, engine: Engine, request: Request, model: str,
+                     prompt: Prompt, prompt_param: str) -> GenerationRequest:
+    """Check the prompt fits the context, fix max_tokens, and turn the request's fields into the engine's."""
+    settings: ServeSettings = request.app.state.settings
     requested = body.requested_max_tokens()
     limit = engine.context_length(model)
     if limit is not None:
-        room = limit - prompt_tokens
+        room = limit - prompt.tokens
         wanted = requested if requested is not None else 1
         if wanted > room:
             raise ApiError(
                 400,
                 f"This model's maximum context length is {limit} tokens. However, you requested "
-                f"{prompt_tokens + wanted} tokens ({prompt_tokens} in the messages, {wanted} in the completion). "
-                f"Please reduce the length of the messages or completion by {prompt_tokens + wanted - limit} tokens.",
-                param="messages", code="context_length_exceeded")
+                f"{prompt.tokens + wanted} tokens ({prompt.tokens} in the {prompt_param}, {wanted} in the completion). "
+                f"Please reduce the length of the {prompt_param} or completion by {prompt.tokens + wanted - limit} tokens.",
+                param=prompt_param, code="context_length_exceeded", headers=NO_RETRY)
         max_tokens = requested if requested is not None else min(settings.default_max_tokens, room)
     else:
         max_tokens = requested if requested is not None else settings.default_max_tokens
-    return GenerationRequest(messages=messages, model=model, max_tokens=max_tokens, temperature=body.temperature,
-                             top_p=body.top_p, seed=body.seed, stop=body.stop_list(),
-                             timeout_s=settings.request_timeout_s, request_id=f"chatcmpl-{uuid.uuid4().hex}",
-                             repetition_penalty=body.repetition_penalty, frequency_penalty=body.frequency_penalty,
-                             presence_penalty=body.presence_penalty, stream=body.stream)
+    passthrough: dict[str, Any] = {}
+    if body.response_format is not None:  # an upstream gets it as the client sent it
+        passthrough["response_format"] = body.response_format.model_dump(by_alias=True, exclude_none=True)
+    if body.user:
+        passthrough["user"] = body.user
+    return GenerationRequest(
+        prompt=prompt, model=model, max_tokens=max_tokens, n=body.n or 1,
+        temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=1.0 if body.top_p is None else body.top_p, top_k=max(body.top_k or 0, 0), min_p=body.min_p or 0.0,
+        seed=body.seed, logit_bias=body.bias(), stop=body.stop_list(),
+        json_schema=body.response_format.target_schema() if body.response_format else None,
+        request_id=request.state.request_id, repetition_penalty=body.repetition_penalty,
+        frequency_penalty=body.frequency_penalty, presence_penalty=body.presence_penalty, stream=bool(body.stream),
+        passthrough=passthrough)
+
+
+async def _serve(request: Request, engine: Engine, generation: GenerationRequest, shape: Any,
+                 body: ChatCompletionRequest | CompletionRequest,
+                 degrade: Callable[[ApiError], Any] | None) -> Any:
+    """Admission, generation and the response (JSON, or SSE with keep-alives while the request waits)."""
+    gateway: Gateway = request.app.state.gateway
+    log.info("request %s: model=%s prompt_tokens=%d max_tokens=%d n=%d stream=%s user=%s", generation.request_id,
+             generation.model, generation.prompt.tokens, generation.max_tokens, generation.n, generation.stream,
+             body.user or "-")
+    try:
+        ticket = await gateway.admit(request, generation.prompt.tokens, generation.max_tokens * generation.n,
+                                     wait=not generation.stream)
+    except ApiError as refusal:
+        if degrade is None or refusal.code not in ("service_paused", "service_degraded"):
+            raise
+        return await degrade(refusal)
+    generation.deadline = ticket.deadline
+    events = generate_events(engine, generation, ticket)
+    limits = ticket.rate_limit_headers()
+    if not generation.stream:
+        return JSONResponse(await _collect(shape, events), headers=limits)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    first = None
+    if ticket.has_slot:  # errors before the first token still get their HTTP status
+        first = await _first_event(events)
+    keepalive = request.app.state.settings.sse_keepalive_s
+    return EventSourceResponse(_sse(shape, ticket, first, events, include_usage), ping=keepalive, sep="\n",
+                               headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **limits})
 
 
 async def generate_events(engine: Engine, generation: GenerationRequest,
@@ -207,14 +292,14 @@ async def generate_events(engine: Engine, generation: GenerationRequest,
 
     Closing this iterator (the client went away) closes the engine's, which frees the slot."""
     source = engine.generate(generation)
-    if ticket is not None:  # deadline, TTFT/token metrics, breaker verdicts, slot release
-        source = ticket.guard(source)
+    if ticket is not None:  # TTFT/token metrics, breaker verdicts, slot release
+        source = ticket.guard(source, choices=generation.n)
     async with contextlib.aclosing(source) as events:
         try:
             async for event in events:
                 yield event
-        except EngineTimeout as error:
-            raise ApiError(504, str(error), "timeout_error", code="timeout") from error
+        except EngineTimeout as error:  # retrying cannot help: the same request meets the same deadline
+            raise ApiError(504, str(error), "timeout_error", code="timeout", headers=NO_RETRY) from error
         except EngineError as error:
             raise ApiError(503, str(error), "service_unavailable", code="engine_error") from error
 
@@ -227,60 +312,50 @@ async def _first_event(events: AsyncIterator[GenerationEvent]) -> GenerationEven
         raise
 
 
-async def _complete(generation: GenerationRequest, events: AsyncIterator[GenerationEvent],
-                    extend: Callable[[str], dict] | None = None) -> ChatCompletion:
-    parts: list[str] = []
+async def _collect(shape: Any, events: AsyncIterator[GenerationEvent]) -> dict[str, Any]:
     async with contextlib.aclosing(events):
         async for event in events:
-            if isinstance(event, TextDelta):
-                parts.append(event.text)
-            elif isinstance(event, Finished):
-                usage = _usage(event)
-                finish, stop_reason = api_finish(event)
-                text = "".join(parts)
-                return ChatCompletion(id=generation.request_id, created=int(time.time()), model=generation.model,
-                                      choices=[Choice(message=ResponseMessage(content=text),
-                                                      finish_reason=finish, stop_reason=stop_reason)], usage=usage,
-                                      lawtune=extend(text) if extend else None)
-    raise ApiError(503, "the engine ended the answer without finishing it", "service_unavailable", code="engine_error")
+            shape.add(event)
+    if not shape.done():
+        raise ApiError(503, "the engine ended the answer without finishing it", "service_unavailable",
+                       code="engine_error")
+    return shape.whole()
 
 
-async def _sse(generation: GenerationRequest, first: GenerationEvent, events: AsyncIterator[GenerationEvent],
-               include_usage: bool, extend: Callable[[str], dict] | None = None) -> AsyncIterator[str]:
-    """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`; with --kb the chunk carrying
-    finish_reason also carries the `lawtune` field (references, citation verdicts of the whole answer)."""
-    created = int(time.time())
-    parts: list[str] = []
+async def _sse(shape: Any, ticket: Ticket, first: GenerationEvent | None, events: AsyncIterator[GenerationEvent],
+               include_usage: bool) -> AsyncIterator[dict[str, str]]:
+    """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]` — also after an error, which
+    arrives as a `data: {"error": …}` event once the response has started (sse-starlette frames the events
+    and sends a `: ping` comment every --sse-keepalive seconds, so a proxy never sees an idle stream)."""
+    def data(payload: dict[str, Any]) -> dict[str, str]:
+        return {"data": json.dumps(payload, ensure_ascii=False, separators=(",", ":"))}
 
-    def chunk(delta: Delta, finish: str | None = None, usage: UsageInfo | None = None, empty: bool = False,
-              stop_reason: str | None = None, extra: dict | None = None) -> str:
-        choices = [] if empty else [ChunkChoice(delta=delta, finish_reason=finish, stop_reason=stop_reason)]
-        body = ChatCompletionChunk(id=generation.request_id, created=created, model=generation.model,
-                                   choices=choices, usage=usage, lawtune=extra)
-        return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
-
-    async def all_events() -> AsyncIterator[GenerationEvent]:
-        yield first
-        async for event in events:
-            yield event
-
-    yield chunk(Delta(role="assistant", content=""))
     async with contextlib.aclosing(events):
         try:
-            async for event in all_events():
-                if isinstance(event, TextDelta) and event.text:
-                    parts.append(event.text)
-                    yield chunk(Delta(content=event.text))
-                elif isinstance(event, Finished):
-                    finish, stop_reason = api_finish(event)
-                    extra = extend("".join(parts)) if extend else None
-                    yield chunk(Delta(), finish=finish, stop_reason=stop_reason, extra=extra)
-                    if include_usage:
-                        yield chunk(Delta(), usage=_usage(event), empty=True)
-                    yield "data: [DONE]\n\n"
-                    return
+            if not ticket.has_slot:
+                await ticket.wait_for_slot()  # keep-alive pings flow meanwhile
+            for chunk in shape.opening():
+                yield data(chunk)
+            pending = [first] if first is not None else []
+            async for event in _chain(pending, events):
+                for chunk in shape.chunks(event):
+                    yield data(chunk)
+            if include_usage and shape.done():
+                yield data(shape.usage_chunk())
         except ApiError as error:  # headers are sent: report in-band, as OpenAI does
-            yield f"data: {json.dumps(error.body(), ensure_ascii=False)}\n\n"
+            yield data(error.body())
+        except Exception as error:  # a bug: still an envelope and a proper end of stream
+            log.exception("request %s failed mid-stream", shape.generation.request_id)
+            yield data(ApiError(500, f"internal error ({type(error).__name__}); request id "
+                                f"{shape.generation.request_id}", "server_error", code="internal_error").body())
+        yield {"data": "[DONE]"}
+
+
+async def _chain(first: list[GenerationEvent], rest: AsyncIterator[GenerationEvent]) -> AsyncIterator[GenerationEvent]:
+    for event in first:
+        yield event
+    async for event in rest:
+        yield event
 
 
 def api_finish(event: Finished) -> tuple[str, str | None]:
@@ -293,6 +368,140 @@ def api_finish(event: Finished) -> tuple[str, str | None]:
     return event.finish_reason, None
 
 
-def _usage(event: Finished) -> UsageInfo:
-    return UsageInfo(prompt_tokens=event.usage.prompt_tokens, completion_tokens=event.usage.completion_tokens,
-                     total_tokens=event.usage.total_tokens)
+# ----------------------------------------------------------------------------------------------------
+# Response shapes: the same events rendered as a chat completion or a (text) completion
+# ----------------------------------------------------------------------------------------------------
+
+
+class _Shape:
+    """Collects the events of n choices; subclasses say how a choice, a chunk and the whole look."""
+
+    object_whole = object_chunk = prefix = ""
+
+    def __init__(self, generation: GenerationRequest):
+        self.generation = generation
+        self.id = f"{self.prefix}-{generation.request_id}"
+        self.created = int(time.time())
+        self.texts = [""] * generation.n
+        self.logprobs: list[list[TokenLogprob]] = [[] for _ in range(generation.n)]
+        self.finished: dict[int, Finished] = {}
+
+    def add(self, event: GenerationEvent) -> None:
+        self.logprobs[event.index].extend(event.logprobs or [])
+        if isinstance(event, TextDelta):
+            self.texts[event.index] += event.text
+        else:
+            self.finished[event.index] = event
+
+    def done(self) -> bool:
+        return len(self.finished) == self.generation.n
+
+    def usage(self) -> UsageInfo:
+        prompt = next(iter(self.finished.values())).usage.prompt_tokens if self.finished else 0
+        completion = sum(event.usage.completion_tokens for event in self.finished.values())
+        return UsageInfo(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+    def envelope(self, choices: list[dict[str, Any]], whole: bool) -> dict[str, Any]:
+        return {"id": self.id, "object": self.object_whole if whole else self.object_chunk, "created": self.created,
+                "model": self.generation.model, "choices": choices}
+
+    def usage_chunk(self) -> dict[str, Any]:
+        return {**self.envelope([], whole=False), "usage": self.usage().model_dump()}
+
+    def opening(self) -> list[dict[str, Any]]:
+        return []
+
+
+class _ChatShape(_Shape):
+    object_whole, object_chunk, prefix = "chat.completion", "chat.completion.chunk", "chatcmpl"
+
+    def __init__(self, generation: GenerationRequest, extend: Callable[[str], dict] | None = None):
+        super().__init__(generation)
+        self.extend = extend  # --kb: the `lawtune` field of the finished answer
+
+    def _logprobs(self, entries: list[TokenLogprob] | None) -> dict[str, Any] | None:
+        if self.generation.logprobs is None:
+            return None
+        content = [TokenLogprobOut(token=e.token, logprob=e.logprob, bytes=e.bytes,
+                                   top_logprobs=[TopLogprob(token=t, logprob=v, bytes=b) for t, v, b in e.top])
+                   for e in entries or []]
+        return ChoiceLogprobs(content=content).model_dump()
+
+    def opening(self) -> list[dict[str, Any]]:
+        return [self.envelope([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None,
+                                "logprobs": None}], whole=False) for i in range(self.generation.n)]
+
+    def chunks(self, event: GenerationEvent) -> list[dict[str, Any]]:
+        self.add(event)
+        if isinstance(event, TextDelta):
+            if not event.text and not event.logprobs:
+                return []
+            return [self.envelope([{"index": event.index, "delta": {"content": event.text}, "finish_reason": None,
+                                    "logprobs": self._logprobs(event.logprobs)}], whole=False)]
+        finish, stop_reason = api_finish(event)
+        chunk = self.envelope([{"index": event.index, "delta": {}, "finish_reason": finish, "stop_reason": stop_reason,
+                                "logprobs": self._logprobs(event.logprobs) if event.logprobs else None}], whole=False)
+        if self.extend is not None and self.done():
+            chunk["lawtune"] = self.extend(self.texts[0])
+        return [chunk]
+
+    def whole(self) -> dict[str, Any]:
+        choices = []
+        for index in range(self.generation.n):
+            finish, stop_reason = api_finish(self.finished[index])
+            choices.append({"index": index, "message": {"role": "assistant", "content": self.texts[index],
+                                                        "refusal": None},
+                            "finish_reason": finish, "stop_reason": stop_reason,
+                            "logprobs": self._logprobs(self.logprobs[index])})
+        body = {**self.envelope(choices, whole=True), "usage": self.usage().model_dump()}
+        if self.extend is not None:
+            body["lawtune"] = self.extend(self.texts[0])  # without --kb the response is exactly OpenAI's shape
+        return body
+
+
+class _CompletionShape(_Shape):
+    object_whole = object_chunk = "text_completion"
+    prefix = "cmpl"
+
+    def __init__(self, generation: GenerationRequest, echo: str | None = None):
+        super().__init__(generation)
+        self.echo = echo  # the prompt text, put before each answer (echo: true)
+        self.offsets = [len(echo or "")] * generation.n
+
+    def _logprobs(self, index: int, entries: list[TokenLogprob] | None) -> dict[str, Any] | None:
+        if self.generation.logprobs is None:
+            return None
+        out = CompletionLogprobs()
+        for entry in entries or []:
+            out.tokens.append(entry.token)
+            out.token_logprobs.append(entry.logprob)
+            out.top_logprobs.append({token: value for token, value, _ in entry.top})
+            out.text_offset.append(self.offsets[index])
+            self.offsets[index] += len(entry.token)
+        return out.model_dump()
+
+    def opening(self) -> list[dict[str, Any]]:
+        if self.echo is None:
+            return []
+        return [self.envelope([{"index": i, "text": self.echo, "finish_reason": None, "logprobs": None}], whole=False)
+                for i in range(self.generation.n)]
+
+    def chunks(self, event: GenerationEvent) -> list[dict[str, Any]]:
+        self.add(event)
+        logprobs = self._logprobs(event.index, event.logprobs) if event.logprobs or isinstance(event, TextDelta) else None
+        if isinstance(event, TextDelta):
+            if not event.text and not event.logprobs:
+                return []
+            return [self.envelope([{"index": event.index, "text": event.text, "finish_reason": None,
+                                    "logprobs": logprobs}], whole=False)]
+        finish, stop_reason = api_finish(event)
+        return [self.envelope([{"index": event.index, "text": "", "finish_reason": finish, "stop_reason": stop_reason,
+                                "logprobs": logprobs}], whole=False)]
+
+    def whole(self) -> dict[str, Any]:
+        choices = []
+        for index in range(self.generation.n):
+            finish, stop_reason = api_finish(self.finished[index])
+            choices.append({"index": index, "text": (self.echo or "") + self.texts[index], "finish_reason": finish,
+                            "stop_reason": stop_reason, "logprobs": self._logprobs(index, self.logprobs[index])})
+        return {**self.envelope(choices, whole=True), "usage": self.usage().model_dump()}

@@ -1,8 +1,8 @@
 """The tensor side of continuous batching: sequences join and leave a running decode batch.
 
-Used by `lawtune.serving.engine.LocalEngine` from its worker thread (never from the event loop):
+Used by `lawtune.serving.engines.local.LocalEngine` from its worker thread (never from the event loop):
 
-    batch = DecodeBatch(model, pad_id=tokenizer.pad_token_id)
+    batch = DecodeBatch(model)          # a PeftModel with several adapters: each row names its own
     first = batch.join(seq)             # prefill the prompt alone, merge its KV cache into the batch
     while batch.sequences:
         tokens = batch.step()           # one new token for every sequence, all in one forward pass
@@ -46,6 +46,13 @@ class Sequence:
     # repetition control (the same `penalize` model.generate runs through its logits processor); None = off
     decoding: DecodingPolicy | None = None
     stop_ids: frozenset[int] = frozenset()
+    top_k: int = 0  # 0 = off
+    min_p: float = 0.0  # 0 = off
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    grammar: Any = None  # an llguidance LLMatcher (response_format): only tokens it allows are picked
+    logprobs: int | None = None  # k: record the picked token's raw logprob and the k best in `last_logprobs`
+    last_logprobs: tuple[float, list[tuple[int, float]]] | None = None
+    adapter: str | None = None  # the PEFT adapter of this row ("__base__": none); None: a plain model
 
     def __post_init__(self) -> None:
         if self.temperature > 0:
@@ -57,14 +64,43 @@ class Sequence:
 
 
 def pick_token(logits: torch.Tensor, seq: Sequence) -> int:
-    """Greedy when temperature is 0, else temperature + top-p sampling with the sequence's own generator.
+    """Greedy when temperature is 0, else temperature + top-k + min-p + top-p sampling with the sequence's
+    own generator.
 
-    The sequence's repetition control comes first, on its answer so far (as in `model.generate`)."""
+    Before that, in order: the raw logprobs when asked (the model's own distribution, as vLLM reports by
+    default), the repetition control on the answer so far (as in `model.generate`), `logit_bias`, and the
+    grammar's mask (response_format)."""
+    if seq.logprobs is not None:
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        top = torch.topk(logprobs, seq.logprobs) if seq.logprobs else None
+        top_pairs = list(zip(top.indices.tolist(), top.values.tolist())) if top is not None else []
     if seq.decoding is not None:
         logits = penalize(logits, seq.generated, seq.decoding, seq.stop_ids)
+    if seq.logit_bias:
+        logits = logits.float().clone()
+        ids = torch.tensor(list(seq.logit_bias), dtype=torch.long)
+        logits[ids] += torch.tensor(list(seq.logit_bias.values()), dtype=logits.dtype)
+    if seq.grammar is not None:
+        logits = logits.float().masked_fill(~grammar_mask(seq.grammar, logits.shape[-1]), float("-inf"))
+    token = _choose(logits, seq)
+    if seq.logprobs is not None:
+        seq.last_logprobs = (float(logprobs[token]), top_pairs)
+    if seq.grammar is not None:
+        seq.grammar.consume_token(token)
+    return token
+
+
+def _choose(logits: torch.Tensor, seq: Sequence) -> int:
     if seq.temperature <= 0:
         return int(torch.argmax(logits))
-    probs = torch.softmax(logits.float() / seq.temperature, dim=-1)
+    scaled = logits.float() / seq.temperature
+    if 0 < seq.top_k < scaled.shape[-1]:
+        kth = torch.topk(scaled, seq.top_k).values[-1]
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    probs = torch.softmax(scaled, dim=-1)
+    if seq.min_p > 0:
+        probs = probs * (probs >= seq.min_p * probs.max())
+        probs = probs / probs.sum()
     if seq.top_p < 1.0:
         sorted_probs, order = torch.sort(probs, descending=True)
         # keep the smallest prefix whose mass reaches top_p (always at least the best token)
@@ -72,6 +108,19 @@ def pick_token(logits: torch.Tensor, seq: Sequence) -> int:
         sorted_probs = sorted_probs * keep
         return int(order[torch.multinomial(sorted_probs, 1, generator=seq.generator)])
     return int(torch.multinomial(probs, 1, generator=seq.generator))
+
+
+_BITS = torch.tensor([1 << bit for bit in range(8)], dtype=torch.uint8)
+
+
+def grammar_mask(matcher: Any, vocab: int) -> torch.Tensor:
+    """The tokens an llguidance matcher allows next, as a bool tensor over the model's `vocab` logits
+    (its bitmask covers the tokenizer's vocabulary; extra logit rows of the model are never allowed)."""
+    bits = torch.frombuffer(bytearray(matcher.compute_bitmask()), dtype=torch.uint8)
+    allowed = (bits.unsqueeze(1) & _BITS).ne(0).flatten()
+    if allowed.shape[0] >= vocab:
+        return allowed[:vocab]
+    return torch.cat([allowed, allowed.new_zeros(vocab - allowed.shape[0])])
 
 
 class TransposedHead(torch.nn.Module):
@@ -116,7 +165,8 @@ class DecodeBatch:
 
         self.model = model
         # transformers 5.2x renamed `past_key_values` to `cache` (the old name warns until 5.40)
-        params = inspect.signature(model.forward).parameters
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PeftModel's takes **kwargs
+        params = inspect.signature(inner.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
         self.sequences: list[Sequence] = []
         self.layers: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: keys, values [B, H, T, D]
@@ -128,7 +178,7 @@ class DecodeBatch:
         """Prefill `seq`'s prompt alone, pick its first token, and merge its cache into the batch."""
         cache = DynamicCache()
         ids = torch.tensor([seq.prompt_ids])
-        out = self.model(input_ids=ids, use_cache=True, **{self._cache_kwarg: cache})
+        out = self.model(input_ids=ids, use_cache=True, **{self._cache_kwarg: cache}, **self._adapters([seq]))
         token = pick_token(out.logits[0, -1], seq)
         seq.pending, seq.cached = token, len(seq.prompt_ids)
         seq.generated.append(token)
@@ -158,7 +208,8 @@ class DecodeBatch:
         self.mask = torch.cat([self.mask, torch.ones(batch, 1, dtype=torch.long)], dim=1)
         cache = DynamicCache(ddp_cache_data=self.layers)
         out = self.model(input_ids=ids, attention_mask=self.mask, position_ids=positions,
-                         cache_position=torch.tensor([width]), use_cache=True, **{self._cache_kwarg: cache})
+                         cache_position=torch.tensor([width]), use_cache=True, **{self._cache_kwarg: cache},
+                         **self._adapters(self.sequences))
         self.layers = [(layer.keys, layer.values) for layer in cache.layers]
         self.last_logits = out.logits[:, -1]  # [B, V], kept for checks (tests, tie margins)
         tokens = []
@@ -169,6 +220,13 @@ class DecodeBatch:
             seq.generated.append(token)
             tokens.append(token)
         return tokens
+
+    @staticmethod
+    def _adapters(rows: list[Sequence]) -> dict[str, Any]:
+        """PEFT's mixed-adapter batch: each row's adapter (or "__base__"), one copy of the base weights."""
+        if rows[0].adapter is None:
+            return {}
+        return {"adapter_names": [seq.adapter for seq in rows]}
 
     def remove(self, leaving: list[Sequence]) -> None:
         """Drop finished or cancelled sequences and the padding columns no remaining row needs."""

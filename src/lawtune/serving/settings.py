@@ -18,16 +18,23 @@ class ServeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(None, description="run folder, model folder or imported model name (optional with upstream)")
+    served_model_name: list[str] = Field(default_factory=list, description="names of the main model in the API: "
+                                         "the first replaces the folder name, the others are aliases")
+    lora_modules: dict[str, str] = Field(default_factory=dict, description="more runs on the same base: name → run "
+                                         "folder, served beside the main run with one copy of the base weights")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     adapter: Literal["best", "final"] = "best"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    serve_base: bool = Field(True, description="also serve the run's base model (a second copy in memory)")
+    serve_base: bool = Field(True, description="also serve the run's base model as RUN:base (alias `base`)")
     max_batch_size: int = Field(8, ge=1, le=256, description="sequences generated together")
     default_max_tokens: int = Field(512, ge=1, description="new tokens when a request gives no max_tokens")
     request_timeout_s: float = Field(300.0, gt=0, description="per-request deadline from arrival")
     max_context: int | None = Field(None, ge=16, description="cap on prompt + new tokens (default: the model's)")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    cors_origins: list[str] = Field(default_factory=list, description="browser origins allowed to call the API "
+                                    "(CORS); empty: no CORS headers")
+    sse_keepalive_s: float = Field(15.0, ge=0, description="a comment line this often while a stream waits; 0 = off")
     # the local engine's decoding defaults (repetition control, repetition stop); requests may override penalties
     decoding: DecodingPolicy = Field(default_factory=DecodingPolicy)
     # gateway (admission control). In Python the default is open and unlimited on loopback (tests, notebooks);

@@ -1,22 +1,19 @@
-"""Generation engines behind the API: the interface every engine implements, and the local batching engine.
+"""The local engine: one base model in memory, any number of LoRA adapters on it, continuous batching.
 
-    engine = LocalEngine.from_run("runs/demo", max_batch_size=8)
+    engine = LocalEngine("runs/demo", lora_modules={"contracts": "runs/contracts"})   # + the base
     await engine.start()
-    request = GenerationRequest(messages=[{"role": "user", "content": "离婚需要什么材料？"}],
-                                model=engine.model_ids[0], max_tokens=64)
-    async for event in engine.generate(request):
-        if isinstance(event, TextDelta): print(event.text, end="")
-        else: print(event.finish_reason, event.usage)      # Finished: always the last event
-                                                             # ("stop", "length" or "repetition")
-    await engine.stop()
+    engine.model_ids        # ["demo", "contracts", "demo:base"]: one copy of the base weights
+    async for event in engine.generate(GenerationRequest(prompt=engine.prompt("demo", messages=...), ...)): ...
 
-The local engine decodes with the same policy as eval and infer (`lawtune.modeling.decoding`): repetition
+Every served model is a row adapter in one PEFT model (PEFT's mixed-adapter batches: each row of the batch
+names its adapter, `"__base__"` for none), so a request for the base and one for each adapter run in the
+same forward pass over one copy of the base weights (vLLM's `--lora-modules`).
+
+The engine decodes with the same policy as eval and infer (`lawtune.modeling.decoding`): repetition
 control on the answer's tokens, and the repetition stop (finish reason "repetition"; the API says
 finish_reason "stop" with stop_reason "repetition"). `LocalEngine(decoding=...)` sets the defaults; a
-request's penalties override them.
-
-The app (`lawtune.serving.app`) only talks to the `Engine` protocol below, so the local engine and the
-gateway's `UpstreamEngine` (an OpenAI-compatible URL behind httpx) are interchangeable.
+request's penalties override them. `response_format` is constrained decoding with llguidance (its mask on
+the logits each step; the repetition stop is off then, since a cut would break the JSON).
 """
 
 from __future__ import annotations
@@ -25,137 +22,40 @@ import asyncio
 import collections
 import dataclasses
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Literal, Protocol, runtime_checkable
+from typing import Any, AsyncIterator
 
+from lawtune.errors import LawtuneError
 from lawtune.modeling.decoding import DecodingPolicy
-
-# ----------------------------------------------------------------------------------------------------
-# The interface (the seam between the app, the local engine and the gateway's upstream engine)
-# ----------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class GenerationRequest:
-    """One chat completion to generate; already validated by the app (limits live in `protocol.py`)."""
-
-    messages: list[dict[str, str]]  # [{"role": "system"|"user"|"assistant", "content": "..."}]
-    model: str  # one of engine.model_ids
-    max_tokens: int  # new tokens at most; the app has checked prompt + max_tokens fits the context
-    temperature: float = 1.0  # 0 → greedy
-    top_p: float = 1.0
-    seed: int | None = None  # sampling seed (per request); None → nondeterministic
-    stop: list[str] = field(default_factory=list)  # stop strings, not included in the output
-    timeout_s: float | None = None  # wall-clock budget from submission; None → the engine's default
-    request_id: str = ""  # the API's `chatcmpl-…` id, for logs and upstream correlation
-    # repetition control for this request; None → the engine's default policy (serve's --repetition-* flags)
-    repetition_penalty: float | None = None
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
-    # a streamed answer may show text early (a repetition stop can then not take it back); a non-streamed one
-    # holds it until the end, so it is exactly the cut answer eval would give
-    stream: bool = True
-
-    def penalties(self) -> dict[str, float]:
-        """The penalties this request sets (the rest come from the engine's policy)."""
-        return {name: getattr(self, name) for name in ("repetition_penalty", "frequency_penalty", "presence_penalty")
-                if getattr(self, name) is not None}
-
-
-@dataclass
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-
-@dataclass
-class TextDelta:
-    """New answer text (may be empty only if an engine wants to signal progress; the app skips empty ones)."""
-
-    text: str
-
-
-@dataclass
-class Finished:
-    """The last event of every generation. "repetition": the answer looped and was cut (lawtune.modeling.decoding)."""
-
-    finish_reason: Literal["stop", "length", "repetition"]
-    usage: Usage
-
-
-GenerationEvent = TextDelta | Finished
-
-
-class EngineError(Exception):
-    """The engine could not generate (model crashed, upstream unreachable). The app answers 503;
-    the gateway's circuit breaker counts these."""
-
-
-class EngineTimeout(EngineError):
-    """The request ran past its `timeout_s`. The app answers 504 (or an error event mid-stream)."""
-
-
-@runtime_checkable
-class Engine(Protocol):
-    """What the app needs from an engine.
-
-    - `generate(request)` is an async iterator of `TextDelta`… then exactly one `Finished`. Closing it
-      early (the client disconnected: the app calls `aclose()` or the task is cancelled) must free the
-      request's slot at the engine's next step. It raises `EngineTimeout` past the deadline,
-      `EngineError` when the engine fails, or an `lawtune.serving.errors.ApiError` to pass an upstream's
-      4xx through unchanged.
-    - `count_prompt_tokens(messages, model)` is exactly what `Finished.usage.prompt_tokens` will say.
-    - `context_length(model)` is the most prompt + new tokens the model accepts (None: unknown, the app
-      then skips the context check and leaves it to the engine).
-    - `active_batch_size` (sequences being generated now) and `queue_depth` (accepted, not yet started)
-      are for metrics and admission; reading them must be cheap and thread-safe.
-    """
-
-    model_ids: list[str]  # served model names: the first is the default (the run's adapter model)
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    def count_prompt_tokens(self, messages: list[dict[str, str]], model: str) -> int: ...
-
-    def context_length(self, model: str) -> int | None: ...
-
-    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]: ...
-
-    @property
-    def active_batch_size(self) -> int: ...
-
-    @property
-    def queue_depth(self) -> int: ...
-
-
-# ----------------------------------------------------------------------------------------------------
-# The local engine: transformers (+ a merged LoRA adapter) with continuous batching in one worker thread
-# ----------------------------------------------------------------------------------------------------
+from lawtune.serving.engines import (EngineError, EngineTimeout, Finished, GenerationEvent, GenerationRequest, Prompt,
+                                     TextDelta, TokenLogprob, Usage)
+from lawtune.serving.errors import ApiError
 
 log = logging.getLogger("lawtune.serving")
+BASE_ROW = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 
 
 @dataclass(eq=False)
 class _Ticket:
-    """A request inside the local engine: the worker thread posts events to its asyncio queue."""
+    """One choice of a request inside the engine: the worker thread posts events to its asyncio queue."""
 
     request: GenerationRequest
-    prompt_ids: list[int]
+    index: int
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue
-    deadline: float
+    grammar: Any = None  # llguidance LLMatcher
     cancelled: bool = False  # set from the event loop when the client goes away; read by the worker
     seq: Any = None  # batch.Sequence once admitted
     stream: Any = None  # decoding.TextStream once admitted
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # generated, not yet posted
+
+    @property
+    def deadline(self) -> float:
+        return self.request.deadline if self.request.deadline is not None else math.inf
 
     def post(self, event: GenerationEvent | BaseException) -> None:
         self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
@@ -163,36 +63,43 @@ class _Ticket:
 
 @dataclass
 class _Served:
-    """One served model: a loaded model + its running batch."""
+    """One served model id: which adapter row it is and how it formats prompts."""
 
-    loaded: Any  # lawtune.modeling.loading.LoadedModel
-    batch: Any  # batch.DecodeBatch
-    tickets: dict[int, _Ticket] = field(default_factory=dict)  # id(seq) → ticket
+    adapter: str | None  # the PEFT adapter name, BASE_ROW, or None (a plain model without adapters)
+    chat: Any  # ChatFormat
+    parent: str | None = None  # the base model's id, for adapters (vLLM's `parent` in /v1/models)
+    root: str = ""  # where the weights (or the adapter) come from
 
 
 class LocalEngine:
-    """Serves a run folder (the merged adapter model, and optionally its base) with continuous batching.
+    """Serves a run folder (its adapter, other runs' adapters on the same base, and the base itself) with
+    continuous batching.
 
     All model work happens in one worker thread, so the event loop never waits on torch. Each loop turn the
     worker admits waiting requests into free slots (prefilling each prompt alone), then advances every
-    running sequence by one token in a single batched forward pass per model. A request leaves the batch
-    when it ends, times out or its client goes away — checked before every step.
+    running sequence by one token in a single batched forward pass. A sequence leaves the batch when it
+    ends, passes its deadline or its client goes away — checked before every step.
     """
 
-    def __init__(self, spec: str | Path, *, max_batch_size: int = 8, dtype: str = "float32",
-                 serve_base: bool = True, adapter: str = "best", timeout_s: float = 300.0,
+    def __init__(self, spec: str | Path, *, lora_modules: dict[str, str] | None = None, name: str | None = None,
+                 max_batch_size: int = 8, dtype: str = "float32", serve_base: bool = True, adapter: str = "best",
                  max_context: int | None = None, decoding: DecodingPolicy | None = None):
-        self.spec, self.dtype, self.adapter = spec, dtype, adapter
+        self.spec, self.dtype, self.adapter, self.name = spec, dtype, adapter, name
+        self.lora_modules = dict(lora_modules or {})
         self.decoding = decoding or DecodingPolicy()
-        self.max_batch_size, self.serve_base, self.timeout_s = max_batch_size, serve_base, timeout_s
-        self.max_context = max_context
+        self.max_batch_size, self.serve_base, self.max_context = max_batch_size, serve_base, max_context
         self.model_ids: list[str] = []
+        self.model: Any = None
+        self.batch: Any = None  # batch.DecodeBatch
         self._served: dict[str, _Served] = {}
+        self._tickets: dict[int, _Ticket] = {}  # id(seq) → ticket
         self._pending: collections.deque[_Ticket] = collections.deque()
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
-        # how requests ended, for metrics and tests (written by the worker thread only)
+        self._ll_tokenizer: Any = None  # llguidance's view of the tokenizer, built on first use
+        self._ll_lock = threading.Lock()
+        # how choices ended, for metrics and tests (written by the worker thread only)
         self.counts = {"finished": 0, "cancelled": 0, "timed_out": 0, "failed": 0}
         self.peak_batch_size = 0  # the most sequences ever generated together (reset it to watch a window)
 
@@ -203,18 +110,52 @@ class LocalEngine:
         self._thread.start()
 
     def _load(self) -> None:
-        from lawtune.modeling.loading import load_model
-        from lawtune.modeling.runs import is_run_dir
+        from lawtune.modeling.chat import ChatFormat, resolve_template
+        from lawtune.modeling.loading import load_base, load_tokenizer
+        from lawtune.modeling.runs import is_run_dir, read_run, resolve_model_path
         from lawtune.serving.batch import DecodeBatch, transpose_output_head
 
-        loaded = [load_model(self.spec, adapter=self.adapter, dtype=self.dtype, merge=True)]
-        if self.serve_base and is_run_dir(Path(self.spec)):
-            # a second copy of the base: merging the adapter changed the first one's weights in place
-            loaded.append(load_model(self.spec, base_only=True, dtype=self.dtype))
-        for item in loaded:
-            transpose_output_head(item.model)
-            self._served[item.name] = _Served(item, DecodeBatch(item.model))
-        self.model_ids = [item.name for item in loaded]
+        path = Path(self.spec)
+        runs: dict[str, Any] = {}
+        main = None
+        if is_run_dir(path):
+            main = read_run(path)
+            base_path, primary = Path(main.base_model), self.name or path.name
+            runs[primary] = main
+            base_id = f"{primary}:base"
+            base_chat = ChatFormat(load_tokenizer(main.tokenizer_dir), main.template)
+        else:
+            base_path = resolve_model_path(self.spec)
+            base_id = self.name or base_path.name
+            base_chat = None
+        for name, folder in self.lora_modules.items():
+            run = read_run(folder)
+            if Path(run.base_model).resolve() != base_path.resolve():
+                raise LawtuneError(f"--lora-modules {name}={folder}: that run was trained on {run.base_model}, not on "
+                                   f"{base_path}; adapters share one base model, so serve it from its own server")
+            runs[name] = run
+        model = load_base(base_path, self.dtype)
+        if base_chat is None:
+            tokenizer = load_tokenizer(base_path)
+            base_chat = ChatFormat(tokenizer, resolve_template(tokenizer, None, getattr(model.config, "model_type", None)))
+        if runs:
+            from peft import PeftModel
+
+            for row, (name, run) in enumerate(runs.items()):
+                adapter_name, folder = f"adapter{row}", run.adapter_dir(self.adapter)
+                if row == 0:
+                    model = PeftModel.from_pretrained(model, folder, adapter_name=adapter_name)
+                else:
+                    model.load_adapter(folder, adapter_name=adapter_name)
+                chat = base_chat if run is main else ChatFormat(
+                    load_tokenizer(run.tokenizer_dir), run.template)
+                self._served[name] = _Served(adapter_name, chat, parent=base_id, root=str(folder))
+            model.eval()
+        if self.serve_base or not runs:
+            self._served[base_id] = _Served(BASE_ROW if runs else None, base_chat, root=str(base_path))
+        transpose_output_head(model)
+        self.model, self.batch = model, DecodeBatch(model)
+        self.model_ids = list(self._served)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -225,19 +166,35 @@ class LocalEngine:
             self._pending.popleft().post(EngineError("the server is shutting down"))
 
     # -- reads for the app and metrics ----------------------------------------------------------------
-    def count_prompt_tokens(self, messages: list[dict[str, str]], model: str) -> int:
-        return len(self._served[model].loaded.chat.encode_prompt(messages))
+    def prompt(self, model: str, *, messages: list[dict[str, str]] | None = None, text: str | None = None,
+               ids: list[int] | None = None) -> Prompt:
+        chat = self._served[model].chat
+        if messages is not None:
+            ids = chat.encode_prompt(messages)
+        elif text is not None:
+            ids = chat.tokenizer(text)["input_ids"]  # with the BOS, as vLLM's completions do
+        return Prompt(len(ids or []), list(ids or []), messages=messages, text=text)
 
     def context_length(self, model: str) -> int | None:
-        config = self._served[model].loaded.model.config
-        limit = getattr(config, "max_position_embeddings", None)
+        limit = getattr(self.model.config, "max_position_embeddings", None)
         if self.max_context is not None:
             limit = min(limit or self.max_context, self.max_context)
         return limit
 
+    def model_info(self, model: str) -> dict[str, Any]:
+        served = self._served[model]
+        info: dict[str, Any] = {"root": served.root, "max_model_len": self.context_length(model)}
+        if served.parent:
+            info["parent"] = served.parent
+        return info
+
+    def vocab_size(self) -> int:
+        return int(self.model.get_output_embeddings().weight_t.shape[1]) if hasattr(
+            self.model.get_output_embeddings(), "weight_t") else int(self.model.config.vocab_size)
+
     @property
     def active_batch_size(self) -> int:
-        return sum(len(served.batch.sequences) for served in self._served.values())
+        return len(self.batch.sequences) if self.batch is not None else 0
 
     @property
     def queue_depth(self) -> int:
@@ -245,25 +202,60 @@ class LocalEngine:
 
     # -- the async side -------------------------------------------------------------------------------
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        served = self._served.get(request.model)
-        if served is None:
+        if request.model not in self._served:
             raise EngineError(f"model {request.model!r} is not loaded")
-        timeout = request.timeout_s if request.timeout_s is not None else self.timeout_s
-        ticket = _Ticket(request, served.loaded.chat.encode_prompt(request.messages), asyncio.get_running_loop(),
-                         asyncio.Queue(), time.monotonic() + timeout)
-        self._pending.append(ticket)
+        if request.prompt.ids is None:
+            raise EngineError("the local engine needs the prompt's token ids (engine.prompt)")
+        vocab = self.vocab_size()
+        bad = [token for token in request.logit_bias if not 0 <= token < vocab]
+        if bad:
+            raise ApiError(400, f"logit_bias names token ids outside the vocabulary (0…{vocab - 1}): {bad[:5]}",
+                           param="logit_bias", code="invalid_value")
+        if request.json_schema is not None or request.logprobs is not None:
+            await asyncio.to_thread(self._llguidance_tokenizer)
+        loop, queue = asyncio.get_running_loop(), asyncio.Queue()
+        tickets = [_Ticket(request, index, loop, queue, grammar=self._grammar(request.json_schema))
+                   for index in range(request.n)]
+        self._pending.extend(tickets)
         self._wake.set()
+        finished = 0
         try:
-            while True:
-                event = await ticket.queue.get()
+            while finished < request.n:
+                event = await queue.get()
                 if isinstance(event, BaseException):
                     raise event
                 yield event
-                if isinstance(event, Finished):
-                    return
+                finished += isinstance(event, Finished)
         finally:
-            ticket.cancelled = True  # a no-op when finished; frees the slot at the next step otherwise
+            for ticket in tickets:
+                ticket.cancelled = True  # a no-op when finished; frees the slot at the next step otherwise
             self._wake.set()
+
+    def _llguidance_tokenizer(self) -> Any:
+        """llguidance's tokenizer (for response_format masks and the bytes of logprob tokens), built once."""
+        with self._ll_lock:
+            if self._ll_tokenizer is None:
+                import llguidance.hf
+
+                chat = next(iter(self._served.values())).chat
+                self._ll_tokenizer = llguidance.hf.from_tokenizer(chat.tokenizer, n_vocab=self.vocab_size(),
+                                                                  eos_token=list(chat.stop_token_ids))
+            return self._ll_tokenizer
+
+    def _grammar(self, schema: dict[str, Any] | None) -> Any:
+        if schema is None:
+            return None
+        import llguidance
+
+        try:
+            matcher = llguidance.LLMatcher(self._ll_tokenizer, llguidance.LLMatcher.grammar_from_json_schema(schema))
+        except (ValueError, TypeError, RuntimeError) as error:
+            raise ApiError(400, f"response_format: the JSON schema cannot be used for constrained decoding: {error}",
+                           param="response_format", code="invalid_value") from None
+        if matcher.is_error():
+            raise ApiError(400, f"response_format: the JSON schema cannot be used for constrained decoding: "
+                           f"{matcher.get_error()}", param="response_format", code="invalid_value")
+        return matcher
 
     # -- the worker thread ----------------------------------------------------------------------------
     def _run(self) -> None:
@@ -273,16 +265,13 @@ class LocalEngine:
         while not self._stopping:
             self._wake.clear()  # before looking at the queue, so a request arriving now wakes the wait below
             self._admit()
-            busy = [served for served in self._served.values() if served.batch.sequences]
-            if not busy:
+            if not self.batch.sequences:
                 self._wake.wait(timeout=0.5)
                 continue
-            for served in busy:
-                self._drop_leaving(served)
-                if served.batch.sequences:
-                    self._step(served)
-        for served in self._served.values():
-            self._fail_all(served, EngineError("the server is shutting down"))
+            self._drop_leaving()
+            if self.batch.sequences:
+                self._step()
+        self._fail_all(EngineError("the server is shutting down"))
 
     def _admit(self) -> None:
         from lawtune.modeling.decoding import STREAM_HOLD_CHARS, RepetitionWatch, TextStream
@@ -293,63 +282,67 @@ class LocalEngine:
             if ticket.cancelled:
                 continue
             if time.monotonic() > ticket.deadline:
-                ticket.post(EngineTimeout("the request waited longer than its timeout for a free slot"))
+                ticket.post(EngineTimeout("the request waited past its deadline for a free slot"))
                 continue
-            served = self._served[ticket.request.model]
-            request = ticket.request
+            served, request = self._served[ticket.request.model], ticket.request
             policy = dataclasses.replace(self.decoding, **request.penalties())
-            ticket.seq = Sequence(ticket.prompt_ids, temperature=request.temperature, top_p=request.top_p,
-                                  seed=request.seed, decoding=policy if policy.penalizes else None,
-                                  stop_ids=frozenset(served.loaded.chat.stop_token_ids))
-            ticket.stream = TextStream(served.loaded.tokenizer, request.stop,
-                                       watch=RepetitionWatch() if policy.repetition_stop else None,
+            seed = None if request.seed is None else request.seed + ticket.index
+            ticket.seq = Sequence(request.prompt.ids, temperature=request.temperature, top_p=request.top_p,
+                                  seed=seed, decoding=policy if policy.penalizes else None,
+                                  stop_ids=frozenset(served.chat.stop_token_ids), top_k=request.top_k,
+                                  min_p=request.min_p, logit_bias=request.logit_bias, grammar=ticket.grammar,
+                                  logprobs=request.logprobs, adapter=served.adapter)
+            watch = policy.repetition_stop and ticket.grammar is None
+            ticket.stream = TextStream(served.chat.tokenizer, request.stop, watch=RepetitionWatch() if watch else None,
                                        hold=STREAM_HOLD_CHARS if request.stream else None)
-            served.tickets[id(ticket.seq)] = ticket
+            self._tickets[id(ticket.seq)] = ticket
             try:
-                token = served.batch.join(ticket.seq)
+                token = self.batch.join(ticket.seq)
             except Exception as error:  # a failing prefill must not take the worker (and every request) down
                 log.exception("prefill failed")
-                served.tickets.pop(id(ticket.seq))
+                self._tickets.pop(id(ticket.seq))
                 ticket.post(EngineError(f"generation failed: {error}"))
                 self.counts["failed"] += 1
                 continue
             self.peak_batch_size = max(self.peak_batch_size, self.active_batch_size)
-            if self._consume(served, ticket, token):
-                self._remove(served, [ticket.seq])
+            if self._consume(ticket, token):
+                self._remove([ticket.seq])
 
-    def _drop_leaving(self, served: _Served) -> None:
+    def _drop_leaving(self) -> None:
         now = time.monotonic()
         leaving = []
-        for seq in served.batch.sequences:
-            ticket = served.tickets[id(seq)]
+        for seq in self.batch.sequences:
+            ticket = self._tickets[id(seq)]
             if ticket.cancelled or now > ticket.deadline:
                 self.counts["cancelled" if ticket.cancelled else "timed_out"] += 1
                 if not ticket.cancelled:
-                    ticket.post(EngineTimeout(f"generation ran past its {ticket.request.timeout_s or self.timeout_s:g} s timeout"))
+                    ticket.post(EngineTimeout("generation ran past the request's deadline"))
                 leaving.append(seq)
-        self._remove(served, leaving)
+        self._remove(leaving)
 
-    def _step(self, served: _Served) -> None:
+    def _step(self) -> None:
         try:
-            tokens = served.batch.step()
+            tokens = self.batch.step()
         except Exception as error:
             log.exception("decode step failed")
-            self._fail_all(served, EngineError(f"generation failed: {error}"))
+            self._fail_all(EngineError(f"generation failed: {error}"))
             return
-        finished = [seq for seq, token in zip(list(served.batch.sequences), tokens)
-                    if self._consume(served, served.tickets[id(seq)], token)]
-        self._remove(served, finished)
+        finished = [seq for seq, token in zip(list(self.batch.sequences), tokens)
+                    if self._consume(self._tickets[id(seq)], token)]
+        self._remove(finished)
 
-    def _consume(self, served: _Served, ticket: _Ticket, token: int) -> bool:
+    def _consume(self, ticket: _Ticket, token: int) -> bool:
         """Turn one new token into events; True when the sequence is done."""
         seq, stream, request = ticket.seq, ticket.stream, ticket.request
         reason = None
-        if token in served.loaded.chat.stop_token_ids:
+        if token in seq.stop_ids:
             reason = "stop"
         else:
+            if seq.last_logprobs is not None:
+                ticket.logprobs.append(self._token_logprob(token, *seq.last_logprobs))
             delta = stream.push(token)
             if delta:
-                ticket.post(TextDelta(delta))
+                ticket.post(TextDelta(delta, ticket.index, self._take_logprobs(ticket)))
             if stream.repeated:  # the answer looped: cut at the last sentence end before the loop
                 reason = "repetition"
             elif stream.stopped:  # a stop string
@@ -360,18 +353,33 @@ class LocalEngine:
             return False
         rest = stream.flush()
         if rest:
-            ticket.post(TextDelta(rest))
-        ticket.post(Finished(reason, Usage(len(seq.prompt_ids), len(seq.generated))))
+            ticket.post(TextDelta(rest, ticket.index, self._take_logprobs(ticket)))
+        ticket.post(Finished(reason, Usage(len(seq.prompt_ids), len(seq.generated)), ticket.index,
+                             self._take_logprobs(ticket)))
         self.counts["finished"] += 1
         return True
 
-    def _remove(self, served: _Served, leaving: list[Any]) -> None:
-        served.batch.remove(leaving)
-        for seq in leaving:
-            served.tickets.pop(id(seq), None)
+    def _take_logprobs(self, ticket: _Ticket) -> list[TokenLogprob] | None:
+        if ticket.request.logprobs is None:
+            return None
+        taken, ticket.logprobs = ticket.logprobs, []
+        return taken
 
-    def _fail_all(self, served: _Served, error: EngineError) -> None:
-        for ticket in served.tickets.values():
+    def _token_logprob(self, token: int, logprob: float, top: list[tuple[int, float]]) -> TokenLogprob:
+        def text(token_id: int) -> tuple[str, list[int]]:
+            raw = self._ll_tokenizer.decode_bytes([token_id])
+            return raw.decode("utf-8", "replace"), list(raw)
+
+        alternatives = [(piece, value, raw) for (piece, raw), value in ((text(t), v) for t, v in top)]
+        return TokenLogprob(text(token)[0], logprob, text(token)[1], alternatives)
+
+    def _remove(self, leaving: list[Any]) -> None:
+        self.batch.remove(leaving)
+        for seq in leaving:
+            self._tickets.pop(id(seq), None)
+
+    def _fail_all(self, error: EngineError) -> None:
+        for ticket in self._tickets.values():
             ticket.post(error)
             self.counts["failed"] += 1
-        self._remove(served, list(served.batch.sequences))
+        self._remove(list(self.batch.sequences))

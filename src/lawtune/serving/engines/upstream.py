@@ -5,9 +5,10 @@
     await engine.start()                                    # learns model ids (and max_model_len) from /v1/models
     async for event in engine.generate(GenerationRequest(...)): ...
 
-Every request is forwarded as a streaming chat completion (`stream_options.include_usage`), so the gateway
-sees the first token as soon as the upstream makes it and gets the upstream's own token usage to settle
-rate limits. Failures are mapped for the circuit breaker: unreachable / 5xx / broken stream → EngineError,
+Every request is forwarded as a streaming chat completion or completion (`stream_options.include_usage`)
+with every field the client set that vLLM understands (sampling, penalties, logprobs, n, response_format,
+...), so the gateway sees the first token as soon as the upstream makes it and gets the upstream's own token
+usage to settle rate limits. An adapter's context length is its parent model's (vLLM lists it on the base). Failures are mapped for the circuit breaker: unreachable / 5xx / broken stream → EngineError,
 past the deadline → EngineTimeout, an upstream 4xx → the same ApiError passed through (the upstream is
 alive; the request was wrong).
 """
@@ -22,8 +23,8 @@ from typing import Any, AsyncIterator
 import httpx
 
 from lawtune.errors import LawtuneError
-from lawtune.serving.engine import (EngineError, EngineTimeout, Finished, GenerationEvent, GenerationRequest,
-                                    TextDelta, Usage)
+from lawtune.serving.engines import (EngineError, EngineTimeout, Finished, GenerationEvent, GenerationRequest,
+                                     Prompt, TextDelta, TokenLogprob, Usage)
 from lawtune.serving.errors import ApiError
 
 log = logging.getLogger("lawtune.gateway")
@@ -37,12 +38,12 @@ def estimate_tokens(messages: list[dict[str, str]]) -> int:
 
 class UpstreamEngine:
     def __init__(self, base_url: str, api_key: str | None = None, chat: Any = None, run_dir: str | None = None,
-                 default_timeout_s: float = 300.0, connect_timeout_s: float = 5.0):
+                 read_timeout_s: float = 300.0, connect_timeout_s: float = 5.0):
         self.base_url = base_url.rstrip("/").removesuffix("/v1")
         self.api_key = api_key
         self.chat = chat  # a lawtune ChatFormat of the same model: exact prompt counts; None → estimate
         self.run_dir = run_dir  # a run folder whose tokenizer + template give `chat` at start()
-        self.default_timeout_s = default_timeout_s
+        self.read_timeout_s = read_timeout_s  # between two chunks; the request's deadline bounds the whole answer
         self.connect_timeout_s = connect_timeout_s
         self.model_ids: list[str] = []
         self._context: dict[str, int] = {}
@@ -56,7 +57,7 @@ class UpstreamEngine:
             self.chat = await asyncio.to_thread(_run_chat_format, self.run_dir)
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         self._client = httpx.AsyncClient(base_url=self.base_url, headers=headers,
-                                         timeout=httpx.Timeout(self.default_timeout_s, connect=self.connect_timeout_s),
+                                         timeout=httpx.Timeout(self.read_timeout_s, connect=self.connect_timeout_s),
                                          limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
         last: Exception | None = None
         for _ in range(attempts):  # the upstream may still be loading its model
@@ -75,16 +76,20 @@ class UpstreamEngine:
                            "and check the URL and --upstream-key")
 
     def _read_models(self, payload: dict[str, Any]) -> None:
-        ids = []
-        for card in payload.get("data", []):
-            ids.append(card["id"])
-            if isinstance(card.get("max_model_len"), int):  # vLLM publishes the context length here
-                self._context[card["id"]] = card["max_model_len"]
-        if not ids:
+        cards = {card["id"]: card for card in payload.get("data", [])}
+        if not cards:
             raise LawtuneError(f"upstream {self.base_url} serves no models (GET /v1/models is empty)")
+        for model, card in cards.items():
+            # vLLM publishes the context length on the base; an adapter (`parent`) has its parent's
+            length = card.get("max_model_len")
+            if not isinstance(length, int):
+                length = cards.get(card.get("parent") or "", {}).get("max_model_len")
+            if isinstance(length, int):
+                self._context[model] = length
+        self._cards = cards
         # An adapter model (vLLM: `--lora-modules legal=…`, listed after the base) is the better default.
-        adapters = [card["id"] for card in payload["data"] if card.get("parent")]
-        self.model_ids = adapters + [i for i in ids if i not in adapters]
+        adapters = [model for model, card in cards.items() if card.get("parent")]
+        self.model_ids = adapters + [model for model in cards if model not in adapters]
 
     async def stop(self) -> None:
         if self._client is not None:
@@ -93,13 +98,24 @@ class UpstreamEngine:
 
     # ---- the engine interface -------------------------------------------------------------------------
 
-    def count_prompt_tokens(self, messages: list[dict[str, str]], model: str) -> int:
-        if self.chat is not None:
-            return len(self.chat.encode_prompt(messages))
-        return estimate_tokens(messages)
+    def prompt(self, model: str, *, messages: list[dict[str, str]] | None = None, text: str | None = None,
+               ids: list[int] | None = None) -> Prompt:
+        if ids is None and self.chat is not None:
+            ids = self.chat.encode_prompt(messages) if messages is not None else self.chat.tokenizer(text)["input_ids"]
+        if ids is not None:
+            return Prompt(len(ids), list(ids), messages=messages, text=text)
+        estimate = estimate_tokens(messages) if messages is not None else len(text or "") + 1
+        return Prompt(estimate, None, messages=messages, text=text)
 
     def context_length(self, model: str) -> int | None:
         return self._context.get(model)
+
+    def model_info(self, model: str) -> dict[str, Any]:
+        card = getattr(self, "_cards", {}).get(model, {})
+        info = {key: card[key] for key in ("root", "parent") if card.get(key)}
+        if model in self._context:
+            info["max_model_len"] = self._context[model]
+        return info
 
     @property
     def active_batch_size(self) -> int:
@@ -109,24 +125,38 @@ class UpstreamEngine:
     def queue_depth(self) -> int:
         return 0  # anything queued is queued upstream, where we cannot see it
 
-    def _payload(self, request: GenerationRequest) -> dict[str, Any]:
-        payload: dict[str, Any] = {
-            "model": request.model, "messages": request.messages, "max_tokens": request.max_tokens,
-            "temperature": request.temperature, "top_p": request.top_p, "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        if request.seed is not None:
-            payload["seed"] = request.seed
-        if request.stop:
-            payload["stop"] = request.stop
+    def _payload(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
+        """The path and body to send: every field the client set, in vLLM's names, streamed with usage."""
+        prompt = request.prompt
+        payload: dict[str, Any] = {"model": request.model, "max_tokens": request.max_tokens, "n": request.n,
+                                   "temperature": request.temperature, "top_p": request.top_p, "stream": True,
+                                   "stream_options": {"include_usage": True}}
+        if prompt.messages is not None:
+            path, payload["messages"] = "/v1/chat/completions", prompt.messages
+        else:
+            path, payload["prompt"] = "/v1/completions", prompt.text if prompt.text is not None else prompt.ids
+        optional = {"seed": request.seed, "stop": request.stop or None, "top_k": request.top_k or None,
+                    "min_p": request.min_p or None,
+                    "logit_bias": {str(k): v for k, v in request.logit_bias.items()} or None}
+        payload.update({key: value for key, value in optional.items() if value is not None})
+        if request.logprobs is not None:
+            if prompt.messages is not None:
+                payload.update(logprobs=True, top_logprobs=request.logprobs)
+            else:
+                payload["logprobs"] = request.logprobs
+        if request.json_schema is not None:
+            payload["response_format"] = {"type": "json_schema",
+                                          "json_schema": {"name": "response", "schema": request.json_schema}}
         payload.update(request.penalties())  # the client's own; the upstream's defaults apply otherwise
-        return payload
+        payload.update(request.passthrough)  # as the client sent them (e.g. response_format, user)
+        return path, payload
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         if self._client is None:
             raise EngineError("upstream engine is not started")
-        timeout = request.timeout_s or self.default_timeout_s
-        deadline = asyncio.get_running_loop().time() + timeout
+        loop = asyncio.get_running_loop()
+        # the request's deadline (time.monotonic, the same clock as the loop's) is the gateway's
+        deadline = request.deadline if request.deadline is not None else loop.time() + self.read_timeout_s
         headers = {"X-Request-Id": request.request_id} if request.request_id else {}
         # The deadline wraps each await, never a `yield`: a timeout scope spanning a yield would cancel the
         # consumer's code instead of ours.
@@ -134,8 +164,8 @@ class UpstreamEngine:
         response: httpx.Response | None = None
         events: AsyncIterator[GenerationEvent] | None = None
         try:
-            outgoing = self._client.build_request("POST", "/v1/chat/completions", json=self._payload(request),
-                                                  headers=headers)
+            path, payload = self._payload(request)
+            outgoing = self._client.build_request("POST", path, json=payload, headers=headers)
             async with asyncio.timeout_at(deadline):
                 response = await self._client.send(outgoing, stream=True)
                 if response.status_code != 200:
@@ -149,7 +179,7 @@ class UpstreamEngine:
                     break
                 yield event
         except TimeoutError:
-            raise EngineTimeout(f"upstream gave no complete answer within {timeout:g} s") from None
+            raise EngineTimeout("upstream gave no complete answer before the request's deadline") from None
         except httpx.TimeoutException as error:
             raise EngineTimeout(f"upstream timed out: {type(error).__name__}") from None
         except httpx.HTTPError as error:
@@ -193,11 +223,11 @@ async def _raise_for_upstream(response: httpx.Response) -> None:
 
 
 async def _events(response: httpx.Response, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-    """OpenAI SSE chunks → TextDelta… Finished. A stream that ends without a finish is an EngineError."""
-    finish_reason: str | None = None
-    stop_reason: str | None = None
+    """OpenAI SSE chunks (chat or completions) → TextDelta… and one Finished per choice. A stream that ends
+    before every choice finished is an EngineError."""
+    finished: dict[int, tuple[str, str | None]] = {}
     usage: Usage | None = None
-    pieces = 0
+    pieces = [0] * request.n
     async for line in response.aiter_lines():
         if not line.startswith("data:"):
             continue
@@ -213,17 +243,37 @@ async def _events(response: httpx.Response, request: GenerationRequest) -> Async
         if chunk.get("usage"):
             usage = Usage(chunk["usage"].get("prompt_tokens", 0), chunk["usage"].get("completion_tokens", 0))
         for choice in chunk.get("choices") or []:
-            text = (choice.get("delta") or {}).get("content")
-            if text:
-                pieces += 1
-                yield TextDelta(text)
+            index = int(choice.get("index") or 0)
+            text = (choice.get("delta") or {}).get("content") if "delta" in choice else choice.get("text")
+            logprobs = _logprobs(choice.get("logprobs"))
+            if text or logprobs:
+                pieces[min(index, request.n - 1)] += 1
+                yield TextDelta(text or "", index, logprobs)
             if choice.get("finish_reason"):
-                finish_reason = choice["finish_reason"]
-                stop_reason = choice.get("stop_reason")
-    if finish_reason is None:
+                finished[index] = (choice["finish_reason"], choice.get("stop_reason"))
+    if len(finished) < request.n:
         raise EngineError("upstream stream ended before the answer finished")
-    if usage is None:  # an upstream that ignores include_usage: one chunk ≈ one token
-        usage = Usage(estimate_tokens(request.messages), pieces)
-    # a lawtune upstream says a repetition stop as vLLM's stop_reason (what the app turns it back into)
-    reason = "length" if finish_reason == "length" else "repetition" if stop_reason == "repetition" else "stop"
-    yield Finished(reason, usage)
+    prompt_tokens = usage.prompt_tokens if usage else request.prompt.tokens
+    for index, (finish_reason, stop_reason) in sorted(finished.items()):
+        # usage is one total for all choices: the first Finished carries it, the rest say 0 more tokens
+        completion = (usage.completion_tokens if usage else sum(pieces)) if index == min(finished) else 0
+        # a lawtune upstream says a repetition stop as vLLM's stop_reason (what the app turns it back into)
+        reason = "length" if finish_reason == "length" else "repetition" if stop_reason == "repetition" else "stop"
+        yield Finished(reason, Usage(prompt_tokens, completion), index)
+
+
+def _logprobs(payload: Any) -> list[TokenLogprob] | None:
+    """An upstream choice's logprobs, chat style (`content`) or completions style (`tokens`...)."""
+    if not isinstance(payload, dict):
+        return None
+    if isinstance(payload.get("content"), list):
+        return [TokenLogprob(item.get("token", ""), float(item.get("logprob", 0.0)), list(item.get("bytes") or []),
+                             [(top.get("token", ""), float(top.get("logprob", 0.0)), list(top.get("bytes") or []))
+                              for top in item.get("top_logprobs") or []])
+                for item in payload["content"]]
+    tokens = payload.get("tokens") or []
+    values = payload.get("token_logprobs") or []
+    tops = payload.get("top_logprobs") or [None] * len(tokens)
+    return [TokenLogprob(token, float(value or 0.0), list(token.encode()),
+                         [(name, float(lp), list(name.encode())) for name, lp in (top or {}).items()])
+            for token, value, top in zip(tokens, values, tops)]

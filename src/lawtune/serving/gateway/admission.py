@@ -3,9 +3,12 @@
 
     gateway = Gateway(GatewaySettings(...), engine)
     # in the chat handler, after validation and prompt-token counting, before generation:
-    ticket = await gateway.admit(request, prompt_tokens=n, max_tokens=m)    # raises ApiError 429/503
-    gen_request.timeout_s = ticket.remaining_s()
+    ticket = await gateway.admit(request, prompt_tokens=n, max_tokens=m)    # raises ApiError 400/429/503
+    gen_request.deadline = ticket.deadline          # the one deadline: arrival + --timeout, enforced by the engine
     async for event in ticket.guard(engine.generate(gen_request)): ...
+
+    ticket = await gateway.admit(request, n, m, wait=False)   # a stream: start the response, send keep-alives,
+    await ticket.wait_for_slot()                               # then wait for the slot (errors go in-band)
 
 Order of the checks, cheapest and least surprising first: switch (paused → 503, nothing charged) →
 breaker open (503, nothing charged) → rate limits (429) → a queue slot (503 at once when the queue is
@@ -22,7 +25,7 @@ import math
 import time
 from typing import Any, AsyncIterator
 
-from lawtune.serving.engine import EngineError, EngineTimeout, Finished, GenerationEvent, TextDelta
+from lawtune.serving.engines import EngineError, Finished, GenerationEvent, TextDelta
 from lawtune.serving.errors import ApiError
 from lawtune.serving.gateway.breaker import STATE_CODES, CircuitBreaker
 from lawtune.serving.gateway.keys import ApiKey, KeyStore, bearer_token
@@ -33,6 +36,7 @@ from lawtune.serving.gateway.switch import KillSwitch
 
 log = logging.getLogger("lawtune.gateway")
 UNAVAILABLE = "service_unavailable_error"
+NO_RETRY = {"x-should-retry": "false"}  # the openai SDK retries 429/5xx twice unless told this
 
 
 def _set_reason(request: Any, reason: str) -> None:
@@ -105,8 +109,11 @@ class Gateway:
                             headers={"Retry-After": retry})
         return None
 
-    async def admit(self, request: Any, prompt_tokens: int, max_tokens: int) -> "Ticket":
-        """Let one chat request through to the engine, or raise the ApiError (429/503) that says why not."""
+    async def admit(self, request: Any, prompt_tokens: int, max_tokens: int, wait: bool = True) -> "Ticket":
+        """Let one request through to the engine, or raise the ApiError (400/429/503) that says why not.
+
+        `wait=False`: return once the request holds a slot or a place in the queue; the caller then awaits
+        `ticket.wait_for_slot()` (a stream does that after its response started, to send keep-alives)."""
         arrived = getattr(request.state, "lawtune_arrived", None) or time.monotonic()
         key: ApiKey = getattr(request.state, "lawtune_key", None) or self.authenticate(
             request.headers.get("authorization"), request.client.host if request.client else None)
@@ -115,23 +122,31 @@ class Gateway:
             _set_reason(request, "paused" if refusal.code == "service_paused" else "breaker_open")
             raise refusal
         grant = await self._charge(request, key, prompt_tokens + max_tokens)
-        ticket = Ticket(self, grant, arrived + self.settings.request_timeout_s, arrived)
+        ticket = Ticket(self, grant, arrived + self.settings.request_timeout_s, arrived, request)
+        ticket.prompt_tokens = prompt_tokens
         request.state.lawtune_ticket = ticket  # the middleware's safety net releases it
         try:
-            await self._take_slot(request, ticket)
-            refusal = self.degraded()  # flipped while we waited: in-flight answers finish, queued ones don't
-            if refusal is None and not self.breaker.allow():
-                refusal = ApiError(503, self.settings.degraded_notice, UNAVAILABLE, code="service_degraded",
-                                   headers={"Retry-After": str(self.settings.retry_after_s)})
-            if refusal is not None:
-                _set_reason(request, "paused" if refusal.code == "service_paused" else "breaker_open")
-                raise refusal
+            await self._queue_or_slot(request, ticket)
         except BaseException:
             await ticket.release(used_tokens=0)
             raise
-        self.metrics.prompt_tokens.inc(prompt_tokens)
-        ticket.prompt_tokens = prompt_tokens
+        if wait:
+            await ticket.wait_for_slot()
         return ticket
+
+    async def _queue_or_slot(self, request: Any, ticket: "Ticket") -> None:
+        """A free slot now, a place in the queue, or 503 queue_full at once."""
+        if not self._slots.locked() and not self.waiting:
+            await self._slots.acquire()  # returns at once: a slot is free and no one waits for it
+            ticket.has_slot = True
+            self.in_flight += 1
+            return
+        if self.waiting >= self.settings.queue_size:
+            _set_reason(request, "queue_full")
+            raise ApiError(503, f"the server is busy: {self.waiting} requests already waiting; retry shortly",
+                           UNAVAILABLE, code="queue_full", headers={"Retry-After": str(self.settings.retry_after_s)})
+        self.waiting += 1
+        ticket.queued = True
 
     async def _charge(self, request: Any, key: ApiKey, tokens: int) -> Grant:
         rpm = key.requests_per_minute or self.settings.requests_per_minute
@@ -141,8 +156,11 @@ class Gateway:
         except RateLimited as limited:
             _set_reason(request, "rate_limited")
             if limited.window.kind == "tokens" and limited.requested > limited.window.limit:
-                message = (f"this request needs {limited.requested} tokens (prompt + max_tokens) but key "
-                           f"{key.name!r} may use {limited.window.limit} tokens per minute; lower max_tokens")
+                # waiting cannot help: a 400 (not a 429 the SDK would retry) that says what to change
+                _set_reason(request, "bad_request")
+                raise ApiError(400, f"this request needs {limited.requested} tokens (prompt + max_tokens × n) but "
+                               f"key {key.name!r} may use {limited.window.limit} tokens per minute; lower max_tokens",
+                               param="max_tokens", code="tokens_exceed_rate_limit", headers=NO_RETRY) from None
             else:
                 message = (f"rate limit reached for key {key.name!r}: {limited.window.limit} "
                            f"{limited.window.kind} per minute; retry after {limited.retry_after_s} s")
@@ -152,24 +170,6 @@ class Gateway:
             log.error("rate-limit storage %s failed: %s", self.limiter.storage_uri.split("@")[-1], error)
             raise ApiError(503, "rate-limit storage is unreachable; retry shortly", UNAVAILABLE,
                            code="limiter_unavailable", headers={"Retry-After": str(self.settings.retry_after_s)})
-
-    async def _take_slot(self, request: Any, ticket: "Ticket") -> None:
-        retry = {"Retry-After": str(self.settings.retry_after_s)}
-        if self._slots.locked() and self.waiting >= self.settings.queue_size:
-            _set_reason(request, "queue_full")
-            raise ApiError(503, f"the server is busy: {self.waiting} requests already waiting; retry shortly",
-                           UNAVAILABLE, code="queue_full", headers=retry)
-        self.waiting += 1
-        try:
-            await asyncio.wait_for(self._slots.acquire(), timeout=max(0.001, ticket.remaining_s()))
-        except TimeoutError:
-            _set_reason(request, "queue_timeout")
-            raise ApiError(503, "the server is busy: the request waited in the queue past its deadline",
-                           UNAVAILABLE, code="queue_timeout", headers=retry) from None
-        finally:
-            self.waiting -= 1
-        ticket.has_slot = True
-        self.in_flight += 1
 
     def _free_slot(self) -> None:
         self.in_flight -= 1
@@ -198,17 +198,49 @@ class Gateway:
 
 
 class Ticket:
-    """One admitted request: its rate-limit grant, its engine slot and its deadline."""
+    """One admitted request: its rate-limit grant, its engine slot and its deadline (the only one: the
+    engines enforce `deadline` itself, `guard` reports past it)."""
 
-    def __init__(self, gateway: Gateway, grant: Grant, deadline: float, arrived: float):
+    def __init__(self, gateway: Gateway, grant: Grant, deadline: float, arrived: float, request: Any = None):
         self.gateway = gateway
         self.grant = grant
         self.deadline = deadline  # time.monotonic()
         self.arrived = arrived
+        self.request = request
         self.prompt_tokens = 0
         self.has_slot = False
+        self.queued = False  # holds a place in the queue
         self.released = False
         self.verdict = False  # the breaker heard about this request
+
+    async def wait_for_slot(self) -> None:
+        """Wait in the queue for an engine slot (503 queue_timeout past the deadline); then the switch and
+        the breaker are asked again: a request that waited while they flipped is refused too."""
+        gateway, request = self.gateway, self.request
+        try:
+            if self.queued:
+                try:
+                    await asyncio.wait_for(gateway._slots.acquire(), timeout=max(0.001, self.remaining_s()))
+                except TimeoutError:
+                    _set_reason(request, "queue_timeout")
+                    raise ApiError(503, "the server is busy: the request waited in the queue past its deadline",
+                                   UNAVAILABLE, code="queue_timeout", headers=NO_RETRY) from None
+                finally:
+                    self.queued = False
+                    gateway.waiting -= 1
+                self.has_slot = True
+                gateway.in_flight += 1
+            refusal = gateway.degraded()  # flipped while we waited: in-flight answers finish, queued ones don't
+            if refusal is None and not gateway.breaker.allow():
+                refusal = ApiError(503, gateway.settings.degraded_notice, UNAVAILABLE, code="service_degraded",
+                                   headers={"Retry-After": str(gateway.settings.retry_after_s)})
+            if refusal is not None:
+                _set_reason(request, "paused" if refusal.code == "service_paused" else "breaker_open")
+                raise refusal
+        except BaseException:
+            await self.release(used_tokens=0)
+            raise
+        gateway.metrics.prompt_tokens.inc(self.prompt_tokens)
 
     def remaining_s(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
@@ -221,6 +253,9 @@ class Ticket:
         if self.released:
             return
         self.released = True
+        if self.queued:
+            self.queued = False
+            self.gateway.waiting -= 1
         if self.has_slot:
             self.gateway._free_slot()
         if not self.verdict:
@@ -231,27 +266,23 @@ class Ticket:
             except Exception as error:  # the answer is already out; a failed refund only costs the caller
                 log.warning("could not settle the token charge: %s", error)
 
-    async def guard(self, events: AsyncIterator[GenerationEvent]) -> AsyncIterator[GenerationEvent]:
-        """Pass the engine's events through, enforcing the deadline and recording what happened."""
+    async def guard(self, events: AsyncIterator[GenerationEvent], choices: int = 1) -> AsyncIterator[GenerationEvent]:
+        """Pass the engine's events through, recording what happened (TTFT, tokens, the breaker's verdict)
+        and settling the token charge from the usage of all `choices` once they finished."""
         gateway, used = self.gateway, None
-        first = True
+        first, prompt, completion, finished = True, 0, 0, 0
         try:
-            while True:
-                try:
-                    async with asyncio.timeout(self.remaining_s()):
-                        event = await anext(events)
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
-                    raise EngineTimeout(f"no answer within {gateway.settings.request_timeout_s:g} s") from None
+            async for event in events:
                 if first and isinstance(event, TextDelta) and event.text:
                     first = False
                     gateway.metrics.ttft.observe(time.monotonic() - self.arrived)
                 if isinstance(event, Finished):
                     gateway.metrics.generated_tokens.inc(event.usage.completion_tokens)
-                    gateway.breaker.record_success()
-                    self.verdict = True
-                    used = event.usage.total_tokens
+                    prompt, completion, finished = event.usage.prompt_tokens, completion + event.usage.completion_tokens, finished + 1
+                    if finished == choices:
+                        gateway.breaker.record_success()
+                        self.verdict = True
+                        used = prompt + completion
                 yield event
         except EngineError as error:
             gateway.breaker.record_failure(f"{type(error).__name__}: {error}")
