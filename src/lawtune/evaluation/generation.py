@@ -170,8 +170,9 @@ def generate(
             batch = order[first:first + settings.batch_size]
             width = max(len(encoded[i]) for i in batch)
             # left padding: [pad … pad, prompt]; the mask hides the pads from attention
-            input_ids = torch.tensor([[pad_id] * (width - len(encoded[i])) + encoded[i] for i in batch])
-            attention = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in batch])
+            input_ids = torch.tensor([[pad_id] * (width - len(encoded[i])) + encoded[i] for i in batch], device=model.device)
+            attention = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in batch],
+                                     device=model.device)  # a model being trained may sit on a GPU
             if settings.do_sample:
                 torch.manual_seed(settings.seed + first)
             hooks = decoding_hooks(loaded, settings.decoding, len(batch), width)
