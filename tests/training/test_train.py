@@ -20,10 +20,31 @@ from training_helpers import tiny_config
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_model_dir, conversation_files, tmp_path_factory):
+def training(tiny_model_dir, conversation_files, tmp_path_factory):
+    """One short training: (run folder, every parameter before training, the model after, the trainable names)."""
+    import lawtune.training.train as train_module
+
     folder = tmp_path_factory.mktemp("train")
     config = tiny_config(folder, tiny_model_dir, conversation_files)
-    return run(config, resume="none")
+    seen = {}
+    build = train_module._build_trainer
+
+    def build_and_snapshot(*args, **kwargs):
+        trainer = build(*args, **kwargs)
+        seen["model"] = trainer.model
+        seen["before"] = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+        seen["trainable"] = {name for name, p in trainer.model.named_parameters() if p.requires_grad}
+        return trainer
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_module, "_build_trainer", build_and_snapshot)
+        run_dir = run(config, resume="none")
+    return run_dir, seen["before"], seen["model"], seen["trainable"]
+
+
+@pytest.fixture(scope="module")
+def trained(training):
+    return training[0]
 
 
 def test_run_folder_holds_everything(trained, tiny_model_dir):
@@ -70,6 +91,15 @@ def test_lora_weights_changed_and_the_adapter_reloads(trained, tiny_model_dir):
     prompt = loaded.chat.encode_prompt([{"role": "user", "content": "公司拖欠工资怎么办？"}])
     out = loaded.model.generate(torch.tensor([prompt]), max_new_tokens=4, do_sample=False)
     assert out.shape[1] > len(prompt)
+
+
+def test_base_weights_stay_frozen_and_every_trainable_parameter_changed(training):
+    _run_dir, before, model, trainable = training
+    after = dict(model.named_parameters())
+    assert trainable and all("lora_" in name for name in trainable)  # LoRA only: the base is frozen
+    assert set(after) == set(before)
+    changed = {name for name in after if not torch.equal(after[name].detach(), before[name])}
+    assert changed == trainable, (sorted(changed - trainable)[:3], sorted(trainable - changed)[:3])
 
 
 def test_gradient_checkpointing_and_sparse_dropout_still_train_every_adapter(tiny_model_dir, conversation_files,
