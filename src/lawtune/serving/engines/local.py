@@ -37,6 +37,7 @@ from lawtune.serving.errors import ApiError
 
 log = logging.getLogger("lawtune.serving")
 BASE_ROW = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}  # json.dumps's
 
 
 @dataclass(eq=False)
@@ -248,7 +249,9 @@ class LocalEngine:
         import llguidance
 
         try:
-            matcher = llguidance.LLMatcher(self._ll_tokenizer, llguidance.LLMatcher.grammar_from_json_schema(schema))
+            # no free whitespace: a small model given the choice pads JSON with newlines until max_tokens
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=JSON_LAYOUT)
+            matcher = llguidance.LLMatcher(self._ll_tokenizer, grammar)
         except (ValueError, TypeError, RuntimeError) as error:
             raise ApiError(400, f"response_format: the JSON schema cannot be used for constrained decoding: {error}",
                            param="response_format", code="invalid_value") from None
