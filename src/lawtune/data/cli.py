@@ -1,4 +1,8 @@
-"""Commands of the data area (registered on the root app by `lawtune.cli`): `lawtune prepare`."""
+"""Commands of the data area (registered on the root app by `lawtune.cli`): `lawtune prepare`.
+
+Its flags are made from `lawtune.data.policy.PreparePolicy` and `RagTrainingOptions` (`lawtune.settings.option`):
+defaults and help live in those classes; tests/test_cli_settings.py fails when a flag and a field drift apart.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
+from lawtune.data.policy import PreparePolicy, RagTrainingOptions  # light: pydantic only
+from lawtune.settings import option, validate
 
 PREPARE_HELP = """Turn legal Q&A files into train/dev/test conversations JSONL plus report.json.
 
@@ -26,41 +33,44 @@ Example:
 def prepare(
     sources: list[Path] = typer.Argument(..., help="CSV / JSON / JSONL files, read in order"),
     out: Path = typer.Option(..., "--out", "-o", help="output folder for train/dev/test.jsonl and report.json"),
-    format: str = typer.Option("auto", "--format", help="auto | csv | alpaca | query_response | sharegpt | conversations"),
-    encoding: Optional[str] = typer.Option(None, "--encoding", help="input encoding (default: detect utf-8 / utf-8-sig / gb18030)"),
-    user_text: str = typer.Option("both", "--user-text", help="CSV user turn: title | question | both (title + body unless the body copies it)"),
-    is_best: str = typer.Option("all", "--is-best", help="CSV answers: all | best (is_best=1 only) | best-per-title (one per title, best first)"),
-    system_prompt: Optional[str] = typer.Option(None, "--system-prompt", help="system turn added to conversations without one"),
-    min_chars: int = typer.Option(4, "--min-chars", help="drop rows whose question or answer has fewer characters"),
-    max_chars: int = typer.Option(4000, "--max-chars", help="drop rows whose question or answer has more characters (0 = no limit)"),
-    dedupe: bool = typer.Option(True, "--dedupe/--no-dedupe", help="drop repeats of the same normalized question + answer"),
-    clean: bool = typer.Option(True, "--clean/--no-clean", help="strip HTML tags/entities, zero-width characters, whitespace runs"),
-    seed: int = typer.Option(0, "--seed", help="salt of the split hash"),
-    dev_ratio: float = typer.Option(0.05, "--dev-ratio", help="share of questions in dev.jsonl"),
-    test_ratio: float = typer.Option(0.05, "--test-ratio", help="share of questions in test.jsonl"),
-    kb: Optional[Path] = typer.Option(None, "--kb", help="knowledge base: rewrite --rag-share of train.jsonl in the --kb prompt format (gold articles from meta.laws + retrieved distractors)"),
-    rag_share: float = typer.Option(0.5, "--rag-share", help="share of training questions asked with articles (with --kb)"),
-    rag_no_gold: float = typer.Option(0.25, "--rag-no-gold", help="share of those whose articles leave the gold out (with --kb)"),
-    kb_k: int = typer.Option(3, "--kb-k", help="articles per RAG training prompt (with --kb)"),
+    format: str = option(PreparePolicy, "format"),
+    encoding: Optional[str] = option(PreparePolicy, "encoding"),
+    user_text: str = option(PreparePolicy, "user_text"),
+    is_best: str = option(PreparePolicy, "is_best"),
+    system_prompt: Optional[str] = option(PreparePolicy, "system_prompt"),
+    min_chars: int = option(PreparePolicy, "min_chars"),
+    max_chars: int = option(PreparePolicy, "max_chars"),
+    dedupe: bool = option(PreparePolicy, "dedupe", "--dedupe/--no-dedupe"),
+    clean: bool = option(PreparePolicy, "clean", "--clean/--no-clean"),
+    seed: int = option(PreparePolicy, "seed"),
+    dev_ratio: float = option(PreparePolicy, "dev_ratio"),
+    test_ratio: float = option(PreparePolicy, "test_ratio"),
+    kb: Optional[Path] = option(RagTrainingOptions, "kb"),
+    rag_share: float = option(RagTrainingOptions, "rag_share"),
+    rag_no_gold: float = option(RagTrainingOptions, "rag_no_gold"),
+    kb_k: int = option(RagTrainingOptions, "kb_k"),
 ) -> None:
+    from lawtune.data.policy import parse_policy
     from lawtune.data.prepare import run
     from lawtune.data.report import print_summary
     from lawtune.kb.rag import Rag
 
+    options = dict(format=format, encoding=encoding, user_text=user_text, is_best=is_best, system_prompt=system_prompt,
+                   min_chars=min_chars, max_chars=max_chars, dedupe=dedupe, clean=clean, seed=seed,
+                   dev_ratio=dev_ratio, test_ratio=test_ratio)
+    parse_policy(options, as_flags=True)  # every bad flag named before any work
+    rag_options = validate(RagTrainingOptions, dict(kb=kb, rag_share=rag_share, rag_no_gold=rag_no_gold, kb_k=kb_k),
+                           "prepare", as_flags=True)
     rag = Rag.open(kb, k=kb_k) if kb is not None else None  # a bad KB fails before any work
 
-    report = run(
-        sources, out, progress=True, format=format, encoding=encoding, user_text=user_text, is_best=is_best,
-        system_prompt=system_prompt, min_chars=min_chars, max_chars=max_chars, dedupe=dedupe, clean=clean,
-        seed=seed, dev_ratio=dev_ratio, test_ratio=test_ratio,
-    )
+    report = run(sources, out, progress=True, **options)
     if rag is not None:
         from lawtune.fsutil import atomic_write_json
         from lawtune.kb.rag_examples import rag_training_file
 
         with rag:
-            report["rag"] = rag_training_file(out / "train.jsonl", rag, share=rag_share, seed=seed,
-                                              no_gold_share=rag_no_gold)
+            report["rag"] = rag_training_file(out / "train.jsonl", rag, share=rag_options.rag_share, seed=seed,
+                                              no_gold_share=rag_options.rag_no_gold)
         atomic_write_json(out / "report.json", report)
     print_summary(report)
     if rag is not None:

@@ -3,18 +3,19 @@
     from lawtune.data.policy import PreparePolicy, parse_policy
     policy = parse_policy({"is_best": "best-per-title", "seed": 7})   # LawtuneError lists every bad option
 
-The CLI flags and `lawtune.data.prepare.run(**options)` both go through `parse_policy`, so the defaults
-live here only.
+The CLI flags are made from these fields (`lawtune.settings.option`) and `lawtune.data.prepare.run(**options)`
+validates through `parse_policy`, so the defaults live here only; `RagTrainingOptions` are the `--kb` flags.
+A test fails when a flag and a field drift apart (tests/test_cli_settings.py).
 """
 
 from __future__ import annotations
 
-import difflib
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lawtune.errors import LawtuneError
+from lawtune.settings import validate
 
 Format = Literal["auto", "csv", "alpaca", "query_response", "sharegpt", "conversations"]
 
@@ -22,22 +23,22 @@ Format = Literal["auto", "csv", "alpaca", "query_response", "sharegpt", "convers
 class PreparePolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format: Format = "auto"
-    encoding: str | None = Field(None, description="input encoding; None = detect utf-8 / utf-8-sig / gb18030")
+    format: Format = Field("auto", description="auto | csv | alpaca | query_response | sharegpt | conversations")
+    encoding: str | None = Field(None, description="input encoding (default: detect utf-8 / utf-8-sig / gb18030)")
     user_text: Literal["title", "question", "both"] = Field(
-        "both", description="CSV: user turn from the title, the question body, or the title plus a body that is not a copy"
+        "both", description="CSV user turn: title | question | both (title + body unless the body copies it)"
     )
     is_best: Literal["all", "best", "best-per-title"] = Field(
-        "all", description="CSV: keep every answer, only is_best=1 answers, or one answer per title (best first)"
+        "all", description="CSV answers: all | best (is_best=1 only) | best-per-title (one per title, best first)"
     )
-    system_prompt: str | None = Field(None, description="system turn added to conversations that have none")
-    min_chars: int = Field(4, ge=0, description="drop a row whose question or answer is shorter (characters)")
-    max_chars: int = Field(4000, ge=0, description="drop a row whose question or answer is longer; 0 = no limit")
+    system_prompt: str | None = Field(None, description="system turn added to conversations without one")
+    min_chars: int = Field(4, ge=0, description="drop rows whose question or answer has fewer characters")
+    max_chars: int = Field(4000, ge=0, description="drop rows whose question or answer has more characters (0 = no limit)")
     dedupe: bool = Field(True, description="drop repeats of the same normalized question + answer")
     clean: bool = Field(True, description="strip HTML tags/entities, zero-width characters, whitespace runs")
-    seed: int = Field(0, description="salt of the split hash; another seed gives another split")
-    dev_ratio: float = Field(0.05, gt=0, lt=1)
-    test_ratio: float = Field(0.05, gt=0, lt=1)
+    seed: int = Field(0, description="salt of the split hash (another seed gives another split)")
+    dev_ratio: float = Field(0.05, gt=0, lt=1, description="share of questions in dev.jsonl")
+    test_ratio: float = Field(0.05, gt=0, lt=1, description="share of questions in test.jsonl")
 
     @model_validator(mode="after")
     def _check(self) -> "PreparePolicy":
@@ -48,20 +49,18 @@ class PreparePolicy(BaseModel):
         return self
 
 
-def parse_policy(options: dict[str, Any]) -> PreparePolicy:
-    """Validate options; every problem is reported at once, unknown names with the nearest valid one."""
-    try:
-        return PreparePolicy(**options)
-    except ValidationError as error:
-        problems = []
-        for item in error.errors():
-            name = ".".join(str(part) for part in item["loc"]) or "options"
-            if item["type"] == "extra_forbidden":
-                near = difflib.get_close_matches(name, PreparePolicy.model_fields, n=1)
-                hint = f" (did you mean {near[0]!r}?)" if near else ""
-                problems.append(f"unknown option {name!r}{hint}")
-            elif not item["loc"]:  # a cross-field check: its message already names the values
-                problems.append(item["msg"].removeprefix("Value error, "))
-            else:
-                problems.append(f"{name}: {item['msg']} (got {item.get('input')!r})")
-        raise LawtuneError("invalid prepare options: " + "; ".join(problems)) from None
+class RagTrainingOptions(BaseModel):
+    """`lawtune prepare --kb`: part of train.jsonl rewritten in the `--kb` prompt format (lawtune.kb.rag_examples)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kb: Path | None = Field(None, description="knowledge base: rewrite --rag-share of train.jsonl in the --kb prompt format (gold articles from meta.laws + retrieved distractors)")
+    rag_share: float = Field(0.5, gt=0, le=1, description="share of training questions asked with articles (with --kb)")
+    rag_no_gold: float = Field(0.25, ge=0, le=1, description="share of those whose articles leave the gold out (with --kb)")
+    kb_k: int = Field(3, ge=1, description="articles per RAG training prompt (with --kb)")
+
+
+def parse_policy(options: dict[str, Any], *, as_flags: bool = False) -> PreparePolicy:
+    """Validate options; every problem is reported at once, unknown names with the nearest valid one
+    (`as_flags`: named as the CLI flags, `--dev-ratio`)."""
+    return validate(PreparePolicy, options, "prepare", as_flags=as_flags)

@@ -1,6 +1,10 @@
 """Commands of the evaluation area: `eval`, `compare`, `infer`, `chat` (registered by `lawtune.cli`).
 
-Only typer is imported here; torch and transformers load inside the commands so `lawtune --help` is instant.
+Only typer and the light settings classes are imported here; torch and transformers load inside the commands
+so `lawtune --help` stays fast. The flags are made from the settings classes (`lawtune.settings.option`):
+`EvalOptions` (what eval / compare measure), `GenerationSettings` (budget, batching, sampling) and
+`DecodingPolicy` (repetition control), so defaults and help live there; tests/test_cli_settings.py fails when
+a flag and a field drift apart. A decoding flag left out means the policy's default (its value is None here).
 """
 
 from __future__ import annotations
@@ -10,29 +14,40 @@ from typing import Optional
 
 import typer
 
-from lawtune.modeling.decoding import LOOP_REPEATS, LOOP_SPAN_CHARS, DecodingPolicy  # light: no torch; gives the defaults shown in --help
+from lawtune.evaluation.generation import GenerationSettings  # light: no torch
+from lawtune.evaluation.settings import EvalOptions
+from lawtune.modeling.decoding import LOOP_REPEATS, LOOP_SPAN_CHARS, DecodingPolicy
+from lawtune.settings import option
 
 _D = DecodingPolicy()
-MAX_NEW = typer.Option(None, "--max-new-tokens", help="Answer budget in tokens, the same for every model compared. Default: fits the references (their 95th-percentile length, at least 384).")
+MAX_NEW = option(GenerationSettings, "max_new_tokens", help="Answer budget in tokens, the same for every model compared. Default: fits the references (their 95th-percentile length, at least 384).")
 # decoding policy (lawtune.modeling.decoding; docs/evaluation.md "Decoding"); None = the policy's default
-REP = typer.Option(None, "--repetition-penalty", help=f"HF-style penalty on tokens the answer already holds (never the prompt or the end-of-turn token); 1.0 = off. Default {_D.repetition_penalty}.")
-FREQ = typer.Option(None, "--frequency-penalty", help=f"OpenAI-style: minus this × the token's count in the answer; 0 = off. Default {_D.frequency_penalty}.")
-PRES = typer.Option(None, "--presence-penalty", help=f"OpenAI-style: minus this once a token is in the answer; 0 = off. Default {_D.presence_penalty}.")
-NO_REPEAT = typer.Option(None, "--no-repeat-ngram-size", help=f"Never repeat an n-gram of the answer; 0 = off. Default {_D.no_repeat_ngram_size}.")
+REP = option(DecodingPolicy, "repetition_penalty", default=None, help=f"HF-style penalty on tokens the answer already holds (never the prompt or the end-of-turn token); 1.0 = off. Default {_D.repetition_penalty}.")
+FREQ = option(DecodingPolicy, "frequency_penalty", default=None, help=f"OpenAI-style: minus this × the token's count in the answer; 0 = off. Default {_D.frequency_penalty}.")
+PRES = option(DecodingPolicy, "presence_penalty", default=None, help=f"OpenAI-style: minus this once a token is in the answer; 0 = off. Default {_D.presence_penalty}.")
+NO_REPEAT = option(DecodingPolicy, "no_repeat_ngram_size", default=None, help=f"Never repeat an n-gram of the answer; 0 = off. Default {_D.no_repeat_ngram_size}.")
 NO_CONTROL = typer.Option(False, "--no-repetition-control", help="Switch every penalty above off (plain greedy logits).")
-REP_STOP = typer.Option(_D.repetition_stop, "--repetition-stop/--no-repetition-stop", help=f"End an answer when a {LOOP_SPAN_CHARS}-character span occurs {LOOP_REPEATS} times, cut at the last sentence end before the loop (finish reason 'repetition').")
-BATCH = typer.Option(8, "--batch-size", help="Prompts generated together (left padding).")
-MAX_IN = typer.Option(None, "--max-input-length", help="Prompt tokens kept (cut from the left). Default 512, 1536 with --kb (room for the articles).")
-# retrieval-augmented answers (lawtune.kb.rag; docs/knowledge-base.md "Answers from the knowledge base")
-KB = typer.Option(None, "--kb", help="Knowledge base (`lawtune kb build -o KB`): ask with the articles retrieved for each question, and check every answer's citations.")
-CHECK_KB = typer.Option(None, "--check-kb", help="Check citations against this KB (e.g. all of LawRefBook); alone: no retrieval, only the check.")
-KB_K = typer.Option(3, "--kb-k", help="Articles retrieved per question with --kb.")
-KB_CHARS = typer.Option(200, "--kb-chars", help="Characters kept of each retrieved article.")
-DTYPE = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16.")
-MCQ = typer.Option(None, "--mcq", help="MCQ set: a bundled name (jecqa_single, lawbench_1-2) or a JSONL path; repeat it. Default: both bundled sets.")
+REP_STOP = option(DecodingPolicy, "repetition_stop", "--repetition-stop/--no-repetition-stop", help=f"End an answer when a {LOOP_SPAN_CHARS}-character span occurs {LOOP_REPEATS} times, cut at the last sentence end before the loop (finish reason 'repetition').")
+BATCH = option(GenerationSettings, "batch_size")
+MAX_IN = option(GenerationSettings, "max_input_length", default=None, help="Prompt tokens kept (cut from the left). Default 512, 1536 with --kb (room for the articles).")
+# infer / chat: one answer at a time, greedy unless --sample
+ANSWER_TOKENS = option(GenerationSettings, "max_new_tokens", default=256, help="Answer budget in tokens.")
+SAMPLE = option(GenerationSettings, "do_sample", "--sample", help="Sample instead of greedy decoding (opt-in).")
+TEMPERATURE = option(GenerationSettings, "temperature")
+TOP_P = option(GenerationSettings, "top_p")
+SEED = option(GenerationSettings, "seed")
+# what eval / compare measure besides the text, and the knowledge base
+BASE_ONLY = option(EvalOptions, "base_only")
+MAX_OUT = option(EvalOptions, "max_output_length")
+KB = option(EvalOptions, "kb")
+CHECK_KB = option(EvalOptions, "check_kb")
+KB_K = option(EvalOptions, "kb_k")
+KB_CHARS = option(EvalOptions, "kb_chars")
+DTYPE = option(EvalOptions, "dtype")
+MCQ = option(EvalOptions, "mcq")
 NO_MCQ = typer.Option(False, "--no-mcq", help="Skip the multiple-choice knowledge check.")
-MCQ_LIMIT = typer.Option(50, "--mcq-limit", help="Questions used from each MCQ set (the bundled ones hold 200; ~1 s each on 2 CPU cores).")
-LIMIT = typer.Option(None, "--limit", help="Use only the first N examples of --data.")
+MCQ_LIMIT = option(EvalOptions, "mcq_limit")
+LIMIT = option(EvalOptions, "limit")
 
 
 def _decoding(repetition_penalty: Optional[float], frequency_penalty: Optional[float], presence_penalty: Optional[float],
@@ -86,12 +101,11 @@ def eval_command(
     model: str = typer.Argument(..., help="Run folder, model folder, or imported model name."),
     data: Path = typer.Option(..., "--data", "-d", help="conversations JSONL (e.g. the test.jsonl of `lawtune prepare`), or `lawbench_3-8` for the bundled LawBench sample."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default RUN/eval/<data> or out/eval/...)."),
-    base_only: bool = typer.Option(False, "--base-only", help="For a run folder: evaluate its base model, no adapter."),
-    max_new_tokens: Optional[int] = MAX_NEW, batch_size: int = BATCH, max_input_length: Optional[int] = MAX_IN,
+    base_only: bool = BASE_ONLY, max_new_tokens: Optional[int] = MAX_NEW, batch_size: int = BATCH, max_input_length: Optional[int] = MAX_IN,
     repetition_penalty: Optional[float] = REP, frequency_penalty: Optional[float] = FREQ,
     presence_penalty: Optional[float] = PRES, no_repeat_ngram_size: Optional[int] = NO_REPEAT,
     no_repetition_control: bool = NO_CONTROL, repetition_stop: bool = REP_STOP,
-    max_output_length: int = typer.Option(512, "--max-output-length", help="Reference tokens scored for eval loss."),
+    max_output_length: int = MAX_OUT,
     mcq: Optional[list[str]] = MCQ, no_mcq: bool = NO_MCQ, mcq_limit: int = MCQ_LIMIT,
     limit: Optional[int] = LIMIT, dtype: str = DTYPE,
     kb: Optional[Path] = KB, check_kb: Optional[Path] = CHECK_KB, kb_k: int = KB_K, kb_chars: int = KB_CHARS,
@@ -122,7 +136,7 @@ def compare_command(
     repetition_penalty: Optional[float] = REP, frequency_penalty: Optional[float] = FREQ,
     presence_penalty: Optional[float] = PRES, no_repeat_ngram_size: Optional[int] = NO_REPEAT,
     no_repetition_control: bool = NO_CONTROL, repetition_stop: bool = REP_STOP,
-    max_output_length: int = typer.Option(512, "--max-output-length", help="Reference tokens scored for eval loss."),
+    max_output_length: int = MAX_OUT,
     mcq: Optional[list[str]] = MCQ, no_mcq: bool = NO_MCQ, mcq_limit: int = MCQ_LIMIT,
     limit: Optional[int] = LIMIT, dtype: str = DTYPE,
     min_rouge_gain: Optional[float] = typer.Option(None, "--min-rouge-gain", help="Quality gate: tuned ROUGE-L must beat the base by this many points."),
@@ -164,14 +178,13 @@ def infer_command(
     model: str = typer.Argument(..., help="Run folder, model folder, or imported model name."),
     prompt: str = typer.Option(..., "--prompt", "-p", help="The question."),
     system: Optional[str] = typer.Option(None, "--system", help="Optional system prompt."),
-    base_only: bool = typer.Option(False, "--base-only", help="Ask the run's base model (no adapter)."),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+    base_only: bool = option(EvalOptions, "base_only", help="Ask the run's base model (no adapter)."),
+    max_new_tokens: int = ANSWER_TOKENS,
     repetition_penalty: Optional[float] = REP, frequency_penalty: Optional[float] = FREQ,
     presence_penalty: Optional[float] = PRES, no_repeat_ngram_size: Optional[int] = NO_REPEAT,
     no_repetition_control: bool = NO_CONTROL, repetition_stop: bool = REP_STOP,
-    sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy decoding (opt-in)."),
-    temperature: float = typer.Option(0.8, "--temperature"), top_p: float = typer.Option(0.8, "--top-p"),
-    seed: int = typer.Option(0, "--seed", help="Sampling seed (the same seed gives the same answer)."),
+    sample: bool = SAMPLE, temperature: float = TEMPERATURE, top_p: float = TOP_P,
+    seed: int = SEED,
     dtype: str = DTYPE, kb: Optional[Path] = KB, kb_k: int = KB_K, kb_chars: int = KB_CHARS,
 ) -> None:
     """One question, one answer; greedy (deterministic) unless --sample.
@@ -192,14 +205,13 @@ def infer_command(
 def chat_command(
     model: str = typer.Argument(..., help="Run folder, model folder, or imported model name."),
     system: Optional[str] = typer.Option(None, "--system", help="Optional system prompt."),
-    base_only: bool = typer.Option(False, "--base-only", help="Chat with the run's base model (no adapter)."),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+    base_only: bool = option(EvalOptions, "base_only", help="Chat with the run's base model (no adapter)."),
+    max_new_tokens: int = ANSWER_TOKENS,
     repetition_penalty: Optional[float] = REP, frequency_penalty: Optional[float] = FREQ,
     presence_penalty: Optional[float] = PRES, no_repeat_ngram_size: Optional[int] = NO_REPEAT,
     no_repetition_control: bool = NO_CONTROL, repetition_stop: bool = REP_STOP,
-    sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy decoding (opt-in)."),
-    temperature: float = typer.Option(0.8, "--temperature"), top_p: float = typer.Option(0.8, "--top-p"),
-    seed: int = typer.Option(0, "--seed"), dtype: str = DTYPE,
+    sample: bool = SAMPLE, temperature: float = TEMPERATURE, top_p: float = TOP_P,
+    seed: int = SEED, dtype: str = DTYPE,
     kb: Optional[Path] = KB, kb_k: int = KB_K, kb_chars: int = KB_CHARS,
 ) -> None:
     """Multi-turn chat in the terminal, with history (/reset, /exit).

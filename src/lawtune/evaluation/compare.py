@@ -16,12 +16,16 @@ from typing import Any
 
 from lawtune.data.conversations import read_examples
 from lawtune.errors import LawtuneError
-from lawtune.evaluation.evaluate import DEFAULT_MCQ, DEFAULT_MCQ_LIMIT, evaluate_loaded, resolve_data, resolve_mcq, write_outputs
+from lawtune.evaluation.evaluate import evaluate_loaded, resolve_data, resolve_mcq, write_outputs
 from lawtune.evaluation.gate import Gate, write_verdict
 from lawtune.evaluation.generation import GenerationSettings
 from lawtune.evaluation.report import write_report
+from lawtune.evaluation.settings import DEFAULT_MCQ, EvalOptions
 from lawtune.fsutil import sha256_file
 from lawtune.modeling.runs import COMPARE_DIR, RUN_INFO, TEMPLATE_FILE, is_run_dir
+
+
+_OPTIONS = EvalOptions()  # the keyword defaults of `run` (and of the CLI flags)
 
 
 def _load_base(base: str, run_dir: Path, dtype: str) -> Any:
@@ -36,9 +40,10 @@ def _load_base(base: str, run_dir: Path, dtype: str) -> Any:
 
 def run(
     base: str, run_dir: str | Path, data: str | Path, out_dir: str | Path | None = None, *,
-    settings: GenerationSettings | None = None, mcq: list[str] | None = None, mcq_limit: int | None = DEFAULT_MCQ_LIMIT,
-    limit: int | None = None, max_output_length: int = 512, dtype: str = "float32", gate: Gate | None = None,
-    kb: str | Path | None = None, check_kb: str | Path | None = None, kb_k: int = 3, kb_chars: int = 200,
+    settings: GenerationSettings | None = None, mcq: list[str] | None = _OPTIONS.mcq, mcq_limit: int | None = _OPTIONS.mcq_limit,
+    limit: int | None = _OPTIONS.limit, max_output_length: int = _OPTIONS.max_output_length, dtype: str = _OPTIONS.dtype,
+    gate: Gate | None = None, kb: str | Path | None = _OPTIONS.kb, check_kb: str | Path | None = _OPTIONS.check_kb,
+    kb_k: int = _OPTIONS.kb_k, kb_chars: int = _OPTIONS.kb_chars,
 ) -> dict[str, Any]:
     """Evaluate BASE and RUN on `data` with identical settings; write both results and the report.
 

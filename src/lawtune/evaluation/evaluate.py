@@ -20,13 +20,13 @@ from lawtune.errors import LawtuneError
 from lawtune.evaluation.generation import GenerationSettings, generate
 from lawtune.evaluation.metrics import distribution, loops, score_pair, summarize
 from lawtune.evaluation.scoring import eval_loss, mcq_accuracy, read_mcq
+from lawtune.evaluation.settings import DEFAULT_MCQ, EvalOptions
 from lawtune.fsutil import atomic_open, atomic_write_json, sha256_file
 from lawtune.modeling.runs import EVAL_DIR, is_run_dir
 
 # src/lawtune/evaluation/evaluate.py → repository root → data/benchmarks
 BENCHMARKS_DIR = Path(__file__).resolve().parents[3] / "data" / "benchmarks"
-DEFAULT_MCQ = ("jecqa_single", "lawbench_1-2")
-DEFAULT_MCQ_LIMIT = 50  # per set: ~1 s a question on a 2-core CPU with the default model
+_OPTIONS = EvalOptions()  # the keyword defaults of `run` (and of the CLI flags)
 MIN_ANSWER_BUDGET = 384  # new tokens: an answer budget below the references' lengths hides whether a model stops
 
 
@@ -157,10 +157,11 @@ def write_outputs(out_dir: Path, record: dict[str, Any], predictions: list[dict[
 
 
 def run(
-    spec: str | Path, data: str | Path, out_dir: str | Path | None = None, *, base_only: bool = False,
-    settings: GenerationSettings | None = None, mcq: list[str] | None = None, mcq_limit: int | None = DEFAULT_MCQ_LIMIT,
-    limit: int | None = None, max_output_length: int = 512, dtype: str = "float32",
-    kb: str | Path | None = None, check_kb: str | Path | None = None, kb_k: int = 3, kb_chars: int = 200,
+    spec: str | Path, data: str | Path, out_dir: str | Path | None = None, *, base_only: bool = _OPTIONS.base_only,
+    settings: GenerationSettings | None = None, mcq: list[str] | None = _OPTIONS.mcq, mcq_limit: int | None = _OPTIONS.mcq_limit,
+    limit: int | None = _OPTIONS.limit, max_output_length: int = _OPTIONS.max_output_length, dtype: str = _OPTIONS.dtype,
+    kb: str | Path | None = _OPTIONS.kb, check_kb: str | Path | None = _OPTIONS.check_kb, kb_k: int = _OPTIONS.kb_k,
+    kb_chars: int = _OPTIONS.kb_chars,
 ) -> dict[str, Any]:
     """Evaluate one model on one conversations file; returns the metrics record written to metrics.json.
 

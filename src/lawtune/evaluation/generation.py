@@ -29,15 +29,15 @@ from lawtune.modeling.decoding import (AnswerLogitsProcessor, DecodingPolicy, Re
 @dataclass(frozen=True)
 class GenerationSettings:
     # None: eval / compare pick a budget that fits the references (`evaluate.answer_budget`)
-    max_new_tokens: int | None = None
+    max_new_tokens: int | None = field(default=None, metadata={"help": "Answer budget in tokens."})
     # repetition control + repetition stop; deterministic, and the same for every model compared
     decoding: DecodingPolicy = field(default_factory=DecodingPolicy)
-    max_input_length: int = 512  # prompt tokens kept (cut from the left, the latest question survives)
-    batch_size: int = 8
-    do_sample: bool = False
-    temperature: float = 0.8
-    top_p: float = 0.8
-    seed: int = 0
+    max_input_length: int = field(default=512, metadata={"help": "Prompt tokens kept (cut from the left, the latest question survives)."})
+    batch_size: int = field(default=8, metadata={"help": "Prompts generated together (left padding)."})
+    do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy decoding (opt-in)."})
+    temperature: float = field(default=0.8, metadata={"help": "Sampling temperature (with --sample)."})
+    top_p: float = field(default=0.8, metadata={"help": "Nucleus sampling mass (with --sample)."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed (the same seed gives the same answer)."})
 
     def __post_init__(self) -> None:
         problems = []

@@ -1,0 +1,110 @@
+"""Every command's flags are tied to its typed settings: a flag and a field cannot drift apart unnoticed.
+
+    .venv/bin/pytest tests/test_cli_settings.py -q
+
+A new option goes into the settings class (default, limits, help) and its flag is made with
+`lawtune.settings.option`; these tests fail when one side has it and the other does not, or the defaults differ.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from lawtune.cli import app
+from lawtune.data.cli import prepare
+from lawtune.data.policy import PreparePolicy, RagTrainingOptions
+from lawtune.evaluation.cli import chat_command, compare_command, eval_command, infer_command
+from lawtune.evaluation.gate import Gate
+from lawtune.evaluation.generation import GenerationSettings
+from lawtune.evaluation.settings import EvalOptions
+from lawtune.modeling.decoding import DecodingPolicy
+from lawtune.settings import cli_drift, defaults, option
+from lawtune.training.cli import train_command
+
+# decoding flags left out mean "the policy's default": their CLI value is None, the policy fills it in
+PENALTIES = {"repetition_penalty", "frequency_penalty", "presence_penalty", "no_repeat_ngram_size"}
+SAMPLING = {"do_sample", "temperature", "top_p", "seed"}
+COMMAND_ONLY = {"no_mcq", "no_repetition_control"}  # switches that set other settings, not settings of their own
+
+
+def test_prepare_flags_are_the_policy_fields():
+    assert cli_drift(prepare, PreparePolicy, RagTrainingOptions, cli_only={"sources", "out"}) == []
+
+
+def test_eval_and_compare_flags_are_their_settings_fields():
+    shared = dict(own_default={"max_input_length", *PENALTIES}, not_on_cli={"decoding", *SAMPLING})
+    assert cli_drift(eval_command, EvalOptions, GenerationSettings, DecodingPolicy,
+                     cli_only={"model", "data", "out", *COMMAND_ONLY}, **shared) == []
+    assert cli_drift(compare_command, EvalOptions, GenerationSettings, DecodingPolicy, Gate,
+                     cli_only={"base", "run", "data", "out", *COMMAND_ONLY},
+                     renamed={"min_ended": "min_ended_pct", "max_looping": "max_loops_pct"},
+                     own_default=shared["own_default"], not_on_cli={"decoding", "base_only", *SAMPLING}) == []
+
+
+@pytest.mark.parametrize("command, cli_only", [(infer_command, {"model", "prompt", "system"}), (chat_command, {"model", "system"})])
+def test_infer_and_chat_flags_are_their_settings_fields(command, cli_only):
+    # one answer at a time with a 256-token budget; the eval-only measurements are not theirs
+    assert cli_drift(command, EvalOptions, GenerationSettings, DecodingPolicy, cli_only={*cli_only, "no_repetition_control"},
+                     renamed={"sample": "do_sample"}, own_default={"max_new_tokens", *PENALTIES},
+                     not_on_cli={"decoding", "batch_size", "max_input_length", "max_output_length", "mcq", "mcq_limit",
+                                 "limit", "check_kb"}) == []
+
+
+def test_train_flags_are_the_arguments_of_train_run():
+    from lawtune.training.train import run
+
+    assert cli_drift(train_command, run, renamed={"config": "config_path"}, own_default={"overrides"}) == []
+
+
+def test_library_entry_points_default_to_the_settings():
+    from lawtune.evaluation.compare import run as compare_run
+    from lawtune.evaluation.evaluate import run as evaluate_run
+
+    options = defaults(EvalOptions)
+    for function in (evaluate_run, compare_run):
+        shared = {name: value for name, value in defaults(function).items() if name in options}
+        assert shared == {name: options[name] for name in shared} and len(shared) >= 9, function.__module__
+
+
+def test_every_training_config_key_is_an_override():
+    from pydantic import BaseModel
+
+    from lawtune.training.config import TrainConfig, apply_override, validate_config
+
+    def leaves(model, prefix=""):
+        for name, info in model.model_fields.items():
+            if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+                yield from leaves(info.annotation, f"{prefix}{name}.")
+            else:
+                yield f"{prefix}{name}", info
+
+    data = {"data_config": {"train_file": "train.jsonl"}}
+    for key, info in leaves(TrainConfig):
+        if not info.is_required() and isinstance(info.default, (int, float, str)) and not isinstance(info.default, bool):
+            apply_override(data, f"{key}={info.default}")
+    validate_config(data)  # every key the schema has is accepted as a dotted override
+
+
+def test_drift_is_caught():
+    from pydantic import BaseModel, Field
+
+    class Settings(BaseModel):
+        steps: int = Field(3, description="steps")
+        name: str = "x"
+
+    def drifted(steps: int = typer.Option(4, "--steps"), extra: Optional[str] = typer.Option(None, "--extra")) -> None: ...
+
+    def made(steps: int = option(Settings, "steps"), name: str = option(Settings, "name")) -> None: ...
+
+    assert cli_drift(drifted, Settings) == ["steps: CLI default 4 is not the setting's 3", "extra: a CLI parameter with no setting",
+                                            "name: a setting with no CLI parameter"]
+    assert cli_drift(made, Settings) == []
+
+
+def test_settings_errors_name_the_flags(tmp_path):
+    result = CliRunner().invoke(app, ["prepare", str(tmp_path / "x.csv"), "-o", str(tmp_path), "--dev-ratio", "2"])
+    assert result.exit_code != 0 and "--dev-ratio: Input should be less than 1" in str(result.exception)
