@@ -21,9 +21,10 @@ from typing import Optional
 
 import typer
 
-REPO = Path(__file__).resolve().parents[2]  # src/lawtune/demo.py → repository root
-SAMPLE = REPO / "data" / "legal_qa_sample.csv"
-DEMO_CONFIG = REPO / "configs" / "demo.yaml"
+from lawtune import bundled
+
+SAMPLE = bundled.sample_csv()
+DEMO_CONFIG = bundled.config("demo")
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def run(quick: bool = False, model: Optional[str] = None, out: Optional[Path] = 
     size = QUICK if quick else FULL
     out = Path(out or ("out/demo-quick" if quick else "out/demo")).resolve()
     if not DEMO_CONFIG.is_file() or not SAMPLE.is_file():
-        raise LawtuneError(f"the demo needs {DEMO_CONFIG} and {SAMPLE}: run it from a lawtune source checkout")
+        raise LawtuneError(f"the demo needs {DEMO_CONFIG} and {SAMPLE}, shipped in the package: reinstall lawtune")
     seconds: dict[str, float] = {}
 
     console.rule("1/4 prepare the bundled sample")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lawtune.data.conversations import Example, read_examples
+from lawtune.bundled import benchmarks_dir
 from lawtune.errors import LawtuneError
 from lawtune.evaluation.generation import GenerationSettings, generate
 from lawtune.evaluation.metrics import distribution, loops, score_pair, summarize
@@ -24,8 +25,7 @@ from lawtune.evaluation.settings import DEFAULT_MCQ, EvalOptions
 from lawtune.fsutil import atomic_open, atomic_write_json, sha256_file
 from lawtune.modeling.runs import EVAL_DIR, is_run_dir
 
-# src/lawtune/evaluation/evaluate.py → repository root → data/benchmarks
-BENCHMARKS_DIR = Path(__file__).resolve().parents[3] / "data" / "benchmarks"
+BENCHMARKS_DIR = benchmarks_dir()  # shipped in the package (also reachable as data/benchmarks in a checkout)
 _OPTIONS = EvalOptions()  # the keyword defaults of `run` (and of the CLI flags)
 MIN_ANSWER_BUDGET = 384  # new tokens: an answer budget below the references' lengths hides whether a model stops
 
