@@ -1,7 +1,8 @@
 """The run folder: what `lawtune train` writes and every later command reads.
 
     RUN/
-      run.json              how the run was made: base model path + content hash, template file, versions
+      run.json              how the run was made: base model (absolute path, imported name) + content hash,
+                            template file, versions
       config.yaml           the resolved training config
       chat_template.jinja   the template used in training (reused by eval, infer, chat, serve)
       tokenizer/            the tokenizer used in training
@@ -91,7 +92,33 @@ def read_run(run_dir: str | Path) -> RunInfo:
         raise LawtuneError(f"{run_dir} is not a complete lawtune run folder: {error.filename} is missing") from error
     except (json.JSONDecodeError, KeyError) as error:
         raise LawtuneError(f"{run_dir / RUN_INFO} is damaged ({error}); retrain or restore it") from error
-    return RunInfo(run_dir, Path(base["path"]), base.get("sha256"), template)
+    return RunInfo(run_dir, resolve_run_base(base), base.get("sha256"), template)
+
+
+def base_model_record(model_dir: Path) -> dict:
+    """How run.json names its base so that a copied or moved run still finds it: the absolute path, plus the
+    name of the imported model when the base lives in the model cache (another machine imports it by name)."""
+    model_dir = Path(model_dir).resolve()
+    record: dict = {"path": str(model_dir)}
+    if model_dir.parent == models_dir().resolve():
+        record["name"] = model_dir.name
+    return record
+
+
+def base_model_reference(model_dir: Path) -> str:
+    """What a run's adapter_config.json calls its base: the imported model's name, else the absolute path."""
+    record = base_model_record(model_dir)
+    return record.get("name", record["path"])
+
+
+def resolve_run_base(base: dict) -> Path:
+    """The base folder of a run on this machine: the imported model of that name in this machine's cache
+    first (a run copied from another machine), else the recorded path. Runs written before paths were
+    stored absolute may hold a relative path: that one is still read against the current directory."""
+    name = base.get("name")
+    if name and (models_dir() / name / "config.json").is_file():
+        return models_dir() / name
+    return Path(base["path"])
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

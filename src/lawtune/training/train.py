@@ -22,7 +22,7 @@ from lawtune.errors import LawtuneError
 from lawtune.fsutil import atomic_dir, atomic_write_json, atomic_write_text, sha256_file, sha256_tree
 from lawtune.modeling.chat import ChatFormat, resolve_template
 from lawtune.modeling.runs import (CONFIG_FILE, FINAL_ADAPTER_DIR, RUN_INFO, TEMPLATE_FILE, TENSORBOARD_DIR, TOKENIZER_DIR,
-                                   resolve_model_path)
+                                   base_model_record, base_model_reference, resolve_model_path)
 from lawtune.training.config import LAWTUNE_READS, TrainConfig, config_to_yaml, load_config
 from lawtune.training.data import EncodedData, encode_rows, safe_pad_id
 
@@ -119,13 +119,14 @@ def _write_run_info(run_dir, config, model_dir, tokenizer, chat, train, dev, sta
         atomic_write_text(run_dir / CONFIG_FILE, config_to_yaml(config))
         with atomic_dir(run_dir / TOKENIZER_DIR) as tmp:
             tokenizer.save_pretrained(tmp)
-    base = previous.get("base_model") if previous.get("base_model", {}).get("path") == str(model_dir) else None
+    record = base_model_record(model_dir)  # absolute path (+ imported name): a moved run still finds its base
+    base = previous.get("base_model") if previous.get("base_model", {}).get("path") == record["path"] else None
     data = {name: _data_info(file, enc) for name, file, enc in
             (("train", config.data_config.train_file, train), ("dev", config.data_config.val_file, dev)) if enc}
     info = {
         **previous,
         "status": status,
-        "base_model": base or {"path": str(model_dir), "sha256": sha256_tree(model_dir)},
+        "base_model": base or {**record, "sha256": sha256_tree(model_dir)},
         "model_name": config.model.name_or_path,
         "template_file": TEMPLATE_FILE,
         "end_of_turn": chat.end_of_turn_text,
@@ -172,6 +173,8 @@ def _build_trainer(config: TrainConfig, args, run_dir: Path, model_dir: Path, tr
         model = get_peft_model(model, lora)
     except ValueError as error:  # e.g. target_modules naming layers the model does not have
         raise LawtuneError(f"peft_config does not fit this model: {error}") from error
+    # adapter_config.json names its base: an imported model's name resolves on any machine, a temp path not
+    model.peft_config["default"].base_model_name_or_path = base_model_reference(model_dir)
     if config.speed.sparse_dropout:
         from lawtune.training.dropout import use_sparse_dropout
 
