@@ -42,6 +42,27 @@ def ask(server, **body) -> httpx.Response:
     return httpx.post(server.url + CHAT, json={"messages": QUESTION, "max_tokens": 5, **body}, timeout=60)
 
 
+def test_every_field_is_forwarded_to_the_upstream(front, upstream):
+    """n, sampling, logprobs, logit_bias, response_format and completions reach the upstream: the gateway's
+    answer equals the upstream's own answer to the same request."""
+    fields = {"n": 2, "temperature": 1.0, "seed": 5, "top_k": 20, "min_p": 0.01, "top_p": 0.9, "logprobs": True,
+              "top_logprobs": 2, "logit_bias": {"5": -100}, "repetition_penalty": 1.1, "max_tokens": 6}
+    direct = httpx.post(upstream.url + CHAT, json={"messages": QUESTION, **fields}, timeout=60).json()
+    proxied = ask(front, **fields).json()
+    assert [c["message"]["content"] for c in proxied["choices"]] == [c["message"]["content"] for c in direct["choices"]]
+    assert proxied["choices"][1]["logprobs"] == direct["choices"][1]["logprobs"]
+    assert proxied["usage"] == direct["usage"]
+    schema = {"type": "json_schema", "json_schema": {"name": "v", "schema": {
+        "type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": False}}}
+    shaped = ask(front, response_format=schema, max_tokens=20, temperature=0).json()
+    assert json.loads(shaped["choices"][0]["message"]["content"])["ok"] in (True, False)
+    completion = {"prompt": "劳动合同", "max_tokens": 5, "temperature": 0, "logprobs": 1}
+    direct = httpx.post(upstream.url + "/v1/completions", json=completion, timeout=60).json()
+    proxied = httpx.post(front.url + "/v1/completions", json=completion, timeout=60).json()
+    assert proxied["choices"][0]["text"] == direct["choices"][0]["text"]
+    assert proxied["choices"][0]["logprobs"]["tokens"] == direct["choices"][0]["logprobs"]["tokens"]
+
+
 def test_proxied_answers_match_the_upstream(front, upstream, tiny_run_dir):
     models = httpx.get(front.url + "/v1/models", timeout=10).json()["data"]
     assert [m["id"] for m in models] == [tiny_run_dir.name]

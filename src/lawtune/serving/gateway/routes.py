@@ -3,7 +3,7 @@
     gateway = Gateway(settings, engine)
     install_gateway(app, gateway)          # in create_app, before the app starts
 
-    curl -X POST -H "Authorization: Bearer $ADMIN" localhost:8000/admin/pause -d '{"notice": "系统维护中"}'
+    curl -X POST -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' localhost:8000/admin/pause -d '{"notice": "系统维护中"}'
     curl -X POST -H "Authorization: Bearer $ADMIN" localhost:8000/admin/resume
     curl -H "Authorization: Bearer $ADMIN" localhost:8000/admin/status
     curl localhost:8000/metrics
