@@ -62,6 +62,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        _normal_modes(tmp)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -73,6 +74,19 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _normal_modes(folder: Path) -> None:
+    """mkdtemp makes a 0700 folder and safetensors writes 0600 files: a finished output (a run's adapter,
+    an imported model, an export) gets the modes the umask gives any other file, so other users (and a
+    server running as another user) can read it."""
+    mask = _current_umask()
+    for item in [folder, *folder.rglob("*")]:
+        if item.is_symlink():
+            continue
+        wanted = (0o777 if item.is_dir() else 0o666) & ~mask
+        if item.is_dir() or item.stat().st_mode & 0o777 == 0o600:
+            item.chmod(wanted if item.is_dir() else wanted | (item.stat().st_mode & 0o111))
 
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:

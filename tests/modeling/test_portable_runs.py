@@ -9,7 +9,8 @@ import shutil
 from typer.testing import CliRunner
 
 from lawtune.cli import app
-from lawtune.modeling.importer import _make_readable, import_model
+from lawtune.fsutil import atomic_dir
+from lawtune.modeling.importer import import_model
 from lawtune.modeling.loading import load_model
 from lawtune.modeling.runs import RUN_INFO, models_dir, read_run
 
@@ -48,13 +49,17 @@ def test_a_run_from_another_machine_finds_its_base_by_imported_name(tiny_run_dir
     assert load_model(copied).adapter_path == copied / "best"
 
 
-def test_imported_weights_are_readable_by_other_users(tmp_path):
-    weights = tmp_path / "model.safetensors"
-    weights.write_bytes(b"x")
-    weights.chmod(0o600)  # what safetensors leaves
+def test_finished_outputs_are_readable_by_other_users(tiny_run_dir, tmp_path):
     old = os.umask(0o022)
     try:
-        _make_readable(tmp_path)
+        with atomic_dir(tmp_path / "model") as folder:
+            weights = folder / "model.safetensors"
+            weights.write_bytes(b"x")
+            weights.chmod(0o600)  # what safetensors leaves (and mkdtemp makes the folder 0700)
     finally:
         os.umask(old)
-    assert weights.stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "model").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "model" / "model.safetensors").stat().st_mode & 0o777 == 0o644
+    for adapter in ("adapter", "best"):  # the run's adapters too, written the same way
+        assert (tiny_run_dir / adapter).stat().st_mode & 0o077 and \
+            (tiny_run_dir / adapter / "adapter_model.safetensors").stat().st_mode & 0o044 == 0o044

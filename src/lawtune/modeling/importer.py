@@ -111,21 +111,10 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
     del loaded
     clean.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    _make_readable(out_dir)
     digest = sha256_file(gguf)
     if gguf.parent == out_dir:
         gguf.unlink()  # the assembled copy was only a means to an end
     _write_info(out_dir, {"source": str(gguf), "kind": "gguf", "gguf_sha256": digest, "dtype": "float32"})
-
-
-def _make_readable(folder: Path) -> None:
-    """safetensors writes its file 0600; a shared model cache is read by other users (and by a server
-    running as another user), like any downloaded model: files get the mode the umask allows."""
-    mask = os.umask(0)
-    os.umask(mask)
-    for file in folder.iterdir():
-        if file.is_file():
-            file.chmod(0o666 & ~mask)
 
 
 def _is_tied(model, key: str) -> bool:
