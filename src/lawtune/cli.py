@@ -25,6 +25,7 @@ app = typer.Typer(
 def _register() -> None:
     from lawtune.data import cli as data_cli
     from lawtune.evaluation import cli as evaluation_cli
+    from lawtune.export import cli as export_cli
     from lawtune.kb import cli as kb_cli
     from lawtune.modeling import cli as modeling_cli
     from lawtune.serving import cli as serving_cli
@@ -37,6 +38,7 @@ def _register() -> None:
     evaluation_cli.register(app)
     serving_cli.register(app)
     kb_cli.register(app)
+    export_cli.register(app)
     demo.register(app)
 
 
