@@ -64,7 +64,8 @@ def fallback_text(augmented: Augmented, notice: str, max_chars: int) -> str:
 async def fallback_response(rag: Rag, messages: list[dict[str, str]], model: str, notice: str, stream: bool,
                             headers: dict[str, str]) -> Any:
     """The 200 answer of the degradation tier, in the shape the client asked for (JSON or SSE)."""
-    from fastapi.responses import JSONResponse, StreamingResponse
+    from fastapi.responses import JSONResponse
+    from sse_starlette import EventSourceResponse
 
     from lawtune.serving.protocol import (ChatCompletion, ChatCompletionChunk, Choice, ChunkChoice, Delta,
                                           ResponseMessage, UsageInfo)
@@ -79,16 +80,16 @@ async def fallback_response(rag: Rag, messages: list[dict[str, str]], model: str
                               choices=[Choice(message=ResponseMessage(content=text), finish_reason="stop")])
         return JSONResponse(body.model_dump(exclude_none=True), headers=headers)
 
-    def chunk(delta: Delta, finish: str | None = None, extra: dict | None = None) -> str:
+    def chunk(delta: Delta, finish: str | None = None, extra: dict | None = None) -> dict[str, str]:
         body = ChatCompletionChunk(id=request_id, created=created, model=model, lawtune=extra,
                                    choices=[ChunkChoice(delta=delta, finish_reason=finish)])
-        return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
+        return {"data": body.model_dump_json(exclude_none=True)}
 
     async def events():
         yield chunk(Delta(role="assistant", content=""))
         yield chunk(Delta(content=text))
         yield chunk(Delta(), finish="stop", extra=field)
-        yield "data: [DONE]\n\n"
+        yield {"data": "[DONE]"}
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers})
+    return EventSourceResponse(events(), sep="\n", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+                                                            **headers})
