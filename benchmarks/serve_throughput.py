@@ -143,12 +143,17 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--batch", type=int, default=8, help="lawtune's max batch size")
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--dtype", default="auto", help="auto (serve's default: bfloat16 with hardware bf16), float32, ...")
     parser.add_argument("--llama-cpp", action="store_true",
                         help="also measure llama.cpp's server on the default model's GGUF (needs llama-cpp-python[server])")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    print(f"model {args.model}, {args.new_tokens} new tokens per request, dtype {args.dtype}, "
+    from lawtune.modeling.loading import resolve_dtype
+
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
+    shown = ",".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "none"
+    args.dtype = resolve_dtype(args.dtype)  # both servers get the same, resolved dtype
+    print(f"model {args.model}, {args.new_tokens} new tokens per request, dtype {args.dtype}, CPU flags {shown}, "
           f"{os.cpu_count()} CPUs (load average now {os.getloadavg()[0]:.1f})")
 
     table: dict[tuple[str, int], dict] = {}

@@ -29,3 +29,31 @@ def test_missing_model_is_a_clear_error(tmp_path):
         load_model("default")
     with pytest.raises(LawtuneError, match="not found"):
         load_model(tmp_path / "nope")
+
+
+def test_auto_dtype_follows_the_hardware(tiny_model_dir):
+    """`auto` (serve's default) loads bfloat16 exactly where the CPU/GPU has bf16, float32 elsewhere."""
+    import torch
+
+    from lawtune.modeling.loading import bf16_supported, resolve_dtype
+
+    expected = "bfloat16" if bf16_supported() else "float32"
+    assert resolve_dtype("auto") == expected
+    assert resolve_dtype("float32") == "float32"
+    loaded = load_model(tiny_model_dir, dtype="auto")
+    assert {p.dtype for p in loaded.model.parameters()} == {getattr(torch, expected)}
+    with pytest.raises(LawtuneError, match="int3"):
+        resolve_dtype("int3")
+
+
+def test_served_model_reports_its_resolved_dtype(tiny_run_dir):
+    """The serve default is auto; the engine resolves it before loading and keeps the answer for the logs."""
+    from lawtune.modeling.loading import resolve_dtype
+    from lawtune.serving.engines.local import LocalEngine
+    from lawtune.serving.settings import ServeSettings
+
+    assert ServeSettings(model=str(tiny_run_dir)).dtype == "auto"
+    engine = LocalEngine(tiny_run_dir, max_batch_size=1)
+    engine._load()  # what start() runs in a thread, without the decode worker
+    assert engine.dtype == resolve_dtype("auto")
+    assert str(next(engine.model.parameters()).dtype) == f"torch.{engine.dtype}"

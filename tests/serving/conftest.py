@@ -18,7 +18,7 @@ def live_server(tiny_run_dir: Path):
     """The tiny run served with continuous batching (8 slots), base model included."""
     from lawtune.serving.settings import ServeSettings
 
-    live = start_server(ServeSettings(model=str(tiny_run_dir), max_batch_size=8, default_max_tokens=32))
+    live = start_server(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=8, default_max_tokens=32))
     yield live
     live.stop()
 

@@ -270,7 +270,7 @@ def multi(tiny_run_dir, tmp_path_factory):
     from lawtune.serving.settings import ServeSettings
 
     second = _second_run(tiny_run_dir, tmp_path_factory.mktemp("second-run"))
-    settings = ServeSettings(model=str(tiny_run_dir), lora_modules={"second": str(second)},
+    settings = ServeSettings(model=str(tiny_run_dir), dtype="float32", lora_modules={"second": str(second)},
                              served_model_name=["legal", "legal-latest"], max_batch_size=1, default_max_tokens=16,
                              cors_origins=["http://chat.example"], sse_keepalive_s=0.05,
                              gateway=GatewaySettings(admin_key=ADMIN, requests_per_minute=None, tokens_per_minute=None,

@@ -21,7 +21,7 @@ def fuzzed(tiny_run_dir):
     """A server of its own: the fuzzer also pauses and resumes it through /admin."""
     from lawtune.serving.settings import ServeSettings
 
-    live = start_server(ServeSettings(model=str(tiny_run_dir), max_batch_size=8, default_max_tokens=4))
+    live = start_server(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=8, default_max_tokens=4))
     yield live
     live.stop()
 

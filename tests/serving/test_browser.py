@@ -53,7 +53,7 @@ def long_answer_server(tiny_run_dir):
 
     from lawtune.serving.settings import ServeSettings
 
-    live = start_server(ServeSettings(model=str(tiny_run_dir), max_batch_size=4, default_max_tokens=600))
+    live = start_server(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=4, default_max_tokens=600))
     yield live
     live.stop()
 
@@ -107,7 +107,7 @@ def test_service_unavailable_shows_a_friendly_notice(browser, tiny_run_dir):
 
     from lawtune.serving.settings import ServeSettings
 
-    live = start_server(ServeSettings(model=str(tiny_run_dir)), engine=NeverReadyEngine(), wait_ready=False)
+    live = start_server(ServeSettings(model=str(tiny_run_dir), dtype="float32"), engine=NeverReadyEngine(), wait_ready=False)
     try:
         page = browser.new_page()
         page.goto(live.url + "/")

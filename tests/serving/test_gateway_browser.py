@@ -29,7 +29,7 @@ def test_chat_page_hides_the_input_while_paused(tiny_run_dir):
 
     from lawtune.serving.settings import ServeSettings
 
-    server = InProcessServer(ServeSettings(model=str(tiny_run_dir), serve_base=False, default_max_tokens=8,
+    server = InProcessServer(ServeSettings(model=str(tiny_run_dir), dtype="float32", serve_base=False, default_max_tokens=8,
                                            gateway=GatewaySettings(open_access=True))).start()
     try:
         with sync_playwright() as playwright:

@@ -31,7 +31,7 @@ def upstream(tiny_run_dir, tmp_path_factory):
 def front(upstream, tiny_run_dir):
     from lawtune.serving.settings import ServeSettings
 
-    settings = ServeSettings(model=str(tiny_run_dir), upstream=upstream.url, default_max_tokens=8,
+    settings = ServeSettings(model=str(tiny_run_dir), dtype="float32", upstream=upstream.url, default_max_tokens=8,
                              gateway=GatewaySettings(open_access=True, breaker_failures=2, breaker_cooldown_s=1.0))
     server = InProcessServer(settings).start()
     yield server

@@ -29,7 +29,7 @@ def kb_file(tmp_path_factory):
 def kb_server(tiny_run_dir, kb_file):
     from lawtune.serving.settings import ServeSettings
 
-    live = start_server(ServeSettings(model=str(tiny_run_dir), max_batch_size=4, default_max_tokens=16,
+    live = start_server(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=4, default_max_tokens=16,
                                       kb=str(kb_file), kb_k=3, degrade_to_kb=True))
     yield live
     live.stop()
@@ -110,7 +110,7 @@ def test_open_breaker_answers_with_the_articles(kb_server):
 def test_without_degrade_flag_a_paused_kb_server_still_says_503(tiny_run_dir, kb_file):
     from lawtune.serving.settings import ServeSettings
 
-    live = start_server(ServeSettings(model=str(tiny_run_dir), max_batch_size=2, default_max_tokens=4,
+    live = start_server(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=2, default_max_tokens=4,
                                       serve_base=False, kb=str(kb_file)))
     try:
         live.app.state.gateway.switch.pause()

@@ -21,7 +21,7 @@ def kb_server(tiny_run_dir, tmp_path_factory):
 
     kb = tmp_path_factory.mktemp("browser-kb") / "kb.sqlite"
     build([], kb)
-    live = start_server(ServeSettings(model=str(tiny_run_dir), max_batch_size=2, default_max_tokens=8,
+    live = start_server(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=2, default_max_tokens=8,
                                       serve_base=False, kb=str(kb), degrade_to_kb=True))
     yield live
     live.stop()

@@ -18,7 +18,31 @@ from lawtune.errors import LawtuneError
 from lawtune.modeling.chat import ChatFormat, resolve_template
 from lawtune.modeling.runs import is_run_dir, read_run, resolve_model_path
 
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # auto: bfloat16 where the hardware has it, else float32
+
+
+def bf16_supported() -> bool:
+    """bf16 pays off only with hardware bf16: a CUDA GPU that has it, or a CPU with AVX512-BF16/AMX.
+
+    Without it a CPU emulates bf16 matmuls and is slower than float32, so `auto` must not pick it there."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(dtype: str) -> str:
+    """The dtype weights are loaded in: `auto` → bfloat16 with hardware bf16, else float32; others as given."""
+    if dtype not in DTYPES:
+        raise LawtuneError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    if dtype == "auto":
+        return "bfloat16" if bf16_supported() else "float32"
+    return dtype
 
 
 @dataclass
@@ -44,8 +68,7 @@ def load_base(path: Path, dtype: str = "float32", trust_remote_code: bool = Fals
     import torch
     from transformers import AutoModelForCausalLM
 
-    if dtype not in DTYPES:
-        raise LawtuneError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    dtype = resolve_dtype(dtype)
     if not (path / "config.json").is_file():
         raise LawtuneError(f"{path} is not a Hugging Face model folder (no config.json); import it with `lawtune model import {path}`")
     model = AutoModelForCausalLM.from_pretrained(

@@ -108,7 +108,8 @@ async def _start_engine(app: FastAPI) -> None:
     try:
         await app.state.engine.start()
         app.state.ready = True
-        log.info("ready: serving %s", ", ".join(app.state.engine.model_ids))
+        dtype = getattr(app.state.engine, "dtype", None)  # a local engine's resolved weights dtype
+        log.info("ready: serving %s%s", ", ".join(app.state.engine.model_ids), f" in {dtype}" if dtype else "")
     except Exception as error:  # shown by /readyz; the process stays up so the operator can see why
         app.state.load_error = f"{type(error).__name__}: {error}"
         log.exception("the engine failed to start")

@@ -64,7 +64,7 @@ def serve(
     host: str = typer.Option(default("host"), help="address to listen on (keep loopback unless the gateway guards it)"),
     port: int = typer.Option(default("port"), help="TCP port"),
     max_batch_size: int = typer.Option(default("max_batch_size"), help="sequences generated together (continuous batching)"),
-    dtype: str = typer.Option(default("dtype"), help="float32, bfloat16 (faster on CPUs with AVX512-BF16) or float16"),
+    dtype: str = typer.Option(default("dtype"), help="auto (bfloat16 where the CPU/GPU has bf16, else float32), float32, bfloat16 or float16"),
     adapter: str = typer.Option(default("adapter"), help="which adapter of a run: best or final"),
     serve_base: bool = typer.Option(default("serve_base"), "--serve-base/--no-base",
                                     help="also serve the run's base model as RUN:base (alias `base`; no extra memory)"),

@@ -25,7 +25,9 @@ class ServeSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     adapter: Literal["best", "final"] = "best"
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # auto: bfloat16 on hardware with bf16 (AVX512-BF16/AMX CPUs, most GPUs) — 2.75× the float32 throughput
+    # at 8 clients there (docs/serving.md) — else float32, which is faster than emulated bf16
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     serve_base: bool = Field(True, description="also serve the run's base model as RUN:base (alias `base`)")
     max_batch_size: int = Field(8, ge=1, le=256, description="sequences generated together")
     default_max_tokens: int = Field(512, ge=1, description="new tokens when a request gives no max_tokens")

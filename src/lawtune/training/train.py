@@ -21,6 +21,7 @@ from lawtune.data.conversations import read_examples
 from lawtune.errors import LawtuneError
 from lawtune.fsutil import atomic_dir, atomic_write_json, atomic_write_text, sha256_file, sha256_tree
 from lawtune.modeling.chat import ChatFormat, resolve_template
+from lawtune.modeling.loading import bf16_supported
 from lawtune.modeling.runs import (CONFIG_FILE, FINAL_ADAPTER_DIR, RUN_INFO, TEMPLATE_FILE, TENSORBOARD_DIR, TOKENIZER_DIR,
                                    base_model_record, base_model_reference, resolve_model_path)
 from lawtune.training.config import LAWTUNE_READS, TrainConfig, config_to_yaml, load_config
@@ -270,16 +271,3 @@ def training_arguments(config: TrainConfig, run_dir: Path, has_dev: bool):
     if torch.cuda.is_available() is False and args.fp16:
         raise LawtuneError("training_args.fp16 needs a CUDA GPU; use bf16: auto on a CPU")
     return args, precision
-
-
-def bf16_supported() -> bool:
-    """bf16 autocast pays off only with hardware bf16: a CUDA GPU that has it, or a CPU with AVX512-BF16/AMX."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -83,7 +83,7 @@ class LocalEngine:
     """
 
     def __init__(self, spec: str | Path, *, lora_modules: dict[str, str] | None = None, name: str | None = None,
-                 max_batch_size: int = 8, dtype: str = "float32", serve_base: bool = True, adapter: str = "best",
+                 max_batch_size: int = 8, dtype: str = "auto", serve_base: bool = True, adapter: str = "best",
                  max_context: int | None = None, decoding: DecodingPolicy | None = None):
         self.spec, self.dtype, self.adapter, self.name = spec, dtype, adapter, name
         self.lora_modules = dict(lora_modules or {})
@@ -112,7 +112,7 @@ class LocalEngine:
 
     def _load(self) -> None:
         from lawtune.modeling.chat import ChatFormat, resolve_template
-        from lawtune.modeling.loading import load_base, load_tokenizer
+        from lawtune.modeling.loading import load_base, load_tokenizer, resolve_dtype
         from lawtune.modeling.runs import is_run_dir, read_run, resolve_model_path
         from lawtune.serving.batch import DecodeBatch, transpose_output_head
 
@@ -135,6 +135,7 @@ class LocalEngine:
                 raise LawtuneError(f"--lora-modules {name}={folder}: that run was trained on {run.base_model}, not on "
                                    f"{base_path}; adapters share one base model, so serve it from its own server")
             runs[name] = run
+        self.dtype = resolve_dtype(self.dtype)  # `auto` becomes what this machine runs fastest (reported in ready)
         model = load_base(base_path, self.dtype)
         if base_chat is None:
             tokenizer = load_tokenizer(base_path)
