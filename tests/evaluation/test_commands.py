@@ -7,24 +7,16 @@ import subprocess
 import sys
 
 import pytest
-from typer.testing import CliRunner
 
-from lawtune.cli import app
+from evaluation_helpers import invoke
 
 FAST = ["--max-new-tokens", "6", "--mcq-limit", "2"]
-runner = CliRunner()
-
-
-def _invoke(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
 
 
 @pytest.fixture(scope="module")
 def eval_dir(tiny_run_dir, qa_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval") / "first"
-    _invoke("eval", tiny_run_dir, "--data", qa_file, "--out", out, *FAST)
+    invoke("eval", tiny_run_dir, "--data", qa_file, "--out", out, *FAST)
     return out
 
 
@@ -44,13 +36,13 @@ def test_eval_writes_metrics_and_predictions(eval_dir, qa_file):
 
 
 def test_eval_default_budget_fits_the_references(tiny_run_dir, qa_file, tmp_path):
-    _invoke("eval", tiny_run_dir, "--data", qa_file, "--out", tmp_path, "--no-mcq", "--limit", "1")
+    invoke("eval", tiny_run_dir, "--data", qa_file, "--out", tmp_path, "--no-mcq", "--limit", "1")
     record = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
     assert record["generation"]["max_new_tokens"] >= 384
 
 
 def test_eval_twice_gives_identical_metrics(eval_dir, tiny_run_dir, qa_file, tmp_path):
-    _invoke("eval", tiny_run_dir, "--data", qa_file, "--out", tmp_path, *FAST)
+    invoke("eval", tiny_run_dir, "--data", qa_file, "--out", tmp_path, *FAST)
     first = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
     second = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
     for record in (first, second):
@@ -60,7 +52,7 @@ def test_eval_twice_gives_identical_metrics(eval_dir, tiny_run_dir, qa_file, tmp
 
 
 def test_compare_writes_markdown_and_html_reports(tiny_run_dir, qa_file, tmp_path):
-    result = _invoke("compare", "base", tiny_run_dir, "--data", qa_file, "--out", tmp_path, *FAST, "--limit", "3")
+    result = invoke("compare", "base", tiny_run_dir, "--data", qa_file, "--out", tmp_path, *FAST, "--limit", "3")
     assert "ROUGE-L" in result.output
     markdown = (tmp_path / "report.md").read_text(encoding="utf-8")
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
@@ -87,7 +79,7 @@ def test_infer_is_deterministic_and_sampling_is_seeded(tiny_run_dir):
     assert first == infer(str(tiny_run_dir), prompt, settings)
     sampled = [infer(str(tiny_run_dir), prompt, GenerationSettings(max_new_tokens=12, do_sample=True, seed=s)) for s in (1, 1)]
     assert sampled[0] == sampled[1]  # sampling is opt-in and seeded
-    result = _invoke("infer", tiny_run_dir, "--prompt", prompt, "--max-new-tokens", "12")
+    result = invoke("infer", tiny_run_dir, "--prompt", prompt, "--max-new-tokens", "12")
     assert first in result.output
     base = infer(str(tiny_run_dir), prompt, settings, base_only=True)
     assert base == infer(str(tiny_run_dir), prompt, settings, base_only=True)

@@ -8,18 +8,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
 from lawtune.cli import app
 
+from evaluation_helpers import invoke, runner
+
 FAST = ["--max-new-tokens", "6", "--no-mcq"]
-runner = CliRunner()
-
-
-def _invoke(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +38,7 @@ def test_eval_with_kb_asks_with_articles_and_checks_citations(tiny_run_dir, qa_f
         return real_generate(loaded, conversations, settings, **kwargs)
 
     monkeypatch.setattr(evaluate, "generate", spy)
-    _invoke("eval", tiny_run_dir, "--data", qa_file, "--out", tmp_path, *FAST, "--kb", kb_file, "--kb-k", "2")
+    invoke("eval", tiny_run_dir, "--data", qa_file, "--out", tmp_path, *FAST, "--kb", kb_file, "--kb-k", "2")
     record = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
     rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     assert record["kb"]["path"] == str(kb_file) and record["kb"]["sha256"] == sha256_file(kb_file)
@@ -64,7 +58,7 @@ def test_eval_with_kb_asks_with_articles_and_checks_citations(tiny_run_dir, qa_f
 
 
 def test_check_kb_alone_checks_without_retrieval(tiny_run_dir, qa_file, kb_file, tmp_path):
-    _invoke("eval", tiny_run_dir, "--data", qa_file, "--out", tmp_path, *FAST, "--limit", "2", "--check-kb", kb_file)
+    invoke("eval", tiny_run_dir, "--data", qa_file, "--out", tmp_path, *FAST, "--limit", "2", "--check-kb", kb_file)
     record = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
     rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     assert record["kb"]["path"] is None and record["kb"]["check"]["path"] == str(kb_file)
@@ -73,7 +67,7 @@ def test_check_kb_alone_checks_without_retrieval(tiny_run_dir, qa_file, kb_file,
 
 
 def test_compare_with_kb_reports_citation_rows(tiny_run_dir, qa_file, kb_file, tmp_path):
-    result = _invoke("compare", "base", tiny_run_dir, "--data", qa_file, "--out", tmp_path, *FAST, "--limit", "2",
+    result = invoke("compare", "base", tiny_run_dir, "--data", qa_file, "--out", tmp_path, *FAST, "--limit", "2",
                      "--kb", kb_file)
     assert "citation precision" in result.output
     for side in ("base", "tuned"):
@@ -96,7 +90,7 @@ def test_infer_and_chat_with_kb_show_the_articles(tiny_run_dir, kb_file):
         infer(str(tiny_run_dir), "劳动合同法第82条怎么规定的？", GenerationSettings(max_new_tokens=4), rag=rag,
               write=lambda *a, **k: lines.append(a[0] if a else ""))
     assert any("[资料1] 《劳动合同法》第八十二条" in line for line in lines)
-    result = _invoke("infer", tiny_run_dir, "--prompt", "离婚需要什么材料", "--max-new-tokens", "4", "--kb", kb_file)
+    result = invoke("infer", tiny_run_dir, "--prompt", "离婚需要什么材料", "--max-new-tokens", "4", "--kb", kb_file)
     assert "[资料1] 《民法典》" in result.output
 
     questions = iter(["离婚需要什么材料", "/exit"])
