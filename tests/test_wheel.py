@@ -53,15 +53,19 @@ def _run(bin_dir: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
-def test_the_wheel_ships_the_bundled_files_and_imports_from_its_own_copy(installed, tmp_path):
+def test_the_wheel_ships_the_bundled_files_and_converters_and_imports_from_its_own_copy(installed, tmp_path):
     probe = subprocess.run(
         [str(installed / "python"), "-c",
          "import lawtune, lawtune.bundled as b; print(lawtune.__file__); "
-         "print(b.sample_csv().is_file(), b.config('demo').is_file(), (b.benchmarks_dir() / 'jecqa_single.jsonl').is_file())"],
+         "print(b.sample_csv().is_file(), b.config('demo').is_file(), (b.benchmarks_dir() / 'jecqa_single.jsonl').is_file()); "
+         "from lawtune.export.gguf import VENDORED as v; "
+         "print((v / 'convert_hf_to_gguf.py').is_file(), (v / 'gguf-py' / 'gguf' / 'gguf_writer.py').is_file(), "
+         "(v / 'conversion' / 'gemma.py').is_file(), (v / 'LICENSE').is_file())"],
         cwd=tmp_path, capture_output=True, text=True, check=True)
-    location, found = probe.stdout.splitlines()
+    location, found, converters = probe.stdout.splitlines()
     assert str(installed.parent) in location and str(REPO) not in location
     assert found == "True True True"
+    assert converters == "True True True True"  # llama.cpp's vendored converters travel in the wheel
 
 
 def test_demo_quick_and_eval_on_bundled_sets_run_from_the_installed_wheel(installed, tiny_model_dir, tmp_path):

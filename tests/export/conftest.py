@@ -5,42 +5,20 @@
 - `spm_model_dir`: a tiny Gemma 3 whose tokenizer is a SentencePiece model (`tokenizer.model`, trained here on the
   fixture corpus) — the kind of tokenizer Gemma ships and llama.cpp's converter reads. The session's other tiny
   model has a byte-level BPE of its own, which llama.cpp's converter rightly refuses (unknown pre-tokenizer).
-- `gguf_base`: that model converted to GGUF by llama.cpp's converter and imported with `lawtune model import
-  FILE.gguf`, exactly as the default model arrives (a GGUF → a transformers folder with a rebuilt tokenizer);
-  `gguf_run_dir` is a short training run on it.
+- `gguf_file`: that model converted to GGUF by llama.cpp's converter; `gguf_run_dir`: a short run on it after
+  `lawtune model import FILE.gguf`, exactly as the default model arrives (a GGUF → a transformers folder whose
+  tokenizer is rebuilt from the GGUF, no tokenizer.model).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+import os
 from pathlib import Path
 
 import pytest
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-
-
-def train_tiny(model: str, folder: Path, steps: int = 6, **peft) -> Path:
-    import yaml
-
-    from lawtune.training.train import run
-
-    lines = [l.strip() for l in (FIXTURES / "corpus.txt").read_text(encoding="utf-8").splitlines() if l.strip()]
-    rows = [{"conversations": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
-            for q, a in zip(lines[0::2], lines[1::2])]
-    for name, part in (("train", rows[:24]), ("dev", rows[56:60])):
-        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part), encoding="utf-8")
-    config = {
-        "model": {"name_or_path": model, "chat_template": "gemma"},
-        "data_config": {"train_file": str(folder / "train.jsonl"), "val_file": str(folder / "dev.jsonl")},
-        "max_input_length": 48, "max_output_length": 48,
-        "training_args": {"output_dir": str(folder / "run"), "max_steps": steps, "learning_rate": 3e-2, "logging_steps": 2,
-                          "eval_steps": 3, "save_steps": 3, "per_device_train_batch_size": 4},
-        "peft_config": {"r": 4, "lora_alpha": 8, **peft},
-    }
-    (folder / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    return run(folder / "config.yaml", resume="none")
+from export_helpers import FIXTURES, train_tiny
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +28,8 @@ def token_run_dir(tiny_model_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def spm_model_dir(tmp_path_factory) -> Path:
-    """A 2-layer, width-16 Gemma 3 with a 1,400-piece SentencePiece BPE (byte fallback), Gemma's special ids."""
+    """A 2-layer, width-16 Gemma 3 (head dim 256) with a 1,400-piece SentencePiece BPE (byte fallback), Gemma's
+    special ids, `<start_of_turn>` / `<end_of_turn>` as control pieces like Gemma's."""
     import sentencepiece as spm
     import torch
     from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
@@ -59,7 +38,7 @@ def spm_model_dir(tmp_path_factory) -> Path:
     spm.SentencePieceTrainer.train(
         input=str(FIXTURES / "corpus.txt"), model_prefix=str(out / "tokenizer"), model_type="bpe", vocab_size=1400,
         character_coverage=0.98, byte_fallback=True, pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>",
-        eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>", user_defined_symbols=["<start_of_turn>", "<end_of_turn>"],
+        eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>", control_symbols=["<start_of_turn>", "<end_of_turn>"],
         add_dummy_prefix=False, remove_extra_whitespaces=False, normalization_rule_name="identity", minloglevel=2)
     (out / "tokenizer.vocab").unlink()
     (out / "tokenizer_config.json").write_text(json.dumps({
@@ -69,8 +48,10 @@ def spm_model_dir(tmp_path_factory) -> Path:
     tokenizer.save_pretrained(out)  # adds tokenizer.json next to tokenizer.model
     config = Gemma3TextConfig(
         vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=8, max_position_embeddings=1024, sliding_window=64,
-        pad_token_id=0, bos_token_id=2, eos_token_id=1)
+        num_key_value_heads=1, max_position_embeddings=1024, sliding_window=64,
+        # head_dim = query_pre_attn_scalar = 256, as in the real Gemma 3 270M: GGUF has no key for the scalar, so
+        # llama.cpp scales attention by the head dim, and transformers' GGUF import sets the scalar to 256
+        head_dim=256, query_pre_attn_scalar=256, pad_token_id=0, bos_token_id=2, eos_token_id=1)
     torch.manual_seed(0)
     Gemma3ForCausalLM(config).save_pretrained(out)
     return out
@@ -85,34 +66,20 @@ def gguf_file(spm_model_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def gguf_home(gguf_file, tmp_path_factory) -> Path:
-    """A LAWTUNE_HOME holding the GGUF imported by `lawtune model import` (kept for the session)."""
-    import os
+def gguf_run_dir(gguf_file, tmp_path_factory) -> Path:
+    """`lawtune model import tiny-f32.gguf` into a model cache, then a short run on it with a trained end-of-turn
+    row (like a run on the default model). The run records the base's absolute path, so later tests (each with
+    a model cache of its own) still find it."""
+    from lawtune.modeling.importer import import_model
 
     home = tmp_path_factory.mktemp("gguf-home")
     old = os.environ.get("LAWTUNE_HOME")
     os.environ["LAWTUNE_HOME"] = str(home)
     try:
-        from lawtune.modeling.importer import import_model
-
         import_model(str(gguf_file), name="tiny-gguf")
+        return train_tiny("tiny-gguf", tmp_path_factory.mktemp("gguf-run"), trainable_token_indices=["<end_of_turn>"])
     finally:
-        os.environ["LAWTUNE_HOME"] = old or ""
-    return home
-
-
-@pytest.fixture()
-def gguf_run_dir(gguf_home, tmp_path_factory, monkeypatch) -> Path:
-    """A run on the GGUF-imported base (like a run on the default model), with a trained end-of-turn row."""
-    monkeypatch.setenv("LAWTUNE_HOME", str(gguf_home))
-    return _gguf_run(tmp_path_factory)
-
-
-_RUNS: dict[str, Path] = {}
-
-
-def _gguf_run(tmp_path_factory) -> Path:
-    if "run" not in _RUNS:
-        _RUNS["run"] = train_tiny("tiny-gguf", tmp_path_factory.mktemp("gguf-run"), steps=6,
-                                  trainable_token_indices=["<end_of_turn>"])
-    return _RUNS["run"]
+        if old is None:
+            os.environ.pop("LAWTUNE_HOME", None)
+        else:
+            os.environ["LAWTUNE_HOME"] = old

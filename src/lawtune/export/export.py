@@ -53,8 +53,8 @@ def run(run_dir: str | Path, fmt: str, out_dir: str | Path, *, adapter: str = "b
 
     info = read_run(run_dir)
     adapter_dir = info.adapter_dir("best" if adapter == "best" else "final")
-    if fmt in ("gguf", "gguf-lora", "ollama") and (quant.lower() != "none" or fmt != "gguf-lora"):
-        g.require_llama_cpp()
+    if fmt == "gguf" and quant.lower() != "none":
+        g.require_llama_cpp()  # fail before the merge and the conversion, not after
     say(f"exporting {adapter_dir} as {fmt} into {out_dir}")
     with atomic_dir(out_dir) as tmp:
         if fmt == "merged":

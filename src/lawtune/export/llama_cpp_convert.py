@@ -66,6 +66,8 @@ def main() -> None:
         model_class = get_model_class(get_model_architecture(hparams, ModelType.TEXT))
 
         class WithVocabFrom(model_class):  # ty: ignore[unsupported-base]
+            model_arch = model_class.model_arch  # the converter's registry asks every subclass for it
+
             def set_vocab(self):
                 copy_vocab(self.gguf_writer, args.vocab_from, template)
 

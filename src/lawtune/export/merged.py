@@ -13,6 +13,7 @@ token among the eos ids, so every engine stops where lawtune stops. The merge is
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from lawtune.errors import LawtuneError
@@ -48,6 +49,10 @@ def write_merged(run: RunInfo, adapter_dir: Path, out_dir: Path, dtype: str = "f
     tokenizer.chat_template = run.template
     tokenizer.save_pretrained(out_dir)
     _template_in_tokenizer_config(out_dir, run.template)
+    # transformers 5 saves only tokenizer.json; a SentencePiece base's own model file goes along, since
+    # llama.cpp's converter (and older readers) build the vocabulary from it
+    if (run.base_model / "tokenizer.model").is_file():
+        shutil.copy2(run.base_model / "tokenizer.model", out_dir / "tokenizer.model")
     return chat
 
 
