@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from lawtune.errors import LawtuneError
 from lawtune.modeling.chat import ChatFormat
+from lawtune.modeling.decoding import DecodingPolicy
 
 _U, _A, _S = "\u2063USER\u2063", "\u2063ANSWER\u2063", "\u2063SYSTEM\u2063"
 
@@ -80,9 +81,9 @@ def modelfile(chat: ChatFormat, from_file: str, adapter: str | None = None, syst
     lines.append(f'TEMPLATE """{template}"""')
     stops = sorted({chat.end_of_turn_text, *(t for t in [chat.tokenizer.eos_token] if t)})
     lines += [f'PARAMETER stop "{stop}"' for stop in stops]
-    # lawtune's default decoding: greedy, repetition penalty 1.2 (lawtune applies it to the answer's tokens
+    # lawtune's default decoding: greedy, its repetition penalty (lawtune applies it to the answer's tokens
     # only; Ollama's to the last 64 tokens, prompt included: the nearest setting Ollama has)
-    lines += ["PARAMETER temperature 0", "PARAMETER repeat_penalty 1.2"]
+    lines += ["PARAMETER temperature 0", f"PARAMETER repeat_penalty {DecodingPolicy().repetition_penalty}"]
     if system:
         lines.append(f'SYSTEM """{system}"""')
     return "\n".join(lines) + "\n"
