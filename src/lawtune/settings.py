@@ -46,7 +46,7 @@ def defaults(source: Any) -> dict[str, Any]:
             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
 
 
-def describe(source: Any, name: str) -> str | None:
+def field_help(source: Any, name: str) -> str | None:
     """The help text of one setting: a pydantic Field's description or a dataclass field's metadata["help"]."""
     if isinstance(source, type) and issubclass(source, BaseModel):
         return source.model_fields[name].description
@@ -58,7 +58,7 @@ def describe(source: Any, name: str) -> str | None:
 def option(source: Any, name: str, *param_decls: str, default: Any = ..., help: str | None = None, **kwargs: Any) -> Any:
     """A typer option for the setting `name` of `source`: its flag, its default and its help, unless given."""
     value = defaults(source)[name] if default is ... else default
-    return typer.Option(value, *(param_decls or (flag(name),)), help=help or describe(source, name), **kwargs)
+    return typer.Option(value, *(param_decls or (flag(name),)), help=help or field_help(source, name), **kwargs)
 
 
 def validate(settings: type[BaseModel], values: dict[str, Any], command: str, *, as_flags: bool = False) -> Any:
