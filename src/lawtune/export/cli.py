@@ -17,7 +17,7 @@ def export_command(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (written whole or not at all)."),
     adapter: str = typer.Option("best", "--adapter", help="best (the best dev checkpoint, what reports measure) or final."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Float type of the weights: f32, f16 or bf16 (default: bf16 for merged, f16 for GGUF files)."),
-    quant: str = typer.Option("Q4_K_M", "--quant", help="llama.cpp quantization of the GGUF model (gguf) or of a converted base (gguf-lora): Q8_0, Q4_K_M, Q5_K_M, Q6_K, Q4_0 or none."),
+    quant: str = typer.Option("Q8_0", "--quant", help="llama.cpp quantization of the GGUF model (gguf) or of a converted base (gguf-lora): Q8_0, Q4_K_M, Q5_K_M, Q6_K, Q4_0 or none. Q8_0 by default: a Q4_K_M of the merged default model answers differently from the first token (docs/export.md)."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty output folder."),
 ) -> None:
     """Export a run for the engines people run: transformers / vLLM (merged, vllm), llama.cpp / Ollama (gguf, gguf-lora, ollama).

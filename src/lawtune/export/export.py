@@ -1,7 +1,7 @@
 """`lawtune export RUN --to FORMAT -o DIR`: hand the tuned model to the engines people already run.
 
     lawtune export runs/demo --to merged -o out/export/merged      # HF folder: transformers, pipeline, vLLM
-    lawtune export runs/demo --to gguf -o out/export/gguf          # llama.cpp: f16 + Q4_K_M of the merged model
+    lawtune export runs/demo --to gguf -o out/export/gguf          # llama.cpp: f16 + Q8_0 of the merged model
     lawtune export runs/demo --to gguf-lora -o out/export/lora     # the original base GGUF + the adapter as GGUF LoRA
     lawtune export runs/demo --to ollama -o out/export/ollama      # gguf-lora files + a Modelfile
     lawtune export runs/demo --to vllm -o out/export/vllm          # adapter + template + the `vllm serve` line
@@ -29,7 +29,7 @@ FORMATS = ("merged", "gguf", "gguf-lora", "ollama", "vllm")
 
 
 def run(run_dir: str | Path, fmt: str, out_dir: str | Path, *, adapter: str = "best", dtype: str | None = None,
-        quant: str = "Q4_K_M", force: bool = False, say=print) -> Path:
+        quant: str = "Q8_0", force: bool = False, say=print) -> Path:
     """Export the run's adapter (`best`, or `final`) as `fmt` into `out_dir`; returns `out_dir`."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     # Gemma's activations overflow float16 in transformers (bfloat16 is its native type); llama.cpp computes in

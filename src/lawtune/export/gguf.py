@@ -75,10 +75,22 @@ def quantize(src: Path, dst: Path, qtype: str) -> Path:
     ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{qtype.upper()}", None)
     if ftype is None:
         raise LawtuneError(f"quantization type {qtype!r} is unknown to llama.cpp; use one of {', '.join(QUANT_TYPES)}")
+    import logging
+
+    from llama_cpp import _logger
+
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype
     params.nthread = os.cpu_count() or 1
-    if llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params) != 0:
+    # llama.cpp logs every tensor (and each fallback: rows of Gemma 3 270M are 640 wide, not a multiple of the
+    # 256 that k-quants need, so those tensors take Q5_0 / Q8_0, as llama-quantize does): errors only
+    level = _logger.logger.level
+    _logger.logger.setLevel(logging.ERROR)
+    try:
+        failed = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params) != 0
+    finally:
+        _logger.logger.setLevel(level)
+    if failed:
         raise LawtuneError(f"llama.cpp could not quantize {src} to {qtype}")
     return dst
 
