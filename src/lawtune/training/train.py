@@ -72,6 +72,10 @@ def run(config_path: Path, overrides: list[str] | tuple[str, ...] = (), resume: 
 
     # ---- trainer -------------------------------------------------------------------------------------------
     trainer = _build_trainer(config, args, run_dir, model_dir, train, dev, tokenizer, chat)
+    # imported now, not after an hour of training: code changed under a running process (an upgrade, a
+    # checkout) once made the final import fail after the adapter was saved, leaving run.json "training"
+    from lawtune.training.plot import plot_loss_curve
+
     started = time.monotonic()
     trainer.train(resume_from_checkpoint=str(start) if start else None)
     seconds = time.monotonic() - started
@@ -80,8 +84,6 @@ def run(config_path: Path, overrides: list[str] | tuple[str, ...] = (), resume: 
     if state.is_main_process:
         with atomic_dir(run_dir / FINAL_ADAPTER_DIR) as tmp:
             trainer.model.save_pretrained(tmp)
-        from lawtune.training.plot import plot_loss_curve
-
         plot_loss_curve(run_dir)
         tokens = trainer.token_counter.tokens * max(state.num_processes, 1)
         _write_run_info(run_dir, config, model_dir, tokenizer, chat, train, dev, status="finished", extra={
