@@ -57,3 +57,14 @@ def test_served_model_reports_its_resolved_dtype(tiny_run_dir):
     engine._load()  # what start() runs in a thread, without the decode worker
     assert engine.dtype == resolve_dtype("auto")
     assert str(next(engine.model.parameters()).dtype) == f"torch.{engine.dtype}"
+
+
+def test_the_command_line_never_asks_the_hub():
+    """PEFT looks an adapter's base up by name when it saves; under `lawtune` that must stay offline."""
+    import subprocess
+    import sys
+
+    code = "import lawtune.cli, huggingface_hub.constants as c; print(c.HF_HUB_OFFLINE)"
+    env = {k: v for k, v in __import__("os").environ.items() if k != "HF_HUB_OFFLINE"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "True"

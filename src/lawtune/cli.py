@@ -6,6 +6,7 @@ Each area module (`lawtune.<area>.cli`) holds its typer commands and imports onl
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
@@ -41,6 +42,11 @@ def _register() -> None:
     export_cli.register(app)
     demo.register(app)
 
+
+# lawtune never downloads: a model name that is not a local folder (PEFT looks up an adapter's base by the
+# imported model's name when it saves) must not turn into a Hugging Face Hub request. Set before
+# huggingface_hub is imported (it reads the variable once); a user may still export HF_HUB_OFFLINE=0.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 _register()
 
