@@ -321,12 +321,19 @@ def test_cors_preflight_needs_no_key_and_answers_carry_the_origin(multi):
     assert httpx.get(multi.url + "/v1/models").status_code == 401  # keys still guard the API
 
 
-def test_a_queued_stream_gets_keepalives_then_an_in_stream_error_then_done(multi):
+def test_a_queued_stream_gets_keepalives_then_an_in_stream_error_then_done(multi, tiny_run_dir):
     """One slot: while a long answer holds it, a second stream is answered at once (200) and gets `: ping`
     comments while it waits; its request then fails in the engine (a token id outside the vocabulary),
     which arrives as an error event followed by [DONE]."""
+    from transformers import AutoTokenizer
+
     headers = {"Authorization": f"Bearer {ADMIN}"}
-    long_body = {"model": "legal:base", "messages": QUESTION, "max_tokens": 900, "stream": True, "temperature": 0}
+    # the holder must really hold the slot: sampled (a greedy random model loops and the repetition stop
+    # ends it early) and never allowed to stop, so only max_tokens or the release ends it
+    tokenizer = AutoTokenizer.from_pretrained(tiny_run_dir / "tokenizer")
+    stops = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<end_of_turn>")} - {None}
+    long_body = {"model": "legal:base", "messages": QUESTION, "max_tokens": 900, "stream": True, "temperature": 1.0,
+                 "seed": 0, "logit_bias": {str(i): -100 for i in stops}}
     bad_body = {"model": "legal:base", "messages": QUESTION, "max_tokens": 4, "stream": True,
                 "logit_bias": {"99999999": 1}}
     holding, released = threading.Event(), threading.Event()
