@@ -55,9 +55,11 @@ DEFAULT_SETTINGS = ["none", "rep1.2+stop", "freq0.3+stop", "rep1.1+stop", "pres0
 
 
 def cpu_flags() -> str:
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
+    """The CPU flags that decide the matmul path, for every benchmark's header (stop_probe, serve_throughput, …)."""
+    from lawtune.modeling.loading import cpu_flags as read_flags
+
+    flags = read_flags()
+    if not flags:
         return platform.machine()
     return " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "none of avx2/avx512"
 

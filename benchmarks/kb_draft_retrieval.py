@@ -25,20 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from decoding_sweep import cpu_flags  # noqa: E402
 from kb_retrieval import KS, SHARED, gold_text, question_text  # noqa: E402
 
 from lawtune.kb import open_store  # noqa: E402
 from lawtune.kb.citations import find_citations  # noqa: E402
 from lawtune.kb.names import LawNames  # noqa: E402
-
-
-def cpu_flags() -> str:
-    flags = set()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
-    return ",".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "none"
 
 
 def make_drafts(model: str, questions: list[str], cache: Path, dtype: str, max_new_tokens: int) -> dict[str, str]:

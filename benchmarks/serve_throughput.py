@@ -148,12 +148,11 @@ def main() -> None:
                         help="also measure llama.cpp's server on the default model's GGUF (needs llama-cpp-python[server])")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from decoding_sweep import cpu_flags  # benchmarks/ is on sys.path when a script in it runs
     from lawtune.modeling.loading import resolve_dtype
 
-    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
-    shown = ",".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "none"
     args.dtype = resolve_dtype(args.dtype)  # both servers get the same, resolved dtype
-    print(f"model {args.model}, {args.new_tokens} new tokens per request, dtype {args.dtype}, CPU flags {shown}, "
+    print(f"model {args.model}, {args.new_tokens} new tokens per request, dtype {args.dtype}, CPU flags {cpu_flags()}, "
           f"{os.cpu_count()} CPUs (load average now {os.getloadavg()[0]:.1f})")
 
     table: dict[tuple[str, int], dict] = {}

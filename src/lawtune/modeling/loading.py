@@ -21,6 +21,14 @@ from lawtune.modeling.runs import is_run_dir, read_run, resolve_model_path
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # auto: bfloat16 where the hardware has it, else float32
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (/proc/cpuinfo); empty where there is no such file (not Linux)."""
+    try:
+        return set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return set()
+
+
 def bf16_supported() -> bool:
     """bf16 pays off only with hardware bf16: a CUDA GPU that has it, or a CPU with AVX512-BF16/AMX.
 
@@ -29,11 +37,7 @@ def bf16_supported() -> bool:
 
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def resolve_dtype(dtype: str) -> str:
