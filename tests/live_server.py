@@ -1,6 +1,7 @@
 """A real uvicorn server on a free loopback port, in a background thread of the test process.
 
-Imported by tests/serving/conftest.py and test modules (`from live_server import start_server`); kept out
+Imported by tests/serving/conftest.py and test modules of any folder (`from live_server import start_server`:
+tests/ is on sys.path, tests/conftest.py); kept out
 of conftest.py because several test folders have a conftest module and `import conftest` is ambiguous.
 """
 

@@ -1,0 +1,127 @@
+"""`lawtune serve --engine llama.cpp`: the run converted to a GGUF and served by llama.cpp's forward pass, with
+lawtune's own scheduler, API and decoding on top. Real servers on loopback, real llama.cpp.
+
+Here rather than in tests/serving because it needs this folder's GGUF fixtures: a run whose base was imported
+from a GGUF, as the default model is. f32 files, so that llama.cpp and transformers agree token for token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from live_server import start_server
+from lawtune.errors import LawtuneError
+from lawtune.serving.settings import ServeSettings
+
+QUESTIONS = ["公司拖欠工资怎么办？", "离婚需要什么材料？", "劳动合同到期不续签有补偿吗？", "试用期可以随时辞职吗？",
+             "租房押金不退怎么办？", "交通事故怎么赔偿？"]
+NO_REPETITION_CONTROL = {"repetition_penalty": 1.0, "repetition_stop": False}
+
+
+def _settings(run_dir, **extra) -> ServeSettings:
+    from lawtune.modeling.decoding import DecodingPolicy
+
+    return ServeSettings(model=str(run_dir), max_batch_size=4, default_max_tokens=12,
+                         decoding=DecodingPolicy(**NO_REPETITION_CONTROL), **extra)
+
+
+@pytest.fixture(scope="module")
+def servers(gguf_run_dir, tmp_path_factory):
+    """The same run on the torch engine (float32) and on the llama.cpp engine (an f32 GGUF)."""
+    import os
+
+    old = os.environ.get("LAWTUNE_HOME")
+    os.environ["LAWTUNE_HOME"] = str(tmp_path_factory.mktemp("llama-home"))  # where the served GGUF is cached
+    try:
+        torch_server = start_server(_settings(gguf_run_dir, dtype="float32"))
+        llama_server = start_server(_settings(gguf_run_dir, engine="llama.cpp", gguf_quant="f32"))
+    finally:
+        if old is not None:
+            os.environ["LAWTUNE_HOME"] = old
+    yield torch_server, llama_server
+    torch_server.stop()
+    llama_server.stop()
+
+
+def _ask(url: str, question: str, **body) -> dict:
+    reply = httpx.post(f"{url}/v1/chat/completions", timeout=120, json={
+        "messages": [{"role": "user", "content": question}], "temperature": 0, "max_tokens": 12, **body})
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
+def test_the_llama_cpp_engine_answers_as_the_torch_engine_does(servers):
+    torch_server, llama_server = servers
+    engine = llama_server.engine
+    assert engine.gguf.name == "model-f32.gguf" and engine.model_ids == [torch_server.engine.model_ids[0]]
+    for question in QUESTIONS[:3]:
+        ours, theirs = _ask(llama_server.url, question), _ask(torch_server.url, question)
+        assert ours["choices"][0]["message"] == theirs["choices"][0]["message"]
+        assert ours["usage"] == theirs["usage"]
+        assert ours["choices"][0]["finish_reason"] == theirs["choices"][0]["finish_reason"]
+
+
+def test_concurrent_requests_run_in_one_batch_and_answer_as_alone(servers):
+    _, llama_server = servers
+    engine = llama_server.engine
+    alone = {q: _ask(llama_server.url, q)["choices"][0]["message"]["content"] for q in QUESTIONS}
+
+    async def together() -> list[str]:
+        async with httpx.AsyncClient(base_url=llama_server.url, timeout=120) as http:
+            replies = await asyncio.gather(*(http.post("/v1/chat/completions", json={
+                "messages": [{"role": "user", "content": q}], "temperature": 0, "max_tokens": 12}) for q in QUESTIONS))
+        return [r.json()["choices"][0]["message"]["content"] for r in replies]
+
+    engine.peak_batch_size = 0
+    assert asyncio.run(together()) == [alone[q] for q in QUESTIONS]  # 6 requests through 4 slots
+    assert engine.peak_batch_size > 1
+    assert sorted(engine.batch._free) == [0, 1, 2, 3] and not engine.batch.sequences  # every KV slot freed
+
+
+def test_a_client_that_goes_away_frees_its_slot(servers):
+    _, llama_server = servers
+    engine = llama_server.engine
+    stops = engine._served[engine.model_ids[0]].chat.stop_token_ids
+    with httpx.stream("POST", f"{llama_server.url}/v1/chat/completions", timeout=60, json={
+            "messages": [{"role": "user", "content": QUESTIONS[0]}], "max_tokens": 200, "stream": True,
+            "logit_bias": {str(t): -100 for t in stops}}) as response:  # no end of turn: it would run 200 tokens
+        next(response.iter_lines())
+    for _ in range(100):
+        if not engine.batch.sequences:
+            break
+        asyncio.run(asyncio.sleep(0.05))
+    assert not engine.batch.sequences and len(engine.batch._free) == 4
+    assert _ask(llama_server.url, QUESTIONS[1])["choices"][0]["message"]["content"]  # the server still answers
+
+
+def test_sampling_penalties_and_logprobs_work_on_llama_cpp_logits(servers):
+    _, llama_server = servers
+    one = _ask(llama_server.url, QUESTIONS[0], temperature=0.9, seed=7, logprobs=True, top_logprobs=2,
+               repetition_penalty=1.3)
+    two = _ask(llama_server.url, QUESTIONS[0], temperature=0.9, seed=7, logprobs=True, top_logprobs=2,
+               repetition_penalty=1.3)
+    assert one["choices"][0]["message"] == two["choices"][0]["message"]  # a seed repeats the answer
+    content = one["choices"][0]["logprobs"]["content"]
+    assert content and all(len(token["top_logprobs"]) == 2 and token["logprob"] <= 0 for token in content)
+
+
+def test_a_prompt_longer_than_the_context_is_a_400(gguf_run_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("LAWTUNE_HOME", str(tmp_path / "home"))
+    server = start_server(_settings(gguf_run_dir, engine="llama.cpp", gguf_quant="f32", max_context=32))
+    try:
+        reply = httpx.post(f"{server.url}/v1/chat/completions", timeout=60, json={
+            "messages": [{"role": "user", "content": "劳动合同" * 40}], "max_tokens": 4})
+        assert reply.status_code == 400 and "context" in reply.json()["error"]["message"]
+    finally:
+        server.stop()
+
+
+def test_lora_modules_need_the_torch_engine(gguf_run_dir):
+    from lawtune.serving.cli import settings_from_flags
+
+    with pytest.raises(LawtuneError, match="lora_modules needs the torch engine"):
+        settings_from_flags({"model": str(gguf_run_dir), "engine": "llama.cpp",
+                             "lora_modules": {"other": str(gguf_run_dir)}})
