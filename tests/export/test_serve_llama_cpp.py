@@ -81,6 +81,26 @@ def test_concurrent_requests_run_in_one_batch_and_answer_as_alone(servers):
     assert sorted(engine.batch._free) == [0, 1, 2, 3] and not engine.batch.sequences  # every KV slot freed
 
 
+def test_a_prompt_reuses_the_kv_a_free_slot_holds_of_its_prefix(servers):
+    torch_server, llama_server = servers
+    batch = llama_server.engine.batch
+    first = _ask(llama_server.url, QUESTIONS[4])
+    before = batch.reused_tokens
+    again = _ask(llama_server.url, QUESTIONS[4])
+    prompt_tokens = again["usage"]["prompt_tokens"]
+    assert batch.reused_tokens - before == prompt_tokens - 1  # all but the last prompt token came from the slot
+    assert again["choices"][0]["message"] == first["choices"][0]["message"]
+    # a follow-up: the conversation so far is the cached prefix (the previous answer too, as the slot fed it)
+    follow_up = [{"role": "user", "content": QUESTIONS[4]}, first["choices"][0]["message"],
+                 {"role": "user", "content": "需要什么证据？"}]
+    before = batch.reused_tokens
+    body = {"messages": follow_up, "temperature": 0, "max_tokens": 12}
+    ours = httpx.post(f"{llama_server.url}/v1/chat/completions", json=body, timeout=60).json()
+    assert batch.reused_tokens - before > prompt_tokens
+    theirs = httpx.post(f"{torch_server.url}/v1/chat/completions", json=body, timeout=60).json()
+    assert ours["choices"][0]["message"] == theirs["choices"][0]["message"]
+
+
 def test_a_client_that_goes_away_frees_its_slot(servers):
     _, llama_server = servers
     engine = llama_server.engine

@@ -13,12 +13,15 @@ ones: the bandwidth a single stream is bound by), and every sequence of the batc
 (`kv_unified = false`), so `context` tokens are reserved per sequence and one long prompt cannot starve
 the others. Tokens are picked in Python by the same `pick_token` as the torch engine (repetition control,
 logit_bias, grammar masks, logprobs, sampling), on the logits llama.cpp returns.
+
+Prefix reuse: a slot keeps its KV after its request leaves; a new prompt goes to the free slot that already
+holds the longest prefix of it and prefills only the rest — the shared system or RAG instructions, and in a
+follow-up question the whole conversation so far (llama.cpp's own server reuses its slots' prompts the same way).
 """
 
 from __future__ import annotations
 
 import ctypes
-import heapq
 import logging
 import os
 from contextlib import contextmanager
@@ -87,7 +90,9 @@ class LlamaCppBatch:
         self._batch = llama_cpp.llama_batch_init(params.n_batch, 0, 1)
         self.sequences: list[Sequence] = []
         self._slot: dict[int, int] = {}  # id(seq) → its sequence id (KV stream) in llama.cpp
-        self._free = list(range(max_sequences))
+        self._free = list(range(max_sequences))  # sequence ids (KV streams) not in use
+        self._held: dict[int, list[int]] = {}  # slot → the tokens whose KV it holds (a free slot's: its last request's)
+        self.reused_tokens = 0  # prompt tokens not prefilled because a slot held them (metrics, tests)
 
     def close(self) -> None:
         ll = self._ll
@@ -109,11 +114,17 @@ class LlamaCppBatch:
         if len(seq.prompt_ids) >= self.context:
             raise RuntimeError(f"the prompt has {len(seq.prompt_ids)} tokens; this server's context per "
                                f"sequence is {self.context} (--max-context)")
-        slot = heapq.heappop(self._free)  # the lowest free id: the running ids stay compact
-        self._ll.llama_memory_seq_rm(self._memory, slot, -1, -1)
+        ids = seq.prompt_ids
+        slot, reuse = self._best_slot(ids)
+        self._free.remove(slot)
+        # keep the KV of the prompt's prefix that the slot already holds; drop the rest (a partial removal can
+        # fail on some caches, e.g. recurrent state: then the whole slot is prefilled again)
+        if not (reuse and self._ll.llama_memory_seq_rm(self._memory, slot, reuse, -1)):
+            self._ll.llama_memory_seq_rm(self._memory, slot, -1, -1)
+            reuse = 0
+        self._held[slot] = []  # until this request leaves, the slot's tokens are its own
         try:
-            ids = seq.prompt_ids
-            for start in range(0, len(ids), self.prefill_chunk):
+            for start in range(reuse, len(ids), self.prefill_chunk):
                 chunk = ids[start:start + self.prefill_chunk]
                 for offset, token in enumerate(chunk):
                     position = start + offset
@@ -122,14 +133,27 @@ class LlamaCppBatch:
             logits = self._logits(len(chunk) - 1)
         except BaseException:
             self._ll.llama_memory_seq_rm(self._memory, slot, -1, -1)
-            heapq.heappush(self._free, slot)
+            self._free.append(slot)
             raise
+        self.reused_tokens += reuse
         token = pick_token(logits, seq)
         seq.pending, seq.cached = token, len(ids)
         seq.generated.append(token)
         self._slot[id(seq)] = slot
         self.sequences.append(seq)
         return token
+
+    def _best_slot(self, ids: list[int]) -> tuple[int, int]:
+        """The free slot whose cached tokens share the longest prefix with `ids` (the lowest id on a tie), and
+        how many of its tokens to keep: at most all but the prompt's last, whose logits are needed."""
+        best, best_reuse = min(self._free), 0
+        for slot in sorted(self._free):
+            held = self._held.get(slot, [])
+            limit = min(len(held), len(ids) - 1)
+            reuse = next((i for i in range(limit) if held[i] != ids[i]), limit)
+            if reuse > best_reuse:
+                best, best_reuse = slot, reuse
+        return best, best_reuse
 
     def step(self) -> list[int]:
         """Feed every sequence's pending token in one llama_decode; pick the next one for each."""
@@ -160,8 +184,10 @@ class LlamaCppBatch:
             slot = self._slot.pop(id(seq), None)
             if slot is None:
                 continue
-            self._ll.llama_memory_seq_rm(self._memory, slot, -1, -1)
-            heapq.heappush(self._free, slot)
+            # the slot keeps its KV: a later prompt that starts the same way (the system prompt, the RAG
+            # instructions, the conversation so far in a follow-up) prefills only what follows
+            self._held[slot] = (list(seq.prompt_ids) + seq.generated)[:seq.cached]
+            self._free.append(slot)
         self.sequences = [seq for seq in self.sequences if id(seq) in self._slot]
 
     # -- llama.cpp calls ----------------------------------------------------------------------------------
