@@ -23,6 +23,7 @@ legal_advice data from /work/shared (benchmarks may; the product never does).
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import tempfile
 import time
@@ -107,7 +108,7 @@ def steady(seen: dict) -> dict:
     return {"steady_tokens_per_s": tokens / (wall_n - wall_1), "steady_tokens_per_cpu_s": tokens / (cpu_n - cpu_1)}
 
 
-def lawtune_train(model_dir: Path, data: Path, steps: int, out: Path, compile_layers: bool) -> dict:
+def lawtune_train(model_dir: Path, data: Path, steps: int, out: Path, compile_layers: bool, bf16: str = "auto") -> dict:
     from lawtune.modeling.runs import RUN_INFO, read_metrics
     from lawtune.training.train import run
 
@@ -116,7 +117,8 @@ def lawtune_train(model_dir: Path, data: Path, steps: int, out: Path, compile_la
         "data_config": {"train_file": str(data)},
         "max_input_length": 256, "max_output_length": 256,
         "training_args": {"output_dir": str(out), "max_steps": steps, "per_device_train_batch_size": 4,
-                          "learning_rate": 2e-4, "logging_steps": 1, "save_strategy": "no", "seed": 42},
+                          "learning_rate": 2e-4, "logging_steps": 1, "save_strategy": "no", "seed": 42,
+                          "bf16": bf16 if bf16 == "auto" else bf16 == "true"},
         "peft_config": {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05},
         "model": {"name_or_path": str(model_dir), "compile": compile_layers},
     }))
@@ -143,10 +145,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--skip", type=int, default=0, help="start at this conversation of legal_advice.json")
     parser.add_argument("--only", choices=["reference", "lawtune"], default=None)
+    parser.add_argument("--bf16", choices=["auto", "true", "false"], default="auto",
+                        help="lawtune's bf16 autocast (auto: where the CPU has AVX512-BF16/AMX)")
     parser.add_argument("--compile", action="store_true", help="lawtune with model.compile (torch.compile of the layers)")
     parser.add_argument("--no-checkpointing", action="store_true",
                         help="reference without the gradient checkpointing finetune_hf.py turns on")
     options = parser.parse_args()
+    from decoding_sweep import cpu_flags  # benchmarks/ is on sys.path when a script in it runs
+
+    print(f"CPU flags {cpu_flags()}, {os.cpu_count()} CPUs, lawtune bf16: {options.bf16} "
+          f"(the run's precision is printed below), load average now {os.getloadavg()[0]:.1f}", flush=True)
     model_dir = resolve_model_path(options.model)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "train.jsonl"
@@ -160,7 +168,7 @@ def main() -> None:
         if options.only in (None, "lawtune"):
             started = time.monotonic()
             results["lawtune"] = lawtune_train(model_dir, data, options.steps, Path(tmp) / "run",
-                                               compile_layers=options.compile)
+                                               compile_layers=options.compile, bf16=options.bf16)
             print(f"lawtune:   {json.dumps(results['lawtune'])} ({time.monotonic() - started:.0f} s)", flush=True)
     if len(results) == 2:
         for key, unit in (("supervised_tokens_per_s", "wall s (whole run)"), ("supervised_tokens_per_cpu_s", "CPU s (whole run)"),

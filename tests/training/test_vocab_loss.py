@@ -57,3 +57,28 @@ def test_no_gradient_work_without_autograd_and_edge_cases():
     assert float(empty) == 0.0
     with pytest.raises(ValueError, match="frozen"):
         linear_cross_entropy(states, weight.clone().requires_grad_(), targets)
+
+
+def test_under_bf16_autocast_the_projections_run_in_bf16_on_one_cached_copy():
+    from lawtune.training import vocab_loss
+
+    states, weight, targets = _problem(rows=64, hidden=64, vocab=2000, sharpness=0.5)
+    expected_loss, expected_grad = _reference(states, weight, targets)
+    states.requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = linear_cross_entropy(states, weight, targets, filter_eps=0.0)
+    loss.backward()
+    copy = vocab_loss._BF16_COPIES[id(weight)][2]
+    assert copy.dtype == torch.bfloat16
+    # bf16 rounding of the inputs and logits: close, not equal (an fp32 head would match to 1e-5)
+    assert not torch.allclose(loss.detach(), expected_loss, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(loss.detach(), expected_loss, rtol=1e-2, atol=1e-2)
+    cosine = F.cosine_similarity(states.grad.flatten(), expected_grad.flatten(), dim=0)
+    assert cosine > 0.999
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        linear_cross_entropy(states, weight, targets)
+    assert vocab_loss._BF16_COPIES[id(weight)][2] is copy  # converted once
+    weight.mul_(2)  # changed in place: converted again
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        linear_cross_entropy(states, weight, targets)
+    assert vocab_loss._BF16_COPIES[id(weight)][2] is not copy

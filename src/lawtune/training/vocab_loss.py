@@ -16,6 +16,12 @@ default model and the legal data, 1e-6 keeps 20-27 % of the columns, and each ro
 the exact one by under 0.6 % (relative): the order of bf16 rounding, which bf16 autocast would also
 introduce. `filter_eps=0` gives the exact gradient. The loss value is never filtered.
 
+Under bf16 autocast (the training's mixed precision, `bf16: auto` on CPUs with AVX512-BF16/AMX and on GPUs)
+the two projections run in bf16 on a bf16 copy of the frozen weight, made once, with bf16 logits turned back
+into float32 for the softmax — what autocast does to any linear layer and what a model's own bf16 head
+gives its loss. On an AVX512-BF16 CPU the projection onto the 262k vocabulary was 3.2× faster (512 rows:
+559 ms vs 1769 ms) and the head half of a training step. Outside autocast everything stays float32.
+
 A few rows of the output weight may train (`rows=(index, values)`: PEFT's trainable tokens, e.g. the
 end-of-turn row): their logits come from `values` instead of `weight`, and `values` gets its exact gradient,
 so the frozen 262k-row weight is never copied or differentiated.
@@ -28,10 +34,12 @@ import torch
 
 def _chunk_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, filter_eps: float,
                 grad: torch.Tensor | None, rows: tuple[torch.Tensor, torch.Tensor] | None = None,
-                rows_grad: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+                rows_grad: torch.Tensor | None = None, head: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
     """Loss sum of these rows; writes their hidden-state gradient into `grad` and adds the trained rows'
-    gradient to `rows_grad`. Returns (loss, columns used)."""
-    logits = hidden.float() @ weight.float().T  # (c, V): one matmul, so the weight is streamed once
+    gradient to `rows_grad`. Returns (loss, columns used). `head`: the weight in the dtype the two
+    projections run in (a bf16 copy under autocast); default: `weight` in float32."""
+    head = weight.float() if head is None else head
+    logits = (hidden.to(head.dtype) @ head.T).float()  # (c, V): one matmul, so the weight is streamed once
     if rows is not None:
         index, values = rows
         logits[:, index] = hidden.float() @ values.float().T  # the trained rows replace the frozen ones
@@ -52,16 +60,16 @@ def _chunk_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tenso
     if grad is None:
         return loss, 0
     rows_index = rows[0] if rows is not None else targets[:0]
-    probs, head, target_columns, trained_columns = logits, weight, targets, rows_index
+    probs, target_columns, trained_columns = logits, targets, rows_index
     if filter_eps > 0:
         kept = (column_max >= filter_eps).nonzero().squeeze(1)
         columns = torch.cat([kept, targets, rows_index]).unique()  # sorted; trained rows always kept
-        probs, head = logits.index_select(1, columns), weight.index_select(0, columns)
+        probs, head = logits.index_select(1, columns), head.index_select(0, columns)
         target_columns = torch.searchsorted(columns, targets)
         trained_columns = torch.searchsorted(columns, rows_index)
     positions = torch.arange(len(targets), device=targets.device)
     probs[positions, target_columns] -= 1.0  # d loss / d logits = softmax - onehot
-    grad.copy_(probs @ head.float())
+    grad.copy_(probs.to(head.dtype) @ head)
     if rows is not None:
         index, values = rows
         trained = probs[:, trained_columns]  # (c, k): d loss / d logits of the trained rows
@@ -71,6 +79,18 @@ def _chunk_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tenso
 
 
 _CACHE_ROWS = 32  # 32 rows × 262k floats = 32 MiB
+_BF16_COPIES: dict[int, tuple[torch.Tensor, int, torch.Tensor]] = {}  # id(weight) → (weight, version, bf16 copy)
+
+
+def _bf16_copy(weight: torch.Tensor) -> torch.Tensor:
+    """The frozen weight in bf16, converted once (again only if the weight was changed in place)."""
+    cached = _BF16_COPIES.get(id(weight))
+    if cached is not None and cached[0] is weight and cached[1] == weight._version:
+        return cached[2]
+    _BF16_COPIES.clear()  # one head at a time: a new weight (another model) replaces the old copy
+    copy = weight.detach().to(torch.bfloat16)
+    _BF16_COPIES[id(weight)] = (weight, weight._version, copy)
+    return copy
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -80,11 +100,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
         rows = (index, values) if index is not None else None
         rows_grad = torch.zeros_like(values, dtype=torch.float32) if rows is not None and grad is not None else None
         total = hidden.new_zeros((), dtype=torch.float32)
-        with torch.autocast(hidden.device.type, enabled=False):  # logits and softmax always in fp32
+        device = hidden.device.type
+        bf16 = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16
+        head = _bf16_copy(weight) if bf16 else None
+        with torch.autocast(device, enabled=False):  # the softmax always in fp32; the projections as `head` is
             for start in range(0, hidden.shape[0], chunk_rows):
                 part = slice(start, start + chunk_rows)
                 loss, _ = _chunk_loss(hidden[part], weight, targets[part], filter_eps,
-                                      None if grad is None else grad[part], rows, rows_grad)
+                                      None if grad is None else grad[part], rows, rows_grad, head)
                 total += loss
         if grad is not None:
             ctx.save_for_backward(grad, rows_grad if rows_grad is not None else grad.new_empty(0))
