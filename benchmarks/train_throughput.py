@@ -43,7 +43,31 @@ def write_conversations(out: Path, count: int, skip: int) -> None:
             handle.write(json.dumps({"conversations": messages}, ensure_ascii=False) + "\n")
 
 
-def reference(model_dir: Path, data: Path, steps: int, out: Path, checkpointing: bool = True) -> dict:
+def dev_loss(model, model_dir: Path, dev: Path) -> float:
+    """Mean cross-entropy of the supervised tokens of `dev`, float32, no dropout: the same measure for both."""
+    import torch
+
+    from lawtune.data.conversations import read_examples
+    from lawtune.modeling.chat import ChatFormat, load_template
+    from lawtune.modeling.loading import load_tokenizer
+    from lawtune.training.data import Collator, encode_rows
+    from lawtune.training.loss import supervised_loss
+
+    tokenizer = load_tokenizer(model_dir)
+    chat = ChatFormat(tokenizer, load_template("gemma"))
+    examples = encode_rows([e.messages for e in read_examples(dev, strict=False)], chat, 256, 256).examples
+    collate = Collator(tokenizer.pad_token_id)
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(examples), 4):
+            loss, n = supervised_loss(model.float(), collate(examples[start:start + 4]))
+            total, count = total + float(loss) * n, count + n
+    return total / count
+
+
+def reference(model_dir: Path, data: Path, steps: int, out: Path, checkpointing: bool = True,
+              dev: Path | None = None) -> dict:
     """ChatGLM3 finetune_demo style: Trainer + PEFT, fp32, pad to longest, batch 4, model's own loss,
     gradient checkpointing on (as finetune_hf.py does)."""
     import torch
@@ -95,7 +119,7 @@ def reference(model_dir: Path, data: Path, steps: int, out: Path, checkpointing:
     )
     result = Trainer(model=model, args=args, train_dataset=examples, data_collator=collate, callbacks=[CpuClock()]).train()
     runtime = result.metrics["train_runtime"]
-    return {"supervised_tokens": seen["supervised"], "train_runtime_s": runtime, "cpu_s": round(seen["cpu_s"], 1),
+    return {"dev_loss": dev_loss(model, model_dir, dev),"supervised_tokens": seen["supervised"], "train_runtime_s": runtime, "cpu_s": round(seen["cpu_s"], 1),
             "supervised_tokens_per_s": seen["supervised"] / runtime,
             "supervised_tokens_per_cpu_s": seen["supervised"] / seen["cpu_s"],
             "padding_share": 1 - seen["real"] / seen["positions"], **steady(seen)}
@@ -108,7 +132,8 @@ def steady(seen: dict) -> dict:
     return {"steady_tokens_per_s": tokens / (wall_n - wall_1), "steady_tokens_per_cpu_s": tokens / (cpu_n - cpu_1)}
 
 
-def lawtune_train(model_dir: Path, data: Path, steps: int, out: Path, compile_layers: bool, bf16: str = "auto") -> dict:
+def lawtune_train(model_dir: Path, data: Path, steps: int, out: Path, compile_layers: bool, bf16: str = "auto",
+                  dev: Path | None = None) -> dict:
     from lawtune.modeling.runs import RUN_INFO, read_metrics
     from lawtune.training.train import run
 
@@ -129,7 +154,9 @@ def lawtune_train(model_dir: Path, data: Path, steps: int, out: Path, compile_la
     first, last = steps_logged[0], steps_logged[-1]
     tokens = last["supervised_tokens"] - first["supervised_tokens"]
     info = json.loads((run_dir / RUN_INFO).read_text())
-    return {"supervised_tokens": final["supervised_tokens"], "train_runtime_s": final["train_runtime"],
+    from lawtune.modeling.loading import load_model
+
+    return {"dev_loss": dev_loss(load_model(run_dir, adapter="final").model, model_dir, dev),"supervised_tokens": final["supervised_tokens"], "train_runtime_s": final["train_runtime"],
             "cpu_s": final["cpu_s"], "supervised_tokens_per_s": final["supervised_tokens"] / final["train_runtime"],
             "supervised_tokens_per_cpu_s": final["supervised_tokens"] / final["cpu_s"], "precision": info["precision"],
             "compile": compile_layers,
@@ -159,22 +186,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "train.jsonl"
         write_conversations(data, options.steps * 4, options.skip)
+        dev = Path(tmp) / "dev.jsonl"  # the 16 conversations after the training ones, held out from both
+        write_conversations(dev, 16, options.skip + options.steps * 4)
         results = {}
         if options.only in (None, "reference"):
             started = time.monotonic()
             results["reference"] = reference(model_dir, data, options.steps, Path(tmp) / "ref",
-                                             checkpointing=not options.no_checkpointing)
+                                             checkpointing=not options.no_checkpointing, dev=dev)
             print(f"reference: {json.dumps(results['reference'])} ({time.monotonic() - started:.0f} s)", flush=True)
         if options.only in (None, "lawtune"):
             started = time.monotonic()
             results["lawtune"] = lawtune_train(model_dir, data, options.steps, Path(tmp) / "run",
-                                               compile_layers=options.compile, bf16=options.bf16)
+                                               compile_layers=options.compile, bf16=options.bf16, dev=dev)
             print(f"lawtune:   {json.dumps(results['lawtune'])} ({time.monotonic() - started:.0f} s)", flush=True)
     if len(results) == 2:
         for key, unit in (("supervised_tokens_per_s", "wall s (whole run)"), ("supervised_tokens_per_cpu_s", "CPU s (whole run)"),
                           ("steady_tokens_per_s", "wall s after step 1"), ("steady_tokens_per_cpu_s", "CPU s after step 1")):
             ref, ours = results["reference"][key], results["lawtune"][key]
             print(f"supervised tokens per {unit}: reference {ref:.1f}, lawtune {ours:.1f}, ratio {ours / ref:.2f}x")
+        ref, ours = results["reference"]["dev_loss"], results["lawtune"]["dev_loss"]
+        print(f"dev loss after {options.steps} steps (16 held-out conversations, float32): reference {ref:.4f}, "
+              f"lawtune {ours:.4f} ({100 * (ours - ref) / ref:+.2f} %)")
 
 
 if __name__ == "__main__":

@@ -94,9 +94,11 @@ def _head_returns_hidden_states(model: Any) -> Iterator[tuple[torch.Tensor, tupl
 
 def supervised_loss(
     model: Any, batch: dict[str, torch.Tensor], num_items: torch.Tensor | int | None = None,
-    head_path: HeadPath = "sliced", grad_filter: float = 0.0,
+    head_path: HeadPath = "sliced", grad_filter: float = 0.0, bf16: bool | None = None,
 ) -> tuple[torch.Tensor, int]:
-    """Cross-entropy of next-token predictions at supervised positions (sum / num_items, else mean)."""
+    """Cross-entropy of next-token predictions at supervised positions (sum / num_items, else mean).
+
+    `bf16`: the fused head's projections in bf16 (None: when bf16 autocast is on around this call)."""
     labels = batch["labels"]
     targets_grid = labels[:, 1:]  # (B, T-1): the token predicted from each position
     supervised = targets_grid != IGNORE_INDEX
@@ -115,7 +117,7 @@ def supervised_loss(
         else:
             with _head_returns_hidden_states(model) as (weight, rows):
                 hidden = model(**inputs, logits_to_keep=keep).logits  # (n_supervised, hidden size)
-            total = linear_cross_entropy(hidden, weight, targets, filter_eps=grad_filter, rows=rows)
+            total = linear_cross_entropy(hidden, weight, targets, filter_eps=grad_filter, rows=rows, bf16=bf16)
     denominator = num_items if num_items is not None else max(count, 1)
     return total / denominator, count
 
@@ -140,7 +142,9 @@ class SFTTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self.model_accepts_loss_kwargs:
             num_items_in_batch = None  # the Trainer then averages over accumulation steps itself
-        loss, count = supervised_loss(model, inputs, num_items_in_batch, self.head_path, self.grad_filter)
+        # bf16 training: the fused head in bf16 too (accelerate's autocast wraps only the model's forward)
+        loss, count = supervised_loss(model, inputs, num_items_in_batch, self.head_path, self.grad_filter,
+                                      bf16=bool(self.args.bf16))
         if model.training:
             self.token_counter.tokens += count
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:

@@ -16,7 +16,7 @@ default model and the legal data, 1e-6 keeps 20-27 % of the columns, and each ro
 the exact one by under 0.6 % (relative): the order of bf16 rounding, which bf16 autocast would also
 introduce. `filter_eps=0` gives the exact gradient. The loss value is never filtered.
 
-Under bf16 autocast (the training's mixed precision, `bf16: auto` on CPUs with AVX512-BF16/AMX and on GPUs)
+In bf16 training (`bf16: auto` on CPUs with AVX512-BF16/AMX and on GPUs; `bf16=True`, or bf16 autocast around the call)
 the two projections run in bf16 on a bf16 copy of the frozen weight, made once, with bf16 logits turned back
 into float32 for the softmax — what autocast does to any linear layer and what a model's own bf16 head
 gives its loss. On an AVX512-BF16 CPU the projection onto the 262k vocabulary was 3.2× faster (512 rows:
@@ -95,13 +95,14 @@ def _bf16_copy(weight: torch.Tensor) -> torch.Tensor:
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets, filter_eps, chunk_rows, index, values):  # noqa: D102
+    def forward(ctx, hidden, weight, targets, filter_eps, chunk_rows, index, values, bf16):  # noqa: D102
         grad = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
         rows = (index, values) if index is not None else None
         rows_grad = torch.zeros_like(values, dtype=torch.float32) if rows is not None and grad is not None else None
         total = hidden.new_zeros((), dtype=torch.float32)
         device = hidden.device.type
-        bf16 = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16
+        if bf16 is None:
+            bf16 = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16
         head = _bf16_copy(weight) if bf16 else None
         with torch.autocast(device, enabled=False):  # the softmax always in fp32; the projections as `head` is
             for start in range(0, hidden.shape[0], chunk_rows):
@@ -118,19 +119,21 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_output):  # noqa: D102
         grad, rows_grad = ctx.saved_tensors
         values_grad = rows_grad * grad_output if ctx.has_rows else None
-        return grad * grad_output.to(grad.dtype), None, None, None, None, None, values_grad
+        return grad * grad_output.to(grad.dtype), None, None, None, None, None, values_grad, None
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                          filter_eps: float = 1e-6, chunk_rows: int = 1024,
-                         rows: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                         rows: tuple[torch.Tensor, torch.Tensor] | None = None, bf16: bool | None = None) -> torch.Tensor:
     """Summed cross-entropy of `hidden @ weight.T` against `targets`; `weight` must not require grad.
 
     `rows=(index, values)`: rows `index` of the weight are `values` instead (k × H, may require grad).
+    `bf16`: run the projections in bf16; None: when bf16 autocast is on here (the Trainer's autocast covers
+    only the model's forward, so the trainer says it explicitly).
     """
     if weight.requires_grad:
         raise ValueError("linear_cross_entropy computes no weight gradient; the output weight must be frozen")
     if hidden.shape[0] == 0:
         return hidden.sum() * 0.0 + (rows[1].sum() * 0.0 if rows is not None else 0.0)
     index, values = rows if rows is not None else (None, None)
-    return _LinearCrossEntropy.apply(hidden, weight, targets, filter_eps, chunk_rows, index, values)
+    return _LinearCrossEntropy.apply(hidden, weight, targets, filter_eps, chunk_rows, index, values, bf16)
