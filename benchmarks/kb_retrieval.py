@@ -41,6 +41,7 @@ from lawtune.kb import open_store, postgres_store, retrieval, sqlite_store  # no
 from lawtune.kb.build import build  # noqa: E402
 from lawtune.kb.citations import find_citations  # noqa: E402
 from lawtune.kb.names import LawNames  # noqa: E402
+from lawtune.kb.versions import provision_bigrams  # noqa: E402
 
 KS = (1, 5, 20)
 # LawBench answers name laws by category ("《社会法类中的残疾人保障法》", "民法典类中的婚姻家庭编的第…条")
@@ -81,6 +82,9 @@ def main() -> None:
     parser.add_argument("--fusion", choices=("rrf", "sum"), help=f"default retrieval.FUSION = {retrieval.FUSION}")
     parser.add_argument("--qa-from-pool", choices=("yes", "no"), help=f"default retrieval.QA_FROM_POOL = {retrieval.QA_FROM_POOL}")
     parser.add_argument("--qa-voters", type=int, help=f"default retrieval.QA_VOTERS = {retrieval.QA_VOTERS}")
+    parser.add_argument("--ask-weight", type=float, help=f"default retrieval.ASK_WEIGHT = {retrieval.ASK_WEIGHT} (0: off)")
+    parser.add_argument("--no-fold", action="store_true", help="current versions only, no matching of older "
+                        "versions' wording (retrieval.FOLD_VERSIONS = False)")
     parser.add_argument("--articles-only", action="store_true", help="search kinds=('article',): no Q&A items in the hits")
     parser.add_argument("--limit", type=int, default=0)
     args = parser.parse_args()
@@ -113,6 +117,10 @@ def main() -> None:
         retrieval.FUSION = args.fusion
     if args.qa_from_pool:
         retrieval.QA_FROM_POOL = args.qa_from_pool == "yes"
+    if args.ask_weight is not None:
+        retrieval.ASK_WEIGHT = args.ask_weight
+    if args.no_fold:
+        retrieval.FOLD_VERSIONS = False
     if args.qa_voters is not None:
         retrieval.QA_VOTERS = args.qa_voters
     store = open_store(kb_path)
@@ -128,6 +136,7 @@ def main() -> None:
 
     hits_article = {k: 0 for k in KS}
     hits_law = {k: 0 for k in KS}
+    hits_provision = {k: 0 for k in KS}
     times: list[float] = []
     cpu_times: list[float] = []  # this process's CPU time: comparable on a machine shared with other jobs
     evaluated = unresolved = qa_in_top5 = 0
@@ -139,6 +148,10 @@ def main() -> None:
             cited = [c for law in record["laws"] for c in find_citations(law.split("：", 1)[0], names)]
         gold = {(c.law_full, c.article, c.sub) for c in cited
                 if c.article and c.law_full and store.lookup(c.law_full, c.article, c.sub) is not None}
+        # the cited provisions: the version's article the answer quotes, and its number in the current version
+        cited_rows = [cited_version(store, catalog, *ref, record.get("answer", "")) for ref in gold]
+        gold_rows = {(i.law_full, i.version, i.article, i.sub) for i in cited_rows}
+        gold_now = {(i.law_full, i.current_article, i.current_sub) for i in cited_rows if i.current_article}
         if not gold:
             unresolved += 1
             continue
@@ -155,6 +168,9 @@ def main() -> None:
         for k in KS:
             top = hits[:k]
             hits_article[k] += any((h.item.law_full, h.item.article, h.item.sub) in gold for h in top)
+            hits_provision[k] += any((h.item.law_full, h.item.version, h.item.article, h.item.sub) in gold_rows
+                                     or (h.item.current and (h.item.law_full, h.item.article, h.item.sub) in gold_now)
+                                     for h in top)
             hits_law[k] += any(h.item.law_full in {law for law, _, _ in gold} for h in top)
         qa_in_top5 += sum(h.item.kind == "qa" for h in hits[:5])
 
@@ -163,19 +179,44 @@ def main() -> None:
     print(f"questions: {evaluated} evaluated, {unresolved} skipped (cited article not in the index)")
     print(f"query ms: median {statistics.median(times):.1f}, p95 {times[int(len(times) * 0.95)]:.1f} wall; "
           f"median {statistics.median(cpu_times):.1f}, p95 {cpu_times[int(len(cpu_times) * 0.95)]:.1f} CPU")
-    mode = "plain BM25" if args.plain else f"search (law boost {retrieval.LAW_BOOST}"
+    mode = "plain BM25" if args.plain else (f"search (law boost {retrieval.LAW_BOOST}, ask weight "
+                                            f"{retrieval.ASK_WEIGHT}, fold versions {retrieval.FOLD_VERSIONS}")
     if not args.plain:
         mode += f", Q&A bridge {retrieval.FUSION} weight {retrieval.BRIDGE_WEIGHT}, voters {retrieval.QA_VOTERS}, from pool {retrieval.QA_FROM_POOL})"
     mode += f", items {store.count()}{', articles only' if args.articles_only else ''}"
     mode += f", weights {(postgres_store if backend == 'postgres' else sqlite_store).WEIGHTS}, {'all versions' if args.all_versions else 'current versions'}"
     print(f"{mode}, tokenizer {store.tokenizer}, backend {backend}:")
-    print("  recall@k article: " + "  ".join(f"@{k} {hits_article[k] / evaluated:.3f}" for k in KS))
-    print("  recall@k law:     " + "  ".join(f"@{k} {hits_law[k] / evaluated:.3f}" for k in KS))
+    print("  recall@k article, provision in any version: "
+          + "  ".join(f"@{k} {hits_provision[k] / evaluated:.3f}" for k in KS))
+    print("  recall@k article, number as cited:          "
+          + "  ".join(f"@{k} {hits_article[k] / evaluated:.3f}" for k in KS))
+    print("  recall@k law:                               " + "  ".join(f"@{k} {hits_law[k] / evaluated:.3f}" for k in KS))
     if qa_in_top5:
         print(f"  Q&A items in the top 5: {qa_in_top5 / evaluated:.2f} per question (they count as misses)")
     if build_s is not None:
         print(f"  build s: {build_s:.1f}")
     store.close()
+
+
+def cited_version(store, catalog, law: str, article: int, sub: int, answer: str):
+    """The article an answer cites as `law` 第`article`条, in the version it was written against.
+
+    Answers written against an older version cite its number, which the current version may give to another
+    rule. Of the versions holding that number, the cited one is the one whose text the answer paraphrases best
+    (share of the article's bigrams found in the answer). Its `current_article` is the provision's number today
+    (0: the current version dropped it).
+    """
+    answer_grams = provision_bigrams(answer)
+    best, best_cover = None, -1.0
+    for version in catalog.versions.get(law, []):
+        if (article, sub) not in version.articles:
+            continue
+        item = store.lookup(law, article, sub, version=version.version)
+        grams = provision_bigrams(item.text)
+        cover = len(grams & answer_grams) / max(1, len(grams))
+        if cover > best_cover:
+            best, best_cover = item, cover
+    return best
 
 
 def question_text(record: dict) -> str:

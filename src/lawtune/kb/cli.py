@@ -103,7 +103,7 @@ def search(
     kb: Path = typer.Argument(..., help="knowledge-base file"),
     query: str = typer.Argument(..., help="question, or a citation like 劳动合同法第82条"),
     k: int = typer.Option(5, "-k", min=1, max=100, help="number of results"),
-    all_versions: bool = typer.Option(False, "--all-versions", help="include outdated versions and repealed laws"),
+    all_versions: bool = typer.Option(False, "--all-versions", help="also return articles the current versions no longer have (outdated versions, repealed laws)"),
     kind: str = typer.Option("all", "--kind", help="all | article | qa"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per line: law, article, sub, score, text, ..."),
 ) -> None:
@@ -127,6 +127,9 @@ def search(
         item = hit.item
         score = "exact" if hit.exact else f"{hit.score:.2f}"
         where = f"{item.cite()} ({item.version}{'' if item.current else ', not current'})" if item.kind == "article" else f"Q&A: {item.question}"
+        if hit.via:  # the older wording matched
+            version, article = hit.via.split(" ", 1)
+            where += f", matched as {article} of the {version} version"
         typer.secho(f"{n}. {where}  score {score}", bold=True)
         typer.echo(f"   {item.text}\n")
 

@@ -40,9 +40,10 @@ from collections.abc import Iterable
 
 from lawtune.errors import LawtuneError
 from lawtune.kb.repeals import repealed_in
-from lawtune.kb.sqlite_store import FORMAT, FORMAT_VERSION, ITEM_FIELDS, MAX_DF
+from lawtune.kb.sqlite_store import FORMAT, FORMAT_VERSION, ITEM_FIELDS, MAX_DF, row_values
 from lawtune.kb.store import Catalog, Hit, Item, Kind
 from lawtune.kb.tokenize import DEFAULT_TOKENIZER, tokenize
+from lawtune.kb.versions import link_versions
 
 URL_PREFIXES = ("postgresql://", "postgres://")
 SCHEMA = "lawtune_kb"
@@ -59,7 +60,8 @@ CREATE TABLE {schema}.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE {schema}.items (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, kind TEXT NOT NULL, text TEXT NOT NULL, law TEXT,
     law_full TEXT, article INTEGER, sub INTEGER, version TEXT, current BOOLEAN NOT NULL, path TEXT, question TEXT,
-    source TEXT, tsv TSVECTOR NOT NULL
+    source TEXT, current_article INTEGER NOT NULL DEFAULT 0, current_sub INTEGER NOT NULL DEFAULT 0,
+    tsv TSVECTOR NOT NULL
 );
 CREATE INDEX ON {schema}.items (law_full, article, sub);
 CREATE INDEX ON {schema}.items (law, article, sub);
@@ -211,7 +213,7 @@ class PostgresStore:
                     fields = [tokenize(f"{item.law} {item.law_full}", self.tokenizer),
                               tokenize(title, self.tokenizer), tokenize(item.text, self.tokenizer)]
                     df.update(set().union(*fields))
-                    copy.write_row([getattr(item, f) for f in ITEM_FIELDS] + [" ".join(f) for f in fields])
+                    copy.write_row(row_values(item) + [" ".join(f) for f in fields])
                     if item.kind == "article":
                         touched.add(item.law_full)
                         for target in repealed_in(item.text):
@@ -247,6 +249,15 @@ class PostgresStore:
             self.db.execute("UPDATE items SET current = (version = %s AND NOT %s) WHERE law_full = %s "
                             "AND kind = 'article' AND current != (version = %s AND NOT %s)",
                             (newest, repealed, law, newest, repealed))
+            if len(versions) > 1 or repealed:  # older versions: their numbers in the current one (versions.py)
+                self.db.execute("UPDATE items SET current_article = article, current_sub = sub WHERE law_full = %s "
+                                "AND kind = 'article' AND current AND (current_article, current_sub) != (article, sub)",
+                                (law,))
+                rows = self.db.execute("SELECT id, version, current, article, sub, text FROM items "
+                                       "WHERE law_full = %s AND kind = 'article'", (law,)).fetchall()
+                links = link_versions(rows)
+                self.db.cursor().executemany("UPDATE items SET current_article = %s, current_sub = %s WHERE id = %s",
+                                             [(article, sub, row_id) for row_id, (article, sub) in links.items()])
 
     # ---- read ----------------------------------------------------------------------------------------
 

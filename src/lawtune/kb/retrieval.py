@@ -24,7 +24,17 @@
    answers cite 民法典 in 2 of 500, the Q&A only 民法典): recall@5 0.659 → 0.649. Reciprocal-rank fusion
    (`FUSION = "rrf"`): 0.413 / 0.776 and 3-2 0.632; a separate Q&A-only query instead of the candidates costs a
    second full-text query (+25–50 ms on all of LawRefBook) for no gain.
-5. The rest is the backend's BM25 (law name weighted ×2), current versions only unless asked otherwise.
+5. One hit per provision, in every version's wording: the BM25 query runs over all versions, and an older
+   version's article becomes the current article of the same provision (versions.py) at the better score of the
+   two, with `Hit.via` naming the older article ("2018-10-26 第一百四十六条"). Questions and answers written
+   against an old text use its words and numbers (公司法 2018 第一百四十六条 is 2023 第一百七十八条). Articles
+   the current version no longer has are dropped, or kept as they are when searching all versions.
+6. The asking sentence counts more: a scenario ends with the question it asks ("…。根据哪条法律，董事会可以决定由
+   董事会成员兼任经理？"), which paraphrases the rule; `ask_clause` cuts it out without the boilerplate and a
+   second BM25 query adds `ASK_WEIGHT` × its scores. LawBench 3-2 recall@5 of the cited provision, current
+   versions: 0.725 without it, 0.735 / 0.743 / 0.741 / 0.735 at weight 0.3 / 0.5 / 0.7 / 1.0; on 1,000
+   consultations (docs/knowledge-base.md) 0.769 either way.
+7. The rest is the backend's BM25 (law name weighted ×2).
 
 Measured on LawBench 3-2 with benchmarks/kb_retrieval.py (docs/knowledge-base.md): re-ranking the top 100 by
 law-level score aggregation, law-name-core matches, query-term coverage and pseudo-relevance feedback each
@@ -50,6 +60,11 @@ RRF_K = 60
 BRIDGE_WEIGHT = 0.5  # weight of the Q&A votes; 0 turns the bridge off
 QA_FROM_POOL = True  # voters: the Q&A items among the POOL candidates (True) or a separate Q&A-only query
 FUSION = "sum"  # "sum": BM25 + weight × summed BM25 of the citing Q&A; "rrf": reciprocal-rank fusion of the rankings
+FOLD_VERSIONS = True  # search matches older versions' wording and returns one hit per provision (_fold_versions)
+ASK_WEIGHT = 0.5  # extra weight of the asking sentence's words (ask_clause); 0 turns it off
+SENTENCE_END_RE = re.compile(r"(?<=[。！？?!；;])")
+BOILERPLATE_RE = re.compile(r"(根据|依据|按照)?(中国的|我国的?)?(相关|哪[一个条部些]*)?(的)?"
+                            r"(法律|法规|法条|条款|条文|规定|文件)+[，,]?")
 
 
 class Retriever:
@@ -73,12 +88,23 @@ class Retriever:
         pool = max(POOL, k)
         bridge = self.has_qa and "article" in kinds and BRIDGE_WEIGHT > 0
         pool_kinds = tuple(dict.fromkeys((*kinds, "qa"))) if bridge and QA_FROM_POOL else kinds
-        hits = {self._key(h): h for h in self.store.text_search(query, pool, current_only=current_only, kinds=pool_kinds)}
+        # match every version's wording, then fold older versions' articles into the current ones
+        every_version = not current_only or FOLD_VERSIONS
+        hits = {self._key(h): h for h in self.store.text_search(query, pool, current_only=not every_version,
+                                                                kinds=pool_kinds)}
+        ask = ask_clause(query) if ASK_WEIGHT > 0 else ""
+        if ask:
+            for hit in self.store.text_search(ask, pool, current_only=not every_version, kinds=pool_kinds):
+                known = hits.setdefault(self._key(hit), Hit(hit.item, 0.0))
+                hits[self._key(hit)] = Hit(known.item, known.score + ASK_WEIGHT * hit.score)
         named = list(dict.fromkeys(law for _, _, law in self.names.find(query)))
         if named and "article" in kinds:
-            for hit in self.store.text_search(query, pool, current_only=current_only, laws=named, kinds=("article",)):
-                hits[self._key(hit)] = hit
+            for hit in self.store.text_search(query, pool, current_only=not every_version, laws=named,
+                                              kinds=("article",)):
+                hits[self._key(hit)] = Hit(hit.item, max(hit.score, hits.get(self._key(hit), hit).score))
         ranked = sorted((self._rescore(h, named) for h in hits.values()), key=lambda h: h.score, reverse=True)
+        if FOLD_VERSIONS:
+            ranked = self._fold_versions(ranked, keep_dropped=not current_only)
         if bridge:
             if QA_FROM_POOL:  # the Q&A items among the candidates vote; the pool query needs no second pass
                 voters = [h for h in hits.values() if h.item.kind == "qa"]
@@ -116,7 +142,26 @@ class Retriever:
                 hit = Hit(item, 0.0)
             entry = fused.setdefault(self._key(hit), [hit, 0.0])
             entry[1] += BRIDGE_WEIGHT * (vote if FUSION == "sum" else 1 / (RRF_K + n))
-        return [Hit(h.item, score, h.exact) for h, score in sorted(fused.values(), key=lambda e: e[1], reverse=True)]
+        return [Hit(h.item, score, h.exact, h.via) for h, score in sorted(fused.values(), key=lambda e: e[1], reverse=True)]
+
+    def _fold_versions(self, ranked: list[Hit], keep_dropped: bool) -> list[Hit]:
+        """One hit per provision: an older version's article becomes the current article of the same provision
+        (versions.py), at the best score of its versions. An article the current version no longer has is
+        dropped, or kept as it is with `keep_dropped` (search of all versions)."""
+        folded: dict[tuple, Hit] = {}
+        for hit in ranked:  # best first: the first hit of a provision keeps its place
+            item, via = hit.item, ""
+            if item.kind == "article" and not item.current:
+                current = item.current_article and self.store.lookup(item.law_full, item.current_article,
+                                                                     item.current_sub)
+                if current and current.current:
+                    item, via = current, f"{hit.item.version} {hit.item.cite().split('》', 1)[-1]}"
+                elif not keep_dropped:
+                    continue
+            key = self._key(Hit(item, 0.0))
+            if key not in folded:
+                folded[key] = Hit(item, hit.score, hit.exact, via)
+        return list(folded.values())
 
     def _citations(self, text: str) -> list[tuple[str, int, int]]:
         if text not in self._cited:
@@ -137,4 +182,17 @@ class Retriever:
             score *= LAW_BOOST
         if STATUTE_RE.match(hit.item.law_full):
             score *= STATUTE_BOOST
-        return Hit(hit.item, score, hit.exact)
+        return Hit(hit.item, score, hit.exact, hit.via)
+
+
+def ask_clause(query: str) -> str:
+    """The sentence that asks, without its "根据哪条法律规定" boilerplate, when the query has more than one sentence.
+
+    Scenario questions tell a story, then ask ("…。根据哪条法律，董事会可以决定由董事会成员兼任经理？"); the
+    asking sentence paraphrases the rule the answer cites, so its words count `ASK_WEIGHT` more. "" for a
+    one-sentence query (nothing to single out).
+    """
+    sentences = [s for s in SENTENCE_END_RE.split(query.strip()) if s.strip()]
+    if len(sentences) < 2:
+        return ""
+    return BOILERPLATE_RE.sub("", sentences[-1]).strip()

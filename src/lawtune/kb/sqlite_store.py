@@ -25,20 +25,33 @@ from lawtune.errors import LawtuneError
 from lawtune.kb.repeals import repealed_in
 from lawtune.kb.store import Catalog, Hit, Item, Kind
 from lawtune.kb.tokenize import DEFAULT_TOKENIZER, tokenize
+from lawtune.kb.versions import link_versions
 
 FORMAT = "lawtune-kb"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2: current_article / current_sub (versions.py)
 WEIGHTS = (2.0, 1.0, 1.0)  # law name, path / question, text
 # Query tokens in more than this share of items (规定, 应当, 人民 …) are dropped from the query: they barely move
 # BM25 but their long posting lists dominate query time.
 MAX_DF = 0.1
-ITEM_FIELDS = ("kind", "text", "law", "law_full", "article", "sub", "version", "current", "path", "question", "source")
+OVERSAMPLE = 3  # text_search ranks k × this many FTS5 matches before the kind / version filters (see there)
+ITEM_FIELDS = ("kind", "text", "law", "law_full", "article", "sub", "version", "current", "path", "question", "source",
+               "current_article", "current_sub")
+
+
+def row_values(item: Item) -> list:
+    """The ITEM_FIELDS of an item to insert. An article counts as current until `_link_versions` says otherwise,
+    so that only older versions' rows are written twice."""
+    values = [getattr(item, f) for f in ITEM_FIELDS]
+    if item.kind == "article" and not item.current_article:
+        values[-2:] = [item.article, item.sub]
+    return values
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE items (
     id INTEGER PRIMARY KEY, kind TEXT NOT NULL, text TEXT NOT NULL, law TEXT, law_full TEXT,
-    article INTEGER, sub INTEGER, version TEXT, current INTEGER NOT NULL, path TEXT, question TEXT, source TEXT
+    article INTEGER, sub INTEGER, version TEXT, current INTEGER NOT NULL, path TEXT, question TEXT, source TEXT,
+    current_article INTEGER NOT NULL DEFAULT 0, current_sub INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX items_ref ON items (law_full, article, sub);
 CREATE INDEX items_law ON items (law, article, sub);
@@ -113,7 +126,7 @@ class SqliteStore:
             for item in items:
                 cursor = self.db.execute(
                     f"INSERT INTO items ({', '.join(ITEM_FIELDS)}) VALUES ({', '.join('?' * len(ITEM_FIELDS))})",
-                    [getattr(item, f) for f in ITEM_FIELDS])
+                    row_values(item))
                 title = item.question if item.kind == "qa" else item.path
                 self.db.execute("INSERT INTO items_fts (rowid, law, title, body) VALUES (?, ?, ?, ?)", (
                     cursor.lastrowid, " ".join(tokenize(f"{item.law} {item.law_full}", self.tokenizer)),
@@ -144,6 +157,19 @@ class SqliteStore:
                 current = int(version == newest and not repealed)
                 self.db.execute("UPDATE items SET current = ? WHERE law_full = ? AND version = ? AND kind = 'article' "
                                 "AND current != ?", (current, law, version, current))
+            if len(versions) > 1 or repealed:
+                self._link_versions(law)
+
+    def _link_versions(self, law: str) -> None:
+        """Every article's number in the law's current version (versions.py)."""
+        self.db.execute("UPDATE items SET current_article = article, current_sub = sub WHERE law_full = ? "
+                        "AND kind = 'article' AND current = 1 AND (current_article, current_sub) != (article, sub)",
+                        (law,))
+        rows = self.db.execute("SELECT id, version, current, article, sub, text FROM items "
+                               "WHERE law_full = ? AND kind = 'article'", (law,)).fetchall()
+        links = link_versions(rows)
+        self.db.executemany("UPDATE items SET current_article = ?, current_sub = ? WHERE id = ?",
+                            [(article, sub, row_id) for row_id, (article, sub) in links.items()])
 
     # ---- read ----------------------------------------------------------------------------------------
 
@@ -164,10 +190,21 @@ class SqliteStore:
         if laws:
             where.append(f"i.law_full IN ({', '.join('?' * len(laws))})")
             params += laws
-        rows = self.db.execute(
-            f"SELECT {', '.join('i.' + f for f in ITEM_FIELDS)}, bm25(items_fts, {', '.join(map(str, WEIGHTS))}) AS s "
-            f"FROM items_fts JOIN items i ON i.id = items_fts.rowid "
-            f"WHERE items_fts MATCH ? AND {' AND '.join(where)} ORDER BY s LIMIT ?", [*params, k]).fetchall()
+        fields, bm25 = ", ".join("i." + f for f in ITEM_FIELDS), f"bm25(items_fts, {', '.join(map(str, WEIGHTS))})"
+        rows = None
+        if not laws:
+            # Rank in FTS5 alone, then join the best few times k: joining every matching row to `items` before
+            # sorting costs a third of the query time. Too few left after the filters: the full query below.
+            ranked = (f"SELECT rowid, {bm25} AS s FROM items_fts WHERE items_fts MATCH ? ORDER BY s LIMIT ?")
+            rows = self.db.execute(
+                f"SELECT {fields}, f.s FROM ({ranked}) f JOIN items i ON i.id = f.rowid "
+                f"WHERE {' AND '.join(where)} ORDER BY f.s LIMIT ?", [match, k * OVERSAMPLE, *params[1:], k]).fetchall()
+            if len(rows) < k:
+                rows = None
+        if rows is None:
+            rows = self.db.execute(
+                f"SELECT {fields}, {bm25} AS s FROM items_fts JOIN items i ON i.id = items_fts.rowid "
+                f"WHERE items_fts MATCH ? AND {' AND '.join(where)} ORDER BY s LIMIT ?", [*params, k]).fetchall()
         return [Hit(item=_item(row[:-1]), score=-row[-1]) for row in rows]
 
     def _query_tokens(self, query: str) -> list[str]:

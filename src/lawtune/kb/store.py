@@ -40,6 +40,10 @@ class Item:
     path: str = ""  # 编 / 章 / 节 headings, " / "-joined
     question: str = ""  # Q&A only
     source: str = ""  # file it came from
+    # this provision's number in the law's current version (versions.py): its own for a current article, the
+    # renumbered one for an older version's article, 0 when the current version has no such provision (and Q&A)
+    current_article: int = 0
+    current_sub: int = 0
 
     def cite(self) -> str:
         """《劳动合同法》第八十二条 for an article, the question for a Q&A pair."""
@@ -54,12 +58,15 @@ class Hit:
     item: Item
     score: float  # higher is better; comparable only within one search
     exact: bool = False  # the question named this article (exact lookup), not a text match
+    # the older version's article whose text matched, when search returned its current article instead
+    # ("2018-10-26 第一百四十六条"); empty when the current text matched
+    via: str = ""
 
     def to_json(self) -> dict:
         """Flat record as `lawtune kb search --json` prints it: law, article, sub, score, text first."""
         data = asdict(self.item)
         record = {k: data.pop(k) for k in ("law", "article", "sub")}
-        record.update(score=round(self.score, 4), text=data.pop("text"), exact=self.exact, **data)
+        record.update(score=round(self.score, 4), text=data.pop("text"), exact=self.exact, via=self.via, **data)
         return record
 
 
