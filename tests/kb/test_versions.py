@@ -3,6 +3,7 @@ wording that returns one hit per provision (versions.py, retrieval.py)."""
 
 from __future__ import annotations
 
+from lawtune.kb.rag import hit_record
 from lawtune.kb.retrieval import ask_clause
 from lawtune.kb.store import Item
 from lawtune.kb.versions import link_versions
@@ -47,7 +48,7 @@ def test_search_matches_an_older_wording_and_returns_the_current_article(writabl
     hits = writable_kb.search("用人单位违反本法规定不与劳动者订立无固定期限劳动合同，要付二倍工资吗", k=10, kinds=("article",))
     top = hits[0]
     assert (top.item.law, top.item.article, top.item.version) == ("劳动合同法", 83, "2099-01-01")
-    assert top.via == "2012-12-28 第八十二条" and top.to_json()["via"] == top.via
+    assert top.via == "2012-12-28 第八十二条" and top.to_json()["via"] == top.via == hit_record(top)["via"]
     assert all(h.item.current for h in hits)
     assert len({(h.item.law_full, h.item.article, h.item.sub) for h in hits}) == len(hits)  # one hit per provision
 

@@ -49,6 +49,8 @@ def hit_record(hit: Hit, text_chars: int | None = None) -> dict[str, Any]:
     item = hit.item
     record: dict[str, Any] = {"kind": item.kind, "law": item.law, "article": item.article, "sub": item.sub,
                               "score": round(hit.score, 4), "exact": hit.exact}
+    if hit.via:  # an older version's wording matched (retrieval.py, 5.)
+        record["via"] = hit.via
     if text_chars is not None:
         text = item.text if len(item.text) <= text_chars else item.text[:text_chars] + "…"
         record.update(cite=item.cite(), version=item.version, text=text)
