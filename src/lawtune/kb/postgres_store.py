@@ -43,7 +43,7 @@ from lawtune.kb.repeals import repealed_in
 from lawtune.kb.sqlite_store import FORMAT, FORMAT_VERSION, ITEM_FIELDS, MAX_DF, row_values
 from lawtune.kb.store import Catalog, Hit, Item, Kind
 from lawtune.kb.tokenize import DEFAULT_TOKENIZER, tokenize
-from lawtune.kb.versions import link_versions
+from lawtune.kb.versions import number_updates
 
 URL_PREFIXES = ("postgresql://", "postgres://")
 SCHEMA = "lawtune_kb"
@@ -250,14 +250,10 @@ class PostgresStore:
                             "AND kind = 'article' AND current != (version = %s AND NOT %s)",
                             (newest, repealed, law, newest, repealed))
             if len(versions) > 1 or repealed:  # older versions: their numbers in the current one (versions.py)
-                self.db.execute("UPDATE items SET current_article = article, current_sub = sub WHERE law_full = %s "
-                                "AND kind = 'article' AND current AND (current_article, current_sub) != (article, sub)",
-                                (law,))
-                rows = self.db.execute("SELECT id, version, current, article, sub, text FROM items "
-                                       "WHERE law_full = %s AND kind = 'article'", (law,)).fetchall()
-                links = link_versions(rows)
+                rows = self.db.execute("SELECT id, version, current, article, sub, text, current_article, current_sub "
+                                       "FROM items WHERE law_full = %s AND kind = 'article'", (law,)).fetchall()
                 self.db.cursor().executemany("UPDATE items SET current_article = %s, current_sub = %s WHERE id = %s",
-                                             [(article, sub, row_id) for row_id, (article, sub) in links.items()])
+                                             number_updates(rows))
 
     # ---- read ----------------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from lawtune.errors import LawtuneError
 from lawtune.kb.repeals import repealed_in
 from lawtune.kb.store import Catalog, Hit, Item, Kind
 from lawtune.kb.tokenize import DEFAULT_TOKENIZER, tokenize
-from lawtune.kb.versions import link_versions
+from lawtune.kb.versions import number_updates
 
 FORMAT = "lawtune-kb"
 FORMAT_VERSION = "2"  # 2: current_article / current_sub (versions.py)
@@ -162,14 +162,9 @@ class SqliteStore:
 
     def _link_versions(self, law: str) -> None:
         """Every article's number in the law's current version (versions.py)."""
-        self.db.execute("UPDATE items SET current_article = article, current_sub = sub WHERE law_full = ? "
-                        "AND kind = 'article' AND current = 1 AND (current_article, current_sub) != (article, sub)",
-                        (law,))
-        rows = self.db.execute("SELECT id, version, current, article, sub, text FROM items "
-                               "WHERE law_full = ? AND kind = 'article'", (law,)).fetchall()
-        links = link_versions(rows)
-        self.db.executemany("UPDATE items SET current_article = ?, current_sub = ? WHERE id = ?",
-                            [(article, sub, row_id) for row_id, (article, sub) in links.items()])
+        rows = self.db.execute("SELECT id, version, current, article, sub, text, current_article, current_sub "
+                               "FROM items WHERE law_full = ? AND kind = 'article'", (law,))
+        self.db.executemany("UPDATE items SET current_article = ?, current_sub = ? WHERE id = ?", number_updates(rows))
 
     # ---- read ----------------------------------------------------------------------------------------
 
