@@ -82,3 +82,25 @@ def test_under_bf16_autocast_the_projections_run_in_bf16_on_one_cached_copy():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         linear_cross_entropy(states, weight, targets)
     assert vocab_loss._BF16_COPIES[id(weight)][2] is not copy
+
+
+def test_scratch_buffers_are_reused_across_calls_and_results_never_alias_them():
+    from lawtune.training import vocab_loss
+
+    big, weight, targets = _problem(rows=40, sharpness=4.0)
+    small = big[:7].clone()
+    results = []
+    for states, rows in ((big, targets), (small, targets[:7])):
+        states = states.clone().requires_grad_()
+        loss = linear_cross_entropy(states, weight, rows, filter_eps=1e-4)
+        loss.backward()
+        results.append((states, rows, loss.detach().clone(), states.grad.clone(), loss, states.grad))
+        if len(results) == 1:
+            logits_buffer = vocab_loss._WORKSPACE.buffers["logits"]
+            assert logits_buffer.numel() == 40 * weight.shape[0]
+    assert vocab_loss._WORKSPACE.buffers["logits"] is logits_buffer  # the smaller call used the same memory
+    for states, rows, loss_then, grad_then, loss_now, grad_now in results:
+        torch.testing.assert_close(loss_now, loss_then, rtol=0, atol=0)  # not overwritten by a later call
+        torch.testing.assert_close(grad_now, grad_then, rtol=0, atol=0)
+        expected_loss, _ = _reference(states.detach(), weight, rows)
+        torch.testing.assert_close(loss_now, expected_loss, rtol=1e-5, atol=1e-5)
