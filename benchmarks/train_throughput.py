@@ -16,7 +16,9 @@ linear layers with dropout 0.05, batch 4, one process. They differ only in what 
              filtered (speed.grad_filter); sparse LoRA dropout; no gradient checkpointing.
 
 Prints supervised tokens/s of each (supervised tokens / Trainer train_runtime) and the ratio, and the same per
-CPU second of the process (steadier than wall time when other jobs share the machine). Reads the
+CPU second of the process (steadier than wall time when other jobs share the machine); and how close each comes
+to the hardware: model FLOPs per second (the work any implementation must do, benchmarks/matmul_peak.py) as a
+fraction of the matmul peak measured at the start, in the pipeline's dtype and in the faster of fp32/bf16. Reads the
 legal_advice data from /work/shared (benchmarks may; the product never does).
 """
 
@@ -125,6 +127,20 @@ def reference(model_dir: Path, data: Path, steps: int, out: Path, checkpointing:
             "padding_share": 1 - seen["real"] / seen["positions"], **steady(seen)}
 
 
+def training_flops(model_dir: Path, data: Path) -> float:
+    """Model FLOPs of one pass over `data` (matmul_peak.step_model_flops), the same for both pipelines."""
+    from lawtune.data.conversations import read_examples
+    from lawtune.modeling.chat import ChatFormat, load_template
+    from lawtune.modeling.loading import load_tokenizer
+    from lawtune.training.data import encode_rows
+    from matmul_peak import step_model_flops
+
+    chat = ChatFormat(load_tokenizer(model_dir), load_template("gemma"))
+    examples = encode_rows([e.messages for e in read_examples(data, strict=False)], chat, 256, 256).examples
+    supervised = sum(sum(label != -100 for label in example["labels"][1:]) for example in examples)
+    return step_model_flops(model_dir, [len(example["input_ids"]) for example in examples], supervised)
+
+
 def steady(seen: dict) -> dict:
     """Rates after the first step (warm-up, and torch.compile's one-off compilation for lawtune)."""
     (wall_1, cpu_1), (wall_n, cpu_n) = seen["clock"][0], seen["clock"][-1]
@@ -182,10 +198,18 @@ def main() -> None:
 
     print(f"CPU flags {cpu_flags()}, {os.cpu_count()} CPUs, lawtune bf16: {options.bf16} "
           f"(the run's precision is printed below), load average now {os.getloadavg()[0]:.1f}", flush=True)
+    from matmul_peak import peak_gflops
+
+    peaks = {dtype: peak_gflops(dtype) for dtype in ("float32", "bfloat16")}
+    import torch
+
+    print(f"measured matmul peak ({torch.get_num_threads()} threads): fp32 {peaks['float32']:.0f} GFLOP/s, "
+          f"bf16 {peaks['bfloat16']:.0f} GFLOP/s", flush=True)
     model_dir = resolve_model_path(options.model)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "train.jsonl"
         write_conversations(data, options.steps * 4, options.skip)
+        flops = training_flops(model_dir, data)
         dev = Path(tmp) / "dev.jsonl"  # the 16 conversations after the training ones, held out from both
         write_conversations(dev, 16, options.skip + options.steps * 4)
         results = {}
@@ -204,6 +228,12 @@ def main() -> None:
                           ("steady_tokens_per_s", "wall s after step 1"), ("steady_tokens_per_cpu_s", "CPU s after step 1")):
             ref, ours = results["reference"][key], results["lawtune"][key]
             print(f"supervised tokens per {unit}: reference {ref:.1f}, lawtune {ours:.1f}, ratio {ours / ref:.2f}x")
+    for name, result in results.items():
+        dtype = "bfloat16" if result.get("precision", "fp32").startswith("bf16") else "float32"
+        achieved = flops / result["train_runtime_s"] / 1e9
+        print(f"{name}: {achieved:.0f} model GFLOP/s (whole run) = {100 * achieved / peaks[dtype]:.0f} % of the "
+              f"{dtype} matmul peak, {100 * achieved / max(peaks.values()):.0f} % of the best dtype's")
+    if len(results) == 2:
         ref, ours = results["reference"]["dev_loss"], results["lawtune"]["dev_loss"]
         print(f"dev loss after {options.steps} steps (16 held-out conversations, float32): reference {ref:.4f}, "
               f"lawtune {ours:.4f} ({100 * (ours - ref) / ref:+.2f} %)")
