@@ -83,6 +83,8 @@ def main() -> None:
     parser.add_argument("--qa-from-pool", choices=("yes", "no"), help=f"default retrieval.QA_FROM_POOL = {retrieval.QA_FROM_POOL}")
     parser.add_argument("--qa-voters", type=int, help=f"default retrieval.QA_VOTERS = {retrieval.QA_VOTERS}")
     parser.add_argument("--ask-weight", type=float, help=f"default retrieval.ASK_WEIGHT = {retrieval.ASK_WEIGHT} (0: off)")
+    parser.add_argument("--char-weight", type=float, help=f"default retrieval.CHAR_WEIGHT = {retrieval.CHAR_WEIGHT} "
+                        "(the candidates' single-character BM25 added; 0: off)")
     parser.add_argument("--no-fold", action="store_true", help="current versions only, no matching of older "
                         "versions' wording (retrieval.FOLD_VERSIONS = False)")
     parser.add_argument("--articles-only", action="store_true", help="search kinds=('article',): no Q&A items in the hits")
@@ -121,6 +123,8 @@ def main() -> None:
         retrieval.ASK_WEIGHT = args.ask_weight
     if args.no_fold:
         retrieval.FOLD_VERSIONS = False
+    if args.char_weight is not None:
+        retrieval.CHAR_WEIGHT = args.char_weight
     if args.qa_voters is not None:
         retrieval.QA_VOTERS = args.qa_voters
     store = open_store(kb_path)
@@ -180,7 +184,8 @@ def main() -> None:
     print(f"query ms: median {statistics.median(times):.1f}, p95 {times[int(len(times) * 0.95)]:.1f} wall; "
           f"median {statistics.median(cpu_times):.1f}, p95 {cpu_times[int(len(cpu_times) * 0.95)]:.1f} CPU")
     mode = "plain BM25" if args.plain else (f"search (law boost {retrieval.LAW_BOOST}, ask weight "
-                                            f"{retrieval.ASK_WEIGHT}, fold versions {retrieval.FOLD_VERSIONS}")
+                                            f"{retrieval.ASK_WEIGHT}, character weight {retrieval.CHAR_WEIGHT}, "
+                                            f"fold versions {retrieval.FOLD_VERSIONS}")
     if not args.plain:
         mode += f", Q&A bridge {retrieval.FUSION} weight {retrieval.BRIDGE_WEIGHT}, voters {retrieval.QA_VOTERS}, from pool {retrieval.QA_FROM_POOL})"
     mode += f", items {store.count()}{', articles only' if args.articles_only else ''}"

@@ -102,3 +102,39 @@ def test_statute_outranks_a_regulation_with_the_same_text(writable_kb):
     hits = writable_kb.search("蜂箱警示标志", k=2, kinds=("article",))
     assert [h.item.law for h in hits] == ["养蜂法", "养蜂管理条例"]
     assert hits[0].score > hits[1].score
+
+
+GUN = Item(kind="article", text="第一条 非法持有、私藏枪支、弹药的，处三年以下有期徒刑。", law="测试条例", law_full="测试条例",
+           article=1, version="2020-01-01")
+RELIC = Item(kind="article", text="第二条 私藏文物的，处罚款。", law="测试条例", law_full="测试条例", article=2,
+             version="2020-01-01")
+
+
+def test_char_scores_count_shared_single_characters(kb):
+    unrelated = Item(kind="article", text="第三条 本条例自公布之日起施行。", law="测试条例", law_full="测试条例", article=3)
+    gun, relic, none = kb.char_scores("私藏手枪", [GUN, RELIC, unrelated])
+    assert gun > relic > 0  # 私 藏 in both, 枪 in GUN only
+    assert none == 0
+    assert kb.char_scores("手枪", [RELIC]) == [0.0]
+
+
+def test_char_counts_follow_add(writable_kb):
+    item = Item(kind="qa", question="龘是什么", text="龘龘龘是一个生僻字。")
+    assert writable_kb.char_scores("龘", [item]) == [0.0]  # no item holds 龘 yet: no idf
+    writable_kb.add([item])
+    assert writable_kb.char_scores("龘", [item])[0] > 0
+
+
+def test_a_shared_character_lifts_an_article(writable_kb, monkeypatch):
+    # both match the bigram 私藏 and nothing else; the shorter RELIC wins on bigrams alone, GUN shares 枪 with 手枪
+    from lawtune.kb import retrieval
+
+    writable_kb.add([GUN, RELIC])
+
+    def order():
+        laws = [(h.item.law, h.item.article) for h in writable_kb.search("私藏手枪", k=50, kinds=("article",))]
+        return laws.index(("测试条例", 1)) < laws.index(("测试条例", 2))
+
+    assert order()  # GUN first
+    monkeypatch.setattr(retrieval, "CHAR_WEIGHT", 0.0)
+    assert not order()  # bigrams alone: RELIC first

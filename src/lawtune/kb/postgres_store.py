@@ -5,7 +5,7 @@
     store.search("离婚需要什么材料", k=5)                                 # -> [Hit, ...], as SqliteStore
 
 Needs `pip install 'lawtune[postgres]'` (psycopg 3). The URL is libpq's (`postgresql://user[:password]@host:port/db`);
-the KB lives in schema `lawtune_kb` of that database (tables `meta`, `items`, `repeals`, `token_df`), so one
+the KB lives in schema `lawtune_kb` of that database (tables `meta`, `items`, `repeals`, `token_df`, `char_df`), so one
 database holds one KB and the rest of the database is left alone. `build` fills a fresh schema and swaps it in with
 one transaction: readers see the old KB or the new one, never half of one.
 
@@ -42,7 +42,7 @@ from lawtune.errors import LawtuneError
 from lawtune.kb.repeals import repealed_in
 from lawtune.kb.sqlite_store import FORMAT, FORMAT_VERSION, ITEM_FIELDS, MAX_DF, row_values
 from lawtune.kb.store import Catalog, Hit, Item, Kind
-from lawtune.kb.tokenize import DEFAULT_TOKENIZER, tokenize
+from lawtune.kb.tokenize import DEFAULT_TOKENIZER, characters, tokenize
 from lawtune.kb.versions import number_updates
 
 URL_PREFIXES = ("postgresql://", "postgres://")
@@ -68,6 +68,7 @@ CREATE INDEX ON {schema}.items (law, article, sub);
 CREATE TABLE {schema}.repeals (law_full TEXT NOT NULL, by_law TEXT NOT NULL, by_version TEXT, by_cite TEXT NOT NULL,
                                PRIMARY KEY (law_full, by_law));
 CREATE TABLE {schema}.token_df (token TEXT PRIMARY KEY, df INTEGER NOT NULL);
+CREATE TABLE {schema}.char_df (char TEXT PRIMARY KEY, df INTEGER NOT NULL);
 """
 # built after the bulk load of `build` (one pass over the data instead of one update per row)
 GIN_INDEX = "CREATE INDEX items_tsv ON {schema}.items USING GIN (tsv)"
@@ -120,6 +121,8 @@ class PostgresStore:
         self.tokenizer = meta.get("tokenizer", DEFAULT_TOKENIZER)
         self._retriever = None  # built on first search, dropped on add (it caches law names)
         self._items = 0  # item count for idf and MAX_DF; reset on add
+        self._char_df: dict[str, int] = {}  # char_stats's cache; reset on add
+        self._chars = 0
 
     # ---- open / build --------------------------------------------------------------------------------
 
@@ -166,7 +169,7 @@ class PostgresStore:
                     if statement.strip():
                         conn.execute(statement)
                 conn.cursor().executemany(f"INSERT INTO {staging}.meta VALUES (%s, %s)", [
-                    ("format", FORMAT), ("format_version", FORMAT_VERSION), ("tokenizer", tokenizer)])
+                    ("format", FORMAT), ("format_version", FORMAT_VERSION), ("tokenizer", tokenizer), ("chars", "0")])
             conn.execute(f"SET search_path = {staging}")
             store = cls(conn, url)
             store.add(items)
@@ -200,7 +203,7 @@ class PostgresStore:
 
     def add(self, items: Iterable[Item]) -> int:
         """Insert items (COPY), update token frequencies and current versions, commit: searchable on return."""
-        count, touched, df = 0, set(), Counter()
+        count, touched, df, char_df, chars = 0, set(), Counter(), Counter(), 0
         with self.lock, self.db.transaction():  # all or nothing
             self.db.execute("CREATE TEMP TABLE new_items (LIKE items INCLUDING DEFAULTS, "
                             "law_tokens TEXT, title_tokens TEXT, body_tokens TEXT) ON COMMIT DROP")
@@ -209,10 +212,12 @@ class PostgresStore:
             columns = (*ITEM_FIELDS, "law_tokens", "title_tokens", "body_tokens")
             with self.db.cursor().copy(f"COPY new_items ({', '.join(columns)}) FROM STDIN") as copy:
                 for item in items:
-                    title = item.question if item.kind == "qa" else item.path
-                    fields = [tokenize(f"{item.law} {item.law_full}", self.tokenizer),
-                              tokenize(title, self.tokenizer), tokenize(item.text, self.tokenizer)]
+                    texts = item.search_fields()
+                    fields = [tokenize(text, self.tokenizer) for text in texts]
                     df.update(set().union(*fields))
+                    item_chars = characters("".join(texts))
+                    chars += len(item_chars)
+                    char_df.update(set(item_chars))
                     copy.write_row(row_values(item) + [" ".join(f) for f in fields])
                     if item.kind == "article":
                         touched.add(item.law_full)
@@ -230,10 +235,13 @@ class PostgresStore:
                     copy.write_row((token, n))
             self.db.execute("INSERT INTO token_df SELECT token, df FROM new_df "
                             "ON CONFLICT (token) DO UPDATE SET df = token_df.df + EXCLUDED.df")
+            self.db.cursor().executemany("INSERT INTO char_df VALUES (%s, %s) "
+                                         "ON CONFLICT (char) DO UPDATE SET df = char_df.df + EXCLUDED.df", list(char_df.items()))
+            self.db.execute("UPDATE meta SET value = (value::bigint + %s)::text WHERE key = 'chars'", (chars,))
             self.db.cursor().executemany("INSERT INTO repeals VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", repeals)
             self._update_current(touched)
         self._retriever = None
-        self._items = 0
+        self._items, self._char_df, self._chars = 0, {}, 0
         return count
 
     def _update_current(self, laws: set[str]) -> None:
@@ -321,6 +329,43 @@ class PostgresStore:
         n = self._items
         return {t: _idf(n, df[t]) for t in kept}
 
+    def char_scores(self, query: str, items: list[Item]) -> list[float]:
+        """Σ idf · ts_rank over the query's single CJK characters, computed in Python as `_ranked` ranks tokens
+        had the tsvector held characters: idf from `char_df` (characters in more than MAX_DF of the items dropped),
+        ts_rank's per-term value (occurrences weighted by column, `WEIGHTS` / max, in position order, Σ w/i²
+        with the largest weight counted whole, ÷ π²/6) and length normalisation 1 (÷ log2(1 + length), length =
+        the item's CJK characters). On the scale of `text_search`'s scores, so retrieval can add the two."""
+        chars = list(dict.fromkeys(characters(query)))
+        count, _mean_length, df = self._char_stats(chars)
+        idf = {c: _idf(count, n) for c, n in df.items() if 0 < n <= MAX_DF * count}
+        column_weights = [w / max(WEIGHTS) for w in WEIGHTS]
+        scores = []
+        for item in items:
+            fields = item.search_fields()
+            whole = "\n".join(fields)
+            length = len(characters(whole))
+            score = 0.0
+            for char, weight in idf.items():
+                if char in whole:
+                    occurrences = [w for w, f in zip(column_weights, fields) for _ in range(f.count(char))]
+                    score += weight * _term_rank(occurrences)
+            scores.append(score / math.log2(1 + length) if length else 0.0)
+        return scores
+
+    def _char_stats(self, chars: list[str]) -> tuple[int, float, dict[str, int]]:
+        """(items, mean CJK characters per item, {char: items holding it}); cached until the next add."""
+        with self.lock:
+            if not self._items:
+                self._items = self.db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+            if not self._chars:
+                self._chars = int(self.db.execute("SELECT value FROM meta WHERE key = 'chars'").fetchone()[0])
+            missing = [c for c in dict.fromkeys(chars) if c not in self._char_df]
+            if missing:
+                self._char_df.update(dict.fromkeys(missing, 0))
+                self._char_df.update(self.db.execute("SELECT char, df FROM char_df WHERE char = ANY(%s)",
+                                                     (missing,)).fetchall())
+            return self._items, self._chars / max(1, self._items), {c: self._char_df[c] for c in chars}
+
     def search(self, query: str, k: int = 5, *, current_only: bool = True,
                kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:
         from lawtune.kb.retrieval import Retriever
@@ -356,6 +401,14 @@ class PostgresStore:
 def _idf(items: int, df: float) -> float:
     """BM25's idf as FTS5 computes it (floored at 1e-6)."""
     return max(math.log((items - df + 0.5) / (df + 0.5)), 1e-6)
+
+
+def _term_rank(weights: list[float]) -> float:
+    """ts_rank's value for one query term (PostgreSQL's calc_rank_or) from its occurrences' weights in position
+    order: Σ w_j / j², with the largest weight counted whole, ÷ π²/6 (the limit of Σ 1/j²)."""
+    largest = max(weights)
+    at = weights.index(largest) + 1
+    return (largest + sum(w / (j * j) for j, w in enumerate(weights, 1)) - largest / (at * at)) / 1.64493406685
 
 
 def _or_query(tokens: list[str]) -> str:

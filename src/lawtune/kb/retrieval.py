@@ -34,7 +34,16 @@
    second BM25 query adds `ASK_WEIGHT` × its scores. LawBench 3-2 recall@5 of the cited provision, current
    versions: 0.725 without it, 0.735 / 0.743 / 0.741 / 0.735 at weight 0.3 / 0.5 / 0.7 / 1.0; on 1,000
    consultations (docs/knowledge-base.md) 0.769 either way.
-7. The rest is the backend's BM25 (law name weighted ×2).
+7. Single characters count too: bigrams miss words that share a character but no bigram (a layperson's 手枪 /
+   残障 / 电商, the statute's 枪支 / 残疾 / 电子商务). Every full-text match's score gets + `CHAR_WEIGHT` × the
+   backend's score of the query's single CJK characters over that hit (`store.char_scores`: BM25 as FTS5 would
+   compute it for SQLite, Σ idf · ts_rank for PostgreSQL, so the two add on the same scale; character counts
+   are kept at build / add). The classic 1+2-gram mix of Chinese retrieval, applied to the candidates only:
+   indexing characters in FTS5 doubled the query time (103 ms median). Weight 1 (the two tokenizations count
+   alike), not tuned. Measured with `--char-weight 0` / default: LawBench 3-2 recall@5 of the cited provision
+   0.741 → 0.752 (13 questions gained, 8 lost; 0.756 → 0.766 all versions; PostgreSQL 0.717 → 0.743), 1,000
+   consultations hit@5 0.769 → 0.784, kb_rag_eval (bundled laws) recall@3 0.164 → 0.189, hit@3 0.415 → 0.472.
+8. The rest is the backend's BM25 (law name weighted ×2).
 
 Measured on LawBench 3-2 with benchmarks/kb_retrieval.py (docs/knowledge-base.md): re-ranking the top 100 by
 law-level score aggregation, law-name-core matches, query-term coverage and pseudo-relevance feedback each
@@ -62,6 +71,7 @@ QA_FROM_POOL = True  # voters: the Q&A items among the POOL candidates (True) or
 FUSION = "sum"  # "sum": BM25 + weight × summed BM25 of the citing Q&A; "rrf": reciprocal-rank fusion of the rankings
 FOLD_VERSIONS = True  # search matches older versions' wording and returns one hit per provision (_fold_versions)
 ASK_WEIGHT = 0.5  # extra weight of the asking sentence's words (ask_clause); 0 turns it off
+CHAR_WEIGHT = 1.0  # weight of the candidates' single-character score (store.char_scores); 0 turns it off
 SENTENCE_END_RE = re.compile(r"(?<=[。！？?!；;])")
 BOILERPLATE_RE = re.compile(r"(根据|依据|按照)?(中国的|我国的?)?(相关|哪[一个条部些]*)?(的)?"
                             r"(法律|法规|法条|条款|条文|规定|文件)+[，,]?")
@@ -90,17 +100,17 @@ class Retriever:
         pool_kinds = tuple(dict.fromkeys((*kinds, "qa"))) if bridge and QA_FROM_POOL else kinds
         # match every version's wording, then fold older versions' articles into the current ones
         every_version = not current_only or FOLD_VERSIONS
-        hits = {self._key(h): h for h in self.store.text_search(query, pool, current_only=not every_version,
-                                                                kinds=pool_kinds)}
+        hits = {self._key(h): h for h in self._text_search(query, pool, current_only=not every_version,
+                                                           kinds=pool_kinds)}
         ask = ask_clause(query) if ASK_WEIGHT > 0 else ""
         if ask:
-            for hit in self.store.text_search(ask, pool, current_only=not every_version, kinds=pool_kinds):
+            for hit in self._text_search(ask, pool, current_only=not every_version, kinds=pool_kinds):
                 known = hits.setdefault(self._key(hit), Hit(hit.item, 0.0))
                 hits[self._key(hit)] = Hit(known.item, known.score + ASK_WEIGHT * hit.score)
         named = list(dict.fromkeys(law for _, _, law in self.names.find(query)))
         if named and "article" in kinds:
-            for hit in self.store.text_search(query, pool, current_only=not every_version, laws=named,
-                                              kinds=("article",)):
+            for hit in self._text_search(query, pool, current_only=not every_version, laws=named,
+                                         kinds=("article",)):
                 hits[self._key(hit)] = Hit(hit.item, max(hit.score, hits.get(self._key(hit), hit).score))
         ranked = sorted((self._rescore(h, named) for h in hits.values()), key=lambda h: h.score, reverse=True)
         if FOLD_VERSIONS:
@@ -110,7 +120,7 @@ class Retriever:
                 voters = [h for h in hits.values() if h.item.kind == "qa"]
                 voters = sorted(voters, key=lambda h: h.score, reverse=True)[:QA_VOTERS]
             else:
-                voters = self.store.text_search(query, QA_VOTERS, current_only=current_only, kinds=("qa",))
+                voters = self._text_search(query, QA_VOTERS, current_only=current_only, kinds=("qa",))
             ranked = [h for h in self._bridge(ranked, voters, current_only) if h.item.kind in kinds]
         seen = {self._key(h) for h in exact}
         rest = [h for h in ranked if self._key(h) not in seen]
@@ -118,6 +128,15 @@ class Retriever:
         top = (rest[0].score if rest else 0.0) + 1.0
         exact = [Hit(h.item, top + len(exact) - n, exact=True) for n, h in enumerate(exact)]
         return (exact + rest)[:k]
+
+    def _text_search(self, query: str, k: int, **options) -> list[Hit]:
+        """The backend's full-text ranking (character bigrams), each hit's score + `CHAR_WEIGHT` × the backend's
+        score of its single characters (`char_scores`, 7. in the module docstring)."""
+        hits = self.store.text_search(query, k, **options)
+        if CHAR_WEIGHT <= 0 or not hits:
+            return hits
+        scores = self.store.char_scores(query, [h.item for h in hits])
+        return [Hit(h.item, h.score + CHAR_WEIGHT * s, h.exact, h.via) for h, s in zip(hits, scores)]
 
     def _bridge(self, ranked: list[Hit], voters: list[Hit], current_only: bool) -> list[Hit]:
         """Fuse the BM25 ranking with the articles cited by the best Q&A matches (4. in the module docstring)."""

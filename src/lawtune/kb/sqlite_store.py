@@ -7,7 +7,8 @@
 
 Tables: `items` (one row per article / Q&A pair, all fields of `Item`), `items_fts` (contentless FTS5 over the
 tokenized law name, heading path or question, and text; rowid = items.id), `repeals` (which laws the texts
-say were repealed, and by what) and `meta` (format marker, tokenizer). FTS5 sees space-separated tokens made
+say were repealed, and by what), `char_df` (how many items hold each CJK character, for retrieval's character
+re-score) and `meta` (format marker, tokenizer, `chars`: the CJK characters of all items). FTS5 sees space-separated tokens made
 by `tokenize.py`, so the same function cuts documents and queries; `unicode61` only splits on the spaces.
 
 BM25 column weights (law name, path/question, text) = `WEIGHTS`; measured in benchmarks/kb_retrieval.py.
@@ -15,24 +16,27 @@ BM25 column weights (law name, path/question, text) = `WEIGHTS`; measured in ben
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
 from lawtune.errors import LawtuneError
 from lawtune.kb.repeals import repealed_in
 from lawtune.kb.store import Catalog, Hit, Item, Kind
-from lawtune.kb.tokenize import DEFAULT_TOKENIZER, tokenize
+from lawtune.kb.tokenize import DEFAULT_TOKENIZER, characters, tokenize
 from lawtune.kb.versions import number_updates
 
 FORMAT = "lawtune-kb"
-FORMAT_VERSION = "2"  # 2: current_article / current_sub (versions.py)
+FORMAT_VERSION = "3"  # 2: current_article / current_sub (versions.py); 3: char_df and meta `chars` (char_stats)
 WEIGHTS = (2.0, 1.0, 1.0)  # law name, path / question, text
 # Query tokens in more than this share of items (规定, 应当, 人民 …) are dropped from the query: they barely move
 # BM25 but their long posting lists dominate query time.
 MAX_DF = 0.1
+BM25_K1, BM25_B = 1.2, 0.75  # FTS5's bm25() constants, for char_scores
 OVERSAMPLE = 3  # text_search ranks k × this many FTS5 matches before the kind / version filters (see there)
 ITEM_FIELDS = ("kind", "text", "law", "law_full", "article", "sub", "version", "current", "path", "question", "source",
                "current_article", "current_sub")
@@ -57,6 +61,7 @@ CREATE INDEX items_ref ON items (law_full, article, sub);
 CREATE INDEX items_law ON items (law, article, sub);
 CREATE TABLE repeals (law_full TEXT NOT NULL, by_law TEXT NOT NULL, by_version TEXT, by_cite TEXT NOT NULL,
                       PRIMARY KEY (law_full, by_law));
+CREATE TABLE char_df (char TEXT PRIMARY KEY, df INTEGER NOT NULL);
 CREATE VIRTUAL TABLE items_fts USING fts5 (law, title, body, content='', tokenize='unicode61');
 """
 
@@ -72,6 +77,8 @@ class SqliteStore:
         self._retriever = None  # built on first search, dropped on add (it caches law names)
         self._df: dict[str, int] = {}  # document frequency per token, for MAX_DF; reset on add
         self._items = 0
+        self._char_df: dict[str, int] = {}  # char_stats's cache; reset on add
+        self._chars = 0
         # fts5vocab reads FTS5's term statistics; TEMP so that opening a KB never writes to the file
         self.db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.items_vocab USING fts5vocab(main, items_fts, 'row')")
 
@@ -86,7 +93,7 @@ class SqliteStore:
         db = sqlite3.connect(path, check_same_thread=False)
         db.executescript(SCHEMA)
         db.executemany("INSERT INTO meta VALUES (?, ?)",
-                       [("format", FORMAT), ("format_version", FORMAT_VERSION), ("tokenizer", tokenizer)])
+                       [("format", FORMAT), ("format_version", FORMAT_VERSION), ("tokenizer", tokenizer), ("chars", "0")])
         db.commit()
         return cls(db, path)
 
@@ -121,16 +128,18 @@ class SqliteStore:
 
     def add(self, items: Iterable[Item]) -> int:
         """Insert items, update which versions are current, commit: searchable when this returns."""
-        count, touched = 0, set()
+        count, touched, char_df, chars = 0, set(), Counter(), 0
         with self.lock, self.db:  # one transaction: all or nothing
             for item in items:
                 cursor = self.db.execute(
                     f"INSERT INTO items ({', '.join(ITEM_FIELDS)}) VALUES ({', '.join('?' * len(ITEM_FIELDS))})",
                     row_values(item))
-                title = item.question if item.kind == "qa" else item.path
-                self.db.execute("INSERT INTO items_fts (rowid, law, title, body) VALUES (?, ?, ?, ?)", (
-                    cursor.lastrowid, " ".join(tokenize(f"{item.law} {item.law_full}", self.tokenizer)),
-                    " ".join(tokenize(title, self.tokenizer)), " ".join(tokenize(item.text, self.tokenizer))))
+                fields = item.search_fields()
+                self.db.execute("INSERT INTO items_fts (rowid, law, title, body) VALUES (?, ?, ?, ?)",
+                                (cursor.lastrowid, *(" ".join(tokenize(f, self.tokenizer)) for f in fields)))
+                item_chars = characters("".join(fields))
+                chars += len(item_chars)
+                char_df.update(set(item_chars))
                 if item.kind == "article":
                     touched.add(item.law_full)
                     for target in repealed_in(item.text):
@@ -138,9 +147,13 @@ class SqliteStore:
                         self.db.execute("INSERT OR IGNORE INTO repeals VALUES (?, ?, ?, ?)",
                                         (target, item.law_full, item.version, item.cite()))
                 count += 1
+            self.db.executemany("INSERT INTO char_df VALUES (?, ?) ON CONFLICT (char) DO UPDATE SET df = df + excluded.df",
+                                char_df.items())
+            self.db.execute("INSERT INTO meta VALUES ('chars', ?) ON CONFLICT (key) DO UPDATE "
+                            "SET value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)", (str(chars),))
             self._update_current(touched)
         self._retriever = None
-        self._df, self._items = {}, 0
+        self._df, self._items, self._char_df, self._chars = {}, 0, {}, 0
         return count
 
     def _update_current(self, laws: set[str]) -> None:
@@ -212,6 +225,40 @@ class SqliteStore:
                 self._df[token] = row[0] if row else 0
         kept = [t for t in tokens if 0 < self._df[t] <= MAX_DF * self._items]
         return kept or [t for t in tokens if self._df[t]]  # a query of common words only: keep them
+
+    def char_scores(self, query: str, items: list[Item]) -> list[float]:
+        """BM25 of the query's single CJK characters over each item's three columns, computed as FTS5 would had it
+        indexed characters: idf from `char_df` (characters in more than MAX_DF of the items dropped, as for
+        tokens), column weights `WEIGHTS`, FTS5's k1 and b, length = the item's CJK characters."""
+        chars = list(dict.fromkeys(characters(query)))
+        count, mean_length, df = self._char_stats(chars)
+        idf = {c: math.log((count - n + 0.5) / (n + 0.5)) for c, n in df.items() if 0 < n <= MAX_DF * count}
+        scores = []
+        for item in items:
+            fields = item.search_fields()
+            whole = "\n".join(fields)
+            saturation = BM25_K1 * (1 - BM25_B + BM25_B * len(characters(whole)) / mean_length)
+            score = 0.0
+            for char, weight in idf.items():
+                if char in whole:
+                    freq = sum(w * f.count(char) for w, f in zip(WEIGHTS, fields))
+                    score += weight * freq * (BM25_K1 + 1) / (freq + saturation)
+            scores.append(score)
+        return scores
+
+    def _char_stats(self, chars: list[str]) -> tuple[int, float, dict[str, int]]:
+        """(items, mean CJK characters per item, {char: items holding it}); cached until the next add."""
+        with self.lock:
+            if not self._items:
+                self._items = self.db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+            if not self._chars:
+                self._chars = int(self.db.execute("SELECT value FROM meta WHERE key = 'chars'").fetchone()[0])
+            missing = [c for c in dict.fromkeys(chars) if c not in self._char_df]
+            if missing:
+                self._char_df.update(dict.fromkeys(missing, 0))
+                self._char_df.update(self.db.execute(
+                    f"SELECT char, df FROM char_df WHERE char IN ({', '.join('?' * len(missing))})", missing))
+            return self._items, self._chars / max(1, self._items), {c: self._char_df[c] for c in chars}
 
     def search(self, query: str, k: int = 5, *, current_only: bool = True,
                kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:

@@ -45,6 +45,10 @@ class Item:
     current_article: int = 0
     current_sub: int = 0
 
+    def search_fields(self) -> tuple[str, str, str]:
+        """The three texts full-text search indexes: law names, heading path (question for Q&A), text."""
+        return f"{self.law} {self.law_full}", self.question if self.kind == "qa" else self.path, self.text
+
     def cite(self) -> str:
         """《劳动合同法》第八十二条 for an article, the question for a Q&A pair."""
         if self.kind != "article":
@@ -131,6 +135,10 @@ class KnowledgeStore(Protocol):
     def lookup(self, law: str, article: int, sub: int = 0, version: str | None = None) -> Item | None:
         """One article by law (short or full name), number, 之N. version None: the current version's article,
         else the newest version that has it (check `item.current`); None if no version has it."""
+
+    def char_scores(self, query: str, items: list[Item]) -> list[float]:
+        """Each item's score for the query's single CJK characters, as the engine's full-text ranking would score
+        them were characters indexed (they are not: `text_search` matches bigrams); retrieval adds it."""
 
     def catalog(self) -> Catalog: ...
 

@@ -34,6 +34,12 @@ def tokenize(text: str, scheme: str = DEFAULT_TOKENIZER) -> list[str]:
     raise ValueError(f"unknown tokenizer {scheme!r}; choose one of {', '.join(TOKENIZERS)}")
 
 
+def characters(text: str) -> list[str]:
+    """The CJK characters of text, in order: the unigrams the stores' `char_scores` score candidates with (the
+    stores count, in table `char_df`, how many items hold each one)."""
+    return _CJK_RE.findall(text)
+
+
 def _bigrams(text: str) -> list[str]:
     tokens: list[str] = []
     for run in _RUN_RE.findall(text):
