@@ -139,3 +139,14 @@ def test_config_and_file_problems_are_one_line_cli_errors(tiny_model_dir, conver
         f"error: {config}: unknown key peft_config.rr (did you mean peft_config.r?)"]
     with pytest.raises(LawtuneError, match="model '/nope' not found"):
         run(config, ["model.name_or_path=/nope"])
+
+
+def test_attention_defaults_to_eager_on_a_cpu_unless_configured():
+    import torch
+
+    from lawtune.training.config import ModelSection
+    from lawtune.training.train import training_attention
+
+    assert training_attention(ModelSection(attn_implementation="sdpa")) == "sdpa"
+    assert training_attention(ModelSection(trust_remote_code=True)) is None  # remote code keeps its own
+    assert training_attention(ModelSection()) == (None if torch.cuda.is_available() else "eager")

@@ -50,7 +50,8 @@ class ModelSection(Section):
     name_or_path: str = Field("default", description="imported model name, `default`, or a local HF folder")
     chat_template: str | None = Field(None, description="gemma | chatglm3 | a .jinja file; default: the tokenizer's own, else the family's")
     trust_remote_code: bool = False
-    attn_implementation: str | None = None
+    attn_implementation: str | None = Field(None, description=(
+        "transformers attention (eager | sdpa | flash_attention_2); default: eager on a CPU, the model's default on a GPU"))
     compile: bool = Field(False, description="torch.compile each decoder layer (fuses the many small ops; ~2-3 min once)")
 
 
@@ -155,6 +156,9 @@ class SpeedSection(Section):
         "(Cut Cross-Entropy's gradient filtering; the loss value is exact); 0 = exact gradient"))
     sparse_dropout: bool = Field(True, description=(
         "LoRA dropout draws only the dropped positions (same distribution as nn.Dropout, ~p as many random numbers)"))
+    fused_lora: bool = Field(True, description=(
+        "each LoRA linear layer's training forward and backward as one autograd node (same function and "
+        "gradients as PEFT's; fewer passes over memory)"))
 
 
 class TrainConfig(Section):
