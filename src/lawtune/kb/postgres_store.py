@@ -41,7 +41,7 @@ from collections.abc import Iterable
 from lawtune.errors import LawtuneError
 from lawtune.kb.repeals import repealed_in
 from lawtune.kb.sqlite_store import FORMAT, FORMAT_VERSION, ITEM_FIELDS, MAX_DF, row_values
-from lawtune.kb.store import Catalog, Hit, Item, Kind
+from lawtune.kb.store import Catalog, Hit, Item, Kind, char_stats
 from lawtune.kb.tokenize import DEFAULT_TOKENIZER, characters, tokenize
 from lawtune.kb.versions import number_updates
 
@@ -353,18 +353,9 @@ class PostgresStore:
         return scores
 
     def _char_stats(self, chars: list[str]) -> tuple[int, float, dict[str, int]]:
-        """(items, mean CJK characters per item, {char: items holding it}); cached until the next add."""
-        with self.lock:
-            if not self._items:
-                self._items = self.db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
-            if not self._chars:
-                self._chars = int(self.db.execute("SELECT value FROM meta WHERE key = 'chars'").fetchone()[0])
-            missing = [c for c in dict.fromkeys(chars) if c not in self._char_df]
-            if missing:
-                self._char_df.update(dict.fromkeys(missing, 0))
-                self._char_df.update(self.db.execute("SELECT char, df FROM char_df WHERE char = ANY(%s)",
-                                                     (missing,)).fetchall())
-            return self._items, self._chars / max(1, self._items), {c: self._char_df[c] for c in chars}
+        """store.char_stats over this backend's char_df."""
+        return char_stats(self, chars, lambda missing: self.db.execute(
+            "SELECT char, df FROM char_df WHERE char = ANY(%s)", (missing,)).fetchall())
 
     def search(self, query: str, k: int = 5, *, current_only: bool = True,
                kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:

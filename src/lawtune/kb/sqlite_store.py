@@ -26,7 +26,7 @@ from pathlib import Path
 
 from lawtune.errors import LawtuneError
 from lawtune.kb.repeals import repealed_in
-from lawtune.kb.store import Catalog, Hit, Item, Kind
+from lawtune.kb.store import Catalog, Hit, Item, Kind, char_stats
 from lawtune.kb.tokenize import DEFAULT_TOKENIZER, characters, tokenize
 from lawtune.kb.versions import number_updates
 
@@ -247,18 +247,9 @@ class SqliteStore:
         return scores
 
     def _char_stats(self, chars: list[str]) -> tuple[int, float, dict[str, int]]:
-        """(items, mean CJK characters per item, {char: items holding it}); cached until the next add."""
-        with self.lock:
-            if not self._items:
-                self._items = self.db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
-            if not self._chars:
-                self._chars = int(self.db.execute("SELECT value FROM meta WHERE key = 'chars'").fetchone()[0])
-            missing = [c for c in dict.fromkeys(chars) if c not in self._char_df]
-            if missing:
-                self._char_df.update(dict.fromkeys(missing, 0))
-                self._char_df.update(self.db.execute(
-                    f"SELECT char, df FROM char_df WHERE char IN ({', '.join('?' * len(missing))})", missing))
-            return self._items, self._chars / max(1, self._items), {c: self._char_df[c] for c in chars}
+        """store.char_stats over this backend's char_df."""
+        return char_stats(self, chars, lambda missing: self.db.execute(
+            f"SELECT char, df FROM char_df WHERE char IN ({', '.join('?' * len(missing))})", missing))
 
     def search(self, query: str, k: int = 5, *, current_only: bool = True,
                kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:

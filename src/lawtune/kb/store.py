@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Callable, Literal, Protocol
 
 from lawtune.kb.numerals import to_chinese
 
@@ -146,3 +146,21 @@ class KnowledgeStore(Protocol):
         """Items per kind."""
 
     def close(self) -> None: ...
+
+
+def char_stats(store: Any, chars: list[str],
+               fetch_df: Callable[[list[str]], Iterable[tuple[str, int]]]) -> tuple[int, float, dict[str, int]]:
+    """(items, mean CJK characters per item, {char: items holding it}) for a backend's `char_scores`.
+
+    `store` is a SQLite or PostgreSQL store: read under its `lock` from its `db`, cached in its `_items`,
+    `_chars` and `_char_df`, which its `add` resets; `fetch_df(chars)` yields (char, df) rows from `char_df`."""
+    with store.lock:
+        if not store._items:
+            store._items = store.db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+        if not store._chars:
+            store._chars = int(store.db.execute("SELECT value FROM meta WHERE key = 'chars'").fetchone()[0])
+        missing = [c for c in dict.fromkeys(chars) if c not in store._char_df]
+        if missing:
+            store._char_df.update(dict.fromkeys(missing, 0))
+            store._char_df.update(fetch_df(missing))
+        return store._items, store._chars / max(1, store._items), {c: store._char_df[c] for c in chars}
