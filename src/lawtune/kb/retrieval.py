@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 
 from lawtune.kb.citations import find_citations
 from lawtune.kb.names import LawNames
@@ -136,7 +137,7 @@ class Retriever:
         if CHAR_WEIGHT <= 0 or not hits:
             return hits
         scores = self.store.char_scores(query, [h.item for h in hits])
-        return [Hit(h.item, h.score + CHAR_WEIGHT * s, h.exact, h.via) for h, s in zip(hits, scores)]
+        return [replace(h, score=h.score + CHAR_WEIGHT * s) for h, s in zip(hits, scores)]
 
     def _bridge(self, ranked: list[Hit], voters: list[Hit], current_only: bool) -> list[Hit]:
         """Fuse the BM25 ranking with the articles cited by the best Q&A matches (4. in the module docstring)."""
@@ -161,7 +162,7 @@ class Retriever:
                 hit = Hit(item, 0.0)
             entry = fused.setdefault(self._key(hit), [hit, 0.0])
             entry[1] += BRIDGE_WEIGHT * (vote if FUSION == "sum" else 1 / (RRF_K + n))
-        return [Hit(h.item, score, h.exact, h.via) for h, score in sorted(fused.values(), key=lambda e: e[1], reverse=True)]
+        return [replace(h, score=score) for h, score in sorted(fused.values(), key=lambda e: e[1], reverse=True)]
 
     def _fold_versions(self, ranked: list[Hit], keep_dropped: bool) -> list[Hit]:
         """One hit per provision: an older version's article becomes the current article of the same provision
@@ -201,7 +202,7 @@ class Retriever:
             score *= LAW_BOOST
         if STATUTE_RE.match(hit.item.law_full):
             score *= STATUTE_BOOST
-        return Hit(hit.item, score, hit.exact, hit.via)
+        return replace(hit, score=score)
 
 
 def ask_clause(query: str) -> str:

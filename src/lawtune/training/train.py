@@ -164,7 +164,8 @@ def _build_trainer(config: TrainConfig, args, run_dir: Path, model_dir: Path, tr
     from lawtune.training.loss import SFTTrainer, TokenCounter
 
     torch.manual_seed(args.seed)
-    kwargs = {"attn_implementation": training_attention(config.model)} if training_attention(config.model) else {}
+    attention = training_attention(config.model)
+    kwargs = {"attn_implementation": attention} if attention else {}
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
                                                  trust_remote_code=config.model.trust_remote_code, **kwargs)
     model.config.use_cache = False

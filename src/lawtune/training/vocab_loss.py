@@ -122,9 +122,6 @@ class _Workspace:
             buffer = self.buffers[name] = torch.empty(size, dtype=dtype)
         return buffer[:size].view(shape)
 
-    def clear(self) -> None:
-        self.buffers.clear()
-
 
 _CACHE_ROWS = 32  # 32 rows × 262k floats = 32 MiB
 _WORKSPACE = _Workspace()
