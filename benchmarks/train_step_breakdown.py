@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from train_throughput import write_conversations
+from train_throughput import encode_file, write_conversations
 
 
 def main() -> None:
@@ -32,11 +32,8 @@ def main() -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from lawtune.modeling.chat import ChatFormat, load_template
-    from lawtune.modeling.loading import load_tokenizer
     from lawtune.modeling.runs import resolve_model_path
-    from lawtune.data.conversations import read_examples
-    from lawtune.training.data import Collator, encode_rows
+    from lawtune.training.data import Collator
     from lawtune.modeling.loading import bf16_supported
     from lawtune.training.dropout import use_sparse_dropout
     from lawtune.training.fused_lora import use_fused_lora
@@ -51,12 +48,10 @@ def main() -> None:
 
     print(f"CPU flags {cpu_flags()}, {torch.get_num_threads()} threads; float32 unless a row says bf16", flush=True)
     model_dir = resolve_model_path(options.model)
-    tokenizer = load_tokenizer(model_dir)
-    chat = ChatFormat(tokenizer, load_template("gemma"))
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "train.jsonl"
         write_conversations(data, options.conversations, 0)
-        examples = encode_rows([e.messages for e in read_examples(data, strict=False)], chat, 256, 256).examples
+        tokenizer, examples = encode_file(model_dir, data)
     examples.sort(key=lambda example: len(example["input_ids"]))
     collate = Collator(tokenizer.pad_token_id)
     batches = [collate(examples[i:i + 4]) for i in range(0, len(examples), 4)]

@@ -45,19 +45,27 @@ def write_conversations(out: Path, count: int, skip: int) -> None:
             handle.write(json.dumps({"conversations": messages}, ensure_ascii=False) + "\n")
 
 
+def encode_file(model_dir: Path, path: Path):
+    """(tokenizer, encoded examples) of a conversations file: the same chat format and 256/256 budgets for
+    every pipeline and measure here."""
+    from lawtune.data.conversations import read_examples
+    from lawtune.modeling.chat import ChatFormat, load_template
+    from lawtune.modeling.loading import load_tokenizer
+    from lawtune.training.data import encode_rows
+
+    tokenizer = load_tokenizer(model_dir)
+    chat = ChatFormat(tokenizer, load_template("gemma"))
+    return tokenizer, encode_rows([e.messages for e in read_examples(path, strict=False)], chat, 256, 256).examples
+
+
 def dev_loss(model, model_dir: Path, dev: Path) -> float:
     """Mean cross-entropy of the supervised tokens of `dev`, float32, no dropout: the same measure for both."""
     import torch
 
-    from lawtune.data.conversations import read_examples
-    from lawtune.modeling.chat import ChatFormat, load_template
-    from lawtune.modeling.loading import load_tokenizer
-    from lawtune.training.data import Collator, encode_rows
+    from lawtune.training.data import Collator
     from lawtune.training.loss import supervised_loss
 
-    tokenizer = load_tokenizer(model_dir)
-    chat = ChatFormat(tokenizer, load_template("gemma"))
-    examples = encode_rows([e.messages for e in read_examples(dev, strict=False)], chat, 256, 256).examples
+    tokenizer, examples = encode_file(model_dir, dev)
     collate = Collator(tokenizer.pad_token_id)
     model.eval()
     total, count = 0.0, 0
@@ -77,14 +85,7 @@ def reference(model_dir: Path, data: Path, steps: int, out: Path, checkpointing:
     from transformers import (AutoModelForCausalLM, DataCollatorForSeq2Seq, Seq2SeqTrainingArguments, Trainer,
                               TrainerCallback)
 
-    from lawtune.modeling.chat import ChatFormat, load_template
-    from lawtune.modeling.loading import load_tokenizer
-    from lawtune.data.conversations import read_examples
-    from lawtune.training.data import encode_rows
-
-    tokenizer = load_tokenizer(model_dir)
-    chat = ChatFormat(tokenizer, load_template("gemma"))
-    examples = encode_rows([e.messages for e in read_examples(data, strict=False)], chat, 256, 256).examples
+    tokenizer, examples = encode_file(model_dir, data)
     collator = DataCollatorForSeq2Seq(tokenizer, padding="longest", return_tensors="pt", label_pad_token_id=-100)
     seen = {"supervised": 0, "positions": 0, "real": 0, "per_batch": [], "clock": []}
 
@@ -129,14 +130,9 @@ def reference(model_dir: Path, data: Path, steps: int, out: Path, checkpointing:
 
 def training_flops(model_dir: Path, data: Path) -> float:
     """Model FLOPs of one pass over `data` (matmul_peak.step_model_flops), the same for both pipelines."""
-    from lawtune.data.conversations import read_examples
-    from lawtune.modeling.chat import ChatFormat, load_template
-    from lawtune.modeling.loading import load_tokenizer
-    from lawtune.training.data import encode_rows
     from matmul_peak import step_model_flops
 
-    chat = ChatFormat(load_tokenizer(model_dir), load_template("gemma"))
-    examples = encode_rows([e.messages for e in read_examples(data, strict=False)], chat, 256, 256).examples
+    _, examples = encode_file(model_dir, data)
     supervised = sum(sum(label != -100 for label in example["labels"][1:]) for example in examples)
     return step_model_flops(model_dir, [len(example["input_ids"]) for example in examples], supervised)
 
