@@ -28,7 +28,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sse_starlette import EventSourceResponse
 
-from lawtune.serving import kb
+from lawtune.serving import kb, tool_calls
 from lawtune.serving.engines import (Engine, EngineError, EngineTimeout, Finished, GenerationEvent, GenerationRequest,
                                      Prompt, TextDelta, TokenLogprob)
 from lawtune.serving.errors import ApiError, install_error_handlers, install_request_ids
@@ -37,6 +37,7 @@ from lawtune.serving.gateway.routes import install_gateway
 from lawtune.serving.protocol import (ChatCompletionRequest, ChoiceLogprobs, CompletionLogprobs, CompletionRequest,
                                       ModelCard, ModelList, TokenLogprobOut, TopLogprob, UsageInfo)
 from lawtune.serving.settings import ServeSettings
+from lawtune.serving.tool_agent import AgentEngine
 
 log = logging.getLogger("lawtune.serving")
 STATIC_DIR = resources.files("lawtune.serving") / "static"
@@ -65,6 +66,7 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
     app.state.ready, app.state.load_error = False, None
     app.state.started = int(time.time())
     app.state.rag = _open_kb(settings)
+    app.state.agent = tool_calls.server_agent(settings, app.state.rag)
     install_error_handlers(app)
     install_gateway(app, gateway)
     install_request_ids(app)  # outside the gateway: every answer carries X-Request-Id, a 401 or a crash too
@@ -199,12 +201,14 @@ def _add_routes(app: FastAPI) -> None:
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
         engine = ready_engine(request)
         model = resolve_model(request, engine, body.model)
-        messages = [m.as_dict() for m in body.messages]
+        messages = body.message_dicts()
+        plan = tool_calls.plan_tools(body, request.app.state.agent, upstream=bool(request.app.state.settings.upstream))
         rag = request.app.state.rag
         augmented = await kb.augment(rag, messages) if rag is not None else None
-        prompt = engine.prompt(model, messages=augmented.messages if augmented else messages)
+        prompt = engine.prompt(model, messages=augmented.messages if augmented else messages, tools=plan.tools)
         generation = build_generation(body, engine, request, model, prompt, "messages")
         generation.logprobs = body.logprob_count()
+        plan.apply(generation)
         extend = kb.extension(rag, augmented) if augmented is not None else None
 
         async def fallback(refusal: ApiError) -> Any:  # 服务降级 with --degrade-to-kb: the articles, not a 503
@@ -212,7 +216,11 @@ def _add_routes(app: FastAPI) -> None:
             return await kb.fallback_response(rag, messages, model, refusal.message, bool(body.stream), {})
 
         degrade = fallback if request.app.state.settings.degrade_to_kb else None
-        return await _serve(request, engine, generation, _ChatShape(generation, extend), body, degrade)
+        if plan.agent is not None:  # --tools builtin: the agent loop runs as the engine of this request
+            return await _serve(request, AgentEngine(engine, plan.agent), generation, _ChatShape(generation, extend),
+                                body, degrade)
+        shape = _ToolChatShape(generation, extend, plan) if plan.reads_calls else _ChatShape(generation, extend)
+        return await _serve(request, engine, generation, shape, body, degrade)
 
     @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest, request: Request) -> Any:
@@ -448,9 +456,16 @@ class _ChatShape(_Shape):
         finish, stop_reason = api_finish(event)
         chunk = self.envelope([{"index": event.index, "delta": {}, "finish_reason": finish, "stop_reason": stop_reason,
                                 "logprobs": self._logprobs(event.logprobs) if event.logprobs else None}], whole=False)
-        if self.extend is not None and self.done():
-            chunk["lawtune"] = self.extend(self.texts[0])
+        if self.done() and (field := self.lawtune_field(self.texts[0])):
+            chunk["lawtune"] = field
         return [chunk]
+
+    def lawtune_field(self, text: str) -> dict[str, Any] | None:
+        """The `lawtune` extension: --kb's references and citations, the agent loop's trace (None: neither)."""
+        field = dict(self.extend(text)) if self.extend is not None else {}
+        for finished in self.finished.values():
+            field.update(finished.lawtune or {})
+        return field or None
 
     def whole(self) -> dict[str, Any]:
         choices = []
@@ -461,8 +476,8 @@ class _ChatShape(_Shape):
                             "finish_reason": finish, "stop_reason": stop_reason,
                             "logprobs": self._logprobs(self.logprobs[index])})
         body = {**self.envelope(choices, whole=True), "usage": self.usage().model_dump()}
-        if self.extend is not None:
-            body["lawtune"] = self.extend(self.texts[0])  # without --kb the response is exactly OpenAI's shape
+        if field := self.lawtune_field(self.texts[0]):  # without --kb or tools the response is exactly OpenAI's shape
+            body["lawtune"] = field
         return body
 
 
@@ -512,3 +527,95 @@ class _CompletionShape(_Shape):
             choices.append({"index": index, "text": (self.echo or "") + self.texts[index], "finish_reason": finish,
                             "stop_reason": stop_reason, "logprobs": self._logprobs(index, self.logprobs[index])})
         return {**self.envelope(choices, whole=True), "usage": self.usage().model_dump()}
+
+
+class _ToolChatShape(_ChatShape):
+    """A chat completion with `tools`: the model's text read as content and tool calls (`tool_calls.CallStream`:
+    `message.tool_calls`, finish_reason "tool_calls", streamed as the SDK assembles them: the call's index, id,
+    type and name first, then its arguments), or an upstream's own tool-call deltas relayed. Blocks that do not
+    parse are never content: `lawtune.tool_call_errors` reports them."""
+
+    def __init__(self, generation: GenerationRequest, extend: Callable[[str], dict] | None,
+                 plan: tool_calls.ToolPlan):
+        super().__init__(generation, extend)
+        self.plan = plan
+        self.streams = [plan.call_stream() for _ in range(generation.n)]
+        self.relayed: list[list[dict[str, Any]]] = [[] for _ in range(generation.n)]  # an upstream's calls
+
+    def _chunk(self, index: int, delta: dict[str, Any], logprobs: Any = None) -> dict[str, Any]:
+        return self.envelope([{"index": index, "delta": delta, "finish_reason": None, "logprobs": logprobs}],
+                             whole=False)
+
+    def _pieces(self, index: int, pieces: list[Any]) -> list[dict[str, Any]]:
+        chunks, stream = [], self.streams[index]
+        for piece in pieces:
+            if isinstance(piece, tool_calls.Content):
+                chunks.append(self._chunk(index, {"content": piece.text}))
+            elif isinstance(piece, tool_calls.Call):
+                call = piece.openai()
+                at = stream.calls.index(piece)
+                chunks.append(self._chunk(index, {"tool_calls": [{"index": at, "id": call["id"], "type": "function",
+                                                                   "function": {"name": call["function"]["name"],
+                                                                                "arguments": ""}}]}))
+                chunks.append(self._chunk(index, {"tool_calls": [{"index": at, "function": {
+                    "arguments": call["function"]["arguments"]}}]}))
+        return chunks
+
+    def chunks(self, event: GenerationEvent) -> list[dict[str, Any]]:
+        self.add(event)
+        index = event.index
+        if isinstance(event, TextDelta):
+            out = []
+            if event.tool_calls:  # an upstream parsed them: relay as sent
+                tool_calls.merge_call_deltas(self.relayed[index], event.tool_calls)
+                out.append(self._chunk(index, {"tool_calls": event.tool_calls}))
+            if self.plan.parses:
+                out += self._pieces(index, self.streams[index].push(event.text))
+            elif event.text:
+                out.append(self._chunk(index, {"content": event.text}))
+            if event.logprobs:
+                logprobs = self._logprobs(event.logprobs)
+                if out:
+                    out[0]["choices"][0]["logprobs"] = logprobs
+                else:
+                    out.append(self._chunk(index, {"content": ""}, logprobs))
+            return out
+        out = self._pieces(index, self.streams[index].finish()) if self.plan.parses else []
+        finish, stop_reason = self._finish(index, event)
+        last = self.envelope([{"index": index, "delta": {}, "finish_reason": finish, "stop_reason": stop_reason,
+                               "logprobs": self._logprobs(event.logprobs) if event.logprobs else None}], whole=False)
+        if self.done() and (field := self.lawtune_field(self.streams[0].content)):
+            last["lawtune"] = field
+        return out + [last]
+
+    def _finish(self, index: int, event: Finished) -> tuple[str, str | None]:
+        if self.streams[index].calls:
+            return "tool_calls", None
+        return api_finish(event)
+
+    def lawtune_field(self, text: str) -> dict[str, Any] | None:
+        field = super().lawtune_field(text) or {}
+        errors = [{"index": index, "error": problem} for index, stream in enumerate(self.streams)
+                  for problem in stream.problems]
+        if errors:
+            field["tool_call_errors"] = errors
+        return field or None
+
+    def whole(self) -> dict[str, Any]:
+        if self.plan.parses:  # the same reading as the streamed answer's
+            for index, stream in enumerate(self.streams):
+                stream.push(self.texts[index])
+                stream.finish()
+        body = super().whole()
+        for choice in body["choices"]:
+            index = choice["index"]
+            stream = self.streams[index]
+            calls = [call.openai() for call in stream.calls] if self.plan.parses else self.relayed[index]
+            content = stream.content if self.plan.parses else self.texts[index]
+            choice["message"]["content"] = content if content or not calls else None
+            if calls:
+                choice["message"]["tool_calls"] = calls
+                choice["finish_reason"], choice["stop_reason"] = self._finish(index, self.finished[index])
+        if field := self.lawtune_field(self.streams[0].content if self.plan.parses else self.texts[0]):
+            body["lawtune"] = field
+        return body

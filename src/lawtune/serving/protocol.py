@@ -4,7 +4,7 @@ The limits live here (`Field(ge=…, le=…)`, `Literal[…]`, strict types), so
 validation with a 400 naming the field, before any handler code runs. Every field is either honoured or
 refused — never silently ignored (docs/serving.md, "Conformance"):
 - an unknown field → 400 `unsupported_parameter` naming it (`extra="forbid"`);
-- a known OpenAI field lawtune cannot honour (`tools`, `audio`, `prediction`, ...) is accepted only when it
+- a known OpenAI field lawtune cannot honour (`functions`, `audio`, `prediction`, ...) is accepted only when it
   is null or empty (what clients send when they don't use it), else 400 `unsupported_parameter`;
 - every optional field may be `null`, meaning "the default", as the OpenAI spec allows.
 
@@ -16,6 +16,7 @@ Repetition control: `frequency_penalty` and `presence_penalty` (OpenAI's meaning
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -50,27 +51,103 @@ class TextPart(_Strict):
     text: str
 
 
+class FunctionCallIn(_Strict):
+    name: str = Field(min_length=1, max_length=64)
+    arguments: str = Field(max_length=100_000, description="a JSON object, as a string (what the API returned)")
+
+    @field_validator("arguments")
+    @classmethod
+    def _json_object(cls, value: str) -> str:
+        try:
+            parsed = json.loads(value or "{}")
+        except ValueError as error:
+            raise ValueError(f"arguments must be a JSON object as a string: {error}") from None
+        if not isinstance(parsed, dict):
+            raise ValueError("arguments must be a JSON object as a string, e.g. '{\"months\": 3}'")
+        return value
+
+
+class ToolCallIn(_Strict):
+    """A tool call on an assistant message the client sends back (what the API returned in `tool_calls`)."""
+
+    id: str = Field(min_length=1, max_length=128)
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
 class ChatMessage(_Strict):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] = Field(max_length=200_000)
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    # null only on an assistant message with tool_calls (checked below)
+    content: str | list[TextPart] | None = Field(None, max_length=200_000)
+    name: str | None = None  # a tool message's function name (optional); refused on other roles
+    tool_calls: list[ToolCallIn] | None = Field(None, max_length=64)
+    tool_call_id: str | None = Field(None, max_length=128)
     # what the SDK puts on an assistant message a client appends back to the conversation: accepted empty
-    name: str | None = None
-    tool_calls: list[Any] | None = None
     function_call: Any = None
     refusal: str | None = None
     audio: Any = None
     annotations: list[Any] | None = None
 
-    @field_validator("name", "tool_calls", "function_call", "refusal", "audio", "annotations")
+    @field_validator("function_call", "refusal", "audio", "annotations")
     @classmethod
     def _no_tools_or_names(cls, value: Any, info: Any) -> Any:
-        return _refuse_unless_empty(value, info, "the chat template has no speaker names, tool calls or audio; "
-                                    "leave it out or null")
+        return _refuse_unless_empty(value, info, "the chat template has no place for it (tool calls go in "
+                                    "`tool_calls`); leave it out or null")
 
-    def as_dict(self) -> dict[str, str]:
-        text = self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+    @model_validator(mode="after")
+    def _fields_of_the_role(self) -> "ChatMessage":
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise PydanticCustomError("missing", "content is required (only an assistant message with tool_calls "
+                                      "may leave it out)")
+        if self.tool_calls and self.role != "assistant":
+            raise PydanticCustomError("unsupported", "tool_calls belong on assistant messages only")
+        if self.role == "tool" and not self.tool_call_id:
+            raise PydanticCustomError("missing", "a tool message needs the tool_call_id of the call it answers")
+        if self.name and self.role != "tool":
+            raise unsupported("name", "the chat template has no speaker names; leave it out or null")
+        return self
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+
+    def as_dict(self) -> dict[str, Any]:
         role = "system" if self.role == "developer" else self.role  # OpenAI's newer name for system
-        return {"role": role, "content": text}
+        message: dict[str, Any] = {"role": role, "content": self.text()}
+        if self.tool_calls:
+            message["tool_calls"] = [call.model_dump() for call in self.tool_calls]
+        if self.role == "tool":
+            message["tool_call_id"] = self.tool_call_id
+            if self.name:
+                message["name"] = self.name
+        return message
+
+
+class FunctionDef(_Strict):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = Field(None, max_length=10_000)
+    parameters: dict[str, Any] | None = None  # a JSON Schema object; null: no arguments
+    strict: bool | None = None  # lawtune's required / named calls are always grammar-constrained
+
+
+class ToolDef(_Strict):
+    type: Literal["function"]
+    function: FunctionDef
+
+    def openai(self) -> dict[str, Any]:
+        function = {"name": self.function.name, "description": self.function.description or "",
+                    "parameters": self.function.parameters or {"type": "object", "properties": {}}}
+        return {"type": "function", "function": function}
+
+
+class NamedFunction(_Strict):
+    name: str = Field(min_length=1, max_length=64)
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class StreamOptions(_Strict):
@@ -151,10 +228,11 @@ class ChatCompletionRequest(_Sampling):
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_LIMIT)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
-    # honoured as what they mean here: no tools are ever called, nothing is stored, one service tier
-    tools: list[Any] | None = None
-    tool_choice: Literal["none"] | None = None
+    # tools (lawtune.serving.tool_calls): the Hermes-style <tool_call> text of the model, parsed into tool_calls
+    tools: list[ToolDef] | None = Field(None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    # honoured as what they mean here: nothing is stored, one service tier
     functions: list[Any] | None = None
     function_call: Literal["none"] | None = None
     store: Literal[False] | None = None
@@ -167,10 +245,10 @@ class ChatCompletionRequest(_Sampling):
     reasoning_effort: Any = None
     web_search_options: Any = None
 
-    @field_validator("tools", "functions")
+    @field_validator("functions")
     @classmethod
-    def _no_tools(cls, value: Any, info: Any) -> Any:
-        return _refuse_unless_empty(value, info, "the model cannot call tools; leave it out or send []")
+    def _no_functions(cls, value: Any, info: Any) -> Any:
+        return _refuse_unless_empty(value, info, "the deprecated `functions` API is not served; send `tools`")
 
     @field_validator("metadata")
     @classmethod
@@ -187,6 +265,42 @@ class ChatCompletionRequest(_Sampling):
         if self.top_logprobs and not self.logprobs:
             raise PydanticCustomError("param:top_logprobs", "top_logprobs needs logprobs: true")
         return self
+
+    @model_validator(mode="after")
+    def _tool_choice_names_a_tool(self) -> "ChatCompletionRequest":
+        names = [tool.function.name for tool in self.tools or []]
+        choice = self.tool_choice
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+            raise PydanticCustomError("param:tool_choice", "tool_choice names {name!r}, which is not in `tools` "
+                                      "({names})", {"name": choice.function.name, "names": ", ".join(names) or "none"})
+        if choice == "required" and not names:
+            raise PydanticCustomError("param:tool_choice", 'tool_choice "required" needs `tools`')
+        if len(set(names)) != len(names):
+            raise PydanticCustomError("param:tools", "two tools have the same name")
+        called = {call.id: call.function.name for m in self.messages for call in m.tool_calls or []}
+        for index, message in enumerate(self.messages):
+            if message.role == "tool" and message.tool_call_id not in called:
+                raise PydanticCustomError(f"param:messages[{index}].tool_call_id",
+                                          "tool_call_id {id!r} answers no tool call of an earlier assistant message",
+                                          {"id": message.tool_call_id})
+        return self
+
+    def tool_mode(self) -> str:
+        """"none", "auto", "required" or the name of the one function to call."""
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return self.tool_choice.function.name
+        if not self.tools:
+            return "none"
+        return self.tool_choice or "auto"
+
+    def message_dicts(self) -> list[dict[str, Any]]:
+        """The messages as the chat template takes them; a tool message gets the name of the call it answers."""
+        called = {call.id: call.function.name for m in self.messages for call in m.tool_calls or []}
+        messages = [m.as_dict() for m in self.messages]
+        for message in messages:
+            if message["role"] == "tool":
+                message.setdefault("name", called.get(message["tool_call_id"], ""))
+        return messages
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
@@ -254,16 +368,28 @@ class ChoiceLogprobs(BaseModel):
     refusal: None = None
 
 
+class FunctionCallOut(BaseModel):
+    name: str
+    arguments: str  # a JSON object as a string, as OpenAI sends it
+
+
+class ToolCallOut(BaseModel):
+    id: str  # call_…
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None  # null when the answer is only tool calls
     refusal: None = None
+    tool_calls: list[ToolCallOut] | None = None
 
 
 class Choice(BaseModel):
     index: int = 0
     message: ResponseMessage
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "tool_calls"]
     stop_reason: str | None = None  # "repetition" when the repetition stop ended the answer (vLLM's field)
     logprobs: ChoiceLogprobs | None = None
 
@@ -282,12 +408,14 @@ class ChatCompletion(BaseModel):
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    # one call arrives as {index, id, type, function: {name, arguments: ""}} then {index, function: {arguments}}
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class ChunkChoice(BaseModel):
     index: int = 0
     delta: Delta
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: Literal["stop", "length", "tool_calls"] | None = None
     stop_reason: str | None = None  # on the last chunk: "repetition" when the repetition stop ended the answer
     logprobs: ChoiceLogprobs | None = None
 
