@@ -270,11 +270,10 @@ class ChatCompletionRequest(_Sampling):
     def _tool_choice_names_a_tool(self) -> "ChatCompletionRequest":
         names = [tool.function.name for tool in self.tools or []]
         choice = self.tool_choice
-        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+        # without `tools`, a named / required choice may mean the server's own tools (serve --tools; the app checks)
+        if isinstance(choice, NamedToolChoice) and names and choice.function.name not in names:
             raise PydanticCustomError("param:tool_choice", "tool_choice names {name!r}, which is not in `tools` "
-                                      "({names})", {"name": choice.function.name, "names": ", ".join(names) or "none"})
-        if choice == "required" and not names:
-            raise PydanticCustomError("param:tool_choice", 'tool_choice "required" needs `tools`')
+                                      "({names})", {"name": choice.function.name, "names": ", ".join(names)})
         if len(set(names)) != len(names):
             raise PydanticCustomError("param:tools", "two tools have the same name")
         called = {call.id: call.function.name for m in self.messages for call in m.tool_calls or []}
@@ -286,12 +285,10 @@ class ChatCompletionRequest(_Sampling):
         return self
 
     def tool_mode(self) -> str:
-        """"none", "auto", "required" or the name of the one function to call."""
+        """"none", "auto", "required" or the name of the one function to call (default: auto with tools)."""
         if isinstance(self.tool_choice, NamedToolChoice):
             return self.tool_choice.function.name
-        if not self.tools:
-            return "none"
-        return self.tool_choice or "auto"
+        return self.tool_choice or ("auto" if self.tools else "none")
 
     def message_dicts(self) -> list[dict[str, Any]]:
         """The messages as the chat template takes them; a tool message gets the name of the call it answers."""

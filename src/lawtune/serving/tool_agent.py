@@ -51,7 +51,9 @@ class AgentEngine:
                 yield TextDelta(NO_ROOM)
                 yield Finished("length", used, 0, lawtune=trace("length", round_number - 1))
                 return
-            step = dataclasses.replace(request, prompt=prompt, max_tokens=budget, n=1)
+            # a forced tool_choice (its grammar) holds for the first round only: then the model answers
+            step = dataclasses.replace(request, prompt=prompt, max_tokens=budget, n=1,
+                                       grammar=request.grammar if round_number == 1 else None)
             async with contextlib.aclosing(self.engine.generate(step)) as events:
                 async for event in events:
                     if isinstance(event, Finished):

@@ -11,8 +11,8 @@ becomes a call (or a problem, never content), and everything else is content. Bo
 response read the text through it, so they agree.
 
 `tool_choice` "required" or a named function decodes under `tool_grammar`: the answer is one or more
-blocks whose JSON names a given tool and whose arguments follow its parameter schema, so the call always
-parses (unless max_tokens cuts it: finish_reason "length").
+blocks whose JSON names a given tool and whose arguments follow its parameter schema (with no keys beyond
+it, as OpenAI's strict mode), so the call always parses (unless max_tokens cuts it: finish_reason "length").
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ class CallStream:
         self.calls: list[Call] = []
         self.problems: list[str] = []
         self.content = ""
+        self.blocks = 0
 
     def push(self, text: str) -> list[Piece]:
         self.pending += text
@@ -111,12 +112,17 @@ class CallStream:
         return [Content(text)]
 
     def _block(self, block: str) -> list[Piece]:
-        turn = parse_tool_calls(block)
-        pieces: list[Piece] = [self._problem(error) for error in turn.errors]
+        self.blocks += 1
+        turn = parse_tool_calls(block)  # one block: its errors say "tool call 1"; say which block it was
+        pieces: list[Piece] = [self._problem(error.replace("tool call 1:", f"tool call {self.blocks}:", 1))
+                               for error in turn.errors]
         for parsed in turn.calls:
             if self.names is not None and parsed.name not in self.names:
                 pieces.append(self._problem(f"the model called {parsed.name!r}, which is not one of the tools "
                                             f"({', '.join(self.names)})"))
+            elif not _finite(parsed.arguments):
+                pieces.append(self._problem(f"the arguments of {parsed.name} hold a number JSON cannot carry "
+                                            f"(out of range): {_short(block)}"))
             elif self.calls and not self.parallel:
                 pieces.append(self._problem(f"parallel_tool_calls is false: a second call ({parsed.name}) was dropped"))
             else:
@@ -130,6 +136,14 @@ class CallStream:
     def _problem(self, message: str) -> Problem:
         self.problems.append(message)
         return Problem(message)
+
+
+def _finite(arguments: dict[str, Any]) -> bool:
+    try:
+        json.dumps(arguments, allow_nan=False)
+        return True
+    except ValueError:  # 1e999 parses as inf, which no JSON can say
+        return False
 
 
 def _partial_open(text: str) -> int:
@@ -164,7 +178,9 @@ def tool_grammar(tools: list[dict[str, Any]], choice: str, parallel: bool) -> st
 
 def _call_schema(function: dict[str, Any]) -> dict[str, Any]:
     """`{"name": NAME, "arguments": {…}}` with the function's parameter schema, in json.dumps's layout."""
-    parameters = function.get("parameters") or {"type": "object", "properties": {}}
+    parameters = dict(function.get("parameters") or {"type": "object", "properties": {}})
+    # as OpenAI's strict mode: no keys beyond the schema's (a small model would invent long ones)
+    parameters.setdefault("additionalProperties", False)
     return {"type": "object", "properties": {"name": {"const": function["name"]}, "arguments": parameters},
             "required": ["name", "arguments"], "additionalProperties": False, "x-guidance": _LAYOUT}
 
@@ -190,7 +206,7 @@ class ToolPlan:
     def apply(self, generation: Any) -> None:
         """Set a GenerationRequest's grammar (forced calls on a local engine) or upstream fields."""
         generation.passthrough.update(self.passthrough)
-        if self.parses and self.mode not in ("none", "auto"):
+        if (self.parses or self.agent is not None) and self.mode not in ("none", "auto"):
             generation.grammar = tool_grammar(self.tools or [], self.mode, self.parallel)
 
 
@@ -208,11 +224,20 @@ def plan_tools(body: Any, agent: Any, upstream: bool) -> ToolPlan:
         tools = [tool.openai() for tool in body.tools] if mode != "none" else None
         return ToolPlan(mode, tools, parallel, parses=not upstream and tools is not None, reads_calls=True,
                         passthrough=passthrough)
-    if agent is not None and body.tool_choice is None:
+    if agent is not None and mode != "none":
+        names = [tool.name for tool in agent.tools]
+        if mode not in ("auto", "required") and mode not in names:
+            raise ApiError(400, f"tool_choice names {mode!r}, which is neither in `tools` nor one of the server's "
+                           f"tools ({', '.join(names)})", param="tool_choice", code="invalid_value")
         if (body.n or 1) > 1:
             raise ApiError(400, "n > 1 is not supported with the server's built-in tools (lawtune serve --tools): "
                            "ask for one choice, or send tool_choice \"none\"", param="n", code="unsupported_parameter")
-        return ToolPlan("auto", agent.definitions(), agent=agent)
+        # a forced choice (required / named) forces the first round; the model answers freely after the results
+        return ToolPlan(mode, agent.definitions(), parallel, agent=agent)
+    if mode != "none" and not upstream:
+        raise ApiError(400, f"tool_choice {body.tool_choice if isinstance(body.tool_choice, str) else mode!r} needs "
+                       "`tools` (this server has no tools of its own: lawtune serve --tools builtin)",
+                       param="tool_choice", code="invalid_value")
     return ToolPlan("none", None, parallel, passthrough=passthrough)
 
 
