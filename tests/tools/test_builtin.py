@@ -160,3 +160,215 @@ def test_schema_comes_from_the_signature(tools):
                                                   "description": "入职日期 YYYY-MM-DD（代替 years/months）"}
     assert tool.openai()["function"]["name"] == "severance_pay"
     assert "title" not in json.dumps(schema)
+
+
+def test_leap_day_start_and_month_ends(tools):
+    # 2020-02-29 + 1 year has no Feb 29: the year is full at 2021-02-28 (exclusive), i.e. last day 2021-02-27
+    assert run(tools, "severance_pay", monthly_wage=1000, start_date="2020-02-29",
+               end_date="2021-02-27")["details"]["months_of_pay"] == 1.0
+    assert run(tools, "severance_pay", monthly_wage=1000, start_date="2020-02-29",
+               end_date="2021-02-28")["details"]["months_of_pay"] == 1.5
+
+
+def test_service_before_2008_is_flagged(tools):
+    content = run(tools, "severance_pay", monthly_wage=5000, start_date="2005-01-01", end_date="2010-12-31")
+    assert content["result"] == 30000 and "《劳动合同法》第九十七条" in content["articles"]
+    assert "2008年1月1日前" in content["formula"]
+
+
+# -- double_wage_no_contract (第八十二条; 实施条例第六、七条: 满一个月的次日起, 至满一年的前一日) ----------------------------
+@pytest.mark.parametrize(("months", "result"), [(0, 0), (1, 0), (2, 6000), (8, 42000), (12, 66000), (30, 66000)])
+def test_double_wage_by_months(tools, months, result):
+    assert run(tools, "double_wage_no_contract", monthly_wage=6000, months_without_contract=months)["result"] == result
+
+
+@pytest.mark.parametrize(("stop", "result"), [
+    ({"contract_date": "2023-03-20"}, 0),        # signed within the first month
+    ({"contract_date": "2023-04-01"}, 0),        # signed on the first day the double wage would start
+    ({"contract_date": "2023-04-02"}, 200),      # one day of April (30 days): 6000 / 30
+    ({"contract_date": "2023-06-16"}, 15000),    # 04-01..06-15: 2 months + 15/30 of June
+    ({"end_date": "2023-12-31"}, 54000),         # left after 10 months: 04-01..12-31 = 9 months
+    ({"end_date": "2024-05-01"}, 66000),         # past a year: 04-01..2024-02-29 = 11 months
+])
+def test_double_wage_by_dates(tools, stop, result):
+    content = run(tools, "double_wage_no_contract", monthly_wage=6000, start_date="2023-03-01", **stop)
+    assert content["result"] == result
+
+
+def test_double_wage_past_a_year_cites_the_deemed_open_ended_contract(tools):
+    content = run(tools, "double_wage_no_contract", monthly_wage=6000, start_date="2023-03-01",
+                  contract_date="2024-06-01")
+    assert content["details"]["months"] == 11 and "《劳动合同法》第十四条" in content["articles"]
+    assert "《劳动合同法》第八十二条" == content["articles"][0]
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({"monthly_wage": 6000}, "缺少期限"),
+    ({"monthly_wage": 6000, "start_date": "2023-03-01"}, "contract_date"),
+    ({"monthly_wage": 6000, "start_date": "2023-03-01", "contract_date": "2023-01-01"}, "早于"),
+    ({"monthly_wage": 6000, "months_without_contract": 3, "start_date": "2023-03-01"}, "只用一种方式"),
+])
+def test_double_wage_bad_arguments(tools, arguments, message):
+    outcome = run_tool_call(tools, "double_wage_no_contract", arguments)
+    assert not outcome.ok and message in outcome.content["error"]
+
+
+# -- overtime_pay (劳动法第四十四条; 日工资 = 月工资 ÷ 21.75, 小时工资 = 日工资 ÷ 8) -----------------------------------
+def test_overtime_three_rates(tools):
+    # 8700 / 21.75 = 400 a day, 50 an hour: 10 h × 50 × 1.5 + 8 h × 50 × 2 + 8 h × 50 × 3 = 750 + 800 + 1200
+    content = run(tools, "overtime_pay", monthly_wage=8700, weekday_hours=10, rest_day_hours=8, holiday_hours=8)
+    assert content["result"] == 2750
+    assert content["details"] == {"hourly_wage": 50, "weekday": 750, "rest_day": 800, "holiday": 1200}
+    assert content["articles"][0] == "《劳动法》第四十四条"
+
+
+def test_overtime_rounds_once_at_the_end(tools):
+    # 5000 / 21.75 / 8 = 28.7356…; × 3 h × 1.5 = 129.3103… → 129.31 (not 28.74 × 4.5 = 129.33)
+    assert run(tools, "overtime_pay", monthly_wage=5000, weekday_hours=3)["result"] == 129.31
+    assert run(tools, "overtime_pay", monthly_wage=5000, holiday_hours=0.5)["result"] == 43.1
+
+
+def test_overtime_needs_hours(tools):
+    outcome = run_tool_call(tools, "overtime_pay", {"monthly_wage": 5000})
+    assert not outcome.ok and "没有加班小时数" in outcome.content["error"]
+    assert not run_tool_call(tools, "overtime_pay", {"monthly_wage": 5000, "weekday_hours": -2}).ok
+
+
+# -- arbitration_deadline / litigation_deadline (民法典第二百零一至二百零三条) ----------------------------------------
+@pytest.mark.parametrize(("known", "holidays", "deadline"), [
+    ("2024-03-15", [], "2025-03-17"),   # 2025-03-15 is a Saturday → Monday
+    ("2024-02-29", [], "2025-02-28"),   # leap day: no 2025-02-29 → month end (a Friday)
+    ("2023-01-31", [], "2024-01-31"),   # month end → corresponding day (a Wednesday)
+    ("2023-10-01", [f"2024-10-0{d}" for d in range(1, 8)], "2024-10-08"),  # caller-listed 国庆 holidays
+])
+def test_arbitration_deadline(tools, known, holidays, deadline):
+    content = run(tools, "arbitration_deadline", known_date=known, extra_holidays=holidays)
+    assert content["result"] == deadline
+    assert content["articles"][0] == "《劳动争议调解仲裁法》第二十七条"
+    assert "只顺延周六、周日" in content["formula"]
+
+
+def test_arbitration_for_wage_arrears_runs_from_the_end_of_employment(tools):
+    content = run(tools, "arbitration_deadline", wage_arrears_during_employment=True,
+                  employment_end_date="2024-06-30")
+    assert content["result"] == "2025-06-30"
+    open_ended = run(tools, "arbitration_deadline", wage_arrears_during_employment=True)
+    assert open_ended["result"] is None and "不受一年时效的限制" in open_ended["formula"]
+    outcome = run_tool_call(tools, "arbitration_deadline", {})
+    assert not outcome.ok and "known_date" in outcome.content["error"]
+
+
+def test_litigation_deadline(tools):
+    # 2024-02-29 + 3 years → 2027-02-28 (no 29th), a Sunday → 2027-03-01
+    content = run(tools, "litigation_deadline", known_date="2024-02-29")
+    assert content["result"] == "2027-03-01" and content["articles"][0] == "《民法典》第一百八十八条"
+    assert run(tools, "litigation_deadline", known_date="2023-06-15")["result"] == "2026-06-15"  # a Monday
+
+
+def test_litigation_twenty_year_limit(tools):
+    # damage 2003-01-01 → 20 years end 2023-01-01 (Sunday → 01-02), earlier than 2020-01-10 + 3 years
+    assert run(tools, "litigation_deadline", known_date="2020-01-10", damage_date="2003-01-01")["result"] == "2023-01-02"
+    assert run(tools, "litigation_deadline", known_date="2020-01-10", damage_date="2019-01-01")["result"] == "2023-01-10"
+    assert not run_tool_call(tools, "litigation_deadline", {"known_date": "2020-01-10", "damage_date": "2021-01-01"}).ok
+
+
+# -- probation_limits (劳动合同法第十九、二十条) ----------------------------------------------------------------------
+@pytest.mark.parametrize(("arguments", "limit"), [
+    ({"start_date": "2024-01-01", "end_date": "2024-03-30"}, 0),   # 2 months 30 days: 不满三个月
+    ({"start_date": "2024-01-01", "end_date": "2024-03-31"}, 1),   # exactly 3 months: 三个月以上
+    ({"contract_months": 11}, 1),
+    ({"contract_years": 1}, 2),                                    # 一年以上
+    ({"contract_years": 2, "contract_months": 11}, 2),
+    ({"contract_years": 3}, 6),                                    # 三年以上
+    ({"open_ended": True}, 6),
+    ({"task_based": True}, 0),
+])
+def test_probation_limit(tools, arguments, limit):
+    assert run(tools, "probation_limits", **arguments)["result"]["max_probation_months"] == limit
+
+
+def test_probation_wage_floor(tools):
+    content = run(tools, "probation_limits", contract_years=3, agreed_wage=5000, local_minimum_wage=2300)
+    assert content["result"] == {"max_probation_months": 6, "min_probation_wage": 4000}  # 5000 × 80%
+    assert "《劳动合同法》第二十条" in content["articles"]
+    low = run(tools, "probation_limits", contract_years=1, agreed_wage=2500, local_minimum_wage=2300)
+    assert low["result"]["min_probation_wage"] == 2300  # 2000 would be below the local minimum
+    assert run(tools, "probation_limits", contract_years=1)["result"]["min_probation_wage"] is None
+
+
+def test_probation_bad_arguments(tools):
+    assert "缺少期限" in run_tool_call(tools, "probation_limits", {}).content["error"]
+    assert not run_tool_call(tools, "probation_limits", {"open_ended": True, "contract_years": 3}).ok
+    assert not run_tool_call(tools, "probation_limits", {"open_ended": True, "task_based": True}).ok
+
+
+# -- annual_leave_days (职工带薪年休假条例第三条) -------------------------------------------------------------------
+@pytest.mark.parametrize(("years", "days"), [(0.5, 0), (1, 5), (9.9, 5), (10, 10), (19, 10), (20, 15), (35, 15)])
+def test_annual_leave_by_years(tools, years, days):
+    assert run(tools, "annual_leave_days", cumulative_work_years=years)["result"] == days
+
+
+@pytest.mark.parametrize(("first", "as_of", "days"), [
+    ("2014-07-01", "2024-06-30", 5),     # one day short of 10 years
+    ("2014-07-01", "2024-07-01", 10),
+    ("2004-02-29", "2024-02-28", 10),    # leap day: 20 years are full on 2024-02-29
+    ("2004-02-29", "2024-02-29", 15),
+    ("2000-02-29", "2001-02-28", 5),     # no 2001-02-29: the year is full at the month end
+])
+def test_annual_leave_by_dates(tools, first, as_of, days):
+    assert run(tools, "annual_leave_days", first_work_date=first, as_of=as_of)["result"] == days
+
+
+def test_annual_leave_bad_arguments(tools):
+    assert not run_tool_call(tools, "annual_leave_days", {}).ok
+    assert not run_tool_call(tools, "annual_leave_days", {"cumulative_work_years": 3, "first_work_date": "2020-01-01"}).ok
+    assert not run_tool_call(tools, "annual_leave_days", {"first_work_date": "2030-01-01", "as_of": "2024-01-01"}).ok
+
+
+# -- every tool ------------------------------------------------------------------------------------------------
+def test_builtin_names_and_schemas(tools):
+    assert [tool.name for tool in tools] == [
+        "severance_pay", "double_wage_no_contract", "overtime_pay", "arbitration_deadline", "litigation_deadline",
+        "probation_limits", "annual_leave_days"]
+    for tool in tools:
+        assert tool.description and tool.parameters["type"] == "object"
+        json.dumps(tool.openai(), ensure_ascii=False)  # serialisable as sent to the model and the API
+
+
+# -- knowledge-base tools -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def kb_tools(tmp_path_factory):
+    from lawtune.kb import open_store
+    from lawtune.kb.build import build
+
+    path = tmp_path_factory.mktemp("kb") / "kb.sqlite"
+    build([], path)  # the bundled laws
+    store = open_store(path)
+    yield builtin_tools(kb=store)
+    store.close()
+
+
+@pytest.mark.parametrize(("law", "article"), [
+    ("劳动合同法", "第四十七条"), ("《中华人民共和国劳动合同法》", 47), ("劳动合同法", "47"), ("劳动合同法", "四十七")])
+def test_lookup_article(kb_tools, law, article):
+    content = run(kb_tools, "lookup_article", law=law, article=article)
+    assert content["result"].startswith("第四十七条 经济补偿按劳动者在本单位工作的年限")
+    assert content["articles"] == ["《劳动合同法》第四十七条"]
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({"law": "劳动合同法", "article": "第九百条"}, "没有第九百条"),
+    ({"law": "劳动合同法", "article": "第x条"}, "看不懂条号"),
+    ({"law": "火星法", "article": 1}, "没有名为 '火星法' 的法律"),
+    ({"law": "劳动合同法"}, "缺少参数 article"),
+])
+def test_lookup_article_errors(kb_tools, arguments, message):
+    outcome = run_tool_call(kb_tools, "lookup_article", arguments)
+    assert not outcome.ok and message in outcome.content["error"]
+
+
+def test_search_law(kb_tools):
+    content = run(kb_tools, "search_law", query="休息日安排劳动者工作又不能安排补休", k=2)
+    assert len(content["result"]) == 2
+    assert content["result"][0]["article"] == "《劳动法》第四十四条" == content["articles"][0]
+    assert not run_tool_call(kb_tools, "search_law", {"query": "加班", "k": 50}).ok

@@ -20,7 +20,13 @@ __all__ = ["Tool", "ToolError", "ToolOutcome", "builtin_tools", "run_tool_call"]
 
 def builtin_tools(kb: "KnowledgeStore | None" = None) -> list[Tool]:
     """The calculators, plus article lookup and law search when a knowledge base is given."""
-    from lawtune.tools import labor
+    from lawtune.tools import deadlines, labor
 
-    functions = [labor.severance_pay]
+    functions = [labor.severance_pay, labor.double_wage_no_contract, labor.overtime_pay,
+                 deadlines.arbitration_deadline, deadlines.litigation_deadline, labor.probation_limits,
+                 labor.annual_leave_days]
+    if kb is not None:
+        from lawtune.tools.kb_tools import kb_functions
+
+        functions += kb_functions(kb)
     return [Tool.from_function(function) for function in functions]
