@@ -10,7 +10,7 @@ a flag and a field drift apart. A decoding flag left out means the policy's defa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -48,6 +48,9 @@ MCQ = option(EvalOptions, "mcq")
 NO_MCQ = typer.Option(False, "--no-mcq", help="Skip the multiple-choice knowledge check.")
 MCQ_LIMIT = option(EvalOptions, "mcq_limit")
 LIMIT = option(EvalOptions, "limit")
+TOOLS = typer.Option("none", "--tools", help="builtin: answer through the built-in legal tools (the agent loop: "
+                    "severance, overtime, deadlines, ...; with --kb also article lookup and law search).")
+TOOL_ROUNDS = typer.Option(4, "--tool-rounds", min=1, max=16, help="Tool rounds at most (with --tools).")
 
 
 def _decoding(repetition_penalty: Optional[float], frequency_penalty: Optional[float], presence_penalty: Optional[float],
@@ -186,10 +189,12 @@ def infer_command(
     sample: bool = SAMPLE, temperature: float = TEMPERATURE, top_p: float = TOP_P,
     seed: int = SEED,
     dtype: str = DTYPE, kb: Optional[Path] = KB, kb_k: int = KB_K, kb_chars: int = KB_CHARS,
+    tools: str = TOOLS, tool_rounds: int = TOOL_ROUNDS,
 ) -> None:
     """One question, one answer; greedy (deterministic) unless --sample.
 
     Example: lawtune infer runs/demo --prompt "劳动合同到期不续签有补偿吗？" --kb kb.sqlite
+    Example: lawtune infer runs/demo --tools builtin --prompt "工作3年5个月，月薪8000，协商解除，补偿多少"
     """
     from lawtune.evaluation.infer import infer
     from lawtune.kb.rag import Rag
@@ -199,7 +204,8 @@ def infer_command(
     settings = _settings(max_new_tokens, 1, 2048, decoding, do_sample=sample, temperature=temperature,
                          top_p=top_p, seed=seed)
     rag = Rag.open(kb, k=kb_k, max_chars=kb_chars) if kb is not None else None  # a bad KB fails before loading
-    infer(model, prompt, settings, base_only=base_only, system=system, dtype=dtype, stream=True, rag=rag)
+    agent = _agent(tools, tool_rounds, rag)
+    infer(model, prompt, settings, base_only=base_only, system=system, dtype=dtype, stream=True, rag=rag, agent=agent)
 
 
 def chat_command(
@@ -213,6 +219,7 @@ def chat_command(
     sample: bool = SAMPLE, temperature: float = TEMPERATURE, top_p: float = TOP_P,
     seed: int = SEED, dtype: str = DTYPE,
     kb: Optional[Path] = KB, kb_k: int = KB_K, kb_chars: int = KB_CHARS,
+    tools: str = TOOLS, tool_rounds: int = TOOL_ROUNDS,
 ) -> None:
     """Multi-turn chat in the terminal, with history (/reset, /exit).
 
@@ -226,7 +233,22 @@ def chat_command(
     settings = _settings(max_new_tokens, 1, 2048, decoding, do_sample=sample, temperature=temperature,
                          top_p=top_p, seed=seed)
     rag = Rag.open(kb, k=kb_k, max_chars=kb_chars) if kb is not None else None
-    chat_loop(model, settings, base_only=base_only, system=system, dtype=dtype, rag=rag)
+    chat_loop(model, settings, base_only=base_only, system=system, dtype=dtype, rag=rag,
+              agent=_agent(tools, tool_rounds, rag))
+
+
+def _agent(tools: str, rounds: int, rag: Any) -> Any:
+    """`--tools builtin` → the agent over the built-in tools (+ the KB's lookup tools); `none` → None."""
+    from lawtune.errors import LawtuneError
+
+    if tools == "none":
+        return None
+    if tools != "builtin":
+        raise LawtuneError(f"--tools {tools!r}: use builtin (the built-in legal tools) or none")
+    from lawtune.tools import builtin_tools
+    from lawtune.tools.agent import Agent
+
+    return Agent(builtin_tools(kb=rag.store if rag is not None else None), max_rounds=rounds)
 
 
 def register(app: typer.Typer) -> None:

@@ -86,9 +86,11 @@ def make_progress():
     )
 
 
-def prompt_ids(chat: Any, messages: list[dict[str, str]], max_input_length: int) -> list[int]:
-    """The prompt's token ids, cut from the left to `max_input_length` (keeping a leading bos)."""
-    ids = chat.encode_prompt(messages)
+def prompt_ids(chat: Any, messages: list[dict[str, Any]], max_input_length: int,
+               tools: list[dict[str, Any]] | None = None) -> list[int]:
+    """The prompt's token ids (with `tools`: their definitions rendered), cut from the left to
+    `max_input_length` (keeping a leading bos)."""
+    ids = chat.encode_prompt(messages, tools=tools) if tools else chat.encode_prompt(messages)
     if len(ids) <= max_input_length:
         return ids
     bos = chat.tokenizer.bos_token_id
