@@ -94,17 +94,24 @@ class ChatMessage(_Strict):
         return _refuse_unless_empty(value, info, "the chat template has no place for it (tool calls go in "
                                     "`tool_calls`); leave it out or null")
 
+    @field_validator("name", "tool_calls")
+    @classmethod
+    def _only_on_their_role(cls, value: Any, info: Any) -> Any:
+        role = info.data.get("role")  # validated first: it is declared first
+        if info.field_name == "name" and value and role != "tool":
+            raise unsupported("name", "the chat template has no speaker names (only a tool message's function "
+                              "name); leave it out or null")
+        if info.field_name == "tool_calls" and value and role != "assistant":
+            raise unsupported("tool_calls", "tool calls belong on assistant messages")
+        return value
+
     @model_validator(mode="after")
     def _fields_of_the_role(self) -> "ChatMessage":
         if self.content is None and not (self.role == "assistant" and self.tool_calls):
             raise PydanticCustomError("missing", "content is required (only an assistant message with tool_calls "
                                       "may leave it out)")
-        if self.tool_calls and self.role != "assistant":
-            raise PydanticCustomError("unsupported", "tool_calls belong on assistant messages only")
         if self.role == "tool" and not self.tool_call_id:
             raise PydanticCustomError("missing", "a tool message needs the tool_call_id of the call it answers")
-        if self.name and self.role != "tool":
-            raise unsupported("name", "the chat template has no speaker names; leave it out or null")
         return self
 
     def text(self) -> str:
