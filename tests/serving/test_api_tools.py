@@ -110,33 +110,6 @@ def test_under_auto_the_random_model_answers_in_text(client):
     assert "<tool_call>" not in (choice.message.content or "")
 
 
-# ---- a client-side tool loop ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("stream", [False, True])
-def test_a_client_side_tool_loop_runs(client, chat_format, stream):
-    """call → run the tool (lawtune's real severance_pay) → send the `tool` message → the model answers."""
-    request = dict(messages=QUESTION, tools=TOOLS, seed=5,
-                   tool_choice={"type": "function", "function": {"name": "severance_pay"}}, **FORCED)
-    if stream:
-        with client.chat.completions.stream(model=None, **request) as events:
-            message = events.get_final_completion().choices[0].message
-    else:
-        message = client.chat.completions.create(model=None, **request).choices[0].message
-    [call] = message.tool_calls
-    outcome = run_tool_call(builtin_tools(), call.function.name, call.function.arguments)
-    assert "result" in outcome.content or "error" in outcome.content
-    messages = [*QUESTION, message.model_dump(exclude_none=True),  # the SDK's message, appended back as is
-                {"role": "tool", "tool_call_id": call.id, "content": outcome.message_content()}]
-    answer = client.chat.completions.create(model=None, messages=messages, tools=TOOLS, max_tokens=16, seed=5)
-    assert answer.choices[0].finish_reason in ("stop", "length")
-    # the prompt held the call turn and the tool's result, rendered by the run's chat template
-    rendered = [*QUESTION, {"role": "assistant", "content": "", "tool_calls": [call.model_dump()]},
-                {"role": "tool", "tool_call_id": call.id, "name": "severance_pay", "content": outcome.message_content()}]
-    assert answer.usage.prompt_tokens == len(chat_format.encode_prompt(rendered, tools=TOOLS))
-    assert "<tool_response>" in chat_format.render(rendered, add_generation_prompt=True, tools=TOOLS)
-
-
 # ---- bad tool fields: 400 naming the field --------------------------------------------------------------
 
 
@@ -185,18 +158,33 @@ def test_an_assistant_message_with_tool_calls_and_no_content_is_accepted(client)
 
 
 @pytest.fixture(scope="module")
-def agent_server(tiny_model_dir, tmp_path_factory):
-    """The tiny base model with a long context (the built-in tools' definitions are ~5000 tiny-tokenizer
-    tokens), served with --tools builtin."""
-    from lawtune.serving.settings import ServeSettings
-
+def long_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny base model with a long context: the built-in tools' definitions alone are ~5000 tokens of the
+    tiny tokenizer (byte-level, 600 tokens)."""
     folder = tmp_path_factory.mktemp("long") / "tiny-long"
     shutil.copytree(tiny_model_dir, folder)
     config = json.loads((folder / "config.json").read_text())
     config["max_position_embeddings"] = 16384
     (folder / "config.json").write_text(json.dumps(config))
-    live = start_server(ServeSettings(model=str(folder), dtype="float32", default_max_tokens=24, tools="builtin",
-                                      tool_rounds=2, tool_timeout_s=5))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def long_chat_format(long_model_dir):
+    from transformers import AutoTokenizer
+
+    from lawtune.modeling.chat import ChatFormat, load_template
+
+    return ChatFormat(AutoTokenizer.from_pretrained(long_model_dir), load_template("gemma"))
+
+
+@pytest.fixture(scope="module")
+def agent_server(long_model_dir):
+    """The long-context tiny model served with --tools builtin."""
+    from lawtune.serving.settings import ServeSettings
+
+    live = start_server(ServeSettings(model=str(long_model_dir), dtype="float32", default_max_tokens=24,
+                                      tools="builtin", tool_rounds=2, tool_timeout_s=5))
     yield live
     live.stop()
 
@@ -251,3 +239,32 @@ def test_server_side_tools_step_aside_for_a_request_with_its_own_tools_or_none(a
         agent_client.chat.completions.create(model=None, messages=QUESTION, max_tokens=3,
                                              tool_choice={"type": "function", "function": {"name": "nope"}})
     assert unknown.value.body["param"] == "tool_choice"
+
+
+# ---- a client-side tool loop ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_side_tool_loop_runs(agent_client, long_chat_format, stream):
+    """call → run the tool (lawtune's real severance_pay) → send the `tool` message → the model answers.
+    (On the long-context server: the tool's result outgrows the tiny run's 1024 tokens. A request with
+    tools of its own is answered with tool calls, never by the server's tools.)"""
+    request = dict(messages=QUESTION, tools=TOOLS, seed=5,
+                   tool_choice={"type": "function", "function": {"name": "severance_pay"}}, **FORCED)
+    if stream:
+        with agent_client.chat.completions.stream(model=None, **request) as events:
+            message = events.get_final_completion().choices[0].message
+    else:
+        message = agent_client.chat.completions.create(model=None, **request).choices[0].message
+    [call] = message.tool_calls
+    outcome = run_tool_call(builtin_tools(), call.function.name, call.function.arguments)
+    assert "result" in outcome.content or "error" in outcome.content
+    messages = [*QUESTION, message.model_dump(exclude_none=True),  # the SDK's message, appended back as is
+                {"role": "tool", "tool_call_id": call.id, "content": outcome.message_content()}]
+    answer = agent_client.chat.completions.create(model=None, messages=messages, tools=TOOLS, max_tokens=16, seed=5)
+    assert answer.choices[0].finish_reason in ("stop", "length")
+    # the prompt held the call turn and the tool's result, rendered by the run's chat template
+    rendered = [*QUESTION, {"role": "assistant", "content": "", "tool_calls": [call.model_dump()]},
+                {"role": "tool", "tool_call_id": call.id, "name": "severance_pay", "content": outcome.message_content()}]
+    assert answer.usage.prompt_tokens == len(long_chat_format.encode_prompt(rendered, tools=TOOLS))
+    assert "<tool_response>" in long_chat_format.render(rendered, add_generation_prompt=True, tools=TOOLS)

@@ -542,6 +542,11 @@ class _ToolChatShape(_ChatShape):
         self.streams = [plan.call_stream() for _ in range(generation.n)]
         self.relayed: list[list[dict[str, Any]]] = [[] for _ in range(generation.n)]  # an upstream's calls
 
+    def opening(self) -> list[dict[str, Any]]:
+        # content null, as OpenAI opens an answer that may be only calls (the SDK then reports no content)
+        return [self.envelope([{"index": i, "delta": {"role": "assistant", "content": None}, "finish_reason": None,
+                                "logprobs": None}], whole=False) for i in range(self.generation.n)]
+
     def _chunk(self, index: int, delta: dict[str, Any], logprobs: Any = None) -> dict[str, Any]:
         return self.envelope([{"index": index, "delta": delta, "finish_reason": None, "logprobs": logprobs}],
                              whole=False)

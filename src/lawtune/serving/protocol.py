@@ -54,6 +54,7 @@ class TextPart(_Strict):
 class FunctionCallIn(_Strict):
     name: str = Field(min_length=1, max_length=64)
     arguments: str = Field(max_length=100_000, description="a JSON object, as a string (what the API returned)")
+    parsed_arguments: Any = None  # the SDK's own field on a message it assembled (ignored)
 
     @field_validator("arguments")
     @classmethod
@@ -73,6 +74,11 @@ class ToolCallIn(_Strict):
     id: str = Field(min_length=1, max_length=128)
     type: Literal["function"] = "function"
     function: FunctionCallIn
+    index: int | None = None  # on a call the SDK assembled from a stream (ignored)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "type": self.type,
+                "function": {"name": self.function.name, "arguments": self.function.arguments}}
 
 
 class ChatMessage(_Strict):
@@ -123,7 +129,7 @@ class ChatMessage(_Strict):
         role = "system" if self.role == "developer" else self.role  # OpenAI's newer name for system
         message: dict[str, Any] = {"role": role, "content": self.text()}
         if self.tool_calls:
-            message["tool_calls"] = [call.model_dump() for call in self.tool_calls]
+            message["tool_calls"] = [call.as_dict() for call in self.tool_calls]
         if self.role == "tool":
             message["tool_call_id"] = self.tool_call_id
             if self.name:

@@ -224,7 +224,8 @@ def plan_tools(body: Any, agent: Any, upstream: bool) -> ToolPlan:
         tools = [tool.openai() for tool in body.tools] if mode != "none" else None
         return ToolPlan(mode, tools, parallel, parses=not upstream and tools is not None, reads_calls=True,
                         passthrough=passthrough)
-    if agent is not None and mode != "none":
+    if agent is not None and body.tool_choice != "none":
+        mode = "auto" if body.tool_choice is None else mode  # the request's own default is "none" (no tools)
         names = [tool.name for tool in agent.tools]
         if mode not in ("auto", "required") and mode not in names:
             raise ApiError(400, f"tool_choice names {mode!r}, which is neither in `tools` nor one of the server's "
