@@ -102,3 +102,40 @@ def test_a_tool_that_raises_or_hangs_gives_an_error_result_within_the_timeout():
     errors = [r["error"] for r in tool_results(result.messages)]
     assert "disk on fire" in errors[0] and "超时" in errors[1]
     assert result.finish == "answer" and result.answer == "完成。"
+
+
+# ---- on a real model: lawtune infer / chat --tools builtin ------------------------------------------------
+
+
+def _long_model(tiny_model_dir, tmp_path):
+    """The tiny model with room for the built-in tools' ~5000 tiny-tokenizer tokens of definitions."""
+    import shutil
+
+    folder = tmp_path / "tiny-long"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["max_position_embeddings"] = 16384
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_infer_and_chat_with_tools_builtin_run_the_loop_on_a_real_model(tiny_model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from lawtune.cli import app
+    from lawtune.evaluation.generation import GenerationSettings
+    from lawtune.evaluation.infer import chat_loop
+
+    folder = _long_model(tiny_model_dir, tmp_path)
+    result = CliRunner().invoke(app, ["infer", str(folder), "--tools", "builtin", "--max-new-tokens", "6",
+                                      "--prompt", QUESTION[0]["content"]])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip()  # the random model's answer (it calls no tool: nothing taught it to)
+    questions = iter([QUESTION[0]["content"], "/exit"])
+    seen = []
+    history = chat_loop(str(folder), GenerationSettings(max_new_tokens=4, max_input_length=8192),
+                        read=lambda _: next(questions), write=lambda *a, **k: seen.append(a),
+                        agent=Agent(builtin_tools()))
+    assert [m["role"] for m in history] == ["user", "assistant"]
+    bad = CliRunner().invoke(app, ["infer", str(folder), "--tools", "all", "--prompt", "x"])
+    assert bad.exit_code != 0 and "--tools 'all'" in str(bad.exception)  # main() prints it as one line

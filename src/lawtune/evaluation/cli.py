@@ -201,8 +201,9 @@ def infer_command(
 
     decoding = _decoding(repetition_penalty, frequency_penalty, presence_penalty, no_repeat_ngram_size,
                          no_repetition_control, repetition_stop)
-    settings = _settings(max_new_tokens, 1, 2048, decoding, do_sample=sample, temperature=temperature,
-                         top_p=top_p, seed=seed)
+    # with --tools the definitions alone are ~2,000 tokens of the Gemma tokenizer (docs/tools.md): room for them
+    settings = _settings(max_new_tokens, 1, 2048 if tools == "none" else 8192, decoding, do_sample=sample,
+                         temperature=temperature, top_p=top_p, seed=seed)
     rag = Rag.open(kb, k=kb_k, max_chars=kb_chars) if kb is not None else None  # a bad KB fails before loading
     agent = _agent(tools, tool_rounds, rag)
     infer(model, prompt, settings, base_only=base_only, system=system, dtype=dtype, stream=True, rag=rag, agent=agent)
@@ -230,8 +231,8 @@ def chat_command(
 
     decoding = _decoding(repetition_penalty, frequency_penalty, presence_penalty, no_repeat_ngram_size,
                          no_repetition_control, repetition_stop)
-    settings = _settings(max_new_tokens, 1, 2048, decoding, do_sample=sample, temperature=temperature,
-                         top_p=top_p, seed=seed)
+    settings = _settings(max_new_tokens, 1, 2048 if tools == "none" else 8192, decoding, do_sample=sample,
+                         temperature=temperature, top_p=top_p, seed=seed)
     rag = Rag.open(kb, k=kb_k, max_chars=kb_chars) if kb is not None else None
     chat_loop(model, settings, base_only=base_only, system=system, dtype=dtype, rag=rag,
               agent=_agent(tools, tool_rounds, rag))
