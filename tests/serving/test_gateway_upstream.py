@@ -63,6 +63,30 @@ def test_every_field_is_forwarded_to_the_upstream(front, upstream):
     assert proxied["choices"][0]["logprobs"]["tokens"] == direct["choices"][0]["logprobs"]["tokens"]
 
 
+def test_tools_pass_through_unchanged_and_the_upstreams_calls_are_relayed(front, upstream):
+    """tools / tool_choice / parallel_tool_calls reach the upstream as sent; its tool calls (streamed deltas)
+    come back to the client whole, non-streamed and streamed (assembled by the openai SDK)."""
+    from openai import OpenAI
+
+    tool = {"type": "function", "function": {"name": "severance_pay", "parameters": {"type": "object", "properties": {
+        "monthly_wage": {"type": "integer", "minimum": 1, "maximum": 99999}}, "required": ["monthly_wage"]}}}
+    fields = {"tools": [tool], "tool_choice": {"type": "function", "function": {"name": "severance_pay"}},
+              "parallel_tool_calls": False, "seed": 3, "temperature": 1.0, "max_tokens": 120}
+    direct = httpx.post(upstream.url + CHAT, json={"messages": QUESTION, **fields}, timeout=60).json()["choices"][0]
+    proxied = ask(front, **fields).json()["choices"][0]
+    assert proxied["finish_reason"] == direct["finish_reason"] == "tool_calls"
+    assert proxied["message"]["content"] is None
+    [call], [want] = proxied["message"]["tool_calls"], direct["message"]["tool_calls"]
+    assert call["function"] == want["function"] and call["id"].startswith("call_")
+    client = OpenAI(base_url=front.url + "/v1", api_key="unused", max_retries=0)
+    with client.chat.completions.stream(model=None, messages=QUESTION, **fields) as stream:
+        streamed = stream.get_final_completion().choices[0]
+    assert streamed.finish_reason == "tool_calls"
+    assert streamed.message.tool_calls[0].function.arguments == want["function"]["arguments"]
+    refused = ask(front, tools=[tool], tool_choice={"type": "function", "function": {"name": "nope"}})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "tool_choice"
+
+
 def test_proxied_answers_match_the_upstream(front, upstream, tiny_run_dir):
     models = httpx.get(front.url + "/v1/models", timeout=10).json()["data"]
     assert [m["id"] for m in models] == [tiny_run_dir.name]

@@ -168,3 +168,85 @@ def test_a_broken_call_is_reported_in_the_lawtune_field_with_finish_stop_streame
     assert whole["lawtune"]["tool_call_errors"][0]["index"] == 0
     assert "not valid JSON" in whole["lawtune"]["tool_call_errors"][0]["error"]
     assert chunks[-1]["lawtune"] == whole["lawtune"]
+
+
+# ---- the agent loop as an engine (serve --tools builtin) ------------------------------------------------
+
+
+class ScriptedModel:
+    """An engine whose "model" writes the given texts in turn (a real model cannot be made to loop on calls);
+    prompts are counted by characters."""
+
+    def __init__(self, texts: list[str], context: int = 100_000):
+        self.texts, self.context, self.requests, self.prompts = list(texts), context, [], []
+
+    def prompt(self, model, *, messages=None, text=None, ids=None, tools=None) -> Prompt:
+        self.prompts.append(messages)
+        return Prompt(len(json.dumps(messages, ensure_ascii=False)) + len(json.dumps(tools or [])), messages=messages)
+
+    def context_length(self, model):
+        return self.context
+
+    async def generate(self, request):
+        self.requests.append(request)
+        text = self.texts.pop(0) if len(self.texts) > 1 else self.texts[0]
+        for at in range(0, len(text), 7):
+            yield TextDelta(text[at:at + 7])
+        yield Finished("stop", Usage(request.prompt.tokens, len(text)))
+
+
+def _run_agent_engine(model: ScriptedModel, rounds: int = 3, grammar: str | None = None) -> tuple[str, Finished]:
+    import asyncio
+
+    from lawtune.serving.tool_agent import AgentEngine
+    from lawtune.tools import builtin_tools
+    from lawtune.tools.agent import Agent
+
+    messages = [{"role": "user", "content": "工作3年5个月，月薪8000，协商解除，补偿多少"}]
+    prompt = model.prompt("m", messages=messages)
+    request = GenerationRequest(prompt=prompt, model="m", max_tokens=500, grammar=grammar)
+
+    async def collect():
+        text, last = "", None
+        async for event in AgentEngine(model, Agent(builtin_tools(), max_rounds=rounds)).generate(request):
+            if isinstance(event, TextDelta):
+                text += event.text
+            else:
+                last = event
+        return text, last
+
+    return asyncio.run(collect())
+
+
+SEVERANCE_8000 = '<tool_call>\n{"name": "severance_pay", "arguments": {"monthly_wage": 8000, "years": 3, "months": 5}}\n</tool_call>'
+
+
+def test_the_agent_engine_runs_the_call_and_the_model_answers_from_its_result():
+    model = ScriptedModel([SEVERANCE_8000, "经济补偿为28000元（《劳动合同法》第四十七条）。"])
+    text, finished = _run_agent_engine(model, grammar="start: call")
+    assert text == "经济补偿为28000元（《劳动合同法》第四十七条）。" and finished.finish_reason == "stop"
+    trace = finished.lawtune["tools"]
+    assert trace["rounds"] == 1 and trace["finish"] == "answer"
+    assert trace["calls"][0]["result"]["result"] == 28000
+    assert trace["calls"][0]["result"]["articles"] == ["《劳动合同法》第四十七条"]
+    # the second round was prompted with the call turn and the tool's result; only the first was forced
+    assert model.prompts[-1][-1]["role"] == "tool" and "28000" in model.prompts[-1][-1]["content"]
+    assert [r.grammar for r in model.requests] == ["start: call", None]
+    assert finished.usage.completion_tokens == len(SEVERANCE_8000) + len(text)
+
+
+def test_a_model_looping_on_calls_ends_after_the_rounds_with_a_clear_message():
+    from lawtune.tools.agent import LOOP_MESSAGE
+
+    model = ScriptedModel([SEVERANCE_8000])
+    text, finished = _run_agent_engine(model, rounds=3)
+    assert text == LOOP_MESSAGE.format(rounds=3) and finished.finish_reason == "stop"
+    assert finished.lawtune["tools"]["finish"] == "max_rounds" and len(finished.lawtune["tools"]["calls"]) == 3
+    assert len(model.requests) == 4
+
+
+def test_a_conversation_outgrowing_the_context_ends_with_finish_length():
+    model = ScriptedModel([SEVERANCE_8000], context=400)  # the first prompt fits, the one with the result not
+    text, finished = _run_agent_engine(model)
+    assert finished.finish_reason == "length" and finished.lawtune["tools"]["finish"] == "length"
+    assert "上下文" in text and len(model.requests) == 1

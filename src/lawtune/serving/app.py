@@ -547,6 +547,11 @@ class _ToolChatShape(_ChatShape):
         return [self.envelope([{"index": i, "delta": {"role": "assistant", "content": None}, "finish_reason": None,
                                 "logprobs": None}], whole=False) for i in range(self.generation.n)]
 
+    def add(self, event: GenerationEvent) -> None:
+        super().add(event)
+        if isinstance(event, TextDelta) and event.tool_calls:  # an upstream's: assembled for the whole response
+            tool_calls.merge_call_deltas(self.relayed[event.index], event.tool_calls)
+
     def _chunk(self, index: int, delta: dict[str, Any], logprobs: Any = None) -> dict[str, Any]:
         return self.envelope([{"index": index, "delta": delta, "finish_reason": None, "logprobs": logprobs}],
                              whole=False)
@@ -572,7 +577,6 @@ class _ToolChatShape(_ChatShape):
         if isinstance(event, TextDelta):
             out = []
             if event.tool_calls:  # an upstream parsed them: relay as sent
-                tool_calls.merge_call_deltas(self.relayed[index], event.tool_calls)
                 out.append(self._chunk(index, {"tool_calls": event.tool_calls}))
             if self.plan.parses:
                 out += self._pieces(index, self.streams[index].push(event.text))
