@@ -8,6 +8,10 @@ refused — never silently ignored (docs/serving.md, "Conformance"):
   is null or empty (what clients send when they don't use it), else 400 `unsupported_parameter`;
 - every optional field may be `null`, meaning "the default", as the OpenAI spec allows.
 
+Tools: `tools`, `tool_choice`, `parallel_tool_calls`, assistant `tool_calls` and `tool` messages are accepted
+here and checked against each other (a named choice names an offered tool, a tool message answers an earlier
+call); what they do is lawtune.serving.tool_calls's (docs/serving.md "Tools").
+
 Repetition control: `frequency_penalty` and `presence_penalty` (OpenAI's meaning) and `repetition_penalty`
 (vLLM's extension, HF-style) apply to the answer's own tokens only; left out, the server's defaults apply
 (`lawtune serve --repetition-penalty …`). An answer ended by the repetition stop has finish_reason "stop"
