@@ -131,6 +131,12 @@ BAD = {
         {"messages": [{"role": "user", "content": "x", "tool_calls": [
             {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]}, "messages[0].tool_calls"),
     "functions (the deprecated API)": ({"functions": [{"name": "f"}]}, "functions"),
+    "parameters that are no object schema": (
+        {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}]},
+        "tools[0].function.parameters"),
+    "a schema the grammar cannot enforce, forced": (
+        {"tools": [{"type": "function", "function": {"name": "f", "parameters": {
+            "type": "object", "properties": {"a": {"type": "wat"}}}}}], "tool_choice": "required"}, "tools"),
 }
 
 

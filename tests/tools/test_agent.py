@@ -139,3 +139,26 @@ def test_infer_and_chat_with_tools_builtin_run_the_loop_on_a_real_model(tiny_mod
     assert [m["role"] for m in history] == ["user", "assistant"]
     bad = CliRunner().invoke(app, ["infer", str(folder), "--tools", "all", "--prompt", "x"])
     assert bad.exit_code != 0 and "--tools 'all'" in str(bad.exception)  # main() prints it as one line
+
+
+def test_with_a_knowledge_base_the_servers_agent_looks_articles_up(tmp_path):
+    from lawtune.kb.build import build
+    from lawtune.kb.rag import Rag
+    from lawtune.serving.settings import ServeSettings
+    from lawtune.serving.tool_calls import server_agent
+
+    kb = tmp_path / "kb.sqlite"
+    build([], kb)  # the bundled laws
+    with Rag.open(kb) as rag:
+        agent = server_agent(ServeSettings(model="unused", tools="builtin", kb=str(kb)), rag)
+        assert {"lookup_article", "search_law", "severance_pay"} <= {tool.name for tool in agent.tools}
+
+        def ask(conversation, definitions):
+            if conversation[-1]["role"] != "tool":
+                return render_tool_call("lookup_article", {"law": "劳动合同法", "article": 47})
+            return "见第四十七条。"
+
+        result = run_agent(agent, ask, QUESTION)
+    call = result.calls[0]
+    assert call.ok and "经济补偿" in json.dumps(call.result, ensure_ascii=False)
+    assert server_agent(ServeSettings(model="unused"), None) is None  # --tools none: no agent

@@ -147,6 +147,14 @@ class FunctionDef(_Strict):
     parameters: dict[str, Any] | None = None  # a JSON Schema object; null: no arguments
     strict: bool | None = None  # lawtune's required / named calls are always grammar-constrained
 
+    @field_validator("parameters")
+    @classmethod
+    def _object_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and value.get("type", "object") != "object":
+            raise ValueError(f'parameters must be a JSON Schema of an object ({{"type": "object", "properties": '
+                             f'{{...}}}}): arguments are a JSON object; got type {value.get("type")!r}')
+        return value
+
 
 class ToolDef(_Strict):
     type: Literal["function"]
