@@ -161,4 +161,4 @@ def test_with_a_knowledge_base_the_servers_agent_looks_articles_up(tmp_path):
         result = run_agent(agent, ask, QUESTION)
     call = result.calls[0]
     assert call.ok and "经济补偿" in json.dumps(call.result, ensure_ascii=False)
-    assert server_agent(ServeSettings(model="unused"), None) is None  # --tools none: no agent
+    assert server_agent(ServeSettings(model="unused"), None) is None  # serve without --tools: no agent

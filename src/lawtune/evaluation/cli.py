@@ -48,9 +48,10 @@ MCQ = option(EvalOptions, "mcq")
 NO_MCQ = typer.Option(False, "--no-mcq", help="Skip the multiple-choice knowledge check.")
 MCQ_LIMIT = option(EvalOptions, "mcq_limit")
 LIMIT = option(EvalOptions, "limit")
-TOOLS = typer.Option("none", "--tools", help="builtin: answer through the built-in legal tools (the agent loop: "
-                    "severance, overtime, deadlines, ...; with --kb also article lookup and law search).")
-TOOL_ROUNDS = typer.Option(4, "--tool-rounds", min=1, max=16, help="Tool rounds at most (with --tools).")
+# infer / chat: the agent loop (lawtune.tools.agent)
+AGENT_TOOLS = typer.Option(None, "--tools", help="builtin: answer through the built-in legal tools (the agent loop: "
+                           "severance, overtime, deadlines, ...; with --kb also article lookup and law search).")
+AGENT_ROUNDS = typer.Option(4, "--tool-rounds", min=1, max=16, help="Tool rounds at most (with --tools).")
 
 
 def _decoding(repetition_penalty: Optional[float], frequency_penalty: Optional[float], presence_penalty: Optional[float],
@@ -189,7 +190,7 @@ def infer_command(
     sample: bool = SAMPLE, temperature: float = TEMPERATURE, top_p: float = TOP_P,
     seed: int = SEED,
     dtype: str = DTYPE, kb: Optional[Path] = KB, kb_k: int = KB_K, kb_chars: int = KB_CHARS,
-    tools: str = TOOLS, tool_rounds: int = TOOL_ROUNDS,
+    tools: Optional[str] = AGENT_TOOLS, tool_rounds: int = AGENT_ROUNDS,
 ) -> None:
     """One question, one answer; greedy (deterministic) unless --sample.
 
@@ -202,7 +203,7 @@ def infer_command(
     decoding = _decoding(repetition_penalty, frequency_penalty, presence_penalty, no_repeat_ngram_size,
                          no_repetition_control, repetition_stop)
     # with --tools the definitions alone are ~2,000 tokens of the Gemma tokenizer (docs/tools.md): room for them
-    settings = _settings(max_new_tokens, 1, 2048 if tools == "none" else 8192, decoding, do_sample=sample,
+    settings = _settings(max_new_tokens, 1, 2048 if tools is None else 8192, decoding, do_sample=sample,
                          temperature=temperature, top_p=top_p, seed=seed)
     rag = Rag.open(kb, k=kb_k, max_chars=kb_chars) if kb is not None else None  # a bad KB fails before loading
     agent = _agent(tools, tool_rounds, rag)
@@ -220,7 +221,7 @@ def chat_command(
     sample: bool = SAMPLE, temperature: float = TEMPERATURE, top_p: float = TOP_P,
     seed: int = SEED, dtype: str = DTYPE,
     kb: Optional[Path] = KB, kb_k: int = KB_K, kb_chars: int = KB_CHARS,
-    tools: str = TOOLS, tool_rounds: int = TOOL_ROUNDS,
+    tools: Optional[str] = AGENT_TOOLS, tool_rounds: int = AGENT_ROUNDS,
 ) -> None:
     """Multi-turn chat in the terminal, with history (/reset, /exit).
 
@@ -231,21 +232,21 @@ def chat_command(
 
     decoding = _decoding(repetition_penalty, frequency_penalty, presence_penalty, no_repeat_ngram_size,
                          no_repetition_control, repetition_stop)
-    settings = _settings(max_new_tokens, 1, 2048 if tools == "none" else 8192, decoding, do_sample=sample,
+    settings = _settings(max_new_tokens, 1, 2048 if tools is None else 8192, decoding, do_sample=sample,
                          temperature=temperature, top_p=top_p, seed=seed)
     rag = Rag.open(kb, k=kb_k, max_chars=kb_chars) if kb is not None else None
     chat_loop(model, settings, base_only=base_only, system=system, dtype=dtype, rag=rag,
               agent=_agent(tools, tool_rounds, rag))
 
 
-def _agent(tools: str, rounds: int, rag: Any) -> Any:
-    """`--tools builtin` → the agent over the built-in tools (+ the KB's lookup tools); `none` → None."""
+def _agent(tools: str | None, rounds: int, rag: Any) -> Any:
+    """`--tools builtin` → the agent over the built-in tools (+ the KB's lookup tools); no --tools → None."""
     from lawtune.errors import LawtuneError
 
-    if tools == "none":
+    if tools is None:
         return None
     if tools != "builtin":
-        raise LawtuneError(f"--tools {tools!r}: use builtin (the built-in legal tools) or none")
+        raise LawtuneError(f"--tools {tools!r}: the one tool set is builtin (the built-in legal tools)")
     from lawtune.tools import builtin_tools
     from lawtune.tools.agent import Agent
 

@@ -86,9 +86,9 @@ def make_progress():
     )
 
 
-def prompt_ids(chat: Any, messages: list[dict[str, Any]], max_input_length: int,
+def prompt_ids(chat: Any, messages: list[dict[str, str]], max_input_length: int,
                tools: list[dict[str, Any]] | None = None) -> list[int]:
-    """The prompt's token ids (with `tools`: their definitions rendered), cut from the left to
+    """The prompt's token ids (with `tools`: their definitions rendered by the template), cut from the left to
     `max_input_length` (keeping a leading bos)."""
     ids = chat.encode_prompt(messages, tools=tools) if tools else chat.encode_prompt(messages)
     if len(ids) <= max_input_length:
