@@ -28,7 +28,6 @@ WAGE_DAYS_NOTICE = "《关于职工全年月平均工作时间和工资折算问
 WAGE_DAYS = Decimal("21.75")
 
 
-
 def money(value: Decimal) -> int | float:
     """Rounded to the fen; an int when whole so the model reads 28000, not 28000.0."""
     rounded = value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
