@@ -1,5 +1,6 @@
 """OpenAI tool calls on a local engine: the grammar of forced calls, and the model's text turned into calls.
 
+    plan = plan_tools(body, agent, upstream=False)             # what a request's tools fields mean here
     grammar = tool_grammar(tools, "required", parallel=True)   # llguidance Lark: <tool_call> blocks only
     stream = CallStream(parallel=True)
     for piece in stream.push(text) + stream.finish(): ...     # Content("…") / Call(id, name, arguments) / Problem
