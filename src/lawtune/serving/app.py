@@ -621,7 +621,7 @@ class _ToolChatShape(_ChatShape):
             stream = self.streams[index]
             calls = [call.openai() for call in stream.calls] if self.plan.parses else self.relayed[index]
             content = stream.content if self.plan.parses else self.texts[index]
-            choice["message"]["content"] = content if content or not calls else None
+            choice["message"]["content"] = content if content.strip() or not calls else None
             if calls:
                 choice["message"]["tool_calls"] = calls
                 choice["finish_reason"], choice["stop_reason"] = self._finish(index, self.finished[index])
