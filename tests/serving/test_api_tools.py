@@ -274,3 +274,12 @@ def test_a_client_side_tool_loop_runs(agent_client, long_chat_format, stream):
                 {"role": "tool", "tool_call_id": call.id, "name": "severance_pay", "content": outcome.message_content()}]
     assert answer.usage.prompt_tokens == len(long_chat_format.encode_prompt(rendered, tools=TOOLS))
     assert "<tool_response>" in long_chat_format.render(rendered, add_generation_prompt=True, tools=TOOLS)
+
+
+def test_server_side_tools_need_a_local_engine():
+    from pydantic import ValidationError
+
+    from lawtune.serving.settings import ServeSettings
+
+    with pytest.raises(ValidationError, match="need a local engine"):
+        ServeSettings(upstream="http://127.0.0.1:1", tools="builtin")
