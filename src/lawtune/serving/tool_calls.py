@@ -177,6 +177,24 @@ def tool_grammar(tools: list[dict[str, Any]], choice: str, parallel: bool) -> st
     return f"start: {start}\n{call}\n"
 
 
+def checked_grammar(grammar: str) -> str:
+    """The grammar, or a 400 naming `tools` when llguidance cannot compile a tool's parameter schema — said
+    before the request reaches an engine (whose failures the circuit breaker counts)."""
+    import llguidance
+
+    from lawtune.serving.errors import ApiError
+
+    try:
+        failed, messages = llguidance.LLMatcher.validate_grammar_with_warnings(
+            llguidance.LLMatcher.grammar_from_lark(grammar))
+    except (ValueError, TypeError, RuntimeError) as error:
+        failed, messages = True, [str(error)]
+    if failed:
+        raise ApiError(400, f"tools: a parameter schema cannot be used for constrained decoding (tool_choice "
+                       f"required / named): {' '.join(messages)[:300]}", param="tools", code="invalid_value")
+    return grammar
+
+
 def _call_schema(function: dict[str, Any]) -> dict[str, Any]:
     """`{"name": NAME, "arguments": {…}}` with the function's parameter schema, in json.dumps's layout."""
     parameters = dict(function.get("parameters") or {"type": "object", "properties": {}})
@@ -208,7 +226,7 @@ class ToolPlan:
         """Set a GenerationRequest's grammar (forced calls on a local engine) or upstream fields."""
         generation.passthrough.update(self.passthrough)
         if (self.parses or self.agent is not None) and self.mode not in ("none", "auto"):
-            generation.grammar = tool_grammar(self.tools or [], self.mode, self.parallel)
+            generation.grammar = checked_grammar(tool_grammar(self.tools or [], self.mode, self.parallel))
 
 
 def plan_tools(body: Any, agent: Any, upstream: bool) -> ToolPlan:
