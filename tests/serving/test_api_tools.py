@@ -93,6 +93,23 @@ def test_a_streamed_call_assembles_in_the_sdk_exactly_as_the_non_streamed_one(cl
     assert raw[-1].choices[0].finish_reason == "tool_calls"
 
 
+def test_parse_with_a_pydantic_function_tool_gets_an_instance(client):
+    """The SDK's strict tools (`openai.pydantic_function_tool`) and `.parse()`: the forced call's arguments
+    validate into the Pydantic model."""
+    import openai
+    from pydantic import BaseModel, Field
+
+    class severance_pay(BaseModel):  # noqa: N801 — the tool's name is the class name
+        monthly_wage: int = Field(ge=1, le=99999)
+        years: int = Field(ge=0, le=40)
+
+    reply = client.chat.completions.parse(model=None, messages=QUESTION, tools=[openai.pydantic_function_tool(severance_pay)],
+                                          tool_choice={"type": "function", "function": {"name": "severance_pay"}},
+                                          seed=2, **FORCED)
+    parsed = reply.choices[0].message.tool_calls[0].function.parsed_arguments
+    assert isinstance(parsed, severance_pay) and 1 <= parsed.monthly_wage <= 99999
+
+
 def test_tool_choice_none_renders_no_tools_and_auto_renders_them(client):
     plain = client.chat.completions.create(model=None, messages=QUESTION, max_tokens=4, temperature=0)
     none = client.chat.completions.create(model=None, messages=QUESTION, tools=TOOLS, tool_choice="none", max_tokens=4,
