@@ -20,8 +20,9 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disa
 
 # Skipped only outside CI, where a developer may lack Debian's chromium; `make test` installs it, and in CI
 # (CI=true) a missing browser fails the run instead of skipping silently.
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("CI"),
-                                reason="needs Debian's chromium (`make test` / scripts/system-deps.sh installs it)")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("CI"),
+                                 reason="needs Debian's chromium (`make test` / scripts/system-deps.sh installs it)")]
 
 
 def test_chat_page_hides_the_input_while_paused(tiny_run_dir):
