@@ -21,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lawtune.kb.store import Catalog, Hit, Item, KnowledgeStore
+from lawtune.text import excerpt
 
 
 def open_store(location: str | Path) -> "KnowledgeStore":
@@ -43,7 +44,7 @@ def format_context(hits: list[Hit], max_chars: int = 300) -> str:
     blocks = []
     for n, hit in enumerate(hits, 1):
         item = hit.item
-        text = item.text if len(item.text) <= max_chars else item.text[:max_chars] + "…"
+        text = excerpt(item.text, max_chars)
         if item.kind == "article":
             version = f"（{item.version}）" if item.version else ""
             blocks.append(f"[资料{n}] {item.cite()}{version}：{text}")
