@@ -80,6 +80,13 @@ def test_build_from_files_with_qa(tmp_path):
     assert "already exists" in error_of(invoke("kb", "build", law, "-o", out))
 
 
+def test_a_failed_build_leaves_no_file_and_no_temporary_behind(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    assert "no conversations in the file" in error_of(invoke("kb", "build", empty, "-o", tmp_path / "kb.sqlite"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.jsonl"]
+
+
 def test_check(kb_file, tmp_path):
     predictions = tmp_path / "predictions.jsonl"
     rows = [{"prompt": "q", "prediction": "依据《劳动合同法》第八十二条。"},
