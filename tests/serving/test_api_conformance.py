@@ -8,7 +8,6 @@ the catch-all error envelope, CORS, SSE keep-alives while queued, and several ad
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import threading
