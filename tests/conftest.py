@@ -84,8 +84,8 @@ def pytest_collection_modifyitems(items):
         needs = {mark.name for mark in item.iter_markers() if mark.name in NEEDS}
         if INTEGRATION_FIXTURES & set(item.fixturenames):
             needs.add("integration")
-        params = getattr(item, "callspec", None)
-        if "postgres_server" in item.fixturenames or (params and "postgres" in params.params.values()):
+        backend = item.callspec.params.get("built_kb") if hasattr(item, "callspec") else None  # tests/kb/conftest.py
+        if "postgres_server" in item.fixturenames or backend == "postgres":
             needs.add("postgres")
         for name in sorted(needs) or ["unit"]:
             item.add_marker(name)
