@@ -13,7 +13,7 @@
 Modules, one job each: numerals (第一千零七十六 ↔ 1076), laws (LawRefBook Markdown → articles), tokenize,
 store (the interface and data types), sqlite_store (the embedded backend), postgres_store (PostgreSQL full-text
 search), retrieval (exact lookup, boosts), names (law names and aliases), repeals, citations, build (kb build /
-add), bundled (shipped laws), cli.
+add), batch (many questions: kb search --queries), bundled (shipped laws), cli.
 """
 
 from __future__ import annotations
