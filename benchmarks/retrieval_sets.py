@@ -25,6 +25,10 @@ The sets, kept apart from anything tuned on (the lead tunes only on the TRAIN pa
 - `lawbench_3-2` — LawBench 3-2 (same source, scenario → the one article the answer cites; the question and
   gold are read with benchmarks/kb_retrieval.py's parser: the first resolvable citation of the answer). Its
   questions were written from the articles: 3-2's recall@5 is the number the retrieval defaults were tuned on.
+- `lawbench_3-8` — LawBench 3-8 (same source; real hualv.com consultations whose reference answer ends with
+  "法律依据:《…》第N条 …"): the question → the articles cited after 法律依据 (one in 499 of 500). The project
+  also evaluates answers on these questions (data/benchmarks/lawbench_3-8.jsonl); no retrieval setting was
+  chosen on them.
 - `stard_test` (with --stard DIR) — STARD (github.com/oneal2000/STARD, commit bae10e1, MIT licence; Su et al.
   2024, "STARD: A Chinese Statute Retrieval Dataset with Real Queries Issued by Non-professionals"): 1,543 real
   consultation questions by members of the public, with the articles a legal team judged relevant. ALL 1,543
@@ -77,6 +81,7 @@ def main() -> None:
         "consult_multi": consult_multi(args.raw / "lawyer_llama", names),
         "lawbench_3-1": lawbench_31(args.raw / "lawbench" / "zero_shot" / "3-1.json"),
         "lawbench_3-2": lawbench_32(args.raw / "lawbench" / "zero_shot" / "3-2.json", names),
+        "lawbench_3-8": lawbench_38(args.raw / "lawbench" / "zero_shot" / "3-8.json", names),
     }
     if args.stard:
         sets["stard_test"] = stard(args.stard, names)
@@ -193,6 +198,19 @@ def lawbench_32(path: Path, names: LawNames) -> list[dict]:
         gold = [{"law": short_name(c.law_full), "article": c.article, "sub": c.sub} for c in cited]
         out.append({"id": f"lawbench_3-2:{n}", "question": question_text(record), "gold": gold,
                     "source": f"lawbench/zero_shot/3-2.json element {n}", "reference": record["answer"]})
+    return out
+
+
+def lawbench_38(path: Path, names: LawNames) -> list[dict]:
+    """Every article cited after the answer's 法律依据 (the whole answer when it has none)."""
+    out = []
+    for n, record in enumerate(json.loads(path.read_text(encoding="utf-8")), 1):
+        answer = record["answer"]
+        basis = answer[answer.find("法律依据"):] if "法律依据" in answer else answer
+        gold = [{"law": short_name(c.law_full or c.name), "article": c.article, "sub": c.sub}
+                for c in find_citations(basis, names) if c.article]
+        out.append({"id": f"lawbench_3-8:{n}", "question": record["question"].strip(), "gold": unique(gold),
+                    "source": f"lawbench/zero_shot/3-8.json element {n} (hualv.com)", "reference": basis})
     return out
 
 
