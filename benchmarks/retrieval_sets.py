@@ -19,6 +19,12 @@ The sets, kept apart from anything tuned on (the lead tunes only on the TRAIN pa
 - `consult_multi` — `legal_counsel_multi_turn_with_article_v2.json` (same source): the first user question of
   each dialogue with its `laws`; questions that also occur (normalized) in the first file's train split are
   dropped. Report-only.
+- `fakao_cases` — Lawyer LLaMA `fakao_gpt4.json` (same source; real JEC-QA judicial-exam questions, answers
+  written by GPT-4 and not verified): the 245 case questions (type qingjing: facts, then "how is this
+  handled?") whose answer cites an article → every article it cites (刑法 most, then 合同法 / 民法典 / the
+  procedure laws; cited laws since repealed — 合同法, 侵权责任法, 物权法 — are not in LawRefBook and count as
+  missing). The gold is an LLM's citations: noisy, but the kind of question case-style checks ask. Report-only:
+  do not train on the qingjing part of fakao_gpt4.json.
 - `lawbench_3-1` — LawBench 3-1 (github.com/open-compass/LawBench data/zero_shot, commit e30981b; Apache-2.0,
   from CAIL2018, whose licence applies): case facts + charge → the 刑法 articles of the judgment ("法条:刑法第
   234、275条" → 234 and 275).
@@ -79,6 +85,7 @@ def main() -> None:
     sets = {
         "consult_dev": consult_dev(args.raw / "lawyer_llama" / "legal_counsel_with_article_v2.json", names),
         "consult_multi": consult_multi(args.raw / "lawyer_llama", names),
+        "fakao_cases": fakao_cases(args.raw / "lawyer_llama" / "fakao_gpt4.json", names),
         "lawbench_3-1": lawbench_31(args.raw / "lawbench" / "zero_shot" / "3-1.json"),
         "lawbench_3-2": lawbench_32(args.raw / "lawbench" / "zero_shot" / "3-2.json", names),
         "lawbench_3-8": lawbench_38(args.raw / "lawbench" / "zero_shot" / "3-8.json", names),
@@ -174,6 +181,20 @@ def consult_multi(folder: Path, names: LawNames) -> list[dict]:
                     "source": f"lawyer_llama/{path.name} element {n} (first user question)",
                     "reference": "\n".join(record["laws"])})
     print(f"consult_multi: {dropped} questions dropped (also in the train split of legal_counsel_with_article_v2)")
+    return out
+
+
+def fakao_cases(path: Path, names: LawNames) -> list[dict]:
+    """The case questions (type qingjing) whose answer cites an article → every article it cites."""
+    out = []
+    for n, record in enumerate(json.loads(path.read_text(encoding="utf-8")), 1):
+        if record.get("type") != "qingjing":
+            continue
+        gold = unique([{"law": short_name(c.law_full or c.name), "article": c.article, "sub": c.sub}
+                       for c in find_citations(record["output"], names) if c.article])
+        if gold:
+            out.append({"id": f"fakao_cases:{n}", "question": record["input"].strip(), "gold": gold,
+                        "source": f"lawyer_llama/{path.name} element {n} (qingjing)", "reference": record["output"]})
     return out
 
 
