@@ -18,7 +18,8 @@ The sets, kept apart from anything tuned on (the lead tunes only on the TRAIN pa
   `lawtune.data.prepare.run` itself on the file; gold = its `laws` (《民法典》第N条, all 民法典).
 - `consult_multi` — `legal_counsel_multi_turn_with_article_v2.json` (same source): the first user question of
   each dialogue with its `laws`; questions that also occur (normalized) in the first file's train split are
-  dropped. Report-only.
+  dropped. Report-only. (Measured: all 476 are questions of the first file, with the same `laws`; 420 sit in its
+  train split, so the 56 left are consult_dev questions — a cross-check, not new evidence.)
 - `fakao_cases` — Lawyer LLaMA `fakao_gpt4.json` (same source; real JEC-QA judicial-exam questions, answers
   written by GPT-4 and not verified): the 245 case questions (type qingjing: facts, then "how is this
   handled?") whose answer cites an article → every article it cites (刑法 most, then 合同法 / 民法典 / the
@@ -41,7 +42,7 @@ The sets, kept apart from anything tuned on (the lead tunes only on the TRAIN pa
   (upstream train and dev alike; `upstream_split` says which) form a REPORT-ONLY test set: a set of exactly
   this kind checks the project from outside, so nothing may be trained or tuned on any part of STARD.
   Export the data from a `fetch` snapshot (data/corpus.jsonl is over 4 MiB and absent; it is not needed):
-  git --git-dir=/work/.mirror/oneal2000+STARD/repo archive HEAD LICENSE data/queries.json data/example \\
+  git --git-dir=/work/.mirror/oneal2000+STARD/repo archive HEAD LICENSE data/queries.json data/example/dev.query.txt \\
       | tar -x -C /tmp/lawtune-fetched/STARD
 """
 
