@@ -39,16 +39,17 @@ class AgentEngine:
         definitions = self.agent.definitions()
         records: list[CallRecord] = []
         prompt, used = request.prompt, Usage(0, 0)
+        said = False  # content was passed on in an earlier round: the next round's starts on a new line
 
         def trace(finish: str, rounds: int) -> dict[str, Any]:
             return {"tools": {"rounds": rounds, "finish": finish, "calls": [r.as_dict() for r in records]}}
 
         for round_number in range(1, self.agent.max_rounds + 2):
-            stream, finished = CallStream(), None
+            stream, finished, fresh = CallStream(), None, said
             limit = self.engine.context_length(request.model)
             budget = request.max_tokens if limit is None else min(request.max_tokens, limit - prompt.tokens)
             if budget < 1:
-                yield TextDelta(NO_ROOM)
+                yield TextDelta(("\n" if said else "") + NO_ROOM)
                 yield Finished("length", used, 0, lawtune=trace("length", round_number - 1))
                 return
             # a forced tool_choice (its grammar) holds for the first round only: then the model answers
@@ -59,12 +60,14 @@ class AgentEngine:
                     if isinstance(event, Finished):
                         finished = event
                         continue
-                    for piece in stream.push(event.text):
+                    for piece in stream.push(event.text) if event.text else []:
                         if isinstance(piece, Content):
-                            yield TextDelta(piece.text)
+                            yield TextDelta(("\n" if fresh else "") + piece.text)
+                            fresh, said = False, True
             for piece in stream.finish():
                 if isinstance(piece, Content):
-                    yield TextDelta(piece.text)
+                    yield TextDelta(("\n" if fresh else "") + piece.text)
+                    fresh, said = False, True
             assert finished is not None  # an engine ends every choice with one Finished
             used = Usage(used.prompt_tokens + finished.usage.prompt_tokens,
                          used.completion_tokens + finished.usage.completion_tokens)
@@ -74,7 +77,7 @@ class AgentEngine:
                     "answer" if turn.final else finished.finish_reason, round_number - 1))
                 return
             if round_number > self.agent.max_rounds:
-                yield TextDelta(LOOP_MESSAGE.format(rounds=self.agent.max_rounds))
+                yield TextDelta(("\n" if said else "") + LOOP_MESSAGE.format(rounds=self.agent.max_rounds))
                 yield Finished("stop", used, 0, lawtune=trace("max_rounds", self.agent.max_rounds))
                 return
             appended, done = await asyncio.to_thread(self.agent.run_round, turn, round_number)
