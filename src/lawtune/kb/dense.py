@@ -24,13 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lawtune.kb.encoder import DIM, EPOCHS, MAX_STEPS, NgramEncoder, train_encoder
+from lawtune.kb import encoder as encoder_settings
+from lawtune.kb.encoder import NgramEncoder, train_encoder
 from lawtune.kb.names import LawNames
 from lawtune.kb.store import Item
 from lawtune.kb.training_pairs import training_pairs
 
 DENSE_BLOB = "dense"
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # bump when training changes in a way the settings below do not show
 Key = tuple[str, int, int]
 
 
@@ -132,7 +133,9 @@ def _key(item: Item) -> Key:
 
 
 def _fingerprint(texts: list[str], pairs: list) -> str:
-    digest = hashlib.sha256(f"{CACHE_VERSION} {DIM} {EPOCHS} {MAX_STEPS}".encode())
+    settings = [getattr(encoder_settings, name) for name in ("DIM", "TAU", "BATCH", "LEARNING_RATE", "EPOCHS",
+                                                             "MAX_STEPS", "MIN_COUNT")]
+    digest = hashlib.sha256(f"{CACHE_VERSION} {settings}".encode())
     for text in texts:
         digest.update(text.encode("utf-8", "surrogatepass") + b"\x00")
     for question, golds in pairs:
