@@ -49,8 +49,9 @@ def test_search_json(kb_file):
 
 
 def test_search_text(kb_file):
+    # the divorce articles lead: registration (1076), its cooling-off period (1077) or divorce by lawsuit (1079)
     result = invoke("kb", "search", kb_file, "离婚需要什么材料", "-k", "3")
-    assert result.exit_code == 0 and "《民法典》第一千零七十六条" in result.output
+    assert result.exit_code == 0 and result.output.count("《民法典》第一千零七十") == 3
 
 
 def test_add_qa_then_search(kb_file, tmp_path):
