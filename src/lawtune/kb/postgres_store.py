@@ -40,6 +40,7 @@ from collections.abc import Iterable
 
 from lawtune.errors import LawtuneError
 from lawtune.kb.repeals import repealed_in
+from lawtune.kb.dense import refresh_dense, train_dense
 from lawtune.kb.sqlite_store import FORMAT, FORMAT_VERSION, ITEM_FIELDS, MAX_DF, row_values
 from lawtune.kb.store import Catalog, Hit, Item, Kind, char_stats
 from lawtune.kb.tokenize import DEFAULT_TOKENIZER, characters, tokenize
@@ -69,6 +70,7 @@ CREATE TABLE {schema}.repeals (law_full TEXT NOT NULL, by_law TEXT NOT NULL, by_
                                PRIMARY KEY (law_full, by_law));
 CREATE TABLE {schema}.token_df (token TEXT PRIMARY KEY, df INTEGER NOT NULL);
 CREATE TABLE {schema}.char_df (char TEXT PRIMARY KEY, df INTEGER NOT NULL);
+CREATE TABLE {schema}.blobs (key TEXT PRIMARY KEY, value BYTEA NOT NULL);
 """
 # built after the bulk load of `build` (one pass over the data instead of one update per row)
 GIN_INDEX = "CREATE INDEX items_tsv ON {schema}.items USING GIN (tsv)"
@@ -152,7 +154,8 @@ class PostgresStore:
             conn.close()
 
     @classmethod
-    def build(cls, location, items: Iterable[Item], tokenizer: str = DEFAULT_TOKENIZER) -> dict[str, int]:
+    def build(cls, location, items: Iterable[Item], tokenizer: str = DEFAULT_TOKENIZER,
+              train_progress=None) -> dict[str, int]:
         """Index items into a fresh schema, then replace the database's KB with it in one transaction."""
         url = _url(location)
         tokenize("", tokenizer)  # fail early on an unknown scheme
@@ -177,6 +180,7 @@ class PostgresStore:
             if not counts:
                 raise LawtuneError("no articles or Q&A pairs in the sources; "
                                    "give LawRefBook law Markdown files or conversations JSONL")
+            train_dense(store, progress=train_progress)
             conn.execute(GIN_INDEX.format(schema=staging))
             conn.execute(f"ANALYZE {staging}.items")
             with conn.transaction():
@@ -242,6 +246,8 @@ class PostgresStore:
             self._update_current(touched)
         self._retriever = None
         self._items, self._char_df, self._chars = 0, {}, 0
+        if touched:  # articles came or changed version: the dense index follows (a KB without one: nothing)
+            refresh_dense(self)
         return count
 
     def _update_current(self, laws: set[str]) -> None:
@@ -387,6 +393,24 @@ class PostgresStore:
     def count(self) -> dict[str, int]:
         with self.lock:
             return dict(self.db.execute("SELECT kind, COUNT(*) FROM items GROUP BY kind").fetchall())
+
+    def current_articles(self) -> list[Item]:
+        """Every article of a current version, in insertion order (the dense index encodes these)."""
+        with self.lock:
+            rows = self.db.execute(f"SELECT {', '.join(ITEM_FIELDS)} FROM items WHERE kind = 'article' AND current "
+                                   "ORDER BY id").fetchall()
+        return [_item(row) for row in rows]
+
+    def get_blob(self, key: str) -> bytes | None:
+        with self.lock:
+            row = self.db.execute("SELECT value FROM blobs WHERE key = %s", (key,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def put_blob(self, key: str, value: bytes) -> None:
+        with self.lock, self.db.transaction():
+            self.db.execute("INSERT INTO blobs VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                            (key, value))
+        self._retriever = None
 
 
 def _idf(items: int, df: float) -> float:

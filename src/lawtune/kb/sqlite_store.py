@@ -25,13 +25,15 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from lawtune.errors import LawtuneError
+from lawtune.kb.dense import refresh_dense
 from lawtune.kb.repeals import repealed_in
 from lawtune.kb.store import Catalog, Hit, Item, Kind, char_stats
 from lawtune.kb.tokenize import DEFAULT_TOKENIZER, characters, tokenize
 from lawtune.kb.versions import number_updates
 
 FORMAT = "lawtune-kb"
-FORMAT_VERSION = "3"  # 2: current_article / current_sub (versions.py); 3: char_df and meta `chars` (char_stats)
+FORMAT_VERSION = "4"  # 2: current_article / current_sub (versions.py); 3: char_df and meta `chars` (char_stats);
+# 4: table blobs (the dense index, dense.py)
 WEIGHTS = (2.0, 1.0, 1.0)  # law name, path / question, text
 # Query tokens in more than this share of items (规定, 应当, 人民 …) are dropped from the query: they barely move
 # BM25 but their long posting lists dominate query time.
@@ -62,6 +64,7 @@ CREATE INDEX items_law ON items (law, article, sub);
 CREATE TABLE repeals (law_full TEXT NOT NULL, by_law TEXT NOT NULL, by_version TEXT, by_cite TEXT NOT NULL,
                       PRIMARY KEY (law_full, by_law));
 CREATE TABLE char_df (char TEXT PRIMARY KEY, df INTEGER NOT NULL);
+CREATE TABLE blobs (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE VIRTUAL TABLE items_fts USING fts5 (law, title, body, content='', tokenize='unicode61');
 """
 
@@ -154,6 +157,8 @@ class SqliteStore:
             self._update_current(touched)
         self._retriever = None
         self._df, self._items, self._char_df, self._chars = {}, 0, {}, 0
+        if touched:  # articles came or changed version: the dense index follows (a KB without one: nothing)
+            refresh_dense(self)
         return count
 
     def _update_current(self, laws: set[str]) -> None:
@@ -283,6 +288,24 @@ class SqliteStore:
     def count(self) -> dict[str, int]:
         with self.lock:
             return dict(self.db.execute("SELECT kind, COUNT(*) FROM items GROUP BY kind"))
+
+    def current_articles(self) -> list[Item]:
+        """Every article of a current version, in insertion order (the dense index encodes these)."""
+        with self.lock:
+            rows = self.db.execute(f"SELECT {', '.join(ITEM_FIELDS)} FROM items WHERE kind = 'article' AND current = 1 "
+                                   "ORDER BY id").fetchall()
+        return [_item(row) for row in rows]
+
+    def get_blob(self, key: str) -> bytes | None:
+        with self.lock:
+            row = self.db.execute("SELECT value FROM blobs WHERE key = ?", (key,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def put_blob(self, key: str, value: bytes) -> None:
+        with self.lock, self.db:
+            self.db.execute("INSERT INTO blobs VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                            (key, value))
+        self._retriever = None
 
 
 def _item(row) -> Item:
