@@ -87,6 +87,9 @@ def run(config_path: Path, overrides: list[str] | tuple[str, ...] = (), resume: 
     started = time.monotonic()
     trainer.train(resume_from_checkpoint=str(start) if start else None)
     seconds = time.monotonic() - started
+    from lawtune.training.vocab_loss import release_buffers
+
+    release_buffers()  # the loss head's big reused buffers; nothing after training needs them
 
     # ---- final save and report ------------------------------------------------------------------------
     if state.is_main_process:
