@@ -46,8 +46,9 @@ def _kernel_peak_mib() -> float:
 
 
 def peak_rss_mib() -> float:
-    """The largest resident set size this process has had so far."""
-    return max(_kernel_peak_mib(), _peak_before_reset)
+    """The largest resident set size this process has had so far (the kernel updates its high-water mark
+    lazily, so the RSS now can be a little above it: both are taken)."""
+    return max(_kernel_peak_mib(), _peak_before_reset, rss_mib() or 0.0)
 
 
 def reset_peak() -> bool:
@@ -107,8 +108,9 @@ class Phases:
         try:
             yield
         finally:
-            self.done.append(PhaseMemory(name, start, peak_rss_mib() if not own else _kernel_peak_mib(), rss_mib(),
-                                         time.perf_counter() - started, own))
+            end = rss_mib()
+            peak = max(_kernel_peak_mib(), end or 0.0) if own else peak_rss_mib()
+            self.done.append(PhaseMemory(name, start, peak, end, time.perf_counter() - started, own))
 
     def lines(self) -> list[str]:
         return [phase.line() for phase in self.done] + [f"process peak {peak_rss_mib():,.0f} MiB"]
