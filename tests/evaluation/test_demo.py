@@ -23,3 +23,6 @@ def test_demo_quick_runs_end_to_end(tiny_model_dir, tmp_path):
     tuned = json.loads((report / "tuned" / "metrics.json").read_text(encoding="utf-8"))
     assert tuned["data"]["count"] == 6 and tuned["generation"]["max_new_tokens"] == 24
     assert "report:" in result.output and "ROUGE-L" in result.output
+    # each step's peak resident memory is printed (lawtune.memory)
+    assert "memory (resident):\n  prepare: peak" in result.output and "\n  train: peak" in result.output
+    assert "\n  compare: peak" in result.output and "\n  process peak" in result.output

@@ -98,7 +98,13 @@ def _print_record(record: dict) -> None:
     for name, result in record["mcq"].items():
         grid.add_row(f"MCQ {name} acc % (n={result['count']})", f"{result['accuracy']:.2f}")
     Console().print(grid)
-    Console().print(f"wrote {record['out_dir']}/metrics.json and predictions.jsonl")
+    Console().print(f"wrote {record['out_dir']}/metrics.json and predictions.jsonl ({_peak()})")
+
+
+def _peak() -> str:
+    from lawtune.memory import peak_rss_mib
+
+    return f"peak resident memory {peak_rss_mib():,.0f} MiB"
 
 
 def eval_command(
@@ -170,7 +176,7 @@ def compare_command(
                          limit=limit, max_output_length=max_output_length, dtype=dtype, gate=gate,
                          kb=kb, check_kb=check_kb, kb_k=kb_k, kb_chars=kb_chars)
     Console().print(table(result))
-    Console().print(f"report: {result['report_html']} (and {result['report_md'].name})")
+    Console().print(f"report: {result['report_html']} (and {result['report_md'].name}; {_peak()})")
     verdict = result["gate"]
     if verdict is not None:
         Console().print(("[green]quality gate passed[/]\n" if verdict["passed"] else "[red]quality gate FAILED[/]\n") + describe(verdict))

@@ -225,6 +225,9 @@ def run_server(settings) -> None:
     typer.echo(f"lawtune serve: http://{settings.host}:{settings.port}/  (the model loads in the background; "
                f"GET /readyz says when it is ready)")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    from lawtune.memory import peak_rss_mib
+
+    typer.echo(f"lawtune serve: stopped; peak resident memory {peak_rss_mib():,.0f} MiB")
 
 
 def _check_quality_gate(run_dir: Path, force: bool) -> None:
