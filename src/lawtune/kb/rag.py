@@ -32,6 +32,7 @@ from lawtune.text import excerpt
 
 DEFAULT_K = 3  # 3 × 200 characters keep the prompt near 500 tokens: room for a long answer in a small context
 DEFAULT_MAX_CHARS = 200
+MAX_QUERY_CHARS = 2000  # retrieval reads at most the question's last 2,000 characters (a bounded cost per request)
 RAG_INPUT_LENGTH = 1536  # prompt tokens eval keeps by default with --kb (the material must not be cut away)
 
 INSTRUCTION = ("请参考下列法律资料回答问题。资料编号[资料N]只是编号，不是法条序号；引用法条时写成《法名》第N条。"
@@ -97,6 +98,8 @@ class Rag:
         self.store.close()
 
     def retrieve(self, question: str) -> list[Hit]:
+        # a search's cost grows with the query: a pasted document is searched by its end, where the question is
+        question = question[-MAX_QUERY_CHARS:]
         return self.store.search(question, k=self.k) if question.strip() else []
 
     def augment(self, messages: list[dict[str, str]]) -> Augmented:
