@@ -4,10 +4,12 @@
     app = create_app(ServeSettings(model="runs/demo"))             # or in Python
     app = create_app(settings, engine=my_engine)                  # any `Engine` (e.g. an UpstreamEngine)
 
-One request, top to bottom (`_serve`): the engine tokenizes the prompt once (`engine.prompt`), the app checks
-it fits the context and fixes max_tokens (`build_generation`), the gateway admits it (keys were checked by
-its middleware; limits, queue, switch, breaker here) and owns its deadline, the engine generates, and a
-shape (`_ChatShape` / `_CompletionShape`) renders the events as JSON or as server-sent events.
+One request, top to bottom: the gateway charges it first (`_charge_first`: switch, breaker, the key's
+limits charged an estimate; keys were checked by its middleware) — before any work whose cost grows with the
+body — then retrieval (--kb), the engine tokenizes the prompt once (`engine.prompt`, off the event loop),
+the app checks it fits the context and fixes max_tokens (`build_generation`), the gateway corrects the charge
+to the exact count and gives it a queue slot and its deadline (`_serve`), the engine generates, and a shape
+(`_ChatShape` / `_CompletionShape`) renders the events as JSON or as server-sent events.
 
 The engine and the gateway are built here, with the app; `lifespan` only starts and stops the engine (in
 the background, so `/healthz` answers at once and `/readyz` says 503 until the model is loaded).
@@ -33,6 +35,7 @@ from lawtune.serving.engines import (Engine, EngineError, EngineTimeout, Finishe
                                      Prompt, TextDelta, TokenLogprob)
 from lawtune.serving.errors import ApiError, install_error_handlers, install_request_ids
 from lawtune.serving.gateway.admission import NO_RETRY, Gateway, Ticket
+from lawtune.serving.gateway.ratelimit import Grant
 from lawtune.serving.gateway.routes import install_gateway
 from lawtune.serving.protocol import (ChatCompletionRequest, ChoiceLogprobs, CompletionLogprobs, CompletionRequest,
                                       ModelCard, ModelList, TokenLogprobOut, TopLogprob, UsageInfo)
@@ -204,23 +207,29 @@ def _add_routes(app: FastAPI) -> None:
         messages = body.message_dicts()
         plan = tool_calls.plan_tools(body, request.app.state.agent, upstream=bool(request.app.state.settings.upstream))
         rag = request.app.state.rag
-        augmented = await kb.augment(rag, messages) if rag is not None else None
-        prompt = engine.prompt(model, messages=augmented.messages if augmented else messages, tools=plan.tools)
-        generation = build_generation(body, engine, request, model, prompt, "messages")
-        generation.logprobs = body.logprob_count()
-        plan.apply(generation)
-        extend = kb.extension(rag, augmented) if augmented is not None else None
 
         async def fallback(refusal: ApiError) -> Any:  # 服务降级 with --degrade-to-kb: the articles, not a 503
+            # the same limits as a model answer: the key pays one request before anything is retrieved
+            await request.app.state.gateway.charge(request, 0, check_switch=False)
             request.state.lawtune_reason = "kb_fallback"
             return await kb.fallback_response(rag, messages, model, refusal.message, bool(body.stream), {})
 
         degrade = fallback if request.app.state.settings.degrade_to_kb else None
+        grant = await _charge_first(request, engine, model, body, _text_chars(messages), degrade)
+        if not isinstance(grant, Grant):
+            return grant  # the KB fallback's answer
+        augmented = await kb.augment(rag, messages) if rag is not None else None
+        prompt = await asyncio.to_thread(engine.prompt, model, messages=augmented.messages if augmented else messages,
+                                         tools=plan.tools)
+        generation = build_generation(body, engine, request, model, prompt, "messages")
+        generation.logprobs = body.logprob_count()
+        plan.apply(generation)
+        extend = kb.extension(rag, augmented) if augmented is not None else None
         if plan.agent is not None:  # --tools builtin: the agent loop runs as the engine of this request
             return await _serve(request, AgentEngine(engine, plan.agent), generation, _ChatShape(generation, extend),
-                                body, degrade)
+                                body, degrade, grant)
         shape = _ToolChatShape(generation, extend, plan) if plan.reads_calls else _ChatShape(generation, extend)
-        return await _serve(request, engine, generation, shape, body, degrade)
+        return await _serve(request, engine, generation, shape, body, degrade, grant)
 
     @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest, request: Request) -> Any:
@@ -230,11 +239,35 @@ def _add_routes(app: FastAPI) -> None:
         if body.echo and text is None:
             raise ApiError(400, "echo needs a text prompt (the prompt was token ids)", param="echo",
                            code="unsupported_parameter")
-        prompt = engine.prompt(model, text=text) if text is not None else engine.prompt(model, ids=ids)
+        grant = await _charge_first(request, engine, model, body, len(text) + 2 if text is not None else len(ids))
+        prompt = await asyncio.to_thread(engine.prompt, model, text=text, ids=ids)
         generation = build_generation(body, engine, request, model, prompt, "prompt")
         generation.logprobs = body.logprobs
         shape = _CompletionShape(generation, echo=text if body.echo else None)
-        return await _serve(request, engine, generation, shape, body, None)
+        return await _serve(request, engine, generation, shape, body, None, grant)
+
+
+def _text_chars(messages: list[dict[str, Any]]) -> int:
+    """Characters a conversation puts in the prompt (content and tool calls), for the up-front estimate."""
+    return sum(len(json.dumps(message, ensure_ascii=False)) for message in messages)
+
+
+async def _charge_first(request: Request, engine: Engine, model: str, body: ChatCompletionRequest | CompletionRequest,
+                        prompt_chars: int, degrade: Callable[[ApiError], Any] | None = None) -> Any:
+    """Admission's first step, before retrieval and tokenizing (whose cost grows with the body): the switch,
+    the breaker and the key's limits, charged an estimate of the request's tokens (about one per character,
+    at most the context; `_serve` corrects it to the exact count). Returns the Grant, or the KB fallback's
+    answer when the switch or the breaker refuses and --degrade-to-kb is on."""
+    settings: ServeSettings = request.app.state.settings
+    limit = engine.context_length(model)
+    prompt = min(prompt_chars, limit) if limit is not None else prompt_chars
+    wanted = body.requested_max_tokens() or settings.default_max_tokens
+    try:
+        return await request.app.state.gateway.charge(request, prompt + wanted * (body.n or 1))
+    except ApiError as refusal:
+        if degrade is None or refusal.code not in ("service_paused", "service_degraded"):
+            raise
+        return await degrade(refusal)
 
 
 def build_generation(body: ChatCompletionRequest | CompletionRequest, engine: Engine, request: Request, model: str,
@@ -274,7 +307,7 @@ def build_generation(body: ChatCompletionRequest | CompletionRequest, engine: En
 
 async def _serve(request: Request, engine: Engine, generation: GenerationRequest, shape: Any,
                  body: ChatCompletionRequest | CompletionRequest,
-                 degrade: Callable[[ApiError], Any] | None) -> Any:
+                 degrade: Callable[[ApiError], Any] | None, grant: Grant | None = None) -> Any:
     """Admission, generation and the response (JSON, or SSE with keep-alives while the request waits)."""
     gateway: Gateway = request.app.state.gateway
     log.info("request %s: model=%s prompt_tokens=%d max_tokens=%d n=%d stream=%s user=%s", generation.request_id,
@@ -282,7 +315,7 @@ async def _serve(request: Request, engine: Engine, generation: GenerationRequest
              body.user or "-")
     try:
         ticket = await gateway.admit(request, generation.prompt.tokens, generation.max_tokens * generation.n,
-                                     wait=not generation.stream)
+                                     wait=not generation.stream, grant=grant)
     except ApiError as refusal:
         if degrade is None or refusal.code not in ("service_paused", "service_degraded"):
             raise

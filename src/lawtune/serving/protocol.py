@@ -21,6 +21,7 @@ Repetition control: `frequency_penalty` and `presence_penalty` (OpenAI's meaning
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -28,6 +29,9 @@ from pydantic_core import PydanticCustomError
 
 MAX_TOKENS_LIMIT = 32768  # schema bound; the real bound is the model's context minus the prompt
 MAX_STOP_STRINGS = 4
+MAX_STOP_CHARS = 512  # per stop string: a stream holds back up to this many characters while a stop may be starting
+MAX_TOKEN_ID = 2**31 - 1  # schema bound; the engine bounds prompt ids by its model's vocabulary (400 past it)
+TOKEN_ID_KEY = re.compile(r"[0-9]{1,10}")  # ASCII digits only: "²".isdigit() is True, int("²") fails
 MAX_CHOICES = 8  # n: choices are generated side by side in the batch
 MAX_TOP_LOGPROBS = 20
 SEED_RANGE = dict(ge=-(2**63), le=2**63 - 1)
@@ -205,7 +209,8 @@ class ResponseFormat(_Strict):
         return None
 
 
-StopStrings = Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=MAX_STOP_STRINGS)]
+StopString = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
+StopStrings = Annotated[list[StopString], Field(max_length=MAX_STOP_STRINGS)]
 Penalty = Annotated[float | None, Field(ge=-2.0, le=2.0)]
 
 
@@ -221,7 +226,7 @@ class _Sampling(_Strict):
     n: int | None = Field(None, ge=1, le=MAX_CHOICES)
     stream: bool | None = None
     stream_options: StreamOptions | None = None
-    stop: Annotated[str, Field(min_length=1)] | StopStrings | None = None
+    stop: StopString | StopStrings | None = None
     seed: int | None = Field(None, **SEED_RANGE)
     user: str | None = Field(None, max_length=256, description="recorded in the request's log line")
     # None: the server's default policy (docs/serving.md "Decoding")
@@ -235,7 +240,7 @@ class _Sampling(_Strict):
     @classmethod
     def _token_ids(cls, value: dict[str, float] | None) -> dict[str, float] | None:
         for key in value or {}:
-            if not key.isdigit():
+            if not TOKEN_ID_KEY.fullmatch(key):
                 raise ValueError(f"keys are token ids (\"1234\"), got {key!r}")
         return value
 
@@ -334,7 +339,8 @@ class ChatCompletionRequest(_Sampling):
 
 class CompletionRequest(_Sampling):
     prompt: (Annotated[str, Field(max_length=1_000_000)] | Annotated[list[str], Field(min_length=1, max_length=1)]
-             | Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=MAX_TOKENS_LIMIT)])
+             | Annotated[list[Annotated[int, Field(ge=0, le=MAX_TOKEN_ID)]],
+                         Field(min_length=1, max_length=MAX_TOKENS_LIMIT)])
     logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     echo: bool | None = None
     best_of: int | None = Field(None, ge=1, le=MAX_CHOICES)

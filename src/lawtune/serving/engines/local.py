@@ -103,6 +103,7 @@ class LocalEngine:
         # how choices ended, for metrics and tests (written by the worker thread only)
         self.counts = {"finished": 0, "cancelled": 0, "timed_out": 0, "failed": 0}
         self.peak_batch_size = 0  # the most sequences ever generated together (reset it to watch a window)
+        self.progress = 0  # prefills + decode steps done: the gateway tells a stalled engine from a long answer
 
     # -- lifecycle ------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -171,6 +172,12 @@ class LocalEngine:
     def prompt(self, model: str, *, messages: list[dict[str, Any]] | None = None, text: str | None = None,
                ids: list[int] | None = None, tools: list[dict[str, Any]] | None = None) -> Prompt:
         chat = self._served[model].chat
+        if ids is not None:  # a client's token ids: out of the vocabulary would fail the prefill, a 400 here
+            vocab = self.vocab_size()
+            bad = [token for token in ids if not 0 <= token < vocab]
+            if bad:
+                raise ApiError(400, f"prompt names token ids outside the vocabulary (0…{vocab - 1}): {bad[:5]}",
+                               param="prompt", code="invalid_value")
         if messages is not None:
             ids = chat.encode_prompt(messages, tools=tools) if tools else chat.encode_prompt(messages)
         elif text is not None:
@@ -317,6 +324,7 @@ class LocalEngine:
                 self.counts["failed"] += 1
                 continue
             self.peak_batch_size = max(self.peak_batch_size, self.active_batch_size)
+            self.progress += 1
             if self._consume(ticket, token):
                 self._remove([ticket.seq])
 
@@ -335,6 +343,7 @@ class LocalEngine:
     def _step(self) -> None:
         try:
             tokens = self.batch.step()
+            self.progress += 1
         except Exception as error:
             log.exception("decode step failed")
             self._fail_all(EngineError(f"generation failed: {error}"))

@@ -50,6 +50,7 @@ class UpstreamEngine:
         self._context: dict[str, int] = {}
         self._client: httpx.AsyncClient | None = None
         self._active = 0
+        self.progress = 0  # stream events received: the gateway tells a stalled upstream from a long answer
 
     # ---- lifecycle ----------------------------------------------------------------------------------
 
@@ -184,6 +185,7 @@ class UpstreamEngine:
                         event = await anext(events)
                 except StopAsyncIteration:
                     break
+                self.progress += 1
                 yield event
         except TimeoutError:
             raise EngineTimeout("upstream gave no complete answer before the request's deadline") from None

@@ -1,0 +1,161 @@
+"""Hostile input against a live server (issue 25): what one ordinary key holder can send must get its precise
+4xx — never a 500, never a 503 the client caused, never the circuit breaker opened for everyone — and a normal
+request must succeed right after.
+
+    .venv/bin/pytest tests/serving/test_hostile.py -q
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from gateway_fixtures import InProcessServer
+
+from lawtune.serving.gateway.keys import add_key
+from lawtune.serving.gateway.settings import GatewaySettings
+
+QUESTION = [{"role": "user", "content": "公司拖欠工资怎么办？"}]
+CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
+
+
+@pytest.fixture(scope="module")
+def kb_file(tmp_path_factory):
+    from lawtune.kb.build import build
+
+    path = tmp_path_factory.mktemp("hostile-kb") / "kb.sqlite"
+    build([], path)  # the bundled laws
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tiny_run_dir, kb_file, tmp_path_factory):
+    """Keys: 'normal' (roomy limits) and 'hostile' (roomy too: the limits must not be what saves the server);
+    --kb with the fallback; the default breaker (5 failures)."""
+    from lawtune.serving.settings import ServeSettings
+
+    keys_file = tmp_path_factory.mktemp("hostile") / "keys.yaml"
+    keys = {name: add_key(keys_file, name) for name in ("normal", "hostile")}
+    gateway = GatewaySettings(keys_file=keys_file, requests_per_minute=100_000, tokens_per_minute=100_000_000)
+    live = InProcessServer(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=4,
+                                         default_max_tokens=8, serve_base=False, kb=str(kb_file), degrade_to_kb=True,
+                                         gateway=gateway)).start()
+    live.keys = keys
+    yield live
+    live.stop()
+
+
+def post(server, path: str, body: dict, key: str = "hostile", timeout: float = 120) -> httpx.Response:
+    return httpx.post(server.url + path, json=body, headers={"Authorization": f"Bearer {server.keys[key]}"},
+                      timeout=timeout)
+
+
+def assert_refused(response: httpx.Response, status: int, param: str | None = None) -> None:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    if param is not None:
+        assert error["param"] == param or (error["param"] or "").startswith(param), error
+
+
+def assert_still_serves(server) -> None:
+    """The breaker is closed and a normal key's normal request gets an answer."""
+    assert server.gateway.breaker.state == "closed", server.gateway.status()
+    answer = post(server, CHAT, {"messages": QUESTION, "max_tokens": 4}, key="normal")
+    assert answer.status_code == 200, answer.text
+
+
+# ---- item 1: token ids out of the vocabulary never reach the engine -----------------------------------------
+
+
+def test_out_of_vocabulary_prompt_ids_are_a_400_and_never_open_the_breaker(server):
+    vocab = server.app.state.engine.vocab_size()
+    for prompt in ([1_000_000_000], [vocab], [1, 2, vocab + 5], [2**63 - 1], [-1]):
+        for _ in range(3):  # more than enough to open a 5-failure breaker together
+            assert_refused(post(server, COMPLETIONS, {"prompt": prompt, "max_tokens": 2}), 400, "prompt")
+    assert server.gateway.breaker.consecutive_failures == 0
+    assert post(server, COMPLETIONS, {"prompt": [1, 2, vocab - 1], "max_tokens": 2}).status_code == 200
+    assert_still_serves(server)
+
+
+def test_logit_bias_keys_are_ascii_token_ids_in_the_vocabulary(server):
+    for bias in ({"²": 1}, {"٣": 1}, {"9" * 5000: 1}, {"１": 1}, {"1e3": 1}, {"100000000": 5}):
+        assert_refused(post(server, CHAT, {"messages": QUESTION, "max_tokens": 2, "logit_bias": bias}), 400,
+                       "logit_bias")
+    assert server.gateway.breaker.consecutive_failures == 0
+    assert_still_serves(server)
+
+
+def test_timeouts_of_long_answers_do_not_open_the_breaker(tiny_run_dir):
+    """A key holder asking for answers longer than --timeout allows gets 504s; the engine kept working all
+    along, so the breaker hears no failure (issue 25 item 1: timeouts used to count)."""
+    from lawtune.serving.settings import ServeSettings
+
+    gateway = GatewaySettings(open_access=True, breaker_failures=2)
+    live = InProcessServer(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=2, serve_base=False,
+                                         request_timeout_s=0.3, gateway=gateway)).start()
+    try:
+        codes = [httpx.post(live.url + CHAT, json={"messages": QUESTION, "max_tokens": 900, "temperature": 0,
+                                                   "repetition_penalty": 1.0}, timeout=60).status_code
+                 for _ in range(4)]
+        assert codes.count(504) >= 3, codes
+        assert live.gateway.breaker.state == "closed" and live.gateway.breaker.trips == 0
+    finally:
+        live.stop()
+
+
+# ---- item 3: stop strings ---------------------------------------------------------------------------------
+
+
+def test_stop_strings_have_a_length_cap(server):
+    from lawtune.serving.protocol import MAX_STOP_CHARS
+
+    long = "法" * (MAX_STOP_CHARS + 1)
+    assert_refused(post(server, CHAT, {"messages": QUESTION, "max_tokens": 2, "stop": long}), 400, "stop")
+    assert_refused(post(server, CHAT, {"messages": QUESTION, "max_tokens": 2, "stop": ["a", long]}), 400, "stop")
+    ok = post(server, CHAT, {"messages": QUESTION, "max_tokens": 4, "stop": ["法" * MAX_STOP_CHARS] * 4})
+    assert ok.status_code == 200, ok.text
+
+
+# ---- item 2: admission before work ------------------------------------------------------------------------
+
+
+def test_a_request_is_charged_before_retrieval_and_tokenizing(tiny_run_dir, kb_file, tmp_path):
+    """64k characters of 《刑法》 fail the context check (400) — after being charged: a key with 3 requests a
+    minute gets 429 on the fourth, and each refusal is quick (the citation scan and retrieval are bounded)."""
+    from lawtune.serving.settings import ServeSettings
+
+    keys_file = tmp_path / "keys.yaml"
+    key = add_key(keys_file, "tight", requests_per_minute=3)
+    live = InProcessServer(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=2, serve_base=False,
+                                         kb=str(kb_file), gateway=GatewaySettings(keys_file=keys_file))).start()
+    try:
+        body = {"messages": [{"role": "user", "content": "《刑法》" * 16_000}], "max_tokens": 4}
+        codes, slowest = [], 0.0
+        for _ in range(4):
+            started = time.monotonic()
+            response = httpx.post(live.url + CHAT, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+            slowest = max(slowest, time.monotonic() - started)
+            codes.append(response.status_code)
+        assert codes == [400, 400, 400, 429], codes
+        assert slowest < 3.0, slowest
+    finally:
+        live.stop()
+
+
+def test_paused_kb_fallback_is_charged_too(tiny_run_dir, kb_file, tmp_path):
+    """--degrade-to-kb: a paused service still answers from the KB, under the key's limits."""
+    from lawtune.serving.settings import ServeSettings
+
+    keys_file = tmp_path / "keys.yaml"
+    key = add_key(keys_file, "tight", requests_per_minute=2)
+    live = InProcessServer(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=2, serve_base=False,
+                                         kb=str(kb_file), degrade_to_kb=True,
+                                         gateway=GatewaySettings(keys_file=keys_file, paused=True))).start()
+    try:
+        codes = [httpx.post(live.url + CHAT, json={"messages": [{"role": "user", "content": "离婚需要什么材料？" * 20}]},
+                            headers={"Authorization": f"Bearer {key}"}, timeout=60).status_code for _ in range(3)]
+        assert codes == [200, 200, 429], codes
+    finally:
+        live.stop()
