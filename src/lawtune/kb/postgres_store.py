@@ -121,10 +121,36 @@ class PostgresStore:
         self.lock = threading.RLock()
         meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
         self.tokenizer = meta.get("tokenizer", DEFAULT_TOKENIZER)
-        self._retriever = None  # built on first search, dropped on add (it caches law names)
-        self._items = 0  # item count for idf and MAX_DF; reset on add
-        self._char_df: dict[str, int] = {}  # char_stats's cache; reset on add
+        self._forget()
+        self.generation = 0
+        self._stamp = self._read_stamp()
+
+    def _forget(self) -> None:
+        """Drop every cache of the KB's contents (after a change)."""
+        self._retriever = None  # built on first search (it caches law names)
+        self._items = 0  # item count for idf and MAX_DF
+        self._char_df: dict[str, int] = {}  # char_stats's cache
         self._chars = 0
+
+    def _read_stamp(self) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return row[0] if row else None
+
+    def _bump_generation(self) -> None:
+        self.db.execute("INSERT INTO meta VALUES ('generation', '1') ON CONFLICT (key) "
+                        "DO UPDATE SET value = (meta.value::bigint + 1)::text")
+
+    def refresh(self) -> int:
+        """Notice a change another process committed (`lawtune kb add` while serving; `add` bumps meta
+        `generation`): caches — the item count above all, which idf divides by — are dropped. Returns
+        `generation` (the citation checker rebuilds its catalog when it moved). One indexed read per request."""
+        with self.lock:
+            stamp = self._read_stamp()
+            if stamp != self._stamp:
+                self._stamp = stamp
+                self._forget()
+                self.generation += 1
+            return self.generation
 
     # ---- open / build --------------------------------------------------------------------------------
 
@@ -244,8 +270,10 @@ class PostgresStore:
             self.db.execute("UPDATE meta SET value = (value::bigint + %s)::text WHERE key = 'chars'", (chars,))
             self.db.cursor().executemany("INSERT INTO repeals VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", repeals)
             self._update_current(touched)
-        self._retriever = None
-        self._items, self._char_df, self._chars = 0, {}, 0
+            self._bump_generation()
+        self._forget()
+        self.generation += 1
+        self._stamp = self._read_stamp()
         if touched:  # articles came or changed version: the dense index follows (a KB without one: nothing)
             refresh_dense(self)
         return count
@@ -274,6 +302,7 @@ class PostgresStore:
     def text_search(self, query: str, k: int, *, current_only: bool = True, laws: Iterable[str] = (),
                     kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:
         with self.lock:
+            self.refresh()
             return self._text_search(query, k, current_only, list(laws), list(kinds))
 
     def _text_search(self, query: str, k: int, current_only: bool, laws: list[str], kinds: list[str]) -> list[Hit]:
@@ -367,6 +396,7 @@ class PostgresStore:
                kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:
         from lawtune.kb.retrieval import Retriever
 
+        self.refresh()
         if self._retriever is None:
             self._retriever = Retriever(self)
         return self._retriever.search(query, k, current_only=current_only, kinds=kinds)
@@ -385,6 +415,7 @@ class PostgresStore:
 
     def catalog(self) -> Catalog:
         with self.lock:
+            self.refresh()
             rows = self.db.execute(
                 "SELECT law_full, law, version, current, article, sub FROM items WHERE kind = 'article'").fetchall()
             repeal_rows = self.db.execute("SELECT law_full, by_law, by_cite FROM repeals").fetchall()
@@ -410,12 +441,15 @@ class PostgresStore:
         with self.lock, self.db.transaction():
             self.db.execute("INSERT INTO blobs VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                             (key, value))
+            self._bump_generation()  # other processes' stores drop their retriever (it holds the dense index)
         self._retriever = None
+        self._stamp = self._read_stamp()
 
 
 def _idf(items: int, df: float) -> float:
-    """BM25's idf as FTS5 computes it (floored at 1e-6)."""
-    return max(math.log((items - df + 0.5) / (df + 0.5)), 1e-6)
+    """BM25's idf as FTS5 computes it (floored at 1e-6). A df above the count (items another process added
+    after the count was read) is the floor, never a math domain error."""
+    return max(math.log((max(items - df, 0) + 0.5) / (df + 0.5)), 1e-6)
 
 
 def _term_rank(weights: list[float]) -> float:
