@@ -159,3 +159,49 @@ def test_paused_kb_fallback_is_charged_too(tiny_run_dir, kb_file, tmp_path):
         assert codes == [200, 200, 429], codes
     finally:
         live.stop()
+
+
+# ---- item 8: cross-site admin and DNS rebinding -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def open_server(tiny_run_dir):
+    """--open without an admin key: every caller on this machine is admin — but no web page may be."""
+    from lawtune.serving.settings import ServeSettings
+
+    live = InProcessServer(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=2, serve_base=False,
+                                         default_max_tokens=2, gateway=GatewaySettings(open_access=True))).start()
+    yield live
+    live.stop()
+
+
+def test_a_foreign_page_cannot_pause_an_open_server(open_server):
+    url = open_server.url
+    form = httpx.post(url + "/admin/pause", content='{"notice": "hacked"}', timeout=10,
+                      headers={"Origin": "http://evil.example", "Content-Type": "text/plain"})
+    assert_refused(form, 403)
+    assert form.json()["error"]["code"] == "cross_origin_refused"
+    assert_refused(httpx.post(url + "/admin/pause", headers={"Origin": "null"}, timeout=10), 403)
+    plain = httpx.post(url + "/admin/pause", content="x", headers={"Content-Type": "text/plain"}, timeout=10)
+    assert_refused(plain, 415)
+    # a chat request from a foreign page is refused too (open mode: no key stands in the way)
+    chat = httpx.post(url + CHAT, json={"messages": QUESTION}, headers={"Origin": "https://evil.example"}, timeout=30)
+    assert_refused(chat, 403)
+    assert not open_server.gateway.switch.state().paused
+    # the operator's own tools: curl (no Origin) and a same-origin page
+    same = httpx.post(url + "/admin/pause", json={"notice": "维护"}, headers={"Origin": url}, timeout=10)
+    assert same.status_code == 200 and open_server.gateway.switch.state().paused
+    assert httpx.post(url + "/admin/resume", timeout=10).status_code == 200
+    assert httpx.post(url + CHAT, json={"messages": QUESTION, "max_tokens": 2}, timeout=60).status_code == 200
+
+
+def test_dns_rebinding_host_is_refused_in_open_mode(open_server):
+    port = open_server.url.rsplit(":", 1)[1]
+    for host in ("evil.example", f"evil.example:{port}", f"rebind.127.0.0.1.nip.io:{port}"):
+        for method, path in (("GET", "/v1/models"), ("GET", "/admin/status"), ("POST", "/admin/pause")):
+            response = httpx.request(method, open_server.url + path, headers={"Host": host}, timeout=10)
+            assert_refused(response, 403)
+            assert response.json()["error"]["code"] == "host_not_allowed"
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", "localhost"):
+        assert httpx.get(open_server.url + "/v1/models", headers={"Host": host}, timeout=10).status_code == 200
+    assert not open_server.gateway.switch.state().paused

@@ -71,6 +71,7 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
     app.state.rag = _open_kb(settings)
     app.state.agent = tool_calls.server_agent(settings, app.state.rag)
     install_error_handlers(app)
+    gateway.cors_origins = settings.cors_origins  # origins the admin/open-mode Origin check lets through
     install_gateway(app, gateway)
     install_request_ids(app)  # outside the gateway: every answer carries X-Request-Id, a 401 or a crash too
     if settings.cors_origins:  # outermost: a browser's preflight is answered before any key is asked for
