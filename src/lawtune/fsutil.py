@@ -18,12 +18,16 @@ from typing import IO, Any
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
-    """Open a temporary sibling of `path` for writing; rename it over `path` only on success."""
+def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8",
+                file_mode: int | None = None) -> Iterator[IO[Any]]:
+    """Open a temporary sibling of `path` for writing; rename it over `path` only on success.
+
+    `file_mode`: the new file's permissions (default: what the umask gives any new file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600 files; outputs get normal permissions
+    # mkstemp makes 0600 files; outputs get normal permissions unless told otherwise
+    os.chmod(tmp, file_mode if file_mode is not None else 0o666 & ~_current_umask())
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
             yield handle
@@ -55,13 +59,29 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def _current_umask() -> int:
-    mask = os.umask(0)
+    """The process umask, read without changing it: `os.umask` can only be read by setting it, and for that
+    moment every other thread would create files with the temporary mask (world-writable with 0)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return _UMASK_AT_IMPORT
+
+
+def _umask_at_import() -> int:  # the fallback where /proc is missing, read once while importing
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    with atomic_open(path, "w") as handle:
+_UMASK_AT_IMPORT = _umask_at_import()
+
+
+def atomic_write_text(path: str | Path, text: str, file_mode: int | None = None) -> None:
+    with atomic_open(path, "w", file_mode=file_mode) as handle:
         handle.write(text)
 
 

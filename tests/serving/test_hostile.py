@@ -205,3 +205,41 @@ def test_dns_rebinding_host_is_refused_in_open_mode(open_server):
     for host in (f"localhost:{port}", f"127.0.0.1:{port}", "localhost"):
         assert httpx.get(open_server.url + "/v1/models", headers={"Host": host}, timeout=10).status_code == 200
     assert not open_server.gateway.switch.state().paused
+
+
+# ---- item 9: keys ------------------------------------------------------------------------------------------
+
+
+def test_keys_file_gone_fails_closed_and_admin_guesses_are_throttled(tiny_run_dir, tmp_path):
+    from lawtune.serving.settings import ServeSettings
+
+    keys_file = tmp_path / "keys.yaml"
+    alice = add_key(keys_file, "alice")
+    admin = "an-admin-key-long-enough-0123"
+    live = InProcessServer(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=2, serve_base=False,
+                                         default_max_tokens=2, gateway=GatewaySettings(keys_file=keys_file,
+                                                                                       admin_key=admin))).start()
+    try:
+        def ask(key):
+            return httpx.post(live.url + CHAT, json={"messages": QUESTION, "max_tokens": 2},
+                              headers={"Authorization": f"Bearer {key}"}, timeout=60)
+
+        assert ask(alice).status_code == 200
+        keys_file.unlink()  # deleting the file revokes its keys, loudly
+        refused = ask(alice)
+        assert_refused(refused, 503)
+        assert refused.json()["error"]["code"] == "keys_unavailable"
+        status = httpx.get(live.url + "/admin/status", headers={"Authorization": f"Bearer {admin}"}, timeout=10).json()
+        assert "is gone" in status["keys_file_problem"] and status["breaker"]["state"] == "closed"
+        bob = add_key(keys_file, "bob")
+        assert ask(bob).status_code == 200 and ask(alice).status_code == 401
+        # guessing the admin key: ten wrong tries a minute per address, then 429 (even for the right key)
+        codes = [httpx.get(live.url + "/admin/status", headers={"Authorization": f"Bearer guess-{i}"},
+                           timeout=10).status_code for i in range(11)]
+        assert codes == [401] * 10 + [429], codes
+        late = httpx.get(live.url + "/admin/status", headers={"Authorization": f"Bearer {admin}"}, timeout=10)
+        assert_refused(late, 429)
+        assert int(late.headers["Retry-After"]) <= 60
+        assert ask(bob).status_code == 200  # the API itself is not throttled
+    finally:
+        live.stop()

@@ -95,6 +95,10 @@ class Gateway:
             key = self.keys.lookup(token)
             if key is not None:
                 return key
+            if self.keys.problem is not None:  # the keys file is broken or gone: fail closed, and say why
+                raise ApiError(503, "API keys are unavailable: the server's keys file is broken or missing; the "
+                               "operator must fix it (see the server log)", UNAVAILABLE, code="keys_unavailable",
+                               headers={"Retry-After": str(self.settings.retry_after_s)})
             if not self.settings.open_access:
                 raise ApiError(401, "invalid API key: check the `Authorization: Bearer <key>` header (keys are "
                                "issued with `lawtune keys add`)", code="invalid_api_key",
@@ -233,6 +237,7 @@ class Gateway:
             "engine": {"active_batch_size": self._engine_value("active_batch_size"),
                        "queue_depth": self._engine_value("queue_depth")},
             "rate_limit_storage": self.limiter.storage_uri.split("://")[0],
+            "keys_file_problem": self.keys.problem,
         }
 
 

@@ -10,6 +10,7 @@ is public. The caller's `ApiKey` lands in `request.state.lawtune_key` for the ha
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -41,10 +42,41 @@ def _reason(status: int, reason: str | None) -> str:
     return "bad_request" if 400 <= status < 500 else "error"
 
 
+class FailedLogins:
+    """Wrong keys sent to /admin/* per client address, in fixed one-minute windows: past the limit, 429 until
+    the window ends (guessing a chosen admin key costs minutes per ten tries). Old windows are dropped, so
+    the table holds at most the addresses of the current minute."""
+
+    def __init__(self, limit: int, window_s: float = 60.0):
+        self.limit, self.window_s = limit, window_s
+        self._window = 0
+        self._counts: dict[str, int] = {}
+
+    def _roll(self) -> None:
+        window = int(time.time() // self.window_s)
+        if window != self._window:
+            self._window, self._counts = window, {}
+
+    def record(self, address: str) -> None:
+        self._roll()
+        self._counts[address] = self._counts.get(address, 0) + 1
+
+    def refusal(self, address: str) -> ApiError | None:
+        self._roll()
+        if self._counts.get(address, 0) < self.limit:
+            return None
+        retry = max(1, math.ceil((self._window + 1) * self.window_s - time.time()))
+        return ApiError(429, f"too many failed admin logins from {address}; retry after {retry} s",
+                        "rate_limit_error", code="too_many_failed_logins", headers={"Retry-After": str(retry)})
+
+
 class GatewayMiddleware:
     def __init__(self, app: Any, gateway: Any):
+        from lawtune.serving.gateway.settings import FAILED_ADMIN_LOGINS_PER_MINUTE
+
         self.app = app
         self.gateway = gateway
+        self.failed_admin = FailedLogins(FAILED_ADMIN_LOGINS_PER_MINUTE)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -117,11 +149,20 @@ class GatewayMiddleware:
         headers = dict(scope.get("headers") or [])
         authorization = headers.get(b"authorization", b"").decode("latin-1") or None
         client = scope.get("client")
+        address = client[0] if client else "-"
+        if admin:
+            throttled = self.failed_admin.refusal(address)
+            if throttled is not None:
+                return throttled
         try:
             key = self.gateway.authenticate(authorization, client[0] if client else None)
         except ApiError as error:
+            if admin and error.status == 401 and authorization:
+                self.failed_admin.record(address)
             return error
         if admin and not key.admin:
+            if authorization:
+                self.failed_admin.record(address)
             return ApiError(403, "this endpoint needs an admin key (--admin-key, or `admin: true` in the keys file)",
                             "permission_error", code="admin_key_required")
         state["lawtune_key"] = key
