@@ -10,8 +10,10 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -91,27 +93,84 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder; on success it replaces `path` in one rename.
+    """Yield a temporary folder; on success it replaces `path` in one atomic step.
 
-    A reader therefore sees either no folder or a complete one, never a partial one.
+    A reader therefore sees either no folder, the old one or the complete new one — never a partial one and,
+    even if the process is killed (SIGKILL) at any instant, never none where there was one: an existing folder
+    is swapped with the new one by `renameat2(RENAME_EXCHANGE)` (Linux), so no moment exists without `path`.
+    Where the exchange is unavailable, two renames through `.NAME.old`, and the next `atomic_dir` of the same
+    path puts a `.NAME.old` left without its folder back. Temporary folders of killed writers are swept then.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    _recover(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         _normal_modes(tmp)
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            if _exchange(tmp, path):  # tmp now holds the old folder
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                old = path.with_name(f".{path.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    errno = ctypes.get_errno()
+    if errno in (22, 38, 95):  # EINVAL / ENOSYS / EOPNOTSUPP: this filesystem or kernel cannot exchange
+        return False
+    raise OSError(errno, os.strerror(errno), str(b))
+
+
+def _recover(path: Path) -> None:
+    """Undo what a writer killed mid-replace left: `.NAME.old` without NAME goes back; temp folders and
+    `.NAME.old` of writers no longer running are removed (a live writer's — its pid in the name — stay)."""
+    old = path.with_name(f".{path.name}.old")
+    if old.exists() and not path.exists():
+        os.replace(old, path)
+    elif old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    ours = re.compile(rf"\.{re.escape(path.name)}\.(?:(\d+)\.)?[a-z0-9_]{{8}}\.tmp")  # mkdtemp's 8 characters
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        match = ours.fullmatch(leftover.name)
+        if not match or not leftover.is_dir():
+            continue
+        if match.group(1) is not None:
+            dead = not _running(int(match.group(1)))
+        else:  # made before temp folders carried their writer's pid: a day old is surely abandoned
+            dead = time.time() - leftover.stat().st_mtime > 86_400
+        if dead:
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _normal_modes(folder: Path) -> None:
