@@ -88,6 +88,22 @@ def test_tools_pass_through_unchanged_and_the_upstreams_calls_are_relayed(front,
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "tool_choice"
 
 
+def test_hostile_input_is_refused_before_the_upstream_and_never_opens_the_breaker(front, upstream):
+    """Issue 25 item 11: a client's JSON schema is checked here (llguidance) before vLLM compiles it; bad
+    logit_bias keys, stop strings and token ids are 400s of the gateway's own schema."""
+    before = metric_value(httpx.get(upstream.url + "/metrics", timeout=10).text, "lawtune_requests_total")
+    broken = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "#/nowhere"}}}
+    for body in ({"response_format": broken}, {"logit_bias": {"²": 1}}, {"stop": "法" * 600}):
+        for _ in range(3):  # more than breaker_failures
+            response = ask(front, **body)
+            assert response.status_code == 400, response.text
+    response = httpx.post(front.url + "/v1/completions", json={"prompt": [10**12], "max_tokens": 2}, timeout=30)
+    assert response.status_code == 400, response.text
+    assert front.gateway.breaker.state == "closed" and front.gateway.breaker.consecutive_failures == 0
+    assert metric_value(httpx.get(upstream.url + "/metrics", timeout=10).text, "lawtune_requests_total") == before
+    assert ask(front).status_code == 200
+
+
 def test_proxied_answers_match_the_upstream(front, upstream, tiny_run_dir):
     models = httpx.get(front.url + "/v1/models", timeout=10).json()["data"]
     assert [m["id"] for m in models] == [tiny_run_dir.name]

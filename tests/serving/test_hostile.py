@@ -243,3 +243,10 @@ def test_keys_file_gone_fails_closed_and_admin_guesses_are_throttled(tiny_run_di
         assert ask(bob).status_code == 200  # the API itself is not throttled
     finally:
         live.stop()
+
+
+def test_models_never_show_where_the_weights_live(server, tiny_run_dir):
+    for path in ("/v1/models", f"/v1/models/{tiny_run_dir.name}"):
+        response = httpx.get(server.url + path, headers={"Authorization": f"Bearer {server.keys['normal']}"}, timeout=10)
+        assert response.status_code == 200 and str(tiny_run_dir.parent) not in response.text, response.text
+        assert "/tmp" not in response.text and "/root" not in response.text

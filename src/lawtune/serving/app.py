@@ -184,6 +184,8 @@ def _add_routes(app: FastAPI) -> None:
     def card(request: Request, name: str, model: str) -> ModelCard:
         info = request.app.state.engine.model_info(model)
         root = info.get("root") if name == model else model  # an alias's root is the model it names
+        if root and ("/" in root or "\\" in root):  # a weights folder: its name only, never where it lives
+            root = root.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
         return ModelCard(id=name, created=request.app.state.started, root=root, parent=info.get("parent"),
                          max_model_len=info.get("max_model_len"))
 

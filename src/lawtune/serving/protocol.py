@@ -198,6 +198,18 @@ class ResponseFormat(_Strict):
     def _schema_given(self) -> "ResponseFormat":
         if self.type == "json_schema" and self.json_schema is None:
             raise ValueError('type "json_schema" needs a `json_schema` object ({"name": ..., "schema": {...}})')
+        if self.type == "json_schema" and self.json_schema.schema_:
+            # checked here for every engine: an upstream (vLLM) would otherwise compile whatever a client sent
+            # (a schema it chokes on is a 5xx, which would count against the breaker)
+            import llguidance
+
+            try:
+                grammar = llguidance.LLMatcher.grammar_from_json_schema(self.json_schema.schema_)
+                problem = llguidance.LLMatcher.validate_grammar(grammar)
+            except (ValueError, TypeError, RuntimeError) as error:
+                problem = str(error)
+            if problem:
+                raise ValueError(f"the JSON schema cannot be used for constrained decoding: {problem[:300]}")
         return self
 
     def target_schema(self) -> dict[str, Any] | None:
