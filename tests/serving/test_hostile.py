@@ -7,6 +7,7 @@ request must succeed right after.
 
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
@@ -250,3 +251,83 @@ def test_models_never_show_where_the_weights_live(server, tiny_run_dir):
         response = httpx.get(server.url + path, headers={"Authorization": f"Bearer {server.keys['normal']}"}, timeout=10)
         assert response.status_code == 200 and str(tiny_run_dir.parent) not in response.text, response.text
         assert "/tmp" not in response.text and "/root" not in response.text
+
+
+# ---- the generator: hostile values for every field -----------------------------------------------------
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+HOSTILE_VALUES = {  # name → JSON text of the value
+    "huge string": json.dumps("x" * 300_000),
+    "huge CJK string (over the body limit)": json.dumps("法" * 400_000),
+    "deeply nested list": _nested(100_000),
+    "deeply nested object": '{"a":' * 5_000 + "1" + "}" * 5_000,
+    "lone surrogate": '"\\ud800 问题"',
+    "control characters": json.dumps("\x00\x01\x1b[31m\x7f\u2028\u2029\ufffe问"),
+    "non-BMP characters": json.dumps("𠀀𪚥😀" * 2_000),
+    "negative": "-1",
+    "huge int": str(10**30),
+    "int past 64 bits": str(2**64 + 1),
+    "NaN": "NaN",
+    "Infinity": "-Infinity",
+    "float": "1e308",
+    "true": "true",
+    "null": "null",
+    "empty list": "[]",
+    "empty object": "{}",
+    "long list of ints": json.dumps([5] * 40_000),
+    "list of out-of-vocabulary ids": json.dumps([1, 2**31 - 1, 3]),
+    "object with many keys": json.dumps({str(i): 1 for i in range(5_000)}),
+}
+CHAT_FIELDS = ["model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "min_p",
+               "n", "stream", "stream_options", "stop", "seed", "user", "frequency_penalty", "presence_penalty",
+               "repetition_penalty", "logit_bias", "response_format", "logprobs", "top_logprobs", "tools",
+               "tool_choice", "metadata", "modalities", "prediction", "unknown_field"]
+MESSAGE_FIELDS = ["role", "content", "name", "tool_calls"]
+COMPLETION_FIELDS = ["prompt", "logprobs", "echo", "best_of", "suffix", "stop", "logit_bias", "max_tokens"]
+
+
+def _body(base: dict, field: str, value_json: str, inside_message: bool = False) -> str:
+    """`base` as JSON with `field` (of the body, or of its first message) set to the raw JSON text of a value."""
+    marker = "__HOSTILE__"
+    body = json.loads(json.dumps(base))
+    (body["messages"][0] if inside_message else body)[field] = marker
+    return json.dumps(body, ensure_ascii=False).replace(f'"{marker}"', value_json)
+
+
+def test_generated_hostile_values_for_every_field_get_a_precise_4xx(server):
+    """Every field × every hostile value through a live server: 200 when the value happens to be valid, else a
+    400 / 404 (model) / 413 (body limit) in the error envelope — never a 5xx — and the breaker stays closed."""
+    chat = {"messages": [{"role": "user", "content": "离婚需要什么材料？"}], "max_tokens": 1}
+    completion = {"prompt": "合同", "max_tokens": 1}
+    cases = [(CHAT, _body(chat, field, value), f"{field}={name}")
+             for field in CHAT_FIELDS for name, value in HOSTILE_VALUES.items()]
+    cases += [(CHAT, _body(chat, field, value, inside_message=True), f"messages[0].{field}={name}")
+              for field in MESSAGE_FIELDS for name, value in HOSTILE_VALUES.items()]
+    cases += [(COMPLETIONS, _body(completion, field, value), f"completions {field}={name}")
+              for field in COMPLETION_FIELDS for name, value in HOSTILE_VALUES.items()]
+    seen: dict[int, int] = {}
+    with httpx.Client(base_url=server.url, timeout=120,
+                      headers={"Authorization": f"Bearer {server.keys['hostile']}",
+                               "Content-Type": "application/json"}) as http:
+        for path, body, label in cases:
+            response = http.post(path, content=body.encode("utf-8", "surrogatepass"))
+            seen[response.status_code] = seen.get(response.status_code, 0) + 1
+            assert response.status_code in (200, 400, 404, 413), (label, response.status_code, response.text[:300])
+            if response.status_code != 200 and "text/event-stream" not in response.headers.get("content-type", ""):
+                error = response.json()["error"]
+                assert set(error) == {"message", "type", "param", "code"} and error["message"], (label, error)
+    assert seen.get(400, 0) > len(cases) // 2 and seen.get(413, 0) >= 1, seen
+    assert server.gateway.breaker.trips == 0 and server.gateway.breaker.consecutive_failures == 0
+    assert_still_serves(server)
+
+
+def test_an_empty_prompt_is_a_400_not_an_engine_failure(server):
+    """Found by the tightened fuzz test: "" tokenizes to no ids with a tokenizer that adds no BOS, and the
+    prefill of nothing failed in the engine (503, counted by the breaker)."""
+    for _ in range(6):
+        assert_refused(post(server, COMPLETIONS, {"prompt": "", "max_tokens": 1}), 400, "prompt")
+    assert_still_serves(server)

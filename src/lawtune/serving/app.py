@@ -277,6 +277,9 @@ def build_generation(body: ChatCompletionRequest | CompletionRequest, engine: En
                      prompt: Prompt, prompt_param: str) -> GenerationRequest:
     """Check the prompt fits the context, fix max_tokens, and turn the request's fields into the engine's."""
     settings: ServeSettings = request.app.state.settings
+    if prompt.tokens == 0:  # nothing to prefill: the engine would fail on it (and count it against the breaker)
+        raise ApiError(400, f"the {prompt_param} is empty once tokenized; send some text", param=prompt_param,
+                       code="invalid_value")
     requested = body.requested_max_tokens()
     limit = engine.context_length(model)
     if limit is not None:

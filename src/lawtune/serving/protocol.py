@@ -226,8 +226,36 @@ StopStrings = Annotated[list[StopString], Field(max_length=MAX_STOP_STRINGS)]
 Penalty = Annotated[float | None, Field(ge=-2.0, le=2.0)]
 
 
+def _lone_surrogate(value: Any) -> str | None:
+    """The path of the first string holding a lone UTF-16 surrogate ("\\ud800" is valid JSON but no text:
+    every tokenizer fails on it), or None. Iterative: a deeply nested body cannot exhaust the stack."""
+    stack: list[tuple[tuple, Any]] = [((), value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return ".".join(map(str, path)) or "body"
+        elif isinstance(item, dict):
+            stack.extend(((*path, key), key) for key in item)
+            stack.extend(((*path, key), sub) for key, sub in item.items())
+        elif isinstance(item, list):
+            stack.extend(((*path, index), sub) for index, sub in enumerate(item))
+    return None
+
+
 class _Sampling(_Strict):
     """The fields chat completions and completions share."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_is_unicode(cls, data: Any) -> Any:
+        where = _lone_surrogate(data)
+        if where is not None:
+            raise PydanticCustomError(f"param:{where}", "{where} holds a lone UTF-16 surrogate (e.g. \\ud800), which "
+                                      "is not text; send valid Unicode", {"where": where})
+        return data
 
     model: str | None = Field(None, description="a served model id or alias (GET /v1/models); default: the first")
     max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_LIMIT)
