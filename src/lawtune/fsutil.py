@@ -27,7 +27,8 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
     `file_mode`: the new file's permissions (default: what the umask gives any new file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    sweep_temporaries(path)  # what a killed writer of this file left
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     # mkstemp makes 0600 files; outputs get normal permissions unless told otherwise
     os.chmod(tmp, file_mode if file_mode is not None else 0o666 & ~_current_umask())
     try:
@@ -48,15 +49,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     `path` only on success, removed on failure."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    sweep_temporaries(path)  # what a killed writer of this path left (the pid in the name says whose)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     os.unlink(tmp)  # the writer creates it: SQLite refuses an existing empty file as a database
     try:
         yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        for leftover in (tmp, tmp + "-wal", tmp + "-shm", tmp + "-journal"):  # SQLite's sidecars too
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
         raise
 
 
@@ -150,17 +153,27 @@ def _recover(path: Path) -> None:
         os.replace(old, path)
     elif old.exists():
         shutil.rmtree(old, ignore_errors=True)
-    ours = re.compile(rf"\.{re.escape(path.name)}\.(?:(\d+)\.)?[a-z0-9_]{{8}}\.tmp")  # mkdtemp's 8 characters
-    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+    sweep_temporaries(path)
+
+
+def sweep_temporaries(path: Path) -> None:
+    """Remove the temporary siblings (`.NAME.PID.XXXXXXXX.tmp`, with SQLite's `-wal`/`-shm`/`-journal`) that
+    writers of `path` killed before finishing left behind; a running writer's (its pid alive) stay."""
+    ours = re.compile(rf"\.{re.escape(path.name)}\.(?:(\d+)\.)?[a-z0-9_]{{8}}\.tmp(?:-wal|-shm|-journal)?")
+    for leftover in path.parent.glob(f".{path.name}.*.tmp*"):
         match = ours.fullmatch(leftover.name)
-        if not match or not leftover.is_dir():
+        if not match:
             continue
         if match.group(1) is not None:
             dead = not _running(int(match.group(1)))
-        else:  # made before temp folders carried their writer's pid: a day old is surely abandoned
+        else:  # made before temporaries carried their writer's pid: a day old is surely abandoned
             dead = time.time() - leftover.stat().st_mtime > 86_400
         if dead:
-            shutil.rmtree(leftover, ignore_errors=True)
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
 
 
 def _running(pid: int) -> bool:
