@@ -17,10 +17,13 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 import lawtune
 from lawtune.fsutil import _current_umask, atomic_dir
 
 SRC = Path(lawtune.__file__).resolve().parents[1]
+pytestmark = pytest.mark.integration  # subprocesses killed at random instants
 
 # a writer that replaces FOLDER again and again with a folder of 20 files all holding the same generation
 WRITER = textwrap.dedent("""

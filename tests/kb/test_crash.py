@@ -17,9 +17,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import lawtune
 
 SRC = Path(lawtune.__file__).resolve().parents[1]
+pytestmark = pytest.mark.integration  # subprocesses killed at random instants
 
 
 def lawtune_process(*args: str) -> subprocess.Popen:

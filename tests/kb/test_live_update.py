@@ -49,6 +49,7 @@ def location_of(store) -> str:
     return str(getattr(store, "path", None) or store.url)
 
 
+@pytest.mark.integration  # a `lawtune kb add` subprocess
 def test_an_add_by_another_process_is_seen_at_once(writable_kb, tmp_path):
     """The open store (a server's) searched and built its catalog before; another process adds a law and
     3,000 Q&A pairs; the store's next search finds them and its citation verdicts know the law (PostgreSQL:

@@ -12,7 +12,7 @@ import time
 
 import httpx
 import pytest
-from gateway_fixtures import InProcessServer
+from live_server import start_server
 
 from lawtune.serving.gateway.keys import add_key
 from lawtune.serving.gateway.settings import GatewaySettings
@@ -39,9 +39,9 @@ def server(tiny_run_dir, kb_file, tmp_path_factory):
     keys_file = tmp_path_factory.mktemp("hostile") / "keys.yaml"
     keys = {name: add_key(keys_file, name) for name in ("normal", "hostile")}
     gateway = GatewaySettings(keys_file=keys_file, requests_per_minute=100_000, tokens_per_minute=100_000_000)
-    live = InProcessServer(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=4,
+    live = start_server(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=4,
                                          default_max_tokens=8, serve_base=False, kb=str(kb_file), degrade_to_kb=True,
-                                         gateway=gateway)).start()
+                                         gateway=gateway))
     live.keys = keys
     yield live
     live.stop()
@@ -93,9 +93,13 @@ def test_timeouts_of_long_answers_do_not_open_the_breaker(tiny_run_dir):
     along, so the breaker hears no failure (issue 25 item 1: timeouts used to count)."""
     from lawtune.serving.settings import ServeSettings
 
+    from lawtune.modeling.decoding import DecodingPolicy
+
     gateway = GatewaySettings(open_access=True, breaker_failures=2)
-    live = InProcessServer(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=2, serve_base=False,
-                                         request_timeout_s=0.3, gateway=gateway)).start()
+    # no repetition stop: the random tiny model loops, and the stop would end its answers before the deadline
+    live = start_server(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=2, serve_base=False,
+                                      request_timeout_s=0.3, decoding=DecodingPolicy(repetition_stop=False),
+                                      gateway=gateway))
     try:
         codes = [httpx.post(live.url + CHAT, json={"messages": QUESTION, "max_tokens": 900, "temperature": 0,
                                                    "repetition_penalty": 1.0}, timeout=60).status_code
@@ -129,8 +133,8 @@ def test_a_request_is_charged_before_retrieval_and_tokenizing(tiny_run_dir, kb_f
 
     keys_file = tmp_path / "keys.yaml"
     key = add_key(keys_file, "tight", requests_per_minute=3)
-    live = InProcessServer(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=2, serve_base=False,
-                                         kb=str(kb_file), gateway=GatewaySettings(keys_file=keys_file))).start()
+    live = start_server(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=2, serve_base=False,
+                                         kb=str(kb_file), gateway=GatewaySettings(keys_file=keys_file)))
     try:
         body = {"messages": [{"role": "user", "content": "《刑法》" * 16_000}], "max_tokens": 4}
         codes, slowest = [], 0.0
@@ -151,9 +155,9 @@ def test_paused_kb_fallback_is_charged_too(tiny_run_dir, kb_file, tmp_path):
 
     keys_file = tmp_path / "keys.yaml"
     key = add_key(keys_file, "tight", requests_per_minute=2)
-    live = InProcessServer(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=2, serve_base=False,
+    live = start_server(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=2, serve_base=False,
                                          kb=str(kb_file), degrade_to_kb=True,
-                                         gateway=GatewaySettings(keys_file=keys_file, paused=True))).start()
+                                         gateway=GatewaySettings(keys_file=keys_file, paused=True)))
     try:
         codes = [httpx.post(live.url + CHAT, json={"messages": [{"role": "user", "content": "离婚需要什么材料？" * 20}]},
                             headers={"Authorization": f"Bearer {key}"}, timeout=60).status_code for _ in range(3)]
@@ -170,8 +174,8 @@ def open_server(tiny_run_dir):
     """--open without an admin key: every caller on this machine is admin — but no web page may be."""
     from lawtune.serving.settings import ServeSettings
 
-    live = InProcessServer(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=2, serve_base=False,
-                                         default_max_tokens=2, gateway=GatewaySettings(open_access=True))).start()
+    live = start_server(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=2, serve_base=False,
+                                         default_max_tokens=2, gateway=GatewaySettings(open_access=True)))
     yield live
     live.stop()
 
@@ -217,9 +221,9 @@ def test_keys_file_gone_fails_closed_and_admin_guesses_are_throttled(tiny_run_di
     keys_file = tmp_path / "keys.yaml"
     alice = add_key(keys_file, "alice")
     admin = "an-admin-key-long-enough-0123"
-    live = InProcessServer(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=2, serve_base=False,
+    live = start_server(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=2, serve_base=False,
                                          default_max_tokens=2, gateway=GatewaySettings(keys_file=keys_file,
-                                                                                       admin_key=admin))).start()
+                                                                                       admin_key=admin)))
     try:
         def ask(key):
             return httpx.post(live.url + CHAT, json={"messages": QUESTION, "max_tokens": 2},
