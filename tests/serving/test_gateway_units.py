@@ -248,3 +248,19 @@ def test_admin_key_has_a_minimum_length():
     with pytest.raises(ValueError, match="at least 16 characters"):
         GatewaySettings(admin_key="short-key")
     assert GatewaySettings(admin_key="a-long-enough-admin-key").admin_key is not None
+
+
+def test_keys_remove_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from lawtune.cli import app
+
+    path = tmp_path / "keys.yaml"
+    add_key(path, "alice")
+    add_key(path, "bob")
+    runner = CliRunner()
+    result = runner.invoke(app, ["keys", "remove", "alice", "--keys-file", str(path)])
+    assert result.exit_code == 0, result.output
+    assert [key.name for key in KeyStore(path)._keys.values()] == ["bob"]
+    again = runner.invoke(app, ["keys", "remove", "alice", "--keys-file", str(path)])
+    assert again.exit_code != 0 and "no key named 'alice'" in str(again.exception)  # the CLI's one-line error
