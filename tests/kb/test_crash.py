@@ -27,8 +27,10 @@ pytestmark = pytest.mark.integration  # subprocesses killed at random instants
 
 def lawtune_process(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(SRC)}
-    return subprocess.Popen([sys.executable, "-m", "lawtune.cli", *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([sys.executable, "-m", "lawtune.cli", *args], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    process.started = time.monotonic()
+    return process
 
 
 def kill_at_random(process: subprocess.Popen, rng: random.Random, within_s: float, started=None) -> bool:
@@ -36,7 +38,7 @@ def kill_at_random(process: subprocess.Popen, rng: random.Random, within_s: floa
     when it was killed. `started` (e.g. "its temporary file exists") aims the kill past the imports."""
     while started is not None and process.poll() is None and not started():
         time.sleep(0.001)
-    deadline = time.monotonic() + rng.uniform(0.0 if started else 0.05, within_s)
+    deadline = time.monotonic() + (rng.uniform(0.0 if started else 0.05, within_s) if within_s else 0.0)
     while time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.005)
     killed = process.poll() is None
@@ -59,11 +61,15 @@ def test_kb_add_killed_at_random_leaves_all_or_nothing(writable_kb, tmp_path):
     from lawtune.kb import open_store
 
     location = str(getattr(writable_kb, "path", None) or writable_kb.url)
-    before = writable_kb.count().get("qa", 0)
     qa = qa_file(tmp_path, 4000)
+    started = time.monotonic()  # one whole add first: how long one takes here and now aims the kills
+    assert lawtune_process("kb", "add", location, str(qa)).wait(timeout=300) == 0
+    took = time.monotonic() - started
+    before = writable_kb.count().get("qa", 0)
     rng, killed = random.Random(1), 0
     for _ in range(4):
-        killed += kill_at_random(lawtune_process("kb", "add", location, str(qa)), rng, 3.0)
+        process, delay = lawtune_process("kb", "add", location, str(qa)), rng.uniform(0.4 * took, 0.95 * took)
+        killed += kill_at_random(process, rng, 0.0, started=lambda: time.monotonic() - process.started > delay)
         with open_store(location) as store:
             now = store.count().get("qa", 0)
             assert (now - before) % 4000 == 0, (before, now)  # whole files only
