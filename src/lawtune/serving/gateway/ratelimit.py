@@ -130,13 +130,18 @@ class RateLimiter:
         """Correct an up-front estimate to the exact `tokens`: give back what was over, charge what was
         under (RateLimited, charging nothing more, when that does not fit the window)."""
         extra = tokens - grant.charged_tokens
-        if grant.token_item is None or tpm is None or extra <= 0:
-            await self.settle(grant, tokens)
+        if grant.token_item is None or tpm is None:
             return
-        allowed = await self.strategy.hit(grant.token_item, grant.identity, "tokens", cost=extra)
+        allowed = True
+        if extra <= 0:
+            await self.settle(grant, tokens)
+        else:
+            allowed = await self.strategy.hit(grant.token_item, grant.identity, "tokens", cost=extra)
         stats = await self.strategy.get_window_stats(grant.token_item, grant.identity, "tokens")
-        window = Window("tokens", tpm, stats.remaining, stats.reset_time)
+        window = Window("tokens", tpm, stats.remaining, stats.reset_time)  # the headers say the corrected charge
         grant.windows = [w for w in grant.windows if w.kind != "tokens"] + [window]
+        if extra <= 0:
+            return
         if not allowed:  # `hit` counted it anyway: take it back at once (the same window)
             await self.storage.incr(grant.token_item.key_for(grant.identity, "tokens"),
                                     grant.token_item.get_expiry(), amount=-extra)
