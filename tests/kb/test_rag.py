@@ -9,17 +9,15 @@ from __future__ import annotations
 import pytest
 
 from lawtune.errors import LawtuneError
-from lawtune.kb.rag import INSTRUCTION, Rag, build_prompt, citation_metrics
+from lawtune.kb.rag import INSTRUCTION, Rag, build_prompt, citation_metrics, rag_conversation
 from lawtune.kb.store import Hit, Item
 
 ARTICLE = Item(kind="article", text="第八十二条 用人单位自用工之日起超过一个月不满一年未与劳动者订立书面劳动合同的，应当向劳动者每月支付二倍的工资。",
                law="劳动合同法", law_full="中华人民共和国劳动合同法", article=82, version="2012-12-28")
 QA = Item(kind="qa", text="可以申请劳动仲裁。", question="公司拖欠工资怎么办？")
 
+GOLDEN_INSTRUCTION = "[资料N]是检索到的法条。只引用与问题相关的资料，写成《法名》第N条；都不相关就直说，再按法律常识回答，不引用法条。"
 GOLDEN = (
-    "请参考下列法律资料回答问题。资料编号[资料N]只是编号，不是法条序号；引用法条时写成《法名》第N条。"
-    "如果资料与问题无关，请说明“所给资料不适用”，再根据法律常识回答。\n"
-    "\n"
     "[资料1] 《劳动合同法》第八十二条（2012-12-28）：第八十二条 用人单位自用工之日起超过一个月不满一年未与劳动者…\n"
     "[资料2] 问：公司拖欠工资怎么办？\n"
     "答：可以申请劳动仲裁。\n"
@@ -29,12 +27,22 @@ GOLDEN = (
 
 
 def test_prompt_format_is_pinned():
-    prompt = build_prompt("没签劳动合同能要双倍工资吗？", [Hit(ARTICLE, 9.5), Hit(QA, 3.0)], max_chars=30)
-    assert prompt == GOLDEN
+    hits = [Hit(ARTICLE, 9.5), Hit(QA, 3.0)]
+    assert INSTRUCTION == GOLDEN_INSTRUCTION
+    assert build_prompt("没签劳动合同能要双倍工资吗？", hits, max_chars=30) == GOLDEN
+    question = [{"role": "user", "content": "没签劳动合同能要双倍工资吗？"}]
+    assert rag_conversation(question, hits, max_chars=30) == [{"role": "system", "content": GOLDEN_INSTRUCTION},
+                                                              {"role": "user", "content": GOLDEN}]
+    # a system turn of the caller's stays, after the instruction; the training form (answer last) is the same
+    with_system = [{"role": "system", "content": "你是律师"}, *question, {"role": "assistant", "content": "能。"}]
+    assert rag_conversation(with_system, hits, max_chars=30) == [
+        {"role": "system", "content": f"{GOLDEN_INSTRUCTION}\n你是律师"}, {"role": "user", "content": GOLDEN},
+        {"role": "assistant", "content": "能。"}]
 
 
 def test_no_hits_leaves_the_question_alone():
     assert build_prompt("你好", []) == "你好"
+    assert rag_conversation([{"role": "user", "content": "你好"}], []) == [{"role": "user", "content": "你好"}]
 
 
 def test_augment_puts_the_articles_into_the_last_user_turn_only(kb):
@@ -42,10 +50,11 @@ def test_augment_puts_the_articles_into_the_last_user_turn_only(kb):
     history = [{"role": "system", "content": "你是律师"}, {"role": "user", "content": "离婚需要什么材料"},
                {"role": "assistant", "content": "需要结婚证。"}, {"role": "user", "content": "协议离婚要去哪里办理登记？"}]
     augmented = rag.augment(history)
-    assert augmented.messages[:3] == history[:3]  # earlier turns as the user wrote them
+    assert augmented.messages[0] == {"role": "system", "content": f"{INSTRUCTION}\n你是律师"}
+    assert augmented.messages[1:3] == history[1:3]  # earlier turns as the user wrote them
     assert history[3]["content"] == "协议离婚要去哪里办理登记？"  # the caller's list is not changed
     last = augmented.messages[3]["content"]
-    assert last.startswith(INSTRUCTION) and last.endswith("问题：协议离婚要去哪里办理登记？")
+    assert last.startswith("[资料1] ") and INSTRUCTION not in last and last.endswith("问题：协议离婚要去哪里办理登记？")
     assert len(augmented.hits) == 3 and "[资料3]" in last and "[资料4]" not in last
     refs = augmented.references(text_chars=50)
     assert [list(r)[:4] for r in refs] == [["kind", "law", "article", "sub"]] * 3

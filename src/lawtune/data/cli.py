@@ -75,8 +75,9 @@ def prepare(
     print_summary(report)
     if rag is not None:
         stats = report["rag"]
-        typer.echo(f"RAG format: {stats['rewritten']} of {stats['lines']} training questions "
-                   f"({stats['with_gold']} with their gold articles, {stats['without_gold']} without)")
+        typer.echo(f"RAG format: {stats['rewritten']} of {stats['lines']} training questions (gold article "
+                   f"retrieved {stats['retrieved']}, injected {stats['injected']}, left out {stats['left_out']}; "
+                   f"{stats['no_gold_known']} candidates without a known gold article left as they were)")
 
 
 def register(app: typer.Typer) -> None:

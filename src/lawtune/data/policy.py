@@ -54,9 +54,9 @@ class RagTrainingOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kb: Path | None = Field(None, description="knowledge base: rewrite --rag-share of train.jsonl in the --kb prompt format (gold articles from meta.laws + retrieved distractors)")
-    rag_share: float = Field(0.5, gt=0, le=1, description="share of training questions asked with articles (with --kb)")
-    rag_no_gold: float = Field(0.25, ge=0, le=1, description="share of those whose articles leave the gold out (with --kb)")
+    kb: Path | None = Field(None, description="knowledge base: rewrite --rag-share of train.jsonl in the --kb prompt format (articles retrieved for real; lines with gold articles from meta.laws or the answer's citations)")
+    rag_share: float = Field(0.5, gt=0, le=1, description="share of training questions asked with articles (with --kb; only those with gold articles are rewritten)")
+    rag_no_gold: float = Field(0.5, ge=0, le=1, description="when retrieval misses the gold: share left without it (the answer then says the material does not fit); the others get it injected (with --kb)")
     kb_k: int = Field(3, ge=1, description="articles per RAG training prompt (with --kb)")
 
 

@@ -10,13 +10,15 @@
 `infer`, `chat`, `eval`, `compare` and `serve` take `--kb KB` and call this; `prepare --kb` builds training
 examples with `build_prompt` so a tuned model sees the same format it is asked in.
 
-The prompt (one fixed format; `build_prompt`, pinned by a golden test): the k articles retrieved for the
-last user question, each cut to `max_chars` characters and labelled [资料N] (so the list number is never
-read as an article number), an instruction to answer from them, cite 《法名》第N条 and say when they do
-not apply, then the question. It replaces the text of the LAST user turn only: the Gemma template has no
-system role (a system turn is pasted into the FIRST user turn, far from a follow-up question), and the
-earlier turns stay as the user wrote them, which is also what a client sends back as history. When
-retrieval finds nothing the question goes to the model unchanged.
+The prompt (one fixed format; `rag_conversation`, pinned by a golden test): a short instruction as the
+SYSTEM turn (merged in front of a system turn the conversation already has), and the LAST user turn replaced by
+the k articles retrieved for it, each cut to `max_chars` characters and labelled [资料N] (so the list number is
+never read as an article number), then the question. The instruction sits in the system part, apart from the
+material and the question, and is word for word the same in training (`prepare --kb`, `rag_examples`) and at
+inference: the demo model trained with the instruction inside the user turn echoed it into its answers. Gemma's
+template pastes a system turn into the first user turn; the material stays in the last one, next to its
+question, and the earlier turns stay as the user wrote them, which is also what a client sends back as history.
+When retrieval finds nothing the conversation goes to the model unchanged.
 """
 
 from __future__ import annotations
@@ -35,15 +37,32 @@ DEFAULT_MAX_CHARS = 200
 MAX_QUERY_CHARS = 2000  # retrieval reads at most the question's last 2,000 characters (a bounded cost per request)
 RAG_INPUT_LENGTH = 1536  # prompt tokens eval keeps by default with --kb (the material must not be cut away)
 
-INSTRUCTION = ("请参考下列法律资料回答问题。资料编号[资料N]只是编号，不是法条序号；引用法条时写成《法名》第N条。"
-               "如果资料与问题无关，请说明“所给资料不适用”，再根据法律常识回答。")
+# short: it is read on every question, and a long one was echoed into answers (issue 23)
+INSTRUCTION = "[资料N]是检索到的法条。只引用与问题相关的资料，写成《法名》第N条；都不相关就直说，再按法律常识回答，不引用法条。"
 
 
 def build_prompt(question: str, hits: list[Hit], max_chars: int = DEFAULT_MAX_CHARS) -> str:
-    """The user turn the model sees: instruction, labelled excerpts, the question (or the bare question)."""
+    """The user turn the model sees: the labelled excerpts, then the question (or the bare question)."""
     if not hits:
         return question
-    return f"{INSTRUCTION}\n\n{format_context(hits, max_chars)}\n\n问题：{question}"
+    return f"{format_context(hits, max_chars)}\n\n问题：{question}"
+
+
+def rag_conversation(messages: list[dict[str, str]], hits: list[Hit],
+                     max_chars: int = DEFAULT_MAX_CHARS) -> list[dict[str, str]]:
+    """A copy of `messages` in the RAG format: INSTRUCTION as (the head of) the system turn, the last user turn
+    replaced by `build_prompt`. Unchanged without hits or without a user turn. Training examples (messages
+    ending with the answer) and questions go through this same function."""
+    out = [dict(m) for m in messages]
+    last = next((i for i in range(len(out) - 1, -1, -1) if out[i]["role"] == "user"), None)
+    if last is None or not hits:
+        return out
+    out[last]["content"] = build_prompt(out[last]["content"], hits, max_chars)
+    if out[0]["role"] == "system":
+        out[0]["content"] = f"{INSTRUCTION}\n{out[0]['content']}"
+    else:
+        out.insert(0, {"role": "system", "content": INSTRUCTION})
+    return out
 
 
 def hit_record(hit: Hit, text_chars: int | None = None) -> dict[str, Any]:
@@ -120,14 +139,10 @@ class Rag:
         return self.store.search(question, k=self.k) if question.strip() else []
 
     def augment(self, messages: list[dict[str, str]]) -> Augmented:
-        """Retrieve for the last user turn and put the material into it; other turns are left as they are."""
-        last = next((i for i in range(len(messages) - 1, -1, -1) if messages[i]["role"] == "user"), None)
-        if last is None:
-            return Augmented([dict(m) for m in messages])
-        hits = self.retrieve(messages[last]["content"])
-        out = [dict(m) for m in messages]
-        out[last]["content"] = build_prompt(messages[last]["content"], hits, self.max_chars)
-        return Augmented(out, hits)
+        """Retrieve for the last user turn and ask in the RAG format (`rag_conversation`)."""
+        last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), None)
+        hits = self.retrieve(last) if last is not None else []
+        return Augmented(rag_conversation(messages, hits, self.max_chars), hits)
 
     def check(self, answer: str) -> list[dict[str, Any]]:
         """The citation verdicts of one answer as JSON records (text, law_full, article, verdict, detail, …)."""
