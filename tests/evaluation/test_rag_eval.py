@@ -45,16 +45,46 @@ def test_eval_with_kb_asks_with_articles_and_checks_citations(tiny_run_dir, qa_f
     assert record["kb"]["k"] == 2 and record["kb"]["items"]["article"] > 2000
     assert record["generation"]["max_input_length"] == 1536  # room for the articles by default
     assert {"citation_precision_pct", "nonexistent_citation_pct", "cited_answers_pct", "citations"} <= set(record["metrics"])
+    assert {"retrieved_citation_pct", "retrieved_citation_n", "reference_agreement_pct", "reference_questions",
+            "reference_retrieved_pct", "instruction_echo_pct"} <= set(record["metrics"])
     # each question went to the model in the RAG format, with exactly the articles recorded for it
     with Rag.open(kb_file, k=2) as rag:
         expected = [rag.augment([{"role": "user", "content": row["prompt"]}]) for row in rows]
-    assert [c[-1]["content"] for c in asked] == [e.messages[-1]["content"] for e in expected]
-    assert all(c[-1]["content"].startswith(INSTRUCTION) for c in asked)
+    assert asked == [e.messages for e in expected]
+    assert all(c[0] == {"role": "system", "content": INSTRUCTION} for c in asked)
     for row, augmented in zip(rows, expected):
         assert row["retrieved"] == augmented.references()
         assert list(row["retrieved"][0])[:5] == ["kind", "law", "article", "sub", "score"]
         assert isinstance(row["citations"], list)
-    assert not rows[0]["prompt"].startswith(INSTRUCTION)  # the report shows the user's question
+    assert "[资料1]" not in rows[0]["prompt"]  # the report shows the user's question
+
+
+def test_grounding_metrics_follow_the_answers(tiny_run_dir, kb_file, tmp_path):
+    """Real eval on the tiny model; the metrics recomputed from what predictions.jsonl says was retrieved and cited."""
+    data = tmp_path / "cited.jsonl"
+    questions = [("劳动合同法第82条怎么规定的？", "依据《劳动合同法》第八十二条，应当支付二倍工资。"),
+                 ("民法典第1079条规定了什么？", "《民法典》第一千零七十九条规定了诉讼离婚。"),
+                 ("邻居的狗咬了人怎么办？", "可以要求赔偿。")]
+    data.write_text("".join(json.dumps({"conversations": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]},
+                                       ensure_ascii=False) + "\n" for q, a in questions), encoding="utf-8")
+    invoke("eval", tiny_run_dir, "--data", data, "--out", tmp_path / "out", *FAST, "--kb", kb_file)
+    record = json.loads((tmp_path / "out" / "metrics.json").read_text(encoding="utf-8"))["metrics"]
+    rows = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    # the reference cites an article in the first two; the question names it, so retrieval puts it in the prompt
+    assert record["reference_questions"] == 2 and record["reference_retrieved_pct"] == 100.0
+    assert [r["grounding"].get("reference_articles") for r in rows] == [
+        [["中华人民共和国劳动合同法", 82, 0]], [["中华人民共和国民法典", 1079, 0]], None]
+    agree = sum(r["grounding"].get("agrees_with_reference", False) for r in rows)
+    assert record["reference_agreement_pct"] == round(100 * agree / 2, 2)
+    cited = sum(len(r["grounding"]["cited_articles"]) for r in rows)
+    inside = sum(r["grounding"]["cited_in_retrieved"] for r in rows)
+    assert record["retrieved_citation_n"] == cited
+    assert record["retrieved_citation_pct"] == (round(100 * inside / cited, 2) if cited else 0.0)
+    for row in rows:
+        given = {(h["law"], h["article"], h["sub"]) for h in row["retrieved"]}
+        short = {"中华人民共和国劳动合同法": "劳动合同法", "中华人民共和国民法典": "民法典"}
+        assert row["grounding"]["cited_in_retrieved"] == sum(
+            (short.get(law, law), article, sub) in given for law, article, sub in row["grounding"]["cited_articles"])
 
 
 def test_check_kb_alone_checks_without_retrieval(tiny_run_dir, qa_file, kb_file, tmp_path):
@@ -69,10 +99,21 @@ def test_check_kb_alone_checks_without_retrieval(tiny_run_dir, qa_file, kb_file,
 def test_compare_with_kb_reports_citation_rows(tiny_run_dir, qa_file, kb_file, tmp_path):
     result = invoke("compare", "base", tiny_run_dir, "--data", qa_file, "--out", tmp_path, *FAST, "--limit", "2",
                      "--kb", kb_file)
-    assert "citation precision" in result.output
-    for side in ("base", "tuned"):
+    assert "citation precision" in result.output and "tuned, no KB" in result.output
+    for side in ("base", "tuned", "tuned-no-kb"):
         assert json.loads((tmp_path / side / "metrics.json").read_text(encoding="utf-8"))["kb"]["k"] == 3
-    assert "nonexistent citations %" in (tmp_path / "report.md").read_text(encoding="utf-8")
+    no_kb = [json.loads(line) for line in (tmp_path / "tuned-no-kb" / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    no_kb_metrics = json.loads((tmp_path / "tuned-no-kb" / "metrics.json").read_text(encoding="utf-8"))
+    assert all("retrieved" not in row and "citations" in row for row in no_kb)  # asked without the articles, checked
+    assert "reference_agreement_pct" in no_kb_metrics["metrics"] and "retrieved_citation_pct" not in no_kb_metrics["metrics"]
+    assert no_kb_metrics["mcq"] == {}
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "nonexistent citations %" in report and "| metric | base + KB (微调前) | tuned, no KB | tuned + KB (微调后) | Δ |" in report
+    agreement = next(line for line in report.splitlines() if line.startswith("| cites the reference's article %"))
+    assert agreement.count("|") == 6  # base + KB, tuned alone, tuned + KB, Δ
+    retrieved = next(line for line in report.splitlines() if line.startswith("| cited articles among the retrieved %"))
+    assert "| – |" in retrieved  # no retrieval without the KB
+    assert "tuned, no KB" in (tmp_path / "report.html").read_text(encoding="utf-8")
 
 
 def test_missing_kb_is_one_line_error(tiny_run_dir, qa_file, tmp_path):

@@ -6,7 +6,10 @@
 
 The base model is formatted with the run's stored chat template, so the only difference between the
 two columns is the adapter. Models are evaluated one after the other (one in memory at a time).
-Writes OUT/{base,tuned}/{metrics.json,predictions.jsonl}, OUT/report.md, OUT/report.html.
+Writes OUT/{base,tuned}/{metrics.json,predictions.jsonl}, OUT/report.md, OUT/report.html. With `--kb` both
+sides are asked with the retrieved articles, and the tuned model is asked once more without them
+(OUT/tuned-no-kb/, no MCQ: it does not depend on the KB), a third column of the report: base + KB, tuned alone,
+tuned + KB side by side.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from lawtune.modeling.runs import COMPARE_DIR, RUN_INFO, TEMPLATE_FILE, is_run_d
 
 
 _OPTIONS = EvalOptions()  # the keyword defaults of `run` (and of the CLI flags)
+NO_KB = "tuned-no-kb"  # with --kb: the tuned model asked again without the articles (OUT/tuned-no-kb/)
 
 
 def _load_base(base: str, run_dir: Path, dtype: str) -> Any:
@@ -77,17 +81,24 @@ def run(
             record["kb"] = kb_record
         write_outputs(out / side, record, predictions)
         results[side] = (record, predictions)
+        if side == "tuned" and rag is not None:  # the same model without the articles: what the KB adds
+            record, predictions = evaluate_loaded(loaded, examples, settings, max_output_length=max_output_length,
+                                                  label=f"{NO_KB} (no KB)", rag=rag, checker=checker, kb_in_prompt=False)
+            record["model"]["spec"], record["data"], record["kb"] = str(run_dir), data_record, kb_record
+            write_outputs(out / NO_KB, record, predictions)
+            results[NO_KB] = (record, predictions)
         del loaded
         release_memory()  # the first model's memory goes back to the OS before the second one loads
     if rag is not None:
         rag.close()
     verdict = gate.check(results["base"][0], results["tuned"][0]) if gate and gate.active else None
+    no_kb = results[NO_KB][0] if NO_KB in results else None
     paths = write_report(out, results["base"][0], results["tuned"][0], results["base"][1], results["tuned"][1],
-                         run_dir, str(data), gate=verdict)
+                         run_dir, str(data), gate=verdict, tuned_no_kb=no_kb)
     if verdict is not None:
         write_verdict(run_dir, verdict, paths["html"])
     return {"out_dir": out, "report_md": paths["markdown"], "report_html": paths["html"],
-            "base": results["base"][0], "tuned": results["tuned"][0], "gate": verdict}
+            "base": results["base"][0], "tuned": results["tuned"][0], "tuned_no_kb": no_kb, "gate": verdict}
 
 
 def table(result: dict[str, Any]) -> Any:
@@ -96,10 +107,13 @@ def table(result: dict[str, Any]) -> Any:
 
     from lawtune.evaluation.report import metric_rows
 
-    grid = Table(title="base (微调前) vs tuned (微调后)")
-    for column in ("metric", "base", "tuned", "Δ"):
+    no_kb = result.get("tuned_no_kb")
+    grid = Table(title="base (微调前) vs tuned (微调后)" + (", both with the KB's articles" if no_kb else ""))
+    for column in ("metric", "base", *(["tuned, no KB"] if no_kb else []), "tuned", "Δ"):
         grid.add_column(column, justify="left" if column == "metric" else "right")
-    for row in metric_rows(result["base"], result["tuned"]):
+    for row in metric_rows(result["base"], result["tuned"], no_kb):
         style = "green" if row["better"] is True else "red" if row["better"] is False else ""
-        grid.add_row(row["name"], f"{row['base']:.2f}", f"{row['tuned']:.2f}", f"[{style}]{row['delta']:+.2f}[/]" if style else f"{row['delta']:+.2f}")
+        middle = [] if not no_kb else ["" if row["no_kb"] is None else f"{row['no_kb']:.2f}"]
+        grid.add_row(row["name"], f"{row['base']:.2f}", *middle, f"{row['tuned']:.2f}",
+                     f"[{style}]{row['delta']:+.2f}[/]" if style else f"{row['delta']:+.2f}")
     return grid

@@ -70,20 +70,27 @@ def answer_budget(reference_tokens: list[int], floor: int = MIN_ANSWER_BUDGET) -
 def evaluate_loaded(
     loaded: Any, examples: list[Example], settings: GenerationSettings, *, mcq_paths: list[Path] = (),
     mcq_limit: int | None = None, max_output_length: int = 512, label: str = "", rag: Any = None, checker: Any = None,
+    kb_in_prompt: bool = True,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run every measurement on an already loaded model: (metrics record, prediction rows).
 
     With `rag` (lawtune.kb.rag.Rag) each question is asked in the RAG format with the articles retrieved for
-    it (loss too is scored on that prompt); with `rag` or `checker` every answer gets citation verdicts."""
+    it (loss too is scored on that prompt); with `rag` or `checker` every answer gets citation verdicts and the
+    grounding metrics (lawtune.kb.grounding). `kb_in_prompt=False`: the same checks, asked without the articles
+    (compare's "tuned, no KB" column)."""
     from dataclasses import replace
 
     timing: dict[str, float] = {}
-    asked, retrieved = examples, [None] * len(examples)
-    if rag is not None:
+    asked, retrieved, hit_keys = examples, [None] * len(examples), None
+    if rag is not None and kb_in_prompt:
+        from lawtune.kb.grounding import hit_key
+
         augmented = [rag.augment(e.prompt) for e in examples]
         asked = [Example([*a.messages, {"role": "assistant", "content": e.reference}], e.meta)
                  for a, e in zip(augmented, examples)]
         retrieved = [a.references() for a in augmented]
+        hit_keys = [[hit_key(h) for h in a.hits] for a in augmented]
+    if rag is not None:
         checker = checker or rag.checker
     reference_tokens = [len(loaded.tokenizer(e.reference, add_special_tokens=False)["input_ids"]) for e in examples]
     if settings.max_new_tokens is None:
@@ -122,10 +129,17 @@ def evaluate_loaded(
     if checker is not None:
         from lawtune.kb.rag import citation_metrics
 
+        from lawtune.kb.grounding import ArticleKeys, grounding_metrics
+
         verdicts, cited = citation_metrics(checker, [o.text for o in outputs])
         for row, row_verdicts in zip(predictions, verdicts):
             row["citations"] = row_verdicts
         metrics.update(cited)
+        keys = ArticleKeys(checker, rag.store if rag is not None else None)
+        grounding, grounded = grounding_metrics(keys, [o.text for o in outputs], [e.reference for e in examples], hit_keys)
+        for row, row_grounding in zip(predictions, grounding):
+            row["grounding"] = row_grounding
+        metrics.update(grounded)
 
     mcq: dict[str, Any] = {}
     for path in mcq_paths:

@@ -26,13 +26,19 @@ HEADLINE = (("rouge-l", "ROUGE-L"), ("rouge-1", "ROUGE-1"), ("rouge-2", "ROUGE-2
 DISTRIBUTIONS = (("stop_prob", "stop probability at the reference end"), ("length_ratio", "answer / reference length"))
 # With --kb / --check-kb (lawtune.kb.rag.citation_metrics); shown only when both sides have them.
 CITATIONS = (("citation_precision_pct", "citation precision %"), ("nonexistent_citation_pct", "nonexistent citations %"),
-             ("cited_answers_pct", "answers citing a law %"))
-LOWER_IS_BETTER = {"loops_pct", "eval_loss", "perplexity", "nonexistent_citation_pct"}
+             ("cited_answers_pct", "answers citing a law %"),
+             # lawtune.kb.grounding: (metric, label, the count it is a share of)
+             ("retrieved_citation_pct", "cited articles among the retrieved %", "retrieved_citation_n"),
+             ("reference_agreement_pct", "cites the reference's article %", "reference_questions"),
+             ("reference_retrieved_pct", "reference's article retrieved %", "reference_questions"),
+             ("instruction_echo_pct", "answers echoing the RAG instruction %", None))
+LOWER_IS_BETTER = {"loops_pct", "eval_loss", "perplexity", "nonexistent_citation_pct", "instruction_echo_pct"}
 
 
 # ---- the numbers --------------------------------------------------------------------------------------------
-def metric_rows(base: dict[str, Any], tuned: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per metric: name, base, tuned, delta, and whether the change is an improvement."""
+def metric_rows(base: dict[str, Any], tuned: dict[str, Any], no_kb: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One row per metric: name, base, tuned, delta, and whether the change is an improvement; with `no_kb`
+    (compare --kb: the tuned model asked without the articles) also `no_kb`, its value or None."""
     rows = []
     pairs = [(label, base["metrics"][key], tuned["metrics"][key], key) for key, label in HEADLINE]
     pairs += [("eval loss", base["loss"]["eval_loss"], tuned["loss"]["eval_loss"], "eval_loss"),
@@ -42,8 +48,10 @@ def metric_rows(base: dict[str, Any], tuned: dict[str, Any]) -> list[dict[str, A
         for stat in ("mean", "p50") if b and t else ():
             # a length ratio is best near 1, not high or low: no better/worse colour (key None)
             pairs.append((f"{label}, {stat}", b[stat], t[stat], key if key == "stop_prob" else None))
-    pairs += [(label, base["metrics"][key], tuned["metrics"][key], key) for key, label in CITATIONS
-              if key in base["metrics"] and key in tuned["metrics"]]
+    for key, label, *count in CITATIONS:
+        if key in base["metrics"] and key in tuned["metrics"]:
+            n = tuned["metrics"].get(count[0]) if count and count[0] else None
+            pairs.append((label if n is None else f"{label} (n={n})", base["metrics"][key], tuned["metrics"][key], key))
     for name in base.get("mcq", {}):
         if name in tuned.get("mcq", {}):
             pairs.append((f"MCQ {name} acc % (n={base['mcq'][name]['count']})", base["mcq"][name]["accuracy"],
@@ -52,6 +60,10 @@ def metric_rows(base: dict[str, Any], tuned: dict[str, Any]) -> list[dict[str, A
         delta = t - b
         better = None if key is None else delta < 0 if key in LOWER_IS_BETTER else delta > 0
         rows.append({"name": label, "base": b, "tuned": t, "delta": delta, "better": better if delta else None})
+    if no_kb is not None:  # the same rows computed against the no-KB record: its value sits where `base` was
+        plain = {row["name"]: row["base"] for row in metric_rows(no_kb, tuned)}
+        for row in rows:
+            row["no_kb"] = plain.get(row["name"])
     return rows
 
 
@@ -136,10 +148,16 @@ def _cell(text: str, limit: int = 400) -> str:
 
 
 def render_markdown(context: dict[str, Any]) -> str:
-    lines = [f"# {context['title']}", "", context["subtitle"], "",
-             "| metric | base (微调前) | tuned (微调后) | Δ |", "|---|---:|---:|---:|"]
+    no_kb = context.get("no_kb_name") is not None
+    if no_kb:  # compare --kb: base + KB | tuned alone | tuned + KB
+        lines = [f"# {context['title']}", "", context["subtitle"], "",
+                 "| metric | base + KB (微调前) | tuned, no KB | tuned + KB (微调后) | Δ |", "|---|---:|---:|---:|---:|"]
+    else:
+        lines = [f"# {context['title']}", "", context["subtitle"], "",
+                 "| metric | base (微调前) | tuned (微调后) | Δ |", "|---|---:|---:|---:|"]
     for row in context["rows"]:
-        lines.append(f"| {row['name']} | {row['base']:.2f} | {row['tuned']:.2f} | {row['delta']:+.2f} |")
+        middle = "" if not no_kb else " – |" if row["no_kb"] is None else f" {row['no_kb']:.2f} |"
+        lines.append(f"| {row['name']} | {row['base']:.2f} |{middle} {row['tuned']:.2f} | {row['delta']:+.2f} |")
     lines += ["", f"Generation settings (identical for both): `{json.dumps(context['generation'])}`", ""]
     if context.get("gate"):
         gate = context["gate"]
@@ -169,9 +187,10 @@ def render_html(context: dict[str, Any]) -> str:
 
 def write_report(out_dir: Path, base: dict[str, Any], tuned: dict[str, Any], base_predictions: list[dict[str, Any]],
                  tuned_predictions: list[dict[str, Any]], run_dir: Path | None, data_path: str,
-                 gate: dict[str, Any] | None = None) -> dict[str, Path]:
-    """Write report.md, report.html, metrics.png and (when the run logged losses) loss_curve.png."""
-    rows = metric_rows(base, tuned)
+                 gate: dict[str, Any] | None = None, tuned_no_kb: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write report.md, report.html, metrics.png and (when the run logged losses) loss_curve.png.
+    `tuned_no_kb` (compare --kb): the tuned model's record without the articles, shown as a third column."""
+    rows = metric_rows(base, tuned, tuned_no_kb)
     metrics_png = plot_metrics(rows)
     distributions_png = plot_distributions(base_predictions, tuned_predictions)
     loss_png = plot_loss(*loss_points(run_dir))
@@ -185,6 +204,7 @@ def write_report(out_dir: Path, base: dict[str, Any], tuned: dict[str, Any], bas
                     f"({len(questions)} held-out questions, greedy decoding)",
         "rows": rows, "generation": tuned["generation"], "questions": questions, "gate": gate,
         "base_name": base["model"]["name"], "tuned_name": tuned["model"]["name"],
+        "no_kb_name": tuned_no_kb["model"]["name"] if tuned_no_kb else None,
         "metrics_png": base64.b64encode(metrics_png).decode(),
         "distributions_png": base64.b64encode(distributions_png).decode(),
         "loss_png": base64.b64encode(loss_png).decode() if loss_png else None,
