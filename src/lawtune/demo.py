@@ -6,10 +6,15 @@
 
 Steps, each reusing what an earlier demo left behind (prepare is cheap and redone; the imported model is
 cached; training resumes or is already finished in OUT/run):
-1. `lawtune prepare data/legal_qa_sample.csv -o OUT/data`
+1. `lawtune prepare data/legal_qa_sample.csv -o OUT/data`; RAG examples: `lawtune kb build -o OUT/kb.sqlite` (the
+   bundled laws), `lawtune prepare data/article_cited/legal_counsel_with_article_v2.json -o OUT/cited --kb
+   OUT/kb.sqlite --rag-share 1`, and OUT/data/train-rag.jsonl = the sample's train split + RAG_SHARE of RAG-format
+   rows (docs/knowledge-base.md "Training on RAG examples")
 2. `lawtune model import` (the Gemma 3 270M GGUF, dequantized once)
-3. `lawtune train configs/demo.yaml` into OUT/run
+3. `lawtune train configs/demo.yaml` on OUT/data/train-rag.jsonl into OUT/run
 4. `lawtune compare base OUT/run --data OUT/data/test.jsonl` → OUT/report/report.{md,html}
+The answers with the KB are measured apart (not in the 20 minutes): `lawtune compare base OUT/run --data
+OUT/cited/test.jsonl --kb OUT/kb.sqlite --no-mcq --limit 24`.
 
 At the end it prints each step's peak resident memory and the whole process's (`lawtune.memory`).
 """
@@ -26,7 +31,11 @@ import typer
 from lawtune import bundled
 
 SAMPLE = bundled.sample_csv()
+ARTICLE_CITED = bundled.article_cited()
 DEMO_CONFIG = bundled.config("demo")
+# share of the training file in the RAG format (article-cited consultations with retrieved articles): enough
+# for the model to see a few dozen in 56 steps, little enough that the sample's own figures hold (docs/evaluation.md)
+RAG_SHARE = 0.2
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,37 @@ def _resolve_model(spec: Optional[str]) -> Path:
     return resolve_model_path(spec)
 
 
+RAG_TRAIN = "train-rag.jsonl"
+
+
+def rag_training_mix(out: Path, report: dict, share: float = RAG_SHARE, seed: int = 0) -> dict:
+    """OUT/data/train-rag.jsonl: OUT/data/train.jsonl plus RAG-format rows making up `share` of it, from the train
+    split of the article-cited consultations (OUT/cited) asked with the bundled laws (OUT/kb.sqlite)."""
+    import json
+    import random
+
+    from lawtune.data.prepare import run as prepare
+    from lawtune.fsutil import atomic_open
+    from lawtune.kb.build import build
+    from lawtune.kb.rag import Rag
+    from lawtune.kb.rag_examples import rag_training_file
+
+    kb = out / "kb.sqlite"
+    if not kb.is_file():
+        build([], kb)  # the bundled laws: a few seconds
+    prepare([ARTICLE_CITED], out / "cited")
+    with Rag.open(kb) as rag:
+        stats = rag_training_file(out / "cited" / "train.jsonl", rag, share=1.0, seed=seed)
+    plain = (out / "data" / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [line for line in (out / "cited" / "train.jsonl").read_text(encoding="utf-8").splitlines()
+            if "rag" in json.loads(line)["meta"]]  # those with a gold article (the others stay out)
+    wanted = min(len(rows), round(share / (1 - share) * len(plain)))
+    mixed = plain + random.Random(seed).sample(rows, wanted)
+    with atomic_open(out / "data" / RAG_TRAIN) as handle:
+        handle.write("".join(line + "\n" for line in mixed))
+    return {**stats, "added": wanted, "share": wanted / max(len(mixed), 1)}
+
+
 def run(quick: bool = False, model: Optional[str] = None, out: Optional[Path] = None,
         max_steps: Optional[int] = None, console=None) -> dict:
     """Run the four steps; returns the compare result (with report paths) plus per-step seconds and memory."""
@@ -79,12 +119,15 @@ def run(quick: bool = False, model: Optional[str] = None, out: Optional[Path] = 
 
     phases = Phases()  # each step's peak RSS (lawtune.memory)
 
-    console.rule("1/4 prepare the bundled sample")
+    console.rule("1/4 prepare the bundled sample, and RAG-format training examples")
     started = time.perf_counter()
     with phases("prepare"):
         report = prepare([SAMPLE], out / "data")
+        rag = rag_training_mix(out, report)
     seconds["prepare"] = time.perf_counter() - started
-    console.print(f"splits: {report.get('splits', report.get('counts'))}")
+    console.print(f"splits: {report.get('splits', report.get('counts'))}; RAG format: {rag['added']} rows added "
+                  f"to train ({rag['share']:.0%}; gold retrieved {rag['retrieved']}, injected {rag['injected']}, "
+                  f"left out {rag['left_out']} of {rag['rewritten']})")
 
     console.rule("2/4 import the base model")
     started = time.perf_counter()
@@ -95,7 +138,7 @@ def run(quick: bool = False, model: Optional[str] = None, out: Optional[Path] = 
 
     console.rule("3/4 LoRA training (configs/demo.yaml)")
     started = time.perf_counter()
-    overrides = [f"model.name_or_path={model_dir}", f"data_config.train_file={out / 'data' / 'train.jsonl'}",
+    overrides = [f"model.name_or_path={model_dir}", f"data_config.train_file={out / 'data' / RAG_TRAIN}",
                  f"data_config.val_file={out / 'data' / 'dev.jsonl'}", f"training_args.output_dir={out / 'run'}"]
     steps = max_steps if max_steps is not None else size.max_steps
     if steps is not None:

@@ -16,6 +16,15 @@ def test_demo_quick_runs_end_to_end(tiny_model_dir, tmp_path):
     assert result.exit_code == 0, result.output + repr(result.exception)
     for split in ("train", "dev", "test"):
         assert (out / "data" / f"{split}.jsonl").is_file()
+    # training ran on the sample's train split plus RAG-format rows of the article-cited consultations (20 %)
+    plain = (out / "data" / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    mixed = [json.loads(line) for line in (out / "data" / "train-rag.jsonl").read_text(encoding="utf-8").splitlines()]
+    rag = [row for row in mixed if "rag" in row["meta"]]
+    assert [json.dumps(row, ensure_ascii=False) for row in mixed[:len(plain)]] == plain
+    assert len(mixed) == len(plain) + len(rag) and abs(len(rag) / len(mixed) - 0.2) < 0.01
+    assert {row["meta"]["rag"]["case"] for row in rag} == {"retrieved", "injected", "left_out"}
+    assert all(row["conversations"][0]["role"] == "system" for row in rag)
+    assert "train-rag.jsonl" in (out / "run" / "config.yaml").read_text(encoding="utf-8")
     assert (out / "run" / "adapter" / "adapter_config.json").is_file()
     assert json.loads((out / "run" / "run.json").read_text())["final_step"] == 2
     report = out / "report"
