@@ -1,4 +1,4 @@
-"""Tuned alone / tuned + KB / base + KB on held-out article-cited questions: ROUGE-L and the citation check.
+"""Tuned alone / tuned + KB / base + KB on held-out article-cited questions: ROUGE-L, the citation check and grounding.
 
     .venv/bin/python benchmarks/kb_rag_answers.py out/demo/run out/kb/cited/test.jsonl --kb out/kb/bundled.sqlite \\
         --check-kb out/kb/lawrefbook.sqlite --limit 24 --max-new-tokens 96 -o out/kb/answers
@@ -6,7 +6,8 @@
 The same measurement as `lawtune eval RUN --data FILE --kb KB --check-kb KB2` (which also scores eval loss, the
 costly part on long RAG prompts), without the loss: one model load per model, greedy generation through
 `lawtune.evaluation.generation.generate` with the default decoding policy, the RAG prompt of `lawtune.kb.rag`,
-ROUGE-L of `lawtune.evaluation.metrics`, and `lawtune.kb.rag.citation_metrics`. Writes OUT/<condition>.jsonl
+ROUGE-L of `lawtune.evaluation.metrics`, `lawtune.kb.rag.citation_metrics` and `lawtune.kb.grounding` (cited
+articles among the retrieved, reference-article agreement, instruction echo). Writes OUT/<condition>.jsonl
 (question, answer, retrieved, citations) and OUT/summary.json after each condition, and prints the table.
 """
 
@@ -25,6 +26,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from lawtune.data.conversations import read_examples  # noqa: E402
 from lawtune.evaluation.generation import GenerationSettings, generate  # noqa: E402
 from lawtune.evaluation.metrics import rouge_f  # noqa: E402
+from lawtune.kb.grounding import ArticleKeys, grounding_metrics, hit_key  # noqa: E402
 from lawtune.kb.rag import Rag, citation_metrics, open_checker  # noqa: E402
 from lawtune.modeling.loading import load_model  # noqa: E402
 
@@ -67,13 +69,16 @@ def main() -> None:
             seconds = time.perf_counter() - started
             answers = [o.text for o in outputs]
             verdicts, cited = citation_metrics(checker, answers)
+            retrieved = [[hit_key(h) for h in a.hits] for a in augmented] if with_kb else None
+            grounding, grounded = grounding_metrics(ArticleKeys(checker, rag.store), answers,
+                                                    [e.reference for e in examples], retrieved)
             rouge = [rouge_f(a, e.reference)["rouge-l"] for a, e in zip(answers, examples)]
             with open(out / f"{name}.jsonl", "w", encoding="utf-8") as handle:
-                for e, a, answer, v, r in zip(examples, augmented, answers, verdicts, rouge):
+                for e, a, answer, v, r, g in zip(examples, augmented, answers, verdicts, rouge, grounding):
                     handle.write(json.dumps({"question": e.question, "answer": answer, "rouge-l": round(r, 2),
-                                             "retrieved": a.references() if a else None, "citations": v},
-                                            ensure_ascii=False) + "\n")
-            summary[name] = {"n": len(examples), "rouge-l": round(statistics.mean(rouge), 2), **cited,
+                                             "retrieved": a.references() if a else None, "citations": v,
+                                             "grounding": g}, ensure_ascii=False) + "\n")
+            summary[name] = {"n": len(examples), "rouge-l": round(statistics.mean(rouge), 2), **cited, **grounded,
                              "generation_s": round(seconds, 1)}
             summary["settings"] = {"run": args.run, "questions": args.questions, "kb": args.kb,
                                    "check_kb": args.check_kb or args.kb, "k": args.k, "limit": args.limit,
