@@ -82,8 +82,7 @@ def rag_training_mix(out: Path, report: dict, share: float = RAG_SHARE, seed: in
     from lawtune.kb.rag_examples import rag_training_file
 
     kb = out / "kb.sqlite"
-    if not kb.is_file():
-        build([], kb)  # the bundled laws: a few seconds
+    build([], kb)  # the bundled laws, ~2 s: rebuilt each time, so a KB of an older lawtune's format is never reused
     prepare([ARTICLE_CITED], out / "cited")
     with Rag.open(kb) as rag:
         stats = rag_training_file(out / "cited" / "train.jsonl", rag, share=1.0, seed=seed)
