@@ -86,9 +86,11 @@ def make_progress():
     )
 
 
-def prompt_ids(chat: Any, messages: list[dict[str, str]], max_input_length: int) -> list[int]:
-    """The prompt's token ids, cut from the left to `max_input_length` (keeping a leading bos)."""
-    ids = chat.encode_prompt(messages)
+def prompt_ids(chat: Any, messages: list[dict[str, str]], max_input_length: int,
+               tools: list[dict[str, Any]] | None = None) -> list[int]:
+    """The prompt's token ids (with `tools`: their definitions rendered by the template), cut from the left to
+    `max_input_length` (keeping a leading bos)."""
+    ids = chat.encode_prompt(messages, tools=tools) if tools else chat.encode_prompt(messages)
     if len(ids) <= max_input_length:
         return ids
     bos = chat.tokenizer.bos_token_id
@@ -150,15 +152,19 @@ def decode_new_tokens(loaded: Any, new_ids: list[int], policy: DecodingPolicy | 
 
 def generate(
     loaded: Any, conversations: list[list[dict[str, str]]], settings: GenerationSettings,
-    description: str = "generating", show_progress: bool = True,
+    description: str = "generating", show_progress: bool = True, tools: list[list[dict[str, Any]] | None] | None = None,
 ) -> list[Generation]:
-    """Answer every conversation (each ends with a user turn); outputs in input order."""
+    """Answer every conversation (each ends with a user or tool turn); outputs in input order.
+
+    `tools`: per conversation, the OpenAI tool definitions offered with it (lawtune.evaluation.tool_eval)."""
     import time
 
     import torch
 
     model, pad_id = loaded.model, loaded.tokenizer.pad_token_id
-    encoded = [prompt_ids(loaded.chat, messages, settings.max_input_length) for messages in conversations]
+    offered = tools or [None] * len(conversations)
+    encoded = [prompt_ids(loaded.chat, messages, settings.max_input_length, tools=defs)
+               for messages, defs in zip(conversations, offered)]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     config = generation_config(loaded, settings)
     results: list[Generation | None] = [None] * len(encoded)
