@@ -1,0 +1,169 @@
+"""A tool is a plain typed Python function; its JSON Schema and argument checking come from the signature.
+
+    tool = Tool.from_function(severance_pay)
+    tool.openai()                                           # {"type": "function", "function": {...}}
+    outcome = run_tool_call([tool], "severance_pay", {"monthly_wage": 8000, "years": 3, "months": 5})
+    outcome.ok, outcome.content                             # True, {"result": 28000, "formula": ..., ...}
+
+pydantic builds one model per function from its signature (`Annotated[..., Field(description=, ge=)]` gives
+each parameter its description and limits), so the schema the model sees and the checks that run are the
+same thing. `run_tool_call` never raises: an unknown tool, arguments that fail the schema, a `ToolError`
+from the function, any other exception and a timeout all become `{"error": "..."}` outcomes a model can read.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import threading
+import typing
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from lawtune.tools.format import call_name_and_arguments
+
+
+class ToolError(Exception):
+    """Raised by a tool function for arguments that pass the schema but make no legal sense; the message is
+    shown to the model as the error result."""
+
+
+@dataclass
+class ToolOutcome:
+    ok: bool
+    content: dict[str, Any]  # ok: {"result", "formula", "articles", ...}; else {"error": "..."}
+
+    @classmethod
+    def failure(cls, message: str) -> "ToolOutcome":
+        return cls(ok=False, content={"error": message})
+
+    def message_content(self) -> str:
+        """Compact JSON for the `tool` message (Chinese kept readable)."""
+        return json.dumps(self.content, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass
+class Tool:
+    name: str
+    description: str
+    parameters: dict[str, Any]  # JSON Schema object
+    function: Callable[..., Any]
+    arguments_model: type[BaseModel]
+
+    @classmethod
+    def from_function(cls, function: Callable[..., Any], name: str | None = None) -> "Tool":
+        name = name or function.__name__
+        model = _arguments_model(function, name)
+        doc = inspect.getdoc(function) or ""
+        description = doc.split("\n\n", 1)[0].replace("\n", "")
+        return cls(name=name, description=description, parameters=_clean_schema(model.model_json_schema()),
+                   function=function, arguments_model=model)
+
+    def openai(self) -> dict[str, Any]:
+        return {"type": "function",
+                "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
+
+    def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Keyword arguments for the function, or ToolError naming each bad argument."""
+        try:
+            checked = self.arguments_model.model_validate(arguments)
+        except ValidationError as error:
+            raise ToolError(f"{self.name} 的参数有误：{_explain(error, self.parameters)}") from None
+        return {key: getattr(checked, key) for key in type(checked).model_fields}
+
+
+def _arguments_model(function: Callable[..., Any], name: str) -> type[BaseModel]:
+    hints = typing.get_type_hints(function, include_extras=True)
+    fields: dict[str, Any] = {}
+    for parameter in inspect.signature(function).parameters.values():
+        annotation = hints.get(parameter.name, Any)
+        default = ... if parameter.default is inspect.Parameter.empty else parameter.default
+        fields[parameter.name] = (annotation, default)
+    return create_model(f"{name}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def _clean_schema(schema: Any) -> Any:
+    """Drop pydantic's titles and turn `anyOf [X, null]` into X: a shorter prompt, the same meaning for a model
+    (an optional argument is simply left out)."""
+    if isinstance(schema, list):
+        return [_clean_schema(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    cleaned = {key: _clean_schema(value) for key, value in schema.items() if key != "title"}
+    options = cleaned.get("anyOf")
+    if isinstance(options, list) and {"type": "null"} in options and len(options) == 2:
+        other = next(option for option in options if option != {"type": "null"})
+        cleaned.pop("anyOf")
+        if cleaned.get("default", 0) is None:
+            cleaned.pop("default")
+        cleaned = {**other, **cleaned}
+    if "properties" in cleaned and cleaned.get("type") == "object":
+        cleaned.setdefault("additionalProperties", False)
+    return cleaned
+
+
+def _explain(error: ValidationError, schema: dict[str, Any]) -> str:
+    known = ", ".join(schema.get("properties", {}))
+    parts = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(part) for part in item["loc"]) or "arguments"
+        if item["type"] == "extra_forbidden":
+            parts.append(f"未知参数 {where}（可用参数：{known}）")
+        elif item["type"] == "missing":
+            parts.append(f"缺少参数 {where}")
+        else:
+            parts.append(f"{where}={item.get('input')!r}: {item['msg']}")
+    return "；".join(parts)
+
+
+def _json_safe(value: Any) -> Any:
+    return json.loads(json.dumps(value, ensure_ascii=False, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def run_tool_call(tools: list[Tool], name: str, arguments: dict[str, Any] | str | None,
+                  timeout: float = 5.0) -> ToolOutcome:
+    """Run one call and return its outcome; never raises (see the module docstring)."""
+    tool = next((tool for tool in tools if tool.name == name), None)
+    if tool is None:
+        available = ", ".join(tool.name for tool in tools) or "（无）"
+        return ToolOutcome.failure(f"没有名为 {name!r} 的工具；可用工具：{available}")
+    try:
+        _, arguments = call_name_and_arguments({"name": name, "arguments": arguments})
+        kwargs = tool.validate(arguments)
+    except (ValueError, ToolError) as error:
+        return ToolOutcome.failure(str(error))
+
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["value"] = tool.function(**kwargs)
+        except BaseException as error:  # noqa: BLE001 — every failure becomes an error result
+            box["error"] = error
+
+    # A daemon thread with a deadline: a hung tool cannot hold the request (the thread is abandoned).
+    worker = threading.Thread(target=work, name=f"tool-{name}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        return ToolOutcome.failure(f"工具 {name} 超时（超过 {timeout:g} 秒未返回）")
+    if "error" in box:
+        error = box["error"]
+        if isinstance(error, ToolError):
+            return ToolOutcome.failure(str(error))
+        return ToolOutcome.failure(f"工具 {name} 运行出错：{type(error).__name__}: {error}")
+    value = box.get("value")
+    try:
+        content = _json_safe(value if isinstance(value, dict) else {"result": value})
+    except (TypeError, ValueError) as error:
+        return ToolOutcome.failure(f"工具 {name} 的结果无法转成 JSON：{error}")
+    return ToolOutcome(ok=True, content=content)
