@@ -196,7 +196,7 @@ def arbitration_case(rng: random.Random) -> Case:
     if rng.random() < 0.25:
         arguments = {"wage_arrears_during_employment": True, "employment_end_date": day.isoformat()}
         question = polite(rng, rng.choice((f"在职期间公司一直拖欠工资，我{when}离职了，最晚什么时候要申请劳动仲裁？",
-                                           f"公司欠了我好几个月工资，劳动关系{when}结束，仲裁时效到哪天？")))
+                                           f"在职时公司拖欠了我好几个月工资，劳动关系{when}结束，仲裁时效到哪天？")))
         short = polite(rng, "在职期间公司一直拖欠工资，我已经离职了，最晚什么时候要申请劳动仲裁？")
         reply = "在职期间拖欠工资的，仲裁时效自劳动关系终止之日起算。请问您是哪一天离职的（劳动关系终止的日期）？"
     else:

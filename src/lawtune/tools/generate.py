@@ -4,7 +4,8 @@
     lawtune tools generate -o out/tools --qa out --mix-share 0.25   # + out/tools/train-mix.jsonl for training
     from lawtune.tools.generate import run; report = run(Path("out/tools"), n=1200, seed=0, qa_dir=Path("out"))
 
-Three kinds of conversation, every one offered the same built-in tool definitions (`tools` on each record):
+Three kinds of conversation, each offered `--tools-per-record` built-in tool definitions (`tools` on each record:
+the one the question needs among random others; 0 = all of them):
 - **tool** (70 %): a question stating its figures in one of many written forms (8000 / 八千 / 0.8万 / 8k;
   3年零5个月 / 三年五个月 / 41个月 / start and end dates), the assistant's call with exactly the true arguments
   (`lawtune.tools.cases`), the tool's result — the tool is really run (`run_tool_call`) — and a final answer
@@ -39,6 +40,9 @@ from lawtune.fsutil import atomic_open, atomic_write_json, sha256_file
 DEFAULT_N = 1200
 KIND_SHARES = {"tool": 0.7, "no_tool": 0.2, "ask_back": 0.1}
 DEV_RATIO, TEST_RATIO = 0.05, 0.10
+# Tool definitions shown with each question: the one it needs among others. All seven cost ~2,000 prompt tokens
+# with the Gemma tokenizer, three ~850: the CPU demo trains on three (0 = every built-in tool).
+DEFAULT_TOOLS_PER_RECORD = 3
 MAX_TRIES = 50  # draws per conversation before a builder is declared unable to make a new question
 # Q&A questions that ask for a figure one of the tools computes: not "no tool" examples.
 TOOLISH = re.compile(r"补偿|赔偿金|加班|年假|年休假|试用期|仲裁|时效|二倍工资|双倍工资")
@@ -54,7 +58,7 @@ def final_answer(tool: str, content: dict[str, Any]) -> tuple[str, Any]:
 
     result, details = content["result"], content.get("details") or {}
     steps = [s.rstrip("。") for s in content["formula"].split("；")]
-    shown = [s for s in steps if "=" in s][-2:] or steps[:1]
+    shown = [s for s in steps if "=" in s][-2:] or steps[:2 if tool == "annual_leave_days" else 1]
     if tool == "severance_pay":
         lead, figure = f"按您说的情况，公司应支付{details.get('kind', '经济补偿')}{result}元", result
     elif tool == "double_wage_no_contract":
@@ -153,13 +157,23 @@ def qa_pool(qa_dir: Path | None) -> tuple[dict[str, list[list[dict[str, str]]]],
 
 
 # ---- the whole set -----------------------------------------------------------------------------------------------
-def build(n: int, seed: int, pool: dict[str, list[list[dict[str, str]]]], tools: list[Any]) -> dict[str, list[dict[str, Any]]]:
-    """Records per split; deterministic for (n, seed, pool)."""
+def build(n: int, seed: int, pool: dict[str, list[list[dict[str, str]]]], tools: list[Any],
+          tools_per_record: int = DEFAULT_TOOLS_PER_RECORD) -> dict[str, list[dict[str, Any]]]:
+    """Records per split; deterministic for (n, seed, pool, tools_per_record)."""
     from lawtune.tools.cases import BUILDERS
 
     rng = random.Random(seed)
-    definitions = [tool.openai() for tool in tools]
+    by_name = {tool.name: tool.openai() for tool in tools}
     names = list(BUILDERS)
+    per_record = min(tools_per_record or len(by_name), len(by_name))
+
+    def offered(target: str | None) -> list[dict[str, Any]]:
+        """The tool definitions shown with one question: the one it needs (if any) among random others."""
+        others = [name for name in by_name if name != target]
+        chosen = ([target] if target else []) + rng.sample(others, per_record - (1 if target else 0))
+        rng.shuffle(chosen)
+        return [by_name[name] for name in chosen]
+
     wanted = {kind: round(n * share) for kind, share in KIND_SHARES.items()}
     wanted["no_tool"] = n - wanted["tool"] - wanted["ask_back"]
     splits: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
@@ -180,14 +194,14 @@ def build(n: int, seed: int, pool: dict[str, list[list[dict[str, str]]]], tools:
                 break
         else:
             raise LawtuneError(f"could not draw a new {name} question in {MAX_TRIES} tries; lower --n")
-        place(case.question, {"tools": definitions, "conversations": messages,
+        place(case.question, {"tools": offered(name), "conversations": messages,
                               "meta": {"kind": "tool", "tool": name, "figure": figure}})
     for index in range(wanted["ask_back"]):
         name = names[index % len(names)]
         case = next((c for c in (BUILDERS[name](rng) for _ in range(MAX_TRIES)) if c.short not in seen), None)
         if case is None:  # short questions have fewer forms: a repeat is skipped, not forced
             continue
-        place(case.short, {"tools": definitions, "conversations": [{"role": "user", "content": case.short},
+        place(case.short, {"tools": offered(name), "conversations": [{"role": "user", "content": case.short},
                                                                    {"role": "assistant", "content": case.ask}],
                            "meta": {"kind": "ask_back", "tool": name}})
     # no-tool questions keep their Q&A split; test and dev get their shares of them
@@ -196,7 +210,7 @@ def build(n: int, seed: int, pool: dict[str, list[list[dict[str, str]]]], tools:
     for split in SPLITS:
         for messages in rng.sample(pool[split], min(quota[split], len(pool[split]))):
             question = next(m["content"] for m in messages if m["role"] == "user")
-            place(question, {"tools": definitions, "conversations": messages,
+            place(question, {"tools": offered(None), "conversations": messages,
                              "meta": {"kind": "no_tool", "tool": None}}, split)
     for records in splits.values():
         rng.shuffle(records)  # kinds interleaved, so `--limit N` on test.jsonl takes a mix
@@ -224,7 +238,7 @@ def mix(qa_train: Path, tool_train: list[dict[str, Any]], share: float, seed: in
 
 
 def run(out_dir: Path, n: int = DEFAULT_N, seed: int = 0, qa_dir: Path | None = None,
-        mix_share: float | None = None) -> dict[str, Any]:
+        mix_share: float | None = None, tools_per_record: int = DEFAULT_TOOLS_PER_RECORD) -> dict[str, Any]:
     """Generate the tool set into `out_dir`; returns the report (also out_dir/report.json)."""
     import lawtune
     from lawtune.tools import builtin_tools
@@ -236,7 +250,9 @@ def run(out_dir: Path, n: int = DEFAULT_N, seed: int = 0, qa_dir: Path | None = 
     tools = builtin_tools()
     check_builders(tools, seed)
     pool, qa_source = qa_pool(qa_dir)
-    splits = build(n, seed, pool, tools)
+    if tools_per_record < 0:
+        raise LawtuneError(f"--tools-per-record must be ≥ 0 (0 = all {len(tools)} built-in tools), got {tools_per_record}")
+    splits = build(n, seed, pool, tools, tools_per_record)
     out_dir = Path(out_dir)
     (out_dir / "report.json").unlink(missing_ok=True)  # no stale report beside new files
     for split, records in splits.items():
@@ -244,7 +260,7 @@ def run(out_dir: Path, n: int = DEFAULT_N, seed: int = 0, qa_dir: Path | None = 
     report: dict[str, Any] = {
         "lawtune_version": lawtune.__version__, "command": "lawtune tools generate", "n": n, "seed": seed,
         "kind_shares": KIND_SHARES, "dev_ratio": DEV_RATIO, "test_ratio": TEST_RATIO,
-        "tools": [tool.name for tool in tools], "qa": qa_source,
+        "tools": [tool.name for tool in tools], "tools_per_record": tools_per_record or len(tools), "qa": qa_source,
         "counts": {split: dict(Counter(r["meta"]["kind"] for r in records)) for split, records in splits.items()},
         "tool_counts": {split: dict(Counter(r["meta"]["tool"] for r in records if r["meta"]["kind"] == "tool"))
                         for split, records in splits.items()},
@@ -253,6 +269,8 @@ def run(out_dir: Path, n: int = DEFAULT_N, seed: int = 0, qa_dir: Path | None = 
     if mix_share is not None:
         rows, report["mix"] = mix(Path(qa_dir) / "train.jsonl", splits["train"], mix_share, seed)
         write_jsonl(out_dir / "train-mix.jsonl", rows)
+    else:
+        (out_dir / "train-mix.jsonl").unlink(missing_ok=True)  # a mix from an earlier run would not match
     report["sha256"] = {path.name: sha256_file(path) for path in sorted(out_dir.glob("*.jsonl"))}
     atomic_write_json(out_dir / "report.json", report)
     return report
