@@ -85,10 +85,21 @@ class ChatFormat:
         self.stop_token_ids = sorted(stops)
 
     # -- rendering -----------------------------------------------------------------------------------
-    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
+    def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = False,
+               tools: list[Any] | None = None) -> str:
+        """The conversation as text. `tools`: OpenAI tool dicts (or lawtune `Tool`s) the template shows the
+        model; assistant `tool_calls` and `tool` messages are normalised first (docs/tools.md)."""
+        from lawtune.tools.format import normalize_tool_messages, tool_definitions
+
+        try:
+            messages = normalize_tool_messages(messages)
+            extra = {"tools": tool_definitions(tools)} if tools else {}
+        except ValueError as error:
+            raise LawtuneError(f"bad tool message or definition: {error}") from None
         try:
             return self.tokenizer.apply_chat_template(
-                messages, chat_template=self.template, tokenize=False, add_generation_prompt=add_generation_prompt
+                messages, chat_template=self.template, tokenize=False, add_generation_prompt=add_generation_prompt,
+                **extra,
             )
         except Exception as error:  # jinja errors: a broken template file is a user problem
             raise LawtuneError(f"the chat template failed to render: {error}") from error
@@ -96,24 +107,24 @@ class ChatFormat:
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def encode_prompt(self, messages: list[dict[str, str]]) -> list[int]:
-        """Token ids of a conversation ending with a user turn, followed by the answer header."""
-        return self._encode(self.render(messages, add_generation_prompt=True))
+    def encode_prompt(self, messages: list[dict[str, Any]], tools: list[Any] | None = None) -> list[int]:
+        """Token ids of a conversation ending with a user (or tool) turn, followed by the answer header."""
+        return self._encode(self.render(messages, add_generation_prompt=True, tools=tools))
 
     # -- training ------------------------------------------------------------------------------------
-    def segments(self, messages: list[dict[str, str]]) -> list[tuple[str, bool]]:
+    def segments(self, messages: list[dict[str, Any]], tools: list[Any] | None = None) -> list[tuple[str, bool]]:
         """Split a rendered conversation into (text, supervised) pieces.
 
-        Each assistant turn contributes its content plus the end-of-turn marker as a supervised piece;
-        everything else (headers, user and system text) is context.
+        Each assistant turn contributes its content (tool-call blocks included) plus the end-of-turn marker as
+        a supervised piece; everything else (headers, user, system and tool-result text) is context.
         """
         pieces: list[tuple[str, bool]] = []
         done = ""
         for index, message in enumerate(messages):
             if message["role"] != "assistant":
                 continue
-            prompt = self.render(messages[:index], add_generation_prompt=True)
-            full = self.render(messages[: index + 1])
+            prompt = self.render(messages[:index], add_generation_prompt=True, tools=tools)
+            full = self.render(messages[: index + 1], tools=tools)
             if not (prompt.startswith(done) and full.startswith(prompt)):
                 raise LawtuneError("the chat template does not render conversations as growing prefixes")
             answer = full[len(prompt):]
@@ -125,27 +136,30 @@ class ChatFormat:
         return pieces
 
     def encode_example(
-        self, messages: list[dict[str, str]], max_input_length: int, max_output_length: int
+        self, messages: list[dict[str, Any]], max_input_length: int, max_output_length: int,
+        tools: list[Any] | None = None,
     ) -> EncodedExample | None:
         """Input ids and labels for one conversation, within the two length budgets (None: unusable).
 
         `encode_checked` says why an example was dropped or changed; this is the short form for callers
         that only need the ids (eval loss).
         """
-        return self.encode_checked(messages, max_input_length, max_output_length).example
+        return self.encode_checked(messages, max_input_length, max_output_length, tools=tools).example
 
     def encode_checked(
-        self, messages: list[dict[str, str]], max_input_length: int, max_output_length: int
+        self, messages: list[dict[str, Any]], max_input_length: int, max_output_length: int,
+        tools: list[Any] | None = None,
     ) -> "Encoding":
         """Encode one conversation, teaching the stop: every kept answer ends with the end-of-turn marker.
 
         The last answer gets at most `max_output_length` tokens including its end-of-turn marker. A longer
         answer is cut after its last complete sentence (。！？；!?; or a line break) that fits, so the model
         never learns to stop mid-sentence; with no sentence end inside the budget it is dropped, never
-        silently truncated. Everything before it is the prompt: at most `max_input_length` tokens, cut from
-        the left so the latest question survives, with exactly one leading BOS.
+        silently truncated; an answer holding a tool call is never cut (half a call teaches a broken call).
+        Everything before it is the prompt: at most `max_input_length` tokens, cut from the left so the latest
+        question survives, with exactly one leading BOS; `tools` (OpenAI dicts) are rendered into the prompt.
         """
-        pieces = self.segments(messages)
+        pieces = self.segments(messages, tools=tools)
         if not pieces:
             return Encoding(None, DROP_NO_ANSWER)
         *context, (answer_text, _) = pieces
@@ -155,6 +169,8 @@ class ChatFormat:
         note = None
         budget = max(0, max_output_length - len(end))
         if len(body) > budget:
+            if "<tool_call>" in body_text or "tool_call(" in body_text:
+                return Encoding(None, DROP_CALL_TOO_LONG)
             body = self._cut_at_sentence(body, budget)
             note = CUT_AT_SENTENCE if body else DROP_TOO_LONG
         if not body:
@@ -195,6 +211,7 @@ class ChatFormat:
 SENTENCE_ENDS = ("。", "！", "？", "；", "!", "?", ";", "\n")
 CUT_AT_SENTENCE = "answer cut at a sentence end to fit max_output_length"
 DROP_TOO_LONG = "answer longer than max_output_length with no sentence end inside it"
+DROP_CALL_TOO_LONG = "tool-call answer longer than max_output_length (a call is never cut)"
 DROP_EMPTY_ANSWER = "no supervised token (empty answer)"
 DROP_NO_ANSWER = "no assistant turn"
 

@@ -144,3 +144,58 @@ def _parse_block(text: str, body: int, number: int) -> tuple[ParsedCall | None, 
     except ValueError as error:
         return None, f"{where}: {error}", body
     return ParsedCall(name=name, arguments=arguments), None, end
+
+
+def normalize_result(content: Any) -> str:
+    """A tool result as JSON text: JSON text re-dumped in one spelling, anything else dumped as JSON."""
+    if isinstance(content, str):
+        try:
+            content = json.loads(content)
+        except json.JSONDecodeError:
+            pass  # plain text becomes a JSON string
+    return json.dumps(content, ensure_ascii=False)
+
+
+def normalize_tool_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages as the chat templates expect them (a copy; messages without tools pass unchanged).
+
+    Assistant `tool_calls` get `{"name", "arguments": dict}` functions (arguments given as JSON text are
+    parsed, so every spelling renders the same); `tool` messages get their `name` (from the call their
+    `tool_call_id` answers when missing) and their content as normalised JSON text; a null content is "".
+    ValueError names what is wrong.
+    """
+    names: dict[str, str] = {}
+    result = []
+    for index, message in enumerate(messages):
+        if message.get("tool_calls"):
+            calls = []
+            for number, call in enumerate(message["tool_calls"]):
+                name, arguments = call_name_and_arguments(call)
+                call_id = call.get("id") or f"call_{number}"
+                names[call_id] = name
+                calls.append({"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}})
+            message = {**message, "content": message.get("content") or "", "tool_calls": calls}
+        elif message.get("role") == "tool":
+            name = message.get("name") or names.get(message.get("tool_call_id", ""))
+            if not name:
+                raise ValueError(f"message {index}: a tool message needs a `name` or the `tool_call_id` of a call "
+                                 "made before it")
+            message = {**message, "name": name, "content": normalize_result(message.get("content", ""))}
+        elif message.get("content") is None:
+            message = {**message, "content": ""}
+        result.append(message)
+    return result
+
+
+def tool_definitions(tools: list[Any]) -> list[dict[str, Any]]:
+    """OpenAI tool dicts from OpenAI dicts, bare function dicts or objects with `.openai()` (lawtune Tools)."""
+    definitions = []
+    for tool in tools:
+        if hasattr(tool, "openai"):
+            tool = tool.openai()
+        if isinstance(tool, dict) and "function" not in tool and "name" in tool:
+            tool = {"type": "function", "function": tool}
+        if not isinstance(tool, dict) or not isinstance(tool.get("function"), dict):
+            raise ValueError(f"a tool definition must be {{\"type\": \"function\", \"function\": {{...}}}}: got {tool!r}")
+        definitions.append(tool)
+    return definitions
