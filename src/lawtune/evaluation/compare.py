@@ -43,16 +43,19 @@ def run(
     settings: GenerationSettings | None = None, mcq: list[str] | None = _OPTIONS.mcq, mcq_limit: int | None = _OPTIONS.mcq_limit,
     limit: int | None = _OPTIONS.limit, max_output_length: int = _OPTIONS.max_output_length, dtype: str = _OPTIONS.dtype,
     gate: Gate | None = None, kb: str | Path | None = _OPTIONS.kb, check_kb: str | Path | None = _OPTIONS.check_kb,
-    kb_k: int = _OPTIONS.kb_k, kb_chars: int = _OPTIONS.kb_chars,
+    kb_k: int = _OPTIONS.kb_k, kb_chars: int = _OPTIONS.kb_chars, tool_data: str | Path | None = _OPTIONS.tool_data,
+    tools: str | None = _OPTIONS.tools, tool_limit: int | None = _OPTIONS.tool_limit,
 ) -> dict[str, Any]:
     """Evaluate BASE and RUN on `data` with identical settings; write both results and the report.
 
     With a `gate` that sets thresholds, the verdict goes into the report, the result (`gate`) and
     RUN/quality_gate.json, which `lawtune serve` reads. `kb` / `check_kb`: as `lawtune eval` (both sides
-    get the same retrieved articles), and the report shows the citation metrics.
+    get the same retrieved articles), and the report shows the citation metrics. `tool_data` / `tools`: as
+    `lawtune eval`, both sides on the same tool questions (lawtune.evaluation.tool_eval).
     """
     import gc
 
+    from lawtune.evaluation.tool_eval import open_tool_set
     from lawtune.kb.rag import open_eval_kb
     from lawtune.modeling.loading import load_model
 
@@ -60,7 +63,8 @@ def run(
     if not is_run_dir(run_dir):
         raise LawtuneError(f"{run_dir} is not a run folder (no {RUN_INFO}); train one with `lawtune train CONFIG`")
     settings = settings or GenerationSettings()
-    examples = list(read_examples(data, limit))
+    tool_set = open_tool_set(data, tool_data, tools, tool_limit if tool_data else limit)
+    examples = [] if tool_set and tool_set.path == data else list(read_examples(data, limit))
     mcq_paths = resolve_mcq(list(DEFAULT_MCQ) if mcq is None else mcq)
     out = Path(out_dir) if out_dir else run_dir / COMPARE_DIR
     data_record = {"path": str(data), "sha256": sha256_file(data), "count": len(examples), "limit": limit}
@@ -76,6 +80,8 @@ def run(
         record["data"] = data_record
         if kb_record is not None:
             record["kb"] = kb_record
+        if tool_set is not None:
+            tool_set.measure(loaded, settings, record, out / side, label=side)
         write_outputs(out / side, record, predictions)
         results[side] = (record, predictions)
         del loaded

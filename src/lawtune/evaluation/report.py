@@ -26,6 +26,11 @@ DISTRIBUTIONS = (("stop_prob", "stop probability at the reference end"), ("lengt
 # With --kb / --check-kb (lawtune.kb.rag.citation_metrics); shown only when both sides have them.
 CITATIONS = (("citation_precision_pct", "citation precision %"), ("nonexistent_citation_pct", "nonexistent citations %"),
              ("cited_answers_pct", "answers citing a law %"))
+# With a tool set (lawtune.evaluation.tool_eval); shown only when both sides have them.
+TOOL_ROWS = (("tool_choice_pct", "right tool chosen %"), ("tool_args_exact_pct", "right tool, exact arguments %"),
+             ("tool_figure_pct", "final answer holds the right figure %"), ("tool_call_parse_pct", "tool calls that parse %"),
+             ("no_tool_pct", "no-tool questions answered without a call %"),
+             ("ask_back_pct", "missing figure asked back %"))
 LOWER_IS_BETTER = {"loops_pct", "eval_loss", "perplexity", "nonexistent_citation_pct"}
 
 
@@ -33,15 +38,18 @@ LOWER_IS_BETTER = {"loops_pct", "eval_loss", "perplexity", "nonexistent_citation
 def metric_rows(base: dict[str, Any], tuned: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per metric: name, base, tuned, delta, and whether the change is an improvement."""
     rows = []
-    pairs = [(label, base["metrics"][key], tuned["metrics"][key], key) for key, label in HEADLINE]
-    pairs += [("eval loss", base["loss"]["eval_loss"], tuned["loss"]["eval_loss"], "eval_loss"),
-              ("perplexity", base["loss"]["perplexity"], tuned["loss"]["perplexity"], "perplexity")]
+    # a tool set alone has no text metrics and no loss: only what both sides measured is shown
+    pairs = [(label, base["metrics"][key], tuned["metrics"][key], key) for key, label in HEADLINE
+             if key in base["metrics"] and key in tuned["metrics"]]
+    if base.get("loss") and tuned.get("loss"):
+        pairs += [("eval loss", base["loss"]["eval_loss"], tuned["loss"]["eval_loss"], "eval_loss"),
+                  ("perplexity", base["loss"]["perplexity"], tuned["loss"]["perplexity"], "perplexity")]
     for key, label in DISTRIBUTIONS:
         b, t = base["metrics"].get(key) or {}, tuned["metrics"].get(key) or {}
         for stat in ("mean", "p50") if b and t else ():
             # a length ratio is best near 1, not high or low: no better/worse colour (key None)
             pairs.append((f"{label}, {stat}", b[stat], t[stat], key if key == "stop_prob" else None))
-    pairs += [(label, base["metrics"][key], tuned["metrics"][key], key) for key, label in CITATIONS
+    pairs += [(label, base["metrics"][key], tuned["metrics"][key], key) for key, label in CITATIONS + TOOL_ROWS
               if key in base["metrics"] and key in tuned["metrics"]]
     for name in base.get("mcq", {}):
         if name in tuned.get("mcq", {}):

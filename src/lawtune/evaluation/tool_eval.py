@@ -282,3 +282,54 @@ def evaluate_tools(loaded: Any, examples: list[ToolExample], settings: Any, impl
              "reference": example.reference, **trace, "scores": score} for example, trace, score in
             zip(examples, traces, scores)]
     return metrics, rows
+
+
+# ---- the tool set of one eval / compare -------------------------------------------------------------------------
+TOOL_METRICS = ("tool_choice_pct", "tool_args_exact_pct", "tool_figure_pct", "tool_call_parse_pct", "no_tool_pct",
+                "ask_back_pct")
+TOOLS_CHOICES = ("builtin",)
+
+
+@dataclass
+class ToolSet:
+    path: Path
+    examples: list[ToolExample]
+    definitions: str  # "records": each record's own tools; "builtin": every built-in tool, for every question
+    limit: int | None
+
+    def measure(self, loaded: Any, settings: Any, record: dict[str, Any], out_dir: Path, label: str = "") -> None:
+        """Run the tool questions on `loaded`; their metrics join record["metrics"], the details record["tools"],
+        and one row per question goes to OUT/tool_predictions.jsonl."""
+        import time
+
+        from lawtune.fsutil import atomic_open, sha256_file
+
+        started = time.perf_counter()
+        metrics, rows = evaluate_tools(loaded, self.examples, settings, label=label)
+        record.setdefault("timing", {})["tools_s"] = round(time.perf_counter() - started, 1)
+        record["metrics"].update({key: metrics[key] for key in TOOL_METRICS})
+        record["tools"] = {"path": str(self.path), "sha256": sha256_file(self.path), "count": len(self.examples),
+                           "limit": self.limit, "definitions": self.definitions, "counts": metrics["tool_counts"],
+                           "generation": metrics["tool_generation"]}
+        with atomic_open(Path(out_dir) / "tool_predictions.jsonl") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def open_tool_set(data: Path, tool_data: str | Path | None, tools: str | None, limit: int | None) -> ToolSet | None:
+    """The tool set an eval measures: `tool_data`, else `data` when its records carry `tools` or `tools` is given
+    (then every question of `data` is asked with the built-in tools); None when there is none."""
+    if tools is not None and tools not in TOOLS_CHOICES:
+        raise LawtuneError(f"--tools {tools!r}: the only tool set is 'builtin' (the built-in legal tools)")
+    path = Path(tool_data) if tool_data is not None else data if (tools or carries_tools(data)) else None
+    if path is None:
+        return None
+    definitions = None
+    if tools == "builtin":
+        from lawtune.tools import builtin_tools
+
+        definitions = [tool.openai() for tool in builtin_tools()]
+    examples = read_tool_examples(path, limit, default_tools=definitions)
+    if definitions is not None:  # --tools builtin: every question sees every built-in tool
+        examples = [replace(example, tools=definitions) for example in examples]
+    return ToolSet(path, examples, "builtin" if definitions else "records", limit)
