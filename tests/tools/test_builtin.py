@@ -372,3 +372,15 @@ def test_search_law(kb_tools):
     assert len(content["result"]) == 2
     assert content["result"][0]["article"] == "《劳动法》第四十四条" == content["articles"][0]
     assert not run_tool_call(kb_tools, "search_law", {"query": "加班", "k": 50}).ok
+
+
+@pytest.mark.parametrize("written", ["2024-03-15", "2024/3/15", "2024.03.15", "2024年3月15日", "2024 年 3 月 15 号"])
+def test_dates_written_the_usual_ways_are_read(tools, written):
+    assert run(tools, "arbitration_deadline", known_date=written)["result"] == "2025-03-17"
+
+
+def test_an_impossible_date_names_the_field(tools):
+    outcome = run_tool_call(tools, "arbitration_deadline", {"known_date": "2023年2月30日"})
+    assert not outcome.ok and "known_date" in outcome.content["error"]
+    outcome = run_tool_call(tools, "arbitration_deadline", {"known_date": "去年三月"})
+    assert not outcome.ok and "known_date" in outcome.content["error"]

@@ -9,9 +9,13 @@
     rows = [e.messages for e in read_examples("out/train.jsonl", strict=False)]   # what `lawtune train` reads
 
 One JSON object per line: {"conversations": [{"role": "system", ...}?, {"role": "user", "content": ...},
-{"role": "assistant", "content": ...}, ...], "meta": {...}?}. This is ChatGLM3's fine-tuning format; extra
-keys such as "meta" sit beside "conversations" and are ignored by ChatGLM3's loader. `Example.record()` is
-the line `lawtune prepare` writes.
+{"role": "assistant", "content": ...}, ...], "meta": {...}?, "tools": [...]?}. This is ChatGLM3's fine-tuning
+format; extra keys such as "meta" sit beside "conversations" and are ignored by ChatGLM3's loader.
+`Example.record()` is the line `lawtune prepare` writes.
+
+Tool use (docs/tools.md): `tools` is a list of OpenAI tool definitions; an assistant turn may carry OpenAI
+`tool_calls` (its content may then be empty) and must then be followed by `{"role": "tool", "tool_call_id",
+"name", "content"}` turns, one per call, before the next assistant turn.
 
 `strict=False` is what training reads: a line may also be a bare list of turns or an alpaca-style
 {"instruction", "input", "output"} row, and the order of the turns is not checked here (the training encoder
@@ -29,7 +33,8 @@ from typing import Any
 
 from lawtune.errors import LawtuneError
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
+TOOL_KEYS = ("tool_calls", "tool_call_id", "name")  # kept on a turn beside role and content
 EXAMPLE_LINE = '{"conversations": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}'
 
 
@@ -37,9 +42,10 @@ EXAMPLE_LINE = '{"conversations": [{"role": "user", "content": "..."}, {"role": 
 class Example:
     """One conversation: its turns ({"role", "content"}), the line's meta, and where it came from."""
 
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     meta: dict[str, Any] = field(default_factory=dict)
     line: int = 0  # line (record) number in the source file; 0 when not read from a file
+    tools: list[dict[str, Any]] | None = None  # OpenAI tool definitions the conversation may call
 
     @property
     def _answer(self) -> int | None:
@@ -64,37 +70,89 @@ class Example:
 
     def record(self) -> dict[str, Any]:
         """The JSON object of one line of a conversations file."""
-        return {"conversations": self.messages, "meta": self.meta}
+        record: dict[str, Any] = {"conversations": self.messages, "meta": self.meta}
+        if self.tools:
+            record["tools"] = self.tools
+        return record
 
 
 def check_messages(messages: Any, *, order: bool = True) -> str | None:
     """None when `messages` is a valid conversation, else what is wrong (one short phrase).
 
     Valid: an optional system turn first, then user and assistant turns alternating, starting with the
-    user and ending with the assistant; every turn is {"role": ..., "content": str}. With `order=False`
-    only the turns' shape is checked.
+    user and ending with the assistant; every turn is {"role": ..., "content": str}. An assistant turn with
+    `tool_calls` is followed by one `tool` turn per call, then the assistant again. With `order=False` only
+    the turns' shape is checked.
     """
     if not isinstance(messages, list) or not messages:
         return "'conversations' must be a non-empty list of turns"
     expected = "user"
+    pending = 0  # tool results still owed to the last assistant's calls
     for index, turn in enumerate(messages):
-        if not isinstance(turn, dict) or not isinstance(turn.get("content"), str):
-            return f"turn {index} must be an object with a string 'content'"
-        role = turn.get("role")
-        if role not in ROLES:
-            return f"turn {index} has role {role!r}; roles must be one of {', '.join(ROLES)}"
+        problem = _turn_problem(index, turn)
+        if problem:
+            return problem
+        role = turn["role"]
         if not order or (role == "system" and index == 0):
+            continue
+        if pending and role != "tool":
+            return f"turn {index} has role {role!r} where a 'tool' result was expected ({pending} call(s) unanswered)"
+        if role == "tool":
+            if not pending:
+                return f"turn {index} is a 'tool' result with no assistant tool call before it"
+            pending -= 1
+            expected = "assistant"
             continue
         if role != expected:
             return f"turn {index} has role {role!r} where {expected!r} was expected (user/assistant must alternate)"
+        pending = len(turn.get("tool_calls") or [])
         expected = "assistant" if role == "user" else "user"
     if not order:
         return None
+    if pending:
+        return "the conversation ends with tool calls that have no 'tool' result"
     if expected != "user":
         return "the last turn must be the assistant's answer"
     if messages[-1].get("role") != "assistant":
         return "a conversation needs a user turn and the assistant's answer"
     return None
+
+
+def _turn_problem(index: int, turn: Any) -> str | None:
+    if not isinstance(turn, dict) or not isinstance(turn.get("content"), str):
+        return f"turn {index} must be an object with a string 'content'"
+    role = turn.get("role")
+    if role not in ROLES:
+        return f"turn {index} has role {role!r}; roles must be one of {', '.join(ROLES)}"
+    calls = turn.get("tool_calls")
+    if calls is not None:
+        from lawtune.tools.format import call_name_and_arguments
+
+        if role != "assistant" or not isinstance(calls, list) or not calls:
+            return f"turn {index}: 'tool_calls' must be a non-empty list on an assistant turn"
+        for call in calls:
+            try:
+                call_name_and_arguments(call)
+            except ValueError as error:
+                return f"turn {index}: {error}"
+    if role == "tool" and not (isinstance(turn.get("name"), str) and turn["name"]):
+        return f"turn {index}: a 'tool' result needs the 'name' of the tool"
+    return None
+
+
+def check_tools(tools: Any) -> str | None:
+    """None when `tools` is absent or a list of OpenAI tool definitions, else what is wrong."""
+    if tools is None:
+        return None
+    if not isinstance(tools, list) or not all(
+            isinstance(tool, dict) and isinstance(tool.get("function"), dict)
+            and isinstance(tool["function"].get("name"), str) for tool in tools):
+        return "'tools' must be a list of OpenAI tool definitions {\"type\": \"function\", \"function\": {\"name\", ...}}"
+    return None
+
+
+def _kept_keys(turn: dict[str, Any]) -> dict[str, Any]:
+    return {"role": turn["role"], "content": turn["content"], **{key: turn[key] for key in TOOL_KEYS if key in turn}}
 
 
 def read_examples(path: str | Path, limit: int | None = None, *, strict: bool = True) -> Iterator[Example]:
@@ -115,12 +173,14 @@ def read_examples(path: str | Path, limit: int | None = None, *, strict: bool = 
                 raise LawtuneError(f"{path}:{line_no}: not valid JSON ({error.msg}); each line must look like {EXAMPLE_LINE}") from None
             messages = _turns(record, strict)
             problem = check_messages(messages, order=strict) if messages is not None else "no 'conversations' key"
+            tools = record.get("tools") if isinstance(record, dict) else None
+            problem = problem or check_tools(tools)
             if problem:
                 raise LawtuneError(f"{path}:{line_no}: {problem}; each line must look like {EXAMPLE_LINE}")
             meta = record.get("meta") if isinstance(record, dict) else None
             count += 1
-            yield Example([{"role": t["role"], "content": t["content"]} for t in messages],
-                          meta if isinstance(meta, dict) else {}, line_no)
+            yield Example([_kept_keys(t) for t in messages], meta if isinstance(meta, dict) else {}, line_no,
+                          tools or None)
     if count == 0 and limit != 0:
         raise LawtuneError(f"{path}: no conversations in the file; run lawtune prepare to make one")
 

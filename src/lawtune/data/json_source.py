@@ -11,8 +11,11 @@ it is an error naming the file and line. Record shapes:
 - query_response: {"query", "response", "laws"?: [str], "history"?}; `laws` is kept in "meta". Lawyer
   LLaMA's multi-turn file has no response and a "history" of "[客户] ..." / "[律师] ..." strings, which is
   read as the whole dialogue.
-- sharegpt: {"conversations" | "messages": [{"from": "human"|"gpt"|"system", "value"}], "system"?}.
-- conversations: {"conversations": [{"role", "content"}], "meta"?} — validated and passed through.
+- sharegpt: {"conversations" | "messages": [{"from": "human"|"gpt"|"system", "value"}], "system"?}; tool use as
+  LLaMA-Factory writes it: "function_call" / "observation" turns and a "tools" list (or its JSON text).
+- conversations: {"conversations": [{"role", "content"}], "meta"?} — validated and passed through; tool use
+  as ChatGLM3's finetune_demo ({"role": "tool", "name", "parameters", "observation"} and "tools") or as
+  OpenAI messages (`tool_calls`, "tool" turns) is mapped to OpenAI messages (tool_turns.py, docs/tools.md).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import IO, Any
 from lawtune.data.conversations import check_messages
 from lawtune.data.policy import PreparePolicy
 from lawtune.data.records import Drop, Kept, finish
+from lawtune.data.tool_turns import ToolTurns, has_tool_turns, openai_tool_turns, sharegpt_call, tool_definitions_of
 from lawtune.errors import LawtuneError
 
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
@@ -45,9 +49,10 @@ def read_json_source(path: Path, handle: IO[str], fmt: str, policy: PreparePolic
         if isinstance(mapped, str):
             yield Drop(mapped, line)
             continue
-        messages, meta = mapped
+        messages, meta, *tools = mapped  # conversations and sharegpt records may carry tool definitions
         meta = {"source": path.name, "line": line, **meta}
-        yield finish(messages, "", line, meta, clean=policy.clean, system_prompt=policy.system_prompt)
+        yield finish(messages, "", line, meta, clean=policy.clean, system_prompt=policy.system_prompt,
+                     tools=tools[0] if tools else None)
 
 
 def iter_json_records(path: Path, handle: IO[str]) -> Iterator[tuple[int, Any]]:
@@ -120,25 +125,47 @@ def _query_response(record: Any) -> tuple[list[dict[str, str]], dict[str, Any]] 
     return _system(record) + pairs + [_turn("user", record["query"]), _turn("assistant", record["response"])], meta
 
 
-def _sharegpt(record: Any) -> tuple[list[dict[str, str]], dict[str, Any]] | str:
+def _sharegpt(record: Any) -> tuple[list[dict[str, Any]], dict[str, Any], list | None] | str:
     turns = record.get("conversations", record.get("messages")) if isinstance(record, dict) else None
-    if not isinstance(turns, list):
+    tools = tool_definitions_of(record.get("tools")) if isinstance(record, dict) else None
+    if not isinstance(turns, list) or isinstance(tools, str):
         return "bad_record"
-    messages = _system(record)
+    built = ToolTurns(_system(record))
     for turn in turns:
-        role = _SHAREGPT_ROLES.get(turn.get("from")) if isinstance(turn, dict) else None
-        if role is None or not isinstance(turn.get("value"), str):
+        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
             return "bad_record"
-        messages.append(_turn(role, turn["value"]))
-    return (messages, {}) if check_messages(messages) is None else "bad_record"
+        source = turn.get("from")
+        if source == "function_call":
+            problem = sharegpt_call(turn["value"], built)
+        elif source == "observation":
+            problem = built.result(turn["value"])
+        elif source in _SHAREGPT_ROLES:
+            built.messages.append(_turn(_SHAREGPT_ROLES[source], turn["value"]))
+            problem = None
+        else:
+            return "bad_record"
+        if problem:
+            return "bad_record"
+    messages = built.messages
+    return (messages, {}, tools) if not built.open_calls and check_messages(messages) is None else "bad_record"
 
 
-def _conversations(record: Any) -> tuple[list[dict[str, str]], dict[str, Any]] | str:
+def _conversations(record: Any) -> tuple[list[dict[str, Any]], dict[str, Any], list | None] | str:
     turns = record.get("conversations", record.get("messages")) if isinstance(record, dict) else None
+    tools = tool_definitions_of(record.get("tools")) if isinstance(record, dict) else None
+    if not isinstance(turns, list) or isinstance(tools, str):
+        return "bad_record"
+    if has_tool_turns(turns):
+        turns = openai_tool_turns(turns)
+        if isinstance(turns, str):
+            return "bad_record"
     if check_messages(turns) is not None:
         return "bad_record"
     meta = record.get("meta") if isinstance(record.get("meta"), dict) else {}
-    return [_turn(turn["role"], turn["content"]) for turn in turns], dict(meta)
+    messages = [{**_turn(turn["role"], turn["content"]),
+                 **{key: turn[key] for key in ("tool_calls", "tool_call_id", "name") if key in turn}}
+                for turn in turns]
+    return messages, dict(meta), tools
 
 
 def _tagged_dialogue(history: list[str]) -> list[dict[str, str]] | None:

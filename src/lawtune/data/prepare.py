@@ -110,7 +110,9 @@ def _consume(items: Iterator[Kept | Drop], source: str, policy: PreparePolicy, t
             example = item.example
             reason = _length_problem(example.messages, policy)
             if reason is None and policy.dedupe:
-                digest = key_hash(*(t["content"] for t in example.messages if t["role"] != "system"))
+                digest = key_hash(*(t["content"] + (json.dumps(t["tool_calls"], ensure_ascii=False)
+                                                    if t.get("tool_calls") else "")
+                                    for t in example.messages if t["role"] != "system"))
                 reason = "duplicate" if digest in seen else None
                 seen.add(digest)
             if reason is None:
@@ -128,7 +130,7 @@ def _consume(items: Iterator[Kept | Drop], source: str, policy: PreparePolicy, t
 
 def _length_problem(messages: list[dict[str, str]], policy: PreparePolicy) -> str | None:
     for turn in messages:
-        if turn["role"] == "system":
+        if turn["role"] in ("system", "tool") or turn.get("tool_calls"):  # data and calls, not prose
             continue
         if len(turn["content"]) < policy.min_chars:
             return "too_short"

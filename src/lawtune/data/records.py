@@ -59,18 +59,22 @@ def finish(
     *,
     clean: bool,
     system_prompt: str | None,
+    tools: list[dict[str, Any]] | None = None,
 ) -> Kept | Drop:
-    """Clean every turn, check nothing is empty or undecodable, add the system prompt when absent."""
+    """Clean every turn, check nothing is empty or undecodable, add the system prompt when absent.
+
+    Tool results are data (JSON) and are kept as they are; an assistant turn that calls a tool may be empty."""
     for turn in messages:
         content = turn["content"]
         if _SURROGATE.search(content):  # undecodable bytes (surrogateescape) or lone surrogates in JSON
             return Drop("bad_encoding", line)
-        turn["content"] = clean_text(content) if clean else content.strip()
+        if turn["role"] != "tool":
+            turn["content"] = clean_text(content) if clean else content.strip()
     if any(not turn["content"] for turn in messages if turn["role"] == "user"):
         return Drop("missing_question", line)
-    if any(not turn["content"] for turn in messages if turn["role"] == "assistant"):
+    if any(not turn["content"] and not turn.get("tool_calls") for turn in messages if turn["role"] == "assistant"):
         return Drop("missing_answer", line)
     if system_prompt and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": system_prompt})
     key = split_key if split_key.strip() else next(t["content"] for t in messages if t["role"] == "user")
-    return Kept(Example(messages, meta, line), key)
+    return Kept(Example(messages, meta, line, tools), key)

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from lawtune.tools.periods import day_text, period_last_day, weekday_text
+from lawtune.tools.periods import Day, day_text, period_last_day, weekday_text
 from lawtune.tools.tool import ToolError
 
 CIVIL_CODE = "《民法典》"
@@ -24,7 +24,7 @@ ARBITRATION_LAW = "《劳动争议调解仲裁法》"
 HOLIDAY_CAVEAT = ("法定节假日和调休安排每年公布，本工具只顺延周六、周日和 extra_holidays 中列出的日期，"
                   "遇春节、国庆等法定节假日请按当年安排再核对")
 
-Holidays = Annotated[list[date], Field(max_length=60, description="已知的法定节假日日期列表 YYYY-MM-DD（可选）")]
+Holidays = Annotated[list[Day], Field(max_length=60, description="已知的法定节假日日期列表 YYYY-MM-DD（可选）")]
 PERIOD_ARTICLES = [f"{CIVIL_CODE}第二百零一条", f"{CIVIL_CODE}第二百零二条", f"{CIVIL_CODE}第二百零三条"]
 
 
@@ -38,9 +38,9 @@ def _last_day(start: date, years: int, holidays: list[date], period: str, event:
 
 
 def arbitration_deadline(
-    known_date: Annotated[date | None, Field(description="知道或者应当知道权利被侵害之日 YYYY-MM-DD")] = None,
+    known_date: Annotated[Day | None, Field(description="知道或者应当知道权利被侵害之日 YYYY-MM-DD")] = None,
     wage_arrears_during_employment: Annotated[bool, Field(description="劳动关系存续期间拖欠劳动报酬的争议为 true")] = False,
-    employment_end_date: Annotated[date | None, Field(description="劳动关系终止之日 YYYY-MM-DD（拖欠工资时用）")] = None,
+    employment_end_date: Annotated[Day | None, Field(description="劳动关系终止之日 YYYY-MM-DD（拖欠工资时用）")] = None,
     extra_holidays: Holidays = [],  # noqa: B006 — pydantic copies defaults; never mutated
 ) -> dict[str, Any]:
     """劳动争议申请仲裁的最后期限（劳动争议调解仲裁法第二十七条：时效一年；在职期间拖欠工资自劳动关系终止起一年）。"""
@@ -73,8 +73,8 @@ def arbitration_deadline(
 
 
 def litigation_deadline(
-    known_date: Annotated[date, Field(description="知道或者应当知道权利受到损害以及义务人之日 YYYY-MM-DD")],
-    damage_date: Annotated[date | None, Field(description="权利受到损害之日 YYYY-MM-DD（用于二十年最长保护期，可选）")] = None,
+    known_date: Annotated[Day, Field(description="知道或者应当知道权利受到损害以及义务人之日 YYYY-MM-DD")],
+    damage_date: Annotated[Day | None, Field(description="权利受到损害之日 YYYY-MM-DD（用于二十年最长保护期，可选）")] = None,
     extra_holidays: Holidays = [],  # noqa: B006
 ) -> dict[str, Any]:
     """向人民法院起诉的诉讼时效届满日（民法典第一百八十八条：三年，自知道或者应当知道权利受损害及义务人之日起；最长二十年）。"""

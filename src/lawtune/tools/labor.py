@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from lawtune.tools.periods import Span, add_months, months_and_days, service_length
+from lawtune.tools.periods import Day, Span, add_months, months_and_days, service_length
 from lawtune.tools.tool import ToolError
 
 CONTRACT_LAW = "《劳动合同法》"
@@ -26,7 +26,6 @@ LEAVE_REGULATION = "《职工带薪年休假条例》"
 # 劳社部发〔2008〕3号: 月计薪天数 = (365 - 104) / 12 = 21.75
 WAGE_DAYS_NOTICE = "《关于职工全年月平均工作时间和工资折算问题的通知》（劳社部发〔2008〕3号）"
 WAGE_DAYS = Decimal("21.75")
-
 
 
 def money(value: Decimal) -> int | float:
@@ -67,8 +66,8 @@ def severance_pay(
     monthly_wage: Annotated[float, Field(gt=0, description="解除或终止前十二个月的平均月工资（元）")],
     years: Annotated[int | None, Field(ge=0, description="在本单位工作的整年数")] = None,
     months: Annotated[int | None, Field(ge=0, description="整年之外的月数")] = None,
-    start_date: Annotated[date | None, Field(description="入职日期 YYYY-MM-DD（代替 years/months）")] = None,
-    end_date: Annotated[date | None, Field(description="最后工作日 YYYY-MM-DD（与 start_date 一起给）")] = None,
+    start_date: Annotated[Day | None, Field(description="入职日期 YYYY-MM-DD（代替 years/months）")] = None,
+    end_date: Annotated[Day | None, Field(description="最后工作日 YYYY-MM-DD（与 start_date 一起给）")] = None,
     local_average_wage: Annotated[float | None, Field(gt=0,
                                                       description="当地上年度职工月平均工资（元），用于三倍封顶")] = None,
     local_minimum_wage: Annotated[float | None, Field(gt=0,
@@ -137,9 +136,9 @@ def double_wage_no_contract(
     monthly_wage: Annotated[float, Field(gt=0, description="月工资（元）")],
     months_without_contract: Annotated[int | None, Field(ge=0, description=(
         "自用工之日起未签书面劳动合同的整月数（含第一个月）"))] = None,
-    start_date: Annotated[date | None, Field(description="用工之日 YYYY-MM-DD（代替 months_without_contract）")] = None,
-    contract_date: Annotated[date | None, Field(description="补签书面劳动合同的日期 YYYY-MM-DD")] = None,
-    end_date: Annotated[date | None, Field(description="未签合同而劳动关系结束时的最后工作日 YYYY-MM-DD")] = None,
+    start_date: Annotated[Day | None, Field(description="用工之日 YYYY-MM-DD（代替 months_without_contract）")] = None,
+    contract_date: Annotated[Day | None, Field(description="补签书面劳动合同的日期 YYYY-MM-DD")] = None,
+    end_date: Annotated[Day | None, Field(description="未签合同而劳动关系结束时的最后工作日 YYYY-MM-DD")] = None,
 ) -> dict[str, Any]:
     """计算未签书面劳动合同应另付的一倍工资（劳动合同法第八十二条：满一个月的次日起，最多十一个月）。"""
     wage = Decimal(str(monthly_wage))
@@ -229,8 +228,8 @@ def overtime_pay(
 def probation_limits(
     contract_years: Annotated[int | None, Field(ge=0, description="劳动合同期限的整年数")] = None,
     contract_months: Annotated[int | None, Field(ge=0, description="劳动合同期限整年之外的月数")] = None,
-    start_date: Annotated[date | None, Field(description="合同起始日 YYYY-MM-DD（代替 contract_years/months）")] = None,
-    end_date: Annotated[date | None, Field(description="合同终止日 YYYY-MM-DD（与 start_date 一起给）")] = None,
+    start_date: Annotated[Day | None, Field(description="合同起始日 YYYY-MM-DD（代替 contract_years/months）")] = None,
+    end_date: Annotated[Day | None, Field(description="合同终止日 YYYY-MM-DD（与 start_date 一起给）")] = None,
     open_ended: Annotated[bool, Field(description="无固定期限劳动合同为 true")] = False,
     task_based: Annotated[bool, Field(description="以完成一定工作任务为期限的合同为 true")] = False,
     agreed_wage: Annotated[float | None, Field(gt=0, description="劳动合同约定的月工资（元）")] = None,
@@ -285,8 +284,8 @@ def probation_limits(
 # -- 带薪年休假 ---------------------------------------------------------------------------------------------------
 def annual_leave_days(
     cumulative_work_years: Annotated[float | None, Field(ge=0, description="累计工作年限（年，含在其他单位）")] = None,
-    first_work_date: Annotated[date | None, Field(description="参加工作的日期 YYYY-MM-DD（代替 cumulative_work_years）")] = None,
-    as_of: Annotated[date | None, Field(description="计算到哪一天 YYYY-MM-DD，默认今天")] = None,
+    first_work_date: Annotated[Day | None, Field(description="参加工作的日期 YYYY-MM-DD（代替 cumulative_work_years）")] = None,
+    as_of: Annotated[Day | None, Field(description="计算到哪一天 YYYY-MM-DD，默认今天")] = None,
 ) -> dict[str, Any]:
     """带薪年休假天数（职工带薪年休假条例第三条：满1年不满10年5天，满10年不满20年10天，满20年15天）。"""
     if (cumulative_work_years is None) == (first_work_date is None):

@@ -15,8 +15,12 @@ day that falls on a Saturday or Sunday, plus any extra holiday dates the caller 
 from __future__ import annotations
 
 import calendar
+import re
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator
 
 
 def add_months(day: date, months: int) -> date:
@@ -85,3 +89,23 @@ WEEKDAYS = "一二三四五六日"
 
 def weekday_text(day: date) -> str:
     return f"星期{WEEKDAYS[day.weekday()]}"
+
+
+_WRITTEN_DAY = re.compile(r"^\s*(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*[日号]?\s*$")
+
+
+def parse_day(value: Any) -> Any:
+    """2024-03-15, 2024/3/15, 2024.3.15 and 2024年3月15日 as a date (a model writes all of them); anything else
+    is left for pydantic to accept or reject with its own message."""
+    if isinstance(value, str):
+        match = _WRITTEN_DAY.match(value)
+        if match:
+            try:
+                return date(*(int(part) for part in match.groups()))
+            except ValueError:
+                return value  # 2023-02-30: pydantic names the field and says why
+    return value
+
+
+# A date argument of a tool: shown to the model as {"type": "string", "format": "date"}, read leniently.
+Day = Annotated[date, BeforeValidator(parse_day)]

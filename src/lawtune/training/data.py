@@ -1,7 +1,8 @@
 """Training data: conversations → token ids + labels, and the batch collator.
 
-    rows = [e.messages for e in read_examples("out/legal_qa/train.jsonl", strict=False)]   # lawtune.data.conversations
-    encoded = encode_rows(rows, chat, max_input_length=256, max_output_length=256)
+    examples = list(read_examples("out/legal_qa/train.jsonl", strict=False))   # lawtune.data.conversations
+    encoded = encode_rows([e.messages for e in examples], chat, max_input_length=256, max_output_length=256,
+                          tools=[e.tools for e in examples])               # a record's `tools` go into its prompt
     encoded.examples[0] == {"input_ids": [...], "labels": [...]}; encoded.dropped == {"no assistant turn": 3}; encoded.changed
     batch = Collator(pad_token_id=0)(encoded.examples[:4])            # padded to the longest in the batch
 
@@ -40,7 +41,8 @@ NOT_ENDING_WITH_STOP = "supervised tokens do not end with the end-of-turn marker
 
 
 def encode_rows(
-    rows: list[list[dict[str, str]]], chat: ChatFormat, max_input_length: int, max_output_length: int
+    rows: list[list[dict[str, Any]]], chat: ChatFormat, max_input_length: int, max_output_length: int,
+    tools: list[list[dict[str, Any]] | None] | None = None,
 ) -> EncodedData:
     """Encode every conversation; what is dropped or changed is counted by reason, never silent.
 
@@ -49,8 +51,9 @@ def encode_rows(
     """
     data = EncodedData([])
     end = chat.end_of_turn_ids
-    for messages in rows:
-        encoding = chat.encode_checked(messages, max_input_length, max_output_length)
+    for index, messages in enumerate(rows):
+        row_tools = tools[index] if tools else None  # the record's OpenAI tool definitions (docs/tools.md)
+        encoding = chat.encode_checked(messages, max_input_length, max_output_length, tools=row_tools)
         example = encoding.example
         if example is None or example.supervised_tokens == 0:
             data.dropped[encoding.note or DROP_EMPTY_ANSWER] += 1

@@ -104,8 +104,9 @@ def _model_type(model_dir: Path) -> str | None:
 
 
 def _encode(config: TrainConfig, chat: ChatFormat, file: str) -> EncodedData:
-    rows = [example.messages for example in read_examples(Path(file).expanduser(), strict=False)]
-    return encode_rows(rows, chat, config.max_input_length, config.max_output_length)
+    examples = list(read_examples(Path(file).expanduser(), strict=False))
+    return encode_rows([example.messages for example in examples], chat, config.max_input_length,
+                       config.max_output_length, tools=[example.tools for example in examples])
 
 
 def _write_run_info(run_dir, config, model_dir, tokenizer, chat, train, dev, status, extra=None) -> None:
