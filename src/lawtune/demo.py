@@ -6,10 +6,13 @@
 
 Steps, each reusing what an earlier demo left behind (prepare is cheap and redone; the imported model is
 cached; training resumes or is already finished in OUT/run):
-1. `lawtune prepare data/legal_qa_sample.csv -o OUT/data`
+1. `lawtune prepare data/legal_qa_sample.csv -o OUT/data`, then
+   `lawtune tools generate -o OUT/tools --qa OUT/data --mix-share 0.3 --tools-per-record 2` (tool-use set,
+   its test split held out, and the training mix OUT/tools/train-mix.jsonl)
 2. `lawtune model import` (the Gemma 3 270M GGUF, dequantized once)
-3. `lawtune train configs/demo.yaml` into OUT/run
-4. `lawtune compare base OUT/run --data OUT/data/test.jsonl` → OUT/report/report.{md,html}
+3. `lawtune train configs/demo.yaml` into OUT/run, on the mix
+4. `lawtune compare base OUT/run --data OUT/data/test.jsonl --tool-data OUT/tools/test.jsonl`
+   → OUT/report/report.{md,html}
 """
 
 from __future__ import annotations
@@ -35,10 +38,18 @@ class DemoSize:
     max_new_tokens: Optional[int]  # None: a budget that fits the references (≥ 384, see evaluate.answer_budget)
     mcq_limit: int  # questions per bundled MCQ set
     max_steps: Optional[int]  # None: what configs/demo.yaml says
+    tool_questions: int  # held-out tool-use questions run through the agent loop by both models
+    tool_conversations: int  # `lawtune tools generate --n`
 
 
-FULL = DemoSize(questions=30, max_new_tokens=None, mcq_limit=50, max_steps=None)
-QUICK = DemoSize(questions=6, max_new_tokens=24, mcq_limit=8, max_steps=3)
+FULL = DemoSize(questions=30, max_new_tokens=None, mcq_limit=50, max_steps=None, tool_questions=40,
+                tool_conversations=1500)
+QUICK = DemoSize(questions=6, max_new_tokens=24, mcq_limit=8, max_steps=3, tool_questions=4, tool_conversations=100)
+# Tool-use conversations in the training mix, and tool definitions shown with each (docs/tools.md, "Recipes"):
+# 30 % of the rows while the Q&A rows seen stay those of the Q&A-only demo (56 → 80 steps); two definitions
+# (the needed one and a distractor) keep a tool row near 1,000 tokens instead of ~2,300 with all seven.
+TOOL_MIX_SHARE = 0.3
+TOOLS_PER_RECORD = 2
 # The demo's quality gate (docs/evaluation.md): what 56 CPU steps must reach before `lawtune serve` takes the
 # run without --force. The quick smoke run is not gated.
 DEMO_GATE = {"min_rouge_gain": 6.0, "min_ended_pct": 40.0, "max_loops_pct": 47.0, "max_mcq_drop": 2.0}
@@ -65,6 +76,7 @@ def run(quick: bool = False, model: Optional[str] = None, out: Optional[Path] = 
     from lawtune.evaluation.compare import run as compare, table
     from lawtune.evaluation.gate import Gate, describe
     from lawtune.evaluation.generation import GenerationSettings
+    from lawtune.tools.generate import run as generate_tools
     from lawtune.training.train import run as train
 
     console = console or Console()
@@ -74,11 +86,15 @@ def run(quick: bool = False, model: Optional[str] = None, out: Optional[Path] = 
         raise LawtuneError(f"the demo needs {DEMO_CONFIG} and {SAMPLE}, shipped in the package: reinstall lawtune")
     seconds: dict[str, float] = {}
 
-    console.rule("1/4 prepare the bundled sample")
+    console.rule("1/4 prepare the bundled sample and the tool-use set")
     started = time.perf_counter()
     report = prepare([SAMPLE], out / "data")
+    tools_report = generate_tools(out / "tools", n=size.tool_conversations, qa_dir=out / "data",
+                                  mix_share=TOOL_MIX_SHARE, tools_per_record=TOOLS_PER_RECORD)
     seconds["prepare"] = time.perf_counter() - started
     console.print(f"splits: {report.get('splits', report.get('counts'))}")
+    console.print(f"tool-use set: {tools_report['counts']}; training mix {tools_report['mix']['qa_rows']} Q&A + "
+                  f"{tools_report['mix']['tool_rows']} tool-set rows")
 
     console.rule("2/4 import the base model")
     started = time.perf_counter()
@@ -88,7 +104,7 @@ def run(quick: bool = False, model: Optional[str] = None, out: Optional[Path] = 
 
     console.rule("3/4 LoRA training (configs/demo.yaml)")
     started = time.perf_counter()
-    overrides = [f"model.name_or_path={model_dir}", f"data_config.train_file={out / 'data' / 'train.jsonl'}",
+    overrides = [f"model.name_or_path={model_dir}", f"data_config.train_file={out / 'tools' / 'train-mix.jsonl'}",
                  f"data_config.val_file={out / 'data' / 'dev.jsonl'}", f"training_args.output_dir={out / 'run'}"]
     steps = max_steps if max_steps is not None else size.max_steps
     if steps is not None:
@@ -100,7 +116,8 @@ def run(quick: bool = False, model: Optional[str] = None, out: Optional[Path] = 
     started = time.perf_counter()
     settings = GenerationSettings(max_new_tokens=size.max_new_tokens)
     result = compare("base", run_dir, out / "data" / "test.jsonl", out / "report", settings=settings,
-                     mcq_limit=size.mcq_limit, limit=size.questions, gate=None if quick else Gate(**DEMO_GATE))
+                     mcq_limit=size.mcq_limit, limit=size.questions, gate=None if quick else Gate(**DEMO_GATE),
+                     tool_data=out / "tools" / "test.jsonl", tool_limit=size.tool_questions)
     seconds["compare"] = time.perf_counter() - started
 
     console.print(table(result))

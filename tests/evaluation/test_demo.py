@@ -23,3 +23,8 @@ def test_demo_quick_runs_end_to_end(tiny_model_dir, tmp_path):
     tuned = json.loads((report / "tuned" / "metrics.json").read_text(encoding="utf-8"))
     assert tuned["data"]["count"] == 6 and tuned["generation"]["max_new_tokens"] == 24
     assert "report:" in result.output and "ROUGE-L" in result.output
+    # the tool-use set: generated beside the Q&A splits, mixed into training, its test split measured (held out)
+    run_info = json.loads((out / "run" / "run.json").read_text())
+    assert "train-mix.jsonl" in json.dumps(run_info)
+    assert tuned["tools"]["count"] == 4 and "tool_args_exact_pct" in tuned["metrics"]
+    assert "right tool, exact arguments %" in (report / "report.md").read_text(encoding="utf-8")
