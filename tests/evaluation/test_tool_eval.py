@@ -109,6 +109,9 @@ def test_compare_reports_tool_metrics_and_gates_on_them(tiny_run_dir, qa_file, t
     assert "right tool, exact arguments % ≥ 90" in result.output
     markdown = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "right tool chosen %" in markdown and "final answer holds the right figure %" in markdown
+    first = json.loads(tool_set.read_text(encoding="utf-8").splitlines()[0])["conversations"][0]["content"]
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "## Tool questions / 工具题" in markdown and first in markdown and "工具题 Tool questions" in html
     verdict = json.loads((tiny_run_dir / "quality_gate.json").read_text(encoding="utf-8"))
     assert not verdict["passed"] and verdict["checks"][0]["value"] == 0.0
     assert (tmp_path / "base" / "tool_predictions.jsonl").is_file() and (tmp_path / "tuned" / "tool_predictions.jsonl").is_file()

@@ -70,7 +70,7 @@ def run(
     data_record = {"path": str(data), "sha256": sha256_file(data), "count": len(examples), "limit": limit}
     rag, checker, kb_record = open_eval_kb(kb, check_kb, kb_k, kb_chars)
 
-    results = {}
+    results, tool_rows = {}, {}
     for side in ("base", "tuned"):
         loaded = _load_base(base, run_dir, dtype) if side == "base" else load_model(run_dir, dtype=dtype, merge=True)
         record, predictions = evaluate_loaded(loaded, examples, settings, mcq_paths=mcq_paths, mcq_limit=mcq_limit,
@@ -81,7 +81,7 @@ def run(
         if kb_record is not None:
             record["kb"] = kb_record
         if tool_set is not None:
-            tool_set.measure(loaded, settings, record, out / side, label=side)
+            tool_rows[side] = tool_set.measure(loaded, settings, record, out / side, label=side)
         write_outputs(out / side, record, predictions)
         results[side] = (record, predictions)
         del loaded
@@ -90,7 +90,7 @@ def run(
         rag.close()
     verdict = gate.check(results["base"][0], results["tuned"][0]) if gate and gate.active else None
     paths = write_report(out, results["base"][0], results["tuned"][0], results["base"][1], results["tuned"][1],
-                         run_dir, str(data), gate=verdict)
+                         run_dir, str(data), gate=verdict, tool_rows=(tool_rows["base"], tool_rows["tuned"]) if tool_rows else None)
     if verdict is not None:
         write_verdict(run_dir, verdict, paths["html"])
     return {"out_dir": out, "report_md": paths["markdown"], "report_html": paths["html"],

@@ -164,6 +164,13 @@ def render_markdown(context: dict[str, Any]) -> str:
     for i, q in enumerate(context["questions"], start=1):
         lines.append(f"| {i} | {_cell(q['prompt'])} | {_cell(q['reference'])} | {_cell(q['base'])} | "
                      f"{_cell(q['tuned'])} | {q['base_rouge_l']:.1f} → {q['tuned_rouge_l']:.1f} |")
+    if context.get("tool_questions"):
+        lines += ["", "## Tool questions / 工具题", "",
+                  "| # | question 问题 | expected call 应调用 | base 微调前 | tuned 微调后 |", "|---:|---|---|---|---|"]
+        for i, q in enumerate(context["tool_questions"], start=1):
+            lines.append(f"| {i} | {_cell(q['prompt'])} | {_cell(q['expected'])} | {q['base_verdict']} "
+                         f"{_cell(q['base_call'])} {_cell(q['base'], 160)} | {q['tuned_verdict']} {_cell(q['tuned_call'])} "
+                         f"{_cell(q['tuned'], 160)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -176,8 +183,12 @@ def render_html(context: dict[str, Any]) -> str:
 
 def write_report(out_dir: Path, base: dict[str, Any], tuned: dict[str, Any], base_predictions: list[dict[str, Any]],
                  tuned_predictions: list[dict[str, Any]], run_dir: Path | None, data_path: str,
-                 gate: dict[str, Any] | None = None) -> dict[str, Path]:
-    """Write report.md, report.html, metrics.png and (when the run logged losses) loss_curve.png."""
+                 gate: dict[str, Any] | None = None, tool_rows: tuple[list, list] | None = None) -> dict[str, Path]:
+    """Write report.md, report.html, metrics.png and (when the run logged losses) loss_curve.png.
+
+    `tool_rows`: (base, tuned) rows of a tool set (lawtune.evaluation.tool_eval), shown per question."""
+    from lawtune.evaluation.tool_eval import report_rows
+
     rows = metric_rows(base, tuned)
     metrics_png = plot_metrics(rows)
     distributions_png = plot_distributions(base_predictions, tuned_predictions)
@@ -191,6 +202,7 @@ def write_report(out_dir: Path, base: dict[str, Any], tuned: dict[str, Any], bas
         "subtitle": f"{base['model']['name']} → {tuned['model']['name']} on {data_path} "
                     f"({len(questions)} held-out questions, greedy decoding)",
         "rows": rows, "generation": tuned["generation"], "questions": questions, "gate": gate,
+        "tool_questions": report_rows(*tool_rows) if tool_rows else [],
         "base_name": base["model"]["name"], "tuned_name": tuned["model"]["name"],
         "metrics_png": base64.b64encode(metrics_png).decode(),
         "distributions_png": base64.b64encode(distributions_png).decode(),

@@ -297,9 +297,10 @@ class ToolSet:
     definitions: str  # "records": each record's own tools; "builtin": every built-in tool, for every question
     limit: int | None
 
-    def measure(self, loaded: Any, settings: Any, record: dict[str, Any], out_dir: Path, label: str = "") -> None:
+    def measure(self, loaded: Any, settings: Any, record: dict[str, Any], out_dir: Path,
+                label: str = "") -> list[dict[str, Any]]:
         """Run the tool questions on `loaded`; their metrics join record["metrics"], the details record["tools"],
-        and one row per question goes to OUT/tool_predictions.jsonl."""
+        and one row per question goes to OUT/tool_predictions.jsonl (and is returned)."""
         import time
 
         from lawtune.fsutil import atomic_open, sha256_file
@@ -314,6 +315,33 @@ class ToolSet:
         with atomic_open(Path(out_dir) / "tool_predictions.jsonl") as handle:
             for row in rows:
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        return rows
+
+
+def verdict_text(row: dict[str, Any]) -> str:
+    """One question's verdicts for the report: 工具✓ 参数✗ 数额✗, or 未调用✓ (no call where none is needed)."""
+    scores = row["scores"]
+    mark = {True: "✓", False: "✗"}
+    if row["expected"]:
+        return f"工具{mark[scores['tool_right']]} 参数{mark[scores['args_exact']]} 数额{mark[scores['figure']]}"
+    return f"未调用{mark[scores['no_call']]}"
+
+
+def call_text(call: dict[str, Any] | None) -> str:
+    return f"{call['name']}({json.dumps(call['arguments'], ensure_ascii=False)})" if call else "—"
+
+
+def report_rows(base_rows: list[dict[str, Any]], tuned_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per tool question, base beside tuned: the expected call, each side's first call, final answer, verdicts."""
+    rows = []
+    for b, t in zip(base_rows, tuned_rows):
+        first = lambda row: row["calls"][0][0] if row["calls"] and row["calls"][0] else None  # noqa: E731
+        rows.append({"prompt": b["prompt"], "kind": b["kind"],
+                     "expected": call_text(b["expected"][0] if b["expected"] else None),
+                     "base_call": call_text(first(b)), "tuned_call": call_text(first(t)),
+                     "base": b["final"], "tuned": t["final"], "base_verdict": verdict_text(b),
+                     "tuned_verdict": verdict_text(t)})
+    return rows
 
 
 def open_tool_set(data: Path, tool_data: str | Path | None, tools: str | None, limit: int | None) -> ToolSet | None:
