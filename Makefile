@@ -1,12 +1,13 @@
-# The two commands of the README:
+# The commands of the README:
 #   make demo   create .venv, install lawtune, run the whole pipeline on the bundled sample
 #   make test   create .venv, install lawtune + test tools, run every test
+#   make test-fast  only the fast tier (`pytest -m unit`: no model, server, browser or database), under a minute
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install system-deps clean
+.PHONY: demo test test-fast install system-deps clean
 
 # torch first, pinned to the CPU build, so nothing later pulls a multi-GB CUDA build (pyproject's range is
 # satisfied by it). `+cpu` is the local version label of PyTorch's CPU wheels on x86_64: it exists only on
@@ -38,6 +39,9 @@ demo: $(STAMP)
 
 test: $(STAMP) system-deps
 	$(BIN)/pytest
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -m unit -q
 
 clean:
 	rm -rf $(VENV) out runs .pytest_cache

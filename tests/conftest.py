@@ -1,4 +1,19 @@
-"""Shared fixtures: the tiny model (built once per session) and sample conversations."""
+"""Shared fixtures: the tiny model (built once per session) and sample conversations; the test tiers.
+
+Tiers (markers registered in pyproject.toml), given to every test by `pytest_collection_modifyitems` below from
+what the test needs, so a new test is placed without anyone remembering to mark it:
+
+    pytest -m unit                            # the fast tier (`make test-fast`): no model, no server, no browser
+    pytest -m "not browser and not postgres"  # everything that needs no system service (chromium, PostgreSQL)
+    pytest                                    # everything (`make test`)
+
+- integration: a tiny model or what is made from it (a trained run, a live server, an export, the wheel) or a
+  redis-server (the fixtures in INTEGRATION_FIXTURES, and every fixture built on them), or a module that says
+  so itself (`pytestmark = pytest.mark.integration`);
+- browser: a headless Chromium (the browser modules mark themselves);
+- postgres: a PostgreSQL server (the `postgres_server` fixture, or the postgres case of the KB fixtures);
+- unit: none of these. A test may need several (a browser test also serves a tiny run).
+"""
 
 from __future__ import annotations
 
@@ -56,3 +71,21 @@ def tiny_run_dir(tiny_model_dir, tmp_path_factory) -> Path:
     }
     (folder / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     return run(folder / "config.yaml", resume="none")
+
+
+# ---- test tiers ----------------------------------------------------------------------------------------------
+# Session fixtures that build or load a model or start a server (seconds each): a test using one is integration.
+INTEGRATION_FIXTURES = {"tiny_model_dir", "spm_model_dir", "installed", "redis_url"}
+NEEDS = ("integration", "browser", "postgres")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        needs = {mark.name for mark in item.iter_markers() if mark.name in NEEDS}
+        if INTEGRATION_FIXTURES & set(item.fixturenames):
+            needs.add("integration")
+        backend = item.callspec.params.get("built_kb") if hasattr(item, "callspec") else None  # tests/kb/conftest.py
+        if "postgres_server" in item.fixturenames or backend == "postgres":
+            needs.add("postgres")
+        for name in sorted(needs) or ["unit"]:
+            item.add_marker(name)

@@ -1,8 +1,12 @@
-"""A real uvicorn server on a free loopback port, in a background thread of the test process.
+"""Servers in tests: a real uvicorn server on a free loopback port in a background thread of the test process,
+and the helpers every test that starts a server shares (a free port, a bounded wait, an OpenAI client).
 
-Imported by tests/serving/conftest.py and test modules of any folder (`from live_server import start_server`:
-tests/ is on sys.path, tests/conftest.py); kept out
-of conftest.py because several test folders have a conftest module and `import conftest` is ambiguous.
+    from live_server import start_server, free_port, wait_until, answers, openai_client
+    live = start_server(ServeSettings(model=str(run_dir)))   # waits until /readyz answers 200
+    client = openai_client(live)                             # the OpenAI SDK on live.url + /v1, no retries
+
+Imported by tests/serving/conftest.py and test modules of any folder (tests/ is on sys.path, tests/conftest.py);
+kept out of conftest.py because several test folders have a conftest module and `import conftest` is ambiguous.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 
@@ -27,6 +31,10 @@ class LiveServer:
     def engine(self) -> Any:
         return self.app.state.engine
 
+    @property
+    def gateway(self) -> Any:
+        return self.app.state.gateway
+
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
@@ -38,7 +46,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(settings: Any, engine: Any = None, wait_ready: bool = True) -> LiveServer:
+def wait_until(predicate: Callable[[], Any], timeout_s: float = 10.0, step_s: float = 0.05) -> bool:
+    """Poll `predicate` until true or the bound runs out (returns the last value; never sleeps forever)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step_s)
+    return bool(predicate())
+
+
+def answers(url: str) -> bool:
+    """GET `url` answers 200 (False while nothing listens there yet)."""
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start_server(settings: Any, engine: Any = None, wait_ready: bool = True, wait_s: float = 60.0) -> LiveServer:
     """Run `create_app(settings, engine)` in uvicorn on a free port; wait until it answers (and is ready)."""
     import uvicorn
 
@@ -52,12 +78,14 @@ def start_server(settings: Any, engine: Any = None, wait_ready: bool = True) -> 
     thread.start()
     live = LiveServer(f"http://127.0.0.1:{port}", app, server, thread)
     path = "/readyz" if wait_ready else "/healthz"
-    for _ in range(600):  # bounded: 60 s
-        try:
-            if httpx.get(live.url + path, timeout=1).status_code == 200:
-                return live
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    live.stop()
-    raise RuntimeError(f"the test server did not become ready on {live.url}")
+    if not wait_until(lambda: answers(live.url + path), timeout_s=wait_s, step_s=0.1):
+        live.stop()
+        raise RuntimeError(f"the test server did not become ready on {live.url}")
+    return live
+
+
+def openai_client(server: Any, **options: Any) -> Any:
+    """The OpenAI SDK pointed at a test server: a placeholder key, no retries (a retry would hide a failure)."""
+    from openai import OpenAI
+
+    return OpenAI(base_url=server.url + "/v1", **{"api_key": "unused", "max_retries": 0, "timeout": 60, **options})

@@ -61,7 +61,7 @@ def test_the_wheel_ships_the_bundled_files_and_converters_and_imports_from_its_o
          "from lawtune.export.gguf import VENDORED as v; "
          "print((v / 'convert_hf_to_gguf.py').is_file(), (v / 'gguf-py' / 'gguf' / 'gguf_writer.py').is_file(), "
          "(v / 'conversion' / 'gemma.py').is_file(), (v / 'LICENSE').is_file())"],
-        cwd=tmp_path, capture_output=True, text=True, check=True)
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": ""}, capture_output=True, text=True, check=True)
     location, found, converters = probe.stdout.splitlines()
     assert str(installed.parent) in location and str(REPO) not in location
     assert found == "True True True"

@@ -18,11 +18,15 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+if __name__ == "__main__":  # run as a script: tests/ is not on sys.path (tests/conftest.py puts it there for pytest)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from live_server import free_port  # noqa: E402
 
 USER = "lawtune"  # the superuser initdb creates; trust auth, loopback only
 
@@ -34,12 +38,6 @@ def find_bin(name: str) -> str | None:
         return found
     candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(Path(p).parts[4]))
     return candidates[-1] if candidates else None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class PostgresServer:
@@ -121,7 +119,6 @@ class PostgresServer:
 
 if __name__ == "__main__":
     import signal
-    import sys
 
     # `kill PID` stops it cleanly too (a background job ignores Ctrl-C's SIGINT)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -80,6 +80,13 @@ def test_build_from_files_with_qa(tmp_path):
     assert "already exists" in error_of(invoke("kb", "build", law, "-o", out))
 
 
+def test_a_failed_build_leaves_no_file_and_no_temporary_behind(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    assert "no conversations in the file" in error_of(invoke("kb", "build", empty, "-o", tmp_path / "kb.sqlite"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.jsonl"]
+
+
 def test_check(kb_file, tmp_path):
     predictions = tmp_path / "predictions.jsonl"
     rows = [{"prompt": "q", "prediction": "依据《劳动合同法》第八十二条。"},
@@ -121,3 +128,61 @@ def test_cli_error_is_one_red_line(tmp_path):
                              str(tmp_path / "missing.sqlite"), "x"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error:") and len(result.stderr.strip().splitlines()) == 1
+
+
+# ---- kb search --queries: many questions, one process, one JSON line each (both backends via built_kb)
+
+def test_search_queries_plain_and_jsonl(built_kb, tmp_path):
+    _backend, location = built_kb
+    queries = tmp_path / "q.txt"
+    queries.write_text("离婚需要什么材料\n\n"
+                       + json.dumps({"id": "a7", "question": "《中华人民共和国劳动合同法》第八十二条"}, ensure_ascii=False) + "\n"
+                       + json.dumps({"query": "民法典第一千零七十六条"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    result = invoke("kb", "search", location, "--queries", queries, "--json", "-k", "3")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["question"] for r in rows] == ["离婚需要什么材料", "《中华人民共和国劳动合同法》第八十二条", "民法典第一千零七十六条"]
+    assert "id" not in rows[0] and rows[1]["id"] == "a7"
+    assert all(len(r["hits"]) == 3 for r in rows)
+    assert (rows[1]["hits"][0]["law"], rows[1]["hits"][0]["article"], rows[1]["hits"][0]["exact"]) == ("劳动合同法", 82, True)
+    assert (rows[2]["hits"][0]["law"], rows[2]["hits"][0]["article"]) == ("民法典", 1076)
+    # each line holds exactly what a single search prints
+    single = invoke("kb", "search", location, "离婚需要什么材料", "--json", "-k", "3")
+    assert [json.loads(line) for line in single.stdout.splitlines()] == rows[0]["hits"]
+
+
+def test_search_queries_articles_only_and_order(built_kb, tmp_path):
+    _backend, location = built_kb
+    questions = [f"民法典第{n}条" for n in range(1080, 1040, -1)]  # 40: past the progress-bar threshold
+    queries = tmp_path / "q.jsonl"
+    queries.write_text("".join(json.dumps({"id": i, "question": q}, ensure_ascii=False) + "\n"
+                               for i, q in enumerate(questions)), encoding="utf-8")
+    result = invoke("kb", "search", location, "--queries", queries, "--json", "-k", "1", "--articles-only")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["id"] for r in rows] == list(range(40))
+    assert [r["hits"][0]["article"] for r in rows] == list(range(1080, 1040, -1))
+    assert all(h["kind"] == "article" for r in rows for h in r["hits"])
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("离婚\n{\"question\": \"x\"\n", "q.txt:2: not valid JSON"),
+    ("离婚\n\n{\"text\": \"x\"}\n", "q.txt:3: needs a non-empty string field \"question\""),
+    ("{\"question\": \"  \"}\n", "q.txt:1: \"question\" must be a non-empty string"),
+    ("{\"query\": 7}\n", "q.txt:1: \"query\" must be a non-empty string, not 7"),
+    ("{\"question\": \"x\", \"id\": [1]}\n", "q.txt:1: \"id\" must be a string or an integer"),
+    ("\n\n", "q.txt: no questions"),
+])
+def test_search_queries_bad_line(kb_file, tmp_path, content, message):
+    queries = tmp_path / "q.txt"
+    queries.write_text(content, encoding="utf-8")
+    assert message in error_of(invoke("kb", "search", kb_file, "--queries", queries, "--json"))
+
+
+def test_search_needs_query_or_queries(kb_file, tmp_path):
+    assert "give a QUERY or --queries FILE" in error_of(invoke("kb", "search", kb_file))
+    queries = tmp_path / "q.txt"
+    queries.write_text("离婚\n", encoding="utf-8")
+    assert "one of them" in error_of(invoke("kb", "search", kb_file, "离婚", "--queries", queries))
+    assert "no such queries file" in error_of(invoke("kb", "search", kb_file, "--queries", tmp_path / "none.txt"))
+    assert "--articles-only with --kind qa" in error_of(invoke("kb", "search", kb_file, "离婚", "--articles-only", "--kind", "qa"))

@@ -24,7 +24,7 @@ def invoke(*args):
 
 
 def test_unreachable_server_is_a_clear_error():
-    from postgres_server import free_port
+    from live_server import free_port
 
     url = f"postgresql://lawtune:secret@127.0.0.1:{free_port()}/kb"  # nothing listens there
     with pytest.raises(LawtuneError) as error:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from live_server import start_server
+from live_server import openai_client, start_server
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +21,12 @@ def live_server(tiny_run_dir: Path):
     live = start_server(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=8, default_max_tokens=32))
     yield live
     live.stop()
+
+
+@pytest.fixture(scope="module")
+def client(live_server):
+    """The OpenAI SDK on `live_server` (no retries: a retry would hide a failure)."""
+    return openai_client(live_server)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """Fixtures of the gateway tests (imported by tests/serving/test_gateway*.py): a real redis-server on a free
 loopback port, and `lawtune serve` subprocesses on the tiny model.
 
-    from gateway_fixtures import redis_url, start_server, free_port
+    from gateway_fixtures import redis_url, ServerProcess, metric_value
+    (an in-process server: live_server.start_server)
 """
 
 from __future__ import annotations
@@ -12,12 +13,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
-from live_server import free_port  # noqa: F401  (re-exported to the gateway tests)
+from live_server import answers, free_port, wait_until
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -33,20 +32,21 @@ def redis_url(tmp_path_factory) -> str:
     proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                              "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
-        for _ in range(100):  # bounded: 10 s
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                time.sleep(0.1)
-        else:
+        if not wait_until(lambda: _redis_pong(port), timeout_s=10, step_s=0.1):
             pytest.fail("redis-server did not answer PING within 10 s")
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def _redis_pong(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 class ServerProcess:
@@ -64,18 +64,14 @@ class ServerProcess:
         cmd = [str(VENV_BIN / "lawtune"), "serve", *self.args, "--host", "127.0.0.1", "--port", str(self.port)]
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:  # bounded wait for the model to load
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"lawtune serve exited with {self.proc.returncode}:\n{self.log_text()}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"lawtune serve not ready within {wait_s} s:\n{self.log_text()}")
+        # bounded wait for the model to load; a server that exits on the way ends the wait at once
+        ready = wait_until(lambda: self.proc.poll() is not None or answers(self.url + "/readyz"), wait_s, step_s=0.2)
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"lawtune serve exited with {self.proc.returncode}:\n{self.log_text()}")
+        if not ready:
+            self.stop()
+            raise RuntimeError(f"lawtune serve not ready within {wait_s} s:\n{self.log_text()}")
+        return self
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
@@ -101,57 +97,6 @@ class ServerProcess:
                 self.proc.wait(timeout=10)
         if getattr(self, "_log", None):
             self._log.close()
-
-
-def wait_until(predicate, timeout_s: float = 10.0, step_s: float = 0.05) -> bool:
-    """Poll `predicate` until true or the bound runs out (returns the last value; never sleeps forever)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step_s)
-    return bool(predicate())
-
-
-class InProcessServer:
-    """`create_app(settings)` in uvicorn on a free loopback port, in a thread of the test process."""
-
-    def __init__(self, settings, engine=None):
-        import threading
-
-        import uvicorn
-
-        from lawtune.serving.app import create_app
-
-        self.port = free_port()
-        settings = settings.model_copy(update={"host": "127.0.0.1", "port": self.port})
-        self.app = create_app(settings, engine=engine)
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def gateway(self):
-        return self.app.state.gateway
-
-    def start(self, wait_s: float = 60.0) -> "InProcessServer":
-        self.thread.start()
-        if not wait_until(lambda: _answers(self.url + "/readyz"), timeout_s=wait_s, step_s=0.1):
-            self.stop()
-            raise RuntimeError(f"the gateway test server did not become ready on {self.url}")
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:

@@ -11,14 +11,10 @@ import time
 
 import httpx
 import pytest
-from openai import AsyncOpenAI, BadRequestError, NotFoundError, OpenAI
+from openai import AsyncOpenAI, BadRequestError, NotFoundError
+from live_server import wait_until
 
 QUESTION = [{"role": "user", "content": "公司拖欠工资怎么办？"}]
-
-
-@pytest.fixture(scope="module")
-def client(live_server) -> OpenAI:
-    return OpenAI(base_url=live_server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
 
 
 def test_models_lists_the_adapter_model_the_base_and_its_alias(client, tiny_run_dir):
@@ -135,10 +131,8 @@ def test_client_disconnect_mid_stream_frees_the_slot(live_server):
         lines = response.iter_lines()
         received = [next(lines) for _ in range(6)]  # a few chunks: the request is in the batch
     assert any('"content"' in line for line in received)
-    for _ in range(300):  # bounded wait (30 s) for the worker's next step
-        if engine.counts["cancelled"] == before + 1 and engine.active_batch_size == 0:
-            break
-        time.sleep(0.1)
+    # bounded wait for the worker's next step
+    wait_until(lambda: engine.counts["cancelled"] == before + 1 and engine.active_batch_size == 0, timeout_s=30, step_s=0.1)
     assert engine.counts["cancelled"] == before + 1
     assert engine.active_batch_size == 0
     state = httpx.get(live_server.url + "/readyz").json()

@@ -8,7 +8,6 @@ the catch-all error envelope, CORS, SSE keep-alives while queued, and several ad
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import threading
@@ -17,17 +16,12 @@ from typing import Literal
 
 import httpx
 import pytest
-from openai import BadRequestError, InternalServerError, NotFoundError, OpenAI
+from openai import BadRequestError, InternalServerError, NotFoundError
 from pydantic import BaseModel
 
-from live_server import start_server
+from live_server import openai_client, start_server
 
 QUESTION = [{"role": "user", "content": "公司拖欠工资怎么办？"}]
-
-
-@pytest.fixture(scope="module")
-def client(live_server) -> OpenAI:
-    return OpenAI(base_url=live_server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
 
 
 def _post(server, path: str, body: dict, **headers: str) -> httpx.Response:
@@ -233,7 +227,7 @@ def test_an_unexpected_failure_is_a_500_envelope_the_sdk_does_not_retry(live_ser
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(engine, "prompt", broken)
-    retrying = OpenAI(base_url=live_server.url + "/v1", api_key="unused", max_retries=2, timeout=30)
+    retrying = openai_client(live_server, max_retries=2, timeout=30)
     with pytest.raises(InternalServerError) as failed:
         retrying.chat.completions.create(model="base", messages=QUESTION, max_tokens=2)
     error = failed.value
@@ -283,7 +277,7 @@ def multi(tiny_run_dir, tmp_path_factory):
 def test_two_adapters_and_the_base_share_one_copy_of_the_base_weights(multi, tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
-    client = OpenAI(base_url=multi.url + "/v1", api_key=ADMIN, max_retries=0, timeout=60)
+    client = openai_client(multi, api_key=ADMIN)
     ids = [card.id for card in client.models.list().data]
     assert ids == ["legal", "second", "legal:base", "legal-latest", "base"]
     answers = {model: client.chat.completions.create(model=model, messages=QUESTION, max_tokens=12, temperature=0,

@@ -18,8 +18,9 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 
 # Skipped only outside CI, where a developer may lack Debian's chromium; `make test` installs it, and in CI
 # (CI=true) a missing browser fails the run instead of skipping silently.
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("CI"),
-                                reason="needs Debian's chromium (`make test` / scripts/system-deps.sh installs it)")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("CI"),
+                                 reason="needs Debian's chromium (`make test` / scripts/system-deps.sh installs it)")]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ import time
 
 import httpx
 import pytest
-from gateway_fixtures import InProcessServer, metric_value
+from gateway_fixtures import metric_value
+from live_server import start_server
 from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
 
 from lawtune.serving.gateway.keys import add_key
@@ -36,8 +37,8 @@ def keyed(tiny_run_dir, tmp_path_factory):
     gateway = GatewaySettings(keys_file=keys_file, admin_key=ADMIN, requests_per_minute=10_000,
                               tokens_per_minute=10_000_000, max_body_bytes=4096, pause_file=root / "paused",
                               pause_notice="系统维护中，请稍后再试。")
-    server = InProcessServer(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=4, default_max_tokens=8,
-                                           serve_base=False, gateway=gateway)).start()
+    server = start_server(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=4, default_max_tokens=8,
+                                           serve_base=False, gateway=gateway))
     server.keys, server.keys_file, server.pause_file = keys, keys_file, root / "paused"
     yield server
     server.stop()

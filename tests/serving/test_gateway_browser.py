@@ -6,22 +6,11 @@ Real headless Chromium (Debian `chromium`, driven by Playwright) against a real 
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import httpx
-import pytest
-from gateway_fixtures import InProcessServer
+from live_server import start_server
+from test_browser import ARGS, CHROMIUM, pytestmark  # noqa: F401  (the same browser, its flags and skip rule)
 
 from lawtune.serving.gateway.settings import GatewaySettings
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
-
-# Skipped only outside CI, where a developer may lack Debian's chromium; `make test` installs it, and in CI
-# (CI=true) a missing browser fails the run instead of skipping silently.
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("CI"),
-                                reason="needs Debian's chromium (`make test` / scripts/system-deps.sh installs it)")
 
 
 def test_chat_page_hides_the_input_while_paused(tiny_run_dir):
@@ -29,8 +18,8 @@ def test_chat_page_hides_the_input_while_paused(tiny_run_dir):
 
     from lawtune.serving.settings import ServeSettings
 
-    server = InProcessServer(ServeSettings(model=str(tiny_run_dir), dtype="float32", serve_base=False, default_max_tokens=8,
-                                           gateway=GatewaySettings(open_access=True))).start()
+    server = start_server(ServeSettings(model=str(tiny_run_dir), dtype="float32", serve_base=False, default_max_tokens=8,
+                                           gateway=GatewaySettings(open_access=True)))
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)

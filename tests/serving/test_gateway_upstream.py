@@ -11,7 +11,8 @@ import json
 
 import httpx
 import pytest
-from gateway_fixtures import InProcessServer, ServerProcess, metric_value, wait_until
+from gateway_fixtures import ServerProcess, metric_value
+from live_server import start_server, wait_until
 
 from lawtune.serving.gateway.settings import GatewaySettings
 
@@ -33,7 +34,7 @@ def front(upstream, tiny_run_dir):
 
     settings = ServeSettings(model=str(tiny_run_dir), dtype="float32", upstream=upstream.url, default_max_tokens=8,
                              gateway=GatewaySettings(open_access=True, breaker_failures=2, breaker_cooldown_s=1.0))
-    server = InProcessServer(settings).start()
+    server = start_server(settings)
     yield server
     server.stop()
 

@@ -11,7 +11,7 @@ import pytest
 from openai import OpenAI
 
 from gateway_fixtures import metric_value
-from live_server import start_server
+from live_server import openai_client, start_server
 
 QUESTION = [{"role": "user", "content": "离婚需要什么材料？"}]
 
@@ -37,7 +37,8 @@ def kb_server(tiny_run_dir, kb_file):
 
 @pytest.fixture(scope="module")
 def client(kb_server) -> OpenAI:
-    return OpenAI(base_url=kb_server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+    """The OpenAI SDK on the KB server (in place of conftest's `client` on the plain one)."""
+    return openai_client(kb_server)
 
 
 def _expected(kb_file):

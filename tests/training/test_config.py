@@ -130,3 +130,22 @@ def test_trainable_token_indices_resolve_token_texts_and_reject_unknown_ones(tin
         token_indices(["<nope>"], tokenizer)
     with pytest.raises(LawtuneError, match="outside the vocabulary"):
         token_indices([10**7], tokenizer)
+
+
+def test_values_training_does_not_use_as_given_are_named_with_what_is_used_and_why(tmp_path):
+    from lawtune.training.train import overridden_arguments, training_arguments
+
+    path = write(tmp_path, "data_config: {train_file: a}\ntraining_args: {report_to: wandb, disable_tqdm: false, "
+                           "label_names: [labels]}\n")
+    config = load_config(path)
+    changed = overridden_arguments(config, has_dev=False)
+    assert set(changed) == {"training_args.report_to", "training_args.disable_tqdm", "training_args.eval_strategy"}
+    report_to, evaluation = changed["training_args.report_to"], changed["training_args.eval_strategy"]
+    assert (report_to["given"], report_to["used"]) == ("wandb", []) and "tensorboard" in report_to["why"]
+    assert (evaluation["given"], evaluation["used"]) == ("steps", "no") and "val_file" in evaluation["why"]
+    args, _precision = training_arguments(config, tmp_path / "run", has_dev=False)  # what the Trainer really gets
+    assert (args.report_to, args.disable_tqdm, args.eval_strategy) == ([], True, "no")
+    # the defaults, TensorBoard (written anyway) and a dev set: nothing to say
+    quiet = load_config(write(tmp_path, "data_config: {train_file: a, val_file: b}\n"
+                                        "training_args: {report_to: tensorboard}\n"))
+    assert overridden_arguments(quiet, has_dev=True) == {}

@@ -25,7 +25,8 @@ def training(tiny_model_dir, conversation_files, tmp_path_factory):
     import lawtune.training.train as train_module
 
     folder = tmp_path_factory.mktemp("train")
-    config = tiny_config(folder, tiny_model_dir, conversation_files)
+    # report_to is one of the values lawtune sets itself: the run says so and records it
+    config = tiny_config(folder, tiny_model_dir, conversation_files, training_args={"report_to": ["wandb"]})
     seen = {}
     build = train_module._build_trainer
 
@@ -36,7 +37,8 @@ def training(tiny_model_dir, conversation_files, tmp_path_factory):
         seen["trainable"] = {name for name, p in trainer.model.named_parameters() if p.requires_grad}
         return trainer
 
-    with pytest.MonkeyPatch.context() as patch:
+    said = pytest.warns(UserWarning, match=r"training_args.report_to=\['wandb'\] is not used")
+    with pytest.MonkeyPatch.context() as patch, said:
         patch.setattr(train_module, "_build_trainer", build_and_snapshot)
         run_dir = run(config, resume="none")
     return run_dir, seen["before"], seen["model"], seen["trainable"]
@@ -55,6 +57,9 @@ def test_run_folder_holds_everything(trained, tiny_model_dir):
     assert list((trained / "tensorboard").glob("events.out.tfevents.*"))
     info = json.loads((trained / "run.json").read_text())
     assert info["status"] == "finished" and info["final_step"] == 12
+    overridden = info["overridden"]["training_args.report_to"]
+    assert list(info["overridden"]) == ["training_args.report_to"]
+    assert (overridden["given"], overridden["used"]) == (["wandb"], [])
     assert info["base_model"] == {"path": str(tiny_model_dir), "sha256": sha256_tree(tiny_model_dir)}
     # 48 training conversations; the tiny byte-level tokenizer makes most answers longer than the 48-token
     # budget: cut at a sentence end when one fits, else dropped — every one accounted for

@@ -18,6 +18,7 @@ from typing import Any
 
 from lawtune.fsutil import atomic_open, atomic_write_text
 from lawtune.modeling.runs import LOSS_CURVE, loss_points
+from lawtune.text import excerpt
 
 HEADLINE = (("rouge-l", "ROUGE-L"), ("rouge-1", "ROUGE-1"), ("rouge-2", "ROUGE-2"), ("bleu-4", "BLEU-4"),
             ("ended_pct", "ended on its own %"), ("loops_pct", "looping answers %"))
@@ -139,9 +140,7 @@ def plot_loss(train: list[tuple[float, float]], dev: list[tuple[float, float]]) 
 # ---- rendering -----------------------------------------------------------------------------------------------
 def _cell(text: str, limit: int = 400) -> str:
     """A Markdown table cell: one line, pipes escaped, long text shortened."""
-    text = " ".join(str(text).split())
-    text = text if len(text) <= limit else text[:limit] + "…"
-    return text.replace("|", "\\|")
+    return excerpt(" ".join(str(text).split()), limit).replace("|", "\\|")
 
 
 def render_markdown(context: dict[str, Any]) -> str:

@@ -5,8 +5,8 @@
     convert_lora(adapter_dir, base_dir, "adapter-f16.gguf", "f16")             # llama.cpp's convert_lora_to_gguf
     original_gguf(base_dir)            # the GGUF a base was imported from (the default: re-assembled from PyPI)
 
-The converters are llama.cpp's Python scripts, vendored in `llama_cpp/` from the llama-cpp-python release
-that the `export` extra pins (scripts/vendor_llama_cpp.sh), run in their own interpreter as llama.cpp runs
+The converters are llama.cpp's Python scripts, vendored in `lawtune/vendor/llama_cpp/` from the llama-cpp-python
+release that the `export` extra pins (scripts/refresh-vendored-llama-cpp.sh), run in their own interpreter as llama.cpp runs
 them. Quantization and the load check are llama.cpp's C library through llama-cpp-python.
 """
 
@@ -23,7 +23,7 @@ from lawtune.errors import LawtuneError
 from lawtune.fsutil import sha256_file
 
 HERE = Path(__file__).resolve().parent
-VENDORED = HERE / "llama_cpp"
+VENDORED = HERE.parent / "vendor" / "llama_cpp"
 FLOAT_TYPES = ("f32", "f16", "bf16")
 QUANT_TYPES = ("Q8_0", "Q4_K_M", "Q5_K_M", "Q6_K", "Q4_0")
 IMPORT_INFO = "lawtune_import.json"

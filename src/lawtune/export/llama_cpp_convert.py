@@ -9,9 +9,9 @@ weights go through llama.cpp's converter unchanged (its tensor names, Gemma's no
 vocabulary — every `tokenizer.ggml.*` field — is copied from the original GGUF, so the export tokenizes
 exactly as the file it was imported from. The chat template is the run's (from MERGED_DIR's tokenizer).
 
-This file runs in its own interpreter with the vendored converter (llama_cpp/, with its own gguf-py) first
-on sys.path, the way llama.cpp runs its scripts: lawtune's process keeps the PyPI `gguf` that transformers
-uses. It subclasses the converter's model class, as llama.cpp's own convert_lora_to_gguf.py does.
+This file runs in its own interpreter with the vendored converter (lawtune/vendor/llama_cpp/, with its own
+gguf-py) first on sys.path, the way llama.cpp runs its scripts: lawtune's process keeps the PyPI `gguf` that
+transformers uses. It subclasses the converter's model class, as llama.cpp's own convert_lora_to_gguf.py does.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import logging
 import sys
 from pathlib import Path
 
-VENDORED = Path(__file__).resolve().parent / "llama_cpp"
+VENDORED = Path(__file__).resolve().parent.parent / "vendor" / "llama_cpp"
 sys.path.insert(0, str(VENDORED))
 sys.path.insert(1, str(VENDORED / "gguf-py"))
 

@@ -13,7 +13,7 @@
 Modules, one job each: numerals (第一千零七十六 ↔ 1076), laws (LawRefBook Markdown → articles), tokenize,
 store (the interface and data types), sqlite_store (the embedded backend), postgres_store (PostgreSQL full-text
 search), retrieval (exact lookup, boosts), names (law names and aliases), repeals, citations, build (kb build /
-add), bundled (shipped laws), cli.
+add), batch (many questions: kb search --queries), bundled (shipped laws), cli.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lawtune.kb.store import Catalog, Hit, Item, KnowledgeStore
+from lawtune.text import excerpt
 
 
 def open_store(location: str | Path) -> "KnowledgeStore":
@@ -43,7 +44,7 @@ def format_context(hits: list[Hit], max_chars: int = 300) -> str:
     blocks = []
     for n, hit in enumerate(hits, 1):
         item = hit.item
-        text = item.text if len(item.text) <= max_chars else item.text[:max_chars] + "…"
+        text = excerpt(item.text, max_chars)
         if item.kind == "article":
             version = f"（{item.version}）" if item.version else ""
             blocks.append(f"[资料{n}] {item.cite()}{version}：{text}")

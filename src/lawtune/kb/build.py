@@ -15,13 +15,11 @@ let the Q&A item vote for them (retrieval.py, the Q&A bridge); the item schema s
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from lawtune.errors import LawtuneError
+from lawtune.fsutil import atomic_path
 from lawtune.kb import open_store
 from lawtune.kb.laws import find_law_files, parse_law_file
 from lawtune.kb.postgres_store import PostgresStore, is_postgres_url
@@ -40,13 +38,7 @@ def build(sources: Iterable[str | Path], out: str | Path, *, tokenizer: str = DE
     files = source_files(sources)
     if is_postgres_url(out):
         return PostgresStore.build(out, _items_with_progress(files, progress), tokenizer=tokenizer)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # SQLite writes by path, so build into a temporary sibling and rename it over `out` (atomic on POSIX)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    os.unlink(tmp)
-    try:
+    with atomic_path(out) as tmp:  # SQLite writes by path: a temporary sibling, renamed over `out` when complete
         store = SqliteStore.create(tmp, tokenizer=tokenizer)
         try:
             store.add(_items_with_progress(files, progress))  # one transaction: far faster than one per file
@@ -57,11 +49,6 @@ def build(sources: Iterable[str | Path], out: str | Path, *, tokenizer: str = DE
             store.db.execute("VACUUM")
         finally:
             store.close()
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     return counts
 
 

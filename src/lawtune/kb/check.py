@@ -54,10 +54,7 @@ def check_file(kb: str | Path, path: str | Path, field: str = "prediction") -> t
     rows = []
     for line_no, answer in read_answers(path, field):
         verdicts = checker.check(answer)
-        summary.answers += 1
-        summary.answers_with_citations += bool(verdicts)
-        summary.citations += len(verdicts)
-        summary.verdicts.update(v.verdict for v in verdicts)
+        summary.add(verdicts)
         rows.append({"line": line_no, "citations": [v.to_json() for v in verdicts]})
     if summary.answers == 0:
         raise LawtuneError(f"{path}: no answers in the file")

@@ -163,6 +163,9 @@ class CitationChecker:
         return Verdict(citation, "nonexistent_article", f"{law} ({current.version}) has articles 1–{last}")
 
     def summarize(self, answers: Iterable[str]) -> CheckSummary:
+        """The summary of a list of answers: part of the Python API (docs/knowledge-base.md). lawtune's own
+        callers (`kb check`, eval's RAG metrics) keep each answer's verdicts too, so they add to a
+        `CheckSummary` themselves."""
         summary = CheckSummary()
         for answer in answers:
             summary.add(self.check(answer))

@@ -42,6 +42,12 @@ Example:
     lawtune kb search kb.sqlite "离婚需要什么材料" -k 5
 
     lawtune kb search kb.sqlite "民法典第一千零七十六条" --json
+
+    lawtune kb search kb.sqlite --queries questions.jsonl --json -k 20 --articles-only
+
+With --queries FILE (one question per line, or JSON lines with a "question" or "query" field and an optional
+"id"), every question is searched in one process and one JSON line {"id"?, "question", "hits": [...]} is
+printed per question, in input order; a progress bar goes to stderr.
 """
 
 CHECK_HELP = """Check every 《法名》第N条 citation in a file of answers: ok, outdated, repealed, nonexistent_article,
@@ -101,10 +107,12 @@ def add(
 
 def search(
     kb: Path = typer.Argument(..., help="knowledge-base file"),
-    query: str = typer.Argument(..., help="question, or a citation like 劳动合同法第82条"),
+    query: Optional[str] = typer.Argument(None, help="question, or a citation like 劳动合同法第82条 (or give --queries)"),
+    queries: Optional[Path] = typer.Option(None, "--queries", help="file of questions: one per line, or JSON lines with a \"question\" field; prints one JSON line per question"),
     k: int = typer.Option(5, "-k", min=1, max=100, help="number of results"),
     all_versions: bool = typer.Option(False, "--all-versions", help="also return articles the current versions no longer have (outdated versions, repealed laws)"),
     kind: str = typer.Option("all", "--kind", help="all | article | qa"),
+    articles_only: bool = typer.Option(False, "--articles-only", help="articles only (= --kind article): Q&A items still vote, but are not returned"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per line: law, article, sub, score, text, ..."),
 ) -> None:
     import json
@@ -112,9 +120,19 @@ def search(
     from lawtune.errors import LawtuneError
     from lawtune.kb import open_store
 
+    if articles_only:
+        if kind not in ("all", "article"):
+            raise LawtuneError(f"--articles-only with --kind {kind}: give one of them")
+        kind = "article"
     kinds = {"all": ("article", "qa"), "article": ("article",), "qa": ("qa",)}.get(kind)
     if kinds is None:
         raise LawtuneError(f"--kind {kind!r}: choose all, article or qa")
+    if (query is None) == (queries is None):
+        raise LawtuneError("give a QUERY or --queries FILE (one of them): "
+                           "lawtune kb search kb.sqlite \"离婚需要什么材料\"  or  --queries questions.txt --json")
+    if queries is not None:
+        _search_batch(kb, queries, k, not all_versions, kinds)
+        return
     with open_store(kb) as store:
         hits = store.search(query, k, current_only=not all_versions, kinds=kinds)
     if as_json:
@@ -132,6 +150,26 @@ def search(
             where += f", matched as {article} of the {version} version"
         typer.secho(f"{n}. {where}  score {score}", bold=True)
         typer.echo(f"   {item.text}\n")
+
+
+def _search_batch(kb: Path, path: Path, k: int, current_only: bool, kinds: tuple[str, ...]) -> None:
+    """`kb search --queries`: every line read (and checked) first, then one store for all; JSON lines out."""
+    import json
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from lawtune.kb import open_store
+    from lawtune.kb.batch import read_queries, search_many
+
+    questions = read_queries(path)
+    with open_store(kb) as store, Progress(TextColumn("searching"), BarColumn(), MofNCompleteColumn(),
+                                           TimeElapsedColumn(), console=Console(stderr=True), transient=True,
+                                           disable=len(questions) < 20) as bar:
+        task = bar.add_task("searching", total=len(questions))
+        for result in search_many(store, questions, k, current_only=current_only, kinds=kinds,
+                                  progress=lambda: bar.advance(task)):
+            typer.echo(json.dumps(result.to_json(), ensure_ascii=False))
 
 
 def check(

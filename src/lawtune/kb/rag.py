@@ -28,6 +28,7 @@ from typing import Any
 from lawtune.errors import LawtuneError
 from lawtune.kb import format_context
 from lawtune.kb.store import Hit
+from lawtune.text import excerpt
 
 DEFAULT_K = 3  # 3 × 200 characters keep the prompt near 500 tokens: room for a long answer in a small context
 DEFAULT_MAX_CHARS = 200
@@ -52,8 +53,7 @@ def hit_record(hit: Hit, text_chars: int | None = None) -> dict[str, Any]:
     if hit.via:  # an older version's wording matched (retrieval.py, 5.)
         record["via"] = hit.via
     if text_chars is not None:
-        text = item.text if len(item.text) <= text_chars else item.text[:text_chars] + "…"
-        record.update(cite=item.cite(), version=item.version, text=text)
+        record.update(cite=item.cite(), version=item.version, text=excerpt(item.text, text_chars))
     return record
 
 

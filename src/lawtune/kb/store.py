@@ -1,4 +1,4 @@
-"""The knowledge-store interface: what every backend (SQLite now, PostgreSQL later) provides.
+"""The knowledge-store interface: what every backend (sqlite_store.py, postgres_store.py) provides.
 
     from lawtune.kb import open_store
     with open_store("kb.sqlite") as kb:

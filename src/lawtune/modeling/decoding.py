@@ -10,7 +10,7 @@
     # one sequence at a time (serving/batch.py): the same arithmetic on one row of logits
     logits = penalize(logits, generated_ids, policy, stop_ids)
 
-    # the text side (serving/engine.py, generation.decode_new_tokens, infer's streamer)
+    # the text side (serving/engines/local.py, generation.decode_new_tokens, infer's streamer)
     stream = TextStream(tokenizer, watch=RepetitionWatch(), hold=STREAM_HOLD_CHARS)
     delta = stream.push(token_id)      # text that may be shown now; stream.repeated says the stop fired
 
@@ -225,7 +225,11 @@ class RepetitionWatch:
 
 
 def cut_repetition(text: str) -> str | None:
-    """`text` cut as the repetition stop would cut it, or None when it does not loop."""
+    """`text` cut as the repetition stop would cut it, or None when it does not loop.
+
+    For answers already written (a predictions file from before the stop, another system's output): part of
+    the Python API (docs/evaluation.md). lawtune's own generation cuts as tokens arrive, through `TextStream`
+    and `RepetitionWatch`; this is the same watch fed the whole text at once."""
     watch = RepetitionWatch()
     return text[:watch.cut] if watch.feed(text) else None
 

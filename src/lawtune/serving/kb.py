@@ -25,6 +25,7 @@ import uuid
 from typing import Any, Callable
 
 from lawtune.kb.rag import Augmented, Rag
+from lawtune.text import excerpt
 
 FALLBACK_HEADER = "以下是知识库中与您的问题最相关的法条原文（自动检索，未经模型解读，仅供参考）："
 NO_MATCH = "知识库中没有找到与您的问题相关的法条。"
@@ -56,7 +57,7 @@ def fallback_text(augmented: Augmented, notice: str, max_chars: int) -> str:
         return f"{notice}\n\n{NO_MATCH}"
     quoted = []
     for item in articles:
-        text = item.text if len(item.text) <= max_chars else item.text[:max_chars] + "…"
+        text = excerpt(item.text, max_chars)
         quoted.append(f"{item.cite()}：{text}" if item.kind == "article" else f"问：{item.question}\n答：{text}")
     return f"{notice}\n\n{FALLBACK_HEADER}\n\n" + "\n\n".join(quoted)
 

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from lawtune.modeling.decoding import DecodingPolicy
-from lawtune.serving.gateway.settings import GatewaySettings
+from lawtune.serving.gateway.settings import DEFAULT_REQUEST_TIMEOUT_S, GatewaySettings
 
 
 class ServeSettings(BaseModel):
@@ -36,7 +36,7 @@ class ServeSettings(BaseModel):
     serve_base: bool = Field(True, description="also serve the run's base model as RUN:base (alias `base`)")
     max_batch_size: int = Field(8, ge=1, le=256, description="sequences generated together")
     default_max_tokens: int = Field(512, ge=1, description="new tokens when a request gives no max_tokens")
-    request_timeout_s: float = Field(300.0, gt=0, description="per-request deadline from arrival")
+    request_timeout_s: float = Field(DEFAULT_REQUEST_TIMEOUT_S, gt=0, description="per-request deadline from arrival")
     max_context: int | None = Field(None, ge=16, description="cap on prompt + new tokens (default: the model's)")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     cors_origins: list[str] = Field(default_factory=list, description="browser origins allowed to call the API "

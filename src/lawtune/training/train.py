@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 
 from lawtune.data.conversations import read_examples
@@ -40,8 +41,14 @@ def run(config_path: Path, overrides: list[str] | tuple[str, ...] = (), resume: 
 
     # The Trainer arguments set up the process group under torchrun / accelerate launch (gloo on CPU); built
     # first so that every step below knows its rank.
-    args, precision = training_arguments(config, run_dir, has_dev=bool(config.data_config.val_file))
+    has_dev = bool(config.data_config.val_file)
+    args, precision = training_arguments(config, run_dir, has_dev)
     state = PartialState()
+    overridden = overridden_arguments(config, has_dev)  # said here, and kept in run.json
+    if state.is_main_process:
+        for key, change in overridden.items():
+            warnings.warn(f"{key}={change['given']!r} is not used: {change['used']!r} instead ({change['why']})",
+                          stacklevel=2)
     model_dir = resolve_model_path(config.model.name_or_path)
     tokenizer = load_tokenizer(model_dir, config.model.trust_remote_code)
     model_type = _model_type(model_dir)
@@ -67,7 +74,8 @@ def run(config_path: Path, overrides: list[str] | tuple[str, ...] = (), resume: 
     state.wait_for_everyone()  # every process has decided before the main one changes the folder
     if state.is_main_process:
         tidy_run_dir(run_dir, start)
-        _write_run_info(run_dir, config, model_dir, tokenizer, chat, train, dev, status="training")
+        _write_run_info(run_dir, config, model_dir, tokenizer, chat, train, dev, status="training",
+                        extra={"overridden": overridden})
     state.wait_for_everyone()
 
     # ---- trainer -------------------------------------------------------------------------------------------
@@ -259,14 +267,45 @@ def token_indices(tokens: list[int | str] | None, tokenizer) -> list[int] | None
     return sorted(set(ids))
 
 
+# Trainer arguments lawtune always sets, and why: a config that asks for another value is told so
+# (overridden_arguments) and run.json records it.
+FIXED_ARGS = {
+    "report_to": ([], "lawtune writes RUN/metrics.jsonl and RUN/tensorboard itself; no other tracker is wired in"),
+    "disable_tqdm": (True, "lawtune draws its own progress bar"),
+    "prediction_loss_only": (True, "evaluation is the dev loss (model answers: generate_rows)"),
+    "remove_unused_columns": (False, "lawtune's collator reads every column it encoded"),
+    "label_names": (["labels"], "lawtune's batches carry the supervised tokens as `labels`"),
+}
+
+
+def overridden_arguments(config: TrainConfig, has_dev: bool) -> dict[str, dict]:
+    """The training_args values of `config` that training does not use as given: {key: {given, used, why}}."""
+    given = config.training_args.model_dump()
+    changed = {}
+    for key, (used, why) in FIXED_ARGS.items():
+        if key not in given:
+            continue
+        value = given[key]
+        if key == "report_to":  # "none" and [] say the same; TensorBoard is written anyway
+            asked = [value] if isinstance(value, str) else list(value)
+            if set(asked) <= {"none", "tensorboard"}:
+                continue
+        elif value == used:
+            continue
+        changed[f"training_args.{key}"] = {"given": value, "used": used, "why": why}
+    if not has_dev and given["eval_strategy"] != "no":
+        changed["training_args.eval_strategy"] = {"given": given["eval_strategy"], "used": "no",
+                                                  "why": "no data_config.val_file to evaluate on"}
+    return changed
+
+
 def training_arguments(config: TrainConfig, run_dir: Path, has_dev: bool):
     """Seq2SeqTrainingArguments from the config, with lawtune's fixed choices; returns (args, precision)."""
     import torch
     from transformers import Seq2SeqTrainingArguments
 
     values = config.training_args.model_dump(exclude=LAWTUNE_READS)
-    values.update(output_dir=str(run_dir), report_to=[], disable_tqdm=True, prediction_loss_only=True,
-                  remove_unused_columns=False, label_names=["labels"])
+    values.update(output_dir=str(run_dir), **{key: used for key, (used, _why) in FIXED_ARGS.items()})
     if not torch.cuda.is_available():
         # use_cpu is what makes transformers/accelerate form a gloo process group under torchrun on a CPU.
         values.update(use_cpu=True, dataloader_pin_memory=False)

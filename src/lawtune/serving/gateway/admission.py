@@ -31,7 +31,7 @@ from lawtune.serving.gateway.breaker import STATE_CODES, CircuitBreaker
 from lawtune.serving.gateway.keys import ApiKey, KeyStore, bearer_token
 from lawtune.serving.gateway.metrics import GatewayMetrics
 from lawtune.serving.gateway.ratelimit import Grant, RateLimited, RateLimiter
-from lawtune.serving.gateway.settings import GatewaySettings
+from lawtune.serving.gateway.settings import DEFAULT_REQUEST_TIMEOUT_S, GatewaySettings
 from lawtune.serving.gateway.switch import KillSwitch
 
 log = logging.getLogger("lawtune.gateway")
@@ -47,7 +47,7 @@ class Gateway:
     """Keys, limits, queue, switch, breaker and metrics of one app (state lives here, not in globals)."""
 
     def __init__(self, settings: GatewaySettings, engine: Any = None, max_concurrency: int = 8,
-                 request_timeout_s: float = 300.0):
+                 request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S):
         # Unset fields inherit the server's: one slot per batch row, the server's request deadline.
         settings = settings.model_copy(update={
             "max_concurrency": settings.max_concurrency or max_concurrency,

@@ -19,6 +19,9 @@ from lawtune.errors import LawtuneError
 # What a paused service answers (and what the chat page shows) unless the operator configures another notice.
 DEFAULT_PAUSE_NOTICE = "法律助手暂时停止服务，请稍后再试。紧急法律问题请直接联系法务部门。"
 DEFAULT_DEGRADED_NOTICE = "法律助手暂时不可用（模型服务异常），正在自动恢复，请稍后再试。"
+# A request's deadline from arrival, queue wait + generation (`lawtune serve --timeout`, ServeSettings): the one
+# default; GatewaySettings.request_timeout_s overrides it for the gateway alone.
+DEFAULT_REQUEST_TIMEOUT_S = 300.0
 
 
 class GatewaySettings(BaseModel):
