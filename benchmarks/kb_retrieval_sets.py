@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from kb_retrieval import cited_version, cpu_seconds  # noqa: E402
-from lawtune.kb import open_store, postgres_store  # noqa: E402
+from lawtune.kb import open_store, postgres_store, retrieval  # noqa: E402
 from lawtune.kb.batch import Query, search_many  # noqa: E402
 from lawtune.kb.build import build  # noqa: E402
 from lawtune.kb.names import LawNames  # noqa: E402
@@ -89,7 +89,10 @@ def main() -> None:
     parser.add_argument("--articles-only", action="store_true", help="kinds=('article',): no Q&A items in the hits")
     parser.add_argument("--limit", type=int, default=0, help="first N questions of each set")
     parser.add_argument("--details", type=Path, help="write each question's gold ranks here (JSONL)")
+    parser.add_argument("--dense-weight", type=float, default=retrieval.DENSE_WEIGHT,
+                        help="weight of the learned retriever's cosine (retrieval.DENSE_WEIGHT); 0: BM25 and the rest only")
     args = parser.parse_args()
+    retrieval.DENSE_WEIGHT = args.dense_weight
 
     sets = read_sets(args.sets, args.only, args.limit)
     print(f"CPU: {platform.processor() or platform.machine()}, flags: "

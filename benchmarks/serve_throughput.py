@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/serve_throughput.py                    # default model, N = 1, 4, 8, 16 clients
     .venv/bin/python benchmarks/serve_throughput.py --model runs/demo --clients 1 8 --new-tokens 32
     .venv/bin/python benchmarks/serve_throughput.py --engines llama.cpp --no-serialized   # a quick look
+    .venv/bin/python benchmarks/serve_throughput.py --kb kb.sqlite --clients 1 8 --no-serialized   # open-book prompts
 
 Servers, each a real subprocess on loopback, one after another:
 - `lawtune (torch)`: `lawtune serve` on transformers (bfloat16 with hardware bf16, else float32);
@@ -19,6 +20,11 @@ tokens/s, p50/p95 time to first token and latency, the ratios, and greedy agreem
 the largest N equal the same prompt answered alone by the reference on the same weights (torch: the
 serialized server, with the logit margin where they part; llama.cpp: llama.cpp's server). Reads only
 local files.
+
+`--kb KB` asks open-book questions, as `lawtune serve --kb` does: each question's last user turn carries the
+`--kb-k` articles retrieved for it, each cut to `--kb-chars` characters, in the prompt `lawtune.kb.rag` builds
+(`format_context`, the server's own code). The prompts are built here, once, and every server gets the same
+messages (llama.cpp's server has no KB), so the comparison is prefill-heavy work on identical prompts.
 """
 
 from __future__ import annotations
@@ -94,8 +100,19 @@ def wait_ready(command: list[str], url: str, ready_path: str) -> tuple[subproces
     raise SystemExit("the server did not become ready in 10 minutes")
 
 
-async def one_request(http: httpx.AsyncClient, question: str, new_tokens: int, extra: dict) -> dict:
-    body = {"messages": [{"role": "user", "content": question}], "max_tokens": new_tokens, "temperature": 0,
+def conversations(kb: str | None, k: int, chars: int) -> list[list[dict[str, str]]]:
+    """One conversation per question: the bare question, or with `kb` the server's RAG prompt for it."""
+    plain = [[{"role": "user", "content": question}] for question in QUESTIONS]
+    if kb is None:
+        return plain
+    from lawtune.kb.rag import Rag
+
+    with Rag.open(kb, k=k, max_chars=chars) as rag:
+        return [rag.augment(messages).messages for messages in plain]
+
+
+async def one_request(http: httpx.AsyncClient, messages: list[dict[str, str]], new_tokens: int, extra: dict) -> dict:
+    body = {"messages": messages, "max_tokens": new_tokens, "temperature": 0,
             "stream": True, "stream_options": {"include_usage": True}, **extra}
     start = time.perf_counter()
     first, text, tokens, pieces = None, [], 0, 0
@@ -117,13 +134,21 @@ async def one_request(http: httpx.AsyncClient, question: str, new_tokens: int, e
     return {"ttft": (first or end) - start, "latency": end - start, "tokens": tokens or pieces, "text": "".join(text)}
 
 
-async def run_clients(url: str, clients: int, new_tokens: int, extra: dict) -> dict:
+async def run_clients(url: str, clients: int, new_tokens: int, extra: dict, asked: list[list[dict[str, str]]]) -> dict:
     async with httpx.AsyncClient(base_url=url, timeout=3600) as http:
         start = time.perf_counter()
-        results = await asyncio.gather(*(one_request(http, QUESTIONS[i % len(QUESTIONS)], new_tokens, extra)
+        results = await asyncio.gather(*(one_request(http, asked[i % len(asked)], new_tokens, extra)
                                          for i in range(clients)))
         wall = time.perf_counter() - start
     return {"wall": wall, "results": results, "tokens_per_s": sum(r["tokens"] for r in results) / wall}
+
+
+def server_peak_mib(url: str) -> float:
+    """A lawtune server's peak RSS so far, from its /metrics."""
+    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith("lawtune_peak_resident_memory_bytes "):
+            return float(line.split()[1]) / 2**20
+    return float("nan")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -131,14 +156,14 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
-def tie_margin(model_path: str, question: str, alone: str, batched: str, dtype: str) -> str:
+def tie_margin(model_path: str, messages: list[dict[str, str]], alone: str, batched: str, dtype: str) -> str:
     """Where the batched answer leaves the alone one: the top-2 logit margin of the alone run there."""
     import torch
 
     from lawtune.modeling.loading import load_model
 
     loaded = load_model(model_path, dtype=dtype, merge=True)
-    prompt = loaded.chat.encode_prompt([{"role": "user", "content": question}])
+    prompt = loaded.chat.encode_prompt(messages)
     ids = list(prompt)
     with torch.inference_mode():
         for step in range(256):
@@ -168,12 +193,16 @@ def main() -> None:
     parser.add_argument("--no-serialized", action="store_true", help="skip the serialized torch reference")
     parser.add_argument("--no-llama-cpp-server", action="store_true", help="skip llama.cpp's own server")
     parser.add_argument("--chat-format", default="gemma", help="llama.cpp server's chat format (the default model's)")
+    parser.add_argument("--kb", default=None, help="open-book prompts: retrieve from this KB (sqlite file or postgresql:// URL)")
+    parser.add_argument("--kb-k", type=int, default=3, help="--kb: articles per prompt")
+    parser.add_argument("--kb-chars", type=int, default=200, help="--kb: characters per article")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from decoding_sweep import cpu_flags  # benchmarks/ is on sys.path when a script in it runs
     from lawtune.modeling.loading import resolve_dtype
 
     args.dtype = resolve_dtype(args.dtype)  # both torch servers get the same, resolved dtype
+    asked = conversations(args.kb, args.kb_k, args.kb_chars)
     servers = []
     if "torch" in args.engines:
         servers.append((TORCH, lambda: start_server(args.model, args.batch, args.dtype)))
@@ -192,6 +221,16 @@ def main() -> None:
     print(f"model {args.model}, {args.new_tokens} new tokens per request, torch dtype {args.dtype}, GGUF "
           f"{gguf.name if gguf else '-'}, CPU flags {cpu_flags()}, {os.cpu_count()} CPUs "
           f"(load average now {os.getloadavg()[0]:.1f})")
+    if args.kb:
+        from lawtune.modeling.chat import ChatFormat, load_template
+        from lawtune.modeling.loading import load_tokenizer
+        from lawtune.modeling.runs import resolve_model_path, is_run_dir, read_run
+
+        path = Path(args.model)
+        tokenizer = load_tokenizer(read_run(path).tokenizer_dir if is_run_dir(path) else resolve_model_path(args.model))
+        lengths = [len(ChatFormat(tokenizer, load_template("gemma")).encode_prompt(m)) for m in asked]
+        print(f"open-book prompts from {args.kb}: k={args.kb_k}, {args.kb_chars} characters each; prompt tokens "
+              f"mean {statistics.mean(lengths):.0f}, max {max(lengths)} (bare questions: ~20)")
 
     table: dict[tuple[str, int], dict] = {}
     for name, start in servers:
@@ -199,10 +238,12 @@ def main() -> None:
         extra = {"repeat_penalty": 1.0} if name == LLAMA_SERVER else {}
         process, url = start()
         try:
-            asyncio.run(run_clients(url, 1, 4, extra))  # warm-up
+            asyncio.run(run_clients(url, 1, 4, extra, asked))  # warm-up
             for clients in args.clients:
-                table[name, clients] = run = asyncio.run(run_clients(url, clients, args.new_tokens, extra))
+                table[name, clients] = run = asyncio.run(run_clients(url, clients, args.new_tokens, extra, asked))
                 print(f"  {name} N={clients}: {run['tokens_per_s']:.1f} tokens/s", flush=True)
+            if name != LLAMA_SERVER:
+                print(f"  {name}: peak resident memory {server_peak_mib(url):,.0f} MiB", flush=True)
         finally:
             process.terminate()
             process.wait(30)
@@ -232,19 +273,18 @@ def main() -> None:
         alone = {}
         for clients in args.clients:
             for i, result in enumerate(table[reference, clients]["results"]):
-                alone.setdefault(QUESTIONS[i % len(QUESTIONS)], result["text"])
+                alone.setdefault(i % len(asked), result["text"])
         batched = table[engine, largest]["results"]
-        mismatches = [(QUESTIONS[i % len(QUESTIONS)], r["text"]) for i, r in enumerate(batched)
-                      if r["text"] != alone[QUESTIONS[i % len(QUESTIONS)]]]
+        mismatches = [(i % len(asked), r["text"]) for i, r in enumerate(batched) if r["text"] != alone[i % len(asked)]]
         print(f"\ngreedy answers of {engine} at N={largest} equal to {reference} answering alone: "
               f"{len(batched) - len(mismatches)}/{len(batched)}")
-        for question, text in mismatches:
+        for index, text in mismatches:
             if engine == TORCH:
-                detail = tie_margin(args.model, question, alone[question], text, args.dtype)
+                detail = tie_margin(args.model, asked[index], alone[index], text, args.dtype)
             else:
-                common = len(os.path.commonprefix([alone[question], text]))
+                common = len(os.path.commonprefix([alone[index], text]))
                 detail = f"the same first {common} characters (of {len(text)})"
-            print(f"  mismatch for {question!r}: {detail}")
+            print(f"  mismatch for {QUESTIONS[index]!r}: {detail}")
 
 
 if __name__ == "__main__":

@@ -47,8 +47,10 @@ def test_eval_and_compare_flags_are_their_settings_fields():
 
 @pytest.mark.parametrize("command, cli_only", [(infer_command, {"model", "prompt", "system"}), (chat_command, {"model", "system"})])
 def test_infer_and_chat_flags_are_their_settings_fields(command, cli_only):
-    # one answer at a time with a 256-token budget; the eval-only measurements are not theirs
-    assert cli_drift(command, EvalOptions, GenerationSettings, DecodingPolicy, cli_only={*cli_only, "no_repetition_control"},
+    # one answer at a time with a 256-token budget; the eval-only measurements are not theirs; --tools and
+    # --tool-rounds build the agent (lawtune.tools.agent.Agent), no generation setting
+    assert cli_drift(command, EvalOptions, GenerationSettings, DecodingPolicy,
+                     cli_only={*cli_only, "no_repetition_control", "tools", "tool_rounds"},
                      renamed={"sample": "do_sample"}, own_default={"max_new_tokens", *PENALTIES},
                      not_on_cli={"decoding", "batch_size", "max_input_length", "max_output_length", "mcq", "mcq_limit",
                                  "limit", "check_kb", "tool_data", "tools", "tool_limit"}) == []

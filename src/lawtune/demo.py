@@ -13,6 +13,8 @@ cached; training resumes or is already finished in OUT/run):
 3. `lawtune train configs/demo.yaml` into OUT/run, on the mix
 4. `lawtune compare base OUT/run --data OUT/data/test.jsonl --tool-data OUT/tools/test.jsonl`
    → OUT/report/report.{md,html}
+
+At the end it prints each step's peak resident memory and the whole process's (`lawtune.memory`).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def _resolve_model(spec: Optional[str]) -> Path:
 
 def run(quick: bool = False, model: Optional[str] = None, out: Optional[Path] = None,
         max_steps: Optional[int] = None, console=None) -> dict:
-    """Run the four steps; returns the compare result (with report paths) plus per-step seconds."""
+    """Run the four steps; returns the compare result (with report paths) plus per-step seconds and memory."""
     from rich.console import Console
 
     from lawtune.data.prepare import run as prepare
@@ -77,6 +79,7 @@ def run(quick: bool = False, model: Optional[str] = None, out: Optional[Path] = 
     from lawtune.evaluation.gate import Gate, describe
     from lawtune.evaluation.generation import GenerationSettings
     from lawtune.tools.generate import run as generate_tools
+    from lawtune.memory import Phases, peak_rss_mib, release_memory
     from lawtune.training.train import run as train
 
     console = console or Console()
@@ -86,11 +89,14 @@ def run(quick: bool = False, model: Optional[str] = None, out: Optional[Path] = 
         raise LawtuneError(f"the demo needs {DEMO_CONFIG} and {SAMPLE}, shipped in the package: reinstall lawtune")
     seconds: dict[str, float] = {}
 
+    phases = Phases()  # each step's peak RSS (lawtune.memory)
+
     console.rule("1/4 prepare the bundled sample and the tool-use set")
     started = time.perf_counter()
-    report = prepare([SAMPLE], out / "data")
-    tools_report = generate_tools(out / "tools", n=size.tool_conversations, qa_dir=out / "data",
-                                  mix_share=TOOL_MIX_SHARE, tools_per_record=TOOLS_PER_RECORD)
+    with phases("prepare"):
+        report = prepare([SAMPLE], out / "data")
+        tools_report = generate_tools(out / "tools", n=size.tool_conversations, qa_dir=out / "data",
+                                      mix_share=TOOL_MIX_SHARE, tools_per_record=TOOLS_PER_RECORD)
     seconds["prepare"] = time.perf_counter() - started
     console.print(f"splits: {report.get('splits', report.get('counts'))}")
     console.print(f"tool-use set: {tools_report['counts']}; training mix {tools_report['mix']['qa_rows']} Q&A + "
@@ -98,7 +104,8 @@ def run(quick: bool = False, model: Optional[str] = None, out: Optional[Path] = 
 
     console.rule("2/4 import the base model")
     started = time.perf_counter()
-    model_dir = _resolve_model(model)
+    with phases("import"):
+        model_dir = _resolve_model(model)
     seconds["import"] = time.perf_counter() - started
     console.print(f"base model: {model_dir}")
 
@@ -109,25 +116,30 @@ def run(quick: bool = False, model: Optional[str] = None, out: Optional[Path] = 
     steps = max_steps if max_steps is not None else size.max_steps
     if steps is not None:
         overrides.append(f"training_args.max_steps={steps}")
-    run_dir = train(DEMO_CONFIG, overrides, resume="auto")
+    with phases("train"):
+        run_dir = train(DEMO_CONFIG, overrides, resume="auto")
+        release_memory()  # the trainer's model and buffers, before two models are evaluated
     seconds["train"] = time.perf_counter() - started
 
     console.rule("4/4 compare base vs tuned on the held-out test split")
     started = time.perf_counter()
     settings = GenerationSettings(max_new_tokens=size.max_new_tokens)
-    result = compare("base", run_dir, out / "data" / "test.jsonl", out / "report", settings=settings,
-                     mcq_limit=size.mcq_limit, limit=size.questions, gate=None if quick else Gate(**DEMO_GATE),
-                     tool_data=out / "tools" / "test.jsonl", tool_limit=size.tool_questions)
+    with phases("compare"):
+        result = compare("base", run_dir, out / "data" / "test.jsonl", out / "report", settings=settings,
+                         mcq_limit=size.mcq_limit, limit=size.questions, gate=None if quick else Gate(**DEMO_GATE),
+                         tool_data=out / "tools" / "test.jsonl", tool_limit=size.tool_questions)
     seconds["compare"] = time.perf_counter() - started
 
     console.print(table(result))
     console.print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + f", total {sum(seconds.values()):.0f}")
+    console.print("memory (resident):\n" + "\n".join(f"  {line}" for line in phases.lines()))
     console.print(f"report: {result['report_html']}  (Markdown: {result['report_md']})")
     if result["gate"] is not None:
         passed = result["gate"]["passed"]
         console.print(("[green]quality gate passed[/]" if passed else "[red]quality gate failed[/] "
                        "(`lawtune serve` will ask for --force)") + "\n" + describe(result["gate"]))
-    return {**result, "seconds": seconds, "run_dir": run_dir}
+    return {**result, "seconds": seconds, "run_dir": run_dir, "memory": phases.records(),
+            "peak_rss_mib": round(peak_rss_mib())}
 
 
 def demo_command(

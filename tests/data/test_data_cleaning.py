@@ -17,7 +17,11 @@ from lawtune.data.conversations import check_messages
         ("  多个   空格\t\u3000和制表符  ", "多个 空格 和制表符"),
         ("第一段\r\n\r\n\r\n\r\n第二段", "第一段\n\n第二段"),
         ("如果 a < b 且 c > d", "如果 a < b 且 c > d"),  # not tags
-        ("&lt;script&gt;不是标签", "<script>不是标签"),  # escaped text stays text
+        # entities are decoded before tags are stripped, so the output never holds markup (issue 25 item 5)
+        ("&lt;script&gt;alert(1)&lt;/script&gt;不是标签", "alert(1)不是标签"),
+        ("&lt;b onclick=x&gt;粗体&lt;/b&gt;", "粗体"),
+        ("a &lt; b 且 c &gt; d", "a < b 且 c > d"),  # an escaped comparison stays text
+        ("&amp;lt;p&amp;gt;", "&lt;p&gt;"),  # double-escaped: decoded once, still text
         ("全角，标点。ＡＢＣ１２３", "全角，标点。ＡＢＣ１２３"),  # never rewritten
         ("控制\x00字符\x07", "控制字符"),
     ],

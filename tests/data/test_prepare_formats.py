@@ -52,6 +52,16 @@ def test_alpaca_jsonl_with_input_history_and_a_broken_line(tmp_path):
     assert rows[0]["conversations"][2]["content"] == QA[0][0] + "\n补充：对方是朋友。"
 
 
+def test_a_deeply_nested_jsonl_line_is_a_counted_bad_json_drop(tmp_path):
+    """200k `[` on one line (issue 25 item 10) used to abort prepare with RecursionError."""
+    records = [{"instruction": q, "input": "", "output": a} for q, a in QA]
+    source = write_json(tmp_path / "nested.jsonl", records, jsonl=True)
+    source.write_text(source.read_text(encoding="utf-8") + "\n" + "[" * 200_000 + "\n", encoding="utf-8")
+    report, rows = prepare(tmp_path, source)
+    assert report["dropped"] == {"bad_json": 1} and report["dropped_lines"]["bad_json"] == [f"{source}:7"]
+    assert report["kept"] == len(QA)
+
+
 def test_alpaca_without_instruction_uses_input(tmp_path):
     records = [{"input": q, "output": a, "type": "gainian"} for q, a in QA]  # fakao_gpt4.json's shape
     _report, rows = prepare(tmp_path, write_json(tmp_path / "fakao.json", records))

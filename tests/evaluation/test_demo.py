@@ -28,3 +28,6 @@ def test_demo_quick_runs_end_to_end(tiny_model_dir, tmp_path):
     assert "train-mix.jsonl" in json.dumps(run_info)
     assert tuned["tools"]["count"] == 4 and "tool_args_exact_pct" in tuned["metrics"]
     assert "right tool, exact arguments %" in (report / "report.md").read_text(encoding="utf-8")
+    # each step's peak resident memory is printed (lawtune.memory)
+    assert "memory (resident):\n  prepare: peak" in result.output and "\n  train: peak" in result.output
+    assert "\n  compare: peak" in result.output and "\n  process peak" in result.output

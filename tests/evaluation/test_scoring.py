@@ -95,3 +95,25 @@ def test_stop_probability_is_the_end_token_probability_after_the_whole_reference
     expected = torch.softmax(logits.float(), -1)[stop].item()
     (probability,) = eval_loss(loaded, [example], show_progress=False)["stop_probs"]
     assert probability == pytest.approx(expected, rel=1e-3)
+
+
+def test_chunked_head_projection_equals_the_models_own_logits(loaded, monkeypatch):
+    """The scored positions' log-probs, projected a few rows at a time from hidden states, equal those of
+    the model's own full logits (the path a model with logit post-processing takes)."""
+    from lawtune.evaluation import scoring
+
+    assert scoring._plain_head(loaded.model) is not None  # the tiny Gemma 3 takes the chunked path
+    tokenizer = loaded.tokenizer
+    prompts = [loaded.chat.encode_prompt([{"role": "user", "content": q}]) for q in (QUESTION, "离婚后孩子抚养权归谁？")]
+    options = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in OPTIONS.values()]
+    pairs = [(p, o) for p in prompts for o in options]
+    args = (loaded.model, [p for p, _ in pairs], [o for _, o in pairs], tokenizer.pad_token_id)
+    monkeypatch.setattr(scoring, "LOGPROB_CHUNK_ROWS", 3)  # chunks that split rows and batch rows
+    chunked = scoring._continuation_logprobs(*args)
+    monkeypatch.setattr(scoring, "_plain_head", lambda model: None)
+    monkeypatch.setattr(scoring, "LOGPROB_CHUNK_ROWS", 10_000)  # one chunk: the whole logits at once
+    whole = scoring._continuation_logprobs(*args)
+    assert [len(row) for row in chunked] == [len(o) for _, o in pairs]
+    for a, b in zip(chunked, whole):
+        assert a == pytest.approx(b, abs=1e-6)
+    assert type(loaded.model.get_output_embeddings()) is torch.nn.Linear  # the head is back after the forward

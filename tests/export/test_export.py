@@ -18,6 +18,7 @@ from lawtune.export.export import run as export
 from lawtune.export.ollama import template_pieces
 from lawtune.modeling.chat import ChatFormat, load_template
 from lawtune.modeling.loading import load_model, load_tokenizer
+from lawtune.modeling.runs import read_run
 
 QUESTIONS = ["公司拖欠工资怎么办？", "离婚需要什么材料？", "交通事故责任怎么认定？"]
 
@@ -64,6 +65,28 @@ def test_vllm_export_of_a_pure_lora_adapter_has_the_adapter_and_the_exact_comman
     tokenizer = load_tokenizer(tiny_run_dir / "tokenizer")
     assert tokenizer.convert_tokens_to_ids("<end_of_turn>") in json.loads((out / "generation_config.json").read_text())["eos_token_id"]
     assert "vllm serve" in (out / "README.md").read_text(encoding="utf-8")
+
+
+def test_vllm_serve_script_quotes_every_path(tiny_run_dir, tmp_path):
+    """A -o path holding a space, `$(…)` and quotes (issue 25 item 6): the script runs nothing of it and hands
+    `vllm` exactly the arguments the command means (a stand-in `vllm` on PATH records its argv)."""
+    import os
+    import subprocess
+
+    out = export(tiny_run_dir, "vllm", tmp_path / "a b $(touch PWNED) `touch PWNED2` 'q\"" / "vllm")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    argv_file = tmp_path / "argv.json"
+    fake = bin_dir / "vllm"
+    fake.write_text(f"#!/usr/bin/env python3\nimport json, sys\njson.dump(sys.argv[1:], open({str(argv_file)!r}, 'w'))\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    subprocess.run([str(out / "vllm-serve.sh"), "--extra", "x y"], cwd=tmp_path, env=env, check=True, timeout=60)
+    argv = json.loads(argv_file.read_text())
+    assert argv[:2] == ["serve", str(read_run(tiny_run_dir).base_model)]
+    assert argv[argv.index("--lora-modules") + 1] == f"legal={out}/adapter"
+    assert argv[argv.index("--generation-config") + 1] == str(out) and argv[-2:] == ["--extra", "x y"]
+    assert not list(tmp_path.rglob("PWNED*"))
 
 
 def test_vllm_export_serves_merged_when_the_adapter_trains_token_rows(token_run_dir, tmp_path):

@@ -114,7 +114,9 @@ def test_a_client_that_goes_away_frees_its_slot(servers):
             break
         asyncio.run(asyncio.sleep(0.05))
     assert not engine.batch.sequences and len(engine.batch._free) == 4
-    assert _ask(llama_server.url, QUESTIONS[1])["choices"][0]["message"]["content"]  # the server still answers
+    # the server still answers (end of turn barred: a random model may otherwise end at once, with no text)
+    reply = _ask(llama_server.url, QUESTIONS[1], max_tokens=8, logit_bias={str(t): -100 for t in stops})
+    assert reply["usage"]["completion_tokens"] == 8 and reply["choices"][0]["finish_reason"] == "length"
 
 
 def test_sampling_penalties_and_logprobs_work_on_llama_cpp_logits(servers):
@@ -126,6 +128,27 @@ def test_sampling_penalties_and_logprobs_work_on_llama_cpp_logits(servers):
     assert one["choices"][0]["message"] == two["choices"][0]["message"]  # a seed repeats the answer
     content = one["choices"][0]["logprobs"]["content"]
     assert content and all(len(token["top_logprobs"]) == 2 and token["logprob"] <= 0 for token in content)
+
+
+def test_a_forced_tool_call_parses_on_llama_cpp_as_on_torch(servers):
+    """tool_choice named / required decode under the same grammar on llama.cpp's logits: the call parses, and
+    greedy (f32 files) it is the torch engine's call."""
+    import json
+
+    tool = {"type": "function", "function": {"name": "severance_pay", "parameters": {"type": "object", "properties": {
+        "monthly_wage": {"type": "integer", "minimum": 1, "maximum": 99999},  # bounded: greedy on a random
+        "years": {"type": "integer", "minimum": 0, "maximum": 40}},                  # model may add digits forever
+        "required": ["monthly_wage", "years"]}}}
+    calls = []
+    for server in servers:
+        for choice in ({"type": "function", "function": {"name": "severance_pay"}}, "required"):
+            reply = _ask(server.url, QUESTIONS[2], tools=[tool], tool_choice=choice, max_tokens=200)["choices"][0]
+            assert reply["finish_reason"] == "tool_calls" and reply["message"]["content"] is None
+            [call] = reply["message"]["tool_calls"]
+            assert call["function"]["name"] == "severance_pay" and call["id"].startswith("call_")
+            calls.append(json.loads(call["function"]["arguments"]))
+            assert set(calls[-1]) == {"monthly_wage", "years"}
+    assert calls[:2] == calls[2:]  # torch == llama.cpp
 
 
 def test_a_prompt_longer_than_the_context_is_a_400(gguf_run_dir, tmp_path, monkeypatch):

@@ -57,3 +57,22 @@ def test_summary_metrics(checker):
     assert summary.nonexistent_rate == pytest.approx(2 / 4)
     record = summary.to_json()
     assert record["verdicts"] == {"ok": 1, "outdated": 0, "repealed": 1, "nonexistent_article": 1, "unknown_law": 1}
+
+
+def test_bracketed_names_are_skipped_in_linear_time():
+    """64k characters of 《刑法》 (issue 25 item 2): each unbracketed-name match used to be compared with every
+    bracket span (quadratic: seconds per request); now a binary search finds the span around it."""
+    import time
+
+    from lawtune.kb.citations import find_citations
+    from lawtune.kb.names import LawNames
+
+    names = LawNames(["中华人民共和国刑法", "中华人民共和国劳动合同法"])
+    mixed = "依据《刑法》第十七条和刑法第二十条，《劳动合同法》、劳动合同法第八十二条"
+    assert [(c.name, c.article) for c in find_citations(mixed, names)] == [
+        ("刑法", 17), ("刑法", 20), ("劳动合同法", None), ("劳动合同法", 82)]
+    started = time.perf_counter()
+    found = find_citations("《刑法》" * 16_000 + "刑法第三条", names)
+    elapsed = time.perf_counter() - started
+    assert len(found) == 16_001 and found[-1].article == 3
+    assert elapsed < 2.0, elapsed

@@ -129,6 +129,7 @@ def test_a_shared_character_lifts_an_article(writable_kb, monkeypatch):
     # both match the bigram 私藏 and nothing else; the shorter RELIC wins on bigrams alone, GUN shares 枪 with 手枪
     from lawtune.kb import retrieval
 
+    monkeypatch.setattr(retrieval, "DENSE_WEIGHT", 0.0)  # the character score alone (the learned one: test_dense.py)
     writable_kb.add([GUN, RELIC])
 
     def order():

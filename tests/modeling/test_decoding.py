@@ -139,3 +139,50 @@ def test_decode_new_tokens_reports_repetition_and_not_ended(tiny_model_dir):
     assert plain.new_tokens == len(ids) + 1
     budget = decode_new_tokens(loaded, ids[:5], DecodingPolicy())
     assert budget.finish_reason == "length" and not budget.ended
+
+
+def _naive_stream(text: str, stops: list[str]) -> tuple[str, str | None]:
+    """What a stop-string stream must hand out, the slow obvious way: (sent text, the stop that fired)."""
+    for end in range(1, len(text) + 1):
+        found = [(text.find(stop), stop) for stop in stops if stop in text[:end]]
+        if found:
+            at, stop = min(found)
+            return text[:at], stop
+    return text, None
+
+
+def test_stop_strings_cut_at_the_first_occurrence_and_never_show_a_pending_prefix():
+    rng = random.Random(7)
+    for _ in range(400):
+        text = "".join(rng.choice("ab问：。") for _ in range(rng.randint(0, 40)))
+        stops = ["".join(rng.choice("ab问：") for _ in range(rng.randint(1, 6))) for _ in range(rng.randint(1, 4))]
+        stream = TextStream(_CharTokenizer(), stops)
+        shown = ""
+        for char in text:
+            piece = stream.push(ord(char))
+            shown += piece
+            # nothing shown may be the start of a stop string that could still complete
+            assert not any(stop in shown for stop in stops), (text, stops, shown)
+            if stream.stopped:
+                break
+        shown += stream.flush()
+        expected, stop = _naive_stream(text, stops)
+        assert shown == expected and stream.stopped == (stop is not None), (text, stops)
+
+
+def test_long_stop_strings_cost_linear_time_in_the_answer():
+    """Four stop strings as long as the answer used to cost the cube of its length on the engine thread
+    (issue 25 item 3: 35 s → 122 s for a batch); now each character is matched once per stop string."""
+    import time
+
+    answer = "合同" * 1500  # 3,000 characters, one token each
+    stops = ["同" * 2999 + "x", "合同" * 1499 + "合x", "y" * 3000, "合" + "z" * 2999]
+    plain, started = TextStream(_CharTokenizer()), time.perf_counter()
+    for char in answer:
+        plain.push(ord(char))
+    reference = time.perf_counter() - started
+    stream, started = TextStream(_CharTokenizer(), stops), time.perf_counter()
+    shown = "".join(stream.push(ord(char)) for char in answer) + stream.flush()
+    elapsed = time.perf_counter() - started
+    assert shown == answer and not stream.stopped
+    assert elapsed < 40 * reference + 0.5, (elapsed, reference)

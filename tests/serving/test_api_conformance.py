@@ -46,13 +46,15 @@ def test_null_fields_mean_the_defaults(live_server):
 
 
 REFUSED = {
-    "tools": ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-    "tool_choice": ({"tool_choice": "required"}, "tool_choice"),
+    "a malformed tool": ({"tools": [{"type": "function", "function": {"name": "f g"}}]}, "tools[0].function.name"),
+    "tool_choice required without tools": ({"tool_choice": "required"}, "tool_choice"),
+    "functions": ({"functions": [{"name": "f"}]}, "functions"),
     "store": ({"store": True}, "store"),
     "audio": ({"audio": {"voice": "alloy"}}, "audio"),
     "an unknown field": ({"frobnicate": 1}, "frobnicate"),
     "a message name": ({"messages": [{"role": "user", "content": "你好", "name": "bob"}]}, "messages[0].name"),
-    "a tool message": ({"messages": [{"role": "tool", "content": "{}", "tool_call_id": "x"}]}, "messages[0].role"),
+    "a tool message answering no call": ({"messages": [{"role": "tool", "content": "{}", "tool_call_id": "x"}]},
+                                         "messages[0].tool_call_id"),
     "an image part": ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
                       "messages[0].content"),
     "top_logprobs without logprobs": ({"top_logprobs": 2}, "top_logprobs"),

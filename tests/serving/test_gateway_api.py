@@ -164,6 +164,9 @@ def test_metrics_count_requests_by_status_and_reason(keyed):
     assert metric_value(text, "lawtune_request_latency_seconds_count") >= 1
     assert metric_value(text, "lawtune_breaker_state") == 0 and metric_value(text, "lawtune_paused") == 0
     assert "lawtune_queue_depth" in text and "lawtune_active_batch_size" in text
+    # the server process's memory: a loaded model is tens of MiB at least, and the peak is never below now
+    rss, peak = metric_value(text, "lawtune_resident_memory_bytes"), metric_value(text, "lawtune_peak_resident_memory_bytes")
+    assert 20 * 2**20 < rss <= peak
 
 
 def test_keys_never_reach_the_logs(keyed, caplog):

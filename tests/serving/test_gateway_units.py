@@ -16,7 +16,7 @@ from gateway_fixtures import redis_url  # noqa: F401  (session fixture)
 
 from lawtune.errors import LawtuneError
 from lawtune.serving.gateway.breaker import CircuitBreaker
-from lawtune.serving.gateway.keys import KeyStore, RedactSecrets, add_key, bearer_token, hash_key
+from lawtune.serving.gateway.keys import KeyStore, RedactSecrets, add_key, bearer_token, hash_key, remove_key
 from lawtune.serving.gateway.ratelimit import RateLimited, RateLimiter
 from lawtune.serving.gateway.settings import GatewaySettings
 from lawtune.serving.gateway.switch import KillSwitch
@@ -37,9 +37,9 @@ def test_keys_file_stores_hashes_only_and_reloads_on_change(tmp_path):
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000))  # be sure the mtime moved
     assert store.lookup(bob).name == "bob" and store.lookup(bob).admin
 
-    path.write_text("keys: [{name: broken}]")  # a bad edit keeps the last good keys
+    path.write_text("keys: [{name: broken}]")  # a bad edit: fail closed (it may have been a revocation), say why
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 2_000_000))
-    assert store.lookup(alice).name == "alice"
+    assert store.lookup(alice) is None and "keys.0.sha256" in store.problem
 
 
 def test_keys_file_errors_name_file_and_fix(tmp_path):
@@ -206,3 +206,61 @@ def test_unreachable_redis_fails_closed_and_fast():
 
     error = asyncio.run(run())
     assert error.status == 503 and error.code == "limiter_unavailable" and error.headers["Retry-After"]
+
+
+def test_keys_file_fails_closed_when_broken_or_deleted_and_recovers(tmp_path, caplog):
+    path = tmp_path / "keys.yaml"
+    alice = add_key(path, "alice")
+    store = KeyStore(path, admin_key="lt-admin-secret-123456")
+    assert store.lookup(alice).name == "alice" and store.problem is None
+    text = path.read_text()
+    with caplog.at_level(logging.ERROR, logger="lawtune.gateway"):
+        path.write_text(text.replace("keys:", "keys: [", 1))  # a YAML typo in a revoking edit
+        os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000))
+        assert store.lookup(alice) is None and "not valid YAML" in store.problem
+        path.unlink()
+        assert store.lookup(alice) is None and "is gone" in store.problem
+    assert sum("REFUSING EVERY KEY" in record.message for record in caplog.records) == 2
+    assert store.lookup("lt-admin-secret-123456").admin  # the admin key still works
+    path.write_text(text)  # fixed: served again
+    assert store.lookup(alice).name == "alice" and store.problem is None
+
+
+def test_keys_remove_lock_and_mode(tmp_path):
+    import concurrent.futures
+
+    path = tmp_path / "keys.yaml"
+    first = add_key(path, "first")
+    assert path.stat().st_mode & 0o777 == 0o600  # a new keys file is its owner's only
+    path.chmod(0o640)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:  # concurrent adds: none lost
+        list(pool.map(lambda i: add_key(path, f"user{i}"), range(24)))
+    store = KeyStore(path)
+    assert len(store) == 25 and path.stat().st_mode & 0o777 == 0o640  # the mode is kept
+    remove_key(path, "first")
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000))
+    assert store.lookup(first) is None and len(store) == 24
+    with pytest.raises(LawtuneError, match="no key named 'first'"):
+        remove_key(path, "first")
+
+
+def test_admin_key_has_a_minimum_length():
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        GatewaySettings(admin_key="short-key")
+    assert GatewaySettings(admin_key="a-long-enough-admin-key").admin_key is not None
+
+
+def test_keys_remove_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from lawtune.cli import app
+
+    path = tmp_path / "keys.yaml"
+    add_key(path, "alice")
+    add_key(path, "bob")
+    runner = CliRunner()
+    result = runner.invoke(app, ["keys", "remove", "alice", "--keys-file", str(path)])
+    assert result.exit_code == 0, result.output
+    assert [key.name for key in KeyStore(path)._keys.values()] == ["bob"]
+    again = runner.invoke(app, ["keys", "remove", "alice", "--keys-file", str(path)])
+    assert again.exit_code != 0 and "no key named 'alice'" in str(again.exception)  # the CLI's one-line error

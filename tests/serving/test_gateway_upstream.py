@@ -64,6 +64,46 @@ def test_every_field_is_forwarded_to_the_upstream(front, upstream):
     assert proxied["choices"][0]["logprobs"]["tokens"] == direct["choices"][0]["logprobs"]["tokens"]
 
 
+def test_tools_pass_through_unchanged_and_the_upstreams_calls_are_relayed(front, upstream):
+    """tools / tool_choice / parallel_tool_calls reach the upstream as sent; its tool calls (streamed deltas)
+    come back to the client whole, non-streamed and streamed (assembled by the openai SDK)."""
+    from openai import OpenAI
+
+    tool = {"type": "function", "function": {"name": "severance_pay", "parameters": {"type": "object", "properties": {
+        "monthly_wage": {"type": "integer", "minimum": 1, "maximum": 99999}}, "required": ["monthly_wage"]}}}
+    fields = {"tools": [tool], "tool_choice": {"type": "function", "function": {"name": "severance_pay"}},
+              "parallel_tool_calls": False, "seed": 3, "temperature": 1.0, "max_tokens": 120}
+    direct = httpx.post(upstream.url + CHAT, json={"messages": QUESTION, **fields}, timeout=60).json()["choices"][0]
+    proxied = ask(front, **fields).json()["choices"][0]
+    assert proxied["finish_reason"] == direct["finish_reason"] == "tool_calls"
+    assert proxied["message"]["content"] is None
+    [call], [want] = proxied["message"]["tool_calls"], direct["message"]["tool_calls"]
+    assert call["function"] == want["function"] and call["id"].startswith("call_")
+    client = OpenAI(base_url=front.url + "/v1", api_key="unused", max_retries=0)
+    with client.chat.completions.stream(model=None, messages=QUESTION, **fields) as stream:
+        streamed = stream.get_final_completion().choices[0]
+    assert streamed.finish_reason == "tool_calls"
+    assert streamed.message.tool_calls[0].function.arguments == want["function"]["arguments"]
+    refused = ask(front, tools=[tool], tool_choice={"type": "function", "function": {"name": "nope"}})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "tool_choice"
+
+
+def test_hostile_input_is_refused_before_the_upstream_and_never_opens_the_breaker(front, upstream):
+    """Issue 25 item 11: a client's JSON schema is checked here (llguidance) before vLLM compiles it; bad
+    logit_bias keys, stop strings and token ids are 400s of the gateway's own schema."""
+    before = metric_value(httpx.get(upstream.url + "/metrics", timeout=10).text, "lawtune_requests_total")
+    broken = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "#/nowhere"}}}
+    for body in ({"response_format": broken}, {"logit_bias": {"²": 1}}, {"stop": "法" * 600}):
+        for _ in range(3):  # more than breaker_failures
+            response = ask(front, **body)
+            assert response.status_code == 400, response.text
+    response = httpx.post(front.url + "/v1/completions", json={"prompt": [10**12], "max_tokens": 2}, timeout=30)
+    assert response.status_code == 400, response.text
+    assert front.gateway.breaker.state == "closed" and front.gateway.breaker.consecutive_failures == 0
+    assert metric_value(httpx.get(upstream.url + "/metrics", timeout=10).text, "lawtune_requests_total") == before
+    assert ask(front).status_code == 200
+
+
 def test_proxied_answers_match_the_upstream(front, upstream, tiny_run_dir):
     models = httpx.get(front.url + "/v1/models", timeout=10).json()["data"]
     assert [m["id"] for m in models] == [tiny_run_dir.name]

@@ -155,3 +155,7 @@ def test_attention_defaults_to_eager_on_a_cpu_unless_configured():
     assert training_attention(ModelSection(attn_implementation="sdpa")) == "sdpa"
     assert training_attention(ModelSection(trust_remote_code=True)) is None  # remote code keeps its own
     assert training_attention(ModelSection()) == (None if torch.cuda.is_available() else "eager")
+    # long rows (tool-use prompts): eager's T × T attention probabilities per layer would cost GBs
+    assert training_attention(ModelSection(), 256 + 256) == (None if torch.cuda.is_available() else "eager")
+    assert training_attention(ModelSection(), 1536 + 256) == (None if torch.cuda.is_available() else "sdpa")
+    assert training_attention(ModelSection(attn_implementation="eager"), 1536 + 256) == "eager"

@@ -104,3 +104,16 @@ def test_scratch_buffers_are_reused_across_calls_and_results_never_alias_them():
         torch.testing.assert_close(grad_now, grad_then, rtol=0, atol=0)
         expected_loss, _ = _reference(states.detach(), weight, rows)
         torch.testing.assert_close(loss_now, expected_loss, rtol=1e-5, atol=1e-5)
+
+
+def test_release_buffers_frees_the_workspace_and_the_head_copy():
+    from lawtune.training import vocab_loss
+
+    weight = torch.randn(300, 16)
+    hidden, targets = torch.randn(5, 16, requires_grad=True), torch.randint(0, 300, (5,))
+    linear_cross_entropy(hidden, weight, targets, bf16=True).backward()
+    assert vocab_loss._WORKSPACE.buffers and vocab_loss._BF16_COPIES
+    vocab_loss.release_buffers()
+    assert not vocab_loss._WORKSPACE.buffers and not vocab_loss._BF16_COPIES
+    again = linear_cross_entropy(hidden, weight, targets, bf16=True)  # and the next call builds them anew
+    assert torch.isfinite(again)

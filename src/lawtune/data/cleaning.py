@@ -4,7 +4,8 @@
     clean_text("<p>劳动合同&nbsp;到期</p>")   # -> "劳动合同 到期"
     normalize_key("离婚 怎么办？")               # -> "离婚怎么办"  (for dedupe and split hashing only)
 
-`clean_text` changes what the model sees, so it is conservative: it strips HTML tags and entities,
+`clean_text` changes what the model sees, so it is conservative: it decodes HTML entities, then strips HTML
+tags (so its output never holds markup, escaped or not),
 zero-width and control characters, and collapses whitespace runs; it never rewrites Chinese punctuation
 or full-width characters. `normalize_key` is aggressive (NFKC, case-folded, no whitespace or
 punctuation) because it is only used to decide which rows are "the same question".
@@ -31,11 +32,11 @@ _KEY_DROP = re.compile(r"[\s\W_]+", re.UNICODE)
 
 def clean_text(text: str) -> str:
     """HTML tags/entities, invisible characters and whitespace runs removed; paragraphs kept."""
+    if "&" in text:  # first: an escaped tag (&lt;script&gt;) is removed like a tag, never turned into one
+        text = html.unescape(text)
     if "<" in text:
         text = _BLOCK_TAG.sub("\n", text)
         text = _TAG.sub("", text)
-    if "&" in text:
-        text = html.unescape(text)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _INVISIBLE.sub("", text)
     text = _CONTROL.sub("", text)

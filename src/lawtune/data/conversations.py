@@ -169,6 +169,9 @@ def read_examples(path: str | Path, limit: int | None = None, *, strict: bool = 
         for line_no, line in islice(numbered, limit):
             try:
                 record = json.loads(line)
+            except RecursionError:
+                raise LawtuneError(f"{path}:{line_no}: nested too deeply to be a conversation; each line must look "
+                                   f"like {EXAMPLE_LINE}") from None
             except json.JSONDecodeError as error:
                 raise LawtuneError(f"{path}:{line_no}: not valid JSON ({error.msg}); each line must look like {EXAMPLE_LINE}") from None
             messages = _turns(record, strict)

@@ -63,7 +63,7 @@ def detect_format(path: Path, encoding: str) -> str:
             handle.seek(0)
             try:
                 json.loads(first_line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 raise LawtuneError(
                     f"{path}:1: the first line is not a complete JSON object, so this is not JSONL; "
                     "give a JSON array of records or one JSON object per line"

@@ -68,7 +68,7 @@ def iter_json_records(path: Path, handle: IO[str]) -> Iterator[tuple[int, Any]]:
         if line.strip():
             try:
                 yield line_no, json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):  # nested past Python's recursion limit: not data either
                 yield line_no, None
 
 
@@ -263,6 +263,8 @@ class _ArrayStream:
                 if self.eof:
                     self.line += self.buf.count("\n", self.pos, error.pos)
                     self._fail(error.msg)
+            except RecursionError:
+                self._fail("an element is nested too deeply (over Python's recursion limit)")
             self._read(chunk)
             chunk *= 2  # one huge element costs O(n log n), not O(n^2)
 

@@ -10,7 +10,7 @@ a flag and a field drift apart. A decoding flag left out means the policy's defa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -52,6 +52,10 @@ LIMIT = option(EvalOptions, "limit")
 TOOL_DATA = option(EvalOptions, "tool_data")
 TOOLS = option(EvalOptions, "tools")
 TOOL_LIMIT = option(EvalOptions, "tool_limit")
+# infer / chat: the agent loop (lawtune.tools.agent)
+AGENT_TOOLS = typer.Option(None, "--tools", help="builtin: answer through the built-in legal tools (the agent loop: "
+                           "severance, overtime, deadlines, ...; with --kb also article lookup and law search).")
+AGENT_ROUNDS = typer.Option(4, "--tool-rounds", min=1, max=16, help="Tool rounds at most (with --tools).")
 
 
 def _decoding(repetition_penalty: Optional[float], frequency_penalty: Optional[float], presence_penalty: Optional[float],
@@ -99,7 +103,13 @@ def _print_record(record: dict) -> None:
     for name, result in record["mcq"].items():
         grid.add_row(f"MCQ {name} acc % (n={result['count']})", f"{result['accuracy']:.2f}")
     Console().print(grid)
-    Console().print(f"wrote {record['out_dir']}/metrics.json and predictions.jsonl")
+    Console().print(f"wrote {record['out_dir']}/metrics.json and predictions.jsonl ({_peak()})")
+
+
+def _peak() -> str:
+    from lawtune.memory import peak_rss_mib
+
+    return f"peak resident memory {peak_rss_mib():,.0f} MiB"
 
 
 def eval_command(
@@ -182,7 +192,7 @@ def compare_command(
                          kb=kb, check_kb=check_kb, kb_k=kb_k, kb_chars=kb_chars, tool_data=tool_data, tools=tools,
                          tool_limit=tool_limit)
     Console().print(table(result))
-    Console().print(f"report: {result['report_html']} (and {result['report_md'].name})")
+    Console().print(f"report: {result['report_html']} (and {result['report_md'].name}; {_peak()})")
     verdict = result["gate"]
     if verdict is not None:
         Console().print(("[green]quality gate passed[/]\n" if verdict["passed"] else "[red]quality gate FAILED[/]\n") + describe(verdict))
@@ -202,20 +212,24 @@ def infer_command(
     sample: bool = SAMPLE, temperature: float = TEMPERATURE, top_p: float = TOP_P,
     seed: int = SEED,
     dtype: str = DTYPE, kb: Optional[Path] = KB, kb_k: int = KB_K, kb_chars: int = KB_CHARS,
+    tools: Optional[str] = AGENT_TOOLS, tool_rounds: int = AGENT_ROUNDS,
 ) -> None:
     """One question, one answer; greedy (deterministic) unless --sample.
 
     Example: lawtune infer runs/demo --prompt "劳动合同到期不续签有补偿吗？" --kb kb.sqlite
+    Example: lawtune infer runs/demo --tools builtin --prompt "工作3年5个月，月薪8000，协商解除，补偿多少"
     """
     from lawtune.evaluation.infer import infer
     from lawtune.kb.rag import Rag
 
     decoding = _decoding(repetition_penalty, frequency_penalty, presence_penalty, no_repeat_ngram_size,
                          no_repetition_control, repetition_stop)
-    settings = _settings(max_new_tokens, 1, 2048, decoding, do_sample=sample, temperature=temperature,
-                         top_p=top_p, seed=seed)
+    # with --tools the definitions alone are ~2,000 tokens of the Gemma tokenizer (docs/tools.md): room for them
+    settings = _settings(max_new_tokens, 1, 2048 if tools is None else 8192, decoding, do_sample=sample,
+                         temperature=temperature, top_p=top_p, seed=seed)
     rag = Rag.open(kb, k=kb_k, max_chars=kb_chars) if kb is not None else None  # a bad KB fails before loading
-    infer(model, prompt, settings, base_only=base_only, system=system, dtype=dtype, stream=True, rag=rag)
+    agent = _agent(tools, tool_rounds, rag)
+    infer(model, prompt, settings, base_only=base_only, system=system, dtype=dtype, stream=True, rag=rag, agent=agent)
 
 
 def chat_command(
@@ -229,6 +243,7 @@ def chat_command(
     sample: bool = SAMPLE, temperature: float = TEMPERATURE, top_p: float = TOP_P,
     seed: int = SEED, dtype: str = DTYPE,
     kb: Optional[Path] = KB, kb_k: int = KB_K, kb_chars: int = KB_CHARS,
+    tools: Optional[str] = AGENT_TOOLS, tool_rounds: int = AGENT_ROUNDS,
 ) -> None:
     """Multi-turn chat in the terminal, with history (/reset, /exit).
 
@@ -239,10 +254,25 @@ def chat_command(
 
     decoding = _decoding(repetition_penalty, frequency_penalty, presence_penalty, no_repeat_ngram_size,
                          no_repetition_control, repetition_stop)
-    settings = _settings(max_new_tokens, 1, 2048, decoding, do_sample=sample, temperature=temperature,
-                         top_p=top_p, seed=seed)
+    settings = _settings(max_new_tokens, 1, 2048 if tools is None else 8192, decoding, do_sample=sample,
+                         temperature=temperature, top_p=top_p, seed=seed)
     rag = Rag.open(kb, k=kb_k, max_chars=kb_chars) if kb is not None else None
-    chat_loop(model, settings, base_only=base_only, system=system, dtype=dtype, rag=rag)
+    chat_loop(model, settings, base_only=base_only, system=system, dtype=dtype, rag=rag,
+              agent=_agent(tools, tool_rounds, rag))
+
+
+def _agent(tools: str | None, rounds: int, rag: Any) -> Any:
+    """`--tools builtin` → the agent over the built-in tools (+ the KB's lookup tools); no --tools → None."""
+    from lawtune.errors import LawtuneError
+
+    if tools is None:
+        return None
+    if tools != "builtin":
+        raise LawtuneError(f"--tools {tools!r}: the one tool set is builtin (the built-in legal tools)")
+    from lawtune.tools import builtin_tools
+    from lawtune.tools.agent import Agent
+
+    return Agent(builtin_tools(kb=rag.store if rag is not None else None), max_rounds=rounds)
 
 
 def register(app: typer.Typer) -> None:

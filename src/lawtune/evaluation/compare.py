@@ -53,10 +53,9 @@ def run(
     get the same retrieved articles), and the report shows the citation metrics. `tool_data` / `tools`: as
     `lawtune eval`, both sides on the same tool questions (lawtune.evaluation.tool_eval).
     """
-    import gc
-
     from lawtune.evaluation.tool_eval import open_tool_set
     from lawtune.kb.rag import open_eval_kb
+    from lawtune.memory import release_memory
     from lawtune.modeling.loading import load_model
 
     run_dir, data = Path(run_dir), resolve_data(data)
@@ -85,7 +84,7 @@ def run(
         write_outputs(out / side, record, predictions)
         results[side] = (record, predictions)
         del loaded
-        gc.collect()
+        release_memory()  # the first model's memory goes back to the OS before the second one loads
     if rag is not None:
         rag.close()
     verdict = gate.check(results["base"][0], results["tuned"][0]) if gate and gate.active else None

@@ -5,6 +5,7 @@
     lawtune infer runs/demo --base-only --prompt "..."                        # ask the base model
     lawtune chat runs/demo                                                    # /reset clears history, /exit quits
     lawtune infer runs/demo --kb kb.sqlite --prompt "..."                     # with retrieved articles (lawtune.kb.rag)
+    lawtune infer runs/demo --tools builtin --prompt "工作3年5个月，月薪8000，协商解除，补偿多少"   # the agent loop
 
 Both format prompts with the run's stored chat template (the one used in training) and decode with the
 same policy as eval and serve (`lawtune.modeling.decoding`): repetition control on the answer only, and
@@ -51,12 +52,13 @@ class _Printer:
             self.write(text, end="", flush=True)
 
 
-def answer(loaded: Any, messages: list[dict[str, str]], settings: GenerationSettings, stream: bool = False,
-           write=print) -> Generation:
-    """The model's reply to a conversation ending with a user turn (printed as it comes when `stream`)."""
+def answer(loaded: Any, messages: list[dict[str, Any]], settings: GenerationSettings, stream: bool = False,
+           write=print, tools: list[dict[str, Any]] | None = None) -> Generation:
+    """The model's reply to a conversation ending with a user (or tool) turn (printed as it comes when
+    `stream`); `tools`: OpenAI tool definitions the prompt offers."""
     import torch
 
-    ids = prompt_ids(loaded.chat, messages, settings.max_input_length)
+    ids = prompt_ids(loaded.chat, messages, settings.max_input_length, tools=tools)
     streamer = _Printer(loaded, settings, write) if stream else None
     if settings.do_sample:
         torch.manual_seed(settings.seed)
@@ -77,14 +79,50 @@ def _show_sources(rag: Any, augmented: Any, text: str, write=print) -> None:
         write(f"  引用 {verdict['text']}: {verdict['verdict']}")
 
 
+def with_tools(loaded: Any, agent: Any, messages: list[dict[str, Any]], settings: GenerationSettings,
+               write=print) -> Any:
+    """The agent loop (lawtune.tools.agent) on `loaded`: each call and its result printed as it runs, the
+    answer after them. Returns the AgentResult (its `messages` hold the tool turns)."""
+    from lawtune.tools.agent import run_agent
+
+    shown = len(messages)
+
+    def show(conversation: list[dict[str, Any]]) -> None:
+        nonlocal shown
+        for message in conversation[shown:]:
+            for call in message.get("tool_calls") or []:
+                write(f"  [调用工具] {call['function']['name']} {call['function']['arguments']}")
+            if message["role"] == "tool":
+                write(f"  [工具结果] {message['name']}: {message['content']}")
+        shown = len(conversation)
+
+    def ask(conversation: list[dict[str, Any]], definitions: list[dict[str, Any]]) -> str:
+        show(conversation)
+        return answer(loaded, conversation, settings, tools=definitions).text
+
+    result = run_agent(agent, ask, messages)
+    show(result.messages)
+    if result.finish != "answer":
+        write(f"  [工具] 结束：{result.finish}")
+    write(result.answer)
+    return result
+
+
 def infer(spec: str, prompt: str, settings: GenerationSettings, *, base_only: bool = False, system: str | None = None,
-          dtype: str = "float32", stream: bool = False, rag: Any = None, write=print) -> str:
+          dtype: str = "float32", stream: bool = False, rag: Any = None, write=print, agent: Any = None) -> str:
     """One answer; with `rag` (lawtune.kb.rag.Rag) the question is asked with retrieved articles, which are
-    printed after the answer together with the verdicts of its citations."""
+    printed after the answer together with the verdicts of its citations; with `agent`
+    (lawtune.tools.agent.Agent) through the agent loop, each tool call printed."""
     from lawtune.modeling.loading import load_model
 
     loaded = load_model(spec, base_only=base_only, dtype=dtype, merge=True)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    if agent is not None:
+        augmented = rag.augment(messages) if rag is not None else None
+        text = with_tools(loaded, agent, augmented.messages if augmented else messages, settings, write).answer
+        if augmented is not None:
+            _show_sources(rag, augmented, text, write)
+        return text
     if rag is None:
         return answer(loaded, messages, settings, stream=stream, write=write).text
     augmented = rag.augment(messages)
@@ -96,7 +134,8 @@ def infer(spec: str, prompt: str, settings: GenerationSettings, *, base_only: bo
 
 
 def chat_loop(spec: str, settings: GenerationSettings, *, base_only: bool = False, system: str | None = None,
-              dtype: str = "float32", read=input, write=print, rag: Any = None) -> list[dict[str, str]]:
+              dtype: str = "float32", read=input, write=print, rag: Any = None, agent: Any = None
+              ) -> list[dict[str, Any]]:
     """Read questions until /exit or end of input; keep the history; return it.
 
     With `rag` each question is asked with the articles retrieved for it; the history keeps the plain
@@ -123,8 +162,13 @@ def chat_loop(spec: str, settings: GenerationSettings, *, base_only: bool = Fals
         history.append({"role": "user", "content": question})
         write("助手: ", end="", flush=True)
         augmented = rag.augment(history) if rag is not None else None
-        reply = answer(loaded, augmented.messages if augmented else history, settings, stream=True, write=write)
+        asked = augmented.messages if augmented else history
+        if agent is not None:  # the tool turns stay out of the history: the next question starts clean
+            write("")
+            text = with_tools(loaded, agent, asked, settings, write).answer
+        else:
+            text = answer(loaded, asked, settings, stream=True, write=write).text
         if augmented is not None:
-            _show_sources(rag, augmented, reply.text, write)
-        history.append({"role": "assistant", "content": reply.text})
+            _show_sources(rag, augmented, text, write)
+        history.append({"role": "assistant", "content": text})
     return history

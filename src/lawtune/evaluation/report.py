@@ -174,9 +174,11 @@ def render_markdown(context: dict[str, Any]) -> str:
 
 
 def render_html(context: dict[str, Any]) -> str:
-    from jinja2 import Environment, PackageLoader, select_autoescape
+    from jinja2 import Environment, PackageLoader
 
-    env = Environment(loader=PackageLoader("lawtune.evaluation", "templates"), autoescape=select_autoescape())
+    # select_autoescape() only knows .html/.xml names, not .html.jinja: every template here is escaped, so a
+    # prediction holding <script> is shown as text in the report people mail around
+    env = Environment(loader=PackageLoader("lawtune.evaluation", "templates"), autoescape=True)
     return env.get_template("report.html.jinja").render(**context)
 
 

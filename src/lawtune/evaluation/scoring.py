@@ -4,8 +4,11 @@
     mcq = mcq_accuracy(loaded, read_mcq("data/benchmarks/jecqa_single.jsonl"))
 
 Both only need the model's log-probabilities, so they parse no generated text. Only the positions that
-are scored get vocabulary logits (`logits_to_keep`): with a 262k-token vocabulary the logits, not the
-transformer, dominate memory.
+are scored get vocabulary logits (`logits_to_keep`), and those a few at a time: with a 262k-token
+vocabulary the logits, not the transformer, dominate memory (512 positions' float32 logits and their
+log-softmax are 1 GiB; 32 positions' are 64 MiB). The model returns the hidden states of the scored
+positions (its head swapped for an identity for that forward) and its own head projects them chunk by chunk,
+the same computation as the model's logits, row by row.
 
 MCQ: each option's text is scored as the answer to the question (the chat template's user turn holding
 the question, then the option as the assistant's words). The pick is the option with the highest
@@ -15,18 +18,22 @@ long options are not punished for their length); the pick by the raw sum is repo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from lawtune.errors import LawtuneError
 from lawtune.evaluation.generation import make_progress
 from lawtune.modeling.chat import IGNORE_INDEX
 
-LOGIT_ROWS_PER_BATCH = 512  # ~0.5 GB of fp32 logits with a 262k vocabulary
+LOGIT_ROWS_PER_BATCH = 512  # scored positions per forward
 TOKENS_PER_BATCH = 8192
+LOGPROB_CHUNK_ROWS = 32  # positions projected onto the vocabulary at once: 32 × 262k float32 = 32 MiB
+# Config attributes with which a model changes its logits after the head: those models project in the forward.
+LOGIT_POSTPROCESSING = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 
 
 # ---- shared: log-probabilities of continuations ------------------------------------------------------------
@@ -62,13 +69,61 @@ def _continuation_logprobs(model: Any, prompts: list[list[int]], continuations: 
         masks.append([0] * left + [1] * (len(prompt) + len(continuation)) + [0] * right)
     input_ids, attention = torch.tensor(rows), torch.tensor(masks)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens count from 0
+    targets = input_ids[:, prompt_width:]  # column t-1 predicts the token in column t
+    inputs = {"input_ids": input_ids, "attention_mask": attention, "position_ids": positions,
+              "logits_to_keep": width - prompt_width + 1}  # logits at columns prompt_width-1 … width-1
     with torch.inference_mode():
-        # logits at columns prompt_width-1 … width-1; column t-1 predicts the token in column t
-        logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                       logits_to_keep=width - prompt_width + 1).logits
-        logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-        picked = logprobs.gather(-1, input_ids[:, prompt_width:].unsqueeze(-1)).squeeze(-1)
+        head = _plain_head(model)
+        if head is None:
+            picked = _picked_logprobs(model(**inputs).logits[:, :-1], targets, lambda rows: rows)
+        else:  # the model hands back hidden states; the head projects a few rows at a time
+            with _head_returns_hidden_states(model, head):
+                hidden = model(**inputs).logits[:, :-1]
+            picked = _picked_logprobs(hidden, targets, head)
     return [picked[row, :len(continuation)].tolist() for row, continuation in enumerate(continuations)]
+
+
+def _picked_logprobs(states: Any, targets: Any, head: Any) -> Any:
+    """log_softmax(head(states))[target] per (row, column), LOGPROB_CHUNK_ROWS positions at a time, so the
+    float32 (positions × vocabulary) logits and their log-softmax exist for one chunk only."""
+    import torch
+
+    flat, flat_targets = states.reshape(-1, states.shape[-1]), targets.reshape(-1)
+    picked = torch.empty(flat.shape[0], dtype=torch.float32)
+    for start in range(0, flat.shape[0], LOGPROB_CHUNK_ROWS):
+        part = slice(start, start + LOGPROB_CHUNK_ROWS)
+        logprobs = torch.log_softmax(head(flat[part]).float(), dim=-1)
+        picked[part] = logprobs.gather(-1, flat_targets[part, None]).squeeze(-1)
+    return picked.view(targets.shape)
+
+
+def _plain_head(model: Any) -> Any:
+    """The model's output head when its logits are exactly `head(hidden states)` (a linear layer, no logit
+    post-processing such as Gemma 2's final soft-capping), else None."""
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    config = getattr(base, "config", None)
+    if type(head) is not torch.nn.Linear or any(getattr(config, name, None) not in (None, 1, 1.0) for name in LOGIT_POSTPROCESSING):
+        return None
+    if not any(child is head for child in base.children()):
+        return None
+    return head
+
+
+@contextlib.contextmanager
+def _head_returns_hidden_states(model: Any, head: Any) -> Iterator[None]:
+    """Swap the output head for an identity for one forward (its logits are then the hidden states)."""
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    name = next(name for name, child in base.named_children() if child is head)
+    setattr(base, name, torch.nn.Identity())
+    try:
+        yield
+    finally:
+        setattr(base, name, head)
 
 
 def _score_all(loaded: Any, prompts: list[list[int]], continuations: list[list[int]], description: str,

@@ -14,6 +14,7 @@ built in a temporary sibling, renamed at the end). Formats and their files: docs
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 from pathlib import Path
 
@@ -202,18 +203,24 @@ def _vllm(info: RunInfo, adapter_dir: Path, tmp: Path, out_dir: Path, say) -> tu
         from lawtune.export.merged import write_merged
 
         write_merged(info, adapter_dir, tmp / "model", "bfloat16")
-        command = "vllm serve DIR/model --served-model-name legal --port 8001"
+
+        def args(folder: str) -> list[str]:
+            return ["vllm", "serve", f"{folder}/model", "--served-model-name", "legal", "--port", "8001"]
         why = ("The adapter also trains whole token rows (`trainable_token_indices`: the end-of-turn token), "
                "which vLLM's LoRA support cannot load, so the model is served merged (`model/`, bfloat16, "
                "chat template and end-of-turn stop inside).")
     else:
         shutil.copytree(adapter_dir, tmp / "adapter")
         rank = max(8, 1 << (int(config.get("r", 8)) - 1).bit_length())
-        command = (f"vllm serve {info.base_model} --enable-lora --lora-modules legal=DIR/adapter "
-                   f"--max-lora-rank {rank} --chat-template DIR/chat_template.jinja --generation-config DIR --port 8001")
+
+        def args(folder: str) -> list[str]:
+            return ["vllm", "serve", str(info.base_model), "--enable-lora", "--lora-modules", f"legal={folder}/adapter",
+                    "--max-lora-rank", str(rank), "--chat-template", f"{folder}/chat_template.jinja",
+                    "--generation-config", folder, "--port", "8001"]
         why = ("vLLM serves the base model and applies the adapter (`--lora-modules legal=...`); the base folder has "
                "no chat template and stops only at `<eos>`, so the command passes the run's template and this "
                "folder's generation_config.json (end-of-turn among the eos ids).")
+    command = shlex.join(args("DIR"))
     usage = f"""```bash
 {command}
 # then, from anywhere: the gateway in front of it (docs/gateway.md)
@@ -221,6 +228,7 @@ lawtune serve RUN --upstream http://GPU_HOST:8001 --keys-file keys.yaml
 ```
 
 {why}"""
-    atomic_write_text(tmp / "vllm-serve.sh", "#!/bin/sh\nexec " + command.replace("DIR", str(out_dir)) + ' "$@"\n')
+    # every word quoted: a path holding a space, `$(…)` or a quote is one argument, never shell code
+    atomic_write_text(tmp / "vllm-serve.sh", "#!/bin/sh\nexec " + shlex.join(args(str(out_dir))) + ' "$@"\n')
     (tmp / "vllm-serve.sh").chmod(0o755)
     return sorted(p.name for p in tmp.iterdir()), usage

@@ -21,6 +21,7 @@ from pathlib import Path
 from lawtune.errors import LawtuneError
 from lawtune.fsutil import atomic_path
 from lawtune.kb import open_store
+from lawtune.kb.dense import train_dense
 from lawtune.kb.laws import find_law_files, parse_law_file
 from lawtune.kb.postgres_store import PostgresStore, is_postgres_url
 from lawtune.kb.sqlite_store import SqliteStore
@@ -28,16 +29,20 @@ from lawtune.kb.store import Item
 from lawtune.kb.tokenize import DEFAULT_TOKENIZER
 
 Progress = Callable[[str, int], None]  # (file just read, items it gave)
+TrainProgress = Callable[[int, int], None]  # (training step, steps) of the learned retriever
 
 
 def build(sources: Iterable[str | Path], out: str | Path, *, tokenizer: str = DEFAULT_TOKENIZER,
-          progress: Progress | None = None) -> dict[str, int]:
+          progress: Progress | None = None, train_progress: TrainProgress | None = None) -> dict[str, int]:
     """Build a new KB file at `out` (replacing any old one only when complete); returns items per kind.
 
-    `out` may be a `postgresql://` URL: the KB is built in that database (postgres_store.py), swapped in whole."""
+    After indexing, the learned retriever is trained on the KB's articles and stored in it (dense.py);
+    `train_progress(step, steps)` follows that. `out` may be a `postgresql://` URL: the KB is built in that
+    database (postgres_store.py), swapped in whole."""
     files = source_files(sources)
     if is_postgres_url(out):
-        return PostgresStore.build(out, _items_with_progress(files, progress), tokenizer=tokenizer)
+        return PostgresStore.build(out, _items_with_progress(files, progress), tokenizer=tokenizer,
+                                   train_progress=train_progress)
     with atomic_path(out) as tmp:  # SQLite writes by path: a temporary sibling, renamed over `out` when complete
         store = SqliteStore.create(tmp, tokenizer=tokenizer)
         try:
@@ -46,6 +51,7 @@ def build(sources: Iterable[str | Path], out: str | Path, *, tokenizer: str = DE
             if not counts:
                 raise LawtuneError(f"no articles or Q&A pairs in {', '.join(map(str, files))}; "
                                    "give LawRefBook law Markdown files or conversations JSONL")
+            train_dense(store, progress=train_progress)
             store.db.execute("VACUUM")
         finally:
             store.close()

@@ -24,6 +24,8 @@ Verdicts (relative to the laws in the knowledge base: build it from all of LawRe
 
 from __future__ import annotations
 
+import bisect
+import math
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -100,7 +102,7 @@ class CheckSummary:
 def find_citations(text: str, names: LawNames) -> list[Citation]:
     """Every citation in text, in order (see the module docstring for what counts)."""
     found: list[Citation] = []
-    bracketed: list[tuple[int, int]] = []
+    bracketed: list[tuple[int, int]] = []  # spans in order, never overlapping: bisect finds the one around a name
     for match in BRACKETED_RE.finditer(text):
         bracketed.append(match.span())
         name = normalize(match.group(1))
@@ -111,7 +113,8 @@ def find_citations(text: str, names: LawNames) -> list[Citation]:
         elif law_full or LAW_LIKE_RE.search(name):
             found.append(Citation(match.group(0), name, law_full, None, 0, match.start()))
     for start, end, law_full in names.find(text):
-        if any(b_start <= start < b_end for b_start, b_end in bracketed):
+        around = bisect.bisect_right(bracketed, (start, math.inf)) - 1
+        if around >= 0 and start < bracketed[around][1]:
             continue  # already read as a bracketed name
         found.extend(_refs_after(text, end, start, text[start:end], law_full))
     return sorted(found, key=lambda c: c.start)

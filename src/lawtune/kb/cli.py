@@ -86,8 +86,8 @@ def build(
     files = source_files(sources or [])
     if sources and bundled:
         files = bundled_law_paths() + files
-    with _progress(len(files), "indexing") as advance:
-        counts = run_build(files, out, tokenizer=tokenizer, progress=advance)
+    with _progress(len(files), "indexing") as advance, _step_progress("training the retriever") as train:
+        counts = run_build(files, out, tokenizer=tokenizer, progress=advance, train_progress=train)
     typer.echo(f"{shown}: {counts.get('article', 0)} articles, {counts.get('qa', 0)} Q&A pairs from {len(files)} files")
 
 
@@ -213,6 +213,27 @@ def _progress(total: int, label: str):
                       TimeElapsedColumn(), transient=True) as progress:
             task = progress.add_task(label, total=total, file="")
             yield lambda path, count: progress.update(task, advance=1, file=Path(path).name)
+    return bar()
+
+
+def _step_progress(label: str):
+    """A rich progress bar over steps, shown from the first call of the callback it yields: (step, steps)."""
+    import contextlib
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    @contextlib.contextmanager
+    def bar():
+        with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      transient=True) as progress:
+            task = None
+
+            def advance(step: int, steps: int) -> None:
+                nonlocal task
+                if task is None:
+                    task = progress.add_task(label, total=steps)
+                progress.update(task, completed=step)
+            yield advance
     return bar()
 
 

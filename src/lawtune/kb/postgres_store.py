@@ -40,6 +40,7 @@ from collections.abc import Iterable
 
 from lawtune.errors import LawtuneError
 from lawtune.kb.repeals import repealed_in
+from lawtune.kb.dense import refresh_dense, train_dense
 from lawtune.kb.sqlite_store import FORMAT, FORMAT_VERSION, ITEM_FIELDS, MAX_DF, row_values
 from lawtune.kb.store import Catalog, Hit, Item, Kind, char_stats
 from lawtune.kb.tokenize import DEFAULT_TOKENIZER, characters, tokenize
@@ -69,6 +70,7 @@ CREATE TABLE {schema}.repeals (law_full TEXT NOT NULL, by_law TEXT NOT NULL, by_
                                PRIMARY KEY (law_full, by_law));
 CREATE TABLE {schema}.token_df (token TEXT PRIMARY KEY, df INTEGER NOT NULL);
 CREATE TABLE {schema}.char_df (char TEXT PRIMARY KEY, df INTEGER NOT NULL);
+CREATE TABLE {schema}.blobs (key TEXT PRIMARY KEY, value BYTEA NOT NULL);
 """
 # built after the bulk load of `build` (one pass over the data instead of one update per row)
 GIN_INDEX = "CREATE INDEX items_tsv ON {schema}.items USING GIN (tsv)"
@@ -119,10 +121,36 @@ class PostgresStore:
         self.lock = threading.RLock()
         meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
         self.tokenizer = meta.get("tokenizer", DEFAULT_TOKENIZER)
-        self._retriever = None  # built on first search, dropped on add (it caches law names)
-        self._items = 0  # item count for idf and MAX_DF; reset on add
-        self._char_df: dict[str, int] = {}  # char_stats's cache; reset on add
+        self._forget()
+        self.generation = 0
+        self._stamp = self._read_stamp()
+
+    def _forget(self) -> None:
+        """Drop every cache of the KB's contents (after a change)."""
+        self._retriever = None  # built on first search (it caches law names)
+        self._items = 0  # item count for idf and MAX_DF
+        self._char_df: dict[str, int] = {}  # char_stats's cache
         self._chars = 0
+
+    def _read_stamp(self) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return row[0] if row else None
+
+    def _bump_generation(self) -> None:
+        self.db.execute("INSERT INTO meta VALUES ('generation', '1') ON CONFLICT (key) "
+                        "DO UPDATE SET value = (meta.value::bigint + 1)::text")
+
+    def refresh(self) -> int:
+        """Notice a change another process committed (`lawtune kb add` while serving; `add` bumps meta
+        `generation`): caches — the item count above all, which idf divides by — are dropped. Returns
+        `generation` (the citation checker rebuilds its catalog when it moved). One indexed read per request."""
+        with self.lock:
+            stamp = self._read_stamp()
+            if stamp != self._stamp:
+                self._stamp = stamp
+                self._forget()
+                self.generation += 1
+            return self.generation
 
     # ---- open / build --------------------------------------------------------------------------------
 
@@ -152,7 +180,8 @@ class PostgresStore:
             conn.close()
 
     @classmethod
-    def build(cls, location, items: Iterable[Item], tokenizer: str = DEFAULT_TOKENIZER) -> dict[str, int]:
+    def build(cls, location, items: Iterable[Item], tokenizer: str = DEFAULT_TOKENIZER,
+              train_progress=None) -> dict[str, int]:
         """Index items into a fresh schema, then replace the database's KB with it in one transaction."""
         url = _url(location)
         tokenize("", tokenizer)  # fail early on an unknown scheme
@@ -177,6 +206,7 @@ class PostgresStore:
             if not counts:
                 raise LawtuneError("no articles or Q&A pairs in the sources; "
                                    "give LawRefBook law Markdown files or conversations JSONL")
+            train_dense(store, progress=train_progress)
             conn.execute(GIN_INDEX.format(schema=staging))
             conn.execute(f"ANALYZE {staging}.items")
             with conn.transaction():
@@ -240,8 +270,12 @@ class PostgresStore:
             self.db.execute("UPDATE meta SET value = (value::bigint + %s)::text WHERE key = 'chars'", (chars,))
             self.db.cursor().executemany("INSERT INTO repeals VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", repeals)
             self._update_current(touched)
-        self._retriever = None
-        self._items, self._char_df, self._chars = 0, {}, 0
+            self._bump_generation()
+        self._forget()
+        self.generation += 1
+        self._stamp = self._read_stamp()
+        if touched:  # articles came or changed version: the dense index follows (a KB without one: nothing)
+            refresh_dense(self)
         return count
 
     def _update_current(self, laws: set[str]) -> None:
@@ -268,6 +302,7 @@ class PostgresStore:
     def text_search(self, query: str, k: int, *, current_only: bool = True, laws: Iterable[str] = (),
                     kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:
         with self.lock:
+            self.refresh()
             return self._text_search(query, k, current_only, list(laws), list(kinds))
 
     def _text_search(self, query: str, k: int, current_only: bool, laws: list[str], kinds: list[str]) -> list[Hit]:
@@ -361,6 +396,7 @@ class PostgresStore:
                kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:
         from lawtune.kb.retrieval import Retriever
 
+        self.refresh()
         if self._retriever is None:
             self._retriever = Retriever(self)
         return self._retriever.search(query, k, current_only=current_only, kinds=kinds)
@@ -379,6 +415,7 @@ class PostgresStore:
 
     def catalog(self) -> Catalog:
         with self.lock:
+            self.refresh()
             rows = self.db.execute(
                 "SELECT law_full, law, version, current, article, sub FROM items WHERE kind = 'article'").fetchall()
             repeal_rows = self.db.execute("SELECT law_full, by_law, by_cite FROM repeals").fetchall()
@@ -388,10 +425,31 @@ class PostgresStore:
         with self.lock:
             return dict(self.db.execute("SELECT kind, COUNT(*) FROM items GROUP BY kind").fetchall())
 
+    def current_articles(self) -> list[Item]:
+        """Every article of a current version, in insertion order (the dense index encodes these)."""
+        with self.lock:
+            rows = self.db.execute(f"SELECT {', '.join(ITEM_FIELDS)} FROM items WHERE kind = 'article' AND current "
+                                   "ORDER BY id").fetchall()
+        return [_item(row) for row in rows]
+
+    def get_blob(self, key: str) -> bytes | None:
+        with self.lock:
+            row = self.db.execute("SELECT value FROM blobs WHERE key = %s", (key,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def put_blob(self, key: str, value: bytes) -> None:
+        with self.lock, self.db.transaction():
+            self.db.execute("INSERT INTO blobs VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                            (key, value))
+            self._bump_generation()  # other processes' stores drop their retriever (it holds the dense index)
+        self._retriever = None
+        self._stamp = self._read_stamp()
+
 
 def _idf(items: int, df: float) -> float:
-    """BM25's idf as FTS5 computes it (floored at 1e-6)."""
-    return max(math.log((items - df + 0.5) / (df + 0.5)), 1e-6)
+    """BM25's idf as FTS5 computes it (floored at 1e-6). A df above the count (items another process added
+    after the count was read) is the floor, never a math domain error."""
+    return max(math.log((max(items - df, 0) + 0.5) / (df + 0.5)), 1e-6)
 
 
 def _term_rank(weights: list[float]) -> float:

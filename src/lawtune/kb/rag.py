@@ -32,6 +32,7 @@ from lawtune.text import excerpt
 
 DEFAULT_K = 3  # 3 × 200 characters keep the prompt near 500 tokens: room for a long answer in a small context
 DEFAULT_MAX_CHARS = 200
+MAX_QUERY_CHARS = 2000  # retrieval reads at most the question's last 2,000 characters (a bounded cost per request)
 RAG_INPUT_LENGTH = 1536  # prompt tokens eval keeps by default with --kb (the material must not be cut away)
 
 INSTRUCTION = ("请参考下列法律资料回答问题。资料编号[资料N]只是编号，不是法条序号；引用法条时写成《法名》第N条。"
@@ -79,7 +80,24 @@ class Rag:
             raise LawtuneError(f"--kb-chars must be at least 20 characters, got {max_chars}")
         self.store, self.k, self.max_chars, self.location = store, k, max_chars, location
         # verdicts against the same KB unless another (e.g. all of LawRefBook) is given: `open_checker`
+        self._own_checker = checker is None
+        self._generation = self._store_generation()
         self.checker = checker or CitationChecker(store.catalog())
+
+    def _store_generation(self) -> int:
+        refresh = getattr(self.store, "refresh", None)
+        return refresh() if refresh is not None else 0
+
+    def _fresh_checker(self) -> Any:
+        """The citation checker, rebuilt when the KB changed since (a `kb add` while serving: a new law must
+        not get `unknown_law`). One cheap generation check per answer."""
+        from lawtune.kb.citations import CitationChecker
+
+        if self._own_checker:
+            generation = self._store_generation()
+            if generation != self._generation:
+                self.checker, self._generation = CitationChecker(self.store.catalog()), generation
+        return self.checker
 
     @classmethod
     def open(cls, location: str | Path, k: int = DEFAULT_K, max_chars: int = DEFAULT_MAX_CHARS) -> "Rag":
@@ -97,6 +115,8 @@ class Rag:
         self.store.close()
 
     def retrieve(self, question: str) -> list[Hit]:
+        # a search's cost grows with the query: a pasted document is searched by its end, where the question is
+        question = question[-MAX_QUERY_CHARS:]
         return self.store.search(question, k=self.k) if question.strip() else []
 
     def augment(self, messages: list[dict[str, str]]) -> Augmented:
@@ -111,7 +131,7 @@ class Rag:
 
     def check(self, answer: str) -> list[dict[str, Any]]:
         """The citation verdicts of one answer as JSON records (text, law_full, article, verdict, detail, …)."""
-        return [verdict.to_json() for verdict in self.checker.check(answer)]
+        return [verdict.to_json() for verdict in self._fresh_checker().check(answer)]
 
     def record(self) -> dict[str, Any]:
         """What eval writes to metrics.json about the KB: path, sha256 (of a file), k, excerpt length, counts."""

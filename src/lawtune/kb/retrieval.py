@@ -43,7 +43,14 @@
    alike), not tuned. Measured with `--char-weight 0` / default: LawBench 3-2 recall@5 of the cited provision
    0.741 → 0.752 (13 questions gained, 8 lost; 0.756 → 0.766 all versions; PostgreSQL 0.717 → 0.743), 1,000
    consultations hit@5 0.769 → 0.784, kb_rag_eval (bundled laws) recall@3 0.164 → 0.189, hit@3 0.415 → 0.472.
-8. The rest is the backend's BM25 (law name weighted ×2).
+8. A learned retriever fills the vocabulary gap: `kb build` trains static n-gram embeddings on question →
+   article pairs (encoder.py, dense.py: real consultations and exam cases with the articles their answers
+   cite, plus the pairs the laws give — a sentence → its article, an interpretation → the statute it cites) and
+   stores a vector per current article. Every hit's score becomes its score ÷ the best score of the list +
+   `DENSE_WEIGHT` × the cosine of the question and the article, and the `DENSE_POOL` articles nearest the
+   question join the candidates (with the cosine alone) — so an article that shares no word with the question
+   can still come up. Measured in docs/knowledge-base.md ("The learned retriever").
+9. The rest is the backend's BM25 (law name weighted ×2).
 
 Measured on LawBench 3-2 with benchmarks/kb_retrieval.py (docs/knowledge-base.md): re-ranking the top 100 by
 law-level score aggregation, law-name-core matches, query-term coverage and pseudo-relevance feedback each
@@ -58,6 +65,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from lawtune.kb.citations import find_citations
+from lawtune.kb.dense import load_dense
 from lawtune.kb.names import LawNames
 from lawtune.kb.store import Hit, Kind
 
@@ -73,6 +81,8 @@ FUSION = "sum"  # "sum": BM25 + weight × summed BM25 of the citing Q&A; "rrf": 
 FOLD_VERSIONS = True  # search matches older versions' wording and returns one hit per provision (_fold_versions)
 ASK_WEIGHT = 0.5  # extra weight of the asking sentence's words (ask_clause); 0 turns it off
 CHAR_WEIGHT = 1.0  # weight of the candidates' single-character score (store.char_scores); 0 turns it off
+DENSE_WEIGHT = 1.0  # weight of the learned retriever's cosine against the list-normalized score (8.); 0: off
+DENSE_POOL = 100  # articles nearest the question in the dense index that join the candidates
 SENTENCE_END_RE = re.compile(r"(?<=[。！？?!；;])")
 BOILERPLATE_RE = re.compile(r"(根据|依据|按照)?(中国的|我国的?)?(相关|哪[一个条部些]*)?(的)?"
                             r"(法律|法规|法条|条款|条文|规定|文件)+[，,]?")
@@ -84,6 +94,7 @@ class Retriever:
         catalog = store.catalog()
         self.names = LawNames([*catalog.versions, *catalog.repealed])
         self.has_qa = bool(store.count().get("qa"))  # stores rebuild their retriever after add
+        self.dense = load_dense(store) if DENSE_WEIGHT > 0 else None  # None: a KB without a dense index
         self._cited: dict[str, list[tuple[str, int, int]]] = {}  # Q&A answer → articles it cites
 
     def search(self, query: str, k: int = 5, *, current_only: bool = True,
@@ -123,6 +134,8 @@ class Retriever:
             else:
                 voters = self._text_search(query, QA_VOTERS, current_only=current_only, kinds=("qa",))
             ranked = [h for h in self._bridge(ranked, voters, current_only) if h.item.kind in kinds]
+        if self.dense is not None and "article" in kinds:
+            ranked = self._fuse_dense(query, ranked, k, kinds)
         seen = {self._key(h) for h in exact}
         rest = [h for h in ranked if self._key(h) not in seen]
         # named articles lead: give them finite scores above every text match (JSON has no Infinity)
@@ -164,6 +177,31 @@ class Retriever:
             entry[1] += BRIDGE_WEIGHT * (vote if FUSION == "sum" else 1 / (RRF_K + n))
         return [replace(h, score=score) for h, score in sorted(fused.values(), key=lambda e: e[1], reverse=True)]
 
+    def _fuse_dense(self, query: str, ranked: list[Hit], k: int, kinds: tuple) -> list[Hit]:
+        """Score ÷ the list's best + DENSE_WEIGHT × cosine; the articles nearest the question join (8. above).
+        Articles only the dense index found are looked up only when they reach the top k."""
+        vector = self.dense.query_vector(query)
+        if not vector.any():
+            return ranked
+        best = ranked[0].score if ranked and ranked[0].score > 0 else 1.0
+        keys = [_dense_key(h) for h in ranked]
+        cosines = iter(self.dense.cosines(vector, [key for key in keys if key]))
+        scored: list[tuple[float, Hit | tuple]] = [
+            (h.score / best + (DENSE_WEIGHT * next(cosines) if key else 0.0), h) for h, key in zip(ranked, keys)]
+        present = set(filter(None, keys))
+        scored += [(DENSE_WEIGHT * cosine, key) for key, cosine in self.dense.top(vector, DENSE_POOL)
+                   if key not in present and "article" in kinds]
+        scored.sort(key=lambda pair: pair[0], reverse=True)
+        fused: list[Hit] = []
+        for score, entry in scored:
+            if isinstance(entry, Hit):
+                fused.append(replace(entry, score=score))
+            elif len(fused) < k + 5:  # a dense-only article that can still make the top k: fetch it
+                item = self.store.lookup(*entry)
+                if item is not None and item.current:
+                    fused.append(Hit(item, score))
+        return fused
+
     def _fold_versions(self, ranked: list[Hit], keep_dropped: bool) -> list[Hit]:
         """One hit per provision: an older version's article becomes the current article of the same provision
         (versions.py), at the best score of its versions. An article the current version no longer has is
@@ -203,6 +241,11 @@ class Retriever:
         if STATUTE_RE.match(hit.item.law_full):
             score *= STATUTE_BOOST
         return replace(hit, score=score)
+
+
+def _dense_key(hit: Hit) -> tuple[str, int, int] | None:
+    item = hit.item
+    return (item.law_full, item.article, item.sub) if item.kind == "article" and item.current else None
 
 
 def ask_clause(query: str) -> str:

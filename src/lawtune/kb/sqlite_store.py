@@ -16,28 +16,34 @@ BM25 column weights (law name, path/question, text) = `WEIGHTS`; measured in ben
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sqlite3
 import threading
+import urllib.parse
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
 from lawtune.errors import LawtuneError
+from lawtune.kb.dense import refresh_dense
 from lawtune.kb.repeals import repealed_in
 from lawtune.kb.store import Catalog, Hit, Item, Kind, char_stats
 from lawtune.kb.tokenize import DEFAULT_TOKENIZER, characters, tokenize
 from lawtune.kb.versions import number_updates
 
 FORMAT = "lawtune-kb"
-FORMAT_VERSION = "3"  # 2: current_article / current_sub (versions.py); 3: char_df and meta `chars` (char_stats)
+FORMAT_VERSION = "4"  # 2: current_article / current_sub (versions.py); 3: char_df and meta `chars` (char_stats);
+# 4: table blobs (the dense index, dense.py)
 WEIGHTS = (2.0, 1.0, 1.0)  # law name, path / question, text
 # Query tokens in more than this share of items (规定, 应当, 人民 …) are dropped from the query: they barely move
 # BM25 but their long posting lists dominate query time.
 MAX_DF = 0.1
 BM25_K1, BM25_B = 1.2, 0.75  # FTS5's bm25() constants, for char_scores
 OVERSAMPLE = 3  # text_search ranks k × this many FTS5 matches before the kind / version filters (see there)
+TOKEN_CACHE_SIZE = 10_000  # query tokens whose document frequency is kept (LRU): queries cannot grow it without bound
+BUSY_TIMEOUT_S = 60.0  # a writer waits this long for another writer (`kb add` while `kb add`); readers never wait (WAL)
 ITEM_FIELDS = ("kind", "text", "law", "law_full", "article", "sub", "version", "current", "path", "question", "source",
                "current_article", "current_sub")
 
@@ -62,6 +68,7 @@ CREATE INDEX items_law ON items (law, article, sub);
 CREATE TABLE repeals (law_full TEXT NOT NULL, by_law TEXT NOT NULL, by_version TEXT, by_cite TEXT NOT NULL,
                       PRIMARY KEY (law_full, by_law));
 CREATE TABLE char_df (char TEXT PRIMARY KEY, df INTEGER NOT NULL);
+CREATE TABLE blobs (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE VIRTUAL TABLE items_fts USING fts5 (law, title, body, content='', tokenize='unicode61');
 """
 
@@ -74,13 +81,34 @@ class SqliteStore:
         self.lock = threading.RLock()
         meta = dict(self.db.execute("SELECT key, value FROM meta"))
         self.tokenizer = meta.get("tokenizer", DEFAULT_TOKENIZER)
-        self._retriever = None  # built on first search, dropped on add (it caches law names)
-        self._df: dict[str, int] = {}  # document frequency per token, for MAX_DF; reset on add
-        self._items = 0
-        self._char_df: dict[str, int] = {}  # char_stats's cache; reset on add
-        self._chars = 0
+        # document frequency per query token, for MAX_DF: a bounded LRU (misses too, so they age out)
+        self._token_df = functools.lru_cache(maxsize=TOKEN_CACHE_SIZE)(self._fetch_token_df)
+        self._forget()
         # fts5vocab reads FTS5's term statistics; TEMP so that opening a KB never writes to the file
         self.db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.items_vocab USING fts5vocab(main, items_fts, 'row')")
+        # bumped whenever the KB changed (this store's add, or another process's, seen by SQLite's data_version)
+        self.generation = 0
+        self._data_version = self.db.execute("PRAGMA data_version").fetchone()[0]
+
+    def _forget(self) -> None:
+        """Drop every cache of the KB's contents (after a change)."""
+        self._retriever = None  # built on first search (it caches law names)
+        self._token_df.cache_clear()
+        self._items = 0
+        self._char_df: dict[str, int] = {}  # char_stats's cache
+        self._chars = 0
+
+    def refresh(self) -> int:
+        """Notice a change another process committed (`lawtune kb add` while serving): caches are dropped, so
+        the next search sees the new items and counts. Returns `generation` (callers that cache the catalog,
+        like the citation checker, rebuild it when it moved). One PRAGMA: cheap enough for every request."""
+        with self.lock:
+            version = self.db.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._data_version:
+                self._data_version = version
+                self._forget()
+                self.generation += 1
+            return self.generation
 
     # ---- open / create -------------------------------------------------------------------------------
 
@@ -90,7 +118,8 @@ class SqliteStore:
         if path.exists():
             raise LawtuneError(f"{path}: already exists; `lawtune kb add` adds to it, or pick another -o path")
         tokenize("", tokenizer)  # fail early on an unknown scheme
-        db = sqlite3.connect(path, check_same_thread=False)
+        db = _connect(path, "rwc")
+        db.execute("PRAGMA journal_mode=WAL")  # kept in the file: searches never wait for a `kb add`
         db.executescript(SCHEMA)
         db.executemany("INSERT INTO meta VALUES (?, ?)",
                        [("format", FORMAT), ("format_version", FORMAT_VERSION), ("tokenizer", tokenizer), ("chars", "0")])
@@ -103,9 +132,11 @@ class SqliteStore:
         if not path.is_file():
             raise LawtuneError(f"{path}: no such knowledge base; build one with `lawtune kb build -o {path}`")
         try:
-            mode = "rw" if os.access(path, os.W_OK) else "ro"  # a read-only KB can still be searched
-            db = sqlite3.connect(f"file:{path}?mode={mode}", uri=True, check_same_thread=False)
+            writable = os.access(path, os.W_OK)  # a read-only KB can still be searched
+            db = _connect(path, "rw" if writable else "ro")
             meta = dict(db.execute("SELECT key, value FROM meta"))
+            if writable and meta.get("format") == FORMAT:
+                _use_wal(db)
         except sqlite3.DatabaseError as error:
             raise LawtuneError(f"{path}: not a lawtune knowledge base ({error}); build one with `lawtune kb build`") from error
         if meta.get("format") != FORMAT:
@@ -152,8 +183,11 @@ class SqliteStore:
             self.db.execute("INSERT INTO meta VALUES ('chars', ?) ON CONFLICT (key) DO UPDATE "
                             "SET value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)", (str(chars),))
             self._update_current(touched)
-        self._retriever = None
-        self._df, self._items, self._char_df, self._chars = {}, 0, {}, 0
+            self._forget()
+            self.generation += 1
+            self._data_version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        if touched:  # articles came or changed version: the dense index follows (a KB without one: nothing)
+            refresh_dense(self)
         return count
 
     def _update_current(self, laws: set[str]) -> None:
@@ -184,6 +218,7 @@ class SqliteStore:
     def text_search(self, query: str, k: int, *, current_only: bool = True, laws: Iterable[str] = (),
                     kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:
         with self.lock:
+            self.refresh()
             return self._text_search(query, k, current_only, list(laws), list(kinds))
 
     def _text_search(self, query: str, k: int, current_only: bool, laws: list[str], kinds: list[str]) -> list[Hit]:
@@ -219,12 +254,13 @@ class SqliteStore:
         tokens = list(dict.fromkeys(tokenize(query, self.tokenizer)))  # unique, in order
         if not self._items:
             self._items = self.db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
-        for token in tokens:
-            if token not in self._df:
-                row = self.db.execute("SELECT doc FROM temp.items_vocab WHERE term = ?", (token,)).fetchone()
-                self._df[token] = row[0] if row else 0
-        kept = [t for t in tokens if 0 < self._df[t] <= MAX_DF * self._items]
-        return kept or [t for t in tokens if self._df[t]]  # a query of common words only: keep them
+        df = {token: self._token_df(token) for token in tokens}
+        kept = [t for t in tokens if 0 < df[t] <= MAX_DF * self._items]
+        return kept or [t for t in tokens if df[t]]  # a query of common words only: keep them
+
+    def _fetch_token_df(self, token: str) -> int:
+        row = self.db.execute("SELECT doc FROM temp.items_vocab WHERE term = ?", (token,)).fetchone()
+        return row[0] if row else 0
 
     def char_scores(self, query: str, items: list[Item]) -> list[float]:
         """BM25 of the query's single CJK characters over each item's three columns, computed as FTS5 would had it
@@ -255,6 +291,7 @@ class SqliteStore:
                kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:
         from lawtune.kb.retrieval import Retriever
 
+        self.refresh()
         if self._retriever is None:
             self._retriever = Retriever(self)
         return self._retriever.search(query, k, current_only=current_only, kinds=kinds)
@@ -273,6 +310,7 @@ class SqliteStore:
 
     def catalog(self) -> Catalog:
         with self.lock:
+            self.refresh()
             return self._catalog()
 
     def _catalog(self) -> Catalog:
@@ -283,6 +321,43 @@ class SqliteStore:
     def count(self) -> dict[str, int]:
         with self.lock:
             return dict(self.db.execute("SELECT kind, COUNT(*) FROM items GROUP BY kind"))
+
+    def current_articles(self) -> list[Item]:
+        """Every article of a current version, in insertion order (the dense index encodes these)."""
+        with self.lock:
+            rows = self.db.execute(f"SELECT {', '.join(ITEM_FIELDS)} FROM items WHERE kind = 'article' AND current = 1 "
+                                   "ORDER BY id").fetchall()
+        return [_item(row) for row in rows]
+
+    def get_blob(self, key: str) -> bytes | None:
+        with self.lock:
+            row = self.db.execute("SELECT value FROM blobs WHERE key = ?", (key,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def put_blob(self, key: str, value: bytes) -> None:
+        with self.lock, self.db:
+            self.db.execute("INSERT INTO blobs VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                            (key, value))
+        self._retriever = None
+
+
+def _connect(path: Path, mode: str) -> sqlite3.Connection:
+    """A connection by URI, the path percent-quoted: a `?` or `#` in a folder name is part of the path, not
+    the URI's query or fragment (which would open or create another file)."""
+    uri = f"file:{urllib.parse.quote(str(path.absolute()))}?mode={mode}"
+    return sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """WAL for a KB made before lawtune used it (a no-op once set; skipped while another process holds it)."""
+    if db.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+        return
+    db.execute("PRAGMA busy_timeout = 0")  # never wait for it: the next open tries again
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError:
+        pass
+    db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
 
 
 def _item(row) -> Item:

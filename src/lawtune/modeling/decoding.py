@@ -239,6 +239,32 @@ def cut_repetition(text: str) -> str | None:
 # ----------------------------------------------------------------------------------------------------
 
 
+class StopMatcher:
+    """Knuth–Morris–Pratt for one stop string: `advance(state, char)` is amortized O(1), where `state` is
+    the length of the longest prefix of the stop string that ends the text seen so far (len(stop): found)."""
+
+    def __init__(self, stop: str):
+        self.stop = stop
+        self.state = 0
+        # fail[i]: length of the longest proper prefix of stop[:i + 1] that is also its suffix
+        self.fail = [0] * len(stop)
+        k = 0
+        for i in range(1, len(stop)):
+            while k and stop[i] != stop[k]:
+                k = self.fail[k - 1]
+            if stop[i] == stop[k]:
+                k += 1
+            self.fail[i] = k
+
+    def advance(self, state: int, char: str) -> int:
+        stop = self.stop
+        if state == len(stop):
+            state = self.fail[state - 1]
+        while state and stop[state] != char:
+            state = self.fail[state - 1]
+        return state + 1 if stop[state] == char else state
+
+
 class TextStream:
     """Incremental detokenization of one answer, with stop strings and (optionally) the repetition stop.
 
@@ -258,6 +284,10 @@ class TextStream:
                  hold: int | None = None):
         self.tokenizer = tokenizer
         self.stop = [s for s in (stop or []) if s]
+        # one KMP matcher per stop string, fed each final character once: finding a stop string and the
+        # text to hold back cost O(1) per character however long the stop strings and the answer are
+        self._matchers = [StopMatcher(s) for s in self.stop]
+        self._fed = 0  # characters of `_decoded` the matchers have seen
         self.watch, self.hold = watch, hold
         self.ids: list[int] = []
         # incremental detokenization (linear in the answer): text of ids[:_read] is final in `_decoded`;
@@ -275,12 +305,11 @@ class TextStream:
         self.ids.append(token_id)
         tail = self._decode_tail()  # first: it may move text into `_decoded`
         self.text = self._decoded + tail
-        for stop in self.stop:
-            at = self.text.find(stop, max(0, self.sent - len(stop)))
-            if at != -1:
-                self.stopped = True
-                self.text = self.text[:at]
-                return self._take(len(self.text))
+        held, at = self._match_stops(tail)
+        if at is not None:
+            self.stopped = True
+            self.text = self.text[:at]
+            return self._take(len(self.text))
         if self.watch is not None and self.watch.feed(self.text):
             # text already sent stays sent: the answer is cut no earlier than that
             self.stopped = self.repeated = True
@@ -288,7 +317,7 @@ class TextStream:
             return self._take(len(self.text))
         if self.text.endswith("\ufffd"):
             return ""  # an incomplete UTF-8 sequence: wait for the next byte-token
-        upto = len(self.text) - self._held_back()
+        upto = len(self.text) - held
         if self.watch is not None:
             upto = min(upto, self.watch.showable(self.hold))
         return self._take(upto)
@@ -314,15 +343,34 @@ class TextStream:
         """Everything not yet sent (at the end of generation)."""
         return self._take(len(self.text.rstrip("\ufffd")))
 
-    def _held_back(self) -> int:
-        """Length of the longest text suffix that could still grow into a stop string."""
-        longest = 0
-        for stop in self.stop:
-            for size in range(min(len(stop) - 1, len(self.text)), longest, -1):
-                if self.text.endswith(stop[:size]):
-                    longest = size
+    def _match_stops(self, tail: str) -> tuple[int, int | None]:
+        """(characters to hold back: the longest text suffix that could still grow into a stop string,
+        where the first stop string found starts or None). The final text is fed once; the pending `tail`
+        (a few characters) from the matchers' states without changing them."""
+        if not self._matchers:
+            return 0, None
+        new, base = self._decoded[self._fed:], self._fed
+        self._fed = len(self._decoded)
+        for offset, char in enumerate(new):
+            found = 0  # the longest stop string ending here starts first
+            for matcher in self._matchers:
+                matcher.state = matcher.advance(matcher.state, char)
+                if matcher.state == len(matcher.stop):
+                    found = max(found, matcher.state)
+            if found:
+                return 0, base + offset + 1 - found
+        held, first = 0, None  # first: (end, -length) of the first stop string completed in the tail
+        for matcher in self._matchers:
+            state = matcher.state
+            for offset, char in enumerate(tail):
+                state = matcher.advance(state, char)
+                if state == len(matcher.stop):
+                    first = min(first or (offset, -state), (offset, -state))
                     break
-        return longest
+            held = max(held, state)
+        if first is not None:
+            return 0, len(self._decoded) + first[0] + 1 + first[1]
+        return held, None
 
     def _take(self, upto: int) -> str:
         upto = max(upto, self.sent)

@@ -4,10 +4,12 @@
     app = create_app(ServeSettings(model="runs/demo"))             # or in Python
     app = create_app(settings, engine=my_engine)                  # any `Engine` (e.g. an UpstreamEngine)
 
-One request, top to bottom (`_serve`): the engine tokenizes the prompt once (`engine.prompt`), the app checks
-it fits the context and fixes max_tokens (`build_generation`), the gateway admits it (keys were checked by
-its middleware; limits, queue, switch, breaker here) and owns its deadline, the engine generates, and a
-shape (`_ChatShape` / `_CompletionShape`) renders the events as JSON or as server-sent events.
+One request, top to bottom: the gateway charges it first (`_charge_first`: switch, breaker, the key's
+limits charged an estimate; keys were checked by its middleware) — before any work whose cost grows with the
+body — then retrieval (--kb), the engine tokenizes the prompt once (`engine.prompt`, off the event loop),
+the app checks it fits the context and fixes max_tokens (`build_generation`), the gateway corrects the charge
+to the exact count and gives it a queue slot and its deadline (`_serve`), the engine generates, and a shape
+(`_ChatShape` / `_CompletionShape`) renders the events as JSON or as server-sent events.
 
 The engine and the gateway are built here, with the app; `lifespan` only starts and stops the engine (in
 the background, so `/healthz` answers at once and `/readyz` says 503 until the model is loaded).
@@ -28,15 +30,17 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sse_starlette import EventSourceResponse
 
-from lawtune.serving import kb
+from lawtune.serving import kb, tool_calls
 from lawtune.serving.engines import (Engine, EngineError, EngineTimeout, Finished, GenerationEvent, GenerationRequest,
                                      Prompt, TextDelta, TokenLogprob)
 from lawtune.serving.errors import ApiError, install_error_handlers, install_request_ids
 from lawtune.serving.gateway.admission import NO_RETRY, Gateway, Ticket
+from lawtune.serving.gateway.ratelimit import Grant
 from lawtune.serving.gateway.routes import install_gateway
 from lawtune.serving.protocol import (ChatCompletionRequest, ChoiceLogprobs, CompletionLogprobs, CompletionRequest,
                                       ModelCard, ModelList, TokenLogprobOut, TopLogprob, UsageInfo)
 from lawtune.serving.settings import ServeSettings
+from lawtune.serving.tool_agent import AgentEngine
 
 log = logging.getLogger("lawtune.serving")
 STATIC_DIR = resources.files("lawtune.serving") / "static"
@@ -65,7 +69,9 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
     app.state.ready, app.state.load_error = False, None
     app.state.started = int(time.time())
     app.state.rag = _open_kb(settings)
+    app.state.agent = tool_calls.server_agent(settings, app.state.rag)
     install_error_handlers(app)
+    gateway.cors_origins = settings.cors_origins  # origins the admin/open-mode Origin check lets through
     install_gateway(app, gateway)
     install_request_ids(app)  # outside the gateway: every answer carries X-Request-Id, a 401 or a crash too
     if settings.cors_origins:  # outermost: a browser's preflight is answered before any key is asked for
@@ -178,6 +184,8 @@ def _add_routes(app: FastAPI) -> None:
     def card(request: Request, name: str, model: str) -> ModelCard:
         info = request.app.state.engine.model_info(model)
         root = info.get("root") if name == model else model  # an alias's root is the model it names
+        if root and ("/" in root or "\\" in root):  # a weights folder: its name only, never where it lives
+            root = root.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
         return ModelCard(id=name, created=request.app.state.started, root=root, parent=info.get("parent"),
                          max_model_len=info.get("max_model_len"))
 
@@ -199,20 +207,32 @@ def _add_routes(app: FastAPI) -> None:
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
         engine = ready_engine(request)
         model = resolve_model(request, engine, body.model)
-        messages = [m.as_dict() for m in body.messages]
+        messages = body.message_dicts()
+        plan = tool_calls.plan_tools(body, request.app.state.agent, upstream=bool(request.app.state.settings.upstream))
         rag = request.app.state.rag
-        augmented = await kb.augment(rag, messages) if rag is not None else None
-        prompt = engine.prompt(model, messages=augmented.messages if augmented else messages)
-        generation = build_generation(body, engine, request, model, prompt, "messages")
-        generation.logprobs = body.logprob_count()
-        extend = kb.extension(rag, augmented) if augmented is not None else None
 
         async def fallback(refusal: ApiError) -> Any:  # 服务降级 with --degrade-to-kb: the articles, not a 503
+            # the same limits as a model answer: the key pays one request before anything is retrieved
+            await request.app.state.gateway.charge(request, 0, check_switch=False)
             request.state.lawtune_reason = "kb_fallback"
             return await kb.fallback_response(rag, messages, model, refusal.message, bool(body.stream), {})
 
         degrade = fallback if request.app.state.settings.degrade_to_kb else None
-        return await _serve(request, engine, generation, _ChatShape(generation, extend), body, degrade)
+        grant = await _charge_first(request, engine, model, body, _text_chars(messages), degrade)
+        if not isinstance(grant, Grant):
+            return grant  # the KB fallback's answer
+        augmented = await kb.augment(rag, messages) if rag is not None else None
+        prompt = await asyncio.to_thread(engine.prompt, model, messages=augmented.messages if augmented else messages,
+                                         tools=plan.tools)
+        generation = build_generation(body, engine, request, model, prompt, "messages")
+        generation.logprobs = body.logprob_count()
+        plan.apply(generation)
+        extend = kb.extension(rag, augmented) if augmented is not None else None
+        if plan.agent is not None:  # --tools builtin: the agent loop runs as the engine of this request
+            return await _serve(request, AgentEngine(engine, plan.agent), generation, _ChatShape(generation, extend),
+                                body, degrade, grant)
+        shape = _ToolChatShape(generation, extend, plan) if plan.reads_calls else _ChatShape(generation, extend)
+        return await _serve(request, engine, generation, shape, body, degrade, grant)
 
     @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest, request: Request) -> Any:
@@ -222,17 +242,44 @@ def _add_routes(app: FastAPI) -> None:
         if body.echo and text is None:
             raise ApiError(400, "echo needs a text prompt (the prompt was token ids)", param="echo",
                            code="unsupported_parameter")
-        prompt = engine.prompt(model, text=text) if text is not None else engine.prompt(model, ids=ids)
+        grant = await _charge_first(request, engine, model, body, len(text) + 2 if text is not None else len(ids))
+        prompt = await asyncio.to_thread(engine.prompt, model, text=text, ids=ids)
         generation = build_generation(body, engine, request, model, prompt, "prompt")
         generation.logprobs = body.logprobs
         shape = _CompletionShape(generation, echo=text if body.echo else None)
-        return await _serve(request, engine, generation, shape, body, None)
+        return await _serve(request, engine, generation, shape, body, None, grant)
+
+
+def _text_chars(messages: list[dict[str, Any]]) -> int:
+    """Characters a conversation puts in the prompt (content and tool calls), for the up-front estimate."""
+    return sum(len(json.dumps(message, ensure_ascii=False)) for message in messages)
+
+
+async def _charge_first(request: Request, engine: Engine, model: str, body: ChatCompletionRequest | CompletionRequest,
+                        prompt_chars: int, degrade: Callable[[ApiError], Any] | None = None) -> Any:
+    """Admission's first step, before retrieval and tokenizing (whose cost grows with the body): the switch,
+    the breaker and the key's limits, charged an estimate of the request's tokens (about one per character,
+    at most the context; `_serve` corrects it to the exact count). Returns the Grant, or the KB fallback's
+    answer when the switch or the breaker refuses and --degrade-to-kb is on."""
+    settings: ServeSettings = request.app.state.settings
+    limit = engine.context_length(model)
+    prompt = min(prompt_chars, limit) if limit is not None else prompt_chars
+    wanted = body.requested_max_tokens() or settings.default_max_tokens
+    try:
+        return await request.app.state.gateway.charge(request, prompt + wanted * (body.n or 1))
+    except ApiError as refusal:
+        if degrade is None or refusal.code not in ("service_paused", "service_degraded"):
+            raise
+        return await degrade(refusal)
 
 
 def build_generation(body: ChatCompletionRequest | CompletionRequest, engine: Engine, request: Request, model: str,
                      prompt: Prompt, prompt_param: str) -> GenerationRequest:
     """Check the prompt fits the context, fix max_tokens, and turn the request's fields into the engine's."""
     settings: ServeSettings = request.app.state.settings
+    if prompt.tokens == 0:  # nothing to prefill: the engine would fail on it (and count it against the breaker)
+        raise ApiError(400, f"the {prompt_param} is empty once tokenized; send some text", param=prompt_param,
+                       code="invalid_value")
     requested = body.requested_max_tokens()
     limit = engine.context_length(model)
     if limit is not None:
@@ -266,7 +313,7 @@ def build_generation(body: ChatCompletionRequest | CompletionRequest, engine: En
 
 async def _serve(request: Request, engine: Engine, generation: GenerationRequest, shape: Any,
                  body: ChatCompletionRequest | CompletionRequest,
-                 degrade: Callable[[ApiError], Any] | None) -> Any:
+                 degrade: Callable[[ApiError], Any] | None, grant: Grant | None = None) -> Any:
     """Admission, generation and the response (JSON, or SSE with keep-alives while the request waits)."""
     gateway: Gateway = request.app.state.gateway
     log.info("request %s: model=%s prompt_tokens=%d max_tokens=%d n=%d stream=%s user=%s", generation.request_id,
@@ -274,7 +321,7 @@ async def _serve(request: Request, engine: Engine, generation: GenerationRequest
              body.user or "-")
     try:
         ticket = await gateway.admit(request, generation.prompt.tokens, generation.max_tokens * generation.n,
-                                     wait=not generation.stream)
+                                     wait=not generation.stream, grant=grant)
     except ApiError as refusal:
         if degrade is None or refusal.code not in ("service_paused", "service_degraded"):
             raise
@@ -448,9 +495,16 @@ class _ChatShape(_Shape):
         finish, stop_reason = api_finish(event)
         chunk = self.envelope([{"index": event.index, "delta": {}, "finish_reason": finish, "stop_reason": stop_reason,
                                 "logprobs": self._logprobs(event.logprobs) if event.logprobs else None}], whole=False)
-        if self.extend is not None and self.done():
-            chunk["lawtune"] = self.extend(self.texts[0])
+        if self.done() and (field := self.lawtune_field(self.texts[0])):
+            chunk["lawtune"] = field
         return [chunk]
+
+    def lawtune_field(self, text: str) -> dict[str, Any] | None:
+        """The `lawtune` extension: --kb's references and citations, the agent loop's trace (None: neither)."""
+        field = dict(self.extend(text)) if self.extend is not None else {}
+        for finished in self.finished.values():
+            field.update(finished.lawtune or {})
+        return field or None
 
     def whole(self) -> dict[str, Any]:
         choices = []
@@ -461,8 +515,8 @@ class _ChatShape(_Shape):
                             "finish_reason": finish, "stop_reason": stop_reason,
                             "logprobs": self._logprobs(self.logprobs[index])})
         body = {**self.envelope(choices, whole=True), "usage": self.usage().model_dump()}
-        if self.extend is not None:
-            body["lawtune"] = self.extend(self.texts[0])  # without --kb the response is exactly OpenAI's shape
+        if field := self.lawtune_field(self.texts[0]):  # without --kb or tools the response is exactly OpenAI's shape
+            body["lawtune"] = field
         return body
 
 
@@ -512,3 +566,104 @@ class _CompletionShape(_Shape):
             choices.append({"index": index, "text": (self.echo or "") + self.texts[index], "finish_reason": finish,
                             "stop_reason": stop_reason, "logprobs": self._logprobs(index, self.logprobs[index])})
         return {**self.envelope(choices, whole=True), "usage": self.usage().model_dump()}
+
+
+class _ToolChatShape(_ChatShape):
+    """A chat completion with `tools`: the model's text read as content and tool calls (`tool_calls.CallStream`:
+    `message.tool_calls`, finish_reason "tool_calls", streamed as the SDK assembles them: the call's index, id,
+    type and name first, then its arguments), or an upstream's own tool-call deltas relayed. Blocks that do not
+    parse are never content: `lawtune.tool_call_errors` reports them."""
+
+    def __init__(self, generation: GenerationRequest, extend: Callable[[str], dict] | None,
+                 plan: tool_calls.ToolPlan):
+        super().__init__(generation, extend)
+        self.plan = plan
+        self.streams = [plan.call_stream() for _ in range(generation.n)]
+        self.relayed: list[list[dict[str, Any]]] = [[] for _ in range(generation.n)]  # an upstream's calls
+
+    def opening(self) -> list[dict[str, Any]]:
+        # content null, as OpenAI opens an answer that may be only calls (the SDK then reports no content)
+        return [self.envelope([{"index": i, "delta": {"role": "assistant", "content": None}, "finish_reason": None,
+                                "logprobs": None}], whole=False) for i in range(self.generation.n)]
+
+    def add(self, event: GenerationEvent) -> None:
+        super().add(event)
+        if isinstance(event, TextDelta) and event.tool_calls:  # an upstream's: assembled for the whole response
+            tool_calls.merge_call_deltas(self.relayed[event.index], event.tool_calls)
+
+    def _chunk(self, index: int, delta: dict[str, Any], logprobs: Any = None) -> dict[str, Any]:
+        return self.envelope([{"index": index, "delta": delta, "finish_reason": None, "logprobs": logprobs}],
+                             whole=False)
+
+    def _pieces(self, index: int, pieces: list[Any]) -> list[dict[str, Any]]:
+        chunks, stream = [], self.streams[index]
+        for piece in pieces:
+            if isinstance(piece, tool_calls.Content):
+                chunks.append(self._chunk(index, {"content": piece.text}))
+            elif isinstance(piece, tool_calls.Call):
+                call = piece.openai()
+                at = stream.calls.index(piece)
+                chunks.append(self._chunk(index, {"tool_calls": [{"index": at, "id": call["id"], "type": "function",
+                                                                   "function": {"name": call["function"]["name"],
+                                                                                "arguments": ""}}]}))
+                chunks.append(self._chunk(index, {"tool_calls": [{"index": at, "function": {
+                    "arguments": call["function"]["arguments"]}}]}))
+        return chunks
+
+    def chunks(self, event: GenerationEvent) -> list[dict[str, Any]]:
+        self.add(event)
+        index = event.index
+        if isinstance(event, TextDelta):
+            out = []
+            if event.tool_calls:  # an upstream parsed them: relay as sent
+                out.append(self._chunk(index, {"tool_calls": event.tool_calls}))
+            if self.plan.parses:
+                out += self._pieces(index, self.streams[index].push(event.text))
+            elif event.text:
+                out.append(self._chunk(index, {"content": event.text}))
+            if event.logprobs:
+                logprobs = self._logprobs(event.logprobs)
+                if out:
+                    out[0]["choices"][0]["logprobs"] = logprobs
+                else:
+                    out.append(self._chunk(index, {"content": ""}, logprobs))
+            return out
+        out = self._pieces(index, self.streams[index].finish()) if self.plan.parses else []
+        finish, stop_reason = self._finish(index, event)
+        last = self.envelope([{"index": index, "delta": {}, "finish_reason": finish, "stop_reason": stop_reason,
+                               "logprobs": self._logprobs(event.logprobs) if event.logprobs else None}], whole=False)
+        if self.done() and (field := self.lawtune_field(self.streams[0].content)):
+            last["lawtune"] = field
+        return out + [last]
+
+    def _finish(self, index: int, event: Finished) -> tuple[str, str | None]:
+        if self.streams[index].calls:
+            return "tool_calls", None
+        return api_finish(event)
+
+    def lawtune_field(self, text: str) -> dict[str, Any] | None:
+        field = super().lawtune_field(text) or {}
+        errors = [{"index": index, "error": problem} for index, stream in enumerate(self.streams)
+                  for problem in stream.problems]
+        if errors:
+            field["tool_call_errors"] = errors
+        return field or None
+
+    def whole(self) -> dict[str, Any]:
+        if self.plan.parses:  # the same reading as the streamed answer's
+            for index, stream in enumerate(self.streams):
+                stream.push(self.texts[index])
+                stream.finish()
+        body = super().whole()
+        for choice in body["choices"]:
+            index = choice["index"]
+            stream = self.streams[index]
+            calls = [call.openai() for call in stream.calls] if self.plan.parses else self.relayed[index]
+            content = stream.content if self.plan.parses else self.texts[index]
+            choice["message"]["content"] = content if content.strip() or not calls else None
+            if calls:
+                choice["message"]["tool_calls"] = calls
+                choice["finish_reason"], choice["stop_reason"] = self._finish(index, self.finished[index])
+        if field := self.lawtune_field(self.streams[0].content if self.plan.parses else self.texts[0]):
+            body["lawtune"] = field
+        return body

@@ -6,6 +6,7 @@
     lawtune serve runs/demo --host 0.0.0.0 --keys-file keys.yaml --rate-limit-storage redis://127.0.0.1:6379/0
     lawtune serve --upstream http://127.0.0.1:8001 --keys-file keys.yaml      # gateway in front of vLLM
     lawtune serve runs/demo --open --kb kb.sqlite --degrade-to-kb             # RAG answers; articles when paused
+    lawtune serve runs/demo --open --tools builtin                            # the agent loop over the legal tools
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ FLAG_FIELDS = {
     "pause_file": "gateway.pause_file", "paused": "gateway.paused", "pause_notice": "gateway.pause_notice",
     "breaker_failures": "gateway.breaker_failures", "breaker_cooldown": "gateway.breaker_cooldown_s",
     "kb": "kb", "kb_k": "kb_k", "kb_chars": "kb_chars", "degrade_to_kb": "degrade_to_kb",
+    "tools": "tools", "tool_rounds": "tool_rounds", "tool_timeout": "tool_timeout_s",
 }
 # settings fields that are no option, and why (the test requires every other field to have one)
 NOT_FLAGS = {"gateway.request_timeout_s": "the server's --timeout", "gateway.retry_after_s": "a constant in Python",
@@ -118,6 +120,11 @@ def serve(
     kb_chars: int = typer.Option(default("kb_chars"), help="characters kept of each article"),
     degrade_to_kb: bool = typer.Option(default("degrade_to_kb"), "--degrade-to-kb", help="when paused or the breaker is "
                                        "open, answer with the top retrieved articles and the notice instead of 503 (needs --kb)"),
+    # ---- server-side tools (docs/serving.md "Tools") ----
+    tools: str = typer.Option(default("tools"), help="builtin: requests without `tools` of their own are answered "
+                              "through the built-in legal tools (the agent loop; + article lookup with --kb)"),
+    tool_rounds: int = typer.Option(default("tool_rounds"), help="tool rounds at most per request"),
+    tool_timeout: float = typer.Option(default("tool_timeout_s"), help="seconds a tool may run before its call fails"),
 ) -> None:
     """Serve a model: OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models), /healthz,
     /readyz, chat page at /.
@@ -218,6 +225,9 @@ def run_server(settings) -> None:
     typer.echo(f"lawtune serve: http://{settings.host}:{settings.port}/  (the model loads in the background; "
                f"GET /readyz says when it is ready)")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    from lawtune.memory import peak_rss_mib
+
+    typer.echo(f"lawtune serve: stopped; peak resident memory {peak_rss_mib():,.0f} MiB")
 
 
 def _check_quality_gate(run_dir: Path, force: bool) -> None:

@@ -4,9 +4,13 @@ The limits live here (`Field(ge=…, le=…)`, `Literal[…]`, strict types), so
 validation with a 400 naming the field, before any handler code runs. Every field is either honoured or
 refused — never silently ignored (docs/serving.md, "Conformance"):
 - an unknown field → 400 `unsupported_parameter` naming it (`extra="forbid"`);
-- a known OpenAI field lawtune cannot honour (`tools`, `audio`, `prediction`, ...) is accepted only when it
+- a known OpenAI field lawtune cannot honour (`functions`, `audio`, `prediction`, ...) is accepted only when it
   is null or empty (what clients send when they don't use it), else 400 `unsupported_parameter`;
 - every optional field may be `null`, meaning "the default", as the OpenAI spec allows.
+
+Tools: `tools`, `tool_choice`, `parallel_tool_calls`, assistant `tool_calls` and `tool` messages are accepted
+here and checked against each other (a named choice names an offered tool, a tool message answers an earlier
+call); what they do is lawtune.serving.tool_calls's (docs/serving.md "Tools").
 
 Repetition control: `frequency_penalty` and `presence_penalty` (OpenAI's meaning) and `repetition_penalty`
 (vLLM's extension, HF-style) apply to the answer's own tokens only; left out, the server's defaults apply
@@ -16,6 +20,8 @@ Repetition control: `frequency_penalty` and `presence_penalty` (OpenAI's meaning
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -23,6 +29,9 @@ from pydantic_core import PydanticCustomError
 
 MAX_TOKENS_LIMIT = 32768  # schema bound; the real bound is the model's context minus the prompt
 MAX_STOP_STRINGS = 4
+MAX_STOP_CHARS = 512  # per stop string: a stream holds back up to this many characters while a stop may be starting
+MAX_TOKEN_ID = 2**31 - 1  # schema bound; the engine bounds prompt ids by its model's vocabulary (400 past it)
+TOKEN_ID_KEY = re.compile(r"[0-9]{1,10}")  # ASCII digits only: "²".isdigit() is True, int("²") fails
 MAX_CHOICES = 8  # n: choices are generated side by side in the batch
 MAX_TOP_LOGPROBS = 20
 SEED_RANGE = dict(ge=-(2**63), le=2**63 - 1)
@@ -50,27 +59,124 @@ class TextPart(_Strict):
     text: str
 
 
+class FunctionCallIn(_Strict):
+    name: str = Field(min_length=1, max_length=64)
+    arguments: str = Field(max_length=100_000, description="a JSON object, as a string (what the API returned)")
+    parsed_arguments: Any = None  # the SDK's own field on a message it assembled (ignored)
+
+    @field_validator("arguments")
+    @classmethod
+    def _json_object(cls, value: str) -> str:
+        try:
+            parsed = json.loads(value or "{}")
+        except ValueError as error:
+            raise ValueError(f"arguments must be a JSON object as a string: {error}") from None
+        if not isinstance(parsed, dict):
+            raise ValueError("arguments must be a JSON object as a string, e.g. '{\"months\": 3}'")
+        return value
+
+
+class ToolCallIn(_Strict):
+    """A tool call on an assistant message the client sends back (what the API returned in `tool_calls`)."""
+
+    id: str = Field(min_length=1, max_length=128)
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+    index: int | None = None  # on a call the SDK assembled from a stream (ignored)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "type": self.type,
+                "function": {"name": self.function.name, "arguments": self.function.arguments}}
+
+
 class ChatMessage(_Strict):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] = Field(max_length=200_000)
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    # null only on an assistant message with tool_calls (checked below)
+    content: str | list[TextPart] | None = Field(None, max_length=200_000)
+    name: str | None = None  # a tool message's function name (optional); refused on other roles
+    tool_calls: list[ToolCallIn] | None = Field(None, max_length=64)
+    tool_call_id: str | None = Field(None, max_length=128)
     # what the SDK puts on an assistant message a client appends back to the conversation: accepted empty
-    name: str | None = None
-    tool_calls: list[Any] | None = None
     function_call: Any = None
     refusal: str | None = None
     audio: Any = None
     annotations: list[Any] | None = None
 
-    @field_validator("name", "tool_calls", "function_call", "refusal", "audio", "annotations")
+    @field_validator("function_call", "refusal", "audio", "annotations")
     @classmethod
     def _no_tools_or_names(cls, value: Any, info: Any) -> Any:
-        return _refuse_unless_empty(value, info, "the chat template has no speaker names, tool calls or audio; "
-                                    "leave it out or null")
+        return _refuse_unless_empty(value, info, "the chat template has no place for it (tool calls go in "
+                                    "`tool_calls`); leave it out or null")
 
-    def as_dict(self) -> dict[str, str]:
-        text = self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+    @field_validator("name", "tool_calls")
+    @classmethod
+    def _only_on_their_role(cls, value: Any, info: Any) -> Any:
+        role = info.data.get("role")  # validated first: it is declared first
+        if info.field_name == "name" and value and role != "tool":
+            raise unsupported("name", "the chat template has no speaker names (only a tool message's function "
+                              "name); leave it out or null")
+        if info.field_name == "tool_calls" and value and role != "assistant":
+            raise unsupported("tool_calls", "tool calls belong on assistant messages")
+        return value
+
+    @model_validator(mode="after")
+    def _fields_of_the_role(self) -> "ChatMessage":
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise PydanticCustomError("missing", "content is required (only an assistant message with tool_calls "
+                                      "may leave it out)")
+        if self.role == "tool" and not self.tool_call_id:
+            raise PydanticCustomError("missing", "a tool message needs the tool_call_id of the call it answers")
+        return self
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+
+    def as_dict(self) -> dict[str, Any]:
         role = "system" if self.role == "developer" else self.role  # OpenAI's newer name for system
-        return {"role": role, "content": text}
+        message: dict[str, Any] = {"role": role, "content": self.text()}
+        if self.tool_calls:
+            message["tool_calls"] = [call.as_dict() for call in self.tool_calls]
+        if self.role == "tool":
+            message["tool_call_id"] = self.tool_call_id
+            if self.name:
+                message["name"] = self.name
+        return message
+
+
+class FunctionDef(_Strict):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = Field(None, max_length=10_000)
+    parameters: dict[str, Any] | None = None  # a JSON Schema object; null: no arguments
+    strict: bool | None = None  # lawtune's required / named calls are always grammar-constrained
+
+    @field_validator("parameters")
+    @classmethod
+    def _object_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and value.get("type", "object") != "object":
+            raise ValueError(f'parameters must be a JSON Schema of an object ({{"type": "object", "properties": '
+                             f'{{...}}}}): arguments are a JSON object; got type {value.get("type")!r}')
+        return value
+
+
+class ToolDef(_Strict):
+    type: Literal["function"]
+    function: FunctionDef
+
+    def openai(self) -> dict[str, Any]:
+        function = {"name": self.function.name, "description": self.function.description or "",
+                    "parameters": self.function.parameters or {"type": "object", "properties": {}}}
+        return {"type": "function", "function": function}
+
+
+class NamedFunction(_Strict):
+    name: str = Field(min_length=1, max_length=64)
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class StreamOptions(_Strict):
@@ -92,6 +198,18 @@ class ResponseFormat(_Strict):
     def _schema_given(self) -> "ResponseFormat":
         if self.type == "json_schema" and self.json_schema is None:
             raise ValueError('type "json_schema" needs a `json_schema` object ({"name": ..., "schema": {...}})')
+        if self.type == "json_schema" and self.json_schema.schema_:
+            # checked here for every engine: an upstream (vLLM) would otherwise compile whatever a client sent
+            # (a schema it chokes on is a 5xx, which would count against the breaker)
+            import llguidance
+
+            try:
+                grammar = llguidance.LLMatcher.grammar_from_json_schema(self.json_schema.schema_)
+                problem = llguidance.LLMatcher.validate_grammar(grammar)
+            except (ValueError, TypeError, RuntimeError) as error:
+                problem = str(error)
+            if problem:
+                raise ValueError(f"the JSON schema cannot be used for constrained decoding: {problem[:300]}")
         return self
 
     def target_schema(self) -> dict[str, Any] | None:
@@ -103,12 +221,41 @@ class ResponseFormat(_Strict):
         return None
 
 
-StopStrings = Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=MAX_STOP_STRINGS)]
+StopString = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
+StopStrings = Annotated[list[StopString], Field(max_length=MAX_STOP_STRINGS)]
 Penalty = Annotated[float | None, Field(ge=-2.0, le=2.0)]
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """The path of the first string holding a lone UTF-16 surrogate ("\\ud800" is valid JSON but no text:
+    every tokenizer fails on it), or None. Iterative: a deeply nested body cannot exhaust the stack."""
+    stack: list[tuple[tuple, Any]] = [((), value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return ".".join(map(str, path)) or "body"
+        elif isinstance(item, dict):
+            stack.extend(((*path, key), key) for key in item)
+            stack.extend(((*path, key), sub) for key, sub in item.items())
+        elif isinstance(item, list):
+            stack.extend(((*path, index), sub) for index, sub in enumerate(item))
+    return None
 
 
 class _Sampling(_Strict):
     """The fields chat completions and completions share."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_is_unicode(cls, data: Any) -> Any:
+        where = _lone_surrogate(data)
+        if where is not None:
+            raise PydanticCustomError(f"param:{where}", "{where} holds a lone UTF-16 surrogate (e.g. \\ud800), which "
+                                      "is not text; send valid Unicode", {"where": where})
+        return data
 
     model: str | None = Field(None, description="a served model id or alias (GET /v1/models); default: the first")
     max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_LIMIT)
@@ -119,7 +266,7 @@ class _Sampling(_Strict):
     n: int | None = Field(None, ge=1, le=MAX_CHOICES)
     stream: bool | None = None
     stream_options: StreamOptions | None = None
-    stop: Annotated[str, Field(min_length=1)] | StopStrings | None = None
+    stop: StopString | StopStrings | None = None
     seed: int | None = Field(None, **SEED_RANGE)
     user: str | None = Field(None, max_length=256, description="recorded in the request's log line")
     # None: the server's default policy (docs/serving.md "Decoding")
@@ -133,7 +280,7 @@ class _Sampling(_Strict):
     @classmethod
     def _token_ids(cls, value: dict[str, float] | None) -> dict[str, float] | None:
         for key in value or {}:
-            if not key.isdigit():
+            if not TOKEN_ID_KEY.fullmatch(key):
                 raise ValueError(f"keys are token ids (\"1234\"), got {key!r}")
         return value
 
@@ -151,10 +298,11 @@ class ChatCompletionRequest(_Sampling):
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_LIMIT)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
-    # honoured as what they mean here: no tools are ever called, nothing is stored, one service tier
-    tools: list[Any] | None = None
-    tool_choice: Literal["none"] | None = None
+    # tools (lawtune.serving.tool_calls): the Hermes-style <tool_call> text of the model, parsed into tool_calls
+    tools: list[ToolDef] | None = Field(None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    # honoured as what they mean here: nothing is stored, one service tier
     functions: list[Any] | None = None
     function_call: Literal["none"] | None = None
     store: Literal[False] | None = None
@@ -167,10 +315,10 @@ class ChatCompletionRequest(_Sampling):
     reasoning_effort: Any = None
     web_search_options: Any = None
 
-    @field_validator("tools", "functions")
+    @field_validator("functions")
     @classmethod
-    def _no_tools(cls, value: Any, info: Any) -> Any:
-        return _refuse_unless_empty(value, info, "the model cannot call tools; leave it out or send []")
+    def _no_functions(cls, value: Any, info: Any) -> Any:
+        return _refuse_unless_empty(value, info, "the deprecated `functions` API is not served; send `tools`")
 
     @field_validator("metadata")
     @classmethod
@@ -188,6 +336,39 @@ class ChatCompletionRequest(_Sampling):
             raise PydanticCustomError("param:top_logprobs", "top_logprobs needs logprobs: true")
         return self
 
+    @model_validator(mode="after")
+    def _tool_choice_names_a_tool(self) -> "ChatCompletionRequest":
+        names = [tool.function.name for tool in self.tools or []]
+        choice = self.tool_choice
+        # without `tools`, a named / required choice may mean the server's own tools (serve --tools; the app checks)
+        if isinstance(choice, NamedToolChoice) and names and choice.function.name not in names:
+            raise PydanticCustomError("param:tool_choice", "tool_choice names {name!r}, which is not in `tools` "
+                                      "({names})", {"name": choice.function.name, "names": ", ".join(names)})
+        if len(set(names)) != len(names):
+            raise PydanticCustomError("param:tools", "two tools have the same name")
+        called = {call.id: call.function.name for m in self.messages for call in m.tool_calls or []}
+        for index, message in enumerate(self.messages):
+            if message.role == "tool" and message.tool_call_id not in called:
+                raise PydanticCustomError(f"param:messages[{index}].tool_call_id",
+                                          "tool_call_id {id!r} answers no tool call of an earlier assistant message",
+                                          {"id": message.tool_call_id})
+        return self
+
+    def tool_mode(self) -> str:
+        """"none", "auto", "required" or the name of the one function to call (default: auto with tools)."""
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return self.tool_choice.function.name
+        return self.tool_choice or ("auto" if self.tools else "none")
+
+    def message_dicts(self) -> list[dict[str, Any]]:
+        """The messages as the chat template takes them; a tool message gets the name of the call it answers."""
+        called = {call.id: call.function.name for m in self.messages for call in m.tool_calls or []}
+        messages = [m.as_dict() for m in self.messages]
+        for message in messages:
+            if message["role"] == "tool":
+                message.setdefault("name", called.get(message["tool_call_id"], ""))
+        return messages
+
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
@@ -198,7 +379,8 @@ class ChatCompletionRequest(_Sampling):
 
 class CompletionRequest(_Sampling):
     prompt: (Annotated[str, Field(max_length=1_000_000)] | Annotated[list[str], Field(min_length=1, max_length=1)]
-             | Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=MAX_TOKENS_LIMIT)])
+             | Annotated[list[Annotated[int, Field(ge=0, le=MAX_TOKEN_ID)]],
+                         Field(min_length=1, max_length=MAX_TOKENS_LIMIT)])
     logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     echo: bool | None = None
     best_of: int | None = Field(None, ge=1, le=MAX_CHOICES)
@@ -254,16 +436,28 @@ class ChoiceLogprobs(BaseModel):
     refusal: None = None
 
 
+class FunctionCallOut(BaseModel):
+    name: str
+    arguments: str  # a JSON object as a string, as OpenAI sends it
+
+
+class ToolCallOut(BaseModel):
+    id: str  # call_…
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None  # null when the answer is only tool calls
     refusal: None = None
+    tool_calls: list[ToolCallOut] | None = None
 
 
 class Choice(BaseModel):
     index: int = 0
     message: ResponseMessage
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "tool_calls"]
     stop_reason: str | None = None  # "repetition" when the repetition stop ended the answer (vLLM's field)
     logprobs: ChoiceLogprobs | None = None
 
@@ -282,12 +476,14 @@ class ChatCompletion(BaseModel):
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    # one call arrives as {index, id, type, function: {name, arguments: ""}} then {index, function: {arguments}}
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class ChunkChoice(BaseModel):
     index: int = 0
     delta: Delta
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: Literal["stop", "length", "tool_calls"] | None = None
     stop_reason: str | None = None  # on the last chunk: "repetition" when the repetition stop ended the answer
     logprobs: ChoiceLogprobs | None = None
 

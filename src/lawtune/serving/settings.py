@@ -55,6 +55,10 @@ class ServeSettings(BaseModel):
     kb_k: int = Field(3, ge=1, le=20, description="articles retrieved per question")
     kb_chars: int = Field(200, ge=20, le=2000, description="characters kept of each article")
     degrade_to_kb: bool = Field(False, description="paused / breaker open: answer with the top articles, not 503")
+    # server-side tools (lawtune.serving.tool_agent): the agent loop for requests that bring no tools of their own
+    tools: Literal["none", "builtin"] = Field("none", description="builtin: answer with the built-in legal tools")
+    tool_rounds: int = Field(4, ge=1, le=16, description="tool rounds at most per request (then the loop stops)")
+    tool_timeout_s: float = Field(5.0, gt=0, le=120, description="seconds a tool may run before its call fails")
 
     @model_validator(mode="after")
     def _model_or_upstream(self) -> "ServeSettings":
@@ -64,4 +68,7 @@ class ServeSettings(BaseModel):
             raise ValueError("lora_modules needs the torch engine: llama.cpp applies one adapter per context")
         if self.degrade_to_kb and not self.kb:
             raise ValueError("degrade_to_kb needs a knowledge base: give kb (--kb KB)")
+        if self.tools != "none" and self.upstream:
+            raise ValueError("tools (server-side) need a local engine; with upstream, clients send `tools` and "
+                             "the upstream's tool parser answers them")
         return self

@@ -29,8 +29,10 @@ def train_command(
     run_dir = run(config, list(overrides or []), resume=resume)
     from accelerate import PartialState
 
+    from lawtune.memory import peak_rss_mib
+
     if PartialState().is_main_process:
-        console.print(f"run folder: {run_dir}")
+        console.print(f"run folder: {run_dir}  (peak resident memory {peak_rss_mib():,.0f} MiB)")
         console.print(f"next: lawtune eval {run_dir} --data <test.jsonl>")
 
 

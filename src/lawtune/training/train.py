@@ -87,6 +87,9 @@ def run(config_path: Path, overrides: list[str] | tuple[str, ...] = (), resume: 
     started = time.monotonic()
     trainer.train(resume_from_checkpoint=str(start) if start else None)
     seconds = time.monotonic() - started
+    from lawtune.training.vocab_loss import release_buffers
+
+    release_buffers()  # the loss head's big reused buffers; nothing after training needs them
 
     # ---- final save and report ------------------------------------------------------------------------
     if state.is_main_process:
@@ -173,7 +176,7 @@ def _build_trainer(config: TrainConfig, args, run_dir: Path, model_dir: Path, tr
     from lawtune.training.loss import SFTTrainer, TokenCounter
 
     torch.manual_seed(args.seed)
-    attention = training_attention(config.model)
+    attention = training_attention(config.model, config.max_input_length + config.max_output_length)
     kwargs = {"attn_implementation": attention} if attention else {}
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
                                                  trust_remote_code=config.model.trust_remote_code, **kwargs)
@@ -237,15 +240,24 @@ def _build_trainer(config: TrainConfig, args, run_dir: Path, model_dir: Path, tr
     return trainer
 
 
-def training_attention(model: ModelSection) -> str | None:
-    """`model.attn_implementation`, else "eager" on a CPU: for training sequences of a few hundred tokens its
-    batched matmuls beat the CPU flash-attention kernel of "sdpa" (the default model, 8 batches: attention
-    forward + backward 0.2 s vs 0.85 s of a 7-9 s profile). GPUs and remote-code models keep their default."""
+EAGER_MAX_TOKENS = 1024  # longest training row for which a CPU trains with eager attention
+
+
+def training_attention(model: ModelSection, longest_row: int = 0) -> str | None:
+    """`model.attn_implementation`, else "eager" on a CPU for rows of up to EAGER_MAX_TOKENS tokens: for training
+    sequences of a few hundred tokens its batched matmuls beat the CPU flash-attention kernel of "sdpa" (the
+    default model, 8 batches: attention forward + backward 0.2 s vs 0.85 s of a 7-9 s profile). Longer rows
+    (`max_input_length + max_output_length`, e.g. tool-use prompts of 1,536 tokens) get "sdpa": eager keeps each
+    layer's (batch × heads × T × T) attention probabilities for the backward, several GB at T ≈ 1,800 over 18
+    layers (one layer, batch 4, T = 1,792: 676 MiB eager vs 237 MiB sdpa). GPUs and remote-code models keep
+    their default."""
     import torch
 
     if model.attn_implementation:
         return model.attn_implementation
-    return None if torch.cuda.is_available() or model.trust_remote_code else "eager"
+    if torch.cuda.is_available() or model.trust_remote_code:
+        return None
+    return "eager" if longest_row <= EAGER_MAX_TOKENS else "sdpa"
 
 
 def token_indices(tokens: list[int | str] | None, tokenizer) -> list[int] | None:

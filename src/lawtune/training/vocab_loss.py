@@ -128,6 +128,13 @@ _WORKSPACE = _Workspace()
 _BF16_COPIES: dict[int, tuple[torch.Tensor, int, torch.Tensor]] = {}  # id(weight) → (weight, version, bf16 copy)
 
 
+def release_buffers() -> None:
+    """Drop the reused buffers and the bf16 head copy (which also holds the model's fp32 head weight): called
+    when training ends, so a later step in the same process (the demo's compare) does not carry ~1.5 GB."""
+    _WORKSPACE.buffers.clear()
+    _BF16_COPIES.clear()
+
+
 def _bf16_copy(weight: torch.Tensor) -> torch.Tensor:
     """The frozen weight in bf16, converted once (again only if the weight was changed in place)."""
     cached = _BF16_COPIES.get(id(weight))

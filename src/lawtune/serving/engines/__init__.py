@@ -33,8 +33,9 @@ class Prompt:
 
     tokens: int
     ids: list[int] | None = None
-    messages: list[dict[str, str]] | None = None  # chat completions
+    messages: list[dict[str, Any]] | None = None  # chat completions (OpenAI shapes: tool_calls, tool turns)
     text: str | None = None  # completions (None when the client sent token ids)
+    tools: list[dict[str, Any]] | None = None  # OpenAI tool definitions rendered into the prompt
 
 
 @dataclass
@@ -54,6 +55,7 @@ class GenerationRequest:
     stop: list[str] = field(default_factory=list)  # stop strings, not included in the output
     logprobs: int | None = None  # None: no logprobs; k ≥ 0: the sampled token's logprob and the k most likely
     json_schema: dict[str, Any] | None = None  # constrained decoding (response_format json_object/json_schema)
+    grammar: str | None = None  # an llguidance Lark grammar (tool_choice required / named); wins over json_schema
     deadline: float | None = None  # time.monotonic() past which the request fails (EngineTimeout); None: none
     request_id: str = ""  # the X-Request-Id, for logs and upstream correlation
     # repetition control for this request; None → the engine's default policy (serve's --repetition-* flags)
@@ -100,6 +102,8 @@ class TextDelta:
     text: str
     index: int = 0
     logprobs: list[TokenLogprob] | None = None
+    # OpenAI tool-call deltas an upstream already parsed (vLLM's tool parser), relayed unchanged
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -108,10 +112,11 @@ class Finished:
 
     `usage` counts this choice's completion tokens and the (shared) prompt."""
 
-    finish_reason: Literal["stop", "length", "repetition"]
+    finish_reason: Literal["stop", "length", "repetition", "tool_calls"]  # tool_calls: an upstream's verdict
     usage: Usage
     index: int = 0
     logprobs: list[TokenLogprob] | None = None  # tokens not yet reported with a delta
+    lawtune: dict[str, Any] | None = None  # merged into the response's `lawtune` field (the agent loop's trace)
 
 
 GenerationEvent = TextDelta | Finished
@@ -130,7 +135,8 @@ class EngineTimeout(EngineError):
 class Engine(Protocol):
     """What the app needs from an engine.
 
-    - `prompt(model, messages=… | text=… | ids=…)` tokenizes once; `Prompt.tokens` is exactly what
+    - `prompt(model, messages=… | text=… | ids=…, tools=…)` tokenizes once (tools: OpenAI tool definitions
+      rendered by the chat template); `Prompt.tokens` is exactly what
       `Finished.usage.prompt_tokens` will say (an estimate when the engine has no tokenizer).
     - `generate(request)` is an async iterator of `TextDelta`… and one `Finished` per choice. Closing it
       early (the client disconnected) must free the request's slots at the engine's next step. It raises
@@ -149,8 +155,8 @@ class Engine(Protocol):
 
     async def stop(self) -> None: ...
 
-    def prompt(self, model: str, *, messages: list[dict[str, str]] | None = None, text: str | None = None,
-               ids: list[int] | None = None) -> Prompt: ...
+    def prompt(self, model: str, *, messages: list[dict[str, Any]] | None = None, text: str | None = None,
+               ids: list[int] | None = None, tools: list[dict[str, Any]] | None = None) -> Prompt: ...
 
     def context_length(self, model: str) -> int | None: ...
 

@@ -103,6 +103,7 @@ class LocalEngine:
         # how choices ended, for metrics and tests (written by the worker thread only)
         self.counts = {"finished": 0, "cancelled": 0, "timed_out": 0, "failed": 0}
         self.peak_batch_size = 0  # the most sequences ever generated together (reset it to watch a window)
+        self.progress = 0  # prefills + decode steps done: the gateway tells a stalled engine from a long answer
 
     # -- lifecycle ------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -168,14 +169,20 @@ class LocalEngine:
             self._pending.popleft().post(EngineError("the server is shutting down"))
 
     # -- reads for the app and metrics ----------------------------------------------------------------
-    def prompt(self, model: str, *, messages: list[dict[str, str]] | None = None, text: str | None = None,
-               ids: list[int] | None = None) -> Prompt:
+    def prompt(self, model: str, *, messages: list[dict[str, Any]] | None = None, text: str | None = None,
+               ids: list[int] | None = None, tools: list[dict[str, Any]] | None = None) -> Prompt:
         chat = self._served[model].chat
+        if ids is not None:  # a client's token ids: out of the vocabulary would fail the prefill, a 400 here
+            vocab = self.vocab_size()
+            bad = [token for token in ids if not 0 <= token < vocab]
+            if bad:
+                raise ApiError(400, f"prompt names token ids outside the vocabulary (0…{vocab - 1}): {bad[:5]}",
+                               param="prompt", code="invalid_value")
         if messages is not None:
-            ids = chat.encode_prompt(messages)
+            ids = chat.encode_prompt(messages, tools=tools) if tools else chat.encode_prompt(messages)
         elif text is not None:
             ids = chat.tokenizer(text)["input_ids"]  # with the BOS, as vLLM's completions do
-        return Prompt(len(ids or []), list(ids or []), messages=messages, text=text)
+        return Prompt(len(ids or []), list(ids or []), messages=messages, text=text, tools=tools)
 
     def context_length(self, model: str) -> int | None:
         limit = getattr(self.model.config, "max_position_embeddings", None)
@@ -213,10 +220,10 @@ class LocalEngine:
         if bad:
             raise ApiError(400, f"logit_bias names token ids outside the vocabulary (0…{vocab - 1}): {bad[:5]}",
                            param="logit_bias", code="invalid_value")
-        if request.json_schema is not None or request.logprobs is not None:
+        if request.json_schema is not None or request.grammar is not None or request.logprobs is not None:
             await asyncio.to_thread(self._llguidance_tokenizer)
         loop, queue = asyncio.get_running_loop(), asyncio.Queue()
-        tickets = [_Ticket(request, index, loop, queue, grammar=self._grammar(request.json_schema))
+        tickets = [_Ticket(request, index, loop, queue, grammar=self._grammar(request.json_schema, request.grammar))
                    for index in range(request.n)]
         self._pending.extend(tickets)
         self._wake.set()
@@ -247,21 +254,26 @@ class LocalEngine:
                                                                   eos_token=list(chat.stop_token_ids))
             return self._ll_tokenizer
 
-    def _grammar(self, schema: dict[str, Any] | None) -> Any:
-        if schema is None:
+    def _grammar(self, schema: dict[str, Any] | None, lark: str | None = None) -> Any:
+        if schema is None and lark is None:
             return None
         import llguidance
 
+        # a Lark grammar comes from tool_choice (lawtune.serving.tool_calls.tool_grammar: its JSON has the
+        # same fixed layout); a schema from response_format
+        param, what = ("tools", "the tools' parameter schemas") if lark is not None else (
+            "response_format", "the JSON schema")
         try:
             # no free whitespace: a small model given the choice pads JSON with newlines until max_tokens
-            grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=JSON_LAYOUT)
+            grammar = (llguidance.LLMatcher.grammar_from_lark(lark) if lark is not None
+                       else llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=JSON_LAYOUT))
             matcher = llguidance.LLMatcher(self._ll_tokenizer, grammar)
         except (ValueError, TypeError, RuntimeError) as error:
-            raise ApiError(400, f"response_format: the JSON schema cannot be used for constrained decoding: {error}",
-                           param="response_format", code="invalid_value") from None
+            raise ApiError(400, f"{param}: {what} cannot be used for constrained decoding: {error}",
+                           param=param, code="invalid_value") from None
         if matcher.is_error():
-            raise ApiError(400, f"response_format: the JSON schema cannot be used for constrained decoding: "
-                           f"{matcher.get_error()}", param="response_format", code="invalid_value")
+            raise ApiError(400, f"{param}: {what} cannot be used for constrained decoding: "
+                           f"{matcher.get_error()}", param=param, code="invalid_value")
         return matcher
 
     # -- the worker thread ----------------------------------------------------------------------------
@@ -312,6 +324,7 @@ class LocalEngine:
                 self.counts["failed"] += 1
                 continue
             self.peak_batch_size = max(self.peak_batch_size, self.active_batch_size)
+            self.progress += 1
             if self._consume(ticket, token):
                 self._remove([ticket.seq])
 
@@ -330,6 +343,7 @@ class LocalEngine:
     def _step(self) -> None:
         try:
             tokens = self.batch.step()
+            self.progress += 1
         except Exception as error:
             log.exception("decode step failed")
             self._fail_all(EngineError(f"generation failed: {error}"))

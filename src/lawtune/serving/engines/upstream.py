@@ -7,7 +7,8 @@
 
 Every request is forwarded as a streaming chat completion or completion (`stream_options.include_usage`)
 with every field the client set that vLLM understands (sampling, penalties, logprobs, n, response_format,
-...), so the gateway sees the first token as soon as the upstream makes it and gets the upstream's own token
+`tools` / `tool_choice` / `parallel_tool_calls` unchanged: vLLM's tool parser answers, its tool-call deltas
+are relayed as they come, ...), so the gateway sees the first token as soon as the upstream makes it and gets the upstream's own token
 usage to settle rate limits. An adapter's context length is its parent model's (vLLM lists it on the base). Failures are mapped for the circuit breaker: unreachable / 5xx / broken stream → EngineError,
 past the deadline → EngineTimeout, an upstream 4xx → the same ApiError passed through (the upstream is
 alive; the request was wrong).
@@ -30,10 +31,10 @@ from lawtune.serving.errors import ApiError
 log = logging.getLogger("lawtune.gateway")
 
 
-def estimate_tokens(messages: list[dict[str, str]]) -> int:
+def estimate_tokens(messages: list[dict[str, Any]]) -> int:
     """Without the upstream's tokenizer: one token per character plus a few per message. For Chinese text
     this over-counts a little (safe for up-front rate-limit charges, which are corrected from usage)."""
-    return sum(len(m.get("content", "")) + 4 for m in messages) + 2
+    return sum(len(m.get("content") or "") + len(json.dumps(m.get("tool_calls") or "")) + 4 for m in messages) + 2
 
 
 class UpstreamEngine:
@@ -49,6 +50,7 @@ class UpstreamEngine:
         self._context: dict[str, int] = {}
         self._client: httpx.AsyncClient | None = None
         self._active = 0
+        self.progress = 0  # stream events received: the gateway tells a stalled upstream from a long answer
 
     # ---- lifecycle ----------------------------------------------------------------------------------
 
@@ -98,14 +100,20 @@ class UpstreamEngine:
 
     # ---- the engine interface -------------------------------------------------------------------------
 
-    def prompt(self, model: str, *, messages: list[dict[str, str]] | None = None, text: str | None = None,
-               ids: list[int] | None = None) -> Prompt:
+    def prompt(self, model: str, *, messages: list[dict[str, Any]] | None = None, text: str | None = None,
+               ids: list[int] | None = None, tools: list[dict[str, Any]] | None = None) -> Prompt:
+        # tools only make the count exact: they reach the upstream as the client sent them (passthrough)
         if ids is None and self.chat is not None:
-            ids = self.chat.encode_prompt(messages) if messages is not None else self.chat.tokenizer(text)["input_ids"]
+            if messages is not None:
+                ids = self.chat.encode_prompt(messages, tools=tools) if tools else self.chat.encode_prompt(messages)
+            else:
+                ids = self.chat.tokenizer(text)["input_ids"]
         if ids is not None:
-            return Prompt(len(ids), list(ids), messages=messages, text=text)
+            return Prompt(len(ids), list(ids), messages=messages, text=text, tools=tools)
         estimate = estimate_tokens(messages) if messages is not None else len(text or "") + 1
-        return Prompt(estimate, None, messages=messages, text=text)
+        if tools:
+            estimate += len(json.dumps(tools, ensure_ascii=False))
+        return Prompt(estimate, None, messages=messages, text=text, tools=tools)
 
     def context_length(self, model: str) -> int | None:
         return self._context.get(model)
@@ -177,6 +185,7 @@ class UpstreamEngine:
                         event = await anext(events)
                 except StopAsyncIteration:
                     break
+                self.progress += 1
                 yield event
         except TimeoutError:
             raise EngineTimeout("upstream gave no complete answer before the request's deadline") from None
@@ -245,10 +254,11 @@ async def _events(response: httpx.Response, request: GenerationRequest) -> Async
         for choice in chunk.get("choices") or []:
             index = int(choice.get("index") or 0)
             text = (choice.get("delta") or {}).get("content") if "delta" in choice else choice.get("text")
+            calls = (choice.get("delta") or {}).get("tool_calls") or None  # vLLM's parser read them: relayed
             logprobs = _logprobs(choice.get("logprobs"))
-            if text or logprobs:
+            if text or logprobs or calls:
                 pieces[min(index, request.n - 1)] += 1
-                yield TextDelta(text or "", index, logprobs)
+                yield TextDelta(text or "", index, logprobs, tool_calls=calls)
             if choice.get("finish_reason"):
                 finished[index] = (choice["finish_reason"], choice.get("stop_reason"))
     if len(finished) < request.n:
@@ -258,7 +268,8 @@ async def _events(response: httpx.Response, request: GenerationRequest) -> Async
         # usage is one total for all choices: the first Finished carries it, the rest say 0 more tokens
         completion = (usage.completion_tokens if usage else sum(pieces)) if index == min(finished) else 0
         # a lawtune upstream says a repetition stop as vLLM's stop_reason (what the app turns it back into)
-        reason = "length" if finish_reason == "length" else "repetition" if stop_reason == "repetition" else "stop"
+        reason = ("length" if finish_reason == "length" else "tool_calls" if finish_reason == "tool_calls"
+                  else "repetition" if stop_reason == "repetition" else "stop")
         yield Finished(reason, Usage(prompt_tokens, completion), index)
 
 

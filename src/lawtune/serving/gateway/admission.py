@@ -10,6 +10,10 @@
     ticket = await gateway.admit(request, n, m, wait=False)   # a stream: start the response, send keep-alives,
     await ticket.wait_for_slot()                               # then wait for the slot (errors go in-band)
 
+    grant = await gateway.charge(request, estimate)      # before any work on the request (retrieval, tokenizing):
+    ...                                                  # switch, breaker, rate limits charged an estimate
+    ticket = await gateway.admit(request, n, m, grant=grant)   # the charge corrected to prompt + max_tokens
+
 Order of the checks, cheapest and least surprising first: switch (paused → 503, nothing charged) →
 breaker open (503, nothing charged) → rate limits (429) → a queue slot (503 at once when the queue is
 full; 503 when the deadline passes while waiting) → the breaker's half-open probe. `guard` records TTFT,
@@ -25,7 +29,7 @@ import math
 import time
 from typing import Any, AsyncIterator
 
-from lawtune.serving.engines import EngineError, Finished, GenerationEvent, TextDelta
+from lawtune.serving.engines import EngineError, EngineTimeout, Finished, GenerationEvent, TextDelta
 from lawtune.serving.errors import ApiError
 from lawtune.serving.gateway.breaker import STATE_CODES, CircuitBreaker
 from lawtune.serving.gateway.keys import ApiKey, KeyStore, bearer_token
@@ -70,6 +74,11 @@ class Gateway:
             in_flight=lambda: self.in_flight,
         )
 
+    def engine_progress(self) -> int | None:
+        """The engine's work counter (prefills, steps, upstream chunks); None when it keeps none."""
+        value = getattr(self.engine, "progress", None)
+        return value if isinstance(value, int) else None
+
     def _engine_value(self, name: str) -> float:
         try:
             return float(getattr(self.engine, name, 0) or 0)
@@ -86,6 +95,10 @@ class Gateway:
             key = self.keys.lookup(token)
             if key is not None:
                 return key
+            if self.keys.problem is not None:  # the keys file is broken or gone: fail closed, and say why
+                raise ApiError(503, "API keys are unavailable: the server's keys file is broken or missing; the "
+                               "operator must fix it (see the server log)", UNAVAILABLE, code="keys_unavailable",
+                               headers={"Retry-After": str(self.settings.retry_after_s)})
             if not self.settings.open_access:
                 raise ApiError(401, "invalid API key: check the `Authorization: Bearer <key>` header (keys are "
                                "issued with `lawtune keys add`)", code="invalid_api_key",
@@ -109,21 +122,45 @@ class Gateway:
                             headers={"Retry-After": retry})
         return None
 
-    async def admit(self, request: Any, prompt_tokens: int, max_tokens: int, wait: bool = True) -> "Ticket":
-        """Let one request through to the engine, or raise the ApiError (400/429/503) that says why not.
-
-        `wait=False`: return once the request holds a slot or a place in the queue; the caller then awaits
-        `ticket.wait_for_slot()` (a stream does that after its response started, to send keep-alives)."""
-        arrived = getattr(request.state, "lawtune_arrived", None) or time.monotonic()
-        key: ApiKey = getattr(request.state, "lawtune_key", None) or self.authenticate(
+    def _key(self, request: Any) -> ApiKey:
+        return getattr(request.state, "lawtune_key", None) or self.authenticate(
             request.headers.get("authorization"), request.client.host if request.client else None)
+
+    def _refuse_if_degraded(self, request: Any) -> None:
         refusal = self.degraded()
         if refusal is not None:
             _set_reason(request, "paused" if refusal.code == "service_paused" else "breaker_open")
             raise refusal
-        grant = await self._charge(request, key, prompt_tokens + max_tokens)
+
+    async def charge(self, request: Any, estimate: int, check_switch: bool = True) -> Grant:
+        """The first step of admission, before any work is done for the request (retrieval, tokenizing):
+        the switch and the breaker (503, nothing charged), then one request and `estimate` tokens charged to
+        the key (429; capped at its tokens/minute, so only the exact count can be too large for the key —
+        `admit(grant=)` corrects the charge to it). A request refused later (400: too long for the context)
+        keeps this charge: its work was done. `check_switch=False`: the KB fallback of a paused service."""
+        key = self._key(request)
+        if check_switch:
+            self._refuse_if_degraded(request)
+        tpm = key.tokens_per_minute or self.settings.tokens_per_minute
+        return await self._charge(request, key, min(estimate, tpm) if tpm else estimate)
+
+    async def admit(self, request: Any, prompt_tokens: int, max_tokens: int, wait: bool = True,
+                    grant: Grant | None = None) -> "Ticket":
+        """Let one request through to the engine, or raise the ApiError (400/429/503) that says why not.
+
+        `grant`: what `charge` took up front, corrected here to `prompt_tokens + max_tokens` (else charged now).
+        `wait=False`: return once the request holds a slot or a place in the queue; the caller then awaits
+        `ticket.wait_for_slot()` (a stream does that after its response started, to send keep-alives)."""
+        arrived = getattr(request.state, "lawtune_arrived", None) or time.monotonic()
+        key = self._key(request)
+        self._refuse_if_degraded(request)
+        if grant is None:
+            grant = await self._charge(request, key, prompt_tokens + max_tokens)
+        else:
+            await self._charge(request, key, prompt_tokens + max_tokens, grant=grant)
         ticket = Ticket(self, grant, arrived + self.settings.request_timeout_s, arrived, request)
         ticket.prompt_tokens = prompt_tokens
+        ticket.engine_progress = self.engine_progress()
         request.state.lawtune_ticket = ticket  # the middleware's safety net releases it
         try:
             await self._queue_or_slot(request, ticket)
@@ -148,12 +185,18 @@ class Gateway:
         self.waiting += 1
         ticket.queued = True
 
-    async def _charge(self, request: Any, key: ApiKey, tokens: int) -> Grant:
+    async def _charge(self, request: Any, key: ApiKey, tokens: int, grant: Grant | None = None) -> Grant:
+        """Charge one request and `tokens` (or, given the up-front `grant`, correct its charge to `tokens`)."""
         rpm = key.requests_per_minute or self.settings.requests_per_minute
         tpm = key.tokens_per_minute or self.settings.tokens_per_minute
         try:
+            if grant is not None:
+                await self.limiter.recharge(grant, tokens, tpm)
+                return grant
             return await self.limiter.acquire(key.name, rpm, tpm, tokens)
         except RateLimited as limited:
+            if grant is not None:  # the exact count does not fit: give back the estimate too (the request stays charged)
+                await self.limiter.settle(grant, 0)
             _set_reason(request, "rate_limited")
             if limited.window.kind == "tokens" and limited.requested > limited.window.limit:
                 # waiting cannot help: a 400 (not a 429 the SDK would retry) that says what to change
@@ -194,6 +237,7 @@ class Gateway:
             "engine": {"active_batch_size": self._engine_value("active_batch_size"),
                        "queue_depth": self._engine_value("queue_depth")},
             "rate_limit_storage": self.limiter.storage_uri.split("://")[0],
+            "keys_file_problem": self.keys.problem,
         }
 
 
@@ -212,6 +256,7 @@ class Ticket:
         self.queued = False  # holds a place in the queue
         self.released = False
         self.verdict = False  # the breaker heard about this request
+        self.engine_progress: int | None = None  # the engine's work counter when it was admitted
 
     async def wait_for_slot(self) -> None:
         """Wait in the queue for an engine slot (503 queue_timeout past the deadline); then the switch and
@@ -284,6 +329,15 @@ class Ticket:
                         self.verdict = True
                         used = prompt + completion
                 yield event
+        except EngineTimeout as error:
+            # A timeout is an engine failure only when the engine did no work at all meanwhile (stalled,
+            # unreachable). Else the answer was longer than --timeout allows or the server was busy: the
+            # request's doing, which must not open the breaker for everyone; the charge stands.
+            progress = gateway.engine_progress()
+            if progress is None or progress == self.engine_progress:
+                gateway.breaker.record_failure(f"{type(error).__name__}: {error}")
+                self.verdict, used = True, 0
+            raise
         except EngineError as error:
             gateway.breaker.record_failure(f"{type(error).__name__}: {error}")
             self.verdict = True

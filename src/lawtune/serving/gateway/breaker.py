@@ -1,4 +1,9 @@
-"""Circuit breaker: after N consecutive engine failures or timeouts, stop sending work to the engine.
+"""Circuit breaker: after N consecutive engine failures, stop sending work to the engine.
+
+What counts as a failure (admission.Ticket.guard): an `EngineError` (crash, unreachable or 5xx upstream,
+broken stream), and a timeout only when the engine did no work at all while the request waited (stalled).
+A client's error never counts: a 4xx is a success (the engine is alive), bad input is refused before the
+engine (token ids, logit_bias, stop strings: protocol.py), and a long answer cut by --timeout is no verdict.
 
     breaker = CircuitBreaker(failures=5, cooldown_s=30)
     if not breaker.allow(): answer 503 (degraded)

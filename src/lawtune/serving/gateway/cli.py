@@ -3,6 +3,7 @@
     lawtune keys add alice --keys-file keys.yaml --rpm 30 --tpm 20000    # prints the key once
     lawtune keys add ops --keys-file keys.yaml --admin                   # may call /admin/pause|resume|status
     lawtune keys list --keys-file keys.yaml
+    lawtune keys remove alice --keys-file keys.yaml                      # revoked at the server's next request
     lawtune serve runs/demo --keys-file keys.yaml --host 0.0.0.0          # picks up new keys without restart
 """
 
@@ -34,6 +35,21 @@ def add(
     typer.echo(key)
     typer.echo(f"added {name!r} to {keys_file}; give the key above to its owner — it is not stored anywhere",
                err=True)
+
+
+@keys_app.command("remove")
+def remove(
+    name: str = typer.Argument(..., help="the key's name (`lawtune keys list` shows them)"),
+    keys_file: Path = typer.Option(..., "--keys-file", help="YAML keys file"),
+) -> None:
+    """Revoke a key: a running server refuses it from its next request on (no restart).
+
+    Example: lawtune keys remove alice --keys-file keys.yaml
+    """
+    from lawtune.serving.gateway.keys import remove_key
+
+    remove_key(keys_file, name)
+    typer.echo(f"removed {name!r} from {keys_file}; a running server refuses that key from its next request", err=True)
 
 
 @keys_app.command("list")

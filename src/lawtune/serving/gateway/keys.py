@@ -16,18 +16,27 @@ good as a slow one and lets a lookup be one dict access. Layout:
         sha256: ...
         admin: true                   # may call /admin/*
 
-A changed file is picked up on the next request (one `stat` per lookup). A broken edit keeps the last good
-keys and logs why, so a typo never locks everybody out. `RedactSecrets` is a logging filter that blanks
+A changed file is picked up on the next request (one `stat` per lookup). The store **fails closed**: when
+the file is deleted, no key of it is accepted any more (deleting it revokes them); when an edit breaks it, no
+key of it is accepted until it parses again — a revoking edit with a typo must not leave the revoked key
+valid. Either way every request with a key gets 503 `keys_unavailable` and each failed reload logs an ERROR
+naming the file and the problem, so the operator notices at once; `--admin-key` keeps working.
+`lawtune keys add/remove` validate, take an exclusive lock on `.FILE.lock` (two concurrent adds both land),
+and keep the file's permissions (a new file is 0600). `RedactSecrets` is a logging filter that blanks
 anything looking like a key or a bearer token in every log line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import logging
+import os
 import re
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,13 +105,59 @@ def read_keys_file(path: Path) -> dict[str, ApiKey]:
     return by_hash
 
 
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock for a read-modify-write of the keys file (a sibling lock file: the keys file itself
+    is replaced by a rename, so a lock on it would guard a file that is gone)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(f".{path.name}.lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _read_raw(path: Path) -> dict:
+    if not path.exists():
+        return {"keys": []}
+    read_keys_file(path)  # refuse to edit a broken file
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw.setdefault("keys", [])
+    return raw
+
+
+def _write_raw(path: Path, raw: dict) -> None:
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o600  # kept; a new file readable by its owner only
+    header = "# lawtune API keys (hashes only) — `lawtune keys add NAME --keys-file FILE` adds one\n"
+    atomic_write_text(path, header + yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), file_mode=mode)
+
+
+def remove_key(path: Path, name: str) -> None:
+    """Revoke the key named `name` (a running server refuses it at its next request)."""
+    with _locked(path):
+        if not path.exists():
+            raise LawtuneError(f"keys file {path} does not exist; nothing to remove")
+        raw = _read_raw(path)
+        kept = [entry for entry in raw["keys"] if entry.get("name") != name]
+        if len(kept) == len(raw["keys"]):
+            names = ", ".join(str(entry.get("name")) for entry in raw["keys"]) or "none"
+            raise LawtuneError(f"keys file {path} has no key named {name!r} (names: {names}); `lawtune keys list` shows them")
+        raw["keys"] = kept
+        _write_raw(path, raw)
+
+
 def add_key(path: Path, name: str, requests_per_minute: int | None = None, tokens_per_minute: int | None = None,
             admin: bool = False) -> str:
     """Append a fresh key to the file (created if missing) and return the key: the only time it is seen."""
-    raw = {"keys": []}
-    if path.exists():
-        read_keys_file(path)  # refuse to extend a broken file
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {"keys": []}
+    with _locked(path):
+        return _add_key(path, name, requests_per_minute, tokens_per_minute, admin)
+
+
+def _add_key(path: Path, name: str, requests_per_minute: int | None, tokens_per_minute: int | None,
+             admin: bool) -> str:
+    raw = _read_raw(path)
     if any(entry.get("name") == name for entry in raw["keys"]):
         raise LawtuneError(f"keys file {path} already has a key named {name!r}; pick another name or remove it")
     key = new_key()
@@ -114,8 +169,7 @@ def add_key(path: Path, name: str, requests_per_minute: int | None = None, token
     if admin:
         entry["admin"] = True
     raw["keys"].append(entry)
-    header = "# lawtune API keys (hashes only) — `lawtune keys add NAME --keys-file FILE` adds one\n"
-    atomic_write_text(path, header + yaml.safe_dump(raw, allow_unicode=True, sort_keys=False))
+    _write_raw(path, raw)
     return key
 
 
@@ -127,6 +181,7 @@ class KeyStore:
         self._admin_hash = hash_key(admin_key) if admin_key else None
         self._keys: dict[str, ApiKey] = {}
         self._stamp: tuple[int, int] | None = None
+        self.problem: str | None = None  # why no file key is accepted now (fail closed), for 503s and status
         if path is not None:
             self._keys = read_keys_file(path)  # a broken file at start is the user's error, said at once
             self._stamp = self._file_stamp()
@@ -145,11 +200,19 @@ class KeyStore:
         if stamp == self._stamp:
             return
         self._stamp = stamp
-        try:
-            self._keys = read_keys_file(self.path)
-            log.info("keys file %s reloaded: %d keys", self.path, len(self._keys))
-        except LawtuneError as error:
-            log.error("keeping the previous %d keys: %s", len(self._keys), error)
+        if stamp is None:
+            error = LawtuneError(f"keys file {self.path} is gone (deleted or moved): every key of it is revoked "
+                                 "until it is back; `lawtune keys add` creates a new one")
+        else:
+            try:
+                self._keys, self.problem = read_keys_file(self.path), None
+                log.info("keys file %s reloaded: %d keys", self.path, len(self._keys))
+                return
+            except LawtuneError as failed:
+                error = failed
+        # fail closed: a broken or missing file must not keep keys it may have revoked
+        self._keys, self.problem = {}, str(error)
+        log.error("REFUSING EVERY KEY OF THE KEYS FILE (fix it to serve again): %s", error)
 
     def lookup(self, key: str) -> ApiKey | None:
         digest = hash_key(key)

@@ -14,6 +14,8 @@ from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from lawtune.memory import peak_rss_mib, rss_mib
+
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30)
 
@@ -41,6 +43,10 @@ class GatewayMetrics:
         Gauge("lawtune_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open",
               registry=r).set_function(breaker_state)
         Gauge("lawtune_paused", "Kill switch: 1 paused (服务降级), 0 serving", registry=r).set_function(paused)
+        Gauge("lawtune_resident_memory_bytes", "Resident set size of the server process now",
+              registry=r).set_function(lambda: (rss_mib() or 0.0) * 2**20)
+        Gauge("lawtune_peak_resident_memory_bytes", "Largest resident set size of the server process so far",
+              registry=r).set_function(lambda: peak_rss_mib() * 2**20)
 
     def count(self, status: int, reason: str) -> None:
         self.requests.labels(status=str(status), reason=reason).inc()

@@ -10,6 +10,7 @@ is public. The caller's `ApiKey` lands in `request.state.lawtune_key` for the ha
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -21,6 +22,18 @@ REASON_BY_STATUS = {200: "ok", 401: "unauthorized", 403: "forbidden", 413: "too_
                     504: "timeout", 503: "engine_error"}
 
 
+def _loopback_name(host: str) -> bool:
+    """Is a Host header (name[:port]) this machine by a loopback name or address?"""
+    from lawtune.serving.gateway.settings import is_loopback
+
+    if host.startswith("["):  # [::1]:8000
+        name = host[1:].split("]", 1)[0]
+    else:  # name:port, or a bare IPv6 address (several colons)
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    name = name.lower()
+    return name == "localhost" or name.endswith(".localhost") or is_loopback(name)
+
+
 def _reason(status: int, reason: str | None) -> str:
     if reason:
         return reason
@@ -29,10 +42,41 @@ def _reason(status: int, reason: str | None) -> str:
     return "bad_request" if 400 <= status < 500 else "error"
 
 
+class FailedLogins:
+    """Wrong keys sent to /admin/* per client address, in fixed one-minute windows: past the limit, 429 until
+    the window ends (guessing a chosen admin key costs minutes per ten tries). Old windows are dropped, so
+    the table holds at most the addresses of the current minute."""
+
+    def __init__(self, limit: int, window_s: float = 60.0):
+        self.limit, self.window_s = limit, window_s
+        self._window = 0
+        self._counts: dict[str, int] = {}
+
+    def _roll(self) -> None:
+        window = int(time.time() // self.window_s)
+        if window != self._window:
+            self._window, self._counts = window, {}
+
+    def record(self, address: str) -> None:
+        self._roll()
+        self._counts[address] = self._counts.get(address, 0) + 1
+
+    def refusal(self, address: str) -> ApiError | None:
+        self._roll()
+        if self._counts.get(address, 0) < self.limit:
+            return None
+        retry = max(1, math.ceil((self._window + 1) * self.window_s - time.time()))
+        return ApiError(429, f"too many failed admin logins from {address}; retry after {retry} s",
+                        "rate_limit_error", code="too_many_failed_logins", headers={"Retry-After": str(retry)})
+
+
 class GatewayMiddleware:
     def __init__(self, app: Any, gateway: Any):
+        from lawtune.serving.gateway.settings import FAILED_ADMIN_LOGINS_PER_MINUTE
+
         self.app = app
         self.gateway = gateway
+        self.failed_admin = FailedLogins(FAILED_ADMIN_LOGINS_PER_MINUTE)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -52,6 +96,8 @@ class GatewayMiddleware:
         try:
             error = None
             receive, error = await self._limit_body(scope, receive)
+            if error is None:
+                error = self._cross_site(scope, admin=path.startswith("/admin/"))
             if error is None and (path.startswith("/v1/") or path.startswith("/admin/")):
                 error = self._authenticate(scope, state, admin=path.startswith("/admin/"))
             if error is not None:
@@ -68,15 +114,55 @@ class GatewayMiddleware:
                 if status == 200:
                     self.gateway.metrics.latency.observe(time.monotonic() - state["lawtune_arrived"])
 
+    def _cross_site(self, scope: dict, admin: bool) -> ApiError | None:
+        """What a web page in the operator's browser must not do (issue 25 item 8). In open mode (no key: the
+        browser's own loopback server) a foreign `Host` is DNS rebinding — a page whose name now points at
+        127.0.0.1 reading the API — and a foreign `Origin` is a page posting to it. Admin routes, in any mode,
+        take no foreign Origin and, for a POST with a body, only JSON (a cross-site form or `text/plain` POST
+        needs no CORS preflight, so it would otherwise act). Non-browser clients send no Origin: unaffected."""
+        open_mode = self.gateway.settings.open_access
+        if not (open_mode or admin):
+            return None
+        headers = dict(scope.get("headers") or [])
+        host = headers.get(b"host", b"").decode("latin-1")
+        if open_mode and not _loopback_name(host):
+            return ApiError(403, f"Host {host!r} is not this server's (DNS rebinding?): an open server answers "
+                            "only to localhost / 127.0.0.1", "permission_error", code="host_not_allowed")
+        origin = headers.get(b"origin", b"").decode("latin-1")
+        if origin and not self._same_origin(origin, host, scope):
+            return ApiError(403, f"Origin {origin!r} may not call this server" + (" 's admin API" if admin else "")
+                            + " (a web page of another site); allow it with --cors-origins", "permission_error",
+                            code="cross_origin_refused")
+        content_type = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
+        if admin and scope["method"] == "POST" and content_type and content_type != "application/json":
+            return ApiError(415, f"admin POSTs take application/json (or no body), not {content_type!r}",
+                            code="unsupported_media_type")
+        return None
+
+    def _same_origin(self, origin: str, host: str, scope: dict) -> bool:
+        if origin in (getattr(self.gateway, "cors_origins", None) or ()):
+            return True
+        scheme = "https" if scope.get("scheme") == "https" else "http"
+        return origin == f"{scheme}://{host}"
+
     def _authenticate(self, scope: dict, state: dict, admin: bool) -> ApiError | None:
         headers = dict(scope.get("headers") or [])
         authorization = headers.get(b"authorization", b"").decode("latin-1") or None
         client = scope.get("client")
+        address = client[0] if client else "-"
+        if admin:
+            throttled = self.failed_admin.refusal(address)
+            if throttled is not None:
+                return throttled
         try:
             key = self.gateway.authenticate(authorization, client[0] if client else None)
         except ApiError as error:
+            if admin and error.status == 401 and authorization:
+                self.failed_admin.record(address)
             return error
         if admin and not key.admin:
+            if authorization:
+                self.failed_admin.record(address)
             return ApiError(403, "this endpoint needs an admin key (--admin-key, or `admin: true` in the keys file)",
                             "permission_error", code="admin_key_required")
         state["lawtune_key"] = key

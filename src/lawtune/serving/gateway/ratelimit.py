@@ -126,6 +126,30 @@ class RateLimiter:
         stats = await self.strategy.get_window_stats(item, identity, kind)
         return max(0, min(limit, stats.remaining))
 
+    async def recharge(self, grant: Grant, tokens: int, tpm: int | None) -> None:
+        """Correct an up-front estimate to the exact `tokens`: give back what was over, charge what was
+        under (RateLimited, charging nothing more, when that does not fit the window)."""
+        extra = tokens - grant.charged_tokens
+        if grant.token_item is None or tpm is None:
+            return
+        allowed = True
+        if extra <= 0:
+            await self.settle(grant, tokens)
+        else:
+            allowed = await self.strategy.hit(grant.token_item, grant.identity, "tokens", cost=extra)
+        stats = await self.strategy.get_window_stats(grant.token_item, grant.identity, "tokens")
+        window = Window("tokens", tpm, stats.remaining, stats.reset_time)  # the headers say the corrected charge
+        grant.windows = [w for w in grant.windows if w.kind != "tokens"] + [window]
+        if extra <= 0:
+            return
+        if not allowed:  # `hit` counted it anyway: take it back at once (the same window)
+            await self.storage.incr(grant.token_item.key_for(grant.identity, "tokens"),
+                                    grant.token_item.get_expiry(), amount=-extra)
+            window.remaining = max(0, min(tpm, window.remaining + extra))
+            # the request as a whole is what the 400 (more than the key's minute) or 429 is about
+            raise RateLimited(window, tokens if tokens > tpm else extra, grant.windows)
+        grant.charged_tokens = tokens
+
     async def settle(self, grant: Grant, used_tokens: int) -> None:
         """Correct the up-front token charge to what the request really used (either direction)."""
         if grant.token_item is None:

@@ -18,6 +18,8 @@ from lawtune.errors import LawtuneError
 
 # What a paused service answers (and what the chat page shows) unless the operator configures another notice.
 DEFAULT_PAUSE_NOTICE = "法律助手暂时停止服务，请稍后再试。紧急法律问题请直接联系法务部门。"
+MIN_ADMIN_KEY_CHARS = 16
+FAILED_ADMIN_LOGINS_PER_MINUTE = 10  # per client address; more → 429 (the admin key may be a chosen phrase)
 DEFAULT_DEGRADED_NOTICE = "法律助手暂时不可用（模型服务异常），正在自动恢复，请稍后再试。"
 # A request's deadline from arrival, queue wait + generation (`lawtune serve --timeout`, ServeSettings): the one
 # default; GatewaySettings.request_timeout_s overrides it for the gateway alone.
@@ -53,6 +55,14 @@ class GatewaySettings(BaseModel):
     degraded_notice: str = DEFAULT_DEGRADED_NOTICE
     breaker_failures: int = Field(5, ge=1)  # consecutive engine failures/timeouts that open the breaker
     breaker_cooldown_s: float = Field(30.0, gt=0)  # open this long, then one probe request (half-open)
+
+    @field_validator("admin_key")
+    @classmethod
+    def _long_admin_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_ADMIN_KEY_CHARS:
+            raise ValueError(f"the admin key must be at least {MIN_ADMIN_KEY_CHARS} characters (it guards pause and "
+                             "resume); make one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`")
+        return value
 
     @field_validator("rate_limit_storage")
     @classmethod

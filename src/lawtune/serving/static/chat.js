@@ -2,6 +2,7 @@
 // POST /v1/chat/completions (server-sent events), and explains 503 (paused / busy / loading) and 429.
 // With `lawtune serve --kb`, the finishing chunk carries `lawtune: {references, citations, degraded}`: the
 // articles the answer was given and the verdict of each citation, shown as expandable quotes under the answer.
+// With `lawtune serve --tools builtin`, it carries `tools`: each call the server ran and its result, shown too.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -97,10 +98,44 @@ function addReferences(div, lawtune) {
   div.appendChild(box);
 }
 
+// With `lawtune serve --tools builtin`, `lawtune.tools` is the agent loop's trace: {rounds, finish, calls:
+// [{round, name, arguments, ok, result}]}. Each call is a <details class="call">: the tool and its arguments,
+// then its result (the figure, the formula in words, the articles) or its error. textContent only.
+function addToolCalls(div, lawtune) {
+  const trace = lawtune && lawtune.tools;
+  if (!trace || !(trace.calls || []).length) return;
+  const box = document.createElement("details");
+  box.className = "tools";
+  box.open = true;
+  const title = document.createElement("summary");
+  title.textContent = "工具调用（" + trace.calls.length + "）" +
+    (trace.finish === "max_rounds" ? "：已达轮数上限" : trace.finish === "length" ? "：超出上下文" : "");
+  box.appendChild(title);
+  for (const call of trace.calls) {
+    const item = document.createElement("details");
+    item.className = "call " + (call.ok ? "ok" : "failed");
+    const head = document.createElement("summary");
+    const args = typeof call.arguments === "string" ? call.arguments : JSON.stringify(call.arguments);
+    head.textContent = (call.ok ? "✓ " : "✗ ") + call.name + " " + args;
+    const body = document.createElement("div");
+    body.className = "result";
+    const result = call.result || {};
+    const lines = [];
+    if (!call.ok) lines.push("错误：" + (result.error || "未知错误"));
+    if (result.result !== undefined) lines.push("结果：" + JSON.stringify(result.result) + (result.unit || ""));
+    if (result.formula) lines.push("计算：" + result.formula);
+    if ((result.articles || []).length) lines.push("依据：" + result.articles.join("、"));
+    body.textContent = lines.join("\n");
+    item.append(head, body);
+    box.appendChild(item);
+  }
+  div.appendChild(box);
+}
+
 function render() {
   for (const m of history) {
     const div = addMessage(m.role, m.content);
-    if (m.role === "assistant") { addCopyButton(div, m.content); addReferences(div, m.lawtune); }
+    if (m.role === "assistant") { addCopyButton(div, m.content); addToolCalls(div, m.lawtune); addReferences(div, m.lawtune); }
   }
 }
 
@@ -191,6 +226,7 @@ async function ask(question) {
     history.push(lawtune ? { role: "assistant", content: answer, lawtune } : { role: "assistant", content: answer });
     save();
     addCopyButton(div, answer);
+    addToolCalls(div, lawtune);
     addReferences(div, lawtune);
     if (!lawtune || !lawtune.degraded) showNotice("");
   } catch (e) {

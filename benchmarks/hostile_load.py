@@ -1,0 +1,145 @@
+"""Normal clients with and without one hostile key (issue 25): success rate and p50 latency of the normal
+clients must stay within 10 % and the circuit breaker must never open.
+
+    .venv/bin/python benchmarks/hostile_load.py                  # tiny random run, 4 normal clients, 40 s per phase
+    .venv/bin/python benchmarks/hostile_load.py --seconds 20 --clients 2
+
+A real `lawtune serve` subprocess on loopback (tiny random run + the bundled-laws KB, `--kb`), keys `normal`
+and `hostile` with the same limits. Phase 1: the normal clients alone. Phase 2: the same clients while the
+hostile key loops over the requests of issue 25 (out-of-vocabulary prompt ids, `logit_bias {"²": 1}`, four
+600-character stop strings, 64k characters of 《刑法》, an empty prompt, a lone surrogate, a 300k-character
+completion prompt). Prints both phases, the hostile key's statuses, the breaker's trips; exit status 1 when
+a normal request failed, a hostile one got a 5xx, or the breaker opened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gateway_load import free_port, tiny_run, wait_ready  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ADMIN = "bench-admin-key-0123456789"
+QUESTIONS = ["劳动合同到期不续签，公司需要支付经济补偿吗？", "离婚需要什么材料？", "公司拖欠工资怎么办？"]
+
+
+def hostile_requests() -> list[tuple[str, bytes]]:
+    """(path, raw JSON body) of each attack, as issue 25 lists them."""
+    import json
+
+    chat = lambda **extra: json.dumps({"messages": [{"role": "user", "content": "问题"}], "max_tokens": 4, **extra},
+                                      ensure_ascii=False)
+    return [("/v1/completions", b'{"prompt": [1000000000], "max_tokens": 2}'),
+            ("/v1/chat/completions", chat(logit_bias={"\u00b2": 1}).encode()),
+            ("/v1/chat/completions", chat(stop=["\u6cd5" * 600] * 4).encode()),
+            ("/v1/chat/completions", json.dumps({"messages": [{"role": "user", "content": "《刑法》" * 16_000}],
+                                                 "max_tokens": 4}, ensure_ascii=False).encode()),
+            ("/v1/completions", b'{"prompt": "", "max_tokens": 2}'),
+            ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "\\ud800"}], "max_tokens": 2}'),
+            ("/v1/completions", json.dumps({"prompt": "x" * 300_000, "max_tokens": 2}).encode())]
+
+
+def normal_client(url: str, key: str, stop: threading.Event, results: list, max_tokens: int, seed: int) -> None:
+    with httpx.Client(base_url=url, timeout=300, headers={"Authorization": f"Bearer {key}"}) as http:
+        i = seed
+        while not stop.is_set():
+            i += 1
+            started = time.monotonic()
+            try:
+                status = http.post("/v1/chat/completions", json={
+                    "messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+                    "max_tokens": max_tokens, "temperature": 0}).status_code
+            except httpx.HTTPError as error:
+                status = type(error).__name__
+            results.append((status, time.monotonic() - started))
+
+
+def hostile_client(url: str, key: str, stop: threading.Event, statuses: collections.Counter) -> None:
+    attacks = hostile_requests()
+    with httpx.Client(base_url=url, timeout=300, headers={"Authorization": f"Bearer {key}",
+                                                          "Content-Type": "application/json"}) as http:
+        i = 0
+        while not stop.is_set():
+            path, body = attacks[i % len(attacks)]
+            i += 1
+            try:
+                statuses[http.post(path, content=body).status_code] += 1
+            except httpx.HTTPError as error:
+                statuses[type(error).__name__] += 1
+
+
+def phase(url: str, keys: dict[str, str], seconds: float, clients: int, max_tokens: int, hostile: bool) -> dict:
+    stop, results, statuses = threading.Event(), [], collections.Counter()
+    threads = [threading.Thread(target=normal_client, args=(url, keys["normal"], stop, results, max_tokens, n))
+               for n in range(clients)]
+    if hostile:
+        threads.append(threading.Thread(target=hostile_client, args=(url, keys["hostile"], stop, statuses)))
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    ok = [latency for status, latency in results if status == 200]
+    return {"requests": len(results), "success": len(ok) / max(1, len(results)),
+            "p50_s": statistics.median(ok) if ok else float("nan"), "hostile": dict(statuses)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=40.0, help="length of each phase")
+    parser.add_argument("--clients", type=int, default=4, help="normal clients (concurrent, one request at a time)")
+    parser.add_argument("--max-tokens", type=int, default=16)
+    args = parser.parse_args()
+
+    from lawtune.kb.build import build
+    from lawtune.serving.gateway.keys import add_key
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        run, kb = tiny_run(root), root / "kb.sqlite"
+        build([], kb)
+        keys_file = root / "keys.yaml"
+        keys = {name: add_key(keys_file, name) for name in ("normal", "hostile")}
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "LAWTUNE_ADMIN_KEY": ADMIN}
+        cmd = [sys.executable, "-m", "lawtune.cli", "serve", str(run), "--keys-file", str(keys_file), "--kb", str(kb),
+               "--max-batch-size", "4", "--queue-size", "16", "--rpm", "100000", "--tpm", "100000000",
+               "--host", "127.0.0.1", "--port", str(port)]
+        log = open(root / "serve.log", "wb")
+        server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_ready(url, server)
+            phase(url, keys, 5, args.clients, args.max_tokens, hostile=False)  # warm-up
+            alone = phase(url, keys, args.seconds, args.clients, args.max_tokens, hostile=False)
+            attacked = phase(url, keys, args.seconds, args.clients, args.max_tokens, hostile=True)
+            status = httpx.get(url + "/admin/status", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10).json()
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+            log.close()
+    for name, result in (("normal clients alone", alone), ("with the hostile key", attacked)):
+        print(f"{name:22s} requests={result['requests']:5d} success={result['success']:.3f} p50={result['p50_s']:.3f} s")
+    ratio = attacked["p50_s"] / alone["p50_s"]
+    print(f"p50 ratio (with / without) = {ratio:.3f}; success {alone['success']:.3f} → {attacked['success']:.3f}")
+    print(f"hostile key's statuses: {attacked['hostile']}; breaker trips: {status['breaker']['trips']}")
+    bad = (attacked["success"] < 1.0 or alone["success"] < 1.0 or status["breaker"]["trips"]
+           or any(not isinstance(code, int) or code >= 500 for code in attacked["hostile"]))
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()

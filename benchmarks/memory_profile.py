@@ -1,0 +1,175 @@
+"""Peak resident memory of each phase of `lawtune demo`, and what holds it.
+
+    flock /tmp/lawtune-heavy.lock .venv/bin/python benchmarks/memory_profile.py                 # the default model
+    .venv/bin/python benchmarks/memory_profile.py --steps 2 --questions 4 --new-tokens 16 --mcq-limit 4
+    .venv/bin/python benchmarks/memory_profile.py --model DIR --phases load loss mcq               # a few phases
+    .venv/bin/python benchmarks/memory_profile.py --json out/memory.json
+
+One process runs the demo's phases in its order (prepare, load the base model, train a few steps of
+configs/demo.yaml, then on the held-out questions: generation, eval loss, MCQ scoring, each on the base model,
+and last the whole `compare`, which loads both models in turn), each phase with its own peak (the kernel's
+high-water mark, reset when the phase starts: `lawtune.memory.Phases`). Per phase it prints the RSS when the
+phase began, its peak, the RSS it left, the peak above its start (what the phase itself allocated at once) and
+what is alive afterwards: the parameters of the model in hand, and training's reused head buffers
+(training/vocab_loss.py). With `--explain` each phase also runs under torch's profiler, which names the
+operators that allocated the most memory (slower; its own bookkeeping adds a little RSS).
+
+Unlike the demo it keeps the base model loaded across generation / loss / MCQ, so those three phases show
+their own transient memory on top of one model. Reads only local files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+PHASES = ("prepare", "load", "train", "generation", "loss", "mcq", "compare")
+
+
+def tensor_mib(tensors) -> float:
+    """MiB of distinct storages among `tensors` (tied weights counted once)."""
+    seen, total = set(), 0
+    for tensor in tensors:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in seen:
+            seen.add(storage.data_ptr())
+            total += storage.nbytes()
+    return total / 2**20
+
+
+def held(model) -> dict[str, float]:
+    """What lives on after a phase: the model's parameters and buffers, and training's head workspace."""
+    from lawtune.training import vocab_loss
+
+    workspace = tensor_mib(vocab_loss._WORKSPACE.buffers.values())
+    copies = tensor_mib([t for entry in vocab_loss._BF16_COPIES.values() for t in (entry[0], entry[2])])
+    return {"model_mib": round(tensor_mib(list(model.parameters()) + list(model.buffers())) if model is not None else 0),
+            "head_buffers_mib": round(workspace + copies)}
+
+
+def explain(profile, top: int = 4) -> list[str]:
+    """The operators that allocated the most CPU memory in one call (their largest single allocation)."""
+    rows = [e for e in profile.key_averages() if e.cpu_memory_usage > 0]
+    rows.sort(key=lambda e: -e.cpu_memory_usage / max(e.count, 1))
+    return [f"{e.key} {e.cpu_memory_usage / max(e.count, 1) / 2**20:,.0f} MiB/call × {e.count}" for e in rows[:top]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default", help="imported model name or HF folder")
+    parser.add_argument("--steps", type=int, default=3, help="training steps (one dev evaluation at the end)")
+    parser.add_argument("--questions", type=int, default=8, help="held-out test questions")
+    parser.add_argument("--new-tokens", type=int, default=32, help="answer budget of the generation phases")
+    parser.add_argument("--mcq-limit", type=int, default=16, help="questions per bundled MCQ set")
+    parser.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES))
+    parser.add_argument("--explain", action="store_true", help="name the operators that allocated most (torch profiler)")
+    parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON")
+    args = parser.parse_args()
+
+    import torch, transformers  # noqa: E401,F401  (the libraries load before any phase: start-up is no phase)
+
+    from lawtune.memory import Phases, release_memory, rss_mib
+
+    phases, notes, model = Phases(), {}, None
+    out = args.out or Path(tempfile.mkdtemp(prefix="lawtune-memory-"))
+    print(f"RSS after start-up {rss_mib():,.0f} MiB; work folder {out}")
+
+    def phase(name, work):
+        nonlocal model
+        if name not in args.phases:
+            return None
+        profiler = None
+        if args.explain:
+            from torch.profiler import ProfilerActivity, profile
+
+            profiler = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+        with phases(name):
+            if profiler is not None:
+                with profiler:
+                    result = work()
+            else:
+                result = work()
+        notes[name] = {**held(model), "why": explain(profiler) if profiler is not None else []}
+        return result
+
+    # ---- the demo's data and training --------------------------------------------------------------------------
+    from lawtune import bundled
+    from lawtune.data.prepare import run as prepare
+    from lawtune.modeling.runs import resolve_model_path
+
+    model_dir = resolve_model_path(args.model)
+    data = out / "data"
+    phase("prepare", lambda: prepare([bundled.sample_csv()], data))
+    if not (data / "test.jsonl").is_file():
+        prepare([bundled.sample_csv()], data)
+
+    def train():
+        from lawtune.training.train import run
+
+        overrides = [f"model.name_or_path={model_dir}", f"data_config.train_file={data / 'train.jsonl'}",
+                     f"data_config.val_file={data / 'dev.jsonl'}", f"training_args.output_dir={out / 'run'}",
+                     f"training_args.max_steps={args.steps}", f"training_args.eval_steps={args.steps}",
+                     f"training_args.save_steps={args.steps}"]
+        return run(bundled.config("demo"), overrides, resume="none")
+
+    run_dir = phase("train", train)
+    release_memory()
+
+    # ---- the base model on the held-out questions ----------------------------------------------------------
+    from lawtune.data.conversations import read_examples
+    from lawtune.evaluation.evaluate import resolve_mcq
+    from lawtune.evaluation.generation import GenerationSettings, generate
+    from lawtune.evaluation.scoring import eval_loss, mcq_accuracy, read_mcq
+    from lawtune.evaluation.settings import DEFAULT_MCQ
+    from lawtune.modeling.loading import load_model
+
+    examples = list(read_examples(data / "test.jsonl", args.questions))
+
+    def load():
+        nonlocal model
+        loaded = load_model(model_dir)
+        model = loaded.model
+        return loaded
+
+    loaded = phase("load", load)
+    if loaded is None and {"generation", "loss", "mcq"} & set(args.phases):
+        loaded = load()
+    settings = GenerationSettings(max_new_tokens=args.new_tokens)
+    phase("generation", lambda: generate(loaded, [e.prompt for e in examples], settings, show_progress=False))
+    phase("loss", lambda: eval_loss(loaded, examples, show_progress=False))
+    mcq_paths = resolve_mcq(list(DEFAULT_MCQ))
+    phase("mcq", lambda: [mcq_accuracy(loaded, read_mcq(path, args.mcq_limit), show_progress=False) for path in mcq_paths])
+    loaded = model = None
+    release_memory()
+
+    # ---- compare: both models, one after the other --------------------------------------------------------
+    if "compare" in args.phases:
+        if run_dir is None:
+            raise SystemExit("the compare phase needs the train phase (a run folder)")
+        from lawtune.evaluation.compare import run as compare
+
+        phase("compare", lambda: compare("base", run_dir, data / "test.jsonl", out / "report", settings=settings,
+                                         mcq_limit=args.mcq_limit, limit=args.questions))
+
+    # ---- report ------------------------------------------------------------------------------------------------
+    print(f"\n{'phase':<11} {'seconds':>8} {'start':>7} {'peak':>7} {'end':>7} {'peak-start':>10} {'model':>7} {'head bufs':>9}  (MiB)")
+    for record in phases.records():
+        note = notes[record["name"]]
+        print(f"{record['name']:<11} {record['seconds']:>8.1f} {record['rss_start_mib']:>7,} {record['peak_rss_mib']:>7,} "
+              f"{record['rss_end_mib']:>7,} {record['peak_rss_mib'] - record['rss_start_mib']:>10,} "
+              f"{note['model_mib']:>7,} {note['head_buffers_mib']:>9,}")
+        for line in note["why"]:
+            print(f"{'':<11} {line}")
+    print(phases.lines()[-1])
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                         "phases": [{**r, **notes[r["name"]]} for r in phases.records()]},
+                                        ensure_ascii=False, indent=1))
+
+
+if __name__ == "__main__":
+    main()

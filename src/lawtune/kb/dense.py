@@ -1,0 +1,167 @@
+"""The dense index a KB keeps beside its full-text index: every current article as a learned vector.
+
+    train_dense(store)               # kb build: train the encoder on this KB's articles, encode them, store both
+    refresh_dense(store)             # kb add: encode new current articles with the stored encoder
+    index = load_dense(store)        # None for a KB without one
+    query = index.query_vector("公司不给交社保怎么办")
+    index.top(query, 100)            # [(key, cosine), ...] best first; key = (law_full, article, sub)
+    index.cosines(query, keys)       # the cosine of given articles (0.0 for one not in the index)
+
+Retrieval fuses these cosines with the BM25 scores (retrieval.py, step 8). The encoder and the vectors are one
+blob (`DENSE_BLOB`) in the store, written in the same transaction as the items for `kb add`, replaced whole by
+`kb build`. Training is deterministic (seed 0) and costs a minute or two for all of LawRefBook on a 2-core CPU;
+a trained encoder is cached by a hash of everything it was trained on (`$LAWTUNE_HOME/kb-encoders/`, default `~/.cache/lawtune`), so
+building the same KB again (the tests do, for each backend) does not train again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from lawtune.kb import encoder as encoder_settings
+from lawtune.kb.encoder import NgramEncoder, train_encoder
+from lawtune.kb.names import LawNames
+from lawtune.kb.store import Item
+from lawtune.kb.training_pairs import training_pairs
+
+DENSE_BLOB = "dense"
+CACHE_VERSION = "2"  # bump when training changes in a way the settings below do not show
+Key = tuple[str, int, int]
+
+
+def article_text(item: Item) -> str:
+    """What the encoder reads of an article: law name, heading path and text, as BM25 does."""
+    return f"{item.law} {item.path or ''} {item.text}"
+
+
+class DenseIndex:
+    def __init__(self, encoder: NgramEncoder, keys: list[Key], versions: list[str], vectors: np.ndarray):
+        self.encoder = encoder
+        self.keys = keys
+        self.versions = versions  # the version each key's vector was made from (kb add re-encodes a new one)
+        self.vectors = vectors.astype(np.float32)  # (n, dim), unit rows
+        self.row = {key: n for n, key in enumerate(keys)}
+
+    def query_vector(self, query: str) -> np.ndarray:
+        return self.encoder.encode([query])[0]
+
+    def top(self, query: np.ndarray, k: int) -> list[tuple[Key, float]]:
+        if not self.keys or not query.any():
+            return []
+        scores = self.vectors @ query
+        k = min(k, len(scores))
+        best = np.argpartition(-scores, k - 1)[:k]
+        best = best[np.argsort(-scores[best], kind="stable")]
+        return [(self.keys[n], float(scores[n])) for n in best]
+
+    def cosines(self, query: np.ndarray, keys: list[Key]) -> list[float]:
+        rows = [self.row.get(key) for key in keys]
+        known = [r for r in rows if r is not None]
+        scores = iter((self.vectors[known] @ query).tolist()) if known else iter(())
+        return [next(scores) if r is not None else 0.0 for r in rows]
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        meta = json.dumps({"keys": self.keys, "versions": self.versions}, ensure_ascii=False).encode()
+        np.savez(buffer, encoder=np.frombuffer(self.encoder.to_bytes(), dtype=np.uint8),
+                 meta=np.frombuffer(meta, dtype=np.uint8), vectors=self.vectors.astype(np.float16))
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "DenseIndex":
+        with np.load(io.BytesIO(data)) as arrays:
+            meta = json.loads(arrays["meta"].tobytes().decode())
+            encoder = NgramEncoder.from_bytes(arrays["encoder"].tobytes())
+            return cls(encoder, [tuple(k) for k in meta["keys"]], meta["versions"], arrays["vectors"])
+
+
+def load_dense(store) -> DenseIndex | None:
+    data = store.get_blob(DENSE_BLOB)
+    return DenseIndex.from_bytes(data) if data else None
+
+
+def train_dense(store, progress=None, cache: bool = True) -> DenseIndex:
+    """Train an encoder on the store's current articles and the shipped questions, encode every current article,
+    and store both (one blob). `progress(step, steps)` follows the training."""
+    articles = store.current_articles()
+    catalog = store.catalog()
+    names = LawNames([*catalog.versions, *catalog.repealed])
+    texts = [article_text(a) for a in articles]
+    pairs = training_pairs(articles, names)
+    encoder = _cached_encoder(texts, pairs) if cache else None
+    if encoder is None:
+        encoder = train_encoder(texts, pairs, progress=progress)
+        if cache:
+            _store_cached(texts, pairs, encoder)
+    index = DenseIndex(encoder, [_key(a) for a in articles], [a.version or "" for a in articles],
+                       encoder.encode(texts))
+    store.put_blob(DENSE_BLOB, index.to_bytes())
+    return index
+
+
+def refresh_dense(store) -> None:
+    """After `kb add`: vectors for current articles the index lacks (or holds in an older version), none for
+    articles that stopped being current. The encoder stays as `kb build` trained it."""
+    index = load_dense(store)
+    if index is None:
+        return
+    articles = store.current_articles()
+    keep, new = [], []
+    for article in articles:
+        row = index.row.get(_key(article))
+        if row is not None and index.versions[row] == (article.version or ""):
+            keep.append((article, index.vectors[row]))
+        else:
+            new.append(article)
+    if not new and len(keep) == len(index.keys):
+        return
+    vectors = index.encoder.encode([article_text(a) for a in new])
+    rows = keep + list(zip(new, vectors))
+    updated = DenseIndex(index.encoder, [_key(a) for a, _ in rows], [a.version or "" for a, _ in rows],
+                         np.stack([v for _, v in rows]) if rows else np.zeros((0, index.encoder.dim), np.float32))
+    store.put_blob(DENSE_BLOB, updated.to_bytes())
+
+
+def _key(item: Item) -> Key:
+    return (item.law_full, item.article, item.sub)
+
+
+def _fingerprint(texts: list[str], pairs: list) -> str:
+    settings = [getattr(encoder_settings, name) for name in ("DIM", "TAU", "BATCH", "LEARNING_RATE", "EPOCHS",
+                                                             "MAX_STEPS", "MIN_COUNT")]
+    digest = hashlib.sha256(f"{CACHE_VERSION} {settings}".encode())
+    for text in texts:
+        digest.update(text.encode("utf-8", "surrogatepass") + b"\x00")
+    for question, golds in pairs:
+        digest.update(question.encode("utf-8", "surrogatepass") + repr(golds).encode() + b"\x00")
+    return digest.hexdigest()[:32]
+
+
+def _cache_dir() -> Path:
+    from lawtune.modeling.runs import lawtune_home
+
+    return lawtune_home() / "kb-encoders"
+
+
+def _cached_encoder(texts: list[str], pairs: list) -> NgramEncoder | None:
+    path = _cache_dir() / f"{_fingerprint(texts, pairs)}.npz"
+    try:
+        return NgramEncoder.from_bytes(path.read_bytes())
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _store_cached(texts: list[str], pairs: list, encoder: NgramEncoder) -> None:
+    from lawtune.fsutil import atomic_open
+
+    try:
+        with atomic_open(_cache_dir() / f"{_fingerprint(texts, pairs)}.npz", "wb") as handle:
+            handle.write(encoder.to_bytes())
+    except OSError as error:  # a read-only home: the KB is still built, the next build trains again
+        print(f"note: could not cache the trained encoder ({error})", file=sys.stderr)

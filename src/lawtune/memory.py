@@ -1,0 +1,119 @@
+"""Resident memory of this process: now, at its peak, and per phase of a command.
+
+    from lawtune.memory import peak_rss_mib, rss_mib, Phases, release_memory
+    print(f"peak RSS {peak_rss_mib():.0f} MiB")
+    phases = Phases()
+    with phases("train"):
+        ...
+    phases.lines()        # ["train: peak 2,310 MiB, now 1,250 MiB"]
+
+The peak of the whole process is `getrusage(RUSAGE_SELF).ru_maxrss`, which needs nothing (no psutil). A
+phase's own peak needs the kernel's high-water mark reset when the phase starts (Linux: writing 5 to
+/proc/self/clear_refs, which resets `ru_maxrss` too); the process peak before every reset is kept here, so
+`peak_rss_mib()` stays the peak of the whole process. Where the reset is not allowed (not Linux, a locked-down
+/proc), a phase's peak is the process peak so far, and says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+_MIB = 1024 * 1024
+_peak_before_reset = 0.0  # MiB: the process peak before the last high-water-mark reset
+
+
+def rss_mib() -> float | None:
+    """The resident set size now (Linux /proc/self/statm); None where there is no such file."""
+    try:
+        with open("/proc/self/statm") as handle:
+            pages = int(handle.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * resource.getpagesize() / _MIB
+
+
+def _kernel_peak_mib() -> float:
+    """ru_maxrss: KiB on Linux, bytes on macOS."""
+    value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return value / _MIB if sys.platform == "darwin" else value / 1024
+
+
+def peak_rss_mib() -> float:
+    """The largest resident set size this process has had so far (the kernel updates its high-water mark
+    lazily, so the RSS now can be a little above it: both are taken)."""
+    return max(_kernel_peak_mib(), _peak_before_reset, rss_mib() or 0.0)
+
+
+def reset_peak() -> bool:
+    """Start a new high-water mark at the current RSS (the process peak is remembered); False if not allowed."""
+    global _peak_before_reset
+    peak = peak_rss_mib()
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        return False
+    _peak_before_reset = peak
+    return True
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc keeps freed blocks under 32 MiB in its
+    arenas, so after a phase of many mid-sized tensors the RSS stays high although nothing holds them)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+@dataclass
+class PhaseMemory:
+    name: str
+    start_mib: float | None  # RSS when the phase began
+    peak_mib: float  # the highest RSS within the phase (the process peak so far when `own_peak` is False)
+    end_mib: float | None  # RSS when it ended
+    seconds: float
+    own_peak: bool
+
+    def line(self) -> str:
+        peak = f"peak {self.peak_mib:,.0f} MiB" + ("" if self.own_peak else " (process so far)")
+        now = f", now {self.end_mib:,.0f} MiB" if self.end_mib is not None else ""
+        return f"{self.name}: {peak}{now}"
+
+    def record(self) -> dict:
+        return {"name": self.name, "rss_start_mib": _round(self.start_mib), "peak_rss_mib": round(self.peak_mib),
+                "rss_end_mib": _round(self.end_mib), "seconds": round(self.seconds, 1), "own_peak": self.own_peak}
+
+
+def _round(value: float | None) -> int | None:
+    return None if value is None else round(value)
+
+
+class Phases:
+    """Each phase's peak and end RSS, in the order they ran; `with phases("name"): ...`."""
+
+    def __init__(self) -> None:
+        self.done: list[PhaseMemory] = []
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        own = reset_peak()
+        start, started = rss_mib(), time.perf_counter()
+        try:
+            yield
+        finally:
+            end = rss_mib()
+            peak = max(_kernel_peak_mib(), end or 0.0) if own else peak_rss_mib()
+            self.done.append(PhaseMemory(name, start, peak, end, time.perf_counter() - started, own))
+
+    def lines(self) -> list[str]:
+        return [phase.line() for phase in self.done] + [f"process peak {peak_rss_mib():,.0f} MiB"]
+
+    def records(self) -> list[dict]:
+        return [phase.record() for phase in self.done]

@@ -1,0 +1,285 @@
+"""OpenAI tool calls on a local engine: the grammar of forced calls, and the model's text turned into calls.
+
+    plan = plan_tools(body, agent, upstream=False)             # what a request's tools fields mean here
+    grammar = tool_grammar(tools, "required", parallel=True)   # llguidance Lark: <tool_call> blocks only
+    stream = CallStream(parallel=True)
+    for piece in stream.push(text) + stream.finish(): ...     # Content("…") / Call(id, name, arguments) / Problem
+
+The model writes calls as Hermes / Qwen-2.5 text (`<tool_call>\\n{"name": …, "arguments": {…}}\\n</tool_call>`,
+docs/tools.md, parsed by `lawtune.tools.format.parse_tool_calls`). `CallStream` reads that text as it is
+generated: text that may be the start of `<tool_call>` is held back, a block is held until it closes and then
+becomes a call (or a problem, never content), and everything else is content. Both the streamed and the whole
+response read the text through it, so they agree.
+
+`tool_choice` "required" or a named function decodes under `tool_grammar`: the answer is one or more
+blocks whose JSON names a given tool and whose arguments follow its parameter schema (with no keys beyond
+it, as OpenAI's strict mode), so the call always parses (unless max_tokens cuts it: finish_reason "length").
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from lawtune.tools.format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, parse_tool_calls
+
+MAX_FORCED_CALLS = 4  # "required" with parallel calls: a random model may not loop on blocks forever
+# the layout json.dumps writes and engines/local.py's response_format uses: no free whitespace, which a
+# small model given the choice fills until max_tokens
+_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+
+def new_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+@dataclass
+class Content:
+    text: str
+
+
+@dataclass
+class Call:
+    name: str
+    arguments: dict[str, Any]
+    id: str = field(default_factory=new_call_id)
+
+    def openai(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function",
+                "function": {"name": self.name, "arguments": json.dumps(self.arguments, ensure_ascii=False)}}
+
+
+@dataclass
+class Problem:
+    message: str  # a block that did not parse, or a call dropped by parallel_tool_calls: false
+
+
+Piece = Content | Call | Problem
+
+
+class CallStream:
+    """The model's text → content, calls and problems, as it arrives (one per choice)."""
+
+    def __init__(self, parallel: bool = True, names: list[str] | None = None):
+        self.parallel = parallel
+        self.names = names  # the tools offered: a call of another name is a problem
+        self.pending = ""  # held back: a possible `<tool_call>` prefix, or an open block
+        self.in_block = False
+        self.calls: list[Call] = []
+        self.problems: list[str] = []
+        self.content = ""
+        self.blocks = 0
+
+    def push(self, text: str) -> list[Piece]:
+        self.pending += text
+        pieces: list[Piece] = []
+        while True:
+            if self.in_block:
+                end = self.pending.find(TOOL_CALL_CLOSE)
+                if end < 0:
+                    return pieces
+                block = TOOL_CALL_OPEN + self.pending[:end + len(TOOL_CALL_CLOSE)]
+                self.pending, self.in_block = self.pending[end + len(TOOL_CALL_CLOSE):], False
+                pieces += self._block(block)
+                continue
+            start = self.pending.find(TOOL_CALL_OPEN)
+            if start >= 0:
+                pieces += self._content(self.pending[:start])
+                self.pending, self.in_block = self.pending[start + len(TOOL_CALL_OPEN):], True
+                continue
+            keep = _partial_open(self.pending)
+            pieces += self._content(self.pending[:len(self.pending) - keep])
+            self.pending = self.pending[len(self.pending) - keep:]
+            return pieces
+
+    def finish(self) -> list[Piece]:
+        """The end of the answer: an open block is a problem; held-back text is content after all."""
+        if self.in_block:
+            self.in_block, rest = False, self.pending
+            self.pending = ""
+            return [self._problem(f"a {TOOL_CALL_OPEN} block was not closed before the answer ended: "
+                                  f"{_short(TOOL_CALL_OPEN + rest)}")]
+        rest, self.pending = self.pending, ""
+        return self._content(rest)
+
+    def _content(self, text: str) -> list[Piece]:
+        if self.calls or self.problems:  # between and after blocks: only the separating whitespace is expected
+            text = text if text.strip() else ""
+        if not text:
+            return []
+        self.content += text
+        return [Content(text)]
+
+    def _block(self, block: str) -> list[Piece]:
+        self.blocks += 1
+        turn = parse_tool_calls(block)  # one block: its errors say "tool call 1"; say which block it was
+        pieces: list[Piece] = [self._problem(error.replace("tool call 1:", f"tool call {self.blocks}:", 1))
+                               for error in turn.errors]
+        for parsed in turn.calls:
+            if self.names is not None and parsed.name not in self.names:
+                pieces.append(self._problem(f"the model called {parsed.name!r}, which is not one of the tools "
+                                            f"({', '.join(self.names)})"))
+            elif not _finite(parsed.arguments):
+                pieces.append(self._problem(f"the arguments of {parsed.name} hold a number JSON cannot carry "
+                                            f"(out of range): {_short(block)}"))
+            elif self.calls and not self.parallel:
+                pieces.append(self._problem(f"parallel_tool_calls is false: a second call ({parsed.name}) was dropped"))
+            else:
+                call = Call(parsed.name, dict(parsed.arguments))
+                self.calls.append(call)
+                pieces.append(call)
+        if not turn.calls and not turn.errors:
+            pieces.append(self._problem(f"an empty tool call: {_short(block)}"))
+        return pieces
+
+    def _problem(self, message: str) -> Problem:
+        self.problems.append(message)
+        return Problem(message)
+
+
+def _finite(arguments: dict[str, Any]) -> bool:
+    try:
+        json.dumps(arguments, allow_nan=False)
+        return True
+    except ValueError:  # 1e999 parses as inf, which no JSON can say
+        return False
+
+
+def _partial_open(text: str) -> int:
+    """How many characters at the end of `text` could begin `<tool_call>` (held back until the next piece)."""
+    for size in range(min(len(text), len(TOOL_CALL_OPEN) - 1), 0, -1):
+        if TOOL_CALL_OPEN.startswith(text[-size:]):
+            return size
+    return 0
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+# ---- forced calls ---------------------------------------------------------------------------------------
+
+
+def tool_grammar(tools: list[dict[str, Any]], choice: str, parallel: bool) -> str:
+    """The llguidance Lark grammar of an answer that is only tool calls: of `choice` (a tool's name: exactly
+    one call of it) or of any of `tools` ("required": one, or up to MAX_FORCED_CALLS with parallel calls)."""
+    functions = [tool["function"] for tool in tools]
+    if choice != "required":
+        functions = [f for f in functions if f["name"] == choice]
+    alternatives = " | ".join(f"%json {json.dumps(_call_schema(f), ensure_ascii=False)}" for f in functions)
+    call = f'call: "{TOOL_CALL_OPEN}\\n" ({alternatives}) "\\n{TOOL_CALL_CLOSE}"'
+    repeat = MAX_FORCED_CALLS - 1 if parallel and choice == "required" else 0
+    start = "call"
+    for _ in range(repeat):  # call ("\n" call ("\n" call)?)?: at most MAX_FORCED_CALLS blocks
+        start = f'call ("\\n" {start})?'
+    return f"start: {start}\n{call}\n"
+
+
+def checked_grammar(grammar: str) -> str:
+    """The grammar, or a 400 naming `tools` when llguidance cannot compile a tool's parameter schema — said
+    before the request reaches an engine (whose failures the circuit breaker counts)."""
+    import llguidance
+
+    from lawtune.serving.errors import ApiError
+
+    try:
+        failed, messages = llguidance.LLMatcher.validate_grammar_with_warnings(
+            llguidance.LLMatcher.grammar_from_lark(grammar))
+    except (ValueError, TypeError, RuntimeError) as error:
+        failed, messages = True, [str(error)]
+    if failed:
+        raise ApiError(400, f"tools: a parameter schema cannot be used for constrained decoding (tool_choice "
+                       f"required / named): {' '.join(messages)[:300]}", param="tools", code="invalid_value")
+    return grammar
+
+
+def _call_schema(function: dict[str, Any]) -> dict[str, Any]:
+    """`{"name": NAME, "arguments": {…}}` with the function's parameter schema, in json.dumps's layout."""
+    parameters = dict(function.get("parameters") or {"type": "object", "properties": {}})
+    # as OpenAI's strict mode: no keys beyond the schema's (a small model would invent long ones)
+    parameters.setdefault("additionalProperties", False)
+    return {"type": "object", "properties": {"name": {"const": function["name"]}, "arguments": parameters},
+            "required": ["name", "arguments"], "additionalProperties": False, "x-guidance": _LAYOUT}
+
+
+# ---- a request's tools ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ToolPlan:
+    """What a chat request's tool fields mean for this server (`plan_tools`)."""
+
+    mode: str  # "none", "auto", "required" or the one function's name
+    tools: list[dict[str, Any]] | None  # OpenAI definitions rendered into the prompt (None: no tools)
+    parallel: bool = True
+    parses: bool = False  # read the model's text as calls (a local engine; an upstream parses its own)
+    reads_calls: bool = False  # the response may hold tool calls (the client offered tools)
+    agent: Any = None  # lawtune.tools.agent.Agent: server-side tools run in the loop
+    passthrough: dict[str, Any] = field(default_factory=dict)  # for an upstream, as the client sent them
+
+    def call_stream(self) -> CallStream:
+        return CallStream(self.parallel, [tool["function"]["name"] for tool in self.tools or []])
+
+    def apply(self, generation: Any) -> None:
+        """Set a GenerationRequest's grammar (forced calls on a local engine) or upstream fields."""
+        generation.passthrough.update(self.passthrough)
+        if (self.parses or self.agent is not None) and self.mode not in ("none", "auto"):
+            generation.grammar = checked_grammar(tool_grammar(self.tools or [], self.mode, self.parallel))
+
+
+def plan_tools(body: Any, agent: Any, upstream: bool) -> ToolPlan:
+    """The ToolPlan of a ChatCompletionRequest; `agent`: the server's `--tools builtin` loop (or None).
+
+    Server-side tools run only when the request brings no tools of its own and does not say tool_choice
+    "none"; they answer one choice at a time (n > 1 → 400)."""
+    from lawtune.serving.errors import ApiError
+
+    mode, parallel = body.tool_mode(), body.parallel_tool_calls is not False
+    passthrough = body.model_dump(include={"tools", "tool_choice", "parallel_tool_calls"}, exclude_none=True,
+                                  by_alias=True) if upstream else {}
+    if body.tools:
+        tools = [tool.openai() for tool in body.tools] if mode != "none" else None
+        return ToolPlan(mode, tools, parallel, parses=not upstream and tools is not None, reads_calls=True,
+                        passthrough=passthrough)
+    if agent is not None and body.tool_choice != "none":
+        mode = "auto" if body.tool_choice is None else mode  # the request's own default is "none" (no tools)
+        names = [tool.name for tool in agent.tools]
+        if mode not in ("auto", "required") and mode not in names:
+            raise ApiError(400, f"tool_choice names {mode!r}, which is neither in `tools` nor one of the server's "
+                           f"tools ({', '.join(names)})", param="tool_choice", code="invalid_value")
+        if (body.n or 1) > 1:
+            raise ApiError(400, "n > 1 is not supported with the server's built-in tools (lawtune serve --tools): "
+                           "ask for one choice, or send tool_choice \"none\"", param="n", code="unsupported_parameter")
+        # a forced choice (required / named) forces the first round; the model answers freely after the results
+        return ToolPlan(mode, agent.definitions(), parallel, agent=agent)
+    if mode != "none" and not upstream:
+        raise ApiError(400, f"tool_choice {body.tool_choice if isinstance(body.tool_choice, str) else mode!r} needs "
+                       "`tools` (this server has no tools of its own: lawtune serve --tools builtin)",
+                       param="tool_choice", code="invalid_value")
+    return ToolPlan("none", None, parallel, passthrough=passthrough)
+
+
+def server_agent(settings: Any, rag: Any) -> Any:
+    """`lawtune serve --tools builtin`: the agent over the built-in tools (+ the KB's lookup tools with --kb)."""
+    if settings.tools != "builtin":
+        return None
+    from lawtune.tools import builtin_tools
+    from lawtune.tools.agent import Agent
+
+    return Agent(builtin_tools(kb=rag.store if rag is not None else None), max_rounds=settings.tool_rounds,
+                 timeout=settings.tool_timeout_s)
+
+
+def merge_call_deltas(calls: list[dict[str, Any]], deltas: list[dict[str, Any]]) -> None:
+    """Assemble streamed tool-call deltas (an upstream's) into whole calls, as the openai SDK does."""
+    for delta in deltas:
+        index = int(delta.get("index") or 0)
+        while len(calls) <= index:
+            calls.append({"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+        call, function = calls[index], delta.get("function") or {}
+        call["id"] = delta.get("id") or call["id"]
+        call["type"] = delta.get("type") or call["type"]
+        call["function"]["name"] += function.get("name") or ""
+        call["function"]["arguments"] += function.get("arguments") or ""

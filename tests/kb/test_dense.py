@@ -1,0 +1,106 @@
+"""The learned retriever: the encoder learns word associations BM25 cannot see; kb build trains and stores it;
+kb add encodes new articles at once; search fuses it. Store-level tests run on both backends (conftest.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lawtune.kb import dense, retrieval
+from lawtune.kb.encoder import NgramEncoder, ngrams, train_encoder
+from lawtune.kb.store import Item
+
+ARTICLES = [
+    "夫妻双方自愿离婚的，应当签订书面离婚协议，并亲自到婚姻登记机关申请离婚登记。",
+    "用人单位应当按照劳动合同约定和国家规定，向劳动者及时足额支付劳动报酬。",
+    "机动车驾驶人饮酒后驾驶机动车的，处暂扣六个月机动车驾驶证，并处罚款。",
+    "盗窃公私财物，数额较大的，或者多次盗窃的，处三年以下有期徒刑、拘役或者管制。",
+]
+# lay questions that share no character bigram with their article (老公/夫妻, 工资/劳动报酬, 喝酒/饮酒, 偷/盗窃)
+PAIRS = [
+    ("我和老公过不下去了想分开", [0]), ("老公和我想分开要去哪里办", [0]), ("跟老公分开要带什么", [0]),
+    ("老板拖着工资不发怎么办", [1]), ("工资被老板扣了三个月", [1]), ("老板不给工资能告吗", [1]),
+    ("喝酒以后开车被查到了", [2]), ("喝了酒开车会怎么罚", [2]), ("昨晚喝酒开车被交警拦了", [2]),
+    ("偷了别人东西会坐牢吗", [3]), ("朋友偷东西被抓了", [3]), ("偷手机判几年", [3]),
+]
+
+
+def test_ngrams_are_characters_bigrams_and_latin_words():
+    assert ngrams("离婚ABC 12") == ["离", "婚", "离婚", "abc", "12"]
+
+
+def test_training_learns_what_bigrams_cannot_see():
+    held_out = "老公要跟我分开"  # not a training question; its words were seen with article 0
+    assert not set(ngrams(held_out)) & set(ngrams(ARTICLES[0])) - set("我要")
+    encoder = train_encoder(ARTICLES, PAIRS * 20, dim=32, seed=0, epochs=30, max_steps=300)
+    docs = encoder.encode(ARTICLES)
+    for question, (gold,) in [*PAIRS, (held_out, [0])]:
+        assert int(np.argmax(docs @ encoder.encode([question])[0])) == gold, question
+    untrained = NgramEncoder(encoder.vocab, encoder.idf, np.random.default_rng(0).normal(size=encoder.weights.shape))
+    docs = untrained.encode(ARTICLES)
+    hits = sum(int(np.argmax(docs @ untrained.encode([q])[0])) == g for q, (g,) in PAIRS)
+    assert hits < len(PAIRS)  # chance, not the perfect ranking training gives
+
+
+def test_training_is_deterministic_and_round_trips():
+    first = train_encoder(ARTICLES, PAIRS, dim=16, seed=3, epochs=5)
+    second = train_encoder(ARTICLES, PAIRS, dim=16, seed=3, epochs=5)
+    assert np.array_equal(first.weights, second.weights)
+    loaded = NgramEncoder.from_bytes(first.to_bytes())
+    assert np.allclose(loaded.encode(ARTICLES), first.encode(ARTICLES))
+    assert not loaded.encode(["🙂"]).any()  # nothing known: a zero vector, not NaN
+
+
+def test_build_stores_a_dense_index_of_the_current_articles(kb):
+    index = dense.load_dense(kb)
+    assert index is not None
+    current = kb.current_articles()
+    assert len(index.keys) == len(current) == len(set(index.keys))
+    norms = np.linalg.norm(index.vectors, axis=1)
+    assert np.allclose(norms[norms > 0], 1.0, atol=1e-2)
+
+
+def test_search_fuses_the_learned_retriever(kb, monkeypatch):
+    # a real question of the shipped training pairs (so this checks the wiring, not generalisation): the article
+    # its answer cites (divorce by lawsuit) shares almost no word with it; the text match alone ranks it far down
+    question = "2017年3月开始怀疑妻子移情别恋，到2018年元月找到証据。快一年时间因妻绝情小的6岁该怎么办？"
+    gold = "《民法典》第一千零七十九条"
+
+    def rank(weight: float) -> int:
+        monkeypatch.setattr(retrieval, "DENSE_WEIGHT", weight)
+        kb._retriever = None
+        cites = [h.item.cite() for h in kb.search(question, k=50, kinds=("article",))]
+        return cites.index(gold) + 1 if gold in cites else 99
+
+    assert rank(1.0) <= 5 < 20 < rank(0.0)
+
+
+def test_add_encodes_new_articles_at_once(writable_kb):
+    before = dense.load_dense(writable_kb)
+    text = "第一条 饲养宠物龙猫的，应当为其办理登记并接种疫苗。"
+    writable_kb.add([Item(kind="article", text=text, law="龙猫饲养条例", law_full="龙猫饲养条例", article=1,
+                          sub=0, version="2026-01-01", path="第一章 总则", source="test")])
+    after = dense.load_dense(writable_kb)
+    assert ("龙猫饲养条例", 1, 0) in after.row and len(after.keys) == len(before.keys) + 1
+    row = after.vectors[after.row[("龙猫饲养条例", 1, 0)]]
+    expected = after.encoder.encode([dense.article_text(writable_kb.lookup("龙猫饲养条例", 1))])[0]
+    assert np.allclose(row, expected, atol=1e-2)
+    hits = writable_kb.search("养龙猫要登记吗", k=3, kinds=("article",))
+    assert hits[0].item.law == "龙猫饲养条例"
+
+
+def test_a_newer_version_replaces_the_old_vector(writable_kb):
+    old = dense.load_dense(writable_kb)
+    key = ("中华人民共和国劳动合同法", 82, 0)
+    assert key in old.row
+    writable_kb.add([Item(kind="article", text="第八十二条 用人单位自用工之日起超过一个月不满一年未与劳动者订立书面劳动合同的，"
+                          "应当向劳动者每月支付三倍的工资。", law="劳动合同法", law_full="中华人民共和国劳动合同法",
+                          article=82, sub=0, version="2099-01-01", path="第七章 法律责任", source="test")])
+    new = dense.load_dense(writable_kb)
+    assert new.versions[new.row[key]] == "2099-01-01"
+    assert ("中华人民共和国劳动合同法", 10, 0) not in new.row  # the new version has only article 82
+
+
+def test_named_articles_still_lead(kb):
+    kb._retriever = None
+    hits = kb.search("劳动合同法第八十二条", k=3)
+    assert hits[0].exact and hits[0].item.article == 82

@@ -1,0 +1,47 @@
+"""lawtune.memory: the RSS now, the process peak, and each phase's own peak."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from lawtune.memory import Phases, peak_rss_mib, release_memory, rss_mib
+
+linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self is Linux's")
+
+
+def _touch(mib: int) -> bytearray:
+    block = bytearray(mib * 2**20)
+    for offset in range(0, len(block), 4096):  # resident only once touched
+        block[offset] = 1
+    return block
+
+
+@linux
+def test_rss_and_peak_are_measured():
+    now = rss_mib()
+    assert now is not None and now > 1
+    assert peak_rss_mib() >= now - 1
+
+
+@linux
+def test_each_phase_has_its_own_peak_and_the_process_keeps_the_highest():
+    phases = Phases()
+    with phases("big"):
+        block = _touch(200)
+        del block
+    with phases("small"):
+        block = _touch(8)
+        del block
+    big, small = phases.done
+    assert big.own_peak and small.own_peak  # /proc/self/clear_refs is writable here
+    assert big.peak_mib >= big.start_mib + 190
+    assert small.peak_mib < big.peak_mib - 150  # the big block's peak did not leak into the next phase
+    assert peak_rss_mib() >= big.peak_mib  # the reset did not lose the process peak
+    assert [r["name"] for r in phases.records()] == ["big", "small"]
+    assert phases.lines()[0].startswith("big: peak ") and phases.lines()[-1].startswith("process peak ")
+
+
+def test_release_memory_runs_anywhere():
+    release_memory()
