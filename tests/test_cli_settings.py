@@ -53,7 +53,7 @@ def test_infer_and_chat_flags_are_their_settings_fields(command, cli_only):
                      cli_only={*cli_only, "no_repetition_control", "tools", "tool_rounds"},
                      renamed={"sample": "do_sample"}, own_default={"max_new_tokens", *PENALTIES},
                      not_on_cli={"decoding", "batch_size", "max_input_length", "max_output_length", "mcq", "mcq_limit",
-                                 "limit", "check_kb"}) == []
+                                 "limit", "check_kb", "tool_data", "tools", "tool_limit"}) == []
 
 
 def test_train_flags_are_the_arguments_of_train_run():

@@ -30,6 +30,7 @@ def _register() -> None:
     from lawtune.kb import cli as kb_cli
     from lawtune.modeling import cli as modeling_cli
     from lawtune.serving import cli as serving_cli
+    from lawtune.tools import cli as tools_cli
     from lawtune.training import cli as training_cli
     from lawtune import demo
 
@@ -40,6 +41,7 @@ def _register() -> None:
     serving_cli.register(app)
     kb_cli.register(app)
     export_cli.register(app)
+    tools_cli.register(app)
     demo.register(app)
 
 

@@ -48,6 +48,10 @@ MCQ = option(EvalOptions, "mcq")
 NO_MCQ = typer.Option(False, "--no-mcq", help="Skip the multiple-choice knowledge check.")
 MCQ_LIMIT = option(EvalOptions, "mcq_limit")
 LIMIT = option(EvalOptions, "limit")
+# tool use (lawtune.evaluation.tool_eval)
+TOOL_DATA = option(EvalOptions, "tool_data")
+TOOLS = option(EvalOptions, "tools")
+TOOL_LIMIT = option(EvalOptions, "tool_limit")
 # infer / chat: the agent loop (lawtune.tools.agent)
 AGENT_TOOLS = typer.Option(None, "--tools", help="builtin: answer through the built-in legal tools (the agent loop: "
                            "severance, overtime, deadlines, ...; with --kb also article lookup and law search).")
@@ -93,8 +97,9 @@ def _print_record(record: dict) -> None:
         if isinstance(value, dict):  # a distribution (mean, p10, p50, p90) or the finish-reason shares
             value = ", ".join(f"{k} {v:.2f}" for k, v in value.items())
         grid.add_row(key, f"{value:.2f}" if isinstance(value, float) else str(value))
-    grid.add_row("eval loss", f"{record['loss']['eval_loss']:.4f}")
-    grid.add_row("perplexity", f"{record['loss']['perplexity']:.2f}")
+    if record["loss"]:  # none for a tool set alone
+        grid.add_row("eval loss", f"{record['loss']['eval_loss']:.4f}")
+        grid.add_row("perplexity", f"{record['loss']['perplexity']:.2f}")
     for name, result in record["mcq"].items():
         grid.add_row(f"MCQ {name} acc % (n={result['count']})", f"{result['accuracy']:.2f}")
     Console().print(grid)
@@ -119,12 +124,15 @@ def eval_command(
     mcq: Optional[list[str]] = MCQ, no_mcq: bool = NO_MCQ, mcq_limit: int = MCQ_LIMIT,
     limit: Optional[int] = LIMIT, dtype: str = DTYPE,
     kb: Optional[Path] = KB, check_kb: Optional[Path] = CHECK_KB, kb_k: int = KB_K, kb_chars: int = KB_CHARS,
+    tool_data: Optional[Path] = TOOL_DATA, tools: Optional[str] = TOOLS, tool_limit: Optional[int] = TOOL_LIMIT,
 ) -> None:
     """Generation metrics (BLEU-4, ROUGE-1/2/L), eval loss and MCQ accuracy of one model.
 
     With --kb: questions asked with retrieved articles, citation precision and nonexistent-citation rate.
+    With --tool-data (or a --data whose records carry tools): right tool, exact arguments, calls that parse,
+    the figure in the final answer, no call where none is needed (the agent loop runs the tools).
 
-    Example: lawtune eval runs/demo --data out/demo/data/test.jsonl --limit 30 --kb kb.sqlite
+    Example: lawtune eval runs/demo --data out/demo/data/test.jsonl --limit 30 --tool-data out/demo/tools/test.jsonl
     """
     from lawtune.evaluation.evaluate import run
 
@@ -133,7 +141,8 @@ def eval_command(
     settings = _settings(max_new_tokens, batch_size, max_input_length, decoding, kb=kb)
     record = run(model, data, out, base_only=base_only, settings=settings, mcq=[] if no_mcq else mcq,
                  mcq_limit=mcq_limit, limit=limit, max_output_length=max_output_length, dtype=dtype,
-                 kb=kb, check_kb=check_kb, kb_k=kb_k, kb_chars=kb_chars)
+                 kb=kb, check_kb=check_kb, kb_k=kb_k, kb_chars=kb_chars, tool_data=tool_data, tools=tools,
+                 tool_limit=tool_limit)
     _print_record(record)
 
 
@@ -154,6 +163,11 @@ def compare_command(
     max_looping: Optional[float] = typer.Option(None, "--max-looping", help="Quality gate: at most this % of tuned answers loop."),
     max_mcq_drop: Optional[float] = typer.Option(None, "--max-mcq-drop", help="Quality gate: no MCQ set's accuracy falls more than this many points below the base."),
     kb: Optional[Path] = KB, check_kb: Optional[Path] = CHECK_KB, kb_k: int = KB_K, kb_chars: int = KB_CHARS,
+    tool_data: Optional[Path] = TOOL_DATA, tools: Optional[str] = TOOLS, tool_limit: Optional[int] = TOOL_LIMIT,
+    min_tool_choice: Optional[float] = typer.Option(None, "--min-tool-choice", help="Quality gate: % of tool questions whose first call names the right tool."),
+    min_tool_args_exact: Optional[float] = typer.Option(None, "--min-tool-args-exact", help="Quality gate: % of tool questions called with the right tool and exactly the right arguments."),
+    min_tool_figure: Optional[float] = typer.Option(None, "--min-tool-figure", help="Quality gate: % of tool questions whose final answer holds the right figure."),
+    min_no_tool: Optional[float] = typer.Option(None, "--min-no-tool", help="Quality gate: % of questions needing no tool answered without a call."),
 ) -> None:
     """Base vs tuned on the same questions: metrics, deltas, loss curves, MCQ, per-question answers.
 
@@ -167,14 +181,16 @@ def compare_command(
     from lawtune.evaluation.compare import run as compare_run, table
     from lawtune.evaluation.gate import Gate, describe
 
-    gate = Gate(min_rouge_gain, min_ended, max_looping, max_mcq_drop)
+    gate = Gate(min_rouge_gain, min_ended, max_looping, max_mcq_drop, min_tool_choice, min_tool_args_exact,
+                min_tool_figure, min_no_tool)
 
     decoding = _decoding(repetition_penalty, frequency_penalty, presence_penalty, no_repeat_ngram_size,
                          no_repetition_control, repetition_stop)
     settings = _settings(max_new_tokens, batch_size, max_input_length, decoding, kb=kb)
     result = compare_run(base, run, data, out, settings=settings, mcq=[] if no_mcq else mcq, mcq_limit=mcq_limit,
                          limit=limit, max_output_length=max_output_length, dtype=dtype, gate=gate,
-                         kb=kb, check_kb=check_kb, kb_k=kb_k, kb_chars=kb_chars)
+                         kb=kb, check_kb=check_kb, kb_k=kb_k, kb_chars=kb_chars, tool_data=tool_data, tools=tools,
+                         tool_limit=tool_limit)
     Console().print(table(result))
     Console().print(f"report: {result['report_html']} (and {result['report_md'].name}; {_peak()})")
     verdict = result["gate"]

@@ -47,14 +47,17 @@ def run(
     settings: GenerationSettings | None = None, mcq: list[str] | None = _OPTIONS.mcq, mcq_limit: int | None = _OPTIONS.mcq_limit,
     limit: int | None = _OPTIONS.limit, max_output_length: int = _OPTIONS.max_output_length, dtype: str = _OPTIONS.dtype,
     gate: Gate | None = None, kb: str | Path | None = _OPTIONS.kb, check_kb: str | Path | None = _OPTIONS.check_kb,
-    kb_k: int = _OPTIONS.kb_k, kb_chars: int = _OPTIONS.kb_chars,
+    kb_k: int = _OPTIONS.kb_k, kb_chars: int = _OPTIONS.kb_chars, tool_data: str | Path | None = _OPTIONS.tool_data,
+    tools: str | None = _OPTIONS.tools, tool_limit: int | None = _OPTIONS.tool_limit,
 ) -> dict[str, Any]:
     """Evaluate BASE and RUN on `data` with identical settings; write both results and the report.
 
     With a `gate` that sets thresholds, the verdict goes into the report, the result (`gate`) and
     RUN/quality_gate.json, which `lawtune serve` reads. `kb` / `check_kb`: as `lawtune eval` (both sides
-    get the same retrieved articles), and the report shows the citation metrics.
+    get the same retrieved articles), and the report shows the citation metrics. `tool_data` / `tools`: as
+    `lawtune eval`, both sides on the same tool questions (lawtune.evaluation.tool_eval).
     """
+    from lawtune.evaluation.tool_eval import open_tool_set
     from lawtune.kb.rag import open_eval_kb
     from lawtune.memory import release_memory
     from lawtune.modeling.loading import load_model
@@ -63,13 +66,14 @@ def run(
     if not is_run_dir(run_dir):
         raise LawtuneError(f"{run_dir} is not a run folder (no {RUN_INFO}); train one with `lawtune train CONFIG`")
     settings = settings or GenerationSettings()
-    examples = list(read_examples(data, limit))
+    tool_set = open_tool_set(data, tool_data, tools, tool_limit if tool_data else limit)
+    examples = [] if tool_set and tool_set.path == data else list(read_examples(data, limit))
     mcq_paths = resolve_mcq(list(DEFAULT_MCQ) if mcq is None else mcq)
     out = Path(out_dir) if out_dir else run_dir / COMPARE_DIR
     data_record = {"path": str(data), "sha256": sha256_file(data), "count": len(examples), "limit": limit}
     rag, checker, kb_record = open_eval_kb(kb, check_kb, kb_k, kb_chars)
 
-    results = {}
+    results, tool_rows = {}, {}
     for side in ("base", "tuned"):
         loaded = _load_base(base, run_dir, dtype) if side == "base" else load_model(run_dir, dtype=dtype, merge=True)
         record, predictions = evaluate_loaded(loaded, examples, settings, mcq_paths=mcq_paths, mcq_limit=mcq_limit,
@@ -79,6 +83,8 @@ def run(
         record["data"] = data_record
         if kb_record is not None:
             record["kb"] = kb_record
+        if tool_set is not None:
+            tool_rows[side] = tool_set.measure(loaded, settings, record, out / side, label=side)
         write_outputs(out / side, record, predictions)
         results[side] = (record, predictions)
         if side == "tuned" and rag is not None:  # the same model without the articles: what the KB adds
@@ -94,7 +100,8 @@ def run(
     verdict = gate.check(results["base"][0], results["tuned"][0]) if gate and gate.active else None
     no_kb = results[NO_KB][0] if NO_KB in results else None
     paths = write_report(out, results["base"][0], results["tuned"][0], results["base"][1], results["tuned"][1],
-                         run_dir, str(data), gate=verdict, tuned_no_kb=no_kb)
+                         run_dir, str(data), gate=verdict, tuned_no_kb=no_kb,
+                         tool_rows=(tool_rows["base"], tool_rows["tuned"]) if tool_rows else None)
     if verdict is not None:
         write_verdict(run_dir, verdict, paths["html"])
     return {"out_dir": out, "report_md": paths["markdown"], "report_html": paths["html"],

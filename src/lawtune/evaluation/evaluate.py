@@ -81,6 +81,11 @@ def evaluate_loaded(
     from dataclasses import replace
 
     timing: dict[str, float] = {}
+    if not examples:  # a tool set only (lawtune.evaluation.tool_eval): no text answers to score here
+        if settings.max_new_tokens is None:
+            settings = replace(settings, max_new_tokens=MIN_ANSWER_BUDGET)
+        return _record(loaded, settings, max_output_length, {}, {}, _mcq(loaded, mcq_paths, mcq_limit, label, timing),
+                       timing), []
     asked, retrieved, hit_keys = examples, [None] * len(examples), None
     if rag is not None and kb_in_prompt:
         from lawtune.kb.grounding import hit_key
@@ -141,6 +146,11 @@ def evaluate_loaded(
             row["grounding"] = row_grounding
         metrics.update(grounded)
 
+    mcq = _mcq(loaded, mcq_paths, mcq_limit, label, timing)
+    return _record(loaded, settings, max_output_length, metrics, loss, mcq, timing), predictions
+
+
+def _mcq(loaded: Any, mcq_paths: list[Path], mcq_limit: int | None, label: str, timing: dict[str, float]) -> dict[str, Any]:
     mcq: dict[str, Any] = {}
     for path in mcq_paths:
         started = time.perf_counter()
@@ -148,7 +158,12 @@ def evaluate_loaded(
         result = mcq_accuracy(loaded, items, description=f"{label} MCQ {path.stem}".strip())
         mcq[path.stem] = {"file": str(path), "sha256": sha256_file(path), **result}
         timing[f"mcq_{path.stem}_s"] = round(time.perf_counter() - started, 1)
-    record = {
+    return mcq
+
+
+def _record(loaded: Any, settings: GenerationSettings, max_output_length: int, metrics: dict[str, Any],
+            loss: dict[str, Any], mcq: dict[str, Any], timing: dict[str, float]) -> dict[str, Any]:
+    return {
         "model": {"name": loaded.name, "base_path": str(loaded.base_path),
                   "adapter_path": str(loaded.adapter_path) if loaded.adapter_path else None},
         "generation": settings.record(),
@@ -158,7 +173,6 @@ def evaluate_loaded(
         "mcq": mcq,
         "timing": timing,  # the only part that differs between two identical runs
     }
-    return record, predictions
 
 
 def write_outputs(out_dir: Path, record: dict[str, Any], predictions: list[dict[str, Any]]) -> None:
@@ -175,18 +189,22 @@ def run(
     settings: GenerationSettings | None = None, mcq: list[str] | None = _OPTIONS.mcq, mcq_limit: int | None = _OPTIONS.mcq_limit,
     limit: int | None = _OPTIONS.limit, max_output_length: int = _OPTIONS.max_output_length, dtype: str = _OPTIONS.dtype,
     kb: str | Path | None = _OPTIONS.kb, check_kb: str | Path | None = _OPTIONS.check_kb, kb_k: int = _OPTIONS.kb_k,
-    kb_chars: int = _OPTIONS.kb_chars,
+    kb_chars: int = _OPTIONS.kb_chars, tool_data: str | Path | None = _OPTIONS.tool_data,
+    tools: str | None = _OPTIONS.tools, tool_limit: int | None = _OPTIONS.tool_limit,
 ) -> dict[str, Any]:
     """Evaluate one model on one conversations file; returns the metrics record written to metrics.json.
 
     `kb`: ask in the RAG format with `kb_k` retrieved articles and check every answer's citations;
-    `check_kb`: check citations against this KB instead (alone: no retrieval)."""
+    `check_kb`: check citations against this KB instead (alone: no retrieval). `tool_data`: a tool set
+    measured too (lawtune.evaluation.tool_eval); `data` itself is one when its records carry `tools`."""
+    from lawtune.evaluation import tool_eval
     from lawtune.kb.rag import open_eval_kb
     from lawtune.modeling.loading import load_model
 
     settings = settings or GenerationSettings()
     data = resolve_data(data)
-    examples = list(read_examples(data, limit))
+    tool_set = tool_eval.open_tool_set(data, tool_data, tools, tool_limit if tool_data else limit)
+    examples = [] if tool_set and tool_set.path == data else list(read_examples(data, limit))
     mcq_paths = resolve_mcq(list(DEFAULT_MCQ) if mcq is None else mcq)
     out = Path(out_dir) if out_dir else default_out_dir(spec, data, base_only)
     rag, checker, kb_record = open_eval_kb(kb, check_kb, kb_k, kb_chars)  # a bad KB fails before the model loads
@@ -200,6 +218,8 @@ def run(
     record["data"] = {"path": str(data), "sha256": sha256_file(data), "count": len(examples), "limit": limit}
     if kb_record is not None:
         record["kb"] = kb_record
+    if tool_set is not None:
+        tool_set.measure(loaded, settings, record, out)  # before write_outputs: its metrics join the record
     write_outputs(out, record, predictions)
     record["out_dir"] = str(out)
     return record

@@ -27,6 +27,11 @@ class Gate:
     min_ended_pct: float | None = None  # tuned answers that end on their own, %
     max_loops_pct: float | None = None  # tuned answers that loop, %
     max_mcq_drop: float | None = None  # base minus tuned accuracy on each MCQ set, points
+    # tool use (a compare with --tool-data; lawtune.evaluation.tool_eval), tuned model, %
+    min_tool_choice: float | None = None  # tool questions whose first call names the right tool
+    min_tool_args_exact: float | None = None  # ... with exactly the right arguments
+    min_tool_figure: float | None = None  # tool questions whose final answer holds the right figure
+    min_no_tool: float | None = None  # questions needing no tool answered without a call
 
     @property
     def active(self) -> bool:
@@ -40,18 +45,35 @@ class Gate:
             checks.append({"check": name, "value": round(value, 2), "limit": limit, "passed": ok})
 
         b, t = base["metrics"], tuned["metrics"]
-        if self.min_rouge_gain is not None:
-            gain = t["rouge-l"] - b["rouge-l"]
-            add("ROUGE-L gain ≥", gain, self.min_rouge_gain, gain >= self.min_rouge_gain)
-        if self.min_ended_pct is not None:
-            add("ended on its own % ≥", t["ended_pct"], self.min_ended_pct, t["ended_pct"] >= self.min_ended_pct)
-        if self.max_loops_pct is not None:
-            add("looping answers % ≤", t["loops_pct"], self.max_loops_pct, t["loops_pct"] <= self.max_loops_pct)
+        text_checks = (("ROUGE-L gain ≥", self.min_rouge_gain), ("ended on its own % ≥", self.min_ended_pct),
+                       ("looping answers % ≤", self.max_loops_pct))
+        if "rouge-l" not in t:  # a compare on a tool set alone measured no text answers: say so, fail
+            checks += [{"check": f"{name} (not measured: --data is a tool set)", "value": None, "limit": limit,
+                        "passed": False} for name, limit in text_checks if limit is not None]
+        else:
+            if self.min_rouge_gain is not None:
+                gain = t["rouge-l"] - b["rouge-l"]
+                add("ROUGE-L gain ≥", gain, self.min_rouge_gain, gain >= self.min_rouge_gain)
+            if self.min_ended_pct is not None:
+                add("ended on its own % ≥", t["ended_pct"], self.min_ended_pct, t["ended_pct"] >= self.min_ended_pct)
+            if self.max_loops_pct is not None:
+                add("looping answers % ≤", t["loops_pct"], self.max_loops_pct, t["loops_pct"] <= self.max_loops_pct)
         if self.max_mcq_drop is not None:
             for name, result in base.get("mcq", {}).items():
                 if name in tuned.get("mcq", {}):
                     drop = result["accuracy"] - tuned["mcq"][name]["accuracy"]
                     add(f"MCQ {name} drop ≤", drop, self.max_mcq_drop, drop <= self.max_mcq_drop)
+        for key, limit, label in (("tool_choice_pct", self.min_tool_choice, "right tool chosen % ≥"),
+                                  ("tool_args_exact_pct", self.min_tool_args_exact, "right tool, exact arguments % ≥"),
+                                  ("tool_figure_pct", self.min_tool_figure, "final answer holds the right figure % ≥"),
+                                  ("no_tool_pct", self.min_no_tool, "no-tool questions without a call % ≥")):
+            if limit is None:
+                continue
+            if key not in t:  # asked for a tool threshold without a tool set: fail, saying what is missing
+                checks.append({"check": f"{label} (not measured: give --tool-data)", "value": None, "limit": limit,
+                               "passed": False})
+                continue
+            add(label, t[key], limit, t[key] >= limit)
         return {"passed": all(c["passed"] for c in checks), "checks": checks,
                 "thresholds": {k: v for k, v in asdict(self).items() if v is not None}}
 

@@ -152,15 +152,19 @@ def decode_new_tokens(loaded: Any, new_ids: list[int], policy: DecodingPolicy | 
 
 def generate(
     loaded: Any, conversations: list[list[dict[str, str]]], settings: GenerationSettings,
-    description: str = "generating", show_progress: bool = True,
+    description: str = "generating", show_progress: bool = True, tools: list[list[dict[str, Any]] | None] | None = None,
 ) -> list[Generation]:
-    """Answer every conversation (each ends with a user turn); outputs in input order."""
+    """Answer every conversation (each ends with a user or tool turn); outputs in input order.
+
+    `tools`: per conversation, the OpenAI tool definitions offered with it (lawtune.evaluation.tool_eval)."""
     import time
 
     import torch
 
     model, pad_id = loaded.model, loaded.tokenizer.pad_token_id
-    encoded = [prompt_ids(loaded.chat, messages, settings.max_input_length) for messages in conversations]
+    offered = tools or [None] * len(conversations)
+    encoded = [prompt_ids(loaded.chat, messages, settings.max_input_length, tools=defs)
+               for messages, defs in zip(conversations, offered)]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     config = generation_config(loaded, settings)
     results: list[Generation | None] = [None] * len(encoded)

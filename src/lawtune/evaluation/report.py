@@ -32,6 +32,11 @@ CITATIONS = (("citation_precision_pct", "citation precision %"), ("nonexistent_c
              ("reference_agreement_pct", "cites the reference's article %", "reference_questions"),
              ("reference_retrieved_pct", "reference's article retrieved %", "reference_questions"),
              ("instruction_echo_pct", "answers echoing the RAG instruction %", None))
+# With a tool set (lawtune.evaluation.tool_eval); shown only when both sides have them.
+TOOL_ROWS = (("tool_choice_pct", "right tool chosen %"), ("tool_args_exact_pct", "right tool, exact arguments %"),
+             ("tool_figure_pct", "final answer holds the right figure %"), ("tool_call_parse_pct", "tool calls that parse %"),
+             ("no_tool_pct", "no-tool questions answered without a call %"),
+             ("ask_back_pct", "missing figure asked back %"))
 LOWER_IS_BETTER = {"loops_pct", "eval_loss", "perplexity", "nonexistent_citation_pct", "instruction_echo_pct"}
 
 
@@ -40,9 +45,12 @@ def metric_rows(base: dict[str, Any], tuned: dict[str, Any], no_kb: dict[str, An
     """One row per metric: name, base, tuned, delta, and whether the change is an improvement; with `no_kb`
     (compare --kb: the tuned model asked without the articles) also `no_kb`, its value or None."""
     rows = []
-    pairs = [(label, base["metrics"][key], tuned["metrics"][key], key) for key, label in HEADLINE]
-    pairs += [("eval loss", base["loss"]["eval_loss"], tuned["loss"]["eval_loss"], "eval_loss"),
-              ("perplexity", base["loss"]["perplexity"], tuned["loss"]["perplexity"], "perplexity")]
+    # a tool set alone has no text metrics and no loss: only what both sides measured is shown
+    pairs = [(label, base["metrics"][key], tuned["metrics"][key], key) for key, label in HEADLINE
+             if key in base["metrics"] and key in tuned["metrics"]]
+    if base.get("loss") and tuned.get("loss"):
+        pairs += [("eval loss", base["loss"]["eval_loss"], tuned["loss"]["eval_loss"], "eval_loss"),
+                  ("perplexity", base["loss"]["perplexity"], tuned["loss"]["perplexity"], "perplexity")]
     for key, label in DISTRIBUTIONS:
         b, t = base["metrics"].get(key) or {}, tuned["metrics"].get(key) or {}
         for stat in ("mean", "p50") if b and t else ():
@@ -52,6 +60,8 @@ def metric_rows(base: dict[str, Any], tuned: dict[str, Any], no_kb: dict[str, An
         if key in base["metrics"] and key in tuned["metrics"]:
             n = tuned["metrics"].get(count[0]) if count and count[0] else None
             pairs.append((label if n is None else f"{label} (n={n})", base["metrics"][key], tuned["metrics"][key], key))
+    pairs += [(label, base["metrics"][key], tuned["metrics"][key], key) for key, label in TOOL_ROWS
+              if key in base["metrics"] and key in tuned["metrics"]]
     for name in base.get("mcq", {}):
         if name in tuned.get("mcq", {}):
             pairs.append((f"MCQ {name} acc % (n={base['mcq'][name]['count']})", base["mcq"][name]["accuracy"],
@@ -173,6 +183,13 @@ def render_markdown(context: dict[str, Any]) -> str:
     for i, q in enumerate(context["questions"], start=1):
         lines.append(f"| {i} | {_cell(q['prompt'])} | {_cell(q['reference'])} | {_cell(q['base'])} | "
                      f"{_cell(q['tuned'])} | {q['base_rouge_l']:.1f} → {q['tuned_rouge_l']:.1f} |")
+    if context.get("tool_questions"):
+        lines += ["", "## Tool questions / 工具题", "",
+                  "| # | question 问题 | expected call 应调用 | base 微调前 | tuned 微调后 |", "|---:|---|---|---|---|"]
+        for i, q in enumerate(context["tool_questions"], start=1):
+            lines.append(f"| {i} | {_cell(q['prompt'])} | {_cell(q['expected'])} | {q['base_verdict']} "
+                         f"{_cell(q['base_call'])} {_cell(q['base'], 160)} | {q['tuned_verdict']} {_cell(q['tuned_call'])} "
+                         f"{_cell(q['tuned'], 160)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -187,9 +204,14 @@ def render_html(context: dict[str, Any]) -> str:
 
 def write_report(out_dir: Path, base: dict[str, Any], tuned: dict[str, Any], base_predictions: list[dict[str, Any]],
                  tuned_predictions: list[dict[str, Any]], run_dir: Path | None, data_path: str,
-                 gate: dict[str, Any] | None = None, tuned_no_kb: dict[str, Any] | None = None) -> dict[str, Path]:
+                 gate: dict[str, Any] | None = None, tuned_no_kb: dict[str, Any] | None = None,
+                 tool_rows: tuple[list, list] | None = None) -> dict[str, Path]:
     """Write report.md, report.html, metrics.png and (when the run logged losses) loss_curve.png.
-    `tuned_no_kb` (compare --kb): the tuned model's record without the articles, shown as a third column."""
+
+    `tuned_no_kb` (compare --kb): the tuned model's record without the articles, shown as a third column.
+    `tool_rows`: (base, tuned) rows of a tool set (lawtune.evaluation.tool_eval), shown per question."""
+    from lawtune.evaluation.tool_eval import report_rows
+
     rows = metric_rows(base, tuned, tuned_no_kb)
     metrics_png = plot_metrics(rows)
     distributions_png = plot_distributions(base_predictions, tuned_predictions)
@@ -203,6 +225,7 @@ def write_report(out_dir: Path, base: dict[str, Any], tuned: dict[str, Any], bas
         "subtitle": f"{base['model']['name']} → {tuned['model']['name']} on {data_path} "
                     f"({len(questions)} held-out questions, greedy decoding)",
         "rows": rows, "generation": tuned["generation"], "questions": questions, "gate": gate,
+        "tool_questions": report_rows(*tool_rows) if tool_rows else [],
         "base_name": base["model"]["name"], "tuned_name": tuned["model"]["name"],
         "no_kb_name": tuned_no_kb["model"]["name"] if tuned_no_kb else None,
         "metrics_png": base64.b64encode(metrics_png).decode(),
