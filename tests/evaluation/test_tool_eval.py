@@ -102,6 +102,13 @@ def test_eval_on_a_tool_set_alone_and_with_every_builtin_tool(tiny_run_dir, tool
 
 
 def test_compare_reports_tool_metrics_and_gates_on_them(tiny_run_dir, qa_file, tool_set, tmp_path):
+    try:
+        _compare_with_a_tool_gate(tiny_run_dir, qa_file, tool_set, tmp_path)
+    finally:  # the run fixture is shared: a failed gate left in it would make `lawtune serve` refuse it later
+        (tiny_run_dir / "quality_gate.json").unlink(missing_ok=True)
+
+
+def _compare_with_a_tool_gate(tiny_run_dir, qa_file, tool_set, tmp_path):
     result = runner.invoke(app, [str(a) for a in ("compare", "base", tiny_run_dir, "--data", qa_file, "--limit", "2",
                                                   "--tool-data", tool_set, "--tool-limit", "3", "--out", tmp_path,
                                                   "--min-tool-args-exact", "90", *FAST)])
