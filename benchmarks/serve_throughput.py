@@ -72,6 +72,22 @@ def served_gguf(model: str, quant: str) -> Path:
     return run_gguf(Path(model), "best", quant) if is_run_dir(Path(model)) else base_gguf(resolve_model_path(model), quant)
 
 
+# llama.cpp's server with the model loaded as lawtune's engine loads it (serving/llama_batch.model_params): a
+# build with AMX-INT8 repacks weights into AMX buffers whose matrix multiply segfaults on Q4_K_M (llama.cpp
+# #20824), so both servers then run the same AVX-512 kernels. `use_extra_bufts = False` is llama-cli's --no-repack.
+NO_AMX_SERVER = """
+import runpy, llama_cpp.llama_cpp as bindings
+defaults = bindings.llama_model_default_params
+def model_params():
+    params = defaults()
+    if b"AMX_INT8 = 1" in bindings.llama_print_system_info():
+        params.use_extra_bufts = False
+    return params
+bindings.llama_model_default_params = model_params
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
+
 def start_llama_cpp(gguf: Path, chat_format: str) -> tuple[subprocess.Popen, str]:
     """llama.cpp's OpenAI-compatible Python server (`pip install 'llama-cpp-python[server]'`) on `gguf`.
 
@@ -79,7 +95,7 @@ def start_llama_cpp(gguf: Path, chat_format: str) -> tuple[subprocess.Popen, str
     adds a second BOS token there (the template writes one and llama-cpp-python's tokenizer another), after
     which the model answers nothing."""
     port = free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--port", str(port),
+    command = [sys.executable, "-c", NO_AMX_SERVER, "--model", str(gguf), "--port", str(port),
                "--chat_format", chat_format, "--n_ctx", "4096", "--n_threads", str(os.cpu_count()),
                "--interrupt_requests", "False"]  # queue concurrent requests instead of cancelling the running one
     return wait_ready(command, f"http://127.0.0.1:{port}", "/v1/models")

@@ -26,7 +26,7 @@ import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -48,6 +48,20 @@ def quiet_llama_cpp() -> Iterator[None]:
         _logger.logger.setLevel(level)
 
 
+def model_params(llama_cpp: Any) -> Any:
+    """llama.cpp's model parameters, with its AMX kernels kept out of the way.
+
+    A llama.cpp built natively on a CPU with AMX-INT8 (Sapphire Rapids and later: `pip install` compiles it with
+    -march=native) repacks quantized weights into AMX buffers, and its AMX matrix multiply segfaults on the first
+    forward pass of Q4_K_M models such as the default base (seen here: SIGSEGV in ggml_backend_amx_mul_mat;
+    llama.cpp issue #20824, open). The extra buffer types are where AMX comes in, so a build that has AMX loads
+    the weights without them: the plain AVX-512 kernels, no crash."""
+    params = llama_cpp.llama_model_default_params()
+    if "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode(errors="replace"):
+        params.use_extra_bufts = False
+    return params
+
+
 class LlamaCppBatch:
     """A llama.cpp model and context with one KV stream per running sequence."""
 
@@ -64,7 +78,7 @@ class LlamaCppBatch:
         threads = threads or os.cpu_count() or 1
         with quiet_llama_cpp():
             llama_cpp.llama_backend_init()
-            self._model = llama_cpp.llama_model_load_from_file(str(gguf).encode(), llama_cpp.llama_model_default_params())
+            self._model = llama_cpp.llama_model_load_from_file(str(gguf).encode(), model_params(llama_cpp))
             if not self._model:
                 raise LawtuneError(f"llama.cpp could not load {gguf} (not a GGUF file, or an architecture this "
                                    "llama.cpp build does not know)")
