@@ -220,9 +220,11 @@ def _add_routes(app: FastAPI) -> None:
         grant = await _charge_first(request, engine, model, body, degrade)
         if not isinstance(grant, Grant):
             return grant  # the KB fallback's answer
-        augmented = await kb.augment(rag, messages) if rag is not None else None
-        prompt = await asyncio.to_thread(engine.prompt, model, messages=augmented.messages if augmented else messages,
-                                         tools=plan.tools)
+        if rag is not None:  # the articles, as many as fit the context with the answer
+            augmented, prompt = await kb.augment_to_fit(rag, engine, model, messages, plan.tools,
+                                                        wanted=body.requested_max_tokens() or 1)
+        else:
+            augmented, prompt = None, await asyncio.to_thread(engine.prompt, model, messages=messages, tools=plan.tools)
         generation = _to_generation(body, prompt, engine, model, request)
         plan.apply(generation)
         extend = kb.extension(rag, augmented) if augmented is not None else None
