@@ -1,16 +1,19 @@
 """Normal clients with and without one hostile key (issue 25): success rate and p50 latency of the normal
 clients must stay within 10 % and the circuit breaker must never open.
 
-    .venv/bin/python benchmarks/hostile_load.py                  # tiny random run, 4 normal clients, 40 s per phase
-    .venv/bin/python benchmarks/hostile_load.py --seconds 20 --clients 2
+    .venv/bin/python benchmarks/hostile_load.py              # tiny random run, 4 normal clients, 2 × 30 s per phase
+    .venv/bin/python benchmarks/hostile_load.py --seconds 20 --rounds 1 --clients 2
 
 A real `lawtune serve` subprocess on loopback (tiny random run + the bundled-laws KB, `--kb`). The server's
 default limits (60 requests and 40,000 tokens a minute per key) are the hostile key's; the `normal` key, which
-stands for many users behind one client, has its own roomy limits in the keys file. Phase 1: the normal clients alone. Phase 2: the same clients while the
-hostile key loops over the requests of issue 25 (out-of-vocabulary prompt ids, `logit_bias {"²": 1}`, four
-600-character stop strings, 64k characters of 《刑法》, an empty prompt, a lone surrogate, a 300k-character
-completion prompt). Prints both phases, the hostile key's statuses, the breaker's trips; exit status 1 when
-a normal request failed, a hostile one got a 5xx, or the breaker opened.
+stands for many users behind one client, has its own roomy limits in the keys file. Phases: the normal clients
+alone, and the same clients while the hostile key loops over the requests of issue 25 (out-of-vocabulary
+prompt ids, `logit_bias {"²": 1}`, four 600-character stop strings, 64k characters of 《刑法》, an empty prompt,
+a lone surrogate, a 300k-character completion prompt) in a process of its own, as fast as it is answered and
+ignoring Retry-After. Phases alternate (`--rounds`) because other work on a shared machine drifts; p50 is a
+ratio within one run. Prints both, why normal requests failed (if any), the hostile key's statuses and the
+breaker's trips; exit status 1 when the normal clients' p50 or success rate moved by more than 10 %, a hostile
+request got a 5xx, or the breaker opened.
 """
 
 from __future__ import annotations
@@ -113,15 +116,24 @@ def phase(url: str, keys: dict[str, str], seconds: float, clients: int, max_toke
     statuses = attacker_results.get(timeout=600) if hostile else {}
     if hostile:
         attacker.join()
+    return {"results": results, "hostile": collections.Counter(statuses)}
+
+
+def summary(phases: list[dict]) -> dict:
+    """The normal clients' requests of several phases of one kind, and the hostile key's statuses."""
+    results = [result for phase in phases for result in phase["results"]]
     ok = [latency for status, latency, _ in results if status == 200]
     failures = collections.Counter(f"{status} {detail}" for status, _, detail in results if status != 200)
     return {"failures": failures, "requests": len(results), "success": len(ok) / max(1, len(results)),
-            "p50_s": statistics.median(ok) if ok else float("nan"), "hostile": statuses}
+            "p50_s": statistics.median(ok) if ok else float("nan"),
+            "hostile": sum((phase["hostile"] for phase in phases), collections.Counter())}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=40.0, help="length of each phase")
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of each phase")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="alone / attacked phase pairs, alternated (other work on the machine drifts)")
     parser.add_argument("--clients", type=int, default=4, help="normal clients (concurrent, one request at a time)")
     parser.add_argument("--max-tokens", type=int, default=16)
     args = parser.parse_args()
@@ -147,8 +159,11 @@ def main() -> None:
         try:
             wait_ready(url, server)
             phase(url, keys, 5, args.clients, args.max_tokens, hostile=False)  # warm-up
-            alone = phase(url, keys, args.seconds, args.clients, args.max_tokens, hostile=False)
-            attacked = phase(url, keys, args.seconds, args.clients, args.max_tokens, hostile=True)
+            phases: dict[bool, list[dict]] = {False: [], True: []}
+            for _ in range(args.rounds):
+                for hostile in (False, True):
+                    phases[hostile].append(phase(url, keys, args.seconds, args.clients, args.max_tokens, hostile))
+            alone, attacked = summary(phases[False]), summary(phases[True])
             status = httpx.get(url + "/admin/status", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10).json()
         finally:
             server.terminate()
@@ -159,9 +174,11 @@ def main() -> None:
         for failure, count in result["failures"].most_common(5):  # why a normal request failed, if one did
             print(f"    {count} × {failure}")
     ratio = attacked["p50_s"] / alone["p50_s"]
-    print(f"p50 ratio (with / without) = {ratio:.3f}; success {alone['success']:.3f} → {attacked['success']:.3f}")
-    print(f"hostile key's statuses: {attacked['hostile']}; breaker trips: {status['breaker']['trips']}")
-    bad = (attacked["success"] < 1.0 or alone["success"] < 1.0 or status["breaker"]["trips"]
+    print(f"p50 ratio (with / without) = {ratio:.3f}; success {alone['success']:.3f} → {attacked['success']:.3f}"
+          f" ({args.rounds} × {args.seconds:.0f} s of each, alternated)")
+    print(f"hostile key's statuses: {dict(attacked['hostile'])}; breaker trips: {status['breaker']['trips']}")
+    # issue 25's bar: the normal clients' success rate and p50 within 10 % of the run without the hostile key
+    bad = (ratio > 1.10 or attacked["success"] < 0.9 * alone["success"] or status["breaker"]["trips"]
            or any(not isinstance(code, int) or code >= 500 for code in attacked["hostile"]))
     sys.exit(1 if bad else 0)
 

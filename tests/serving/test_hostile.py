@@ -15,7 +15,7 @@ import pytest
 from live_server import start_server
 
 from lawtune.serving.gateway.keys import add_key
-from lawtune.serving.gateway.settings import GatewaySettings
+from lawtune.serving.gateway.settings import REFUSAL_HOLD_S, GatewaySettings
 
 QUESTION = [{"role": "user", "content": "公司拖欠工资怎么办？"}]
 CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
@@ -169,7 +169,8 @@ def test_paused_kb_fallback_is_charged_too(tiny_run_dir, kb_file, tmp_path):
 def test_invalid_bodies_count_against_the_key_before_they_are_parsed(tiny_run_dir, tmp_path):
     """A key that sends junk is throttled like any other (issue 25, the mixed load): every request counts one
     against its key's requests/minute on arrival, before its body is read, so after its minute's worth of 400s
-    it gets 429 — for invalid JSON too, which proves the body was never parsed — while another key is served.
+    it gets 429 — for invalid JSON too, which proves the body was never parsed; held a moment, so a loop on
+    429s waits — while another key is served.
     A paused service gives the request back; a key's own `max_body_bytes` is a 413 for that key alone."""
     from lawtune.serving.settings import ServeSettings
 
@@ -194,6 +195,8 @@ def test_invalid_bodies_count_against_the_key_before_they_are_parsed(tiny_run_di
         assert refused.json()["error"]["code"] == "rate_limit_exceeded" and int(refused.headers["Retry-After"]) >= 1
         assert refused.headers["X-RateLimit-Limit-Requests"] == "4"
         assert refused.headers["X-RateLimit-Remaining-Requests"] == "0"
+        # held before it is answered: a client that loops on its 429s waits instead of spinning the server
+        assert refused.elapsed.total_seconds() >= 0.9 * REFUSAL_HOLD_S
         assert send("junk", valid).status_code == 429  # the key's minute is spent, whatever it sends
         assert send("normal", valid).status_code == 200  # one key's junk is not another's problem
 

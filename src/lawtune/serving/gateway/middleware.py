@@ -8,12 +8,15 @@ Paths under /v1/ need a key; /admin/ needs an admin key; everything else (chat p
 is public. The caller's `ApiKey` lands in `request.state.lawtune_key` for the handler's `admit`, the request
 charged on arrival in `request.state.lawtune_grant`. Everything here reads headers only, so a request refused
 here costs no parsing: the key comes before the body is read, and its requests/minute too, so a key that sends
-invalid bodies is throttled (429) like any other instead of having each one parsed and refused. Pure ASGI
+invalid bodies is throttled (429) like any other instead of having each one parsed and refused; that 429 is
+held for `REFUSAL_HOLD_S` (at most `MAX_HELD_REFUSALS_PER_KEY` at once per key), so a client that loops on
+its refusals, ignoring Retry-After, waits instead of keeping the event loop busy. Pure ASGI
 (not BaseHTTPMiddleware) so streamed answers pass through untouched and disconnects propagate.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from typing import Any
@@ -81,6 +84,7 @@ class GatewayMiddleware:
         self.app = app
         self.gateway = gateway
         self.failed_admin = FailedLogins(FAILED_ADMIN_LOGINS_PER_MINUTE)
+        self._held: dict[str, int] = {}  # key name → its 429s being held now
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -176,9 +180,21 @@ class GatewayMiddleware:
     async def _count_arrival(self, scope: dict, state: dict) -> ApiError | None:
         from starlette.requests import Request
 
+        from lawtune.serving.gateway.settings import MAX_HELD_REFUSALS_PER_KEY, REFUSAL_HOLD_S
+
+        key = state["lawtune_key"]
         try:
-            await self.gateway.count_arrival(Request(scope), state["lawtune_key"])
+            await self.gateway.count_arrival(Request(scope), key)
         except ApiError as error:
+            held = self._held.get(key.name, 0)
+            if error.status == 429 and held < MAX_HELD_REFUSALS_PER_KEY:
+                self._held[key.name] = held + 1
+                try:
+                    await asyncio.sleep(REFUSAL_HOLD_S)
+                finally:
+                    self._held[key.name] -= 1
+                    if not self._held[key.name]:
+                        del self._held[key.name]
             return error
         return None
 
