@@ -92,7 +92,7 @@ def generate_ids(loaded, examples, policy: DecodingPolicy, max_new_tokens: int, 
 
 
 def generate_ids_batched(loaded, examples, policy: DecodingPolicy, max_new_tokens: int, slots: int) -> tuple[list, float]:
-    """The same answers through the server's continuous batching (`serving.batch`, what `lawtune serve` runs):
+    """The same answers through the server's continuous batching (`serving.engines.batch`, what `lawtune serve` runs):
     a finished answer frees its slot for the next question at once, and the output head is transposed, so
     it is ~2x faster than generate() here. tests/serving/test_api_batch.py checks both give the same tokens
     (a floating-point near-tie between the two best tokens can still part them on a long answer)."""
@@ -100,7 +100,7 @@ def generate_ids_batched(loaded, examples, policy: DecodingPolicy, max_new_token
 
     from lawtune.evaluation.generation import prompt_ids
     from lawtune.modeling.decoding import RepetitionWatch, TextStream
-    from lawtune.serving.batch import DecodeBatch, Sequence, transpose_output_head
+    from lawtune.serving.engines.batch import DecodeBatch, Sequence, transpose_output_head
 
     transpose_output_head(loaded.model)
     stops = frozenset(loaded.chat.stop_token_ids)

@@ -72,7 +72,7 @@ def served_gguf(model: str, quant: str) -> Path:
     return run_gguf(Path(model), "best", quant) if is_run_dir(Path(model)) else base_gguf(resolve_model_path(model), quant)
 
 
-# llama.cpp's server with the model loaded as lawtune's engine loads it (serving/llama_batch.model_params): a
+# llama.cpp's server with the model loaded as lawtune's engine loads it (serving/engines/llama_batch.model_params): a
 # build with AMX-INT8 repacks weights into AMX buffers whose matrix multiply segfaults on Q4_K_M (llama.cpp
 # #20824), so both servers then run the same AVX-512 kernels. `use_extra_bufts = False` is llama-cli's --no-repack.
 NO_AMX_SERVER = """

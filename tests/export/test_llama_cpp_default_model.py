@@ -21,8 +21,8 @@ pytestmark = pytest.mark.integration
 CHILD = """
 import sys
 from pathlib import Path
-from lawtune.serving.batch import Sequence
-from lawtune.serving.llama_batch import LlamaCppBatch
+from lawtune.serving.engines.batch import Sequence
+from lawtune.serving.engines.llama_batch import LlamaCppBatch
 
 batch = LlamaCppBatch(Path(sys.argv[1]), max_sequences=2, context=128, prefill_chunk=64)
 sequences = [Sequence(prompt_ids=[2, 105, 2364, 107, 236787, 106, 107, 105, 4368, 107]) for _ in range(2)]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lawtune.serving.batch import DecodeBatch, Sequence
+from lawtune.serving.engines.batch import DecodeBatch, Sequence
 from lawtune.modeling.decoding import (AnswerLogitsProcessor, DecodingPolicy, RepetitionStopCriteria, RepetitionWatch,
                                        TextStream)
 

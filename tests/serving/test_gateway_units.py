@@ -99,6 +99,33 @@ def test_rate_limits_in_memory():
     asyncio.run(_exercise_limits(RateLimiter("memory://"), "alice"))
 
 
+def test_a_request_is_counted_on_arrival_and_its_tokens_later():
+    """The server's two steps: the request on arrival (before its body is read), its tokens once estimated.
+    A token refusal leaves the request counted (it arrived); `uncount_request` gives it back (a pause)."""
+
+    async def run() -> None:
+        limiter = RateLimiter("memory://")
+        grant = await limiter.count_request("bob", rpm=2)
+        assert grant.headers()["X-RateLimit-Remaining-Requests"] == "1"
+        with pytest.raises(RateLimited) as refused:
+            await limiter.charge_tokens(grant, tpm=10, tokens=11)
+        assert refused.value.window.kind == "tokens" and refused.value.headers()["X-RateLimit-Remaining-Tokens"] == "10"
+        await limiter.charge_tokens(grant, tpm=10, tokens=4)
+        assert grant.charged_tokens == 4 and grant.headers()["X-RateLimit-Remaining-Tokens"] == "6"
+        second = await limiter.count_request("bob", rpm=2)
+        with pytest.raises(RateLimited) as refused:  # the third in the minute, charged nothing
+            await limiter.count_request("bob", rpm=2)
+        assert refused.value.window.kind == "requests" and refused.value.headers()["X-RateLimit-Remaining"] == "0"
+        await limiter.uncount_request(second)
+        await limiter.uncount_request(second)  # once only
+        assert second.headers()["X-RateLimit-Remaining-Requests"] == "1"
+        await limiter.count_request("bob", rpm=2)
+        with pytest.raises(RateLimited):
+            await limiter.count_request("bob", rpm=2)
+
+    asyncio.run(run())
+
+
 def test_rate_limits_in_redis_are_shared_between_limiters(redis_url):  # noqa: F811
     async def run() -> None:
         first, second = RateLimiter(redis_url), RateLimiter(redis_url)  # two replicas, one budget

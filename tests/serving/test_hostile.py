@@ -15,7 +15,7 @@ import pytest
 from live_server import start_server
 
 from lawtune.serving.gateway.keys import add_key
-from lawtune.serving.gateway.settings import GatewaySettings
+from lawtune.serving.gateway.settings import REFUSAL_HOLD_S, GatewaySettings
 
 QUESTION = [{"role": "user", "content": "公司拖欠工资怎么办？"}]
 CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
@@ -162,6 +162,55 @@ def test_paused_kb_fallback_is_charged_too(tiny_run_dir, kb_file, tmp_path):
         codes = [httpx.post(live.url + CHAT, json={"messages": [{"role": "user", "content": "离婚需要什么材料？" * 20}]},
                             headers={"Authorization": f"Bearer {key}"}, timeout=60).status_code for _ in range(3)]
         assert codes == [200, 200, 429], codes
+    finally:
+        live.stop()
+
+
+def test_invalid_bodies_count_against_the_key_before_they_are_parsed(tiny_run_dir, tmp_path):
+    """A key that sends junk is throttled like any other (issue 25, the mixed load): every request counts one
+    against its key's requests/minute on arrival, before its body is read, so after its minute's worth of 400s
+    it gets 429 — for invalid JSON too, which proves the body was never parsed; held a moment, so a loop on
+    429s waits — while another key is served.
+    A paused service gives the request back; a key's own `max_body_bytes` is a 413 for that key alone."""
+    from lawtune.serving.settings import ServeSettings
+
+    keys_file = tmp_path / "keys.yaml"
+    keys = {"junk": add_key(keys_file, "junk", requests_per_minute=4),
+            "small": add_key(keys_file, "small", max_body_bytes=2048), "normal": add_key(keys_file, "normal")}
+    live = start_server(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=2, serve_base=False,
+                                      default_max_tokens=4, gateway=GatewaySettings(
+                                          keys_file=keys_file, requests_per_minute=1000, tokens_per_minute=10**7)))
+
+    def send(key: str, body: bytes) -> httpx.Response:
+        return httpx.post(live.url + CHAT, content=body, timeout=60,
+                          headers={"Authorization": f"Bearer {keys[key]}", "Content-Type": "application/json"})
+
+    valid = json.dumps({"messages": QUESTION, "max_tokens": 2}).encode()
+    try:
+        junk = [b"{not json", b'{"messages": []}', b'{"prompt": [1000000000]}',
+                json.dumps({"messages": QUESTION, "max_tokens": 0}).encode()]
+        assert [send("junk", body).status_code for body in junk] == [400, 400, 400, 400]
+        refused = send("junk", b"{not json")  # the fifth of the minute: 429, not the parser's 400
+        assert_refused(refused, 429)
+        assert refused.json()["error"]["code"] == "rate_limit_exceeded" and int(refused.headers["Retry-After"]) >= 1
+        assert refused.headers["X-RateLimit-Limit-Requests"] == "4"
+        assert refused.headers["X-RateLimit-Remaining-Requests"] == "0"
+        # held before it is answered: a client that loops on its 429s waits instead of spinning the server
+        assert refused.elapsed.total_seconds() >= 0.9 * REFUSAL_HOLD_S
+        assert send("junk", valid).status_code == 429  # the key's minute is spent, whatever it sends
+        assert send("normal", valid).status_code == 200  # one key's junk is not another's problem
+
+        big = valid[:-1] + b" " * 3000 + b"}"  # a valid short request, padded with JSON whitespace
+        assert 2048 < len(big) < live.app.state.gateway.settings.max_body_bytes
+        assert_refused(send("small", big), 413)
+        assert send("small", valid).status_code == 200 and send("normal", big).status_code == 200
+
+        live.gateway.switch.pause()  # the service's state, not the caller's doing: nothing is charged
+        before = send("normal", valid).headers.get("X-RateLimit-Remaining-Requests")
+        assert [send("normal", valid).status_code for _ in range(3)] == [503] * 3
+        live.gateway.switch.resume()
+        after = send("normal", valid)
+        assert after.status_code == 200 and int(after.headers["X-RateLimit-Remaining-Requests"]) >= 1000 - 12
     finally:
         live.stop()
 

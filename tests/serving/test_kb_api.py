@@ -68,6 +68,44 @@ def test_streamed_answer_has_the_field_on_the_finishing_chunk(client):
     assert len(with_field[0].model_extra["lawtune"]["references"]) == 3
 
 
+def test_articles_that_would_overflow_the_context_are_left_out(kb_server, kb_file, chat_format):
+    """A conversation that fits the context on its own is answered, with as many retrieved articles as fit
+    (the last-ranked left out), never told to shorten messages for the text the server added; one too long
+    without any article still gets the 400."""
+    engine = kb_server.app.state.engine
+    limit = engine.context_length(engine.model_ids[0])
+    expected = _expected(kb_file)
+    added = len(chat_format.encode_prompt(expected.messages)) - len(chat_format.encode_prompt(QUESTION))
+    assert added > 40, added  # three articles are worth cutting
+
+    def conversation(chars: int) -> list[dict[str, str]]:
+        return [{"role": "user", "content": "合同" * chars}, {"role": "assistant", "content": "好的"}, *QUESTION]
+
+    low, high = 0, limit  # the longest earlier turn that leaves the bare conversation `added // 2` tokens of room
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(chat_format.encode_prompt(conversation(middle))) + 8 <= limit - added // 2:
+            low = middle
+        else:
+            high = middle - 1
+    messages = conversation(low)
+    bare = len(chat_format.encode_prompt(messages))
+    assert bare + 8 <= limit < bare + added + 8  # fits alone, not with every article
+
+    answer = httpx.post(kb_server.url + "/v1/chat/completions", json={"messages": messages, "max_tokens": 8},
+                        timeout=120)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    references = body["lawtune"]["references"]
+    assert len(references) < len(expected.hits)
+    assert [r["article"] for r in references] == [h.item.article for h in expected.hits[:len(references)]]
+    assert body["usage"]["prompt_tokens"] + 8 <= limit
+
+    too_long = httpx.post(kb_server.url + "/v1/chat/completions",
+                          json={"messages": conversation(low + limit), "max_tokens": 8}, timeout=120)
+    assert too_long.status_code == 400 and too_long.json()["error"]["code"] == "context_length_exceeded"
+
+
 def test_without_kb_the_response_has_no_extension(live_server):
     body = httpx.post(live_server.url + "/v1/chat/completions", json={"messages": QUESTION, "max_tokens": 4},
                       timeout=60).json()

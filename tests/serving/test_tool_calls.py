@@ -16,7 +16,7 @@ import pytest
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletionChunk
 
-from lawtune.serving.app import _ToolChatShape
+from lawtune.serving.responses import ToolChatShape
 from lawtune.serving.engines import Finished, GenerationRequest, Prompt, TextDelta, Usage
 from lawtune.serving.tool_calls import MAX_FORCED_CALLS, CallStream, ToolPlan, merge_call_deltas, tool_grammar
 
@@ -103,11 +103,11 @@ def test_the_forced_call_grammar_is_valid_lark_with_one_json_per_tool():
 # ---- the chat shape: streamed chunks == the whole response ---------------------------------------------
 
 
-def _shape(n: int = 1, parallel: bool = True) -> _ToolChatShape:
+def _shape(n: int = 1, parallel: bool = True) -> ToolChatShape:
     generation = GenerationRequest(prompt=Prompt(10, list(range(10))), model="tiny", max_tokens=100, n=n,
                                    request_id="test")
     plan = ToolPlan("auto", [SEVERANCE, LOOKUP], parallel, parses=True, reads_calls=True)
-    return _ToolChatShape(generation, None, plan)
+    return ToolChatShape(generation, None, plan)
 
 
 def _events(texts: list[str], step: int) -> list:

@@ -7,7 +7,7 @@
     processor = AnswerLogitsProcessor(policy, prompt_width=input_ids.shape[1], stop_ids=chat.stop_token_ids)
     criteria = RepetitionStopCriteria(tokenizer, rows=len(input_ids), prompt_width=..., stop_ids=...)
 
-    # one sequence at a time (serving/batch.py): the same arithmetic on one row of logits
+    # one sequence at a time (serving/engines/batch.py): the same arithmetic on one row of logits
     logits = penalize(logits, generated_ids, policy, stop_ids)
 
     # the text side (serving/engines/local.py, generation.decode_new_tokens, infer's streamer)

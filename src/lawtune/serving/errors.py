@@ -18,6 +18,7 @@ from typing import Any
 
 log = logging.getLogger("lawtune.serving")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")  # what we echo back from a client's X-Request-Id
+NO_RETRY = {"x-should-retry": "false"}  # the openai SDK retries 429/5xx twice unless told this
 
 
 class ApiError(Exception):

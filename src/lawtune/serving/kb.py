@@ -24,16 +24,52 @@ import time
 import uuid
 from typing import Any, Callable
 
-from lawtune.kb.rag import Augmented, Rag
+from lawtune.kb import format_context
+from lawtune.kb.rag import INSTRUCTION, Augmented, Rag, rag_conversation
 from lawtune.text import excerpt
 
 FALLBACK_HEADER = "以下是知识库中与您的问题最相关的法条原文（自动检索，未经模型解读，仅供参考）："
 NO_MATCH = "知识库中没有找到与您的问题相关的法条。"
 
 
-async def augment(rag: Rag, messages: list[dict[str, str]]) -> Augmented:
+async def augment(rag: Rag, messages: list[dict[str, Any]]) -> Augmented:
     """Retrieval off the event loop: a search takes tens of milliseconds on a large KB."""
     return await asyncio.to_thread(rag.augment, messages)
+
+
+async def augment_to_fit(rag: Rag, engine: Any, model: str, messages: list[dict[str, Any]],
+                         tools: list[dict[str, Any]] | None, wanted: int) -> tuple[Augmented, Any]:
+    """Retrieval, then the prompt tokenized (off the event loop) — with as many of the retrieved articles as
+    fit: when they push a conversation that fits on its own past the model's context (prompt + `wanted` new
+    tokens), the last ones are left out, since a 400 telling the client to shorten its messages would blame it
+    for text the server added. When even no article would make it fit, the prompt stays as it is (the 400 is
+    then the client's). Costs: the articles' own tokens counted once, one more tokenization per cut."""
+    augmented = await augment(rag, messages)
+
+    def tokenize(conversation: Augmented) -> Any:
+        return engine.prompt(model, messages=conversation.messages, tools=tools)
+
+    prompt = await asyncio.to_thread(tokenize, augmented)
+    limit = engine.context_length(model)
+    if limit is None or not augmented.hits or prompt.tokens + wanted <= limit:
+        return augmented, prompt
+    over = prompt.tokens + wanted - limit
+    sizes = await asyncio.to_thread(lambda: [engine.prompt(model, text=format_context([hit], rag.max_chars)).tokens
+                                             for hit in augmented.hits])
+    instruction = await asyncio.to_thread(lambda: engine.prompt(model, text=INSTRUCTION).tokens)
+    if over > sum(sizes) + instruction:  # too long without any article too
+        return augmented, prompt
+    keep, saved = len(sizes), 0
+    while keep > 0 and saved < over:
+        keep -= 1
+        saved += sizes[keep]
+    while True:
+        hits = augmented.hits[:keep]
+        fitted = Augmented(rag_conversation(messages, hits, rag.max_chars), hits)
+        fitted_prompt = await asyncio.to_thread(tokenize, fitted)
+        if fitted_prompt.tokens + wanted <= limit or keep == 0:
+            return fitted, fitted_prompt
+        keep -= 1
 
 
 def extension(rag: Rag, augmented: Augmented, degraded: bool = False, notice: str | None = None

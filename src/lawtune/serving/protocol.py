@@ -12,6 +12,13 @@ Tools: `tools`, `tool_choice`, `parallel_tool_calls`, assistant `tool_calls` and
 here and checked against each other (a named choice names an offered tool, a tool message answers an earlier
 call); what they do is lawtune.serving.tool_calls's (docs/serving.md "Tools").
 
+Requests turn themselves into the engine's input (vLLM's `to_sampling_params`): `token_estimate` is what the
+gateway charges before any work is done, `to_generation(prompt, ...)` checks the tokenized prompt fits the
+context, fixes max_tokens and returns the `engines.GenerationRequest`.
+
+    generation = body.to_generation(prompt, model=model, context_length=engine.context_length(model),
+                                    default_max_tokens=settings.default_max_tokens, request_id=request_id)
+
 Repetition control: `frequency_penalty` and `presence_penalty` (OpenAI's meaning) and `repetition_penalty`
 (vLLM's extension, HF-style) apply to the answer's own tokens only; left out, the server's defaults apply
 (`lawtune serve --repetition-penalty …`). An answer ended by the repetition stop has finish_reason "stop"
@@ -22,10 +29,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
+
+from lawtune.serving.engines import GenerationRequest, Prompt
+from lawtune.serving.errors import NO_RETRY, ApiError
 
 MAX_TOKENS_LIMIT = 32768  # schema bound; the real bound is the model's context minus the prompt
 MAX_STOP_STRINGS = 4
@@ -246,7 +256,9 @@ def _lone_surrogate(value: Any) -> str | None:
 
 
 class _Sampling(_Strict):
-    """The fields chat completions and completions share."""
+    """The fields chat completions and completions share, and their conversion to the engine's request."""
+
+    prompt_param: ClassVar[str]  # the field that holds the prompt, named by a 400 about its length
 
     @model_validator(mode="before")
     @classmethod
@@ -292,8 +304,68 @@ class _Sampling(_Strict):
     def bias(self) -> dict[int, float]:
         return {int(key): value for key, value in (self.logit_bias or {}).items()}
 
+    # -- to the engine (subclasses say how long the prompt is, how many tokens and logprobs are asked) --------
+
+    def requested_max_tokens(self) -> int | None:
+        raise NotImplementedError
+
+    def logprob_count(self) -> int | None:
+        raise NotImplementedError
+
+    def prompt_chars(self) -> int:
+        raise NotImplementedError
+
+    def token_estimate(self, context_length: int | None, default_max_tokens: int) -> int:
+        """What the request may cost before it is tokenized, for the up-front charge: about one token per
+        character of the prompt (at most the context) + max_tokens × n. The gateway corrects it to the exact
+        count once the engine has tokenized the prompt."""
+        prompt = self.prompt_chars()
+        if context_length is not None:
+            prompt = min(prompt, context_length)
+        return prompt + (self.requested_max_tokens() or default_max_tokens) * (self.n or 1)
+
+    def to_generation(self, prompt: Prompt, *, model: str, context_length: int | None, default_max_tokens: int,
+                      request_id: str = "") -> GenerationRequest:
+        """The engine's request for this one: the prompt must be non-empty and fit the context with max_tokens
+        (400 `context_length_exceeded` otherwise); left out, max_tokens is the server's default cut to what fits."""
+        param = self.prompt_param
+        if prompt.tokens == 0:  # nothing to prefill: the engine would fail on it (and count it against the breaker)
+            raise ApiError(400, f"the {param} is empty once tokenized; send some text", param=param,
+                           code="invalid_value")
+        requested = self.requested_max_tokens()
+        if context_length is not None:
+            room = context_length - prompt.tokens
+            wanted = requested if requested is not None else 1
+            if wanted > room:
+                raise ApiError(
+                    400,
+                    f"This model's maximum context length is {context_length} tokens. However, you requested "
+                    f"{prompt.tokens + wanted} tokens ({prompt.tokens} in the {param}, {wanted} in the completion). "
+                    f"Please reduce the length of the {param} or completion by "
+                    f"{prompt.tokens + wanted - context_length} tokens.",
+                    param=param, code="context_length_exceeded", headers=NO_RETRY)
+            max_tokens = requested if requested is not None else min(default_max_tokens, room)
+        else:
+            max_tokens = requested if requested is not None else default_max_tokens
+        passthrough: dict[str, Any] = {}
+        if self.response_format is not None:  # an upstream gets it as the client sent it
+            passthrough["response_format"] = self.response_format.model_dump(by_alias=True, exclude_none=True)
+        if self.user:
+            passthrough["user"] = self.user
+        return GenerationRequest(
+            prompt=prompt, model=model, max_tokens=max_tokens, n=self.n or 1,
+            temperature=1.0 if self.temperature is None else self.temperature,
+            top_p=1.0 if self.top_p is None else self.top_p, top_k=max(self.top_k or 0, 0), min_p=self.min_p or 0.0,
+            seed=self.seed, logit_bias=self.bias(), stop=self.stop_list(), logprobs=self.logprob_count(),
+            json_schema=self.response_format.target_schema() if self.response_format else None,
+            request_id=request_id, repetition_penalty=self.repetition_penalty,
+            frequency_penalty=self.frequency_penalty, presence_penalty=self.presence_penalty,
+            stream=bool(self.stream), passthrough=passthrough)
+
 
 class ChatCompletionRequest(_Sampling):
+    prompt_param: ClassVar[str] = "messages"
+
     messages: list[ChatMessage] = Field(min_length=1, max_length=1000)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_LIMIT)
     logprobs: bool | None = None
@@ -372,12 +444,18 @@ class ChatCompletionRequest(_Sampling):
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
+    def prompt_chars(self) -> int:
+        """Characters the conversation puts in the prompt (content and tool calls)."""
+        return sum(len(json.dumps(message, ensure_ascii=False)) for message in self.message_dicts())
+
     def logprob_count(self) -> int | None:
         """None: no logprobs; k: the sampled token's and the k most likely."""
         return (self.top_logprobs or 0) if self.logprobs else None
 
 
 class CompletionRequest(_Sampling):
+    prompt_param: ClassVar[str] = "prompt"
+
     prompt: (Annotated[str, Field(max_length=1_000_000)] | Annotated[list[str], Field(min_length=1, max_length=1)]
              | Annotated[list[Annotated[int, Field(ge=0, le=MAX_TOKEN_ID)]],
                          Field(min_length=1, max_length=MAX_TOKENS_LIMIT)])
@@ -401,6 +479,13 @@ class CompletionRequest(_Sampling):
 
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
+
+    def logprob_count(self) -> int | None:
+        return self.logprobs
+
+    def prompt_chars(self) -> int:
+        text = self.prompt_text()
+        return len(text) + 2 if text is not None else len(self.prompt_ids() or [])
 
     def prompt_text(self) -> str | None:
         """The prompt as text (None when the client sent token ids)."""

@@ -46,7 +46,7 @@ class LlamaCppEngine(LocalEngine):
         from lawtune.modeling.chat import ChatFormat, resolve_template
         from lawtune.modeling.loading import load_tokenizer
         from lawtune.modeling.runs import is_run_dir, read_run, resolve_model_path
-        from lawtune.serving.llama_batch import LlamaCppBatch
+        from lawtune.serving.engines.llama_batch import LlamaCppBatch
 
         path = Path(self.spec)
         if is_run_dir(path):

@@ -41,7 +41,7 @@ JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separa
 
 
 @dataclass(eq=False)
-class _Ticket:
+class _ChoiceJob:
     """One choice of a request inside the engine: the worker thread posts events to its asyncio queue."""
 
     request: GenerationRequest
@@ -93,8 +93,8 @@ class LocalEngine:
         self.model: Any = None
         self.batch: Any = None  # batch.DecodeBatch
         self._served: dict[str, _Served] = {}
-        self._tickets: dict[int, _Ticket] = {}  # id(seq) → ticket
-        self._pending: collections.deque[_Ticket] = collections.deque()
+        self._jobs: dict[int, _ChoiceJob] = {}  # id(seq) → job
+        self._pending: collections.deque[_ChoiceJob] = collections.deque()
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -115,7 +115,7 @@ class LocalEngine:
         from lawtune.modeling.chat import ChatFormat, resolve_template
         from lawtune.modeling.loading import load_base, load_tokenizer, resolve_dtype
         from lawtune.modeling.runs import is_run_dir, read_run, resolve_model_path
-        from lawtune.serving.batch import DecodeBatch, transpose_output_head
+        from lawtune.serving.engines.batch import DecodeBatch, transpose_output_head
 
         path = Path(self.spec)
         runs: dict[str, Any] = {}
@@ -223,9 +223,9 @@ class LocalEngine:
         if request.json_schema is not None or request.grammar is not None or request.logprobs is not None:
             await asyncio.to_thread(self._llguidance_tokenizer)
         loop, queue = asyncio.get_running_loop(), asyncio.Queue()
-        tickets = [_Ticket(request, index, loop, queue, grammar=self._grammar(request.json_schema, request.grammar))
+        jobs = [_ChoiceJob(request, index, loop, queue, grammar=self._grammar(request.json_schema, request.grammar))
                    for index in range(request.n)]
-        self._pending.extend(tickets)
+        self._pending.extend(jobs)
         self._wake.set()
         finished = 0
         try:
@@ -236,8 +236,8 @@ class LocalEngine:
                 yield event
                 finished += isinstance(event, Finished)
         finally:
-            for ticket in tickets:
-                ticket.cancelled = True  # a no-op when finished; frees the slot at the next step otherwise
+            for job in jobs:
+                job.cancelled = True  # a no-op when finished; frees the slot at the next step otherwise
             self._wake.set()
 
     def _llguidance_tokenizer(self) -> Any:
@@ -294,49 +294,49 @@ class LocalEngine:
 
     def _admit(self) -> None:
         from lawtune.modeling.decoding import STREAM_HOLD_CHARS, RepetitionWatch, TextStream
-        from lawtune.serving.batch import Sequence
+        from lawtune.serving.engines.batch import Sequence
 
         while self._pending and self.active_batch_size < self.max_batch_size:
-            ticket = self._pending.popleft()
-            if ticket.cancelled:
+            job = self._pending.popleft()
+            if job.cancelled:
                 continue
-            if time.monotonic() > ticket.deadline:
-                ticket.post(EngineTimeout("the request waited past its deadline for a free slot"))
+            if time.monotonic() > job.deadline:
+                job.post(EngineTimeout("the request waited past its deadline for a free slot"))
                 continue
-            served, request = self._served[ticket.request.model], ticket.request
+            served, request = self._served[job.request.model], job.request
             policy = dataclasses.replace(self.decoding, **request.penalties())
-            seed = None if request.seed is None else request.seed + ticket.index
-            ticket.seq = Sequence(request.prompt.ids, temperature=request.temperature, top_p=request.top_p,
+            seed = None if request.seed is None else request.seed + job.index
+            job.seq = Sequence(request.prompt.ids, temperature=request.temperature, top_p=request.top_p,
                                   seed=seed, decoding=policy if policy.penalizes else None,
                                   stop_ids=frozenset(served.chat.stop_token_ids), top_k=request.top_k,
-                                  min_p=request.min_p, logit_bias=request.logit_bias, grammar=ticket.grammar,
+                                  min_p=request.min_p, logit_bias=request.logit_bias, grammar=job.grammar,
                                   logprobs=request.logprobs, adapter=served.adapter)
-            watch = policy.repetition_stop and ticket.grammar is None
-            ticket.stream = TextStream(served.chat.tokenizer, request.stop, watch=RepetitionWatch() if watch else None,
+            watch = policy.repetition_stop and job.grammar is None
+            job.stream = TextStream(served.chat.tokenizer, request.stop, watch=RepetitionWatch() if watch else None,
                                        hold=STREAM_HOLD_CHARS if request.stream else None)
-            self._tickets[id(ticket.seq)] = ticket
+            self._jobs[id(job.seq)] = job
             try:
-                token = self.batch.join(ticket.seq)
+                token = self.batch.join(job.seq)
             except Exception as error:  # a failing prefill must not take the worker (and every request) down
                 log.exception("prefill failed")
-                self._tickets.pop(id(ticket.seq))
-                ticket.post(EngineError(f"generation failed: {error}"))
+                self._jobs.pop(id(job.seq))
+                job.post(EngineError(f"generation failed: {error}"))
                 self.counts["failed"] += 1
                 continue
             self.peak_batch_size = max(self.peak_batch_size, self.active_batch_size)
             self.progress += 1
-            if self._consume(ticket, token):
-                self._remove([ticket.seq])
+            if self._consume(job, token):
+                self._remove([job.seq])
 
     def _drop_leaving(self) -> None:
         now = time.monotonic()
         leaving = []
         for seq in self.batch.sequences:
-            ticket = self._tickets[id(seq)]
-            if ticket.cancelled or now > ticket.deadline:
-                self.counts["cancelled" if ticket.cancelled else "timed_out"] += 1
-                if not ticket.cancelled:
-                    ticket.post(EngineTimeout("generation ran past the request's deadline"))
+            job = self._jobs[id(seq)]
+            if job.cancelled or now > job.deadline:
+                self.counts["cancelled" if job.cancelled else "timed_out"] += 1
+                if not job.cancelled:
+                    job.post(EngineTimeout("generation ran past the request's deadline"))
                 leaving.append(seq)
         self._remove(leaving)
 
@@ -349,21 +349,21 @@ class LocalEngine:
             self._fail_all(EngineError(f"generation failed: {error}"))
             return
         finished = [seq for seq, token in zip(list(self.batch.sequences), tokens)
-                    if self._consume(self._tickets[id(seq)], token)]
+                    if self._consume(self._jobs[id(seq)], token)]
         self._remove(finished)
 
-    def _consume(self, ticket: _Ticket, token: int) -> bool:
+    def _consume(self, job: _ChoiceJob, token: int) -> bool:
         """Turn one new token into events; True when the sequence is done."""
-        seq, stream, request = ticket.seq, ticket.stream, ticket.request
+        seq, stream, request = job.seq, job.stream, job.request
         reason = None
         if token in seq.stop_ids:
             reason = "stop"
         else:
             if seq.last_logprobs is not None:
-                ticket.logprobs.append(self._token_logprob(token, *seq.last_logprobs))
+                job.logprobs.append(self._token_logprob(token, *seq.last_logprobs))
             delta = stream.push(token)
             if delta:
-                ticket.post(TextDelta(delta, ticket.index, self._take_logprobs(ticket)))
+                job.post(TextDelta(delta, job.index, self._take_logprobs(job)))
             if stream.repeated:  # the answer looped: cut at the last sentence end before the loop
                 reason = "repetition"
             elif stream.stopped:  # a stop string
@@ -374,16 +374,16 @@ class LocalEngine:
             return False
         rest = stream.flush()
         if rest:
-            ticket.post(TextDelta(rest, ticket.index, self._take_logprobs(ticket)))
-        ticket.post(Finished(reason, Usage(len(seq.prompt_ids), len(seq.generated)), ticket.index,
-                             self._take_logprobs(ticket)))
+            job.post(TextDelta(rest, job.index, self._take_logprobs(job)))
+        job.post(Finished(reason, Usage(len(seq.prompt_ids), len(seq.generated)), job.index,
+                             self._take_logprobs(job)))
         self.counts["finished"] += 1
         return True
 
-    def _take_logprobs(self, ticket: _Ticket) -> list[TokenLogprob] | None:
-        if ticket.request.logprobs is None:
+    def _take_logprobs(self, job: _ChoiceJob) -> list[TokenLogprob] | None:
+        if job.request.logprobs is None:
             return None
-        taken, ticket.logprobs = ticket.logprobs, []
+        taken, job.logprobs = job.logprobs, []
         return taken
 
     def _token_logprob(self, token: int, logprob: float, top: list[tuple[int, float]]) -> TokenLogprob:
@@ -397,10 +397,10 @@ class LocalEngine:
     def _remove(self, leaving: list[Any]) -> None:
         self.batch.remove(leaving)
         for seq in leaving:
-            self._tickets.pop(id(seq), None)
+            self._jobs.pop(id(seq), None)
 
     def _fail_all(self, error: EngineError) -> None:
-        for ticket in self._tickets.values():
-            ticket.post(error)
+        for job in self._jobs.values():
+            job.post(error)
             self.counts["failed"] += 1
         self._remove(list(self.batch.sequences))

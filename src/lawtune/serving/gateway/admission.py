@@ -10,12 +10,14 @@
     ticket = await gateway.admit(request, n, m, wait=False)   # a stream: start the response, send keep-alives,
     await ticket.wait_for_slot()                               # then wait for the slot (errors go in-band)
 
+    await gateway.count_arrival(request, key)            # the middleware, before the body is read: 1 request (429)
     grant = await gateway.charge(request, estimate)      # before any work on the request (retrieval, tokenizing):
-    ...                                                  # switch, breaker, rate limits charged an estimate
+    ...                                                  # switch, breaker, the tokens of an estimate charged
     ticket = await gateway.admit(request, n, m, grant=grant)   # the charge corrected to prompt + max_tokens
 
-Order of the checks, cheapest and least surprising first: switch (paused → 503, nothing charged) →
-breaker open (503, nothing charged) → rate limits (429) → a queue slot (503 at once when the queue is
+Order of the checks, cheapest and least surprising first: the key's requests/minute (429, on arrival: an
+invalid body costs its key one request like any other, so junk is throttled before it is even parsed) →
+switch (paused → 503, the request given back) → breaker open (503, the same) → tokens/minute (429) → a queue slot (503 at once when the queue is
 full; 503 when the deadline passes while waiting) → the breaker's half-open probe. `guard` records TTFT,
 tokens, breaker verdicts and the deadline, and frees the slot when the answer ends however it ends; the
 middleware frees it too if the answer never started, so a slot can never leak.
@@ -30,7 +32,7 @@ import time
 from typing import Any, AsyncIterator
 
 from lawtune.serving.engines import EngineError, EngineTimeout, Finished, GenerationEvent, TextDelta
-from lawtune.serving.errors import ApiError
+from lawtune.serving.errors import NO_RETRY, ApiError
 from lawtune.serving.gateway.breaker import STATE_CODES, CircuitBreaker
 from lawtune.serving.gateway.keys import ApiKey, KeyStore, bearer_token
 from lawtune.serving.gateway.metrics import GatewayMetrics
@@ -40,7 +42,6 @@ from lawtune.serving.gateway.switch import KillSwitch
 
 log = logging.getLogger("lawtune.gateway")
 UNAVAILABLE = "service_unavailable_error"
-NO_RETRY = {"x-should-retry": "false"}  # the openai SDK retries 429/5xx twice unless told this
 
 
 def _set_reason(request: Any, reason: str) -> None:
@@ -126,21 +127,34 @@ class Gateway:
         return getattr(request.state, "lawtune_key", None) or self.authenticate(
             request.headers.get("authorization"), request.client.host if request.client else None)
 
-    def _refuse_if_degraded(self, request: Any) -> None:
+    async def _refuse_if_degraded(self, request: Any) -> None:
         refusal = self.degraded()
         if refusal is not None:
             _set_reason(request, "paused" if refusal.code == "service_paused" else "breaker_open")
+            grant = getattr(request.state, "lawtune_grant", None)
+            if grant is not None:  # the service's state, not the caller's doing: the request is given back
+                await self._limited(request, self._key(request), self.limiter.uncount_request(grant))
             raise refusal
 
+    async def count_arrival(self, request: Any, key: ApiKey) -> Grant:
+        """Charge one request to the key as it arrives, before its body is read or validated (429 over its
+        requests/minute): a key that sends junk is throttled like any other, at the cost of a counter. The
+        grant waits in `request.state.lawtune_grant` for the request's tokens (`charge` / `admit`)."""
+        rpm = key.requests_per_minute or self.settings.requests_per_minute
+        grant = await self._limited(request, key, self.limiter.count_request(key.name, rpm))
+        request.state.lawtune_grant = grant
+        return grant
+
     async def charge(self, request: Any, estimate: int, check_switch: bool = True) -> Grant:
-        """The first step of admission, before any work is done for the request (retrieval, tokenizing):
-        the switch and the breaker (503, nothing charged), then one request and `estimate` tokens charged to
-        the key (429; capped at its tokens/minute, so only the exact count can be too large for the key —
-        `admit(grant=)` corrects the charge to it). A request refused later (400: too long for the context)
-        keeps this charge: its work was done. `check_switch=False`: the KB fallback of a paused service."""
+        """The first step of admission after validation, before any work is done for the request (retrieval,
+        tokenizing): the switch and the breaker (503, the request given back), then `estimate` tokens charged
+        to the key (429; capped at its tokens/minute, so only the exact count can be too large for the key —
+        `admit(grant=)` corrects the charge to it), and one request unless it was counted on arrival. A request
+        refused later (400: too long for the context) keeps this charge: its work was done.
+        `check_switch=False`: the KB fallback of a paused service (which costs the key its request)."""
         key = self._key(request)
         if check_switch:
-            self._refuse_if_degraded(request)
+            await self._refuse_if_degraded(request)
         tpm = key.tokens_per_minute or self.settings.tokens_per_minute
         return await self._charge(request, key, min(estimate, tpm) if tpm else estimate)
 
@@ -153,7 +167,7 @@ class Gateway:
         `ticket.wait_for_slot()` (a stream does that after its response started, to send keep-alives)."""
         arrived = getattr(request.state, "lawtune_arrived", None) or time.monotonic()
         key = self._key(request)
-        self._refuse_if_degraded(request)
+        await self._refuse_if_degraded(request)
         if grant is None:
             grant = await self._charge(request, key, prompt_tokens + max_tokens)
         else:
@@ -186,14 +200,26 @@ class Gateway:
         ticket.queued = True
 
     async def _charge(self, request: Any, key: ApiKey, tokens: int, grant: Grant | None = None) -> Grant:
-        """Charge one request and `tokens` (or, given the up-front `grant`, correct its charge to `tokens`)."""
+        """Charge `tokens` (and one request, unless the arrival's grant already holds it), or, given the
+        up-front `grant`, correct its token charge to `tokens`."""
         rpm = key.requests_per_minute or self.settings.requests_per_minute
         tpm = key.tokens_per_minute or self.settings.tokens_per_minute
+        if grant is not None:
+            return await self._limited(request, key, self.limiter.recharge(grant, tokens, tpm), grant)
+        arrival = getattr(request.state, "lawtune_grant", None)
+        if arrival is None:  # no middleware counted it (a Gateway used on its own): both at once
+            return await self._limited(request, key, self.limiter.acquire(key.name, rpm, tpm, tokens))
+        if arrival.request_item is None and rpm is not None:  # given back by a pause, charged again (KB fallback)
+            counted = await self._limited(request, key, self.limiter.count_request(key.name, rpm))
+            arrival.request_item, arrival.request_reset_at = counted.request_item, counted.request_reset_at
+            arrival.windows = counted.windows + [w for w in arrival.windows if w.kind != "requests"]
+        return await self._limited(request, key, self.limiter.charge_tokens(arrival, tpm, tokens))
+
+    async def _limited(self, request: Any, key: ApiKey, charging: Any, grant: Grant | None = None) -> Any:
+        """Await one of the limiter's charges; its refusal as the ApiError the client gets (429, or 400 when
+        waiting cannot help; 503 when the limiter's storage is down)."""
         try:
-            if grant is not None:
-                await self.limiter.recharge(grant, tokens, tpm)
-                return grant
-            return await self.limiter.acquire(key.name, rpm, tpm, tokens)
+            return await charging
         except RateLimited as limited:
             if grant is not None:  # the exact count does not fit: give back the estimate too (the request stays charged)
                 await self.limiter.settle(grant, 0)

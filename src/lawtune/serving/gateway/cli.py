@@ -24,6 +24,8 @@ def add(
     rpm: int = typer.Option(None, "--rpm", min=1, help="requests per minute for this key (default: the server's)"),
     tpm: int = typer.Option(None, "--tpm", min=1, help="tokens per minute, prompt + completion (default: the server's)"),
     admin: bool = typer.Option(False, "--admin", help="may call /admin/pause, /admin/resume, /admin/status"),
+    max_body_bytes: int = typer.Option(None, "--max-body-bytes", min=1024,
+                                       help="largest request body for this key (default: the server's)"),
 ) -> None:
     """Create a key, store its sha256 in the keys file, print the key (the only time it is shown).
 
@@ -31,7 +33,7 @@ def add(
     """
     from lawtune.serving.gateway.keys import add_key
 
-    key = add_key(keys_file, name, rpm, tpm, admin)
+    key = add_key(keys_file, name, rpm, tpm, admin, max_body_bytes)
     typer.echo(key)
     typer.echo(f"added {name!r} to {keys_file}; give the key above to its owner — it is not stored anywhere",
                err=True)
@@ -63,7 +65,8 @@ def list_keys(keys_file: Path = typer.Option(..., "--keys-file", help="YAML keys
     for digest, key in read_keys_file(keys_file).items():
         rpm = key.requests_per_minute or "default"
         tpm = key.tokens_per_minute or "default"
-        typer.echo(f"{key.name}\trpm={rpm}\ttpm={tpm}\tadmin={'yes' if key.admin else 'no'}\tsha256={digest[:12]}…")
+        body = key.max_body_bytes or "default"
+        typer.echo(f"{key.name}\trpm={rpm}\ttpm={tpm}\tmax_body_bytes={body}\tadmin={'yes' if key.admin else 'no'}\tsha256={digest[:12]}…")
 
 
 def register(app: typer.Typer) -> None:

@@ -12,6 +12,7 @@ good as a slow one and lets a lookup be one dict access. Layout:
         sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
         requests_per_minute: 30       # optional: overrides the server default
         tokens_per_minute: 20000      # optional
+        max_body_bytes: 65536         # optional: this key's request bodies (else --max-body-bytes)
       - name: ops
         sha256: ...
         admin: true                   # may call /admin/*
@@ -57,6 +58,7 @@ class KeyEntry(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     requests_per_minute: int | None = Field(None, ge=1)
     tokens_per_minute: int | None = Field(None, ge=1)
+    max_body_bytes: int | None = Field(None, ge=1024)
     admin: bool = False
 
 
@@ -74,6 +76,7 @@ class ApiKey:
     requests_per_minute: int | None = None  # None: the server default
     tokens_per_minute: int | None = None
     admin: bool = False
+    max_body_bytes: int | None = None  # None: the server's --max-body-bytes
 
 
 def hash_key(key: str) -> str:
@@ -101,7 +104,8 @@ def read_keys_file(path: Path) -> dict[str, ApiKey]:
     for entry in parsed.keys:
         if entry.sha256 in by_hash:
             raise LawtuneError(f"keys file {path}: key {entry.name!r} has the same hash as {by_hash[entry.sha256].name!r}")
-        by_hash[entry.sha256] = ApiKey(entry.name, entry.requests_per_minute, entry.tokens_per_minute, entry.admin)
+        by_hash[entry.sha256] = ApiKey(entry.name, entry.requests_per_minute, entry.tokens_per_minute, entry.admin,
+                                       entry.max_body_bytes)
     return by_hash
 
 
@@ -149,14 +153,14 @@ def remove_key(path: Path, name: str) -> None:
 
 
 def add_key(path: Path, name: str, requests_per_minute: int | None = None, tokens_per_minute: int | None = None,
-            admin: bool = False) -> str:
+            admin: bool = False, max_body_bytes: int | None = None) -> str:
     """Append a fresh key to the file (created if missing) and return the key: the only time it is seen."""
     with _locked(path):
-        return _add_key(path, name, requests_per_minute, tokens_per_minute, admin)
+        return _add_key(path, name, requests_per_minute, tokens_per_minute, admin, max_body_bytes)
 
 
 def _add_key(path: Path, name: str, requests_per_minute: int | None, tokens_per_minute: int | None,
-             admin: bool) -> str:
+             admin: bool, max_body_bytes: int | None = None) -> str:
     raw = _read_raw(path)
     if any(entry.get("name") == name for entry in raw["keys"]):
         raise LawtuneError(f"keys file {path} already has a key named {name!r}; pick another name or remove it")
@@ -166,6 +170,8 @@ def _add_key(path: Path, name: str, requests_per_minute: int | None, tokens_per_
         entry["requests_per_minute"] = requests_per_minute
     if tokens_per_minute is not None:
         entry["tokens_per_minute"] = tokens_per_minute
+    if max_body_bytes is not None:
+        entry["max_body_bytes"] = max_body_bytes
     if admin:
         entry["admin"] = True
     raw["keys"].append(entry)

@@ -1,15 +1,22 @@
-"""The gateway's ASGI middleware: body-size limit (413), API keys (401/403), request metrics, and the
-safety net that frees a request's engine slot however its answer ends.
+"""The gateway's ASGI middleware: API keys (401/403), each key's requests/minute charged on arrival (429),
+body-size limit (413), request metrics, and the safety net that frees a request's engine slot however its
+answer ends.
 
     app.add_middleware(GatewayMiddleware, gateway=gateway)      # done by `install_gateway(app, gateway)`
 
 Paths under /v1/ need a key; /admin/ needs an admin key; everything else (chat page, health, /metrics)
-is public. The caller's `ApiKey` lands in `request.state.lawtune_key` for the handler's `admit`. Pure ASGI
+is public. The caller's `ApiKey` lands in `request.state.lawtune_key` for the handler's `admit`, the request
+charged on arrival in `request.state.lawtune_grant`. Everything here reads headers only, so a request refused
+here costs no parsing: the key comes before the body is read, and its requests/minute too, so a key that sends
+invalid bodies is throttled (429) like any other instead of having each one parsed and refused; that 429 is
+held for `REFUSAL_HOLD_S` (at most `MAX_HELD_REFUSALS_PER_KEY` at once per key), so a client that loops on
+its refusals, ignoring Retry-After, waits instead of keeping the event loop busy. Pure ASGI
 (not BaseHTTPMiddleware) so streamed answers pass through untouched and disconnects propagate.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from typing import Any
@@ -77,6 +84,7 @@ class GatewayMiddleware:
         self.app = app
         self.gateway = gateway
         self.failed_admin = FailedLogins(FAILED_ADMIN_LOGINS_PER_MINUTE)
+        self._held: dict[str, int] = {}  # key name → its 429s being held now
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -94,12 +102,13 @@ class GatewayMiddleware:
             await send(message)
 
         try:
-            error = None
-            receive, error = await self._limit_body(scope, receive)
-            if error is None:
-                error = self._cross_site(scope, admin=path.startswith("/admin/"))
+            error = self._cross_site(scope, admin=path.startswith("/admin/"))
             if error is None and (path.startswith("/v1/") or path.startswith("/admin/")):
                 error = self._authenticate(scope, state, admin=path.startswith("/admin/"))
+            if error is None and counted:  # before the body is read: junk pays like any request
+                error = await self._count_arrival(scope, state)
+            if error is None:
+                receive, error = await self._limit_body(scope, receive, state.get("lawtune_key"))
             if error is not None:
                 await JSONResponse(error.body(), error.status, headers=error.headers)(scope, receive, tracking_send)
             else:
@@ -168,9 +177,31 @@ class GatewayMiddleware:
         state["lawtune_key"] = key
         return None
 
-    async def _limit_body(self, scope: dict, receive: Any) -> tuple[Any, ApiError | None]:
-        """413 for bodies over the limit: by Content-Length at once, else by reading at most limit+1 bytes."""
-        limit = self.gateway.settings.max_body_bytes
+    async def _count_arrival(self, scope: dict, state: dict) -> ApiError | None:
+        from starlette.requests import Request
+
+        from lawtune.serving.gateway.settings import MAX_HELD_REFUSALS_PER_KEY, REFUSAL_HOLD_S
+
+        key = state["lawtune_key"]
+        try:
+            await self.gateway.count_arrival(Request(scope), key)
+        except ApiError as error:
+            held = self._held.get(key.name, 0)
+            if error.status == 429 and held < MAX_HELD_REFUSALS_PER_KEY:
+                self._held[key.name] = held + 1
+                try:
+                    await asyncio.sleep(REFUSAL_HOLD_S)
+                finally:
+                    self._held[key.name] -= 1
+                    if not self._held[key.name]:
+                        del self._held[key.name]
+            return error
+        return None
+
+    async def _limit_body(self, scope: dict, receive: Any, key: Any = None) -> tuple[Any, ApiError | None]:
+        """413 for bodies over the limit (the key's own, else --max-body-bytes): by Content-Length at once,
+        else by reading at most limit+1 bytes."""
+        limit = getattr(key, "max_body_bytes", None) or self.gateway.settings.max_body_bytes
         too_large = ApiError(413, f"request body is larger than {limit} bytes; send a shorter conversation",
                              code="request_too_large")
         headers = dict(scope.get("headers") or [])

@@ -10,6 +10,13 @@ burst can never overshoot the budget; when it finishes the unused part is given 
 windows: Redis needs one INCRBY per counter, and the `Reset` header is simply the window's end. A refused
 request is charged nothing. `RateLimited` carries what the 429 answer needs (`Retry-After`,
 `X-RateLimit-Limit/Remaining/Reset`).
+
+The server charges in two steps (`acquire` is both at once): the request when it arrives, before its body is
+read (`count_request`: junk costs its key's budget like any request), its tokens once an estimate is known
+(`charge_tokens`, on the same grant).
+
+    grant = await limiter.count_request("alice", rpm=60)            # on arrival (the gateway's middleware)
+    await limiter.charge_tokens(grant, tpm=40_000, tokens=estimate)  # before any work on the request
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ class Grant:
     """What was charged, so that `settle` can give back the unused tokens."""
 
     identity: str
+    request_item: RateLimitItemPerMinute | None = None  # the requests window charged, None: none (or given back)
+    request_reset_at: float = 0.0
     charged_tokens: int = 0
     token_item: RateLimitItemPerMinute | None = None
     token_reset_at: float = 0.0
@@ -105,21 +114,50 @@ class RateLimiter:
 
     async def acquire(self, identity: str, rpm: int | None, tpm: int | None, tokens: int) -> Grant:
         """Charge one request and `tokens` tokens, or raise RateLimited having charged nothing."""
+        grant = await self.count_request(identity, rpm)
+        try:
+            await self.charge_tokens(grant, tpm, tokens)
+        except RateLimited as limited:
+            await self.uncount_request(grant)
+            limited.windows = grant.windows
+            raise
+        return grant
+
+    async def count_request(self, identity: str, rpm: int | None) -> Grant:
+        """Charge one request (on its arrival), or raise RateLimited having charged nothing."""
         grant = Grant(identity)
-        charged: list[tuple[RateLimitItemPerMinute, str, int, float]] = []
-        for kind, limit, cost in (("requests", rpm, 1), ("tokens", tpm, tokens)):
-            if limit is None:
-                continue
-            allowed, window, item = await self._charge(kind, identity, limit, cost)
-            grant.windows.append(window)
-            charged.append((item, kind, cost, window.reset_at))
-            if not allowed:
-                for (c_item, c_kind, c_cost, c_reset), c_window in zip(charged, grant.windows):
-                    await self._refund(c_item, identity, c_kind, c_cost, c_reset)
-                    c_window.remaining = await self._remaining(c_item, identity, c_kind, c_window.limit)
-                raise RateLimited(window, cost, grant.windows)
-            if kind == "tokens":
-                grant.charged_tokens, grant.token_item, grant.token_reset_at = cost, item, window.reset_at
+        if rpm is None:
+            return grant
+        allowed, window, item = await self._charge("requests", identity, rpm, 1)
+        grant.windows.append(window)
+        if not allowed:  # `hit` counted it anyway: take it back
+            await self._refund(item, identity, "requests", 1, window.reset_at)
+            window.remaining = await self._remaining(item, identity, "requests", rpm)
+            raise RateLimited(window, 1, grant.windows)
+        grant.request_item, grant.request_reset_at = item, window.reset_at
+        return grant
+
+    async def uncount_request(self, grant: Grant) -> None:
+        """Give back the request `count_request` charged (a refusal that was not the caller's doing)."""
+        if grant.request_item is None:
+            return
+        item, grant.request_item = grant.request_item, None
+        await self._refund(item, grant.identity, "requests", 1, grant.request_reset_at)
+        for window in grant.windows:
+            if window.kind == "requests":
+                window.remaining = await self._remaining(item, grant.identity, "requests", window.limit)
+
+    async def charge_tokens(self, grant: Grant, tpm: int | None, tokens: int) -> Grant:
+        """Charge `tokens` tokens to the request of `grant`, or raise RateLimited having charged no tokens."""
+        if tpm is None:
+            return grant
+        allowed, window, item = await self._charge("tokens", grant.identity, tpm, tokens)
+        grant.windows = [w for w in grant.windows if w.kind != "tokens"] + [window]
+        if not allowed:
+            await self._refund(item, grant.identity, "tokens", tokens, window.reset_at)
+            window.remaining = await self._remaining(item, grant.identity, "tokens", tpm)
+            raise RateLimited(window, tokens, grant.windows)
+        grant.charged_tokens, grant.token_item, grant.token_reset_at = tokens, item, window.reset_at
         return grant
 
     async def _remaining(self, item: RateLimitItemPerMinute, identity: str, kind: str, limit: int) -> int:

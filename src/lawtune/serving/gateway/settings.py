@@ -20,6 +20,11 @@ from lawtune.errors import LawtuneError
 DEFAULT_PAUSE_NOTICE = "法律助手暂时停止服务，请稍后再试。紧急法律问题请直接联系法务部门。"
 MIN_ADMIN_KEY_CHARS = 16
 FAILED_ADMIN_LOGINS_PER_MINUTE = 10  # per client address; more → 429 (the admin key may be a chosen phrase)
+# A key over its requests/minute gets its 429 after this pause: a client that ignores Retry-After and loops
+# then waits instead of spinning the server (tuned on: benchmarks/hostile_load.py). At most this many refusals
+# of one key are held at once; past that they are answered at once.
+REFUSAL_HOLD_S = 1.0
+MAX_HELD_REFUSALS_PER_KEY = 16
 DEFAULT_DEGRADED_NOTICE = "法律助手暂时不可用（模型服务异常），正在自动恢复，请稍后再试。"
 # A request's deadline from arrival, queue wait + generation (`lawtune serve --timeout`, ServeSettings): the one
 # default; GatewaySettings.request_timeout_s overrides it for the gateway alone.

@@ -1,4 +1,4 @@
-"""Continuous batching on llama.cpp: the same interface as `lawtune.serving.batch.DecodeBatch`, over a GGUF.
+"""Continuous batching on llama.cpp: the same interface as `lawtune.serving.engines.batch.DecodeBatch`, over a GGUF.
 
 Used by `lawtune.serving.engines.llama.LlamaCppEngine` from its worker thread:
 
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from lawtune.errors import LawtuneError
-from lawtune.serving.batch import Sequence, pick_token
+from lawtune.serving.engines.batch import Sequence, pick_token
 
 
 @contextmanager
