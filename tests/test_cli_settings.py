@@ -26,7 +26,7 @@ from lawtune.modeling.decoding import DecodingPolicy
 from lawtune.serving import cli as serving_cli
 from lawtune.serving.gateway.settings import GatewaySettings
 from lawtune.serving.settings import ServeSettings
-from lawtune.settings import cli_drift, defaults, option
+from lawtune.settings import cli_drift, defaults, option, options_of
 from lawtune.training.cli import train_command
 
 # decoding flags left out mean "the policy's default": their CLI value is None, the policy fills it in
@@ -36,7 +36,10 @@ COMMAND_ONLY = {"no_mcq", "no_repetition_control"}  # switches that set other se
 
 
 def test_prepare_flags_are_the_policy_fields():
-    assert cli_drift(prepare, PreparePolicy, RagTrainingOptions, cli_only={"sources", "out"}) == []
+    from lawtune.kb.cli import rag_training_options
+
+    assert cli_drift(options_of("rag", rag_training_options)(prepare), PreparePolicy, RagTrainingOptions,
+                     cli_only={"sources", "out"}) == []
 
 
 def test_eval_and_compare_flags_are_their_settings_fields():
