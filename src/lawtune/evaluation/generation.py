@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from lawtune.errors import LawtuneError
 from lawtune.modeling.decoding import (AnswerLogitsProcessor, DecodingPolicy, RepetitionStopCriteria, RepetitionWatch,
-                                       TextStream)
+                                       TextStream, advance)
 
 
 @dataclass(frozen=True)
@@ -136,18 +136,14 @@ def decode_new_tokens(loaded: Any, new_ids: list[int], policy: DecodingPolicy | 
     policy = policy or DecodingPolicy()
     stops = set(loaded.chat.stop_token_ids)
     stream = TextStream(loaded.tokenizer, watch=RepetitionWatch() if policy.repetition_stop else None)
-    reason: FinishReason = "length"
+    reason: FinishReason | None = None
     used = 0
     for token in new_ids:
         used += 1
-        if token in stops:
-            reason = "stop"
+        reason = advance(stream, token, stops)[1]
+        if reason is not None:
             break
-        stream.push(token)
-        if stream.repeated:
-            reason = "repetition"
-            break
-    return Generation(text=stream.text.rstrip("\ufffd").strip(), finish_reason=reason, new_tokens=used)
+    return Generation(text=stream.text.rstrip("\ufffd").strip(), finish_reason=reason or "length", new_tokens=used)
 
 
 def generate(

@@ -34,7 +34,7 @@ the transformers hooks are plain callables, which `LogitsProcessorList` / `Stopp
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -381,6 +381,18 @@ class TextStream:
         return delta
 
 
+def advance(stream: TextStream, token: int, stop_ids: Container[int]) -> tuple[str, str | None]:
+    """One generated token → (the text that may be shown now, why the answer ends here or None to go on).
+
+    The one token → finish-reason rule of eval, the stopping criterion and the server: "stop" for an
+    end-of-turn token (not pushed: it is no text) or a stop string, "repetition" when the repetition stop
+    fired. The budget ("length") is the caller's to check."""
+    if token in stop_ids:
+        return "", "stop"
+    delta = stream.push(token)
+    return delta, "repetition" if stream.repeated else "stop" if stream.stopped else None
+
+
 class RepetitionStopCriteria:
     """The repetition stop as a transformers stopping criterion: `generate(..., stopping_criteria=[this])`.
 
@@ -404,11 +416,7 @@ class RepetitionStopCriteria:
                 continue
             # one call per new token; catch up in case a caller checks less often
             for token in input_ids[row, self.prompt_width + len(stream.ids):].tolist():
-                if token in self.stop_ids:
-                    self.done[row] = True
-                    break
-                stream.push(token)
-                if stream.repeated:
+                if advance(stream, token, self.stop_ids)[1] is not None:
                     self.done[row] = True
                     break
             fired[row] = stream.repeated
