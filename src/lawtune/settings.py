@@ -154,8 +154,8 @@ def problems(error: ValidationError, settings: Any, as_flags: bool = False,
     for item in error.errors():
         name = ".".join(str(part) for part in item["loc"])
         if item["type"] == "extra_forbidden":
-            near = difflib.get_close_matches(name, paths, n=1)
-            found.append(f"unknown option {shown(name)}" + (f" (did you mean {shown(near[0])}?)" if near else ""))
+            near = nearest(name, paths)
+            found.append(f"unknown option {shown(name)}" + (f" (did you mean {shown(near)}?)" if near else ""))
         elif not item["loc"] or name not in paths and any(path.startswith(name + ".") for path in paths):
             found.append(item["msg"].removeprefix("Value error, "))  # a cross-field check: its message names the values
         else:
