@@ -17,20 +17,11 @@ QUESTION = [{"role": "user", "content": "离婚需要什么材料？"}]
 
 
 @pytest.fixture(scope="module")
-def kb_file(tmp_path_factory):
-    from lawtune.kb.build import build
-
-    path = tmp_path_factory.mktemp("serve-kb") / "kb.sqlite"
-    build([], path)  # the bundled laws
-    return path
-
-
-@pytest.fixture(scope="module")
-def kb_server(tiny_run_dir, kb_file):
+def kb_server(tiny_run_dir, bundled_kb):
     from lawtune.serving.settings import ServeSettings
 
     live = start_server(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=4, default_max_tokens=16,
-                                      kb=str(kb_file), kb_k=3, degrade_to_kb=True))
+                                      kb=str(bundled_kb), kb_k=3, degrade_to_kb=True))
     yield live
     live.stop()
 
@@ -41,18 +32,18 @@ def client(kb_server) -> OpenAI:
     return openai_client(kb_server)
 
 
-def _expected(kb_file):
+def _expected(bundled_kb):
     from lawtune.kb.rag import Rag
 
-    with Rag.open(kb_file, k=3) as rag:
+    with Rag.open(bundled_kb, k=3) as rag:
         return rag.augment(QUESTION)
 
 
-def test_answer_carries_references_and_citations_through_the_openai_sdk(client, kb_file, chat_format):
+def test_answer_carries_references_and_citations_through_the_openai_sdk(client, bundled_kb, chat_format):
     answer = client.chat.completions.create(messages=QUESTION, max_tokens=8, temperature=0, model=None)
     field = answer.model_extra["lawtune"]  # the SDK keeps unknown fields; nothing else about the answer changes
     assert answer.choices[0].message.content and answer.object == "chat.completion"
-    expected = _expected(kb_file)
+    expected = _expected(bundled_kb)
     assert [(r["law"], r["article"]) for r in field["references"]] == [(h.item.law, h.item.article) for h in expected.hits]
     assert field["references"][0]["cite"].startswith("《民法典》第") and field["references"][0]["text"]
     assert field["degraded"] is False and isinstance(field["citations"], list)
@@ -108,11 +99,11 @@ def test_open_breaker_answers_with_the_articles(kb_server):
         breaker.record_success()
 
 
-def test_without_degrade_flag_a_paused_kb_server_still_says_503(tiny_run_dir, kb_file):
+def test_without_degrade_flag_a_paused_kb_server_still_says_503(tiny_run_dir, bundled_kb):
     from lawtune.serving.settings import ServeSettings
 
     live = start_server(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=2, default_max_tokens=4,
-                                      serve_base=False, kb=str(kb_file)))
+                                      serve_base=False, kb=str(bundled_kb)))
     try:
         live.app.state.gateway.switch.pause()
         response = httpx.post(live.url + "/v1/chat/completions", json={"messages": QUESTION}, timeout=60)
