@@ -83,15 +83,21 @@ def _field(source: Any, path: str) -> tuple[Any, Any, str | None]:
     return _field(entry[1], rest) if rest else entry
 
 
-def locate(source: Any, name: str) -> str:
-    """The dotted path of a setting: `name` itself when it is one, else the one nested leaf called `name`."""
-    paths = leaves(source)
-    if name in paths or name in _fields(source):
+def _find(paths: Iterable[str], name: str) -> str | None:
+    """`name` among dotted setting paths: itself, else the one path whose last part it is (None: none or several)."""
+    paths = list(paths)
+    if name in paths:
         return name
     found = [path for path in paths if path.rpartition(".")[2] == name]
-    if len(found) != 1:
-        raise KeyError(f"{name!r} names {'no setting' if not found else 'several settings: ' + ', '.join(found)}")
-    return found[0]
+    return found[0] if len(found) == 1 else None
+
+
+def locate(source: Any, name: str) -> str:
+    """The dotted path of a setting: `name` itself when it is one, else the one nested leaf called `name`."""
+    path = name if name in _fields(source) else _find(leaves(source), name)
+    if path is None:
+        raise KeyError(f"{name!r} names no setting of {source.__name__}, or several")
+    return path
 
 
 def field_help(source: Any, name: str) -> str | None:
@@ -224,18 +230,11 @@ def cli_drift(command: Callable, *sources: Any, cli_only: Iterable[str] = (), no
         settings.update(leaves(source))
     skip, cli_only, own_default = set(not_on_cli), set(cli_only), set(own_default)
 
-    def setting_of(name: str) -> str | None:
-        wanted = renamed.get(name, name)
-        if wanted in settings:
-            return wanted
-        found = [path for path in settings if path.rpartition(".")[2] == wanted]
-        return found[0] if len(found) == 1 else None
-
     found, used = [], set()
     for name, param in params.items():
         if name in cli_only:
             continue
-        setting = setting_of(name)
+        setting = _find(settings, renamed.get(name, name))
         if setting is None:
             found.append(f"{name}: a CLI parameter with no setting")
             continue
