@@ -60,8 +60,9 @@ def _settings(max_new_tokens: Optional[int], batch_size: int, max_input_length: 
     if max_input_length is None:  # the articles must not be cut away from the front of a RAG prompt
         max_input_length = RAG_INPUT_LENGTH if kb is not None else 512
 
-    return GenerationSettings(max_new_tokens=max_new_tokens, decoding=decoding, batch_size=batch_size,
-                              max_input_length=max_input_length, **sampling)
+    return validate(GenerationSettings, dict(max_new_tokens=max_new_tokens, decoding=decoding, batch_size=batch_size,
+                                             max_input_length=max_input_length, **sampling),
+                    "generation", as_flags=True, flags={"do_sample": "--sample"})
 
 
 def _print_record(record: dict) -> None:
