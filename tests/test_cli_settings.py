@@ -118,6 +118,26 @@ def test_library_entry_points_take_the_settings_objects():
         assert {"options", "settings"} <= keywords and not keywords & set(defaults(EvalOptions)), function.__module__
 
 
+@pytest.mark.parametrize("area, command, function, options", [
+    ("export.cli", "export_command", "lawtune.export.export:run",
+     dict(renamed={"to": "fmt", "out": "out_dir"}, cli_only={"run_dir"}, not_on_cli={"run_dir", "say"})),
+    ("kb.cli", "build", "lawtune.kb.build:build",
+     dict(cli_only={"bundled", "force"}, not_on_cli={"progress", "train_progress"}, own_default={"sources", "out"})),
+    ("tools.cli", "generate", "lawtune.tools.generate:run",
+     dict(renamed={"out": "out_dir", "qa": "qa_dir"}, own_default={"out"})),
+    ("modeling.cli", "import_command", "lawtune.modeling.importer:import_model", {}),
+    ("serving.gateway.cli", "add", "lawtune.serving.gateway.keys:add_key",
+     dict(renamed={"keys_file": "path", "rpm": "requests_per_minute", "tpm": "tokens_per_minute"}, own_default={"keys_file", "name"})),
+])
+def test_library_commands_flags_are_the_arguments_of_their_function(area, command, function, options):
+    """Commands without a settings class: the signature of the function they call is the config (litgpt)."""
+    import importlib
+
+    module, _, name = function.partition(":")
+    target = getattr(importlib.import_module(module), name)
+    assert cli_drift(getattr(importlib.import_module(f"lawtune.{area}"), command), target, **options) == []
+
+
 def test_every_training_config_key_is_an_override():
     from pydantic import BaseModel
 
