@@ -152,8 +152,10 @@ def main() -> None:
             raise SystemExit("the compare phase needs the train phase (a run folder)")
         from lawtune.evaluation.compare import run as compare
 
+        from lawtune.evaluation.settings import EvalOptions
+
         phase("compare", lambda: compare("base", run_dir, data / "test.jsonl", out / "report", settings=settings,
-                                         mcq_limit=args.mcq_limit, limit=args.questions))
+                                         options=EvalOptions(mcq_limit=args.mcq_limit, limit=args.questions)))
 
     # ---- report ------------------------------------------------------------------------------------------------
     print(f"\n{'phase':<11} {'seconds':>8} {'start':>7} {'peak':>7} {'end':>7} {'peak-start':>10} {'model':>7} {'head bufs':>9}  (MiB)")

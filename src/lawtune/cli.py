@@ -34,7 +34,7 @@ def _register() -> None:
     from lawtune.training import cli as training_cli
     from lawtune import demo
 
-    data_cli.register(app)
+    data_cli.register(app, rag_options=kb_cli.rag_training_options)  # prepare --kb: kb's step, data's command
     modeling_cli.register(app)
     training_cli.register(app)
     evaluation_cli.register(app)

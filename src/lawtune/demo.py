@@ -106,6 +106,7 @@ def run(quick: bool = False, model: Optional[str] = None, out: Optional[Path] = 
     from lawtune.evaluation.compare import run as compare, table
     from lawtune.evaluation.gate import Gate, describe
     from lawtune.evaluation.generation import GenerationSettings
+    from lawtune.evaluation.settings import EvalOptions
     from lawtune.memory import Phases, peak_rss_mib, release_memory
     from lawtune.training.train import run as train
 
@@ -152,7 +153,8 @@ def run(quick: bool = False, model: Optional[str] = None, out: Optional[Path] = 
     settings = GenerationSettings(max_new_tokens=size.max_new_tokens)
     with phases("compare"):
         result = compare("base", run_dir, out / "data" / "test.jsonl", out / "report", settings=settings,
-                         mcq_limit=size.mcq_limit, limit=size.questions, gate=None if quick else Gate(**DEMO_GATE))
+                         options=EvalOptions(mcq_limit=size.mcq_limit, limit=size.questions),
+                         gate=None if quick else Gate(**DEMO_GATE))
     seconds["compare"] = time.perf_counter() - started
 
     console.print(table(result))

@@ -16,18 +16,18 @@ from lawtune.modeling.decoding import DecodingPolicy
 
 
 def test_flags_build_the_policy_and_default_to_it():
-    from lawtune.evaluation.cli import _decoding
+    from lawtune.modeling.decoding_options import decoding_options
 
-    assert _decoding(None, None, None, None, False, True) == DecodingPolicy()
-    assert _decoding(1.2, 0.3, None, 4, False, False) == DecodingPolicy(
+    assert decoding_options(None, None, None, None, False, True) == DecodingPolicy()
+    assert decoding_options(1.2, 0.3, None, 4, False, False) == DecodingPolicy(
         repetition_penalty=1.2, frequency_penalty=0.3, presence_penalty=DecodingPolicy().presence_penalty,
         no_repeat_ngram_size=4, repetition_stop=False)
-    assert not _decoding(None, None, None, None, True, True).penalizes
+    assert not decoding_options(None, None, None, None, True, True).penalizes
 
 
 def test_conflicting_or_bad_decoding_flags_are_one_line_errors(tiny_run_dir, qa_file):
     for flags, expected in ((["--no-repetition-control", "--repetition-penalty", "1.2"], "--repetition-penalty"),
-                            (["--frequency-penalty", "3"], "frequency_penalty must be between -2 and 2")):
+                            (["--frequency-penalty", "3"], "--frequency-penalty: Input should be less than or equal to 2")):
         done = subprocess.run([sys.executable, "-m", "lawtune.cli", "eval", str(tiny_run_dir), "--data", str(qa_file),
                                *flags], capture_output=True, text=True)
         assert done.returncode == 2 and expected in done.stderr and "Traceback" not in done.stderr, done.stderr

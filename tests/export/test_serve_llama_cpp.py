@@ -163,8 +163,8 @@ def test_a_prompt_longer_than_the_context_is_a_400(gguf_run_dir, tmp_path, monke
 
 
 def test_lora_modules_need_the_torch_engine(gguf_run_dir):
-    from lawtune.serving.cli import settings_from_flags
+    from lawtune.serving.cli import settings_from_options
 
     with pytest.raises(LawtuneError, match="lora_modules needs the torch engine"):
-        settings_from_flags({"model": str(gguf_run_dir), "engine": "llama.cpp",
+        settings_from_options({"model": str(gguf_run_dir), "engine": "llama.cpp",
                              "lora_modules": {"other": str(gguf_run_dir)}})

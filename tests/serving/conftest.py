@@ -23,6 +23,16 @@ def live_server(tiny_run_dir: Path):
     live.stop()
 
 
+@pytest.fixture(scope="session")
+def bundled_kb(tmp_path_factory) -> Path:
+    """A knowledge base of the laws bundled with lawtune, built once (a second or two); servers only read it."""
+    from lawtune.kb.build import build
+
+    path = tmp_path_factory.mktemp("serving-kb") / "kb.sqlite"
+    build([], path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def client(live_server):
     """The OpenAI SDK on `live_server` (no retries: a retry would hide a failure)."""

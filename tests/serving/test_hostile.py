@@ -22,16 +22,7 @@ CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
 
 
 @pytest.fixture(scope="module")
-def kb_file(tmp_path_factory):
-    from lawtune.kb.build import build
-
-    path = tmp_path_factory.mktemp("hostile-kb") / "kb.sqlite"
-    build([], path)  # the bundled laws
-    return path
-
-
-@pytest.fixture(scope="module")
-def server(tiny_run_dir, kb_file, tmp_path_factory):
+def server(tiny_run_dir, bundled_kb, tmp_path_factory):
     """Keys: 'normal' (roomy limits) and 'hostile' (roomy too: the limits must not be what saves the server);
     --kb with the fallback; the default breaker (5 failures)."""
     from lawtune.serving.settings import ServeSettings
@@ -40,7 +31,7 @@ def server(tiny_run_dir, kb_file, tmp_path_factory):
     keys = {name: add_key(keys_file, name) for name in ("normal", "hostile")}
     gateway = GatewaySettings(keys_file=keys_file, requests_per_minute=100_000, tokens_per_minute=100_000_000)
     live = start_server(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=4,
-                                         default_max_tokens=8, serve_base=False, kb=str(kb_file), degrade_to_kb=True,
+                                         default_max_tokens=8, serve_base=False, kb=str(bundled_kb), degrade_to_kb=True,
                                          gateway=gateway))
     live.keys = keys
     yield live
@@ -126,7 +117,7 @@ def test_stop_strings_have_a_length_cap(server):
 # ---- item 2: admission before work ------------------------------------------------------------------------
 
 
-def test_a_request_is_charged_before_retrieval_and_tokenizing(tiny_run_dir, kb_file, tmp_path):
+def test_a_request_is_charged_before_retrieval_and_tokenizing(tiny_run_dir, bundled_kb, tmp_path):
     """64k characters of 《刑法》 fail the context check (400) — after being charged: a key with 3 requests a
     minute gets 429 on the fourth, and each refusal is quick (the citation scan and retrieval are bounded)."""
     from lawtune.serving.settings import ServeSettings
@@ -134,7 +125,7 @@ def test_a_request_is_charged_before_retrieval_and_tokenizing(tiny_run_dir, kb_f
     keys_file = tmp_path / "keys.yaml"
     key = add_key(keys_file, "tight", requests_per_minute=3)
     live = start_server(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=2, serve_base=False,
-                                         kb=str(kb_file), gateway=GatewaySettings(keys_file=keys_file)))
+                                         kb=str(bundled_kb), gateway=GatewaySettings(keys_file=keys_file)))
     try:
         body = {"messages": [{"role": "user", "content": "《刑法》" * 16_000}], "max_tokens": 4}
         codes, slowest = [], 0.0
@@ -149,14 +140,14 @@ def test_a_request_is_charged_before_retrieval_and_tokenizing(tiny_run_dir, kb_f
         live.stop()
 
 
-def test_paused_kb_fallback_is_charged_too(tiny_run_dir, kb_file, tmp_path):
+def test_paused_kb_fallback_is_charged_too(tiny_run_dir, bundled_kb, tmp_path):
     """--degrade-to-kb: a paused service still answers from the KB, under the key's limits."""
     from lawtune.serving.settings import ServeSettings
 
     keys_file = tmp_path / "keys.yaml"
     key = add_key(keys_file, "tight", requests_per_minute=2)
     live = start_server(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=2, serve_base=False,
-                                         kb=str(kb_file), degrade_to_kb=True,
+                                         kb=str(bundled_kb), degrade_to_kb=True,
                                          gateway=GatewaySettings(keys_file=keys_file, paused=True)))
     try:
         codes = [httpx.post(live.url + CHAT, json={"messages": [{"role": "user", "content": "离婚需要什么材料？" * 20}]},

@@ -17,20 +17,11 @@ QUESTION = [{"role": "user", "content": "离婚需要什么材料？"}]
 
 
 @pytest.fixture(scope="module")
-def kb_file(tmp_path_factory):
-    from lawtune.kb.build import build
-
-    path = tmp_path_factory.mktemp("serve-kb") / "kb.sqlite"
-    build([], path)  # the bundled laws
-    return path
-
-
-@pytest.fixture(scope="module")
-def kb_server(tiny_run_dir, kb_file):
+def kb_server(tiny_run_dir, bundled_kb):
     from lawtune.serving.settings import ServeSettings
 
     live = start_server(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=4, default_max_tokens=16,
-                                      kb=str(kb_file), kb_k=3, degrade_to_kb=True))
+                                      kb=str(bundled_kb), kb_k=3, degrade_to_kb=True))
     yield live
     live.stop()
 
@@ -41,18 +32,18 @@ def client(kb_server) -> OpenAI:
     return openai_client(kb_server)
 
 
-def _expected(kb_file):
+def _expected(bundled_kb):
     from lawtune.kb.rag import Rag
 
-    with Rag.open(kb_file, k=3) as rag:
+    with Rag.open(bundled_kb, k=3) as rag:
         return rag.augment(QUESTION)
 
 
-def test_answer_carries_references_and_citations_through_the_openai_sdk(client, kb_file, chat_format):
+def test_answer_carries_references_and_citations_through_the_openai_sdk(client, bundled_kb, chat_format):
     answer = client.chat.completions.create(messages=QUESTION, max_tokens=8, temperature=0, model=None)
     field = answer.model_extra["lawtune"]  # the SDK keeps unknown fields; nothing else about the answer changes
     assert answer.choices[0].message.content and answer.object == "chat.completion"
-    expected = _expected(kb_file)
+    expected = _expected(bundled_kb)
     assert [(r["law"], r["article"]) for r in field["references"]] == [(h.item.law, h.item.article) for h in expected.hits]
     assert field["references"][0]["cite"].startswith("《民法典》第") and field["references"][0]["text"]
     assert field["degraded"] is False and isinstance(field["citations"], list)
@@ -68,13 +59,13 @@ def test_streamed_answer_has_the_field_on_the_finishing_chunk(client):
     assert len(with_field[0].model_extra["lawtune"]["references"]) == 3
 
 
-def test_articles_that_would_overflow_the_context_are_left_out(kb_server, kb_file, chat_format):
+def test_articles_that_would_overflow_the_context_are_left_out(kb_server, bundled_kb, chat_format):
     """A conversation that fits the context on its own is answered, with as many retrieved articles as fit
     (the last-ranked left out), never told to shorten messages for the text the server added; one too long
     without any article still gets the 400."""
     engine = kb_server.app.state.engine
     limit = engine.context_length(engine.model_ids[0])
-    expected = _expected(kb_file)
+    expected = _expected(bundled_kb)
     added = len(chat_format.encode_prompt(expected.messages)) - len(chat_format.encode_prompt(QUESTION))
     assert added > 40, added  # three articles are worth cutting
 
@@ -146,11 +137,11 @@ def test_open_breaker_answers_with_the_articles(kb_server):
         breaker.record_success()
 
 
-def test_without_degrade_flag_a_paused_kb_server_still_says_503(tiny_run_dir, kb_file):
+def test_without_degrade_flag_a_paused_kb_server_still_says_503(tiny_run_dir, bundled_kb):
     from lawtune.serving.settings import ServeSettings
 
     live = start_server(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=2, default_max_tokens=4,
-                                      serve_base=False, kb=str(kb_file)))
+                                      serve_base=False, kb=str(bundled_kb)))
     try:
         live.app.state.gateway.switch.pause()
         response = httpx.post(live.url + "/v1/chat/completions", json={"messages": QUESTION}, timeout=60)

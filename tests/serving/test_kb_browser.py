@@ -13,16 +13,13 @@ from test_browser import browser, pytestmark  # noqa: F401  (the same browser fi
 
 
 @pytest.fixture(scope="module")
-def kb_server(tiny_run_dir, tmp_path_factory):
+def kb_server(tiny_run_dir, bundled_kb):
     from live_server import start_server
 
-    from lawtune.kb.build import build
     from lawtune.serving.settings import ServeSettings
 
-    kb = tmp_path_factory.mktemp("browser-kb") / "kb.sqlite"
-    build([], kb)
     live = start_server(ServeSettings(model=str(tiny_run_dir), dtype="float32", max_batch_size=2, default_max_tokens=8,
-                                      serve_base=False, kb=str(kb), degrade_to_kb=True))
+                                      serve_base=False, kb=str(bundled_kb), degrade_to_kb=True))
     yield live
     live.stop()
 

@@ -1,18 +1,22 @@
 """Commands of the data area (registered on the root app by `lawtune.cli`): `lawtune prepare`.
 
-Its flags are made from `lawtune.data.policy.PreparePolicy` and `RagTrainingOptions` (`lawtune.settings.option`):
-defaults and help live in those classes; tests/test_cli_settings.py fails when a flag and a field drift apart.
+Its flags are made from `lawtune.data.policy.PreparePolicy` (`lawtune.settings.option`): defaults and help live
+there; tests/test_cli_settings.py fails when a flag and a field drift apart. `prepare --kb` (part of train.jsonl
+in the RAG prompt format) needs the knowledge base, a layer above data: its options and its step come from
+`lawtune.kb.cli.rag_training_options`, spliced into this command where the root CLI registers it
+(`register(app, rag_options=...)`), so nothing here imports `lawtune.kb`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
-from lawtune.data.policy import PreparePolicy, RagTrainingOptions  # light: pydantic only
-from lawtune.settings import option, validate
+from lawtune.data.policy import PreparePolicy  # light: pydantic only
+from lawtune.settings import option, options_of
 
 PREPARE_HELP = """Turn legal Q&A files into train/dev/test conversations JSONL plus report.json.
 
@@ -45,32 +49,24 @@ def prepare(
     seed: int = option(PreparePolicy, "seed"),
     dev_ratio: float = option(PreparePolicy, "dev_ratio"),
     test_ratio: float = option(PreparePolicy, "test_ratio"),
-    kb: Optional[Path] = option(RagTrainingOptions, "kb"),
-    rag_share: float = option(RagTrainingOptions, "rag_share"),
-    rag_no_gold: float = option(RagTrainingOptions, "rag_no_gold"),
-    kb_k: int = option(RagTrainingOptions, "kb_k"),
+    rag: Any = None,  # the --kb options (lawtune.kb.cli.rag_training_options), spliced in by `register`
 ) -> None:
+    """`rag`: None, or (with --kb) the step that rewrites part of train.jsonl: `rag(train_file, seed)` → counts."""
     from lawtune.data.policy import parse_policy
     from lawtune.data.prepare import run
     from lawtune.data.report import print_summary
-    from lawtune.kb.rag import Rag
 
     options = dict(format=format, encoding=encoding, user_text=user_text, is_best=is_best, system_prompt=system_prompt,
                    min_chars=min_chars, max_chars=max_chars, dedupe=dedupe, clean=clean, seed=seed,
                    dev_ratio=dev_ratio, test_ratio=test_ratio)
-    parse_policy(options, as_flags=True)  # every bad flag named before any work
-    rag_options = validate(RagTrainingOptions, dict(kb=kb, rag_share=rag_share, rag_no_gold=rag_no_gold, kb_k=kb_k),
-                           "prepare", as_flags=True)
-    rag = Rag.open(kb, k=kb_k) if kb is not None else None  # a bad KB fails before any work
+    parse_policy(options, as_flags=True)  # every bad flag named before any work (the --kb ones and the KB itself
+    # were checked when `rag` was made)
 
     report = run(sources, out, progress=True, **options)
     if rag is not None:
         from lawtune.fsutil import atomic_write_json
-        from lawtune.kb.rag_examples import rag_training_file
 
-        with rag:
-            report["rag"] = rag_training_file(out / "train.jsonl", rag, share=rag_options.rag_share, seed=seed,
-                                              no_gold_share=rag_options.rag_no_gold)
+        report["rag"] = rag(out / "train.jsonl", seed)
         atomic_write_json(out / "report.json", report)
     print_summary(report)
     if rag is not None:
@@ -80,6 +76,6 @@ def prepare(
                    f"{stats['no_gold_known']} candidates without a known gold article left as they were)")
 
 
-def register(app: typer.Typer) -> None:
-    """Add this area's commands to the root app."""
-    app.command("prepare", help=PREPARE_HELP)(prepare)
+def register(app: typer.Typer, rag_options: Callable[..., Any]) -> None:
+    """Add this area's commands to the root app; `rag_options` makes prepare's --kb options and step."""
+    app.command("prepare", help=PREPARE_HELP)(options_of("rag", rag_options)(prepare))

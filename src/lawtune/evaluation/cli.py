@@ -3,8 +3,9 @@
 Only typer and the light settings classes are imported here; torch and transformers load inside the commands
 so `lawtune --help` stays fast. The flags are made from the settings classes (`lawtune.settings.option`):
 `EvalOptions` (what eval / compare measure), `GenerationSettings` (budget, batching, sampling) and
-`DecodingPolicy` (repetition control), so defaults and help live there; tests/test_cli_settings.py fails when
-a flag and a field drift apart. A decoding flag left out means the policy's default (its value is None here).
+`DecodingPolicy` (repetition control: `lawtune.modeling.decoding_options`, shared with `serve`), so defaults and
+help live there; tests/test_cli_settings.py fails when a flag and a field drift apart. Each command hands the
+library one `EvalOptions`, one `GenerationSettings` (with its `DecodingPolicy`), not their fields.
 """
 
 from __future__ import annotations
@@ -16,18 +17,11 @@ import typer
 
 from lawtune.evaluation.generation import GenerationSettings  # light: no torch
 from lawtune.evaluation.settings import EvalOptions
-from lawtune.modeling.decoding import LOOP_REPEATS, LOOP_SPAN_CHARS, DecodingPolicy
-from lawtune.settings import option
+from lawtune.modeling.decoding import DecodingPolicy
+from lawtune.modeling.decoding_options import decoding_options
+from lawtune.settings import option, options_of, validate
 
-_D = DecodingPolicy()
 MAX_NEW = option(GenerationSettings, "max_new_tokens", help="Answer budget in tokens, the same for every model compared. Default: fits the references (their 95th-percentile length, at least 384).")
-# decoding policy (lawtune.modeling.decoding; docs/evaluation.md "Decoding"); None = the policy's default
-REP = option(DecodingPolicy, "repetition_penalty", default=None, help=f"HF-style penalty on tokens the answer already holds (never the prompt or the end-of-turn token); 1.0 = off. Default {_D.repetition_penalty}.")
-FREQ = option(DecodingPolicy, "frequency_penalty", default=None, help=f"OpenAI-style: minus this × the token's count in the answer; 0 = off. Default {_D.frequency_penalty}.")
-PRES = option(DecodingPolicy, "presence_penalty", default=None, help=f"OpenAI-style: minus this once a token is in the answer; 0 = off. Default {_D.presence_penalty}.")
-NO_REPEAT = option(DecodingPolicy, "no_repeat_ngram_size", default=None, help=f"Never repeat an n-gram of the answer; 0 = off. Default {_D.no_repeat_ngram_size}.")
-NO_CONTROL = typer.Option(False, "--no-repetition-control", help="Switch every penalty above off (plain greedy logits).")
-REP_STOP = option(DecodingPolicy, "repetition_stop", "--repetition-stop/--no-repetition-stop", help=f"End an answer when a {LOOP_SPAN_CHARS}-character span occurs {LOOP_REPEATS} times, cut at the last sentence end before the loop (finish reason 'repetition').")
 BATCH = option(GenerationSettings, "batch_size")
 MAX_IN = option(GenerationSettings, "max_input_length", default=None, help="Prompt tokens kept (cut from the left). Default 512, 1536 with --kb (room for the articles).")
 # infer / chat: one answer at a time, greedy unless --sample
@@ -58,22 +52,6 @@ AGENT_TOOLS = typer.Option(None, "--tools", help="builtin: answer through the bu
 AGENT_ROUNDS = typer.Option(4, "--tool-rounds", min=1, max=16, help="Tool rounds at most (with --tools).")
 
 
-def _decoding(repetition_penalty: Optional[float], frequency_penalty: Optional[float], presence_penalty: Optional[float],
-              no_repeat_ngram_size: Optional[int], no_repetition_control: bool, repetition_stop: bool) -> DecodingPolicy:
-    from dataclasses import replace
-
-    from lawtune.errors import LawtuneError
-
-    given = {name: value for name, value in (("repetition_penalty", repetition_penalty), ("frequency_penalty", frequency_penalty),
-             ("presence_penalty", presence_penalty), ("no_repeat_ngram_size", no_repeat_ngram_size)) if value is not None}
-    if no_repetition_control and given:
-        flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        raise LawtuneError(f"--no-repetition-control switches every penalty off; drop it or drop {flags}")
-    if no_repetition_control:
-        given = {"repetition_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0, "no_repeat_ngram_size": 0}
-    return replace(_D, repetition_stop=repetition_stop, **given)
-
-
 def _settings(max_new_tokens: Optional[int], batch_size: int, max_input_length: Optional[int], decoding: DecodingPolicy,
               kb: Optional[Path] = None, **sampling):
     from lawtune.evaluation.generation import GenerationSettings
@@ -82,8 +60,9 @@ def _settings(max_new_tokens: Optional[int], batch_size: int, max_input_length: 
     if max_input_length is None:  # the articles must not be cut away from the front of a RAG prompt
         max_input_length = RAG_INPUT_LENGTH if kb is not None else 512
 
-    return GenerationSettings(max_new_tokens=max_new_tokens, decoding=decoding, batch_size=batch_size,
-                              max_input_length=max_input_length, **sampling)
+    return validate(GenerationSettings, dict(max_new_tokens=max_new_tokens, decoding=decoding, batch_size=batch_size,
+                                             max_input_length=max_input_length, **sampling),
+                    "generation", as_flags=True, flags={"do_sample": "--sample"})
 
 
 def _print_record(record: dict) -> None:
@@ -112,14 +91,13 @@ def _peak() -> str:
     return f"peak resident memory {peak_rss_mib():,.0f} MiB"
 
 
+@options_of("decoding", decoding_options)
 def eval_command(
     model: str = typer.Argument(..., help="Run folder, model folder, or imported model name."),
     data: Path = typer.Option(..., "--data", "-d", help="conversations JSONL (e.g. the test.jsonl of `lawtune prepare`), or `lawbench_3-8` for the bundled LawBench sample."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default RUN/eval/<data> or out/eval/...)."),
     base_only: bool = BASE_ONLY, max_new_tokens: Optional[int] = MAX_NEW, batch_size: int = BATCH, max_input_length: Optional[int] = MAX_IN,
-    repetition_penalty: Optional[float] = REP, frequency_penalty: Optional[float] = FREQ,
-    presence_penalty: Optional[float] = PRES, no_repeat_ngram_size: Optional[int] = NO_REPEAT,
-    no_repetition_control: bool = NO_CONTROL, repetition_stop: bool = REP_STOP,
+    decoding: DecodingPolicy = None,  # the decoding flags (options_of)
     max_output_length: int = MAX_OUT,
     mcq: Optional[list[str]] = MCQ, no_mcq: bool = NO_MCQ, mcq_limit: int = MCQ_LIMIT,
     limit: Optional[int] = LIMIT, dtype: str = DTYPE,
@@ -136,25 +114,23 @@ def eval_command(
     """
     from lawtune.evaluation.evaluate import run
 
-    decoding = _decoding(repetition_penalty, frequency_penalty, presence_penalty, no_repeat_ngram_size,
-                         no_repetition_control, repetition_stop)
+    options = validate(EvalOptions, dict(
+        base_only=base_only, max_output_length=max_output_length, mcq=[] if no_mcq else mcq, mcq_limit=mcq_limit,
+        limit=limit, dtype=dtype, kb=kb, check_kb=check_kb, kb_k=kb_k, kb_chars=kb_chars, tool_data=tool_data,
+        tools=tools, tool_limit=tool_limit), "eval", as_flags=True)
     settings = _settings(max_new_tokens, batch_size, max_input_length, decoding, kb=kb)
-    record = run(model, data, out, base_only=base_only, settings=settings, mcq=[] if no_mcq else mcq,
-                 mcq_limit=mcq_limit, limit=limit, max_output_length=max_output_length, dtype=dtype,
-                 kb=kb, check_kb=check_kb, kb_k=kb_k, kb_chars=kb_chars, tool_data=tool_data, tools=tools,
-                 tool_limit=tool_limit)
+    record = run(model, data, out, options=options, settings=settings)
     _print_record(record)
 
 
+@options_of("decoding", decoding_options)
 def compare_command(
     base: str = typer.Argument(..., help="`base` (the run's own base model), a model folder, an imported name, or another run."),
     run: Path = typer.Argument(..., help="The tuned run folder."),
     data: Path = typer.Option(..., "--data", "-d", help="conversations JSONL with held-out questions."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default RUN/compare)."),
     max_new_tokens: Optional[int] = MAX_NEW, batch_size: int = BATCH, max_input_length: Optional[int] = MAX_IN,
-    repetition_penalty: Optional[float] = REP, frequency_penalty: Optional[float] = FREQ,
-    presence_penalty: Optional[float] = PRES, no_repeat_ngram_size: Optional[int] = NO_REPEAT,
-    no_repetition_control: bool = NO_CONTROL, repetition_stop: bool = REP_STOP,
+    decoding: DecodingPolicy = None,  # the decoding flags (options_of)
     max_output_length: int = MAX_OUT,
     mcq: Optional[list[str]] = MCQ, no_mcq: bool = NO_MCQ, mcq_limit: int = MCQ_LIMIT,
     limit: Optional[int] = LIMIT, dtype: str = DTYPE,
@@ -184,13 +160,12 @@ def compare_command(
     gate = Gate(min_rouge_gain, min_ended, max_looping, max_mcq_drop, min_tool_choice, min_tool_args_exact,
                 min_tool_figure, min_no_tool)
 
-    decoding = _decoding(repetition_penalty, frequency_penalty, presence_penalty, no_repeat_ngram_size,
-                         no_repetition_control, repetition_stop)
+    options = validate(EvalOptions, dict(
+        max_output_length=max_output_length, mcq=[] if no_mcq else mcq, mcq_limit=mcq_limit, limit=limit,
+        dtype=dtype, kb=kb, check_kb=check_kb, kb_k=kb_k, kb_chars=kb_chars, tool_data=tool_data, tools=tools,
+        tool_limit=tool_limit), "compare", as_flags=True)
     settings = _settings(max_new_tokens, batch_size, max_input_length, decoding, kb=kb)
-    result = compare_run(base, run, data, out, settings=settings, mcq=[] if no_mcq else mcq, mcq_limit=mcq_limit,
-                         limit=limit, max_output_length=max_output_length, dtype=dtype, gate=gate,
-                         kb=kb, check_kb=check_kb, kb_k=kb_k, kb_chars=kb_chars, tool_data=tool_data, tools=tools,
-                         tool_limit=tool_limit)
+    result = compare_run(base, run, data, out, options=options, settings=settings, gate=gate)
     Console().print(table(result))
     Console().print(f"report: {result['report_html']} (and {result['report_md'].name}; {_peak()})")
     verdict = result["gate"]
@@ -200,15 +175,14 @@ def compare_command(
             raise typer.Exit(1)
 
 
+@options_of("decoding", decoding_options)
 def infer_command(
     model: str = typer.Argument(..., help="Run folder, model folder, or imported model name."),
     prompt: str = typer.Option(..., "--prompt", "-p", help="The question."),
     system: Optional[str] = typer.Option(None, "--system", help="Optional system prompt."),
     base_only: bool = option(EvalOptions, "base_only", help="Ask the run's base model (no adapter)."),
     max_new_tokens: int = ANSWER_TOKENS,
-    repetition_penalty: Optional[float] = REP, frequency_penalty: Optional[float] = FREQ,
-    presence_penalty: Optional[float] = PRES, no_repeat_ngram_size: Optional[int] = NO_REPEAT,
-    no_repetition_control: bool = NO_CONTROL, repetition_stop: bool = REP_STOP,
+    decoding: DecodingPolicy = None,  # the decoding flags (options_of)
     sample: bool = SAMPLE, temperature: float = TEMPERATURE, top_p: float = TOP_P,
     seed: int = SEED,
     dtype: str = DTYPE, kb: Optional[Path] = KB, kb_k: int = KB_K, kb_chars: int = KB_CHARS,
@@ -222,8 +196,6 @@ def infer_command(
     from lawtune.evaluation.infer import infer
     from lawtune.kb.rag import Rag
 
-    decoding = _decoding(repetition_penalty, frequency_penalty, presence_penalty, no_repeat_ngram_size,
-                         no_repetition_control, repetition_stop)
     # with --tools the definitions alone are ~2,000 tokens of the Gemma tokenizer (docs/tools.md): room for them
     settings = _settings(max_new_tokens, 1, 2048 if tools is None else 8192, decoding, do_sample=sample,
                          temperature=temperature, top_p=top_p, seed=seed)
@@ -232,14 +204,13 @@ def infer_command(
     infer(model, prompt, settings, base_only=base_only, system=system, dtype=dtype, stream=True, rag=rag, agent=agent)
 
 
+@options_of("decoding", decoding_options)
 def chat_command(
     model: str = typer.Argument(..., help="Run folder, model folder, or imported model name."),
     system: Optional[str] = typer.Option(None, "--system", help="Optional system prompt."),
     base_only: bool = option(EvalOptions, "base_only", help="Chat with the run's base model (no adapter)."),
     max_new_tokens: int = ANSWER_TOKENS,
-    repetition_penalty: Optional[float] = REP, frequency_penalty: Optional[float] = FREQ,
-    presence_penalty: Optional[float] = PRES, no_repeat_ngram_size: Optional[int] = NO_REPEAT,
-    no_repetition_control: bool = NO_CONTROL, repetition_stop: bool = REP_STOP,
+    decoding: DecodingPolicy = None,  # the decoding flags (options_of)
     sample: bool = SAMPLE, temperature: float = TEMPERATURE, top_p: float = TOP_P,
     seed: int = SEED, dtype: str = DTYPE,
     kb: Optional[Path] = KB, kb_k: int = KB_K, kb_chars: int = KB_CHARS,
@@ -252,8 +223,6 @@ def chat_command(
     from lawtune.evaluation.infer import chat_loop
     from lawtune.kb.rag import Rag
 
-    decoding = _decoding(repetition_penalty, frequency_penalty, presence_penalty, no_repeat_ngram_size,
-                         no_repetition_control, repetition_stop)
     settings = _settings(max_new_tokens, 1, 2048 if tools is None else 8192, decoding, do_sample=sample,
                          temperature=temperature, top_p=top_p, seed=seed)
     rag = Rag.open(kb, k=kb_k, max_chars=kb_chars) if kb is not None else None

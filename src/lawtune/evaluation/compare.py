@@ -28,7 +28,6 @@ from lawtune.fsutil import sha256_file
 from lawtune.modeling.runs import COMPARE_DIR, RUN_INFO, TEMPLATE_FILE, is_run_dir
 
 
-_OPTIONS = EvalOptions()  # the keyword defaults of `run` (and of the CLI flags)
 NO_KB = "tuned-no-kb"  # with --kb: the tuned model asked again without the articles (OUT/tuned-no-kb/)
 
 
@@ -42,20 +41,15 @@ def _load_base(base: str, run_dir: Path, dtype: str) -> Any:
     return load_model(base, dtype=dtype, template=str(run_dir / TEMPLATE_FILE))
 
 
-def run(
-    base: str, run_dir: str | Path, data: str | Path, out_dir: str | Path | None = None, *,
-    settings: GenerationSettings | None = None, mcq: list[str] | None = _OPTIONS.mcq, mcq_limit: int | None = _OPTIONS.mcq_limit,
-    limit: int | None = _OPTIONS.limit, max_output_length: int = _OPTIONS.max_output_length, dtype: str = _OPTIONS.dtype,
-    gate: Gate | None = None, kb: str | Path | None = _OPTIONS.kb, check_kb: str | Path | None = _OPTIONS.check_kb,
-    kb_k: int = _OPTIONS.kb_k, kb_chars: int = _OPTIONS.kb_chars, tool_data: str | Path | None = _OPTIONS.tool_data,
-    tools: str | None = _OPTIONS.tools, tool_limit: int | None = _OPTIONS.tool_limit,
-) -> dict[str, Any]:
+def run(base: str, run_dir: str | Path, data: str | Path, out_dir: str | Path | None = None, *,
+        options: EvalOptions = EvalOptions(), settings: GenerationSettings | None = None,
+        gate: Gate | None = None) -> dict[str, Any]:
     """Evaluate BASE and RUN on `data` with identical settings; write both results and the report.
 
     With a `gate` that sets thresholds, the verdict goes into the report, the result (`gate`) and
-    RUN/quality_gate.json, which `lawtune serve` reads. `kb` / `check_kb`: as `lawtune eval` (both sides
-    get the same retrieved articles), and the report shows the citation metrics. `tool_data` / `tools`: as
-    `lawtune eval`, both sides on the same tool questions (lawtune.evaluation.tool_eval).
+    RUN/quality_gate.json, which `lawtune serve` reads. `options` as `lawtune eval` (`base_only` aside): with
+    `kb` / `check_kb` both sides get the same retrieved articles and the report shows the citation metrics;
+    with `tool_data` / `tools` both sides answer the same tool questions (lawtune.evaluation.tool_eval).
     """
     from lawtune.evaluation.tool_eval import open_tool_set
     from lawtune.kb.rag import open_eval_kb
@@ -65,19 +59,19 @@ def run(
     run_dir, data = Path(run_dir), resolve_data(data)
     if not is_run_dir(run_dir):
         raise LawtuneError(f"{run_dir} is not a run folder (no {RUN_INFO}); train one with `lawtune train CONFIG`")
-    settings = settings or GenerationSettings()
-    tool_set = open_tool_set(data, tool_data, tools, tool_limit if tool_data else limit)
+    settings, limit, dtype = settings or GenerationSettings(), options.limit, options.dtype
+    tool_set = open_tool_set(data, options.tool_data, options.tools, options.tool_limit if options.tool_data else limit)
     examples = [] if tool_set and tool_set.path == data else list(read_examples(data, limit))
-    mcq_paths = resolve_mcq(list(DEFAULT_MCQ) if mcq is None else mcq)
+    mcq_paths = resolve_mcq(list(DEFAULT_MCQ) if options.mcq is None else options.mcq)
     out = Path(out_dir) if out_dir else run_dir / COMPARE_DIR
     data_record = {"path": str(data), "sha256": sha256_file(data), "count": len(examples), "limit": limit}
-    rag, checker, kb_record = open_eval_kb(kb, check_kb, kb_k, kb_chars)
+    rag, checker, kb_record = open_eval_kb(options.kb, options.check_kb, options.kb_k, options.kb_chars)
 
     results, tool_rows = {}, {}
     for side in ("base", "tuned"):
         loaded = _load_base(base, run_dir, dtype) if side == "base" else load_model(run_dir, dtype=dtype, merge=True)
-        record, predictions = evaluate_loaded(loaded, examples, settings, mcq_paths=mcq_paths, mcq_limit=mcq_limit,
-                                              max_output_length=max_output_length, label=side, rag=rag,
+        record, predictions = evaluate_loaded(loaded, examples, settings, mcq_paths=mcq_paths, mcq_limit=options.mcq_limit,
+                                              max_output_length=options.max_output_length, label=side, rag=rag,
                                               checker=checker)
         record["model"]["spec"] = base if side == "base" else str(run_dir)
         record["data"] = data_record
@@ -88,7 +82,7 @@ def run(
         write_outputs(out / side, record, predictions)
         results[side] = (record, predictions)
         if side == "tuned" and rag is not None:  # the same model without the articles: what the KB adds
-            record, predictions = evaluate_loaded(loaded, examples, settings, max_output_length=max_output_length,
+            record, predictions = evaluate_loaded(loaded, examples, settings, max_output_length=options.max_output_length,
                                                   label=f"{NO_KB} (no KB)", rag=rag, checker=checker, kb_in_prompt=False)
             record["model"]["spec"], record["data"], record["kb"] = str(run_dir), data_record, kb_record
             write_outputs(out / NO_KB, record, predictions)

@@ -26,7 +26,6 @@ from lawtune.fsutil import atomic_open, atomic_write_json, sha256_file
 from lawtune.modeling.runs import EVAL_DIR, is_run_dir
 
 BENCHMARKS_DIR = benchmarks_dir()  # shipped in the package (also reachable as data/benchmarks in a checkout)
-_OPTIONS = EvalOptions()  # the keyword defaults of `run` (and of the CLI flags)
 MIN_ANSWER_BUDGET = 384  # new tokens: an answer budget below the references' lengths hides whether a model stops
 
 
@@ -184,37 +183,34 @@ def write_outputs(out_dir: Path, record: dict[str, Any], predictions: list[dict[
     atomic_write_json(out_dir / "metrics.json", record)
 
 
-def run(
-    spec: str | Path, data: str | Path, out_dir: str | Path | None = None, *, base_only: bool = _OPTIONS.base_only,
-    settings: GenerationSettings | None = None, mcq: list[str] | None = _OPTIONS.mcq, mcq_limit: int | None = _OPTIONS.mcq_limit,
-    limit: int | None = _OPTIONS.limit, max_output_length: int = _OPTIONS.max_output_length, dtype: str = _OPTIONS.dtype,
-    kb: str | Path | None = _OPTIONS.kb, check_kb: str | Path | None = _OPTIONS.check_kb, kb_k: int = _OPTIONS.kb_k,
-    kb_chars: int = _OPTIONS.kb_chars, tool_data: str | Path | None = _OPTIONS.tool_data,
-    tools: str | None = _OPTIONS.tools, tool_limit: int | None = _OPTIONS.tool_limit,
-) -> dict[str, Any]:
+def run(spec: str | Path, data: str | Path, out_dir: str | Path | None = None, *, options: EvalOptions = EvalOptions(),
+        settings: GenerationSettings | None = None) -> dict[str, Any]:
     """Evaluate one model on one conversations file; returns the metrics record written to metrics.json.
 
-    `kb`: ask in the RAG format with `kb_k` retrieved articles and check every answer's citations;
-    `check_kb`: check citations against this KB instead (alone: no retrieval). `tool_data`: a tool set
-    measured too (lawtune.evaluation.tool_eval); `data` itself is one when its records carry `tools`."""
+    `options` (`EvalOptions`, the flags of `lawtune eval`): with `kb`, ask in the RAG format with `kb_k`
+    retrieved articles and check every answer's citations; `check_kb`: check citations against this KB instead
+    (alone: no retrieval). `tool_data`: a tool set measured too (lawtune.evaluation.tool_eval); `data` itself is
+    one when its records carry `tools`. `settings`: how the answers are generated."""
     from lawtune.evaluation import tool_eval
     from lawtune.kb.rag import open_eval_kb
     from lawtune.modeling.loading import load_model
 
-    settings = settings or GenerationSettings()
+    settings, limit = settings or GenerationSettings(), options.limit
     data = resolve_data(data)
-    tool_set = tool_eval.open_tool_set(data, tool_data, tools, tool_limit if tool_data else limit)
+    tool_set = tool_eval.open_tool_set(data, options.tool_data, options.tools,
+                                       options.tool_limit if options.tool_data else limit)
     examples = [] if tool_set and tool_set.path == data else list(read_examples(data, limit))
-    mcq_paths = resolve_mcq(list(DEFAULT_MCQ) if mcq is None else mcq)
-    out = Path(out_dir) if out_dir else default_out_dir(spec, data, base_only)
-    rag, checker, kb_record = open_eval_kb(kb, check_kb, kb_k, kb_chars)  # a bad KB fails before the model loads
-    loaded = load_model(spec, base_only=base_only, dtype=dtype, merge=True)
-    record, predictions = evaluate_loaded(loaded, examples, settings, mcq_paths=mcq_paths, mcq_limit=mcq_limit,
-                                          max_output_length=max_output_length, rag=rag, checker=checker)
+    mcq_paths = resolve_mcq(list(DEFAULT_MCQ) if options.mcq is None else options.mcq)
+    out = Path(out_dir) if out_dir else default_out_dir(spec, data, options.base_only)
+    # a bad KB fails before the model loads
+    rag, checker, kb_record = open_eval_kb(options.kb, options.check_kb, options.kb_k, options.kb_chars)
+    loaded = load_model(spec, base_only=options.base_only, dtype=options.dtype, merge=True)
+    record, predictions = evaluate_loaded(loaded, examples, settings, mcq_paths=mcq_paths, mcq_limit=options.mcq_limit,
+                                          max_output_length=options.max_output_length, rag=rag, checker=checker)
     if rag is not None:
         rag.close()
     record["model"]["spec"] = str(spec)
-    record["model"]["base_only"] = base_only
+    record["model"]["base_only"] = options.base_only
     record["data"] = {"path": str(data), "sha256": sha256_file(data), "count": len(examples), "limit": limit}
     if kb_record is not None:
         record["kb"] = kb_record

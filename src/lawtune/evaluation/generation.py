@@ -18,39 +18,39 @@ from __future__ import annotations
 
 import contextlib
 
-from dataclasses import asdict, dataclass, field
+import dataclasses
+from dataclasses import asdict
 from typing import Any, Literal
+
+from pydantic import Field, model_validator
+from pydantic.dataclasses import dataclass  # GenerationSettings: limits checked; Generation below is a plain one
 
 from lawtune.errors import LawtuneError
 from lawtune.modeling.decoding import (AnswerLogitsProcessor, DecodingPolicy, RepetitionStopCriteria, RepetitionWatch,
-                                       TextStream)
+                                       TextStream, advance)
 
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    # None: eval / compare pick a budget that fits the references (`evaluate.answer_budget`)
-    max_new_tokens: int | None = field(default=None, metadata={"help": "Answer budget in tokens."})
-    # repetition control + repetition stop; deterministic, and the same for every model compared
-    decoding: DecodingPolicy = field(default_factory=DecodingPolicy)
-    max_input_length: int = field(default=512, metadata={"help": "Prompt tokens kept (cut from the left, the latest question survives)."})
-    batch_size: int = field(default=8, metadata={"help": "Prompts generated together (left padding)."})
-    do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy decoding (opt-in)."})
-    temperature: float = field(default=0.8, metadata={"help": "Sampling temperature (with --sample)."})
-    top_p: float = field(default=0.8, metadata={"help": "Nucleus sampling mass (with --sample)."})
-    seed: int = field(default=0, metadata={"help": "Sampling seed (the same seed gives the same answer)."})
+    """How answers are generated; the limits live in the fields (a pydantic dataclass: a bad value is a
+    ValidationError naming every bad field; the CLIs name the flags, `lawtune.settings.validate`)."""
 
-    def __post_init__(self) -> None:
-        problems = []
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            problems.append(f"max_new_tokens must be ≥ 1, got {self.max_new_tokens}")
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be ≥ 1, got {self.batch_size}")
-        if self.max_input_length < 1:
-            problems.append(f"max_input_length must be ≥ 1, got {self.max_input_length}")
+    # None: eval / compare pick a budget that fits the references (`evaluate.answer_budget`)
+    max_new_tokens: int | None = Field(None, ge=1, description="Answer budget in tokens.")
+    # repetition control + repetition stop; deterministic, and the same for every model compared
+    decoding: DecodingPolicy = Field(default_factory=DecodingPolicy)
+    max_input_length: int = Field(512, ge=1, description="Prompt tokens kept (cut from the left, the latest question survives).")
+    batch_size: int = Field(8, ge=1, description="Prompts generated together (left padding).")
+    do_sample: bool = Field(False, description="Sample instead of greedy decoding (opt-in).")
+    temperature: float = Field(0.8, description="Sampling temperature (with --sample).")
+    top_p: float = Field(0.8, description="Nucleus sampling mass (with --sample).")
+    seed: int = Field(0, description="Sampling seed (the same seed gives the same answer).")
+
+    @model_validator(mode="after")
+    def _sampling_needs_a_distribution(self) -> "GenerationSettings":
         if self.do_sample and not (self.temperature > 0 and 0 < self.top_p <= 1):
-            problems.append(f"sampling needs temperature > 0 and 0 < top_p ≤ 1, got {self.temperature}, {self.top_p}")
-        if problems:
-            raise LawtuneError("bad generation settings: " + "; ".join(problems))
+            raise ValueError(f"sampling needs temperature > 0 and 0 < top_p ≤ 1, got {self.temperature}, {self.top_p}")
+        return self
 
     def record(self) -> dict[str, Any]:
         """What changes the generated text (batch size too: padding can shift the last float bit)."""
@@ -64,7 +64,7 @@ class GenerationSettings:
 FinishReason = Literal["stop", "length", "repetition"]
 
 
-@dataclass
+@dataclasses.dataclass
 class Generation:
     text: str
     finish_reason: FinishReason
@@ -136,18 +136,14 @@ def decode_new_tokens(loaded: Any, new_ids: list[int], policy: DecodingPolicy | 
     policy = policy or DecodingPolicy()
     stops = set(loaded.chat.stop_token_ids)
     stream = TextStream(loaded.tokenizer, watch=RepetitionWatch() if policy.repetition_stop else None)
-    reason: FinishReason = "length"
+    reason: FinishReason | None = None
     used = 0
     for token in new_ids:
         used += 1
-        if token in stops:
-            reason = "stop"
+        reason = advance(stream, token, stops)[1]
+        if reason is not None:
             break
-        stream.push(token)
-        if stream.repeated:
-            reason = "repetition"
-            break
-    return Generation(text=stream.text.rstrip("\ufffd").strip(), finish_reason=reason, new_tokens=used)
+    return Generation(text=stream.text.rstrip("\ufffd").strip(), finish_reason=reason or "length", new_tokens=used)
 
 
 def generate(

@@ -2,11 +2,12 @@
 typed schema with the defaults and help the CLI flags are made from (`lawtune.settings.option`).
 
     from lawtune.evaluation.settings import EvalOptions
-    EvalOptions().mcq_limit                 # 50: the default of --mcq-limit and of evaluate.run(mcq_limit=...)
+    EvalOptions().mcq_limit                 # 50: the default of --mcq-limit
+    evaluate.run("runs/demo", "test.jsonl", options=EvalOptions(limit=30, kb="kb.sqlite"))
 
-`evaluate.run` and `compare.run` take these as keyword arguments with the same defaults, and
-tests/test_cli_settings.py fails when a flag, a field or a keyword default drift apart. Only pydantic and
-`lawtune.kb.rag`'s constants are imported, so the CLI can build its flags at import time.
+`evaluate.run` and `compare.run` take one `EvalOptions` (and one `GenerationSettings`), and
+tests/test_cli_settings.py fails when a flag and a field drift apart. Only pydantic and `lawtune.kb.rag`'s
+constants are imported, so the CLI can build its flags at import time.
 """
 
 from __future__ import annotations

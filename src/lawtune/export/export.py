@@ -22,8 +22,7 @@ from lawtune.errors import LawtuneError
 from lawtune.export import gguf as g
 from lawtune.export.card import write_card
 from lawtune.fsutil import atomic_dir, atomic_write_json, atomic_write_text
-from lawtune.modeling.chat import ChatFormat
-from lawtune.modeling.loading import load_tokenizer
+from lawtune.modeling.loading import open_chat
 from lawtune.modeling.runs import RunInfo, is_run_dir, lawtune_home, read_run
 
 FORMATS = ("merged", "gguf", "gguf-lora", "ollama", "vllm")
@@ -153,7 +152,7 @@ def _gguf_lora(info: RunInfo, adapter_dir: Path, tmp: Path, dtype: str, quant: s
     _, dropped = g.convert_lora(adapter_dir, info.base_model, lora_file, dtype)
     atomic_write_text(tmp / "chat_template.jinja", info.template)
     files = [base_file.name, lora_file.name, "chat_template.jinja"]
-    chat = ChatFormat(load_tokenizer(info.tokenizer_dir), info.template)
+    chat = open_chat(info)
     if ollama:
         atomic_write_text(tmp / "Modelfile", modelfile(chat, base_file.name, adapter=lora_file.name))
         files.append("Modelfile")
@@ -190,7 +189,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def _vllm(info: RunInfo, adapter_dir: Path, tmp: Path, out_dir: Path, say) -> tuple[list[str], str]:
     config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-    chat = ChatFormat(load_tokenizer(info.tokenizer_dir), info.template)
+    chat = open_chat(info)
     atomic_write_text(tmp / "chat_template.jinja", info.template)
     atomic_write_json(tmp / "generation_config.json", {"eos_token_id": chat.stop_token_ids,
                                                        "bos_token_id": chat.tokenizer.bos_token_id,

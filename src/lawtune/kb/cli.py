@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
+
+from lawtune.data.policy import RagTrainingOptions  # light: pydantic only
+from lawtune.settings import option, validate
 
 kb_app = typer.Typer(help="Law-article knowledge base: build, add, search, check citations.", no_args_is_help=True)
 
@@ -235,6 +238,33 @@ def _step_progress(label: str):
                 progress.update(task, completed=step)
             yield advance
     return bar()
+
+
+def rag_training_options(
+    kb: Optional[Path] = option(RagTrainingOptions, "kb"),
+    rag_share: float = option(RagTrainingOptions, "rag_share"),
+    rag_no_gold: float = option(RagTrainingOptions, "rag_no_gold"),
+    kb_k: int = option(RagTrainingOptions, "kb_k"),
+) -> Any:
+    """`lawtune prepare`'s --kb options (spliced into lawtune.data.cli.prepare by the root CLI: kb sits above
+    data) → None without --kb, else the step `rewrite(train_file, seed)` → counts that asks part of train.jsonl
+    in the RAG prompt format (lawtune.kb.rag_examples). Bad options and a bad KB fail here, before any work."""
+    options = validate(RagTrainingOptions, dict(kb=kb, rag_share=rag_share, rag_no_gold=rag_no_gold, kb_k=kb_k),
+                       "prepare", as_flags=True)
+    if kb is None:
+        return None
+    from lawtune.kb.rag import Rag
+
+    rag = Rag.open(kb, k=kb_k)
+
+    def rewrite(train_file: Path, seed: int) -> dict[str, Any]:
+        from lawtune.kb.rag_examples import rag_training_file
+
+        with rag:
+            return rag_training_file(train_file, rag, share=options.rag_share, seed=seed,
+                                     no_gold_share=options.rag_no_gold)
+
+    return rewrite
 
 
 def register(app: typer.Typer) -> None:

@@ -34,11 +34,12 @@ the transformers hooks are plain callables, which `LogitsProcessorList` / `Stopp
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Container, Iterable, Sequence
+from dataclasses import asdict
 from typing import Any
 
-from lawtune.errors import LawtuneError
+from pydantic import Field, field_validator
+from pydantic.dataclasses import dataclass
 
 # What counts as a loop (metrics.loops reports it, the repetition stop prevents it): some span of
 # LOOP_SPAN_CHARS characters occurring LOOP_REPEATS times without overlapping.
@@ -52,27 +53,28 @@ STREAM_HOLD_CHARS = 200
 
 @dataclass(frozen=True)
 class DecodingPolicy:
-    """How answers are decoded besides greedy/sampling. Defaults measured with benchmarks/decoding_sweep.py."""
+    """How answers are decoded besides greedy/sampling. Defaults measured with benchmarks/decoding_sweep.py.
+
+    The limits live in the fields (a pydantic dataclass): a bad value is a ValidationError naming every bad
+    field at once; the CLIs turn it into one line naming the flags (`lawtune.settings.validate`)."""
 
     # HF-style: divides a positive logit (multiplies a negative one); 1 = off. 1.3: the full recipe's dev split
     # (docs/evaluation.md) — ended 90 % vs 52.5 % at 1.2, ROUGE-L 22.00 vs 21.30
-    repetition_penalty: float = 1.3
-    frequency_penalty: float = 0.0  # OpenAI: minus this × the token's count in the answer so far
-    presence_penalty: float = 0.0  # OpenAI: minus this once the token occurs in the answer
-    no_repeat_ngram_size: int = 0  # never repeat an n-gram of the answer; 0 = off
-    repetition_stop: bool = True  # end the answer when it loops, cut at the last sentence end
+    repetition_penalty: float = Field(1.3, gt=0, description="HF-style penalty on tokens the answer already holds "
+                                      "(never the prompt or the end-of-turn token); 1.0 = off.")
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0,  # OpenAI's range
+                                     description="OpenAI-style: minus this × the token's count in the answer; 0 = off.")
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="OpenAI-style: minus this once a token is in the answer; 0 = off.")
+    no_repeat_ngram_size: int = Field(0, ge=0, description="Never repeat an n-gram of the answer; 0 = off.")
+    repetition_stop: bool = Field(True, description=f"End an answer when a {LOOP_SPAN_CHARS}-character span occurs "
+                                  f"{LOOP_REPEATS} times, cut at the last sentence end before the loop (finish reason 'repetition').")
 
-    def __post_init__(self) -> None:
-        problems = []
-        if not self.repetition_penalty > 0:
-            problems.append(f"repetition_penalty must be > 0 (1.0 = off), got {self.repetition_penalty}")
-        for name in ("frequency_penalty", "presence_penalty"):
-            if not -2.0 <= getattr(self, name) <= 2.0:  # OpenAI's range
-                problems.append(f"{name} must be between -2 and 2 (0 = off), got {getattr(self, name)}")
-        if self.no_repeat_ngram_size < 0 or self.no_repeat_ngram_size == 1:
-            problems.append(f"no_repeat_ngram_size must be 0 (off) or ≥ 2, got {self.no_repeat_ngram_size}")
-        if problems:
-            raise LawtuneError("bad decoding settings: " + "; ".join(problems))
+    @field_validator("no_repeat_ngram_size")
+    @classmethod
+    def _ngram_of_two_or_more(cls, size: int) -> int:
+        if size == 1:
+            raise ValueError("must be 0 (off) or ≥ 2 (a 1-gram ban would forbid every token used once)")
+        return size
 
     @property
     def penalizes(self) -> bool:
@@ -379,6 +381,18 @@ class TextStream:
         return delta
 
 
+def advance(stream: TextStream, token: int, stop_ids: Container[int]) -> tuple[str, str | None]:
+    """One generated token → (the text that may be shown now, why the answer ends here or None to go on).
+
+    The one token → finish-reason rule of eval, the stopping criterion and the server: "stop" for an
+    end-of-turn token (not pushed: it is no text) or a stop string, "repetition" when the repetition stop
+    fired. The budget ("length") is the caller's to check."""
+    if token in stop_ids:
+        return "", "stop"
+    delta = stream.push(token)
+    return delta, "repetition" if stream.repeated else "stop" if stream.stopped else None
+
+
 class RepetitionStopCriteria:
     """The repetition stop as a transformers stopping criterion: `generate(..., stopping_criteria=[this])`.
 
@@ -402,11 +416,7 @@ class RepetitionStopCriteria:
                 continue
             # one call per new token; catch up in case a caller checks less often
             for token in input_ids[row, self.prompt_width + len(stream.ids):].tolist():
-                if token in self.stop_ids:
-                    self.done[row] = True
-                    break
-                stream.push(token)
-                if stream.repeated:
+                if advance(stream, token, self.stop_ids)[1] is not None:
                     self.done[row] = True
                     break
             fired[row] = stream.repeated

@@ -4,6 +4,7 @@
     loaded = load_model("runs/demo", base_only=True)   # the same base, same template, no adapter
     loaded = load_model("default")                     # an imported model by name
     loaded.chat.encode_prompt(messages), loaded.model.generate(...)
+    chat = open_chat("runs/demo")                      # tokenizer + chat template only (no weights): chat.tokenizer
 
 Never downloads anything: every path must exist locally.
 """
@@ -16,7 +17,7 @@ from typing import Any
 
 from lawtune.errors import LawtuneError
 from lawtune.modeling.chat import ChatFormat, resolve_template
-from lawtune.modeling.runs import is_run_dir, read_run, resolve_model_path
+from lawtune.modeling.runs import RunInfo, is_run_dir, read_run, resolve_model_path
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # auto: bfloat16 where the hardware has it, else float32
 
@@ -68,6 +69,29 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False) -> Any:
     return tokenizer
 
 
+def model_type(model_dir: Path) -> str | None:
+    """A model folder's `model_type` (config.json), which picks a shipped chat template; None when unreadable."""
+    import json
+
+    try:
+        return json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def open_chat(spec: str | Path | RunInfo, template: str | None = None, trust_remote_code: bool = False) -> ChatFormat:
+    """A run (folder or `RunInfo`), model folder or imported name → its tokenizer and chat template, the one
+    way every command opens them. A run's own tokenizer and template (`template` replaces it), so prompts are
+    formatted exactly as in training; a model's tokenizer with `template`, else its own or the shipped one."""
+    if isinstance(spec, RunInfo) or is_run_dir(Path(spec)):
+        run = spec if isinstance(spec, RunInfo) else read_run(spec)
+        tokenizer = load_tokenizer(run.tokenizer_dir, trust_remote_code)
+        return ChatFormat(tokenizer, template and resolve_template(tokenizer, template) or run.template)
+    model_dir = resolve_model_path(spec)
+    tokenizer = load_tokenizer(model_dir, trust_remote_code)
+    return ChatFormat(tokenizer, resolve_template(tokenizer, template, model_type(model_dir)))
+
+
 def load_base(path: Path, dtype: str = "float32", trust_remote_code: bool = False) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
@@ -100,9 +124,8 @@ def load_model(
     path = Path(spec)
     if is_run_dir(path):
         run = read_run(path)
-        tokenizer = load_tokenizer(run.tokenizer_dir, trust_remote_code)
-        chat = ChatFormat(tokenizer, template and resolve_template(tokenizer, template) or run.template)
-        model = load_base(run.base_model, dtype, trust_remote_code)
+        chat = open_chat(run, template, trust_remote_code)
+        model, tokenizer = load_base(run.base_model, dtype, trust_remote_code), chat.tokenizer
         if base_only:
             return LoadedModel(model, tokenizer, chat, f"{path.name}:base", run.base_model, None)
         adapter_dir = run.adapter_dir(adapter)
@@ -115,7 +138,6 @@ def load_model(
         return LoadedModel(model, tokenizer, chat, path.name, run.base_model, adapter_dir)
 
     model_dir = resolve_model_path(spec)
-    tokenizer = load_tokenizer(model_dir, trust_remote_code)
+    chat = open_chat(model_dir, template, trust_remote_code)
     model = load_base(model_dir, dtype, trust_remote_code)
-    chat = ChatFormat(tokenizer, resolve_template(tokenizer, template, getattr(model.config, "model_type", None)))
-    return LoadedModel(model, tokenizer, chat, model_dir.name, model_dir, None)
+    return LoadedModel(model, chat.tokenizer, chat, model_dir.name, model_dir, None)

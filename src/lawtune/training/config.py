@@ -12,7 +12,6 @@ translated with a warning; lawtune never rewrites a value silently.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lawtune.errors import LawtuneError
+from lawtune.settings import nearest
 
 # Old transformers key → (new key, how the value carries over).
 RENAMED_TRAINING_ARGS = {
@@ -250,8 +250,8 @@ def _describe(item: dict, data: dict) -> str:
     where = ".".join(str(part) for part in item["loc"])
     if item["type"] == "extra_forbidden":
         section = _section_fields(item["loc"][:-1])
-        near = difflib.get_close_matches(str(item["loc"][-1]), section, n=1, cutoff=0.5)
-        hint = f" (did you mean {'.'.join([*map(str, item['loc'][:-1]), near[0]])}?)" if near else \
+        near = nearest(str(item["loc"][-1]), section, cutoff=0.5)
+        hint = f" (did you mean {'.'.join([*map(str, item['loc'][:-1]), near])}?)" if near else \
             f" (valid keys here: {', '.join(section)})"
         return f"unknown key {where}{hint}"
     if item["type"] == "missing":
@@ -279,8 +279,8 @@ def _unknown_training_args(raw: dict) -> list[str]:
     problems = []
     for key in extra:
         if key not in valid:
-            near = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
-            hint = f" (did you mean training_args.{near[0]}?)" if near else ""
+            near = nearest(key, valid)
+            hint = f" (did you mean training_args.{near}?)" if near else ""
             problems.append(f"unknown key training_args.{key}{hint}")
     return problems
 

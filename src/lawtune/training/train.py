@@ -21,7 +21,7 @@ from pathlib import Path
 from lawtune.data.conversations import read_examples
 from lawtune.errors import LawtuneError
 from lawtune.fsutil import atomic_dir, atomic_write_json, atomic_write_text, sha256_file, sha256_tree
-from lawtune.modeling.chat import ChatFormat, resolve_template
+from lawtune.modeling.chat import ChatFormat
 from lawtune.modeling.loading import bf16_supported
 from lawtune.modeling.runs import (CONFIG_FILE, FINAL_ADAPTER_DIR, RUN_INFO, TEMPLATE_FILE, TENSORBOARD_DIR, TOKENIZER_DIR,
                                    base_model_record, base_model_reference, resolve_model_path)
@@ -37,7 +37,7 @@ def run(config_path: Path, overrides: list[str] | tuple[str, ...] = (), resume: 
     # ---- model, tokenizer, chat template ---------------------------------------------------------------
     from accelerate import PartialState
 
-    from lawtune.modeling.loading import load_tokenizer
+    from lawtune.modeling.loading import open_chat
 
     # The Trainer arguments set up the process group under torchrun / accelerate launch (gloo on CPU); built
     # first so that every step below knows its rank.
@@ -50,9 +50,8 @@ def run(config_path: Path, overrides: list[str] | tuple[str, ...] = (), resume: 
             warnings.warn(f"{key}={change['given']!r} is not used: {change['used']!r} instead ({change['why']})",
                           stacklevel=2)
     model_dir = resolve_model_path(config.model.name_or_path)
-    tokenizer = load_tokenizer(model_dir, config.model.trust_remote_code)
-    model_type = _model_type(model_dir)
-    chat = ChatFormat(tokenizer, resolve_template(tokenizer, config.model.chat_template, model_type))
+    chat = open_chat(model_dir, config.model.chat_template, config.model.trust_remote_code)
+    tokenizer = chat.tokenizer
 
     # ---- data ----------------------------------------------------------------------------------------------
     train = _encode(config, chat, config.data_config.train_file)
@@ -105,13 +104,6 @@ def run(config_path: Path, overrides: list[str] | tuple[str, ...] = (), resume: 
         })
     state.wait_for_everyone()
     return run_dir
-
-
-def _model_type(model_dir: Path) -> str | None:
-    try:
-        return json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("model_type")
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def _encode(config: TrainConfig, chat: ChatFormat, file: str) -> EncodedData:

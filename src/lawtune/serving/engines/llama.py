@@ -43,21 +43,18 @@ class LlamaCppEngine(LocalEngine):
         self.gguf: Path | None = None
 
     def _load(self) -> None:
-        from lawtune.modeling.chat import ChatFormat, resolve_template
-        from lawtune.modeling.loading import load_tokenizer
+        from lawtune.modeling.loading import open_chat
         from lawtune.modeling.runs import is_run_dir, read_run, resolve_model_path
         from lawtune.serving.engines.llama_batch import LlamaCppBatch
 
         path = Path(self.spec)
         if is_run_dir(path):
             run = read_run(path)
-            chat = ChatFormat(load_tokenizer(run.tokenizer_dir), run.template)
+            chat = open_chat(run)
             self.gguf, served_id, root = run_gguf(path, self.adapter, self.quant), self.name or path.name, run.adapter_dir(self.adapter)
         else:
             base = resolve_model_path(self.spec)
-            tokenizer = load_tokenizer(base)
-            model_type = _model_type(base)
-            chat = ChatFormat(tokenizer, resolve_template(tokenizer, None, model_type))
+            chat = open_chat(base)
             self.gguf, served_id, root = base_gguf(base, self.quant), self.name or base.name, base
         context = self.max_context or DEFAULT_CONTEXT
         self.batch = LlamaCppBatch(self.gguf, max_sequences=self.max_batch_size, context=context, threads=self.threads)
@@ -79,13 +76,6 @@ class LlamaCppEngine(LocalEngine):
 
     def vocab_size(self) -> int:
         return self.batch.vocab_size
-
-
-def _model_type(base: Path) -> str | None:
-    import json
-
-    config = base / "config.json"
-    return json.loads(config.read_text(encoding="utf-8")).get("model_type") if config.is_file() else None
 
 
 def gguf_name(quant: str) -> str:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from lawtune.errors import LawtuneError
-from lawtune.modeling.decoding import DecodingPolicy
+from lawtune.modeling.decoding import DecodingPolicy, advance
 from lawtune.serving.engines import (EngineError, EngineTimeout, Finished, GenerationEvent, GenerationRequest, Prompt,
                                      TextDelta, TokenLogprob, Usage)
 from lawtune.serving.errors import ApiError
@@ -112,8 +112,7 @@ class LocalEngine:
         self._thread.start()
 
     def _load(self) -> None:
-        from lawtune.modeling.chat import ChatFormat, resolve_template
-        from lawtune.modeling.loading import load_base, load_tokenizer, resolve_dtype
+        from lawtune.modeling.loading import load_base, open_chat, resolve_dtype
         from lawtune.modeling.runs import is_run_dir, read_run, resolve_model_path
         from lawtune.serving.engines.batch import DecodeBatch, transpose_output_head
 
@@ -125,7 +124,7 @@ class LocalEngine:
             base_path, primary = Path(main.base_model), self.name or path.name
             runs[primary] = main
             base_id = f"{primary}:base"
-            base_chat = ChatFormat(load_tokenizer(main.tokenizer_dir), main.template)
+            base_chat = open_chat(main)
         else:
             base_path = resolve_model_path(self.spec)
             base_id = self.name or base_path.name
@@ -139,8 +138,7 @@ class LocalEngine:
         self.dtype = resolve_dtype(self.dtype)  # `auto` becomes what this machine runs fastest (reported in ready)
         model = load_base(base_path, self.dtype)
         if base_chat is None:
-            tokenizer = load_tokenizer(base_path)
-            base_chat = ChatFormat(tokenizer, resolve_template(tokenizer, None, getattr(model.config, "model_type", None)))
+            base_chat = open_chat(base_path)
         if runs:
             from peft import PeftModel
 
@@ -150,8 +148,7 @@ class LocalEngine:
                     model = PeftModel.from_pretrained(model, folder, adapter_name=adapter_name)
                 else:
                     model.load_adapter(folder, adapter_name=adapter_name)
-                chat = base_chat if run is main else ChatFormat(
-                    load_tokenizer(run.tokenizer_dir), run.template)
+                chat = base_chat if run is main else open_chat(run)
                 self._served[name] = _Served(adapter_name, chat, parent=base_id, root=str(folder))
             model.eval()
         if self.serve_base or not runs:
@@ -355,28 +352,20 @@ class LocalEngine:
     def _consume(self, job: _ChoiceJob, token: int) -> bool:
         """Turn one new token into events; True when the sequence is done."""
         seq, stream, request = job.seq, job.stream, job.request
-        reason = None
-        if token in seq.stop_ids:
-            reason = "stop"
-        else:
-            if seq.last_logprobs is not None:
-                job.logprobs.append(self._token_logprob(token, *seq.last_logprobs))
-            delta = stream.push(token)
-            if delta:
-                job.post(TextDelta(delta, job.index, self._take_logprobs(job)))
-            if stream.repeated:  # the answer looped: cut at the last sentence end before the loop
-                reason = "repetition"
-            elif stream.stopped:  # a stop string
-                reason = "stop"
-            elif len(seq.generated) >= request.max_tokens:
-                reason = "length"
+        if token not in seq.stop_ids and seq.last_logprobs is not None:
+            job.logprobs.append(self._token_logprob(token, *seq.last_logprobs))
+        delta, reason = advance(stream, token, seq.stop_ids)  # "repetition": cut at the last sentence end before the loop
+        if delta:
+            job.post(TextDelta(delta, job.index, self._take_logprobs(job)))
+        if reason is None and len(seq.generated) >= request.max_tokens:
+            reason = "length"
         if reason is None:
             return False
         rest = stream.flush()
         if rest:
             job.post(TextDelta(rest, job.index, self._take_logprobs(job)))
         job.post(Finished(reason, Usage(len(seq.prompt_ids), len(seq.generated)), job.index,
-                             self._take_logprobs(job)))
+                          self._take_logprobs(job)))
         self.counts["finished"] += 1
         return True
 
