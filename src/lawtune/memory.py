@@ -1,6 +1,6 @@
 """Resident memory of this process: now, at its peak, and per phase of a command.
 
-    from lawtune.memory import peak_rss_mib, rss_mib, Phases, release_memory
+    from lawtune.memory import peak_rss_mib, rss_mib, Phases, release_memory, trim_heap
     print(f"peak RSS {peak_rss_mib():.0f} MiB")
     phases = Phases()
     with phases("train"):
@@ -64,12 +64,18 @@ def reset_peak() -> bool:
     return True
 
 
-def release_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the OS (glibc keeps freed blocks under 32 MiB in its
-    arenas, so after a phase of many mid-sized tensors the RSS stays high although nothing holds them)."""
-    gc.collect()
+def trim_heap() -> None:
+    """Hand the heap's free pages back to the OS (glibc's malloc_trim; nothing elsewhere). glibc keeps freed
+    blocks under 32 MiB in its arenas, so after many mid-sized tensors the RSS stays high although nothing
+    holds them, and blocks left between live ones let it grow from one training step to the next."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (`trim_heap`)."""
+    gc.collect()
+    trim_heap()
 
 
 @dataclass

@@ -32,9 +32,10 @@ from torch import nn
 BYTES_PER_TOKEN_WIDTH = {"bf16": 11.1, "fp32": 18.1}
 EAGER_BYTES_PER_SCORE = {"bf16": 6, "fp32": 4}
 # "auto" checkpoints the fewest layers that keep the rest's activations under this. Tuned on: `lawtune demo`
-# (configs/demo.yaml, its longest batch 4 × 793 tokens) whose peak must stay under 4 GB with the float32 model,
-# the head's buffers and the eval batches beside it (docs/training.md "Memory").
-ACTIVATION_BUDGET_MIB = 1024
+# (configs/demo.yaml, its longest batch 4 × 793 tokens: ~200 MiB a layer), whose peak must stay under 4 GB beside
+# the float32 model, the bf16 weight copies and the loss head's buffers (~2.7 GiB together): 3 steps peaked at
+# 4,747 MiB with 1 GiB kept (13 of 18 layers checkpointed), 4,192 MiB with none (docs/training.md "Memory").
+ACTIVATION_BUDGET_MIB = 256
 
 
 def decoder_layers(model: nn.Module) -> list[nn.Module]:

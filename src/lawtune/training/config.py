@@ -162,7 +162,7 @@ class SpeedSection(Section):
     checkpoint_layers: int | Literal["auto", "all"] = Field("auto", description=(
         "decoder layers whose activations are recomputed in the backward instead of kept (activation "
         "checkpointing, exact): 'auto' (the fewest that keep the rest's activations of the longest batch under "
-        "1 GiB), 'all', a number (the first N layers), or 0; trades a second forward of those layers for memory"))
+        "256 MiB), 'all', a number (the first N layers), or 0; trades a second forward of those layers for memory"))
 
     @field_validator("checkpoint_layers")
     @classmethod
