@@ -5,8 +5,9 @@
     .venv/bin/python benchmarks/memory_profile.py --model DIR --phases load loss mcq               # a few phases
     .venv/bin/python benchmarks/memory_profile.py --json out/memory.json
 
-One process runs the demo's phases in its order (prepare, load the base model, train a few steps of
-configs/demo.yaml, then on the held-out questions: generation, eval loss, MCQ scoring, each on the base model,
+One process runs the demo's phases in its order (prepare the demo's data, its training file with the RAG-format
+rows included, train a few steps of configs/demo.yaml — the longest batch comes first, so even 2 steps meet
+training's peak — load the base model, then on the held-out questions: generation, eval loss, MCQ scoring, each on the base model,
 and last the whole `compare`, which loads both models in turn), each phase with its own peak (the kernel's
 high-water mark, reset when the phase starts: `lawtune.memory.Phases`). Per phase it prints the RSS when the
 phase began, its peak, the RSS it left, the peak above its start (what the phase itself allocated at once) and
@@ -101,16 +102,22 @@ def main() -> None:
     from lawtune.data.prepare import run as prepare
     from lawtune.modeling.runs import resolve_model_path
 
+    from lawtune.demo import RAG_TRAIN, rag_training_mix
+
     model_dir = resolve_model_path(args.model)
     data = out / "data"
-    phase("prepare", lambda: prepare([bundled.sample_csv()], data))
-    if not (data / "test.jsonl").is_file():
-        prepare([bundled.sample_csv()], data)
+
+    def prepare_demo_data():  # as `lawtune demo` does: the sample's splits, and its training file with RAG rows
+        rag_training_mix(out, prepare([bundled.sample_csv()], data))
+
+    phase("prepare", prepare_demo_data)
+    if not (data / RAG_TRAIN).is_file():
+        prepare_demo_data()
 
     def train():
         from lawtune.training.train import run
 
-        overrides = [f"model.name_or_path={model_dir}", f"data_config.train_file={data / 'train.jsonl'}",
+        overrides = [f"model.name_or_path={model_dir}", f"data_config.train_file={data / RAG_TRAIN}",
                      f"data_config.val_file={data / 'dev.jsonl'}", f"training_args.output_dir={out / 'run'}",
                      f"training_args.max_steps={args.steps}", f"training_args.eval_steps={args.steps}",
                      f"training_args.save_steps={args.steps}"]

@@ -13,7 +13,8 @@ linear layers with dropout 0.05, batch 4, one process. They differ only in what 
              which finetune_hf.py calls unconditionally (--no-checkpointing leaves them out).
   lawtune:   `lawtune.training.train.run` with its defaults: bf16 autocast only where the hardware has bf16;
              batches grouped by length; the output projection only at supervised positions, its backward
-             filtered (speed.grad_filter); sparse LoRA dropout; no gradient checkpointing.
+             filtered (speed.grad_filter); sparse LoRA dropout; decoder layers checkpointed as
+             `speed.checkpoint_layers: auto` decides (--checkpoint-layers 0: none, lawtune's fastest).
 
 Prints supervised tokens/s of each (supervised tokens / Trainer train_runtime) and the ratio, and the same per
 CPU second of the process (steadier than wall time when other jobs share the machine); and how close each comes
@@ -145,7 +146,7 @@ def steady(seen: dict) -> dict:
 
 
 def lawtune_train(model_dir: Path, data: Path, steps: int, out: Path, compile_layers: bool, bf16: str = "auto",
-                  dev: Path | None = None) -> dict:
+                  dev: Path | None = None, checkpoint_layers: str = "auto") -> dict:
     from lawtune.modeling.runs import RUN_INFO, read_metrics
     from lawtune.training.train import run
 
@@ -158,6 +159,7 @@ def lawtune_train(model_dir: Path, data: Path, steps: int, out: Path, compile_la
                           "bf16": bf16 if bf16 == "auto" else bf16 == "true"},
         "peft_config": {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05},
         "model": {"name_or_path": str(model_dir), "compile": compile_layers},
+        "speed": {"checkpoint_layers": checkpoint_layers if checkpoint_layers in ("auto", "all") else int(checkpoint_layers)},
     }))
     run_dir = run(config, resume="none")
     events = read_metrics(run_dir)
@@ -171,7 +173,7 @@ def lawtune_train(model_dir: Path, data: Path, steps: int, out: Path, compile_la
     return {"dev_loss": dev_loss(load_model(run_dir, adapter="final").model, model_dir, dev),"supervised_tokens": final["supervised_tokens"], "train_runtime_s": final["train_runtime"],
             "cpu_s": final["cpu_s"], "supervised_tokens_per_s": final["supervised_tokens"] / final["train_runtime"],
             "supervised_tokens_per_cpu_s": final["supervised_tokens"] / final["cpu_s"], "precision": info["precision"],
-            "compile": compile_layers,
+            "compile": compile_layers, "checkpointed_layers": info.get("checkpointed_layers"),
             "steady_tokens_per_s": tokens / (last["elapsed_s"] - first["elapsed_s"]),
             "steady_tokens_per_cpu_s": tokens / (last["cpu_s"] - first["cpu_s"])}
 
@@ -187,6 +189,8 @@ def main() -> None:
     parser.add_argument("--bf16", choices=["auto", "true", "false"], default="auto",
                         help="lawtune's bf16 autocast (auto: where the CPU has AVX512-BF16/AMX)")
     parser.add_argument("--compile", action="store_true", help="lawtune with model.compile (torch.compile of the layers)")
+    parser.add_argument("--checkpoint-layers", default="auto",
+                        help="lawtune's speed.checkpoint_layers: auto (default), all, or a number (0: none)")
     parser.add_argument("--no-checkpointing", action="store_true",
                         help="reference without the gradient checkpointing finetune_hf.py turns on")
     options = parser.parse_args()
@@ -217,7 +221,8 @@ def main() -> None:
         if options.only in (None, "lawtune"):
             started = time.monotonic()
             results["lawtune"] = lawtune_train(model_dir, data, options.steps, Path(tmp) / "run",
-                                               compile_layers=options.compile, bf16=options.bf16, dev=dev)
+                                               compile_layers=options.compile, bf16=options.bf16, dev=dev,
+                                               checkpoint_layers=options.checkpoint_layers)
             print(f"lawtune:   {json.dumps(results['lawtune'])} ({time.monotonic() - started:.0f} s)", flush=True)
     if len(results) == 2:
         for key, unit in (("supervised_tokens_per_s", "wall s (whole run)"), ("supervised_tokens_per_cpu_s", "CPU s (whole run)"),

@@ -45,3 +45,52 @@ def test_each_phase_has_its_own_peak_and_the_process_keeps_the_highest():
 
 def test_release_memory_runs_anywhere():
     release_memory()
+
+
+@linux
+def test_trim_heap_gives_back_the_pages_of_blocks_freed_between_live_ones():
+    import ctypes.util
+
+    from lawtune.memory import trim_heap
+
+    if not ctypes.util.find_library("c") or "glibc" not in " ".join(__import__("platform").libc_ver()):
+        pytest.skip("malloc_trim is glibc's")
+    # 16 KiB blocks (kept in the heap, under glibc's mmap threshold) with a small live block after each: freeing
+    # the big ones leaves holes that free() alone does not give back, as a training step's activations do
+    big, keep = [], []
+    for _ in range(12_000):
+        big.append(bytearray(b"x" * 16384))
+        keep.append(bytearray(b"y" * 1024))
+    before_free = rss_mib()
+    big.clear()
+    held = rss_mib()
+    trim_heap()
+    after = rss_mib()
+    assert before_free - held < 60  # free() kept most of the ~190 MiB
+    assert held - after > 100  # the trim gave most of it back
+    assert len(keep) == 12_000
+
+
+@linux
+def test_page_out_drops_a_mapped_tensor_from_the_rss_and_keeps_its_values(tmp_path):
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from lawtune.memory import page_out
+
+    def file_rss_mib():
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("RssFile")) / 1024
+
+    save_file({"w": torch.randn(2048, 4096)}, str(tmp_path / "w.safetensors"))  # 32 MiB
+    with safe_open(str(tmp_path / "w.safetensors"), "pt") as handle:
+        weight = handle.get_tensor("w")  # a view of the mapped file, as transformers loads weights
+    expected = weight.clone()
+    assert page_out(expected) == 0  # anonymous memory: nothing to give back to a file
+    touched = float(weight.sum())
+    before = file_rss_mib()
+    if page_out(weight) == 0:
+        pytest.skip("this kernel has no MADV_PAGEOUT")
+    assert before - file_rss_mib() > 24
+    assert torch.equal(weight, expected) and float(weight.sum()) == touched

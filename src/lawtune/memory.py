@@ -1,6 +1,6 @@
 """Resident memory of this process: now, at its peak, and per phase of a command.
 
-    from lawtune.memory import peak_rss_mib, rss_mib, Phases, release_memory
+    from lawtune.memory import peak_rss_mib, rss_mib, Phases, release_memory, trim_heap
     print(f"peak RSS {peak_rss_mib():.0f} MiB")
     phases = Phases()
     with phases("train"):
@@ -64,12 +64,61 @@ def reset_peak() -> bool:
     return True
 
 
-def release_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the OS (glibc keeps freed blocks under 32 MiB in its
-    arenas, so after a phase of many mid-sized tensors the RSS stays high although nothing holds them)."""
-    gc.collect()
+def trim_heap() -> None:
+    """Hand the heap's free pages back to the OS (glibc's malloc_trim; nothing elsewhere). glibc keeps freed
+    blocks under 32 MiB in its arenas, so after many mid-sized tensors the RSS stays high although nothing
+    holds them, and blocks left between live ones let it grow from one training step to the next."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+_MADV_PAGEOUT = 21  # Linux ≥ 5.4: reclaim these pages now; never changes what they hold
+
+
+def _file_mapping(address: int) -> str | None:
+    """The file mapped at `address` in this process (/proc/self/maps), or None (anonymous memory, not Linux)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                start, end = (int(part, 16) for part in fields[0].split("-"))
+                if start <= address < end:
+                    path = fields[5].strip() if len(fields) > 5 else ""
+                    return path if path.startswith("/") else None
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def page_out(tensor) -> int:
+    """Let the kernel reclaim the resident pages of a tensor that is a view of a memory-mapped file (weights
+    loaded from .safetensors are); returns the bytes asked for, 0 when the tensor is not file-backed or the
+    kernel cannot (then nothing happens).
+
+    For a weight that was read once in full (to make a copy of it in another dtype) and is afterwards read only
+    here and there, this takes it out of the RSS: pages read again come back from the file. MADV_PAGEOUT never
+    changes contents: a page this process wrote is not dropped (it has no file copy: it stays, or goes to swap),
+    so the tensor reads the same before and after."""
+    storage = tensor.untyped_storage()
+    if tensor.device.type != "cpu" or storage.nbytes() == 0 or _file_mapping(storage.data_ptr()) is None:
+        return 0
+    page = resource.getpagesize()
+    start = -(-storage.data_ptr() // page) * page  # whole pages inside the storage only
+    end = (storage.data_ptr() + storage.nbytes()) // page * page
+    if end <= start:
+        return 0
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        return end - start if libc.madvise(start, end - start, _MADV_PAGEOUT) == 0 else 0
+    except (OSError, AttributeError):
+        return 0
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (`trim_heap`)."""
+    gc.collect()
+    trim_heap()
 
 
 @dataclass

@@ -26,6 +26,7 @@ from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass  # GenerationSettings: limits checked; Generation below is a plain one
 
 from lawtune.errors import LawtuneError
+from lawtune.memory import trim_heap
 from lawtune.modeling.decoding import (AnswerLogitsProcessor, DecodingPolicy, RepetitionStopCriteria, RepetitionWatch,
                                        TextStream, advance)
 
@@ -146,6 +147,30 @@ def decode_new_tokens(loaded: Any, new_ids: list[int], policy: DecodingPolicy | 
     return Generation(text=stream.text.rstrip("\ufffd").strip(), finish_reason=reason or "length", new_tokens=used)
 
 
+TRIM_EVERY_TOKENS = 32  # decoding steps between two heap trims during generation (a trim costs ~1 ms)
+
+
+class TrimHeapEvery:
+    """A stopping criterion that stops nothing: every `tokens` decoding steps it gives the heap's free pages
+    back to the OS (`lawtune.memory.trim_heap`).
+
+    transformers' KV cache grows by one `torch.cat` per layer and new token: each step allocates every layer's
+    keys and values one token longer and frees the old ones, blocks of a few MiB that glibc keeps and cannot
+    reuse for the next, longer ones. In the demo's compare the RSS grew ~50 MiB every 3 s of generation (3.1 →
+    5.6 GiB in two minutes, batches of 8 × up to 384 new tokens). Trimming touches no tensor: the text is the same."""
+
+    def __init__(self, tokens: int = TRIM_EVERY_TOKENS):
+        self.tokens, self.calls = tokens, 0
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        self.calls += 1
+        if self.calls % self.tokens == 0:
+            trim_heap()
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
 def generate(
     loaded: Any, conversations: list[list[dict[str, str]]], settings: GenerationSettings,
     description: str = "generating", show_progress: bool = True, tools: list[list[dict[str, Any]] | None] | None = None,
@@ -178,6 +203,7 @@ def generate(
             if settings.do_sample:
                 torch.manual_seed(settings.seed + first)
             hooks = decoding_hooks(loaded, settings.decoding, len(batch), width)
+            hooks["stopping_criteria"] = [*hooks.get("stopping_criteria", []), TrimHeapEvery()]
             with torch.inference_mode():
                 output = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config,
                                         **hooks)
@@ -186,5 +212,6 @@ def generate(
                 produced += results[index].new_tokens
             rate = produced / max(time.perf_counter() - started, 1e-9)
             progress.update(task, advance=len(batch), rate=f"{rate:.1f} tok/s")
+            trim_heap()  # the batch's KV cache is gone: its pages too
     return [r for r in results if r is not None]
 

@@ -159,6 +159,17 @@ class SpeedSection(Section):
     fused_lora: bool = Field(True, description=(
         "each LoRA linear layer's training forward and backward as one autograd node (same function and "
         "gradients as PEFT's; fewer passes over memory)"))
+    checkpoint_layers: int | Literal["auto", "all"] = Field("auto", description=(
+        "decoder layers whose activations are recomputed in the backward instead of kept (activation "
+        "checkpointing, exact): 'auto' (the fewest that keep the rest's activations of the longest batch under "
+        "256 MiB), 'all', a number (the first N layers), or 0; trades a second forward of those layers for memory"))
+
+    @field_validator("checkpoint_layers")
+    @classmethod
+    def _layers_not_negative(cls, value):
+        if value not in ("auto", "all") and value < 0:
+            raise ValueError("must be 'auto', 'all' or a number of layers ≥ 0")
+        return value
 
 
 class TrainConfig(Section):

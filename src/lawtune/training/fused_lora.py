@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lawtune.memory import page_out
 from lawtune.training.dropout import SparseDropout, dropped_positions
 
 
@@ -118,6 +119,7 @@ def _frozen_cast(base: nn.Linear, dtype: torch.dtype) -> torch.Tensor:
     if cached is None or cached[0] != (weight._version, weight.device, dtype, weight.data_ptr()):
         cached = ((weight._version, weight.device, dtype, weight.data_ptr()), weight.detach().to(dtype))
         base._lawtune_cast = cached  # a plain attribute: not a parameter or buffer, never saved
+        page_out(weight)  # training reads the cast from now on; a file-mapped weight leaves the RSS until read again
     return cached[1]
 
 

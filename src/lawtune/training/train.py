@@ -98,6 +98,7 @@ def run(config_path: Path, overrides: list[str] | tuple[str, ...] = (), resume: 
         tokens = trainer.token_counter.tokens * max(state.num_processes, 1)
         _write_run_info(run_dir, config, model_dir, tokenizer, chat, train, dev, status="finished", extra={
             "final_step": trainer.state.global_step, "precision": precision, "world_size": state.num_processes,
+            "checkpointed_layers": trainer.checkpointed_layers,  # activation checkpointing (speed.checkpoint_layers)
             "loss_path": trainer.head_path,  # fused (filtered head backward) / sliced / full: see training/loss.py
             "resumed_from": start.name if start else None, "train_seconds": round(seconds, 1),
             "supervised_tokens_per_s_this_session": round(tokens / max(seconds, 1e-9), 1),
@@ -191,6 +192,14 @@ def _build_trainer(config: TrainConfig, args, run_dir: Path, model_dir: Path, tr
         from lawtune.training.fused_lora import use_fused_lora
 
         use_fused_lora(model)
+    from lawtune.training.checkpointing import auto_layers, checkpoint_layers
+
+    layers = config.speed.checkpoint_layers
+    if layers == "auto":  # sized to the longest batch (length-grouped batches start with it)
+        longest = max(len(example["input_ids"]) for example in train.examples)
+        layers = auto_layers(model.config, args.per_device_train_batch_size, longest, bool(args.bf16),
+                             eager=getattr(model.config, "_attn_implementation", None) == "eager")
+    checkpointed = checkpoint_layers(model, layers)
     if peft.trainable_token_indices:
         from lawtune.training.token_rows import use_fast_token_rows
 
@@ -207,7 +216,7 @@ def _build_trainer(config: TrainConfig, args, run_dir: Path, model_dir: Path, tr
         for layer in getattr(model.get_base_model().get_decoder(), "layers", []):
             layer.compile(dynamic=True)
     counter = TokenCounter()
-    callbacks = [cb.MetricsLog(run_dir, counter), cb.CheckpointMarker(), cb.RichProgress(counter)]
+    callbacks = [cb.MetricsLog(run_dir, counter), cb.CheckpointMarker(), cb.RichProgress(counter), cb.TrimHeap()]
     if dev is not None:
         if config.generate_rows:
             from lawtune.training.generation_eval import GenerationEval
@@ -227,6 +236,7 @@ def _build_trainer(config: TrainConfig, args, run_dir: Path, model_dir: Path, tr
                          grad_filter=config.speed.grad_filter)
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+    trainer.checkpointed_layers = checkpointed  # recorded in run.json
     trainer.remove_callback(PrinterCallback)  # the rich bar and metrics.jsonl replace the printed dicts
     trainer.remove_callback(ProgressCallback)
     return trainer

@@ -38,6 +38,8 @@ import math
 
 import torch
 
+from lawtune.memory import page_out
+
 
 def _chunk_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, filter_eps: float,
                 grad: torch.Tensor | None, rows: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -143,6 +145,10 @@ def _bf16_copy(weight: torch.Tensor) -> torch.Tensor:
     _BF16_COPIES.clear()  # one head at a time: a new weight (another model) replaces the old copy
     copy = weight.detach().to(torch.bfloat16)
     _BF16_COPIES[id(weight)] = (weight, weight._version, copy)
+    # The float32 weight (Gemma's tied 262k × 640 embedding, 640 MiB) was just read in full; from here on only
+    # the embedding lookup and the trained rows read it, a few rows a step. Loaded from .safetensors it is a
+    # view of the mapped file, so its pages can leave the RSS and come back from the file where read.
+    page_out(weight)
     return copy
 
 
