@@ -165,10 +165,19 @@ def run_agent(loaded: Any, examples: list[ToolExample], settings: Any, implement
 
 
 # ---- scoring ---------------------------------------------------------------------------------------------------
-def same_arguments(got: dict[str, Any], expected: dict[str, Any]) -> bool:
-    """Equal argument objects; numbers compare by value (8000 == 8000.0), strings without outer spaces."""
+def same_arguments(got: dict[str, Any], expected: dict[str, Any], tool: Any = None) -> bool:
+    """Equal argument objects: the same keys, and values equal as the tool reads them (`tool`: its lawtune Tool;
+    "八千" = "8000元" = 8000, "2024年3月1号" = "2024-03-01", lawtune.tools.figures) — what the tool computes with.
+    Without a tool: numbers by value (8000 == 8000.0), strings without outer spaces."""
     if not isinstance(got, dict) or set(got) != set(expected):
         return False
+    if tool is not None:
+        from lawtune.tools.tool import ToolError
+
+        try:
+            got, expected = tool.validate(got), tool.validate(expected)
+        except ToolError:
+            return False
     return all(_same_value(got[key], expected[key]) for key in expected)
 
 
@@ -219,8 +228,9 @@ def holds_figure(text: str, figure: Any) -> bool:
     return any(abs(value - float(figure)) < 0.005 for value in numbers_in(text))
 
 
-def score_trace(example: ToolExample, trace: dict[str, Any]) -> dict[str, Any]:
-    """Per-question verdicts (None where a verdict does not apply to this kind of question)."""
+def score_trace(example: ToolExample, trace: dict[str, Any], implementations: list[Any] | None = None) -> dict[str, Any]:
+    """Per-question verdicts (None where a verdict does not apply to this kind of question); `implementations`:
+    the tools that read the arguments (exact arguments compare what they read)."""
     first_text = trace["turns"][0] if trace["turns"] else ""
     first_calls = trace["calls"][0] if trace["calls"] else []
     attempted = "<tool_call>" in first_text
@@ -230,7 +240,8 @@ def score_trace(example: ToolExample, trace: dict[str, Any]) -> dict[str, Any]:
         want = example.expected[0]
         got = first_calls[0] if first_calls else None
         scores["tool_right"] = got is not None and got["name"] == want["name"]
-        scores["args_exact"] = scores["tool_right"] and same_arguments(got["arguments"], want["arguments"])
+        tool = next((t for t in implementations or [] if t.name == want["name"]), None)
+        scores["args_exact"] = scores["tool_right"] and same_arguments(got["arguments"], want["arguments"], tool)
         scores["figure"] = holds_figure(trace["final"], example.figure)
     else:
         scores["no_call"] = not scores["called"]
@@ -274,7 +285,7 @@ def evaluate_tools(loaded: Any, examples: list[ToolExample], settings: Any, impl
     turn_settings = replace(settings, max_new_tokens=budget,
                             max_input_length=max(settings.max_input_length, TOOL_INPUT_LENGTH))
     traces = run_agent(loaded, examples, turn_settings, implementations, label=label)
-    scores = [score_trace(example, trace) for example, trace in zip(examples, traces)]
+    scores = [score_trace(example, trace, implementations) for example, trace in zip(examples, traces)]
     metrics = tool_metrics(examples, scores)
     metrics["tool_generation"] = {"max_new_tokens_per_turn": budget, "max_rounds": MAX_ROUNDS,
                                   "max_input_length": turn_settings.max_input_length}
