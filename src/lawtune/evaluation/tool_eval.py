@@ -7,8 +7,9 @@ right arguments, and does its final answer state the figure the tool computed?
     metrics, rows = evaluate_tools(loaded, read_tool_examples("out/tools/test.jsonl"), settings)
 
 Each question is asked with its record's tool definitions (or `--tools builtin`) and answered through the agent
-loop, batched over all questions: generate → `parse_tool_calls` → run each call with `run_tool_call` → append
-the call and its result → generate again, at most `MAX_ROUNDS` model turns. What is expected comes from the
+loop, batched over all questions: generate (each `<tool_call>` block under the lazy call grammar) → the rules of
+`lawtune.tools.agent.Agent` (`read` the turn, `run_round`: each call under its timeout, a block that does not parse
+answered with an error result) → generate again, at most `MAX_ROUNDS` model turns. What is expected comes from the
 record (`lawtune tools generate` writes them): the first assistant turn's `tool_calls` (none for a question
 that needs no tool, or one that lacks a figure and should be asked back), and `meta.figure`, the figure the
 tool computed for the true arguments.
@@ -123,8 +124,9 @@ def run_agent(loaded: Any, examples: list[ToolExample], settings: Any, implement
     turn (blocks that did not parse), `results` (each call's tool output), `final` (the last turn's text without
     call blocks) and `rounds_exhausted` (the model was still calling after `max_rounds` turns)."""
     from lawtune.evaluation.generation import generate
-    from lawtune.tools import run_tool_call
-    from lawtune.tools.format import parse_tool_calls
+    from lawtune.tools.agent import Agent
+
+    agent = Agent(implementations, max_rounds=max_rounds)
 
     conversations = [list(example.prompt) for example in examples]
     traces = [{"turns": [], "calls": [], "errors": [], "results": [], "final": "", "rounds_exhausted": False}
@@ -138,27 +140,21 @@ def run_agent(loaded: Any, examples: list[ToolExample], settings: Any, implement
                            tools=[examples[i].tools for i in active])
         still = []
         for index, output in zip(active, outputs):
-            trace, parsed = traces[index], parse_tool_calls(output.text)
-            calls = [{"name": call.name, "arguments": call.arguments} for call in parsed.calls]
+            trace, turn = traces[index], agent.read(output.text)
             trace["turns"].append(output.text)
-            trace["calls"].append(calls)
-            trace["errors"].append(parsed.errors)
-            trace["final"] = parsed.content
-            if not calls:
+            trace["calls"].append([{"name": name, "arguments": arguments} for name, arguments in turn.calls])
+            trace["errors"].append(turn.errors)
+            trace["final"] = turn.content
+            if turn.final:
                 continue
             if round_number == max_rounds:
                 trace["rounds_exhausted"] = True
                 continue
-            call_ids = [f"call_{round_number}_{n}" for n in range(len(calls))]
-            conversations[index].append({"role": "assistant", "content": parsed.content, "tool_calls": [
-                {"id": cid, "type": "function",
-                 "function": {"name": c["name"], "arguments": json.dumps(c["arguments"], ensure_ascii=False)}}
-                for cid, c in zip(call_ids, calls)]})
-            for cid, call in zip(call_ids, calls):
-                outcome = run_tool_call(implementations, call["name"], call["arguments"])
-                trace["results"].append({"name": call["name"], "ok": outcome.ok, "content": outcome.content})
-                conversations[index].append({"role": "tool", "tool_call_id": cid, "name": call["name"],
-                                             "content": outcome.message_content()})
+            # the agent's own rules: each call run under its timeout, a block that does not parse answered with
+            # an error result the model reads, and the model asked again
+            appended, records = agent.run_round(turn, round_number)
+            conversations[index] += appended
+            trace["results"] += [{"name": r.name, "ok": r.ok, "content": r.result} for r in records]
             still.append(index)
         active = still
     return traces
