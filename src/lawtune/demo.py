@@ -42,10 +42,13 @@ DEMO_CONFIG = bundled.config("demo")
 RAG_SHARE = 0.2
 # tool-use conversations (lawtune tools generate): how many to generate, which share of the training file they make
 # up, how many of the held-out ones the compare asks (docs/tools.md "Recipes with tools"; tuned-on: the share)
-TOOL_N = 2400
+TOOL_N = 3600
 TOOL_SHARE = 0.35
 TOOLS_PER_RECORD = 2
 TOOL_TRAIN = "train-mix.jsonl"
+# the kinds of tool-set rows trained on: more questions answered without a call than the generated 70/20/10, since a
+# model trained on few such rows called a tool on every question (docs/tools.md "Measured"); a choice, not tuned
+TOOL_KINDS = {"tool": 0.6, "no_tool": 0.3, "ask_back": 0.1}
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,10 @@ def rag_training_mix(out: Path, report: dict, share: float = RAG_SHARE, seed: in
 
 def tool_training_mix(out: Path, share: float = TOOL_SHARE, seed: int = 0) -> dict:
     """OUT/tools: the generated tool-use set (its test split held out); OUT/data/train-mix.jsonl: train-rag.jsonl plus
-    tool-use rows of OUT/tools/train.jsonl making up `share` of it (their first rows: the file's order is random)."""
+    tool-use rows of OUT/tools/train.jsonl making up `share` of it, of each kind its TOOL_KINDS part (the first rows
+    of that kind: the file's order is random)."""
+    import json
+
     from lawtune.fsutil import atomic_open
     from lawtune.tools.generate import run as generate_tools
 
@@ -117,11 +123,17 @@ def tool_training_mix(out: Path, share: float = TOOL_SHARE, seed: int = 0) -> di
     plain = (out / "data" / RAG_TRAIN).read_text(encoding="utf-8").splitlines()
     rows = (out / "tools" / "train.jsonl").read_text(encoding="utf-8").splitlines()
     wanted = min(len(rows), round(share / (1 - share) * len(plain)))
-    mixed = plain + rows[:wanted]
+    by_kind: dict[str, list[str]] = {}
+    for line in rows:
+        by_kind.setdefault(json.loads(line)["meta"]["kind"], []).append(line)
+    # no more than the scarcest kind allows, so the parts hold
+    wanted = min([wanted] + [int(len(by_kind.get(kind, [])) / part) for kind, part in TOOL_KINDS.items()])
+    picked = [line for kind, part in TOOL_KINDS.items() for line in by_kind.get(kind, [])[:round(part * wanted)]]
+    mixed = plain + picked
     random.Random(seed).shuffle(mixed)
     with atomic_open(out / "data" / TOOL_TRAIN) as handle:
         handle.write("".join(line + "\n" for line in mixed))
-    return {"added": wanted, "share": wanted / max(len(mixed), 1), "generated": report.get("counts")}
+    return {"added": len(picked), "share": len(picked) / max(len(mixed), 1), "generated": report.get("counts")}
 
 
 def run(quick: bool = False, model: Optional[str] = None, out: Optional[Path] = None,

@@ -28,6 +28,8 @@ def test_demo_quick_runs_end_to_end(tiny_model_dir, tmp_path):
     trained = [json.loads(line) for line in (out / "data" / "train-mix.jsonl").read_text(encoding="utf-8").splitlines()]
     tool_rows = [row for row in trained if "tools" in row]
     assert len(trained) == len(mixed) + len(tool_rows) and abs(len(tool_rows) / len(trained) - 0.35) < 0.01
+    kinds = [row["meta"]["kind"] for row in tool_rows]
+    assert abs(kinds.count("no_tool") / len(kinds) - 0.3) < 0.01 and abs(kinds.count("tool") / len(kinds) - 0.6) < 0.01
     held_out = {row["conversations"][0]["content"] for row in
                 map(json.loads, (out / "tools" / "test.jsonl").read_text(encoding="utf-8").splitlines())}
     assert not held_out & {row["conversations"][0]["content"] for row in tool_rows}
