@@ -77,6 +77,7 @@ class _Row:
         self.free_ids: list[int] = []  # tokens since the last block closed (searched for `<tool_call>`)
         self.matcher: Any = None  # the open block's matcher
         self.broken = False  # an open block the grammar could not follow (its start did not tokenize along)
+        self.ended = False  # the row emitted a stop token: what follows is generate()'s padding
 
 
 class ToolCallLogitsProcessor:
@@ -127,6 +128,10 @@ class ToolCallLogitsProcessor:
     def _advance(self, state: _Row, token: int) -> None:
         import llguidance
 
+        if state.ended or token in self.stop_ids:
+            # a finished row (or one the repetition stop cut, maybe inside a block) is padded: nothing to follow
+            state.ended, state.matcher, state.broken = True, None, False
+            return
         if state.matcher is not None:
             state.matcher.consume_token(token)
             if state.matcher.is_error() or state.matcher.is_accepting():
@@ -144,7 +149,7 @@ class ToolCallLogitsProcessor:
         if start < 0:
             return
         rest = text[start + len(TOOL_CALL_OPEN):]  # what the token that closed the tag wrote after it
-        matcher = llguidance.LLMatcher(self.ll, state.grammar)
+        matcher = llguidance.LLMatcher(self.ll, state.grammar, log_level=0)  # a rejected token is handled here
         rest_ids = self.tokenizer(rest, add_special_tokens=False)["input_ids"] if rest else []
         for rest_id in rest_ids:
             matcher.consume_token(rest_id)
