@@ -25,13 +25,38 @@ def test_demo_quick_runs_end_to_end(tiny_model_dir, tmp_path):
     assert {row["meta"]["rag"]["case"] for row in rag} == {"retrieved", "injected", "left_out"}
     assert all(row["conversations"][0]["role"] == "system" for row in rag)
     assert "train-rag.jsonl" in (out / "run" / "config.yaml").read_text(encoding="utf-8")
+    assert not (out / "tools").exists()  # tool rows only with --tools
     assert (out / "run" / "adapter" / "adapter_config.json").is_file()
     assert json.loads((out / "run" / "run.json").read_text())["final_step"] == 2
     report = out / "report"
     assert (report / "report.html").is_file() and (report / "report.md").is_file()
     tuned = json.loads((report / "tuned" / "metrics.json").read_text(encoding="utf-8"))
     assert tuned["data"]["count"] == 6 and tuned["generation"]["max_new_tokens"] == 24
+    assert "tools" not in tuned
     assert "report:" in result.output and "ROUGE-L" in result.output
     # each step's peak resident memory is printed (lawtune.memory)
     assert "memory (resident):\n  prepare: peak" in result.output and "\n  train: peak" in result.output
     assert "\n  compare: peak" in result.output and "\n  process peak" in result.output
+
+
+def test_demo_with_tools_trains_on_tool_rows_and_measures_them(tiny_model_dir, tmp_path):
+    out = tmp_path / "demo-tools"
+    result = CliRunner().invoke(app, ["demo", "--quick", "--tools", "--model", str(tiny_model_dir), "--out", str(out),
+                                      "--max-steps", "2"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    mixed = [json.loads(line) for line in (out / "data" / "train-rag.jsonl").read_text(encoding="utf-8").splitlines()]
+    # the RAG mix plus tool-use rows of the generated tool set (35 %), never of its held-out test split
+    trained = [json.loads(line) for line in (out / "data" / "train-mix.jsonl").read_text(encoding="utf-8").splitlines()]
+    tool_rows = [row for row in trained if "tools" in row]
+    assert len(trained) == len(mixed) + len(tool_rows) and abs(len(tool_rows) / len(trained) - 0.35) < 0.01
+    kinds = [row["meta"]["kind"] for row in tool_rows]
+    assert abs(kinds.count("no_tool") / len(kinds) - 0.3) < 0.01 and abs(kinds.count("tool") / len(kinds) - 0.6) < 0.01
+    held_out = {row["conversations"][0]["content"] for row in
+                map(json.loads, (out / "tools" / "test.jsonl").read_text(encoding="utf-8").splitlines())}
+    assert not held_out & {row["conversations"][0]["content"] for row in tool_rows}
+    assert "train-mix.jsonl" in (out / "run" / "config.yaml").read_text(encoding="utf-8")
+    report = out / "report"
+    tuned = json.loads((report / "tuned" / "metrics.json").read_text(encoding="utf-8"))
+    # the held-out tool questions were asked of both models, and the report shows their metrics
+    assert tuned["tools"]["count"] == 4 and "tool_choice_pct" in tuned["metrics"]
+    assert "tool" in (report / "report.md").read_text(encoding="utf-8").lower()

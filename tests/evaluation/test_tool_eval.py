@@ -35,6 +35,20 @@ def test_arguments_match_exactly_with_numbers_by_value():
     assert not same_arguments({"unlawful": 1}, {"unlawful": True})
 
 
+def test_arguments_compare_as_the_tool_reads_them():
+    from lawtune.tools import builtin_tools
+
+    severance = next(tool for tool in builtin_tools() if tool.name == "severance_pay")
+    want = {"monthly_wage": "八千", "years": "三年", "months": "半"}
+    assert same_arguments({"monthly_wage": 8000, "years": 3, "months": 6}, want, severance)
+    assert same_arguments({"monthly_wage": "0.8万", "years": "3年", "months": "6个月"}, want, severance)
+    assert not same_arguments({"monthly_wage": "八千", "years": "三年", "months": "五个月"}, want, severance)
+    assert not same_arguments({"monthly_wage": "八千多", "years": "三年", "months": "半"}, want, severance)  # unreadable
+    assert not same_arguments({"monthly_wage": 8000, "months": 42}, want, severance)  # other keys
+    arbitration = next(tool for tool in builtin_tools() if tool.name == "arbitration_deadline")
+    assert same_arguments({"known_date": "2024-03-01"}, {"known_date": "2024年3月1号"}, arbitration)
+
+
 def example(kind: str, expected=(), figure=None) -> ToolExample:
     return ToolExample(prompt=[{"role": "user", "content": "q"}], tools=[], expected=list(expected), kind=kind,
                        figure=figure)

@@ -71,8 +71,11 @@ def test_the_call_prompt_is_exactly_what_inference_feeds_the_model(chat, tools):
 
 def test_the_template_renders_the_documented_format(chat, tools):
     text = chat.render(tool_conversation(), tools=tools[:1])
-    assert text.startswith("<bos><start_of_turn>user\n你是法律助手。\n\n# 工具\n\n你可以调用以下工具：\n<tools>\n"
-                           '{"name": "severance_pay", "description": ')
+    assert text.startswith("<bos><start_of_turn>user\n你是法律助手。\n\n# 工具\n\n你可以调用以下工具（参数名后有 ? 的可不填）："
+                           "\n<tools>\n- severance_pay(monthly_wage: number|string, years?: integer|string, "
+                           "months?: integer|string, start_date?: date, end_date?: date, local_average_wage?: "
+                           "number|string, local_minimum_wage?: number|string, unlawful?: boolean)：解除或终止")
+
     assert ('</tools>\n\n需要调用工具时，只输出：<tool_call>{"name": 工具名, "arguments": {参数}}</tool_call>\n\n'
             + QUESTION + "<end_of_turn>\n") in text
     assert ("<start_of_turn>model\n<tool_call>\n"
@@ -82,6 +85,14 @@ def test_the_template_renders_the_documented_format(chat, tools):
             '"articles": ["《劳动合同法》第四十七条"]}}\n</tool_response><end_of_turn>\n'
             f"<start_of_turn>model\n{FINAL}<end_of_turn>\n") in text
 
+
+def test_compact_definitions_cover_types_formats_arrays_and_bare_functions(chat):
+    tools = [{"name": "f", "description": "d", "parameters": {"type": "object", "required": ["a"], "properties": {
+        "a": {"type": "string"}, "b": {"type": "array", "items": {"type": "string", "format": "date"}},
+        "c": {"description": "no type"}}}},
+             {"type": "function", "function": {"name": "g", "parameters": {"type": "object", "properties": {}}}}]
+    text = chat.render([{"role": "user", "content": "q"}], tools=tools)
+    assert "<tools>\n- f(a: string, b?: date[], c?: any)：d\n- g()\n</tools>" in text
 
 def test_arguments_as_text_or_dict_render_the_same(chat, tools):
     spelled = [chat.render(tool_conversation(arguments), tools=tools) for arguments in

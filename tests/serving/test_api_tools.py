@@ -232,7 +232,7 @@ def test_server_side_tools_run_the_forced_call_and_trace_it(agent_client):
         assert isinstance(first["result"]["result"], (int, float)) and first["result"]["articles"]
     else:
         assert first["result"]["error"]
-    assert reply.usage.completion_tokens > 0 and reply.usage.prompt_tokens > 5000
+    assert reply.usage.completion_tokens > 0 and reply.usage.prompt_tokens > 2000  # two rounds of the compact definitions
 
 
 def test_server_side_tools_stream_the_answer_with_the_trace_on_the_last_chunk(agent_client):

@@ -16,6 +16,7 @@ from lawtune.evaluation.tool_eval import holds_figure
 from lawtune.tools import builtin_tools, run_tool_call
 from lawtune.tools.cases import BUILDERS, UNLAWFUL_ENDINGS
 from lawtune.tools.generate import run
+from lawtune.tools.periods import parse_day
 from lawtune.tools.phrasing import (DATE_STYLES, amount_styles, amount_text, date_text, duration_styles, duration_text,
                                     small_chinese)
 
@@ -56,13 +57,16 @@ def schema_problems(arguments: dict, schema: dict) -> list[str]:
     problems += [f"missing {key}" for key in schema.get("required", []) if key not in arguments]
     for key, value in arguments.items():
         spec = schema["properties"].get(key, {})
-        kind = spec.get("type")
-        if kind and (not isinstance(value, JSON_TYPES[kind]) or (kind != "boolean" and isinstance(value, bool))):
-            problems.append(f"{key}={value!r} is not {kind}")
-        if "minimum" in spec and value < spec["minimum"] or "exclusiveMinimum" in spec and value <= spec["exclusiveMinimum"]:
+        kinds = spec.get("type")
+        kinds = [kinds] if isinstance(kinds, str) else kinds or []
+        if kinds and not any(isinstance(value, JSON_TYPES[kind]) and (kind == "boolean") == isinstance(value, bool)
+                             for kind in kinds):
+            problems.append(f"{key}={value!r} is not {kinds}")
+        if not isinstance(value, str) and ("minimum" in spec and value < spec["minimum"]
+                                           or "exclusiveMinimum" in spec and value <= spec["exclusiveMinimum"]):
             problems.append(f"{key}={value!r} below its minimum")
-        if spec.get("format") == "date":
-            date.fromisoformat(value)
+        if spec.get("format") == "date" and not isinstance(parse_day(value), date):
+            problems.append(f"{key}={value!r} is not a date")
     return problems
 
 
@@ -82,43 +86,42 @@ def test_every_call_fits_the_offered_schema_and_the_tool(generated):
     assert calls >= 0.6 * N
 
 
-def forms_of(key: str, value, years_months: dict) -> set[str]:
-    """Every way the generator may write one argument's value into a question."""
-    if isinstance(value, bool):
+def forms_of(key: str, value) -> set[str]:
+    """Every way the generator may write one argument's value into a question (the value as the tool read it)."""
+    if isinstance(value, bool) or value is None:
         return set()
     if key in ("monthly_wage", "agreed_wage"):
+        value = int(value)
         forms = {amount_text(value, style) for style in amount_styles(value)}
-        return forms | {f.upper() for f in forms} | {f.removesuffix("元") for f in forms}
-    if isinstance(value, str):
-        return {date_text(date.fromisoformat(value), style) for style in DATE_STYLES}
+        forms |= {f.upper() for f in forms} | {f.removesuffix("元") for f in forms}
+        return forms | {f + unit for f in forms for unit in ("元", "块")}
+    if isinstance(value, date):
+        return {date_text(value, style) for style in DATE_STYLES}
+    value = int(value)
     if key.endswith("hours"):
         return {f"{value}小时", f"{value}个小时", f"{small_chinese(value)}个小时"}
-    if key in ("cumulative_work_years",):
+    if key.endswith("years"):
         return {f"{value}年", f"{small_chinese(value)}年"}
-    if key == "months_without_contract":
-        return {f"{value}个月", f"{small_chinese(value)}个月"}
-    years, months = years_months
-    if years == 0 and key.endswith("months") and value >= 12:  # 41个月 given as months alone
-        return {f"{value}个月"}
-    return {duration_text(years, months, style) for style in duration_styles(years, months)}
+    forms = {f"{value}个月", f"{small_chinese(value)}个月"}  # months, months_without_contract, contract_months
+    return forms | ({"半", "半年"} if value == 6 else set())
 
 
 def test_questions_state_exactly_the_arguments_of_their_call():
+    """Each argument is words of the question (a span copied as written), and the tool reads them back to a value
+    the phrasing functions write in exactly those words."""
     rng = random.Random(7)
+    tools = {tool.name: tool for tool in builtin_tools()}
     for name, build in BUILDERS.items():
         for _ in range(150):
             case = build(rng)
-            arguments = case.arguments
-            span = next(((arguments.get(y, 0), arguments.get(m, 0)) for y, m in
-                         (("years", "months"), ("contract_years", "contract_months")) if y in arguments or m in arguments),
-                        (0, 0))
-            for key, value in arguments.items():
-                forms = forms_of(key, value, span)
-                if forms:
-                    assert any(form in case.question for form in forms), (name, key, value, case.question)
-            if arguments.get("unlawful"):
+            read = tools[name].validate(case.arguments)
+            for key, written in case.arguments.items():
+                if isinstance(written, str):
+                    assert written in case.question, (name, key, written, case.question)
+                    assert written in forms_of(key, read[key]), (name, key, written, read[key])
+            if case.arguments.get("unlawful"):
                 assert any(ending in case.question for ending in UNLAWFUL_ENDINGS)
-            if arguments.get("wage_arrears_during_employment"):
+            if case.arguments.get("wage_arrears_during_employment"):
                 assert "拖欠" in case.question
             assert case.short and case.short != case.question and "？" in case.ask
 

@@ -115,14 +115,21 @@ def generation_config(loaded: Any, settings: GenerationSettings) -> Any:
     )
 
 
-def decoding_hooks(loaded: Any, policy: DecodingPolicy, rows: int, prompt_width: int) -> dict[str, Any]:
+def decoding_hooks(loaded: Any, policy: DecodingPolicy, rows: int, prompt_width: int,
+                   tools: list[list[dict[str, Any]] | None] | None = None) -> dict[str, Any]:
     """`logits_processor` / `stopping_criteria` kwargs for `model.generate` that apply `policy`.
 
     The prompt occupies columns [0, prompt_width) of every row (left padding), so both hooks look only
-    at what comes after it."""
+    at what comes after it. `tools`: per row, the tool definitions its prompt offers; a row with tools decodes
+    each `<tool_call>` block under the grammar of a call of those tools, without the penalties
+    (`lawtune.tools.constrain`, tool_choice auto)."""
     stops = loaded.chat.stop_token_ids
     hooks: dict[str, Any] = {}
-    if policy.penalizes:
+    if tools is not None and any(tools):
+        from lawtune.tools.constrain import ToolCallLogitsProcessor
+
+        hooks["logits_processor"] = [ToolCallLogitsProcessor(loaded.tokenizer, tools, prompt_width, stops, policy)]
+    elif policy.penalizes:
         hooks["logits_processor"] = [AnswerLogitsProcessor(policy, prompt_width, stops)]
     if policy.repetition_stop:
         hooks["stopping_criteria"] = [RepetitionStopCriteria(loaded.tokenizer, rows, prompt_width, stops)]
@@ -202,7 +209,8 @@ def generate(
                                      device=model.device)  # a model being trained may sit on a GPU
             if settings.do_sample:
                 torch.manual_seed(settings.seed + first)
-            hooks = decoding_hooks(loaded, settings.decoding, len(batch), width)
+            hooks = decoding_hooks(loaded, settings.decoding, len(batch), width,
+                                   tools=[offered[i] for i in batch] if tools else None)
             hooks["stopping_criteria"] = [*hooks.get("stopping_criteria", []), TrimHeapEvery()]
             with torch.inference_mode():
                 output = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config,

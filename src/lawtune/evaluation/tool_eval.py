@@ -7,8 +7,9 @@ right arguments, and does its final answer state the figure the tool computed?
     metrics, rows = evaluate_tools(loaded, read_tool_examples("out/tools/test.jsonl"), settings)
 
 Each question is asked with its record's tool definitions (or `--tools builtin`) and answered through the agent
-loop, batched over all questions: generate → `parse_tool_calls` → run each call with `run_tool_call` → append
-the call and its result → generate again, at most `MAX_ROUNDS` model turns. What is expected comes from the
+loop, batched over all questions: generate (each `<tool_call>` block under the lazy call grammar) → the rules of
+`lawtune.tools.agent.Agent` (`read` the turn, `run_round`: each call under its timeout, a block that does not parse
+answered with an error result) → generate again, at most `MAX_ROUNDS` model turns. What is expected comes from the
 record (`lawtune tools generate` writes them): the first assistant turn's `tool_calls` (none for a question
 that needs no tool, or one that lacks a figure and should be asked back), and `meta.figure`, the figure the
 tool computed for the true arguments.
@@ -123,8 +124,9 @@ def run_agent(loaded: Any, examples: list[ToolExample], settings: Any, implement
     turn (blocks that did not parse), `results` (each call's tool output), `final` (the last turn's text without
     call blocks) and `rounds_exhausted` (the model was still calling after `max_rounds` turns)."""
     from lawtune.evaluation.generation import generate
-    from lawtune.tools import run_tool_call
-    from lawtune.tools.format import parse_tool_calls
+    from lawtune.tools.agent import Agent
+
+    agent = Agent(implementations, max_rounds=max_rounds)
 
     conversations = [list(example.prompt) for example in examples]
     traces = [{"turns": [], "calls": [], "errors": [], "results": [], "final": "", "rounds_exhausted": False}
@@ -138,37 +140,40 @@ def run_agent(loaded: Any, examples: list[ToolExample], settings: Any, implement
                            tools=[examples[i].tools for i in active])
         still = []
         for index, output in zip(active, outputs):
-            trace, parsed = traces[index], parse_tool_calls(output.text)
-            calls = [{"name": call.name, "arguments": call.arguments} for call in parsed.calls]
+            trace, turn = traces[index], agent.read(output.text)
             trace["turns"].append(output.text)
-            trace["calls"].append(calls)
-            trace["errors"].append(parsed.errors)
-            trace["final"] = parsed.content
-            if not calls:
+            trace["calls"].append([{"name": name, "arguments": arguments} for name, arguments in turn.calls])
+            trace["errors"].append(turn.errors)
+            trace["final"] = turn.content
+            if turn.final:
                 continue
             if round_number == max_rounds:
                 trace["rounds_exhausted"] = True
                 continue
-            call_ids = [f"call_{round_number}_{n}" for n in range(len(calls))]
-            conversations[index].append({"role": "assistant", "content": parsed.content, "tool_calls": [
-                {"id": cid, "type": "function",
-                 "function": {"name": c["name"], "arguments": json.dumps(c["arguments"], ensure_ascii=False)}}
-                for cid, c in zip(call_ids, calls)]})
-            for cid, call in zip(call_ids, calls):
-                outcome = run_tool_call(implementations, call["name"], call["arguments"])
-                trace["results"].append({"name": call["name"], "ok": outcome.ok, "content": outcome.content})
-                conversations[index].append({"role": "tool", "tool_call_id": cid, "name": call["name"],
-                                             "content": outcome.message_content()})
+            # the agent's own rules: each call run under its timeout, a block that does not parse answered with
+            # an error result the model reads, and the model asked again
+            appended, records = agent.run_round(turn, round_number)
+            conversations[index] += appended
+            trace["results"] += [{"name": r.name, "ok": r.ok, "content": r.result} for r in records]
             still.append(index)
         active = still
     return traces
 
 
 # ---- scoring ---------------------------------------------------------------------------------------------------
-def same_arguments(got: dict[str, Any], expected: dict[str, Any]) -> bool:
-    """Equal argument objects; numbers compare by value (8000 == 8000.0), strings without outer spaces."""
+def same_arguments(got: dict[str, Any], expected: dict[str, Any], tool: Any = None) -> bool:
+    """Equal argument objects: the same keys, and values equal as the tool reads them (`tool`: its lawtune Tool;
+    "八千" = "8000元" = 8000, "2024年3月1号" = "2024-03-01", lawtune.tools.figures) — what the tool computes with.
+    Without a tool: numbers by value (8000 == 8000.0), strings without outer spaces."""
     if not isinstance(got, dict) or set(got) != set(expected):
         return False
+    if tool is not None:
+        from lawtune.tools.tool import ToolError
+
+        try:
+            got, expected = tool.validate(got), tool.validate(expected)
+        except ToolError:
+            return False
     return all(_same_value(got[key], expected[key]) for key in expected)
 
 
@@ -219,8 +224,9 @@ def holds_figure(text: str, figure: Any) -> bool:
     return any(abs(value - float(figure)) < 0.005 for value in numbers_in(text))
 
 
-def score_trace(example: ToolExample, trace: dict[str, Any]) -> dict[str, Any]:
-    """Per-question verdicts (None where a verdict does not apply to this kind of question)."""
+def score_trace(example: ToolExample, trace: dict[str, Any], implementations: list[Any] | None = None) -> dict[str, Any]:
+    """Per-question verdicts (None where a verdict does not apply to this kind of question); `implementations`:
+    the tools that read the arguments (exact arguments compare what they read)."""
     first_text = trace["turns"][0] if trace["turns"] else ""
     first_calls = trace["calls"][0] if trace["calls"] else []
     attempted = "<tool_call>" in first_text
@@ -230,7 +236,8 @@ def score_trace(example: ToolExample, trace: dict[str, Any]) -> dict[str, Any]:
         want = example.expected[0]
         got = first_calls[0] if first_calls else None
         scores["tool_right"] = got is not None and got["name"] == want["name"]
-        scores["args_exact"] = scores["tool_right"] and same_arguments(got["arguments"], want["arguments"])
+        tool = next((t for t in implementations or [] if t.name == want["name"]), None)
+        scores["args_exact"] = scores["tool_right"] and same_arguments(got["arguments"], want["arguments"], tool)
         scores["figure"] = holds_figure(trace["final"], example.figure)
     else:
         scores["no_call"] = not scores["called"]
@@ -274,7 +281,7 @@ def evaluate_tools(loaded: Any, examples: list[ToolExample], settings: Any, impl
     turn_settings = replace(settings, max_new_tokens=budget,
                             max_input_length=max(settings.max_input_length, TOOL_INPUT_LENGTH))
     traces = run_agent(loaded, examples, turn_settings, implementations, label=label)
-    scores = [score_trace(example, trace) for example, trace in zip(examples, traces)]
+    scores = [score_trace(example, trace, implementations) for example, trace in zip(examples, traces)]
     metrics = tool_metrics(examples, scores)
     metrics["tool_generation"] = {"max_new_tokens_per_turn": budget, "max_rounds": MAX_ROUNDS,
                                   "max_input_length": turn_settings.max_input_length}

@@ -26,9 +26,6 @@ from typing import Any
 from lawtune.tools.format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, parse_tool_calls
 
 MAX_FORCED_CALLS = 4  # "required" with parallel calls: a random model may not loop on blocks forever
-# the layout json.dumps writes and engines/local.py's response_format uses: no free whitespace, which a
-# small model given the choice fills until max_tokens
-_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
 def new_call_id() -> str:
@@ -196,12 +193,11 @@ def checked_grammar(grammar: str) -> str:
 
 
 def _call_schema(function: dict[str, Any]) -> dict[str, Any]:
-    """`{"name": NAME, "arguments": {…}}` with the function's parameter schema, in json.dumps's layout."""
-    parameters = dict(function.get("parameters") or {"type": "object", "properties": {}})
-    # as OpenAI's strict mode: no keys beyond the schema's (a small model would invent long ones)
-    parameters.setdefault("additionalProperties", False)
-    return {"type": "object", "properties": {"name": {"const": function["name"]}, "arguments": parameters},
-            "required": ["name", "arguments"], "additionalProperties": False, "x-guidance": _LAYOUT}
+    """`{"name": NAME, "arguments": {…}}` with the function's parameter schema, in json.dumps's layout: the same
+    schema the lazy grammar of `tool_choice: auto` uses in eval and infer (lawtune.tools.constrain)."""
+    from lawtune.tools.constrain import call_schema
+
+    return call_schema(function)
 
 
 # ---- a request's tools ----------------------------------------------------------------------------------

@@ -55,17 +55,23 @@ def money_phrase(rng: random.Random, value: int) -> str:
 
 
 def span_phrase(rng: random.Random, years: int, months: int, year_key: str = "years",
-                month_key: str = "months") -> tuple[str, dict[str, int]]:
-    """A duration and the arguments that copy it: 41个月 → {months: 41}; 3年5个月 → {years: 3, months: 5}."""
+                month_key: str = "months") -> tuple[str, dict[str, str]]:
+    """A duration and the arguments that copy its words: 41个月 → {months: "41个月"}; 3年零5个月 → {years: "3年",
+    months: "5个月"}; 三年半 → {years: "三年", months: "半"} (lawtune.tools.figures reads them)."""
     style = rng.choice(duration_styles(years, months))
     text = duration_text(years, months, style)
     if style == "months":
-        return text, {month_key: years * 12 + months}
+        return text, {month_key: text}
+    if style == "half":
+        return text, ({year_key: text[:-1], month_key: "半"} if years else {month_key: text})
+    if not years:  # 5个月 / 五个月
+        return text, {month_key: text}
+    year_text, _, month_text = text.partition("年")
     arguments = {}
     if years:
-        arguments[year_key] = years
+        arguments[year_key] = year_text + "年"
     if months:
-        arguments[month_key] = months
+        arguments[month_key] = month_text.removeprefix("零")
     return text, arguments
 
 
@@ -99,12 +105,14 @@ UNLAWFUL_ASKS = ("能要多少赔偿？", "赔偿金是多少？", "违法解除
 def severance_case(rng: random.Random) -> Case:
     pay = wage(rng)
     unlawful = rng.random() < 0.3
-    arguments: dict[str, Any] = {"monthly_wage": pay}
+    pay_text = money_phrase(rng, pay)
+    arguments: dict[str, Any] = {"monthly_wage": pay_text}
     if rng.random() < 0.3:  # a span given by its first and last day
         start = random_day(rng, date(2012, 1, 1), date(2024, 12, 31))
         end = start + timedelta(days=rng.randrange(200, 4000))
-        service = f"我{day_phrase(rng, start)}入职，{day_phrase(rng, end)}是最后一天上班"
-        arguments.update(start_date=start.isoformat(), end_date=end.isoformat())
+        start_text, end_text = day_phrase(rng, start), day_phrase(rng, end)
+        service = f"我{start_text}入职，{end_text}是最后一天上班"
+        arguments.update(start_date=start_text, end_date=end_text)
         said: list[float] = []
     else:
         years, months = rng.randrange(0, 16), rng.randrange(0, 12)
@@ -114,7 +122,6 @@ def severance_case(rng: random.Random) -> Case:
         arguments.update(span_args)
         service = rng.choice((f"我在公司干了{text}", f"工作了{text}", f"在这家单位上班{text}", f"入职{text}"))
         said = [years, months, years * 12 + months]
-    pay_text = money_phrase(rng, pay)
     wage_part = rng.choice((f"月薪{pay_text}", f"月工资{pay_text}", f"每个月工资{pay_text}",
                             f"离职前平均工资{pay_text}一个月"))
     ending = rng.choice(UNLAWFUL_ENDINGS if unlawful else LAWFUL_ENDINGS)
@@ -138,21 +145,22 @@ def severance_case(rng: random.Random) -> Case:
 def double_wage_case(rng: random.Random) -> Case:
     pay = wage(rng)
     pay_text = money_phrase(rng, pay)
-    arguments: dict[str, Any] = {"monthly_wage": pay}
+    arguments: dict[str, Any] = {"monthly_wage": pay_text}
     if rng.random() < 0.4:
         start = random_day(rng, date(2019, 1, 1), date(2025, 6, 30))
         stop = start + timedelta(days=rng.randrange(45, 420))
+        start_text, stop_text = day_phrase(rng, start), day_phrase(rng, stop)
         if rng.random() < 0.5:
-            arguments.update(start_date=start.isoformat(), contract_date=stop.isoformat())
-            story = f"我{day_phrase(rng, start)}入职，公司一直没签劳动合同，{day_phrase(rng, stop)}才补签"
+            arguments.update(start_date=start_text, contract_date=stop_text)
+            story = f"我{start_text}入职，公司一直没签劳动合同，{stop_text}才补签"
         else:
-            arguments.update(start_date=start.isoformat(), end_date=stop.isoformat())
-            story = f"{day_phrase(rng, start)}开始上班，公司始终没跟我签书面合同，{day_phrase(rng, stop)}是我最后一天上班"
+            arguments.update(start_date=start_text, end_date=stop_text)
+            story = f"{start_text}开始上班，公司始终没跟我签书面合同，{stop_text}是我最后一天上班"
         said: list[float] = []
     else:
         months = rng.randrange(3, 16)
-        arguments["months_without_contract"] = months
         count = f"{small_chinese(months)}个月" if rng.random() < 0.3 else f"{months}个月"
+        arguments["months_without_contract"] = count
         story = rng.choice((f"入职{count}了公司一直没跟我签劳动合同", f"干了{count}，一直没签书面劳动合同",
                             f"公司{count}都没跟我签合同"))
         said = [months, months - 1]
@@ -168,19 +176,20 @@ def double_wage_case(rng: random.Random) -> Case:
 # ---- 加班费 --------------------------------------------------------------------------------------------------------
 def overtime_case(rng: random.Random) -> Case:
     pay = wage(rng, 3000, 20000)
-    arguments: dict[str, Any] = {"monthly_wage": pay}
+    pay_text = money_phrase(rng, pay)
+    arguments: dict[str, Any] = {"monthly_wage": pay_text}
     kinds = rng.sample((("weekday_hours", "工作日晚上加班", "平时下班后加班"),
                         ("rest_day_hours", "周末加班", "休息日上班（没有安排补休）"),
                         ("holiday_hours", "法定节假日加班", "国庆节上班")), k=rng.choice((1, 1, 2, 3)))
     parts, said = [], [pay]
     for key, *names in kinds:
         hours = rng.choice((4, 6, 8, 10, 12, 16, 20, 24, 30, 36)) if key == "weekday_hours" else rng.choice((8, 16, 24))
-        arguments[key] = hours
-        parts.append(f"{rng.choice(names)}{hours_phrase(rng, hours)}")
+        hours_text = hours_phrase(rng, hours)
+        arguments[key] = hours_text
+        parts.append(f"{rng.choice(names)}{hours_text}")
         said.append(hours)
     if "rest_day_hours" in arguments and "补休" not in "".join(parts):
         parts.append("周末的都没调休")
-    pay_text = money_phrase(rng, pay)
     wage_part = rng.choice((f"月工资{pay_text}", f"月薪{pay_text}", f"加班费基数是{pay_text}"))
     ask = rng.choice(("加班费应该给多少？", "加班费怎么算，一共多少？", "公司应付多少加班费？"))
     question = polite(rng, f"{wage_part}，这个月{'，'.join(parts)}，{ask}")
@@ -194,13 +203,13 @@ def arbitration_case(rng: random.Random) -> Case:
     day = random_day(rng)
     when = day_phrase(rng, day)
     if rng.random() < 0.25:
-        arguments = {"wage_arrears_during_employment": True, "employment_end_date": day.isoformat()}
+        arguments = {"wage_arrears_during_employment": True, "employment_end_date": when}
         question = polite(rng, rng.choice((f"在职期间公司一直拖欠工资，我{when}离职了，最晚什么时候要申请劳动仲裁？",
                                            f"在职时公司拖欠了我好几个月工资，劳动关系{when}结束，仲裁时效到哪天？")))
         short = polite(rng, "在职期间公司一直拖欠工资，我已经离职了，最晚什么时候要申请劳动仲裁？")
         reply = "在职期间拖欠工资的，仲裁时效自劳动关系终止之日起算。请问您是哪一天离职的（劳动关系终止的日期）？"
     else:
-        arguments = {"known_date": day.isoformat()}
+        arguments = {"known_date": when}
         event = rng.choice((f"公司{when}把我辞退了", f"{when}公司通知我解除劳动合同", f"我{when}被公司违法开除",
                             f"{when}我发现公司克扣了我的提成"))
         ask = rng.choice(("最晚哪天申请仲裁？", "劳动仲裁的时效到什么时候？", "我最晚什么时候要去申请劳动仲裁？",
@@ -221,7 +230,7 @@ def litigation_case(rng: random.Random) -> Case:
     question = polite(rng, f"{event}，{ask}")
     short = polite(rng, f"朋友借钱一直不还，{ask}")
     reply = "诉讼时效从您知道或者应当知道权利受到损害以及义务人之日起算，借款约定了还款日的从还款日起算。请问约定的还款日期是哪一天？"
-    return Case("litigation_deadline", question, {"known_date": day.isoformat()}, [], short, reply)
+    return Case("litigation_deadline", question, {"known_date": when}, [], short, reply)
 
 
 # ---- 试用期 -------------------------------------------------------------------------------------------------------
@@ -239,8 +248,9 @@ def probation_case(rng: random.Random) -> Case:
     ask = "试用期最长能约定多久？"
     if rng.random() < 0.6:
         pay = wage(rng, 3000, 20000)
-        arguments["agreed_wage"] = pay
-        term += f"，合同约定月工资{money_phrase(rng, pay)}"
+        pay_text = money_phrase(rng, pay)
+        arguments["agreed_wage"] = pay_text
+        term += f"，合同约定月工资{pay_text}"
         ask = rng.choice(("试用期最长多久，试用期工资最低能给多少？", "试用期多长合法？试用期工资最少多少？"))
         said.append(pay)
     question = polite(rng, f"{term}，{ask}")
@@ -254,13 +264,14 @@ def annual_leave_case(rng: random.Random) -> Case:
     if rng.random() < 0.3:
         first = random_day(rng, date(1998, 1, 1), date(2022, 12, 31))
         as_of = random_day(rng, date(2024, 1, 1), date(2026, 6, 30))
-        arguments: dict[str, Any] = {"first_work_date": first.isoformat(), "as_of": as_of.isoformat()}
-        story = f"我{day_phrase(rng, first)}参加工作，算到{day_phrase(rng, as_of)}"
+        first_text, as_of_text = day_phrase(rng, first), day_phrase(rng, as_of)
+        arguments: dict[str, Any] = {"first_work_date": first_text, "as_of": as_of_text}
+        story = f"我{first_text}参加工作，算到{as_of_text}"
         said: list[float] = []
     else:
         years = rng.randrange(1, 31)
-        arguments = {"cumulative_work_years": years}
         count = small_chinese(years) if rng.random() < 0.3 else str(years)
+        arguments = {"cumulative_work_years": f"{count}年"}
         story = rng.choice((f"我累计工作{count}年了", f"参加工作{count}年", f"我工作了{count}年（包括之前的单位）"))
         said = [years]
     ask = rng.choice(("每年能休几天带薪年假？", "带薪年休假有多少天？", "年假应该有几天？"))

@@ -43,7 +43,9 @@ def arbitration_deadline(
     employment_end_date: Annotated[Day | None, Field(description="劳动关系终止之日 YYYY-MM-DD（拖欠工资时用）")] = None,
     extra_holidays: Holidays = [],  # noqa: B006 — pydantic copies defaults; never mutated
 ) -> dict[str, Any]:
-    """劳动争议申请仲裁的最后期限（劳动争议调解仲裁法第二十七条：时效一年；在职期间拖欠工资自劳动关系终止起一年）。"""
+    """申请劳动仲裁的最后一天（劳动争议调解仲裁法第二十七条）。
+
+    时效一年；在职期间拖欠工资自劳动关系终止起一年。"""
     articles = [f"{ARBITRATION_LAW}第二十七条"]
     if wage_arrears_during_employment:
         if employment_end_date is None:
@@ -77,7 +79,9 @@ def litigation_deadline(
     damage_date: Annotated[Day | None, Field(description="权利受到损害之日 YYYY-MM-DD（用于二十年最长保护期，可选）")] = None,
     extra_holidays: Holidays = [],  # noqa: B006
 ) -> dict[str, Any]:
-    """向人民法院起诉的诉讼时效届满日（民法典第一百八十八条：三年，自知道或者应当知道权利受损害及义务人之日起；最长二十年）。"""
+    """起诉的诉讼时效届满日（民法典第一百八十八条）。
+
+    三年，自知道或者应当知道权利受损害及义务人之日起；最长二十年。"""
     if damage_date is not None and damage_date > known_date:
         raise ToolError(f"damage_date {damage_date} 晚于 known_date {known_date}：不可能在受损害之前知道受损害")
     last, steps = _last_day(known_date, 3, extra_holidays, "诉讼时效三年",

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
+from lawtune.tools.figures import Amount, Count, OptionalAmount, OptionalCount, OptionalMonths, OptionalWholeCount
 from lawtune.tools.periods import Day, Span, add_months, months_and_days, service_length
 from lawtune.tools.tool import ToolError
 
@@ -63,18 +64,21 @@ def duration(years: int | None, months: int | None, start_date: date | None, end
 
 # -- 经济补偿 / 违法解除赔偿金 -------------------------------------------------------------------------------------
 def severance_pay(
-    monthly_wage: Annotated[float, Field(gt=0, description="解除或终止前十二个月的平均月工资（元）")],
-    years: Annotated[int | None, Field(ge=0, description="在本单位工作的整年数")] = None,
-    months: Annotated[int | None, Field(ge=0, description="整年之外的月数")] = None,
+    monthly_wage: Annotated[Amount, Field(gt=0, description="解除或终止前十二个月的平均月工资（元）")],
+    years: Annotated[OptionalWholeCount, Field(ge=0, description="在本单位工作的整年数")] = None,
+    months: Annotated[OptionalMonths, Field(ge=0, description="整年之外的月数")] = None,
     start_date: Annotated[Day | None, Field(description="入职日期 YYYY-MM-DD（代替 years/months）")] = None,
     end_date: Annotated[Day | None, Field(description="最后工作日 YYYY-MM-DD（与 start_date 一起给）")] = None,
-    local_average_wage: Annotated[float | None, Field(gt=0,
+    local_average_wage: Annotated[OptionalAmount, Field(gt=0,
                                                       description="当地上年度职工月平均工资（元），用于三倍封顶")] = None,
-    local_minimum_wage: Annotated[float | None, Field(gt=0,
+    local_minimum_wage: Annotated[OptionalAmount, Field(gt=0,
                                                       description="当地最低工资标准（元/月）")] = None,
     unlawful: Annotated[bool, Field(description="违法解除或终止时为 true：赔偿金为经济补偿的二倍")] = False,
 ) -> dict[str, Any]:
-    """计算解除或终止劳动合同的经济补偿（劳动合同法第四十七条），违法解除时计算二倍赔偿金（第八十七条）。"""
+    """解除或终止劳动合同的经济补偿，违法解除的赔偿金（劳动合同法第四十七、八十七条）。
+
+    违法解除或终止时赔偿金为经济补偿的二倍（第八十七条）。The first paragraph is the description the model reads:
+    short, since every offered tool costs prompt tokens (docs/tools.md "Prompt cost")."""
     span, service = duration(years, months, start_date, end_date, "工作年限")
     wage = Decimal(str(monthly_wage))
     steps = [f"工作年限{service}"]
@@ -133,14 +137,16 @@ def severance_pay(
 
 # -- 未签书面劳动合同的二倍工资 --------------------------------------------------------------------------------------
 def double_wage_no_contract(
-    monthly_wage: Annotated[float, Field(gt=0, description="月工资（元）")],
-    months_without_contract: Annotated[int | None, Field(ge=0, description=(
+    monthly_wage: Annotated[Amount, Field(gt=0, description="月工资（元）")],
+    months_without_contract: Annotated[OptionalWholeCount, Field(ge=0, description=(
         "自用工之日起未签书面劳动合同的整月数（含第一个月）"))] = None,
     start_date: Annotated[Day | None, Field(description="用工之日 YYYY-MM-DD（代替 months_without_contract）")] = None,
     contract_date: Annotated[Day | None, Field(description="补签书面劳动合同的日期 YYYY-MM-DD")] = None,
     end_date: Annotated[Day | None, Field(description="未签合同而劳动关系结束时的最后工作日 YYYY-MM-DD")] = None,
 ) -> dict[str, Any]:
-    """计算未签书面劳动合同应另付的一倍工资（劳动合同法第八十二条：满一个月的次日起，最多十一个月）。"""
+    """未签书面劳动合同的二倍工资差额（劳动合同法第八十二条）。
+
+    满一个月的次日起，最多十一个月。"""
     wage = Decimal(str(monthly_wage))
     articles = [f"{CONTRACT_LAW}第八十二条", f"{CONTRACT_REGULATION}第六条", f"{CONTRACT_REGULATION}第七条"]
     if start_date is None:
@@ -191,12 +197,14 @@ def double_wage_no_contract(
 
 # -- 加班费 -------------------------------------------------------------------------------------------------------
 def overtime_pay(
-    monthly_wage: Annotated[float, Field(gt=0, description="加班费计算基数：正常工作时间月工资（元）")],
-    weekday_hours: Annotated[float, Field(ge=0, description="工作日延长工作时间的小时数（150%）")] = 0,
-    rest_day_hours: Annotated[float, Field(ge=0, description="休息日工作且未安排补休的小时数（200%）")] = 0,
-    holiday_hours: Annotated[float, Field(ge=0, description="法定休假日工作的小时数（300%）")] = 0,
+    monthly_wage: Annotated[Amount, Field(gt=0, description="加班费计算基数：正常工作时间月工资（元）")],
+    weekday_hours: Annotated[Count, Field(ge=0, description="工作日延长工作时间的小时数（150%）")] = 0,
+    rest_day_hours: Annotated[Count, Field(ge=0, description="休息日工作且未安排补休的小时数（200%）")] = 0,
+    holiday_hours: Annotated[Count, Field(ge=0, description="法定休假日工作的小时数（300%）")] = 0,
 ) -> dict[str, Any]:
-    """计算加班费（劳动法第四十四条：工作日延时150%、休息日200%、法定休假日300%；日工资=月工资÷21.75，小时工资=日工资÷8）。"""
+    """加班费（劳动法第四十四条）。
+
+    工作日延时150%、休息日200%、法定休假日300%；日工资=月工资÷21.75，小时工资=日工资÷8。"""
     if not (weekday_hours or rest_day_hours or holiday_hours):
         raise ToolError("没有加班小时数：请给出 weekday_hours、rest_day_hours 或 holiday_hours 中至少一项")
     wage = Decimal(str(monthly_wage))
@@ -226,14 +234,14 @@ def overtime_pay(
 
 # -- 试用期 -------------------------------------------------------------------------------------------------------
 def probation_limits(
-    contract_years: Annotated[int | None, Field(ge=0, description="劳动合同期限的整年数")] = None,
-    contract_months: Annotated[int | None, Field(ge=0, description="劳动合同期限整年之外的月数")] = None,
+    contract_years: Annotated[OptionalWholeCount, Field(ge=0, description="劳动合同期限的整年数")] = None,
+    contract_months: Annotated[OptionalMonths, Field(ge=0, description="劳动合同期限整年之外的月数")] = None,
     start_date: Annotated[Day | None, Field(description="合同起始日 YYYY-MM-DD（代替 contract_years/months）")] = None,
     end_date: Annotated[Day | None, Field(description="合同终止日 YYYY-MM-DD（与 start_date 一起给）")] = None,
     open_ended: Annotated[bool, Field(description="无固定期限劳动合同为 true")] = False,
     task_based: Annotated[bool, Field(description="以完成一定工作任务为期限的合同为 true")] = False,
-    agreed_wage: Annotated[float | None, Field(gt=0, description="劳动合同约定的月工资（元）")] = None,
-    local_minimum_wage: Annotated[float | None, Field(gt=0,
+    agreed_wage: Annotated[OptionalAmount, Field(gt=0, description="劳动合同约定的月工资（元）")] = None,
+    local_minimum_wage: Annotated[OptionalAmount, Field(gt=0,
                                                       description="用人单位所在地最低工资标准（元/月）")] = None,
 ) -> dict[str, Any]:
     """试用期最长多久、试用期工资最低多少（劳动合同法第十九、二十条）。"""
@@ -283,11 +291,13 @@ def probation_limits(
 
 # -- 带薪年休假 ---------------------------------------------------------------------------------------------------
 def annual_leave_days(
-    cumulative_work_years: Annotated[float | None, Field(ge=0, description="累计工作年限（年，含在其他单位）")] = None,
+    cumulative_work_years: Annotated[OptionalCount, Field(ge=0, description="累计工作年限（年，含在其他单位）")] = None,
     first_work_date: Annotated[Day | None, Field(description="参加工作的日期 YYYY-MM-DD（代替 cumulative_work_years）")] = None,
     as_of: Annotated[Day | None, Field(description="计算到哪一天 YYYY-MM-DD，默认今天")] = None,
 ) -> dict[str, Any]:
-    """带薪年休假天数（职工带薪年休假条例第三条：满1年不满10年5天，满10年不满20年10天，满20年15天）。"""
+    """带薪年休假天数（职工带薪年休假条例第三条）。
+
+    满1年不满10年5天，满10年不满20年10天，满20年15天。"""
     if (cumulative_work_years is None) == (first_work_date is None):
         raise ToolError("请给出 cumulative_work_years 或 first_work_date 其中之一")
     if first_work_date is not None:

@@ -93,6 +93,12 @@ def _clean_schema(schema: Any) -> Any:
     if not isinstance(schema, dict):
         return schema
     cleaned = {key: _clean_schema(value) for key, value in schema.items() if key != "title"}
+    # a figure's schema set by WithJsonSchema (lawtune.tools.figures) keeps pydantic's own names of its limits
+    for pydantic_name, json_name in (("gt", "exclusiveMinimum"), ("ge", "minimum")):
+        if pydantic_name in cleaned:
+            cleaned[json_name] = cleaned.pop(pydantic_name)
+    if "default" in cleaned and cleaned["default"] is None:
+        cleaned.pop("default")
     options = cleaned.get("anyOf")
     if isinstance(options, list) and {"type": "null"} in options and len(options) == 2:
         other = next(option for option in options if option != {"type": "null"})

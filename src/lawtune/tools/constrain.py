@@ -1,0 +1,175 @@
+"""Lazy tool-call grammar for `tool_choice: auto`: free text until the model writes `<tool_call>`, then the call.
+
+    processor = ToolCallLogitsProcessor(tokenizer, [tools_row0, tools_row1], prompt_width, stop_ids, policy)
+    model.generate(..., logits_processor=[processor])      # lawtune.evaluation.generation.decoding_hooks
+
+As llama.cpp and vLLM do for tools: a turn is free text (the answer's repetition control applies) until the
+text holds `<tool_call>`; from there the block is decoded under the llguidance grammar of one call of an offered
+tool — `\\n{"name": NAME, "arguments": {…}}\\n</tool_call>` with NAME one of the row's tools and the arguments
+following its parameter schema (no keys beyond it, json.dumps's layout: what the chat template renders in
+training). A mangled name or an invented argument is then impossible; the model only picks the values. Inside a
+block no repetition penalty applies: a call repeats quotes, colons and underscores by its nature, and the
+answer-side penalty of 1.3 pushed a tuned model to `severance-pay` (docs/tools.md "Measured"). When the block
+closes the turn is free again (another block re-arms the grammar: parallel calls).
+
+Rows without tools (None) are only penalized, as `lawtune.modeling.decoding.AnswerLogitsProcessor` does.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any, Iterable
+
+from lawtune.tools.format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+
+# the layout json.dumps writes (and the chat templates' tojson): no free whitespace, which a small model given
+# the choice fills until its budget runs out
+JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+_TOKENIZERS: dict[int, Any] = {}
+_LOCK = threading.Lock()
+
+
+def call_schema(function: dict[str, Any]) -> dict[str, Any]:
+    """`{"name": NAME, "arguments": {…}}` with the function's parameter schema, in json.dumps's layout."""
+    parameters = _without_formats(dict(function.get("parameters") or {"type": "object", "properties": {}}))
+    # as OpenAI's strict mode: no keys beyond the schema's (a small model would invent long ones)
+    parameters.setdefault("additionalProperties", False)
+    return {"type": "object", "properties": {"name": {"const": function["name"]}, "arguments": parameters},
+            "required": ["name", "arguments"], "additionalProperties": False, "x-guidance": JSON_LAYOUT}
+
+
+def _without_formats(schema: Any) -> Any:
+    """The schema without `format`: a date may be written as the question writes it (2024年3月1号), which the
+    tools read (lawtune.tools.periods.parse_day); the call grammar must not force YYYY-MM-DD."""
+    if isinstance(schema, list):
+        return [_without_formats(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return {key: _without_formats(value) for key, value in schema.items() if key != "format"}
+
+
+def block_grammar(tools: list[dict[str, Any]]) -> str:
+    """The llguidance Lark grammar of what follows `<tool_call>`: one call of one of `tools`, then the close tag."""
+    functions = [tool.get("function", tool) for tool in tools]
+    alternatives = " | ".join(f"%json {json.dumps(call_schema(f), ensure_ascii=False)}" for f in functions)
+    return f'start: "\\n" ({alternatives}) "\\n{TOOL_CALL_CLOSE}"\n'
+
+
+def ll_tokenizer(tokenizer: Any, stop_ids: Iterable[int]) -> Any:
+    """llguidance's view of a HF tokenizer, built once per tokenizer (a 262k vocabulary takes a second)."""
+    with _LOCK:
+        key = id(tokenizer)
+        if key not in _TOKENIZERS:
+            import llguidance.hf
+
+            _TOKENIZERS[key] = llguidance.hf.from_tokenizer(tokenizer, n_vocab=len(tokenizer), eos_token=list(stop_ids))
+        return _TOKENIZERS[key]
+
+
+class _Row:
+    """One row's state: how many generated tokens were read, the text since the last block, the open block."""
+
+    def __init__(self, grammar: Any):
+        self.grammar = grammar  # llguidance grammar of a block (None: the row offers no tools)
+        self.read = 0
+        self.free_ids: list[int] = []  # tokens since the last block closed (searched for `<tool_call>`)
+        self.matcher: Any = None  # the open block's matcher
+        self.broken = False  # an open block the grammar could not follow (its start did not tokenize along)
+        self.ended = False  # the row emitted a stop token: what follows is generate()'s padding
+
+
+class ToolCallLogitsProcessor:
+    """A transformers logits processor: the answer's penalties outside call blocks, the call grammar inside."""
+
+    def __init__(self, tokenizer: Any, tools: list[list[dict[str, Any]] | None], prompt_width: int,
+                 stop_ids: Iterable[int], policy: Any):
+        import llguidance
+
+        self.tokenizer, self.prompt_width, self.policy = tokenizer, prompt_width, policy
+        self.stop_ids = frozenset(stop_ids)
+        self.ll = ll_tokenizer(tokenizer, self.stop_ids)
+        grammars: dict[str, Any] = {}
+        self.rows = []
+        for row_tools in tools:
+            grammar = None
+            if row_tools:
+                lark = block_grammar(row_tools)
+                if lark not in grammars:
+                    grammars[lark] = llguidance.LLMatcher.grammar_from_lark(lark)
+                grammar = grammars[lark]
+            self.rows.append(_Row(grammar))
+
+    def in_block(self, row: int) -> bool:
+        return self.rows[row].matcher is not None or self.rows[row].broken
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        from lawtune.modeling.decoding import penalize
+
+        out = []
+        for index in range(scores.shape[0]):
+            generated = input_ids[index, self.prompt_width:].tolist()
+            state = self.rows[index]
+            for token in generated[state.read:]:
+                self._advance(state, token)
+            state.read = len(generated)
+            logits = scores[index]
+            if state.matcher is not None:
+                allowed = _mask(state.matcher, logits.shape[-1], logits.device)
+                logits = logits.float().masked_fill(~allowed, float("-inf"))
+            elif not state.broken and self.policy is not None and self.policy.penalizes:
+                logits = penalize(logits, generated, self.policy, self.stop_ids)
+            out.append(logits.to(scores.dtype))
+        return torch.stack(out)
+
+    def _advance(self, state: _Row, token: int) -> None:
+        import llguidance
+
+        if state.ended or token in self.stop_ids:
+            # a finished row (or one the repetition stop cut, maybe inside a block) is padded: nothing to follow
+            state.ended, state.matcher, state.broken = True, None, False
+            return
+        if state.matcher is not None:
+            state.matcher.consume_token(token)
+            if state.matcher.is_error() or state.matcher.is_accepting():
+                state.matcher, state.free_ids = None, []
+            return
+        state.free_ids.append(token)
+        if state.grammar is None:
+            return
+        text = self.tokenizer.decode(state.free_ids, skip_special_tokens=False)
+        if state.broken:
+            if TOOL_CALL_CLOSE in text:
+                state.broken, state.free_ids = False, []
+            return
+        start = text.find(TOOL_CALL_OPEN)
+        if start < 0:
+            return
+        rest = text[start + len(TOOL_CALL_OPEN):]  # what the token that closed the tag wrote after it
+        matcher = llguidance.LLMatcher(self.ll, state.grammar, log_level=0)  # a rejected token is handled here
+        rest_ids = self.tokenizer(rest, add_special_tokens=False)["input_ids"] if rest else []
+        for rest_id in rest_ids:
+            matcher.consume_token(rest_id)
+        if matcher.is_error():
+            state.broken, state.free_ids = True, []
+            return
+        state.matcher, state.free_ids = matcher, []
+
+
+_BITS = None
+
+
+def _mask(matcher: Any, vocab: int, device: Any) -> Any:
+    """The tokens the matcher allows next, as a bool tensor over `vocab` logits (extra rows never allowed)."""
+    import torch
+
+    global _BITS
+    if _BITS is None:
+        _BITS = torch.tensor([1 << i for i in range(8)], dtype=torch.uint8)
+    bits = torch.frombuffer(bytearray(matcher.compute_bitmask()), dtype=torch.uint8)
+    allowed = (bits.unsqueeze(1) & _BITS).ne(0).flatten()
+    allowed = allowed[:vocab] if allowed.shape[0] >= vocab else torch.cat([allowed, allowed.new_zeros(vocab - allowed.shape[0])])
+    return allowed.to(device)

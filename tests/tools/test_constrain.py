@@ -1,0 +1,106 @@
+"""The lazy call grammar of tool_choice auto (lawtune.tools.constrain), on the tiny model's real tokenizer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lawtune.modeling.decoding import DecodingPolicy
+from lawtune.modeling.loading import load_tokenizer
+from lawtune.tools import builtin_tools
+from lawtune.tools.constrain import ToolCallLogitsProcessor, block_grammar, call_schema
+from lawtune.tools.format import parse_tool_calls
+
+PROMPT = [5, 6, 7]  # any prompt ids: the processor reads only what follows them
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    return load_tokenizer(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def offered():
+    return [tool.openai() for tool in builtin_tools() if tool.name in ("severance_pay", "overtime_pay")]
+
+
+def ids(tokenizer, text):
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def step(processor, generated, scores):
+    return processor(torch.tensor([PROMPT + generated]), scores.clone().unsqueeze(0))[0]
+
+
+def allowed_texts(tokenizer, logits):
+    return {tokenizer.decode([token]) for token in torch.nonzero(logits > float("-inf")).flatten().tolist()}
+
+
+def test_inside_a_block_only_an_offered_name_can_follow(tokenizer, offered):
+    processor = ToolCallLogitsProcessor(tokenizer, [offered], len(PROMPT), [tokenizer.eos_token_id], DecodingPolicy())
+    vocab = len(tokenizer)
+    generated = ids(tokenizer, '好的。<tool_call>\n{"name": "')
+    logits = step(processor, generated, torch.zeros(vocab))
+    texts = allowed_texts(tokenizer, logits)
+    names = ['severance_pay", "arguments": {', 'overtime_pay", "arguments": {']
+    assert texts and all(any(name.startswith(text) for name in names) for text in texts), texts
+    assert not any(text.startswith("severance-") for text in texts)
+
+
+def test_greedy_decoding_under_the_grammar_writes_a_call_that_parses(tokenizer, offered):
+    """A 'model' that prefers closing JSON and the digits of 8000 still only writes a schema-valid call."""
+    processor = ToolCallLogitsProcessor(tokenizer, [offered], len(PROMPT), [tokenizer.eos_token_id], DecodingPolicy())
+    vocab = len(tokenizer)
+    preference = torch.zeros(vocab)
+    for rank, text in enumerate(["}}", "}", "8", "\n", "</", "tool", "_", "call", ">", "over"]):
+        for token in ids(tokenizer, text)[:1]:
+            preference[token] = 100.0 - rank
+    generated = ids(tokenizer, "<tool_call>")
+    for _ in range(80):
+        logits = step(processor, generated, preference)
+        generated.append(int(torch.argmax(logits)))
+        if not processor.in_block(0):
+            break
+    text = tokenizer.decode(generated)
+    turn = parse_tool_calls(text)
+    assert turn.errors == [] and len(turn.calls) == 1, text
+    assert turn.calls[0].name in ("severance_pay", "overtime_pay")
+    schema = next(t["function"]["parameters"] for t in offered if t["function"]["name"] == turn.calls[0].name)
+    assert set(turn.calls[0].arguments) <= set(schema["properties"]) and "monthly_wage" in turn.calls[0].arguments
+
+
+def test_no_penalty_inside_a_block_and_the_answer_penalty_outside(tokenizer, offered):
+    policy = DecodingPolicy(repetition_penalty=2.0)
+    vocab = len(tokenizer)
+    scores = torch.full((vocab,), 4.0)
+    inside = ids(tokenizer, '<tool_call>\n{"name": "severance_pay", "arguments": {"monthly_wage": "')
+    processor = ToolCallLogitsProcessor(tokenizer, [offered], len(PROMPT), [tokenizer.eos_token_id], policy)
+    logits = step(processor, inside, scores)
+    finite = logits[logits > float("-inf")]
+    assert processor.in_block(0) and len(finite) and bool((finite == 4.0).all())  # masked, never divided by 2
+    # a row offering no tools (and text before any block) is penalized as an answer
+    free = ids(tokenizer, "答案答案")
+    for row_tools in (None, offered):
+        processor = ToolCallLogitsProcessor(tokenizer, [row_tools], len(PROMPT), [tokenizer.eos_token_id], policy)
+        logits = step(processor, free, scores)
+        assert logits[free[0]] == 2.0 and bool((logits > float("-inf")).all())
+        assert int((logits == 4.0).sum()) == vocab - len(set(free))
+
+
+def test_after_the_block_closes_the_turn_is_free_again(tokenizer, offered):
+    processor = ToolCallLogitsProcessor(tokenizer, [offered], len(PROMPT), [tokenizer.eos_token_id], DecodingPolicy())
+    vocab = len(tokenizer)
+    call = '<tool_call>\n{"name": "overtime_pay", "arguments": {"monthly_wage": "八千"}}\n</tool_call>'
+    generated = ids(tokenizer, call)
+    logits = step(processor, generated, torch.zeros(vocab))
+    assert not processor.in_block(0) and bool((logits > float("-inf")).all())
+
+
+def test_the_grammar_is_the_forced_call_schema_without_formats(offered):
+    grammar = block_grammar(offered)
+    assert grammar.startswith('start: "\\n" (%json ') and '"\\n</tool_call>"' in grammar
+    schema = call_schema(offered[0]["function"])
+    assert "format" not in json.dumps(schema) and schema["properties"]["name"] == {"const": "severance_pay"}
+    assert schema["properties"]["arguments"]["additionalProperties"] is False
