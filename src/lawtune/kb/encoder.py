@@ -204,8 +204,8 @@ def _vocab_and_bags(article_texts: Sequence[str], questions: Sequence[str], repe
     return vocab, idf, articles.bags(to_row, idf), asked.bags(to_row, idf)
 
 
-def train_encoder(article_texts: Sequence[str], pairs: Sequence[tuple[str, Sequence[int]]], *, dim: int = DIM,
-                  seed: int = 0, epochs: float = EPOCHS, max_steps: int = MAX_STEPS,
+def train_encoder(article_texts: Sequence[str], pairs: Sequence[tuple[str, Sequence[int]]], *, dim: int | None = None,
+                  seed: int = 0, epochs: float | None = None, max_steps: int | None = None,
                   progress: Progress | None = None, article_bags: list | None = None,
                   article_groups: Sequence[object] | None = None) -> NgramEncoder:
     """Train the n-gram vectors so that each question's vector is nearest its articles' (in-batch negatives).
@@ -219,6 +219,10 @@ def train_encoder(article_texts: Sequence[str], pairs: Sequence[tuple[str, Seque
     articles on the same topic that random in-batch negatives almost never are."""
     import torch
 
+    # the module's settings as they are now (dense.py's cache key reads them the same way)
+    dim = DIM if dim is None else dim
+    epochs = EPOCHS if epochs is None else epochs
+    max_steps = MAX_STEPS if max_steps is None else max_steps
     threads = torch.get_num_threads()
     # one thread: a step is many small ops, which a second OpenMP thread slows down (measured on the bundled laws,
     # 2 busy cores: 2.7 s with one thread, 11–23 s with two)
