@@ -50,6 +50,47 @@ def test_training_is_deterministic_and_round_trips():
     assert not loaded.encode(["🙂"]).any()  # nothing known: a zero vector, not NaN
 
 
+def test_many_texts_encode_as_each_alone():
+    encoder = train_encoder(ARTICLES, PAIRS, dim=16, seed=1, epochs=5)
+    texts = [*ARTICLES, *(q for q, _ in PAIRS), "🙂", ""]
+    together = encoder.encode(texts)
+    alone = np.stack([encoder.encode([t])[0] for t in texts])
+    assert np.allclose(together, alone, atol=1e-5)
+    assert not together[-2:].any()
+
+
+def test_vocabulary_counts_a_repeated_question_as_often_as_given():
+    # 老公 occurs in no article and in one question: kept only when that question is given twice
+    once = train_encoder(ARTICLES, [("老公不回家", [0]), ("偷东西", [3])], dim=8, epochs=1)
+    twice = train_encoder(ARTICLES, [("老公不回家", [0])] * 2 + [("偷东西", [3])], dim=8, epochs=1)
+    assert "老公" not in once.index and "老公" in twice.index
+
+
+def test_hard_negatives_are_neighbours_of_the_same_group(monkeypatch):
+    from lawtune.kb import encoder as encoder_module
+
+    monkeypatch.setattr(encoder_module, "HARD_NEGATIVES", 1)
+    groups = ["婚姻", "婚姻", "劳动", "劳动", "劳动", "刑法"]
+    bags = encoder_module._bags_of(["甲乙"] * 6, {"甲": 0, "乙": 1}, np.ones(2, dtype=np.float32))
+    import random
+
+    picked = encoder_module._neighbours([0, 2, 5], {0, 2, 5}, groups, bags, random.Random(0))
+    assert picked[:1] == [1] and picked[1] in (3, 4) and len(picked) == 2  # 刑法 has no neighbour
+    first = train_encoder(ARTICLES, PAIRS, dim=16, seed=3, epochs=5, article_groups=["a", "a", "b", "b"])
+    second = train_encoder(ARTICLES, PAIRS, dim=16, seed=3, epochs=5, article_groups=["a", "a", "b", "b"])
+    assert np.array_equal(first.weights, second.weights)
+
+
+def test_build_reports_its_phases(tmp_path):
+    from lawtune.kb.build import build
+    from lawtune.kb.bundled import bundled_law_paths
+
+    phases: dict[str, float] = {}
+    build(bundled_law_paths()[:1], tmp_path / "kb.sqlite", phases=phases)
+    assert list(phases) == ["indexing", "pairs", "training", "encoding", "storing", "finishing"]
+    assert all(seconds >= 0 for seconds in phases.values())
+
+
 def test_build_stores_a_dense_index_of_the_current_articles(kb):
     index = dense.load_dense(kb)
     assert index is not None

@@ -15,6 +15,7 @@ let the Q&A item vote for them (retrieval.py, the Q&A bridge); the item schema s
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -33,16 +34,20 @@ TrainProgress = Callable[[int, int], None]  # (training step, steps) of the lear
 
 
 def build(sources: Iterable[str | Path], out: str | Path, *, tokenizer: str = DEFAULT_TOKENIZER,
-          progress: Progress | None = None, train_progress: TrainProgress | None = None) -> dict[str, int]:
+          progress: Progress | None = None, train_progress: TrainProgress | None = None,
+          phases: dict[str, float] | None = None) -> dict[str, int]:
     """Build a new KB file at `out` (replacing any old one only when complete); returns items per kind.
 
     After indexing, the learned retriever is trained on the KB's articles and stored in it (dense.py);
-    `train_progress(step, steps)` follows that. `out` may be a `postgresql://` URL: the KB is built in that
+    `train_progress(step, steps)` follows that. `phases`, when given, receives each phase's wall seconds
+    (indexing, then train_dense's pairs / training / encoding / storing, then finishing). `out` may be a `postgresql://` URL: the KB is built in that
     database (postgres_store.py), swapped in whole."""
     files = source_files(sources)
     if is_postgres_url(out):
         return PostgresStore.build(out, _items_with_progress(files, progress), tokenizer=tokenizer,
-                                   train_progress=train_progress)
+                                   train_progress=train_progress, phases=phases)
+    phases = {} if phases is None else phases
+    start = time.perf_counter()
     with atomic_path(out) as tmp:  # SQLite writes by path: a temporary sibling, renamed over `out` when complete
         store = SqliteStore.create(tmp, tokenizer=tokenizer)
         try:
@@ -51,8 +56,11 @@ def build(sources: Iterable[str | Path], out: str | Path, *, tokenizer: str = DE
             if not counts:
                 raise LawtuneError(f"no articles or Q&A pairs in {', '.join(map(str, files))}; "
                                    "give LawRefBook law Markdown files or conversations JSONL")
-            train_dense(store, progress=train_progress)
+            phases["indexing"] = time.perf_counter() - start
+            train_dense(store, progress=train_progress, phases=phases)
+            start = time.perf_counter()
             store.db.execute("VACUUM")
+            phases["finishing"] = time.perf_counter() - start
         finally:
             store.close()
     return counts

@@ -89,9 +89,11 @@ def build(
     files = source_files(sources or [])
     if sources and bundled:
         files = bundled_law_paths() + files
+    phases: dict[str, float] = {}
     with _progress(len(files), "indexing") as advance, _step_progress("training the retriever") as train:
-        counts = run_build(files, out, tokenizer=tokenizer, progress=advance, train_progress=train)
+        counts = run_build(files, out, tokenizer=tokenizer, progress=advance, train_progress=train, phases=phases)
     typer.echo(f"{shown}: {counts.get('article', 0)} articles, {counts.get('qa', 0)} Q&A pairs from {len(files)} files")
+    typer.echo("phases (wall s): " + ", ".join(f"{name} {seconds:.1f}" for name, seconds in phases.items()))
 
 
 def add(

@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ from lawtune.kb.store import Item
 from lawtune.kb.training_pairs import training_pairs
 
 DENSE_BLOB = "dense"
-CACHE_VERSION = "2"  # bump when training changes in a way the settings below do not show
+CACHE_VERSION = "3"  # bump when training changes in a way the settings below do not show
 Key = tuple[str, int, int]
 
 
@@ -86,22 +87,39 @@ def load_dense(store) -> DenseIndex | None:
     return DenseIndex.from_bytes(data) if data else None
 
 
-def train_dense(store, progress=None, cache: bool = True) -> DenseIndex:
+def train_dense(store, progress=None, cache: bool = True, phases: dict[str, float] | None = None) -> DenseIndex:
     """Train an encoder on the store's current articles and the shipped questions, encode every current article,
-    and store both (one blob). `progress(step, steps)` follows the training."""
+    and store both (one blob). `progress(step, steps)` follows the training; `phases`, when given, receives the
+    seconds (wall) of each phase: pairs, training (0 when the cache had the encoder), encoding, storing."""
+    phases = {} if phases is None else phases
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        phases[name] = phases.get(name, 0.0) + now - clock
+        clock = now
+
     articles = store.current_articles()
     catalog = store.catalog()
     names = LawNames([*catalog.versions, *catalog.repealed])
     texts = [article_text(a) for a in articles]
     pairs = training_pairs(articles, names)
+    lap("pairs")
     encoder = _cached_encoder(texts, pairs) if cache else None
+    article_bags: list = []
     if encoder is None:
-        encoder = train_encoder(texts, pairs, progress=progress)
+        encoder = train_encoder(texts, pairs, progress=progress, article_bags=article_bags,
+                                article_groups=[a.law_full for a in articles])
         if cache:
             _store_cached(texts, pairs, encoder)
-    index = DenseIndex(encoder, [_key(a) for a in articles], [a.version or "" for a in articles],
-                       encoder.encode(texts))
+    lap("training")
+    # training tokenized the articles already: encode from those bags rather than reading every text again
+    vectors = encoder.encode_bags(article_bags[0]) if article_bags else encoder.encode(texts)
+    index = DenseIndex(encoder, [_key(a) for a in articles], [a.version or "" for a in articles], vectors)
+    lap("encoding")
     store.put_blob(DENSE_BLOB, index.to_bytes())
+    lap("storing")
     return index
 
 
@@ -134,7 +152,7 @@ def _key(item: Item) -> Key:
 
 def _fingerprint(texts: list[str], pairs: list) -> str:
     settings = [getattr(encoder_settings, name) for name in ("DIM", "TAU", "BATCH", "LEARNING_RATE", "EPOCHS",
-                                                             "MAX_STEPS", "MIN_COUNT")]
+                                                             "MAX_STEPS", "MIN_COUNT", "HARD_NEGATIVES", "NEIGHBOURS")]
     digest = hashlib.sha256(f"{CACHE_VERSION} {settings}".encode())
     for text in texts:
         digest.update(text.encode("utf-8", "surrogatepass") + b"\x00")

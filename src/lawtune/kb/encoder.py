@@ -36,6 +36,8 @@ LEARNING_RATE = 0.01
 EPOCHS = 2.0
 MAX_STEPS = 800  # caps training time on a big corpus (~all of LawRefBook: 2 epochs would be ~750 steps)
 MIN_COUNT = 2  # tokens seen fewer times (in articles + questions) get no vector
+HARD_NEGATIVES = 0  # per question: a neighbouring article of the same law as an extra negative (0: in-batch only)
+NEIGHBOURS = 5  # how far (in articles of the same law) a hard negative may sit from the gold
 
 _RUN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+|[A-Za-z0-9]+")
 _CJK_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
@@ -70,6 +72,8 @@ class NgramEncoder:
         return rows, [float(self.idf[r]) * (1.0 + math.log(n)) for r, n in counts.items()]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if len(texts) > 1:  # many texts: one weighted sum per text over the whole table at once
+            return self.encode_bags(_bags_of(texts, self.index, self.idf))
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for n, text in enumerate(texts):
             rows, weights = self.bag(text)
@@ -77,6 +81,20 @@ class NgramEncoder:
                 vector = np.asarray(weights, dtype=np.float32) @ self.weights[rows].astype(np.float32)
                 norm = float(np.linalg.norm(vector))
                 out[n] = vector / norm if norm > 0 else vector
+        return out
+
+    def encode_bags(self, bags: "Bags", chunk: int = 4096) -> np.ndarray:
+        import torch
+
+        table = torch.from_numpy(self.weights.astype(np.float32))
+        out = np.zeros((len(bags), self.dim), dtype=np.float32)
+        for start in range(0, len(bags), chunk):
+            rows, weights, offsets = bags.batch(range(start, min(start + chunk, len(bags))))
+            if not len(rows):
+                continue
+            vectors = torch.nn.functional.embedding_bag(torch.from_numpy(rows), table, torch.from_numpy(offsets),
+                                                        mode="sum", per_sample_weights=torch.from_numpy(weights))
+            out[start:start + len(offsets)] = torch.nn.functional.normalize(vectors, dim=-1).numpy()
         return out
 
     def to_bytes(self) -> bytes:
@@ -92,73 +110,217 @@ class NgramEncoder:
             return cls(vocab, arrays["idf"], arrays["weights"])
 
 
+class Bags:
+    """Many texts as (row, weight) bags in flat arrays: text n is rows[starts[n]:starts[n + 1]]."""
+
+    def __init__(self, rows: np.ndarray, weights: np.ndarray, starts: np.ndarray):
+        self.rows, self.weights, self.starts = rows, weights, starts
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def size(self, n: int) -> int:
+        return int(self.starts[n + 1] - self.starts[n])
+
+    def batch(self, ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows, weights and offsets of these texts, as `embedding_bag` takes them."""
+        pieces = [slice(self.starts[n], self.starts[n + 1]) for n in ids]
+        sizes = np.array([p.stop - p.start for p in pieces], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        rows = np.concatenate([self.rows[p] for p in pieces]) if pieces else np.zeros(0, np.int64)
+        weights = np.concatenate([self.weights[p] for p in pieces]) if pieces else np.zeros(0, np.float32)
+        return rows, weights, offsets
+
+
+class _Counted:
+    """Texts as (token id, count) lists over a token table grown while reading: n-grams computed once."""
+
+    def __init__(self, token_ids: dict[str, int], ids: np.ndarray, counts: np.ndarray, starts: np.ndarray):
+        self.token_ids, self.ids, self.counts, self.starts = token_ids, ids, counts, starts
+
+    @classmethod
+    def of(cls, texts: Sequence[str], token_ids: dict[str, int] | None = None) -> "_Counted":
+        token_ids = {} if token_ids is None else token_ids
+        ids: list[int] = []
+        counts: list[int] = []
+        starts = [0]
+        for text in texts:
+            counted = Counter(ngrams(text))
+            ids.extend(token_ids.setdefault(t, len(token_ids)) for t in counted)
+            counts.extend(counted.values())
+            starts.append(len(ids))
+        return cls(token_ids, np.array(ids, dtype=np.int64), np.array(counts, dtype=np.float32),
+                   np.array(starts, dtype=np.int64))
+
+    def doc_freq(self) -> np.ndarray:
+        """In how many texts each token of the table occurs (each text counts a token once)."""
+        return np.bincount(self.ids, minlength=len(self.token_ids))
+
+    def bags(self, to_row: np.ndarray, idf: np.ndarray) -> Bags:
+        """Map token ids to vocabulary rows (-1: no row, dropped) and weigh them idf × (1 + log tf)."""
+        rows = to_row[self.ids]
+        keep = rows >= 0
+        weights = (idf[np.maximum(rows, 0)] if len(idf) else np.zeros(len(rows), np.float32)) * (1.0 + np.log(self.counts))
+        weights = weights.astype(np.float32)
+        kept_before = np.concatenate([[0], np.cumsum(keep)])
+        return Bags(rows[keep], weights[keep], kept_before[self.starts])
+
+
+def _bags_of(texts: Sequence[str], index: dict[str, int], idf: np.ndarray) -> Bags:
+    counted = _Counted.of(texts)
+    to_row = np.full(len(counted.token_ids), -1, dtype=np.int64)
+    for token, n in counted.token_ids.items():
+        to_row[n] = index.get(token, -1)
+    return counted.bags(to_row, idf)
+
+
 def build_vocab(article_texts: Sequence[str], questions: Sequence[str]) -> tuple[list[str], np.ndarray]:
     """Tokens seen at least MIN_COUNT times (each text counts a token once), in a deterministic order, with
     their idf over the articles."""
-    doc_freq: Counter = Counter()
-    for text in article_texts:
-        doc_freq.update(set(ngrams(text)))
-    seen = Counter(doc_freq)
-    for question in questions:
-        seen.update(set(ngrams(question)))
-    vocab = sorted(t for t, n in seen.items() if n >= MIN_COUNT)
-    total = len(article_texts)
-    idf = np.array([math.log(1.0 + total / (1.0 + doc_freq.get(t, 0))) for t in vocab], dtype=np.float32)
+    vocab, idf, _, _ = _vocab_and_bags(article_texts, questions)
     return vocab, idf
 
 
-def train_encoder(article_texts: Sequence[str], pairs: Sequence[tuple[str, Sequence[int]]], *, dim: int = DIM,
-                  seed: int = 0, epochs: float = EPOCHS, max_steps: int = MAX_STEPS,
-                  progress: Progress | None = None) -> NgramEncoder:
-    """Train the n-gram vectors so that each question's vector is nearest its articles' (in-batch negatives)."""
+def _vocab_and_bags(article_texts: Sequence[str], questions: Sequence[str], repeats: Sequence[int] | None = None
+                    ) -> tuple[list[str], np.ndarray, Bags, Bags]:
+    """The vocabulary (see build_vocab) and the texts' bags over it, each text's n-grams computed once;
+    `repeats[n]`: how many times question n counts (a question given several times is seen as often)."""
+    articles = _Counted.of(article_texts)
+    asked = _Counted.of(questions, articles.token_ids)  # one token table for both
+    table = articles.token_ids
+    doc_freq = articles.doc_freq()
+    doc_freq = np.concatenate([doc_freq, np.zeros(len(table) - len(doc_freq), dtype=doc_freq.dtype)])
+    per_entry = np.repeat(np.asarray(repeats if repeats is not None else [1] * len(questions), dtype=np.float64),
+                          np.diff(asked.starts))
+    seen = doc_freq + np.bincount(asked.ids, weights=per_entry, minlength=len(table))
+    tokens = list(table)  # table order: token id n is tokens[n]
+    vocab = sorted(t for t, n in zip(tokens, seen.tolist()) if n >= MIN_COUNT)
+    row_of = {t: n for n, t in enumerate(vocab)}
+    to_row = np.array([row_of.get(t, -1) for t in tokens], dtype=np.int64)
+    total = len(article_texts)
+    kept = to_row >= 0
+    idf = np.zeros(len(vocab), dtype=np.float32)
+    idf[to_row[kept]] = np.log(1.0 + total / (1.0 + doc_freq[kept]))
+    return vocab, idf, articles.bags(to_row, idf), asked.bags(to_row, idf)
+
+
+def train_encoder(article_texts: Sequence[str], pairs: Sequence[tuple[str, Sequence[int]]], *, dim: int | None = None,
+                  seed: int = 0, epochs: float | None = None, max_steps: int | None = None,
+                  progress: Progress | None = None, article_bags: list | None = None,
+                  article_groups: Sequence[object] | None = None) -> NgramEncoder:
+    """Train the n-gram vectors so that each question's vector is nearest its articles' (in-batch negatives).
+
+    Each text's n-grams are computed once (`_vocab_and_bags`). A step embeds its batch from the rows it
+    touches only and updates only those rows (Adam with per-row moments, "lazy" Adam: rows a step does not
+    touch keep their moments), so a step costs the batch, not the 150k-row table. `article_bags`, when given,
+    receives the articles' bags (encoding them again after training needs no second tokenization).
+    `article_groups` (e.g. each article's law, articles in reading order): with HARD_NEGATIVES, each question
+    also meets up to that many articles of its gold's group within NEIGHBOURS places of it — the neighbouring
+    articles on the same topic that random in-batch negatives almost never are."""
+    import torch
+
+    # the module's settings as they are now (dense.py's cache key reads them the same way)
+    dim = DIM if dim is None else dim
+    epochs = EPOCHS if epochs is None else epochs
+    max_steps = MAX_STEPS if max_steps is None else max_steps
+    threads = torch.get_num_threads()
+    # one thread: a step is many small ops, which a second OpenMP thread slows down (measured on the bundled laws,
+    # 2 busy cores: 2.7 s with one thread, 11–23 s with two)
+    torch.set_num_threads(1)
+    try:
+        return _train(article_texts, pairs, dim, seed, epochs, max_steps, progress, article_bags, article_groups)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(article_texts, pairs, dim, seed, epochs, max_steps, progress, article_bags, article_groups) -> NgramEncoder:
     import torch
 
     pairs = [(q, list(golds)) for q, golds in pairs if golds]
-    vocab, idf = build_vocab(article_texts, [q for q, _ in pairs])
-    untrained = NgramEncoder(vocab, idf, np.zeros((len(vocab), dim), dtype=np.float32))
+    repeats = Counter(q for q, _ in pairs)
+    unique_questions = list(repeats)
+    question_row = {q: n for n, q in enumerate(unique_questions)}
+    vocab, idf, doc_bags, question_bags = _vocab_and_bags(article_texts, unique_questions,
+                                                          [repeats[q] for q in unique_questions])
+    if article_bags is not None:
+        article_bags.append(doc_bags)
+    pair_question = [question_row[q] for q, _ in pairs]
     generator = torch.Generator().manual_seed(seed)
-    table = torch.nn.Embedding(len(vocab), dim)
-    with torch.no_grad():
-        table.weight.normal_(0.0, 0.1, generator=generator)
-    # dense Adam: on a CPU its one pass over the table is ~10x faster than SparseAdam's coalescing per step
-    optimizer = torch.optim.Adam(table.parameters(), lr=LEARNING_RATE)
-    doc_bags: dict[int, tuple[list[int], list[float]]] = {}
-    question_bags = [untrained.bag(q) for q, _ in pairs]
-
-    def doc_bag(index: int) -> tuple[list[int], list[float]]:
-        if index not in doc_bags:
-            doc_bags[index] = untrained.bag(article_texts[index])
-        return doc_bags[index]
-
-    def embed(bags: list[tuple[list[int], list[float]]]) -> "torch.Tensor":
-        rows = [r for bag in bags for r in bag[0]]
-        weights = [w for bag in bags for w in bag[1]]
-        offsets = np.cumsum([0] + [len(bag[0]) for bag in bags[:-1]]).tolist()
-        vectors = torch.nn.functional.embedding_bag(
-            torch.tensor(rows, dtype=torch.long), table.weight, torch.tensor(offsets, dtype=torch.long),
-            mode="sum", per_sample_weights=torch.tensor(weights, dtype=torch.float32))
-        return torch.nn.functional.normalize(vectors, dim=-1)
+    table = torch.empty(len(vocab), dim).normal_(0.0, 0.1, generator=generator)
+    moment1 = torch.zeros_like(table)
+    moment2 = torch.zeros_like(table)
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    present = np.zeros(len(vocab), dtype=bool)
+    place = np.zeros(len(vocab), dtype=np.int64)
 
     rng = random.Random(seed)
+    negative_rng = random.Random(seed + 1)  # its own stream: the batches stay the same with or without
     steps = max(1, min(max_steps, math.ceil(epochs * len(pairs) / BATCH))) if pairs else 0
     for step in range(steps):
         questions, docs, chosen = [], [], set()
         for n in rng.sample(range(len(pairs)), min(BATCH, len(pairs))):
             gold = rng.choice(pairs[n][1])
-            if gold in chosen or not question_bags[n][0] or not doc_bag(gold)[0]:
+            if gold in chosen or not question_bags.size(pair_question[n]) or not doc_bags.size(gold):
                 continue  # one question per article in a batch: a second one would be a false negative
             chosen.add(gold)
-            questions.append(question_bags[n])
-            docs.append(doc_bag(gold))
+            questions.append(pair_question[n])
+            docs.append(gold)
         if len(questions) < 2:
             continue
-        logits = embed(questions) @ embed(docs).T / TAU
+        if HARD_NEGATIVES and article_groups is not None:
+            docs = docs + _neighbours(docs, chosen, article_groups, doc_bags, negative_rng)
+        q_rows, q_weights, q_offsets = question_bags.batch(questions)
+        d_rows, d_weights, d_offsets = doc_bags.batch(docs)
+        rows = np.concatenate([q_rows, d_rows])
+        weights = torch.from_numpy(np.concatenate([q_weights, d_weights]))
+        # the rows this batch touches, and each entry's place among them (no sort: a mark per vocabulary row)
+        present[:] = False
+        present[rows] = True
+        touched_np = np.flatnonzero(present)
+        place[touched_np] = np.arange(len(touched_np))
+        local = torch.from_numpy(place[rows])
+        sizes = np.diff(np.concatenate([q_offsets, len(q_rows) + d_offsets, [len(rows)]]))
+        owner = torch.from_numpy(np.repeat(np.arange(len(sizes)), sizes))  # each entry's text
+        touched = torch.from_numpy(touched_np)
+        sub = table[touched]
+        # the texts' weighted sums; the gradient is taken by hand below (autograd's embedding_bag backward is
+        # several times slower on a CPU)
+        raw = torch.zeros(len(sizes), dim).index_add_(0, owner, sub[local] * weights[:, None]).requires_grad_()
+        vectors = torch.nn.functional.normalize(raw, dim=-1)
+        q_vectors, d_vectors = vectors[:len(questions)], vectors[len(questions):]
+        logits = q_vectors @ d_vectors.T / TAU  # (questions, golds + hard negatives)
         labels = torch.arange(len(questions))
         loss = (torch.nn.functional.cross_entropy(logits, labels)
-                + torch.nn.functional.cross_entropy(logits.T, labels)) / 2
-        optimizer.zero_grad()
+                + torch.nn.functional.cross_entropy(logits[:, :len(questions)].T, labels)) / 2
         loss.backward()
-        optimizer.step()
+        with torch.no_grad():
+            grad = torch.zeros_like(sub).index_add_(0, local, raw.grad[owner] * weights[:, None])
+            m = moment1[touched].mul_(beta1).add_(grad, alpha=1 - beta1)
+            v = moment2[touched].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            moment1[touched], moment2[touched] = m, v
+            corrected1 = 1 - beta1 ** (step + 1)
+            corrected2 = 1 - beta2 ** (step + 1)
+            table[touched] = sub - LEARNING_RATE * (m / corrected1) / ((v / corrected2).sqrt_().add_(eps))
         if progress:
             progress(step + 1, steps)
-    return NgramEncoder(vocab, idf, table.weight.detach().numpy())
+    return NgramEncoder(vocab, idf, table.numpy())
+
+
+def _neighbours(golds: list[int], taken: set[int], groups: Sequence[object], bags: Bags,
+                rng: random.Random) -> list[int]:
+    """Up to HARD_NEGATIVES articles per gold from its group, within NEIGHBOURS places, not a gold of the batch."""
+    out: list[int] = []
+    seen = set(taken)
+    offsets = [d for d in range(-NEIGHBOURS, NEIGHBOURS + 1) if d]
+    for gold in golds:
+        found = 0
+        for offset in rng.sample(offsets, len(offsets)):
+            other = gold + offset
+            if (0 <= other < len(groups) and other not in seen and groups[other] == groups[gold]
+                    and bags.size(other)):
+                out.append(other)
+                seen.add(other)
+                found += 1
+                if found >= HARD_NEGATIVES:
+                    break
+    return out

@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable
@@ -181,8 +182,11 @@ class PostgresStore:
 
     @classmethod
     def build(cls, location, items: Iterable[Item], tokenizer: str = DEFAULT_TOKENIZER,
-              train_progress=None) -> dict[str, int]:
-        """Index items into a fresh schema, then replace the database's KB with it in one transaction."""
+              train_progress=None, phases: dict[str, float] | None = None) -> dict[str, int]:
+        """Index items into a fresh schema, then replace the database's KB with it in one transaction.
+        `phases` receives each phase's wall seconds, as for the SQLite build (build.build)."""
+        phases = {} if phases is None else phases
+        start = time.perf_counter()
         url = _url(location)
         tokenize("", tokenizer)  # fail early on an unknown scheme
         conn = _connect(url)
@@ -206,12 +210,15 @@ class PostgresStore:
             if not counts:
                 raise LawtuneError("no articles or Q&A pairs in the sources; "
                                    "give LawRefBook law Markdown files or conversations JSONL")
-            train_dense(store, progress=train_progress)
+            phases["indexing"] = time.perf_counter() - start
+            train_dense(store, progress=train_progress, phases=phases)
+            start = time.perf_counter()
             conn.execute(GIN_INDEX.format(schema=staging))
             conn.execute(f"ANALYZE {staging}.items")
             with conn.transaction():
                 conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
                 conn.execute(f"ALTER SCHEMA {staging} RENAME TO {SCHEMA}")
+            phases["finishing"] = time.perf_counter() - start
             return counts
         except BaseException:
             if not conn.closed:
