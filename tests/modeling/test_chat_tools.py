@@ -9,7 +9,7 @@ from lawtune.errors import LawtuneError
 from lawtune.modeling.chat import DROP_CALL_TOO_LONG, IGNORE_INDEX, ChatFormat, load_template
 from lawtune.modeling.loading import load_tokenizer
 from lawtune.tools import builtin_tools
-from lawtune.tools.format import parse_tool_calls, render_tool_calls
+from lawtune.modeling.tool_format import parse_tool_calls, render_tool_calls
 
 QUESTION = "工作3年5个月，月薪8000，协商解除，补偿多少？"
 ARGUMENTS = {"monthly_wage": 8000, "years": 3, "months": 5}

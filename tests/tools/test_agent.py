@@ -13,7 +13,7 @@ import time
 
 from lawtune.tools import Tool, builtin_tools
 from lawtune.tools.agent import LOOP_MESSAGE, Agent, run_agent
-from lawtune.tools.format import render_tool_call
+from lawtune.modeling.tool_format import render_tool_call
 
 QUESTION = [{"role": "user", "content": "工作3年5个月，月薪8000，协商解除，补偿多少"}]
 SEVERANCE_CALL = render_tool_call("severance_pay", {"monthly_wage": 8000, "years": 3, "months": 5})

@@ -11,7 +11,7 @@ from lawtune.modeling.decoding import DecodingPolicy
 from lawtune.modeling.loading import load_tokenizer
 from lawtune.tools import builtin_tools
 from lawtune.tools.constrain import ToolCallLogitsProcessor, block_grammar, call_schema
-from lawtune.tools.format import parse_tool_calls
+from lawtune.modeling.tool_format import parse_tool_calls
 
 PROMPT = [5, 6, 7]  # any prompt ids: the processor reads only what follows them
 

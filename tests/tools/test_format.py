@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from lawtune.tools.format import (
+from lawtune.modeling.tool_format import (
     TOOL_CALL_CLOSE,
     TOOL_CALL_OPEN,
     ParsedCall,

@@ -126,7 +126,7 @@ def _turn_problem(index: int, turn: Any) -> str | None:
         return f"turn {index} has role {role!r}; roles must be one of {', '.join(ROLES)}"
     calls = turn.get("tool_calls")
     if calls is not None:
-        from lawtune.tools.format import call_name_and_arguments
+        from lawtune.modeling.tool_format import call_name_and_arguments
 
         if role != "assistant" or not isinstance(calls, list) or not calls:
             return f"turn {index}: 'tool_calls' must be a non-empty list on an assistant turn"

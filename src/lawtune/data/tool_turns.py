@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lawtune.tools.format import call_name_and_arguments
+from lawtune.modeling.tool_format import call_name_and_arguments
 
 
 def tool_definitions_of(value: Any) -> list[dict[str, Any]] | None | str:

@@ -73,7 +73,7 @@ def carries_tools(path: str | Path) -> bool:
 def read_tool_examples(path: str | Path, limit: int | None = None,
                        default_tools: list[dict[str, Any]] | None = None) -> list[ToolExample]:
     """The tool questions of a JSONL file; a LawtuneError names file:line of a record that cannot be used."""
-    from lawtune.tools.format import call_name_and_arguments
+    from lawtune.modeling.tool_format import call_name_and_arguments
 
     path = Path(path)
     if not path.is_file():

@@ -89,7 +89,7 @@ class ChatFormat:
                tools: list[Any] | None = None) -> str:
         """The conversation as text. `tools`: OpenAI tool dicts (or lawtune `Tool`s) the template shows the
         model; assistant `tool_calls` and `tool` messages are normalised first (docs/tools.md)."""
-        from lawtune.tools.format import normalize_tool_messages, tool_definitions
+        from lawtune.modeling.tool_format import normalize_tool_messages, tool_definitions
 
         try:
             messages = normalize_tool_messages(messages)

@@ -6,7 +6,7 @@
     for piece in stream.push(text) + stream.finish(): ...     # Content("…") / Call(id, name, arguments) / Problem
 
 The model writes calls as Hermes / Qwen-2.5 text (`<tool_call>\\n{"name": …, "arguments": {…}}\\n</tool_call>`,
-docs/tools.md, parsed by `lawtune.tools.format.parse_tool_calls`). `CallStream` reads that text as it is
+docs/tools.md, parsed by `lawtune.modeling.tool_format.parse_tool_calls`). `CallStream` reads that text as it is
 generated: text that may be the start of `<tool_call>` is held back, a block is held until it closes and then
 becomes a call (or a problem, never content), and everything else is content. Both the streamed and the whole
 response read the text through it, so they agree.
@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from lawtune.tools.format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, parse_tool_calls
+from lawtune.modeling.tool_format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, parse_tool_calls
 
 MAX_FORCED_CALLS = 4  # "required" with parallel calls: a random model may not loop on blocks forever
 

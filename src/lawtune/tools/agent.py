@@ -7,7 +7,7 @@
     result = run_agent(agent, ask, messages)     # ask(conversation, tool_definitions) -> the model's text
     result.answer, result.finish, result.trace() # finish: "answer" | "max_rounds" | "length"
 
-The model writes calls as `<tool_call>` blocks (lawtune.tools.format); `Agent.read` parses a turn and
+The model writes calls as `<tool_call>` blocks (lawtune.modeling.tool_format); `Agent.read` parses a turn and
 `Agent.run_round` runs its calls with `run_tool_call` (which never raises: an unknown tool, bad arguments, a
 tool that raises or outlives its timeout all come back as an `{"error": …}` result) and returns the turns to
 append: the assistant's call turn and one tool turn per call. A block that does not parse is answered the
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from lawtune.tools import Tool, run_tool_call
-from lawtune.tools.format import parse_tool_calls
+from lawtune.modeling.tool_format import parse_tool_calls
 
 DEFAULT_ROUNDS = 4
 DEFAULT_TIMEOUT_S = 5.0

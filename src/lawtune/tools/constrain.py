@@ -21,7 +21,7 @@ import json
 import threading
 from typing import Any, Iterable
 
-from lawtune.tools.format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+from lawtune.modeling.tool_format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 
 # the layout json.dumps writes (and the chat templates' tojson): no free whitespace, which a small model given
 # the choice fills until its budget runs out

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from lawtune.tools.format import call_name_and_arguments
+from lawtune.modeling.tool_format import call_name_and_arguments
 
 
 class ToolError(Exception):

@@ -1,6 +1,6 @@
 """The text form of tool calls inside a model's turn (Hermes / Qwen-2.5 style; docs/tools.md).
 
-    from lawtune.tools.format import render_tool_calls, parse_tool_calls
+    from lawtune.modeling.tool_format import render_tool_calls, parse_tool_calls
     text = render_tool_calls([{"function": {"name": "severance_pay", "arguments": '{"monthly_wage": 8000}'}}])
     turn = parse_tool_calls(model_output)   # ParsedTurn(content, calls, errors)
 
