@@ -150,10 +150,12 @@ async def one_request(http: httpx.AsyncClient, messages: list[dict[str, str]], n
     return {"ttft": (first or end) - start, "latency": end - start, "tokens": tokens or pieces, "text": "".join(text)}
 
 
-async def run_clients(url: str, clients: int, new_tokens: int, extra: dict, asked: list[list[dict[str, str]]]) -> dict:
+async def run_clients(url: str, clients: int, new_tokens: int, extra: dict, asked: list[list[dict[str, str]]],
+                      first: int = 0) -> dict:
+    """`clients` requests at once, client i asking conversation `first + i` (cyclically)."""
     async with httpx.AsyncClient(base_url=url, timeout=3600) as http:
         start = time.perf_counter()
-        results = await asyncio.gather(*(one_request(http, asked[i % len(asked)], new_tokens, extra)
+        results = await asyncio.gather(*(one_request(http, asked[(first + i) % len(asked)], new_tokens, extra)
                                          for i in range(clients)))
         wall = time.perf_counter() - start
     return {"wall": wall, "results": results, "tokens_per_s": sum(r["tokens"] for r in results) / wall}
@@ -254,9 +256,14 @@ def main() -> None:
         extra = {"repeat_penalty": 1.0} if name == LLAMA_SERVER else {}
         process, url = start()
         try:
-            asyncio.run(run_clients(url, 1, 4, extra, asked))  # warm-up
+            # warm-up on the last conversation; each run then starts where the previous one stopped, so that (up to
+            # len(asked) requests) no measured prompt is one a server has already cached whole (both servers keep
+            # their slots' prompts: a repeated prompt would measure a cache hit, not a prefill)
+            asyncio.run(run_clients(url, 1, 4, extra, asked, first=len(asked) - 1))
+            first = 0
             for clients in args.clients:
-                table[name, clients] = run = asyncio.run(run_clients(url, clients, args.new_tokens, extra, asked))
+                table[name, clients] = run = asyncio.run(run_clients(url, clients, args.new_tokens, extra, asked, first))
+                first += clients
                 print(f"  {name} N={clients}: {run['tokens_per_s']:.1f} tokens/s", flush=True)
             if name != LLAMA_SERVER:
                 print(f"  {name}: peak resident memory {server_peak_mib(url):,.0f} MiB", flush=True)
@@ -286,12 +293,14 @@ def main() -> None:
     for engine, reference in ((TORCH, SERIAL), (LLAMA, LLAMA_SERVER)):
         if (engine, largest) not in table or not any(name == reference for name, _ in table):
             continue
-        alone = {}
+        alone, first, starts = {}, 0, {}
         for clients in args.clients:
+            starts[clients] = first
             for i, result in enumerate(table[reference, clients]["results"]):
-                alone.setdefault(i % len(asked), result["text"])
-        batched = table[engine, largest]["results"]
-        mismatches = [(i % len(asked), r["text"]) for i, r in enumerate(batched) if r["text"] != alone[i % len(asked)]]
+                alone.setdefault((first + i) % len(asked), result["text"])
+            first += clients
+        batched = [((starts[largest] + i) % len(asked), r["text"]) for i, r in enumerate(table[engine, largest]["results"])]
+        mismatches = [(index, text) for index, text in batched if index in alone and text != alone[index]]
         print(f"\ngreedy answers of {engine} at N={largest} equal to {reference} answering alone: "
               f"{len(batched) - len(mismatches)}/{len(batched)}")
         for index, text in mismatches:
