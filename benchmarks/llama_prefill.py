@@ -9,7 +9,7 @@ chunk:
 - `prefill alone`: one prompt into an empty slot (best of 2), its tokens/s;
 - `8 joining`: eight prompts admitted at once, as the engine admits eight clients arriving together — the time
   at which each one's first token is ready (what TTFT at 8 clients is made of, before HTTP), and how many prompt
-  tokens were copied from a running sequence's KV stream instead of prefilled (the shared RAG instructions);
+  tokens a slot reused instead of prefilling them;
 - `decode step`: one `step()` with 1 and with 8 running sequences.
 Each line carries the CPU flags, the GGUF's file name (its quantization) and the load average: on a shared
 machine only ratios within one run mean anything. Reads only local files.
@@ -71,14 +71,14 @@ def measure(gguf: Path, prompts: list[list[int]], *, threads: int, chunk: int, s
             batch.step()
         step1 = (time.perf_counter() - start) / steps
         batch.remove(seqs[:1])
-        copied = batch.copied_tokens
+        copied = batch.reused_tokens
     finally:
         batch.close()
     tokens = len(prompts[1])
     return (f"{gguf.name} threads {threads} chunk {chunk}: prefill {tokens} tokens alone {min(alone) * 1000:.0f} ms "
             f"({tokens / min(alone):.0f} tokens/s) | 8 joining: first tokens at "
             f"{' '.join(f'{t:.2f}' for t in ready)} s (p50 {statistics.median(ready):.2f} s), {copied} prompt tokens "
-            f"copied | decode step: 1 sequence {step1 * 1000:.1f} ms, 8 sequences {step8 * 1000:.1f} ms "
+            f"reused | decode step: 1 sequence {step1 * 1000:.1f} ms, 8 sequences {step8 * 1000:.1f} ms "
             f"| load average {os.getloadavg()[0]:.1f}")
 
 
