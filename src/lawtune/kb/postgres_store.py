@@ -40,10 +40,9 @@ from collections import Counter
 from collections.abc import Iterable
 
 from lawtune.errors import LawtuneError
-from lawtune.kb.repeals import repealed_in
 from lawtune.kb.dense import refresh_dense, train_dense
 from lawtune.kb.sqlite_store import FORMAT, FORMAT_VERSION, MAX_DF
-from lawtune.kb.store import ITEM_FIELDS, Hit, Item, SqlStore, item_from_row, row_values
+from lawtune.kb.store import ITEM_FIELDS, AddTally, Hit, Item, SqlStore, item_from_row, row_values
 from lawtune.kb.tokenize import DEFAULT_TOKENIZER, characters, tokenize
 
 URL_PREFIXES = ("postgresql://", "postgres://")
@@ -227,28 +226,19 @@ class PostgresStore(SqlStore):
 
     def add(self, items: Iterable[Item]) -> int:
         """Insert items (COPY), update token frequencies and current versions, commit: searchable on return."""
-        count, touched, df, char_df, chars = 0, set(), Counter(), Counter(), 0
+        tally, df = AddTally(), Counter()
         with self.lock, self.db.transaction():  # all or nothing
             self.db.execute("CREATE TEMP TABLE new_items (LIKE items INCLUDING DEFAULTS, "
                             "law_tokens TEXT, title_tokens TEXT, body_tokens TEXT) ON COMMIT DROP")
             self.db.execute("ALTER TABLE new_items DROP COLUMN id, DROP COLUMN tsv")
-            repeals = []
             columns = (*ITEM_FIELDS, "law_tokens", "title_tokens", "body_tokens")
             with self.db.cursor().copy(f"COPY new_items ({', '.join(columns)}) FROM STDIN") as copy:
                 for item in items:
                     texts = item.search_fields()
                     fields = [tokenize(text, self.tokenizer) for text in texts]
                     df.update(set().union(*fields))
-                    item_chars = characters("".join(texts))
-                    chars += len(item_chars)
-                    char_df.update(set(item_chars))
                     copy.write_row(row_values(item) + [" ".join(f) for f in fields])
-                    if item.kind == "article":
-                        touched.add(item.law_full)
-                        for target in repealed_in(item.text):
-                            touched.add(target)
-                            repeals.append((target, item.law_full, item.version, item.cite()))
-                    count += 1
+                    tally.note(item, texts)
             self.db.execute(
                 f"INSERT INTO items ({', '.join(ITEM_FIELDS)}, tsv) SELECT {', '.join(ITEM_FIELDS)}, "
                 "setweight(to_tsvector('simple', law_tokens), 'A') || setweight(to_tsvector('simple', title_tokens), 'B')"
@@ -260,17 +250,17 @@ class PostgresStore(SqlStore):
             self.db.execute("INSERT INTO token_df SELECT token, df FROM new_df "
                             "ON CONFLICT (token) DO UPDATE SET df = token_df.df + EXCLUDED.df")
             self.db.cursor().executemany("INSERT INTO char_df VALUES (%s, %s) "
-                                         "ON CONFLICT (char) DO UPDATE SET df = char_df.df + EXCLUDED.df", list(char_df.items()))
-            self.db.execute("UPDATE meta SET value = (value::bigint + %s)::text WHERE key = 'chars'", (chars,))
-            self.db.cursor().executemany("INSERT INTO repeals VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", repeals)
-            self._update_current(touched)
+                                         "ON CONFLICT (char) DO UPDATE SET df = char_df.df + EXCLUDED.df", list(tally.char_df.items()))
+            self.db.execute("UPDATE meta SET value = (value::bigint + %s)::text WHERE key = 'chars'", (tally.chars,))
+            self.db.cursor().executemany("INSERT INTO repeals VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", tally.repeals)
+            self._update_current(tally.touched)
             self._bump_generation()
         self._forget()
         self.generation += 1
         self._stamp = self._read_stamp()
-        if touched:  # articles came or changed version: the dense index follows (a KB without one: nothing)
+        if tally.touched:  # articles came or changed version: the dense index follows (a KB without one: nothing)
             refresh_dense(self)
-        return count
+        return tally.count
 
     # ---- read ----------------------------------------------------------------------------------------
 

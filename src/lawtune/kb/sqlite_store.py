@@ -22,14 +22,12 @@ import os
 import sqlite3
 import threading
 import urllib.parse
-from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
 from lawtune.errors import LawtuneError
 from lawtune.kb.dense import refresh_dense
-from lawtune.kb.repeals import repealed_in
-from lawtune.kb.store import ITEM_FIELDS, Hit, Item, SqlStore, item_from_row, row_values
+from lawtune.kb.store import ITEM_FIELDS, AddTally, Hit, Item, SqlStore, item_from_row, row_values
 from lawtune.kb.tokenize import DEFAULT_TOKENIZER, characters, tokenize
 
 FORMAT = "lawtune-kb"
@@ -138,7 +136,7 @@ class SqliteStore(SqlStore):
 
     def add(self, items: Iterable[Item]) -> int:
         """Insert items, update which versions are current, commit: searchable when this returns."""
-        count, touched, char_df, chars = 0, set(), Counter(), 0
+        tally = AddTally()
         with self.lock, self.db:  # one transaction: all or nothing
             for item in items:
                 cursor = self.db.execute(
@@ -147,27 +145,19 @@ class SqliteStore(SqlStore):
                 fields = item.search_fields()
                 self.db.execute("INSERT INTO items_fts (rowid, law, title, body) VALUES (?, ?, ?, ?)",
                                 (cursor.lastrowid, *(" ".join(tokenize(f, self.tokenizer)) for f in fields)))
-                item_chars = characters("".join(fields))
-                chars += len(item_chars)
-                char_df.update(set(item_chars))
-                if item.kind == "article":
-                    touched.add(item.law_full)
-                    for target in repealed_in(item.text):
-                        touched.add(target)
-                        self.db.execute("INSERT OR IGNORE INTO repeals VALUES (?, ?, ?, ?)",
-                                        (target, item.law_full, item.version, item.cite()))
-                count += 1
+                tally.note(item, fields)
+            self.db.executemany("INSERT OR IGNORE INTO repeals VALUES (?, ?, ?, ?)", tally.repeals)
             self.db.executemany("INSERT INTO char_df VALUES (?, ?) ON CONFLICT (char) DO UPDATE SET df = df + excluded.df",
-                                char_df.items())
+                                tally.char_df.items())
             self.db.execute("INSERT INTO meta VALUES ('chars', ?) ON CONFLICT (key) DO UPDATE "
-                            "SET value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)", (str(chars),))
-            self._update_current(touched)
+                            "SET value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)", (str(tally.chars),))
+            self._update_current(tally.touched)
             self._forget()
             self.generation += 1
             self._data_version = self.db.execute("PRAGMA data_version").fetchone()[0]
-        if touched:  # articles came or changed version: the dense index follows (a KB without one: nothing)
+        if tally.touched:  # articles came or changed version: the dense index follows (a KB without one: nothing)
             refresh_dense(self)
-        return count
+        return tally.count
 
     # ---- read ----------------------------------------------------------------------------------------
 

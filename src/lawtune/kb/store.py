@@ -17,11 +17,14 @@ backend's parameter placeholder (`?` for SQLite, `%s` for PostgreSQL).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol, Self
 
 from lawtune.kb.numerals import to_chinese
+from lawtune.kb.repeals import repealed_in
+from lawtune.kb.tokenize import characters
 from lawtune.kb.versions import number_updates
 
 Kind = Literal["article", "qa"]
@@ -168,6 +171,29 @@ def item_from_row(row) -> Item:
     data = dict(zip(ITEM_FIELDS, row))
     data["current"] = bool(data["current"])
     return Item(**data)
+
+
+@dataclass
+class AddTally:
+    """What a backend's `add` counts while it inserts items, for the tables it updates after them."""
+
+    count: int = 0
+    chars: int = 0  # CJK characters of all items (meta `chars`)
+    char_df: Counter = field(default_factory=Counter)  # items holding each CJK character (table char_df)
+    touched: set[str] = field(default_factory=set)  # laws whose current version may have changed
+    repeals: list[tuple[str, str, str, str]] = field(default_factory=list)  # rows of table repeals
+
+    def note(self, item: Item, texts: tuple[str, str, str]) -> None:
+        """Count one item; `texts` = its `search_fields()`."""
+        item_chars = characters("".join(texts))
+        self.chars += len(item_chars)
+        self.char_df.update(set(item_chars))
+        if item.kind == "article":
+            self.touched.add(item.law_full)
+            for target in repealed_in(item.text):
+                self.touched.add(target)
+                self.repeals.append((target, item.law_full, item.version, item.cite()))
+        self.count += 1
 
 
 class SqlStore:
