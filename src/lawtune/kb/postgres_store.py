@@ -40,12 +40,10 @@ from collections import Counter
 from collections.abc import Iterable
 
 from lawtune.errors import LawtuneError
-from lawtune.kb.repeals import repealed_in
 from lawtune.kb.dense import refresh_dense, train_dense
-from lawtune.kb.sqlite_store import FORMAT, FORMAT_VERSION, ITEM_FIELDS, MAX_DF, row_values
-from lawtune.kb.store import Catalog, Hit, Item, Kind, char_stats
+from lawtune.kb.sqlite_store import FORMAT, FORMAT_VERSION, MAX_DF
+from lawtune.kb.store import ITEM_FIELDS, AddTally, Hit, Item, SqlStore, item_from_row, row_values
 from lawtune.kb.tokenize import DEFAULT_TOKENIZER, characters, tokenize
-from lawtune.kb.versions import number_updates
 
 URL_PREFIXES = ("postgresql://", "postgres://")
 SCHEMA = "lawtune_kb"
@@ -114,7 +112,11 @@ def _has_kb(conn, schema: str = SCHEMA) -> bool:
     return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{schema}.meta",)).fetchone()[0]
 
 
-class PostgresStore:
+class PostgresStore(SqlStore):
+    """SqlStore (lookup, catalog, version updates ...) on PostgreSQL, with ts_rank ranking and a COPY-based add."""
+
+    PARAM = "%s"
+
     def __init__(self, connection, url: str):
         self.db = connection
         self.url = url
@@ -125,13 +127,6 @@ class PostgresStore:
         self._forget()
         self.generation = 0
         self._stamp = self._read_stamp()
-
-    def _forget(self) -> None:
-        """Drop every cache of the KB's contents (after a change)."""
-        self._retriever = None  # built on first search (it caches law names)
-        self._items = 0  # item count for idf and MAX_DF
-        self._char_df: dict[str, int] = {}  # char_stats's cache
-        self._chars = 0
 
     def _read_stamp(self) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
@@ -227,41 +222,23 @@ class PostgresStore:
         finally:
             conn.close()
 
-    def close(self) -> None:
-        self.db.close()
-
-    def __enter__(self) -> "PostgresStore":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     # ---- write ---------------------------------------------------------------------------------------
 
     def add(self, items: Iterable[Item]) -> int:
         """Insert items (COPY), update token frequencies and current versions, commit: searchable on return."""
-        count, touched, df, char_df, chars = 0, set(), Counter(), Counter(), 0
+        tally, df = AddTally(), Counter()
         with self.lock, self.db.transaction():  # all or nothing
             self.db.execute("CREATE TEMP TABLE new_items (LIKE items INCLUDING DEFAULTS, "
                             "law_tokens TEXT, title_tokens TEXT, body_tokens TEXT) ON COMMIT DROP")
             self.db.execute("ALTER TABLE new_items DROP COLUMN id, DROP COLUMN tsv")
-            repeals = []
             columns = (*ITEM_FIELDS, "law_tokens", "title_tokens", "body_tokens")
             with self.db.cursor().copy(f"COPY new_items ({', '.join(columns)}) FROM STDIN") as copy:
                 for item in items:
                     texts = item.search_fields()
                     fields = [tokenize(text, self.tokenizer) for text in texts]
                     df.update(set().union(*fields))
-                    item_chars = characters("".join(texts))
-                    chars += len(item_chars)
-                    char_df.update(set(item_chars))
                     copy.write_row(row_values(item) + [" ".join(f) for f in fields])
-                    if item.kind == "article":
-                        touched.add(item.law_full)
-                        for target in repealed_in(item.text):
-                            touched.add(target)
-                            repeals.append((target, item.law_full, item.version, item.cite()))
-                    count += 1
+                    tally.note(item, texts)
             self.db.execute(
                 f"INSERT INTO items ({', '.join(ITEM_FIELDS)}, tsv) SELECT {', '.join(ITEM_FIELDS)}, "
                 "setweight(to_tsvector('simple', law_tokens), 'A') || setweight(to_tsvector('simple', title_tokens), 'B')"
@@ -273,44 +250,19 @@ class PostgresStore:
             self.db.execute("INSERT INTO token_df SELECT token, df FROM new_df "
                             "ON CONFLICT (token) DO UPDATE SET df = token_df.df + EXCLUDED.df")
             self.db.cursor().executemany("INSERT INTO char_df VALUES (%s, %s) "
-                                         "ON CONFLICT (char) DO UPDATE SET df = char_df.df + EXCLUDED.df", list(char_df.items()))
-            self.db.execute("UPDATE meta SET value = (value::bigint + %s)::text WHERE key = 'chars'", (chars,))
-            self.db.cursor().executemany("INSERT INTO repeals VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", repeals)
-            self._update_current(touched)
+                                         "ON CONFLICT (char) DO UPDATE SET df = char_df.df + EXCLUDED.df", list(tally.char_df.items()))
+            self.db.execute("UPDATE meta SET value = (value::bigint + %s)::text WHERE key = 'chars'", (tally.chars,))
+            self.db.cursor().executemany("INSERT INTO repeals VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", tally.repeals)
+            self._update_current(tally.touched)
             self._bump_generation()
         self._forget()
         self.generation += 1
         self._stamp = self._read_stamp()
-        if touched:  # articles came or changed version: the dense index follows (a KB without one: nothing)
+        if tally.touched:  # articles came or changed version: the dense index follows (a KB without one: nothing)
             refresh_dense(self)
-        return count
-
-    def _update_current(self, laws: set[str]) -> None:
-        """current = newest version of a law, unless a later law's text repealed it (as sqlite_store)."""
-        for law in laws:
-            versions = [v for (v,) in self.db.execute(
-                "SELECT DISTINCT version FROM items WHERE law_full = %s AND kind = 'article'", (law,))]
-            if not versions:
-                continue  # a repeal target the KB does not hold
-            newest = max(versions)
-            repealed = any((by_version or "") > newest for (by_version,) in self.db.execute(
-                "SELECT by_version FROM repeals WHERE law_full = %s AND by_law != law_full", (law,)))
-            self.db.execute("UPDATE items SET current = (version = %s AND NOT %s) WHERE law_full = %s "
-                            "AND kind = 'article' AND current != (version = %s AND NOT %s)",
-                            (newest, repealed, law, newest, repealed))
-            if len(versions) > 1 or repealed:  # older versions: their numbers in the current one (versions.py)
-                rows = self.db.execute("SELECT id, version, current, article, sub, text, current_article, current_sub "
-                                       "FROM items WHERE law_full = %s AND kind = 'article'", (law,)).fetchall()
-                self.db.cursor().executemany("UPDATE items SET current_article = %s, current_sub = %s WHERE id = %s",
-                                             number_updates(rows))
+        return tally.count
 
     # ---- read ----------------------------------------------------------------------------------------
-
-    def text_search(self, query: str, k: int, *, current_only: bool = True, laws: Iterable[str] = (),
-                    kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:
-        with self.lock:
-            self.refresh()
-            return self._text_search(query, k, current_only, list(laws), list(kinds))
 
     def _text_search(self, query: str, k: int, current_only: bool, laws: list[str], kinds: list[str]) -> list[Hit]:
         idf = self._query_idf(query)
@@ -356,19 +308,17 @@ class PostgresStore:
             rows = self.db.execute(
                 f"SELECT {', '.join(ITEM_FIELDS)}, {rank} AS s FROM items WHERE {' AND '.join(where)} "
                 f"ORDER BY s DESC LIMIT %s", [*params, k]).fetchall()
-        return [Hit(item=_item(row[:-1]), score=float(row[-1])) for row in rows]
+        return [Hit(item=item_from_row(row[:-1]), score=float(row[-1])) for row in rows]
 
     def _query_idf(self, query: str) -> dict[str, float]:
         """Query tokens → BM25 idf (as FTS5 computes it), without tokens in no item or in > MAX_DF of them."""
         tokens = list(dict.fromkeys(tokenize(query, self.tokenizer)))
         if not tokens:
             return {}
-        if not self._items:
-            self._items = self.db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+        n = self._item_count()
         df = dict(self.db.execute("SELECT token, df FROM token_df WHERE token = ANY(%s)", (tokens,)).fetchall())
-        kept = [t for t in tokens if 0 < df.get(t, 0) <= MAX_DF * self._items]
+        kept = [t for t in tokens if 0 < df.get(t, 0) <= MAX_DF * n]
         kept = kept or [t for t in tokens if df.get(t)]  # a query of common words only: keep them
-        n = self._items
         return {t: _idf(n, df[t]) for t in kept}
 
     def char_scores(self, query: str, items: list[Item]) -> list[float]:
@@ -394,55 +344,8 @@ class PostgresStore:
             scores.append(score / math.log2(1 + length) if length else 0.0)
         return scores
 
-    def _char_stats(self, chars: list[str]) -> tuple[int, float, dict[str, int]]:
-        """store.char_stats over this backend's char_df."""
-        return char_stats(self, chars, lambda missing: self.db.execute(
-            "SELECT char, df FROM char_df WHERE char = ANY(%s)", (missing,)).fetchall())
-
-    def search(self, query: str, k: int = 5, *, current_only: bool = True,
-               kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:
-        from lawtune.kb.retrieval import Retriever
-
-        self.refresh()
-        if self._retriever is None:
-            self._retriever = Retriever(self)
-        return self._retriever.search(query, k, current_only=current_only, kinds=kinds)
-
-    def lookup(self, law: str, article: int, sub: int = 0, version: str | None = None) -> Item | None:
-        sql = (f"SELECT {', '.join(ITEM_FIELDS)} FROM items WHERE kind = 'article' AND (law_full = %s OR law = %s) "
-               f"AND article = %s AND sub = %s")
-        params: list = [law, law, article, sub]
-        if version is not None:
-            sql += " AND version = %s"
-            params.append(version)
-        # the current version first, then the newest
-        with self.lock:
-            row = self.db.execute(sql + " ORDER BY current DESC, version DESC LIMIT 1", params).fetchone()
-        return _item(row) if row else None
-
-    def catalog(self) -> Catalog:
-        with self.lock:
-            self.refresh()
-            rows = self.db.execute(
-                "SELECT law_full, law, version, current, article, sub FROM items WHERE kind = 'article'").fetchall()
-            repeal_rows = self.db.execute("SELECT law_full, by_law, by_cite FROM repeals").fetchall()
-        return Catalog.from_rows(rows, repeal_rows)
-
-    def count(self) -> dict[str, int]:
-        with self.lock:
-            return dict(self.db.execute("SELECT kind, COUNT(*) FROM items GROUP BY kind").fetchall())
-
-    def current_articles(self) -> list[Item]:
-        """Every article of a current version, in insertion order (the dense index encodes these)."""
-        with self.lock:
-            rows = self.db.execute(f"SELECT {', '.join(ITEM_FIELDS)} FROM items WHERE kind = 'article' AND current "
-                                   "ORDER BY id").fetchall()
-        return [_item(row) for row in rows]
-
-    def get_blob(self, key: str) -> bytes | None:
-        with self.lock:
-            row = self.db.execute("SELECT value FROM blobs WHERE key = %s", (key,)).fetchone()
-        return bytes(row[0]) if row else None
+    def _char_df_rows(self, chars: list[str]) -> list[tuple[str, int]]:
+        return self.db.execute("SELECT char, df FROM char_df WHERE char = ANY(%s)", (chars,)).fetchall()
 
     def put_blob(self, key: str, value: bytes) -> None:
         with self.lock, self.db.transaction():
@@ -470,7 +373,3 @@ def _term_rank(weights: list[float]) -> float:
 def _or_query(tokens: list[str]) -> str:
     """to_tsquery text: each token quoted (so no token is read as an operator), joined by OR."""
     return " | ".join("'" + t.replace("\\", "\\\\").replace("'", "''") + "'" for t in tokens)
-
-
-def _item(row) -> Item:
-    return Item(**dict(zip(ITEM_FIELDS, row)))

@@ -22,19 +22,16 @@ import os
 import sqlite3
 import threading
 import urllib.parse
-from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
 from lawtune.errors import LawtuneError
 from lawtune.kb.dense import refresh_dense
-from lawtune.kb.repeals import repealed_in
-from lawtune.kb.store import Catalog, Hit, Item, Kind, char_stats
+from lawtune.kb.store import ITEM_FIELDS, AddTally, Hit, Item, SqlStore, item_from_row, row_values
 from lawtune.kb.tokenize import DEFAULT_TOKENIZER, characters, tokenize
-from lawtune.kb.versions import number_updates
 
 FORMAT = "lawtune-kb"
-FORMAT_VERSION = "4"  # 2: current_article / current_sub (versions.py); 3: char_df and meta `chars` (char_stats);
+FORMAT_VERSION = "4"  # 2: current_article / current_sub (versions.py); 3: char_df and meta `chars` (_char_stats);
 # 4: table blobs (the dense index, dense.py)
 WEIGHTS = (2.0, 1.0, 1.0)  # law name, path / question, text
 # Query tokens in more than this share of items (规定, 应当, 人民 …) are dropped from the query: they barely move
@@ -44,17 +41,6 @@ BM25_K1, BM25_B = 1.2, 0.75  # FTS5's bm25() constants, for char_scores
 OVERSAMPLE = 3  # text_search ranks k × this many FTS5 matches before the kind / version filters (see there)
 TOKEN_CACHE_SIZE = 10_000  # query tokens whose document frequency is kept (LRU): queries cannot grow it without bound
 BUSY_TIMEOUT_S = 60.0  # a writer waits this long for another writer (`kb add` while `kb add`); readers never wait (WAL)
-ITEM_FIELDS = ("kind", "text", "law", "law_full", "article", "sub", "version", "current", "path", "question", "source",
-               "current_article", "current_sub")
-
-
-def row_values(item: Item) -> list:
-    """The ITEM_FIELDS of an item to insert. An article counts as current until `_link_versions` says otherwise,
-    so that only older versions' rows are written twice."""
-    values = [getattr(item, f) for f in ITEM_FIELDS]
-    if item.kind == "article" and not item.current_article:
-        values[-2:] = [item.article, item.sub]
-    return values
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -73,7 +59,11 @@ CREATE VIRTUAL TABLE items_fts USING fts5 (law, title, body, content='', tokeniz
 """
 
 
-class SqliteStore:
+class SqliteStore(SqlStore):
+    """SqlStore (lookup, catalog, version updates ...) on SQLite, with FTS5 ranking and SQLite's own add."""
+
+    PARAM = "?"
+
     def __init__(self, connection: sqlite3.Connection, path: Path):
         self.db = connection
         self.path = path
@@ -91,12 +81,8 @@ class SqliteStore:
         self._data_version = self.db.execute("PRAGMA data_version").fetchone()[0]
 
     def _forget(self) -> None:
-        """Drop every cache of the KB's contents (after a change)."""
-        self._retriever = None  # built on first search (it caches law names)
+        super()._forget()
         self._token_df.cache_clear()
-        self._items = 0
-        self._char_df: dict[str, int] = {}  # char_stats's cache
-        self._chars = 0
 
     def refresh(self) -> int:
         """Notice a change another process committed (`lawtune kb add` while serving): caches are dropped, so
@@ -146,20 +132,11 @@ class SqliteStore:
                                f"{FORMAT_VERSION}; rebuild it with `lawtune kb build`")
         return cls(db, path)
 
-    def close(self) -> None:
-        self.db.close()
-
-    def __enter__(self) -> "SqliteStore":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     # ---- write ---------------------------------------------------------------------------------------
 
     def add(self, items: Iterable[Item]) -> int:
         """Insert items, update which versions are current, commit: searchable when this returns."""
-        count, touched, char_df, chars = 0, set(), Counter(), 0
+        tally = AddTally()
         with self.lock, self.db:  # one transaction: all or nothing
             for item in items:
                 cursor = self.db.execute(
@@ -168,58 +145,21 @@ class SqliteStore:
                 fields = item.search_fields()
                 self.db.execute("INSERT INTO items_fts (rowid, law, title, body) VALUES (?, ?, ?, ?)",
                                 (cursor.lastrowid, *(" ".join(tokenize(f, self.tokenizer)) for f in fields)))
-                item_chars = characters("".join(fields))
-                chars += len(item_chars)
-                char_df.update(set(item_chars))
-                if item.kind == "article":
-                    touched.add(item.law_full)
-                    for target in repealed_in(item.text):
-                        touched.add(target)
-                        self.db.execute("INSERT OR IGNORE INTO repeals VALUES (?, ?, ?, ?)",
-                                        (target, item.law_full, item.version, item.cite()))
-                count += 1
+                tally.note(item, fields)
+            self.db.executemany("INSERT OR IGNORE INTO repeals VALUES (?, ?, ?, ?)", tally.repeals)
             self.db.executemany("INSERT INTO char_df VALUES (?, ?) ON CONFLICT (char) DO UPDATE SET df = df + excluded.df",
-                                char_df.items())
+                                tally.char_df.items())
             self.db.execute("INSERT INTO meta VALUES ('chars', ?) ON CONFLICT (key) DO UPDATE "
-                            "SET value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)", (str(chars),))
-            self._update_current(touched)
+                            "SET value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)", (str(tally.chars),))
+            self._update_current(tally.touched)
             self._forget()
             self.generation += 1
             self._data_version = self.db.execute("PRAGMA data_version").fetchone()[0]
-        if touched:  # articles came or changed version: the dense index follows (a KB without one: nothing)
+        if tally.touched:  # articles came or changed version: the dense index follows (a KB without one: nothing)
             refresh_dense(self)
-        return count
-
-    def _update_current(self, laws: set[str]) -> None:
-        """current = newest version of a law, unless a later law's text repealed it (see repeals.py)."""
-        for law in laws:
-            versions = [v for (v,) in self.db.execute(
-                "SELECT DISTINCT version FROM items WHERE law_full = ? AND kind = 'article'", (law,))]
-            if not versions:
-                continue  # a repeal target the KB does not hold
-            newest = max(versions)
-            repealed = any((by_version or "") > newest for (by_version,) in self.db.execute(
-                "SELECT by_version FROM repeals WHERE law_full = ? AND by_law != law_full", (law,)))
-            for version in versions:
-                current = int(version == newest and not repealed)
-                self.db.execute("UPDATE items SET current = ? WHERE law_full = ? AND version = ? AND kind = 'article' "
-                                "AND current != ?", (current, law, version, current))
-            if len(versions) > 1 or repealed:
-                self._link_versions(law)
-
-    def _link_versions(self, law: str) -> None:
-        """Every article's number in the law's current version (versions.py)."""
-        rows = self.db.execute("SELECT id, version, current, article, sub, text, current_article, current_sub "
-                               "FROM items WHERE law_full = ? AND kind = 'article'", (law,))
-        self.db.executemany("UPDATE items SET current_article = ?, current_sub = ? WHERE id = ?", number_updates(rows))
+        return tally.count
 
     # ---- read ----------------------------------------------------------------------------------------
-
-    def text_search(self, query: str, k: int, *, current_only: bool = True, laws: Iterable[str] = (),
-                    kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:
-        with self.lock:
-            self.refresh()
-            return self._text_search(query, k, current_only, list(laws), list(kinds))
 
     def _text_search(self, query: str, k: int, current_only: bool, laws: list[str], kinds: list[str]) -> list[Hit]:
         tokens = self._query_tokens(query)
@@ -248,14 +188,13 @@ class SqliteStore:
             rows = self.db.execute(
                 f"SELECT {fields}, {bm25} AS s FROM items_fts JOIN items i ON i.id = items_fts.rowid "
                 f"WHERE items_fts MATCH ? AND {' AND '.join(where)} ORDER BY s LIMIT ?", [*params, k]).fetchall()
-        return [Hit(item=_item(row[:-1]), score=-row[-1]) for row in rows]
+        return [Hit(item=item_from_row(row[:-1]), score=-row[-1]) for row in rows]
 
     def _query_tokens(self, query: str) -> list[str]:
         tokens = list(dict.fromkeys(tokenize(query, self.tokenizer)))  # unique, in order
-        if not self._items:
-            self._items = self.db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+        items = self._item_count()
         df = {token: self._token_df(token) for token in tokens}
-        kept = [t for t in tokens if 0 < df[t] <= MAX_DF * self._items]
+        kept = [t for t in tokens if 0 < df[t] <= MAX_DF * items]
         return kept or [t for t in tokens if df[t]]  # a query of common words only: keep them
 
     def _fetch_token_df(self, token: str) -> int:
@@ -282,57 +221,8 @@ class SqliteStore:
             scores.append(score)
         return scores
 
-    def _char_stats(self, chars: list[str]) -> tuple[int, float, dict[str, int]]:
-        """store.char_stats over this backend's char_df."""
-        return char_stats(self, chars, lambda missing: self.db.execute(
-            f"SELECT char, df FROM char_df WHERE char IN ({', '.join('?' * len(missing))})", missing))
-
-    def search(self, query: str, k: int = 5, *, current_only: bool = True,
-               kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:
-        from lawtune.kb.retrieval import Retriever
-
-        self.refresh()
-        if self._retriever is None:
-            self._retriever = Retriever(self)
-        return self._retriever.search(query, k, current_only=current_only, kinds=kinds)
-
-    def lookup(self, law: str, article: int, sub: int = 0, version: str | None = None) -> Item | None:
-        sql = (f"SELECT {', '.join(ITEM_FIELDS)} FROM items WHERE kind = 'article' AND (law_full = ? OR law = ?) "
-               f"AND article = ? AND sub = ?")
-        params: list = [law, law, article, sub]
-        if version is not None:
-            sql += " AND version = ?"
-            params.append(version)
-        # the current version first, then the newest
-        with self.lock:
-            row = self.db.execute(sql + " ORDER BY current DESC, version DESC LIMIT 1", params).fetchone()
-        return _item(row) if row else None
-
-    def catalog(self) -> Catalog:
-        with self.lock:
-            self.refresh()
-            return self._catalog()
-
-    def _catalog(self) -> Catalog:
-        return Catalog.from_rows(
-            self.db.execute("SELECT law_full, law, version, current, article, sub FROM items WHERE kind = 'article'"),
-            self.db.execute("SELECT law_full, by_law, by_cite FROM repeals"))
-
-    def count(self) -> dict[str, int]:
-        with self.lock:
-            return dict(self.db.execute("SELECT kind, COUNT(*) FROM items GROUP BY kind"))
-
-    def current_articles(self) -> list[Item]:
-        """Every article of a current version, in insertion order (the dense index encodes these)."""
-        with self.lock:
-            rows = self.db.execute(f"SELECT {', '.join(ITEM_FIELDS)} FROM items WHERE kind = 'article' AND current = 1 "
-                                   "ORDER BY id").fetchall()
-        return [_item(row) for row in rows]
-
-    def get_blob(self, key: str) -> bytes | None:
-        with self.lock:
-            row = self.db.execute("SELECT value FROM blobs WHERE key = ?", (key,)).fetchone()
-        return bytes(row[0]) if row else None
+    def _char_df_rows(self, chars: list[str]) -> Iterable[tuple[str, int]]:
+        return self.db.execute(f"SELECT char, df FROM char_df WHERE char IN ({', '.join('?' * len(chars))})", chars)
 
     def put_blob(self, key: str, value: bytes) -> None:
         with self.lock, self.db:
@@ -358,9 +248,3 @@ def _use_wal(db: sqlite3.Connection) -> None:
     except sqlite3.OperationalError:
         pass
     db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-
-
-def _item(row) -> Item:
-    data = dict(zip(ITEM_FIELDS, row))
-    data["current"] = bool(data["current"])
-    return Item(**data)
