@@ -122,7 +122,7 @@ def test_library_entry_points_take_the_settings_objects():
     ("export.cli", "export_command", "lawtune.export.export:run",
      dict(renamed={"to": "fmt", "out": "out_dir"}, cli_only={"run_dir"}, not_on_cli={"run_dir", "say"})),
     ("kb.cli", "build", "lawtune.kb.build:build",
-     dict(cli_only={"bundled", "force"}, not_on_cli={"progress", "train_progress"}, own_default={"sources", "out"})),
+     dict(cli_only={"bundled", "force"}, not_on_cli={"progress", "train_progress", "phases"}, own_default={"sources", "out"})),
     ("tools.cli", "generate", "lawtune.tools.generate:run",
      dict(renamed={"out": "out_dir", "qa": "qa_dir"}, own_default={"out"})),
     ("modeling.cli", "import_command", "lawtune.modeling.importer:import_model", {}),
