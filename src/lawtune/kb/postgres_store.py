@@ -42,7 +42,8 @@ from collections.abc import Iterable
 from lawtune.errors import LawtuneError
 from lawtune.kb.dense import refresh_dense, train_dense
 from lawtune.kb.sqlite_store import FORMAT, FORMAT_VERSION, MAX_DF
-from lawtune.kb.store import ITEM_FIELDS, AddTally, Hit, Item, SqlStore, item_from_row, row_values
+from lawtune.kb.sql_store import ITEM_FIELDS, AddTally, SqlStore, item_from_row, row_values
+from lawtune.kb.store import Hit, Item
 from lawtune.kb.tokenize import DEFAULT_TOKENIZER, characters, tokenize
 
 URL_PREFIXES = ("postgresql://", "postgres://")

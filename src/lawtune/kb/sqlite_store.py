@@ -27,7 +27,8 @@ from pathlib import Path
 
 from lawtune.errors import LawtuneError
 from lawtune.kb.dense import refresh_dense
-from lawtune.kb.store import ITEM_FIELDS, AddTally, Hit, Item, SqlStore, item_from_row, row_values
+from lawtune.kb.sql_store import ITEM_FIELDS, AddTally, SqlStore, item_from_row, row_values
+from lawtune.kb.store import Hit, Item
 from lawtune.kb.tokenize import DEFAULT_TOKENIZER, characters, tokenize
 
 FORMAT = "lawtune-kb"
