@@ -71,13 +71,13 @@ def measure(gguf: Path, prompts: list[list[int]], *, threads: int, chunk: int, s
             batch.step()
         step1 = (time.perf_counter() - start) / steps
         batch.remove(seqs[:1])
-        copied = batch.reused_tokens
+        reused = batch.reused_tokens
     finally:
         batch.close()
     tokens = len(prompts[1])
     return (f"{gguf.name} threads {threads} chunk {chunk}: prefill {tokens} tokens alone {min(alone) * 1000:.0f} ms "
             f"({tokens / min(alone):.0f} tokens/s) | 8 joining: first tokens at "
-            f"{' '.join(f'{t:.2f}' for t in ready)} s (p50 {statistics.median(ready):.2f} s), {copied} prompt tokens "
+            f"{' '.join(f'{t:.2f}' for t in ready)} s (p50 {statistics.median(ready):.2f} s), {reused} prompt tokens "
             f"reused | decode step: 1 sequence {step1 * 1000:.1f} ms, 8 sequences {step8 * 1000:.1f} ms "
             f"| load average {os.getloadavg()[0]:.1f}")
 

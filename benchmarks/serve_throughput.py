@@ -76,14 +76,11 @@ def served_gguf(model: str, quant: str) -> Path:
 # build with AMX-INT8 repacks weights into AMX buffers whose matrix multiply segfaults on Q4_K_M (llama.cpp
 # #20824), so both servers then run the same AVX-512 kernels. `use_extra_bufts = False` is llama-cli's --no-repack.
 NO_AMX_SERVER = """
-import runpy, llama_cpp.llama_cpp as bindings
-defaults = bindings.llama_model_default_params
-def model_params():
-    params = defaults()
-    if b"AMX_INT8 = 1" in bindings.llama_print_system_info():
-        params.use_extra_bufts = False
-    return params
-bindings.llama_model_default_params = model_params
+import runpy, types, llama_cpp.llama_cpp as bindings
+from lawtune.serving.engines.llama_batch import model_params
+unpatched = types.SimpleNamespace(llama_model_default_params=bindings.llama_model_default_params,
+                                  llama_print_system_info=bindings.llama_print_system_info)
+bindings.llama_model_default_params = lambda: model_params(unpatched)
 runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 """
 
