@@ -230,16 +230,16 @@ class CitationLogitsProcessor:
             for token in generated[state.read:]:
                 self._advance(state, token)
             state.read = len(generated)
-            logits = scores[index]
+            logits = row = scores[index]
             if state.matcher is not None:
                 allowed = _mask(state.matcher, logits.shape[-1], logits.device)
                 logits = logits.float().masked_fill(~allowed, float("-inf"))
             elif not state.ended:
                 if self.policy is not None and self.policy.penalizes:
-                    logits = penalize(logits, generated, self.policy, self.stop_ids)
+                    logits = penalize(logits, generated, self.policy, self.stop_ids)  # a new tensor
                 banned = [] if state.free else self.banned(state) + (self.vocab.extenders if state.closed else [])
                 if banned:
-                    logits = logits.float().clone()
+                    logits = logits.float().clone() if logits is row else logits.float()
                     logits[torch.tensor(banned, dtype=torch.long)] = float("-inf")
             out.append(logits.to(scores.dtype))
         return torch.stack(out)
