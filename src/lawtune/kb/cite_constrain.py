@@ -37,8 +37,8 @@ Material = dict[str, tuple[tuple[int, int], ...]]  # law full name → its (arti
 TRIGGER = "第"
 TRIGGER_BYTES = TRIGGER.encode()
 TAIL_CHARS = 96  # answer text a probe reads before the `第`: the longest law name (60) plus its connector
-PROBE = "第一条"
-EXTENDS = frozenset("之" + NUMERAL_CHARS)  # what would turn 第八十二条 into another reference (之N) or number  # appended to see whether a `第` there would open an article reference
+PROBE = "第一条"  # appended to see whether a `第` there would open an article reference
+EXTENDS = frozenset("之" + NUMERAL_CHARS)  # what would turn 第八十二条 into another reference (之N) or number
 
 _TRIGGER_VOCABS: dict[int, "TriggerVocab"] = {}
 _GRAMMARS: dict[str, Any] = {}
@@ -159,9 +159,8 @@ def fits(rest: str, forms: Sequence[str]) -> bool:
     for form in forms:
         if form.startswith(rest):
             return True
-        if rest.startswith(form):
-            after = rest[len(form):]
-            return not after or (after[0] != "之" and after[0] not in NUMERAL_CHARS)
+        if rest.startswith(form) and rest[len(form):][:1] not in EXTENDS:
+            return True
     return False
 
 
