@@ -24,6 +24,7 @@ which law. A tokenizer that writes `第` from byte pieces (no token containing i
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,9 +40,13 @@ TRIGGER_BYTES = TRIGGER.encode()
 TAIL_CHARS = 96  # answer text a probe reads before the `第`: the longest law name (60) plus its connector
 PROBE = "第一条"  # appended to see whether a `第` there would open an article reference
 EXTENDS = frozenset("之" + NUMERAL_CHARS)  # what would turn 第八十二条 into another reference (之N) or number
+# what may sit right before the 第 of a reference besides a law name's last character (find_citations' REFS_RE):
+# 》, …编, 的规定 / 规定的 / 的, the end of an earlier reference of a list (条, 款, 项, 之N, a bracket) and its separators
+BEFORE_REFERENCE = frozenset("》编定的条款项）)" + "至到、，,和及者或与-—～~" + NUMERAL_CHARS + " \t\n\u3000")
 
 _TRIGGER_VOCABS: dict[int, "TriggerVocab"] = {}
 _GRAMMARS: dict[str, Any] = {}
+_NAME_ENDS: "weakref.WeakKeyDictionary[LawNames, frozenset[str]]" = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 
@@ -142,6 +147,8 @@ def pending_bytes(data: bytes) -> int:
 def opens_reference(text: str, names: LawNames) -> tuple[bool, str | None]:
     """Would a `第` written right after `text` open an article reference? (yes/no, the cited law's full name or
     None when the law is unknown). `text` is the end of an answer (TAIL_CHARS)."""
+    if not text or (text[-1] not in BEFORE_REFERENCE and text[-1] not in _name_ends(names)):
+        return False, None  # the common case, decided without a probe
     probe = text + PROBE
     citations = find_citations(probe, names)
     if not citations:
@@ -153,6 +160,14 @@ def opens_reference(text: str, names: LawNames) -> tuple[bool, str | None]:
     return True, last.law_full
 
 
+def _name_ends(names: LawNames) -> frozenset[str]:
+    """The last characters of every name `names` knows (cached per LawNames)."""
+    ends = _NAME_ENDS.get(names)
+    if ends is None:
+        ends = _NAME_ENDS[names] = frozenset(name[-1] for name in names.names())
+    return ends
+
+
 def fits(rest: str, forms: Sequence[str]) -> bool:
     """Can `rest` (what a token writes after its `第`) begin one of `forms` or run past one of them?"""
     rest = rest.rstrip("\ufffd")  # an unfinished character: the grammar judges it once it is written
@@ -162,6 +177,24 @@ def fits(rest: str, forms: Sequence[str]) -> bool:
         if rest.startswith(form) and rest[len(form):][:1] not in EXTENDS:
             return True
     return False
+
+
+def allowed_ids(matcher: Any, vocab: int) -> Any:
+    """The token ids the matcher allows next (a handful inside a reference), from its bitmask."""
+    import numpy
+    import torch
+
+    bits = numpy.unpackbits(numpy.frombuffer(matcher.compute_bitmask(), dtype=numpy.uint8), bitorder="little")
+    return torch.from_numpy(numpy.flatnonzero(bits[:vocab]))
+
+
+def only(logits: Any, ids: Any) -> Any:
+    """A float copy of `logits` with every token but `ids` at -inf (cheaper than a full mask for a few ids)."""
+    import torch
+
+    out = torch.full(logits.shape, float("-inf"), dtype=torch.float32, device=logits.device)
+    out[ids] = logits[ids].float()
+    return out
 
 
 class CiteConstraint:
@@ -220,7 +253,6 @@ class CitationLogitsProcessor:
         import torch
 
         from lawtune.modeling.decoding import penalize
-        from lawtune.tools.constrain import _mask  # the matcher's bitmask as a bool tensor (the tools' helper)
 
         out = []
         for index in range(scores.shape[0]):
@@ -231,8 +263,7 @@ class CitationLogitsProcessor:
             state.read = len(generated)
             logits = row = scores[index]
             if state.matcher is not None:
-                allowed = _mask(state.matcher, logits.shape[-1], logits.device)
-                logits = logits.float().masked_fill(~allowed, float("-inf"))
+                logits = only(logits, allowed_ids(state.matcher, logits.shape[-1]))
             elif not state.ended:
                 if self.policy is not None and self.policy.penalizes:
                     logits = penalize(logits, generated, self.policy, self.stop_ids)  # a new tensor
