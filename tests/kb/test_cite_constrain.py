@@ -69,7 +69,8 @@ def cited(text):
 
 @pytest.mark.parametrize("text, law", [
     ("依据《民法典》", CIVIL), ("依据民法典", CIVIL), ("《民法典》婚姻家庭编", CIVIL), ("《中华人民共和国民法典》的规定", CIVIL),
-    ("《民法典》第八十条、", CIVIL), ("《民法典》第八十条至", CIVIL), ("《离婚协议书》", None)])
+    ("《民法典》第八十条、", CIVIL), ("《民法典》第八十条至", CIVIL), ("《民法典》第八十条以及", CIVIL),
+    ("《民法典》第八十条或者", CIVIL), ("依据民法典 ", CIVIL), ("《离婚协议书》", None)])
 def test_a_di_after_a_law_or_a_list_opens_a_reference(text, law):
     assert opens_reference(text, NAMES) == (True, law)
 

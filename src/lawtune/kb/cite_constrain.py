@@ -15,10 +15,11 @@ does not hold cannot be decoded; a law named alone (`《刑法》规定…`), a 
 cites nothing stay allowed. It stops invented article numbers; it does not make a retrieved article that does
 not fit the question fit (that is the model's choice, `kb.grounding` measures it).
 
-How a token can start a reference: its text contains `第` (a tokenizer's few hundred such tokens, found once per
-tokenizer). Tokens are grouped by the text before their first `第` (`》第`, `、第`, `第`, …): one probe per
-group and step, `find_citations(tail + prefix + "第一条")`, says whether that `第` would open a reference and of
-which law. A tokenizer that writes `第` from byte pieces (no token containing it) passes unconstrained.
+How a token can start a reference: its bytes hold `第` (28 tokens of Gemma's 262k; a byte-level tokenizer writes
+it in pieces, which are followed too), found once per tokenizer. Tokens are grouped by the text before their
+`第` (` 第`, `的第`, `第`, …): one probe per group and step, `find_citations(tail + prefix + "第一条")`, says
+whether that `第` would open a reference and of which law — unless the text ends in a character no reference's
+`第` can follow (most steps), which decides it without a probe.
 """
 
 from __future__ import annotations
