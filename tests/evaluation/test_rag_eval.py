@@ -141,3 +141,31 @@ def test_infer_and_chat_with_kb_show_the_articles(tiny_run_dir, kb_file):
                             write=lambda *a, **k: shown.append(a[0] if a else ""), rag=rag)
     assert history[0] == {"role": "user", "content": "离婚需要什么材料"}  # the history keeps the plain question
     assert any("[资料1]" in line for line in shown)
+
+
+@pytest.mark.parametrize("flag, on", [(None, False), ("--cite-constraint", True), ("--no-cite-constraint", False)])
+def test_eval_with_kb_constrains_citations_when_told_to(tiny_run_dir, qa_file, kb_file, tmp_path, monkeypatch, flag, on):
+    from lawtune.evaluation import evaluate
+
+    given = []
+    real_generate = evaluate.generate
+
+    def spy(loaded, conversations, settings, **kwargs):
+        given.append(kwargs.get("cite"))
+        return real_generate(loaded, conversations, settings, **kwargs)
+
+    monkeypatch.setattr(evaluate, "generate", spy)
+    invoke("eval", tiny_run_dir, "--data", qa_file, "--out", tmp_path, *FAST, "--limit", "2", "--kb", kb_file,
+           *([flag] if flag else []))
+    record = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
+    rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert record["kb"]["cite_constraint"] is on
+    if not on:
+        assert given == [None]
+        return
+    # one material per question: the articles recorded as retrieved for it
+    from lawtune.kb.laws import short_name
+
+    (cite,) = given
+    assert [{(short_name(law), a, s) for law, refs in m.items() for a, s in refs} for m in cite.materials] == [
+        {(h["law"], h["article"], h["sub"]) for h in row["retrieved"]} for row in rows]

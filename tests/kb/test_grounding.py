@@ -35,9 +35,11 @@ def test_grounding_metrics_by_hand(kb):
     retrieved = [[(CIVIL, 1079, 0), (CIVIL, 1078, 0)], [(LABOUR, 82, 0), (LABOUR, 87, 0)], [(CIVIL, 5, 0)], []]
     rows, metrics = grounding_metrics(keys, answers, references, retrieved)
     # 4 cited articles (1079, 1080, 82, 1076), 2 of them retrieved → 50 %; references cite in 3 questions, answer 1 agrees → 33.33 %;
-    # the reference's article was retrieved for all 3 → 100 %; 1 of 4 answers echoes the instruction → 25 %
+    # the reference's article was retrieved for all 3 → 100 %; 1 of 4 answers echoes the instruction → 25 %;
+    # of the retrieved articles cited where the reference cites one (1079 in the 1st, 82 in the 2nd), 1079 fits → 50 %
     assert metrics == {"reference_agreement_pct": 33.33, "reference_questions": 3, "instruction_echo_pct": 25.0,
-                       "retrieved_citation_pct": 50.0, "retrieved_citation_n": 4, "reference_retrieved_pct": 100.0}
+                       "retrieved_citation_pct": 50.0, "retrieved_citation_n": 4, "reference_retrieved_pct": 100.0,
+                       "retrieved_fit_pct": 50.0, "retrieved_fit_n": 2}
     assert rows[0] == {"cited_articles": [[CIVIL, 1079, 0], [CIVIL, 1080, 0]], "echoes_instruction": False,
                        "cited_in_retrieved": 1, "reference_articles": [[CIVIL, 1079, 0]], "agrees_with_reference": True}
     assert rows[1]["agrees_with_reference"] is False and "reference_articles" not in rows[3]

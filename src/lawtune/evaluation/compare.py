@@ -65,7 +65,8 @@ def run(base: str, run_dir: str | Path, data: str | Path, out_dir: str | Path | 
     mcq_paths = resolve_mcq(list(DEFAULT_MCQ) if options.mcq is None else options.mcq)
     out = Path(out_dir) if out_dir else run_dir / COMPARE_DIR
     data_record = {"path": str(data), "sha256": sha256_file(data), "count": len(examples), "limit": limit}
-    rag, checker, kb_record = open_eval_kb(options.kb, options.check_kb, options.kb_k, options.kb_chars)
+    rag, checker, kb_record = open_eval_kb(options.kb, options.check_kb, options.kb_k, options.kb_chars,
+                                           options.cite_constraint)
 
     results, tool_rows = {}, {}
     for side in ("base", "tuned"):

@@ -85,7 +85,7 @@ def evaluate_loaded(
             settings = replace(settings, max_new_tokens=MIN_ANSWER_BUDGET)
         return _record(loaded, settings, max_output_length, {}, {}, _mcq(loaded, mcq_paths, mcq_limit, label, timing),
                        timing), []
-    asked, retrieved, hit_keys = examples, [None] * len(examples), None
+    asked, retrieved, hit_keys, cite = examples, [None] * len(examples), None, None
     if rag is not None and kb_in_prompt:
         from lawtune.kb.grounding import hit_key
 
@@ -94,13 +94,14 @@ def evaluate_loaded(
                  for a, e in zip(augmented, examples)]
         retrieved = [a.references() for a in augmented]
         hit_keys = [[hit_key(h) for h in a.hits] for a in augmented]
+        cite = rag.constraint([a.hits for a in augmented])  # None with --no-cite-constraint
     if rag is not None:
         checker = checker or rag.checker
     reference_tokens = [len(loaded.tokenizer(e.reference, add_special_tokens=False)["input_ids"]) for e in examples]
     if settings.max_new_tokens is None:
         settings = replace(settings, max_new_tokens=answer_budget(reference_tokens))
     started = time.perf_counter()
-    outputs = generate(loaded, [e.prompt for e in asked], settings, description=f"{label} generating".strip())
+    outputs = generate(loaded, [e.prompt for e in asked], settings, description=f"{label} generating".strip(), cite=cite)
     timing["generation_s"] = round(time.perf_counter() - started, 1)
 
     started = time.perf_counter()
@@ -203,7 +204,8 @@ def run(spec: str | Path, data: str | Path, out_dir: str | Path | None = None, *
     mcq_paths = resolve_mcq(list(DEFAULT_MCQ) if options.mcq is None else options.mcq)
     out = Path(out_dir) if out_dir else default_out_dir(spec, data, options.base_only)
     # a bad KB fails before the model loads
-    rag, checker, kb_record = open_eval_kb(options.kb, options.check_kb, options.kb_k, options.kb_chars)
+    rag, checker, kb_record = open_eval_kb(options.kb, options.check_kb, options.kb_k, options.kb_chars,
+                                           options.cite_constraint)
     loaded = load_model(spec, base_only=options.base_only, dtype=options.dtype, merge=True)
     record, predictions = evaluate_loaded(loaded, examples, settings, mcq_paths=mcq_paths, mcq_limit=options.mcq_limit,
                                           max_output_length=options.max_output_length, rag=rag, checker=checker)

@@ -116,19 +116,22 @@ def generation_config(loaded: Any, settings: GenerationSettings) -> Any:
 
 
 def decoding_hooks(loaded: Any, policy: DecodingPolicy, rows: int, prompt_width: int,
-                   tools: list[list[dict[str, Any]] | None] | None = None) -> dict[str, Any]:
+                   tools: list[list[dict[str, Any]] | None] | None = None, cite: Any = None) -> dict[str, Any]:
     """`logits_processor` / `stopping_criteria` kwargs for `model.generate` that apply `policy`.
 
     The prompt occupies columns [0, prompt_width) of every row (left padding), so both hooks look only
     at what comes after it. `tools`: per row, the tool definitions its prompt offers; a row with tools decodes
     each `<tool_call>` block under the grammar of a call of those tools, without the penalties
-    (`lawtune.tools.constrain`, tool_choice auto)."""
+    (`lawtune.tools.constrain`, tool_choice auto). `cite` (`lawtune.kb.cite_constrain.CiteConstraint` of these
+    rows, `--kb`): an article number may only be one of the row's retrieved articles (not with tools)."""
     stops = loaded.chat.stop_token_ids
     hooks: dict[str, Any] = {}
     if tools is not None and any(tools):
         from lawtune.tools.constrain import ToolCallLogitsProcessor
 
         hooks["logits_processor"] = [ToolCallLogitsProcessor(loaded.tokenizer, tools, prompt_width, stops, policy)]
+    elif cite is not None:
+        hooks["logits_processor"] = [cite.processor(loaded.tokenizer, prompt_width, stops, policy)]
     elif policy.penalizes:
         hooks["logits_processor"] = [AnswerLogitsProcessor(policy, prompt_width, stops)]
     if policy.repetition_stop:
@@ -181,10 +184,12 @@ class TrimHeapEvery:
 def generate(
     loaded: Any, conversations: list[list[dict[str, str]]], settings: GenerationSettings,
     description: str = "generating", show_progress: bool = True, tools: list[list[dict[str, Any]] | None] | None = None,
+    cite: Any = None,
 ) -> list[Generation]:
     """Answer every conversation (each ends with a user or tool turn); outputs in input order.
 
-    `tools`: per conversation, the OpenAI tool definitions offered with it (lawtune.evaluation.tool_eval)."""
+    `tools`: per conversation, the OpenAI tool definitions offered with it (lawtune.evaluation.tool_eval).
+    `cite`: `lawtune.kb.cite_constrain.CiteConstraint` over the conversations (their retrieved articles)."""
     import time
 
     import torch
@@ -210,7 +215,8 @@ def generate(
             if settings.do_sample:
                 torch.manual_seed(settings.seed + first)
             hooks = decoding_hooks(loaded, settings.decoding, len(batch), width,
-                                   tools=[offered[i] for i in batch] if tools else None)
+                                   tools=[offered[i] for i in batch] if tools else None,
+                                   cite=cite.rows(batch) if cite is not None else None)
             hooks["stopping_criteria"] = [*hooks.get("stopping_criteria", []), TrimHeapEvery()]
             with torch.inference_mode():
                 output = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config,

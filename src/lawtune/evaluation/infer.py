@@ -53,9 +53,10 @@ class _Printer:
 
 
 def answer(loaded: Any, messages: list[dict[str, Any]], settings: GenerationSettings, stream: bool = False,
-           write=print, tools: list[dict[str, Any]] | None = None) -> Generation:
+           write=print, tools: list[dict[str, Any]] | None = None, cite: Any = None) -> Generation:
     """The model's reply to a conversation ending with a user (or tool) turn (printed as it comes when
-    `stream`); `tools`: OpenAI tool definitions the prompt offers."""
+    `stream`); `tools`: OpenAI tool definitions the prompt offers; `cite`: the citation constraint of its
+    retrieved articles (`Rag.constraint`)."""
     import torch
 
     ids = prompt_ids(loaded.chat, messages, settings.max_input_length, tools=tools)
@@ -66,7 +67,8 @@ def answer(loaded: Any, messages: list[dict[str, Any]], settings: GenerationSett
         output = loaded.model.generate(
             input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
             generation_config=generation_config(loaded, settings), streamer=streamer,
-            **decoding_hooks(loaded, settings.decoding, rows=1, prompt_width=len(ids), tools=[tools] if tools else None),
+            **decoding_hooks(loaded, settings.decoding, rows=1, prompt_width=len(ids), tools=[tools] if tools else None,
+                             cite=cite),
         )
     return decode_new_tokens(loaded, output[0, len(ids):].tolist(), settings.decoding)
 
@@ -126,7 +128,8 @@ def infer(spec: str, prompt: str, settings: GenerationSettings, *, base_only: bo
     if rag is None:
         return answer(loaded, messages, settings, stream=stream, write=write).text
     augmented = rag.augment(messages)
-    text = answer(loaded, augmented.messages, settings, stream=stream, write=write).text
+    text = answer(loaded, augmented.messages, settings, stream=stream, write=write,
+                  cite=rag.constraint([augmented.hits]) if augmented.hits else None).text
     if not stream:
         write(text)
     _show_sources(rag, augmented, text, write)
@@ -167,7 +170,8 @@ def chat_loop(spec: str, settings: GenerationSettings, *, base_only: bool = Fals
             write("")
             text = with_tools(loaded, agent, asked, settings, write).answer
         else:
-            text = answer(loaded, asked, settings, stream=True, write=write).text
+            cite = rag.constraint([augmented.hits]) if augmented is not None and augmented.hits else None
+            text = answer(loaded, asked, settings, stream=True, write=write, cite=cite).text
         if augmented is not None:
             _show_sources(rag, augmented, text, write)
         history.append({"role": "assistant", "content": text})

@@ -31,6 +31,7 @@ CITATIONS = (("citation_precision_pct", "citation precision %"), ("nonexistent_c
              ("retrieved_citation_pct", "cited articles among the retrieved %", "retrieved_citation_n"),
              ("reference_agreement_pct", "cites the reference's article %", "reference_questions"),
              ("reference_retrieved_pct", "reference's article retrieved %", "reference_questions"),
+             ("retrieved_fit_pct", "cited retrieved articles the reference cites %", "retrieved_fit_n"),
              ("instruction_echo_pct", "answers echoing the RAG instruction %", None))
 # With a tool set (lawtune.evaluation.tool_eval); shown only when both sides have them.
 TOOL_ROWS = (("tool_choice_pct", "right tool chosen %"), ("tool_args_exact_pct", "right tool, exact arguments %"),

@@ -37,6 +37,8 @@ class EvalOptions(BaseModel):
     check_kb: Path | None = Field(None, description="Check citations against this KB (e.g. all of LawRefBook); alone: no retrieval, only the check.")
     kb_k: int = Field(DEFAULT_K, description="Articles retrieved per question with --kb.")
     kb_chars: int = Field(DEFAULT_MAX_CHARS, description="Characters kept of each retrieved article.")
+    # off until measured on the demo's held-out split (docs/knowledge-base.md "Citation-constrained decoding")
+    cite_constraint: bool = Field(False, description="With --kb: an article number after a law's name may only be one of the retrieved articles (citation-constrained decoding, lawtune.kb.cite_constrain).")
     # tool use (lawtune.evaluation.tool_eval; docs/tools.md "Measured")
     tool_data: Path | None = Field(None, description="A tool set (`lawtune tools generate` writes DIR/test.jsonl) measured besides --data: right tool, exact arguments, calls that parse, the figure in the final answer, no call where none is needed.")
     tools: Literal["builtin"] | None = Field(None, description="Offer every built-in tool with each tool question (default: the tools each record carries); with a --data whose records carry no tools, measure calls made on it.")

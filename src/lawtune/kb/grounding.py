@@ -18,6 +18,9 @@ Metrics (×100, with the counts they are shares of):
   the share whose answer cites at least one of those articles;
 - `reference_retrieved_pct`: of the same questions, the share whose retrieved articles hold one of them (what
   retrieval made possible);
+- `retrieved_fit_pct`: of the retrieved articles the answers to those questions cite (`retrieved_fit_n`), the share
+  the reference cites too: low when a model quotes whatever it is given (under the citation constraint, where
+  `retrieved_citation_pct` is ~100 % by construction, this is the one that says whether the quote fits);
 - `instruction_echo_pct`: answers that repeat a clause of the RAG instruction (`echoes_instruction`).
 """
 
@@ -88,7 +91,7 @@ def grounding_metrics(keys: ArticleKeys, answers: list[str], references: list[st
                       retrieved: list[list[Key]] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(per-answer records, summary) as the module docstring defines them; `retrieved` None: no retrieval."""
     clauses = instruction_clauses()
-    rows, cited_n, inside_n, ref_n, agree_n, ref_retrieved_n, echo_n = [], 0, 0, 0, 0, 0, 0
+    rows, cited_n, inside_n, ref_n, agree_n, ref_retrieved_n, echo_n, quoted_n, fit_n = [], 0, 0, 0, 0, 0, 0, 0, 0
     for i, (answer, reference) in enumerate(zip(answers, references)):
         cited, wanted = keys.cited(answer), set(keys.cited(reference))
         row: dict[str, Any] = {"cited_articles": [list(k) for k in cited], "echoes_instruction": echoes_instruction(answer, clauses)}
@@ -102,10 +105,13 @@ def grounding_metrics(keys: ArticleKeys, answers: list[str], references: list[st
             row["agrees_with_reference"] = bool(wanted & set(cited))
             ref_n, agree_n = ref_n + 1, agree_n + row["agrees_with_reference"]
             ref_retrieved_n += bool(wanted & given)
+            quoted = [k for k in cited if k in given]
+            quoted_n, fit_n = quoted_n + len(quoted), fit_n + sum(k in wanted for k in quoted)
         rows.append(row)
     metrics: dict[str, Any] = {"reference_agreement_pct": _pct(agree_n, ref_n), "reference_questions": ref_n,
                                "instruction_echo_pct": _pct(echo_n, len(answers))}
     if retrieved is not None:
         metrics.update(retrieved_citation_pct=_pct(inside_n, cited_n), retrieved_citation_n=cited_n,
-                       reference_retrieved_pct=_pct(ref_retrieved_n, ref_n))
+                       reference_retrieved_pct=_pct(ref_retrieved_n, ref_n),
+                       retrieved_fit_pct=_pct(fit_n, quoted_n), retrieved_fit_n=quoted_n)
     return rows, metrics

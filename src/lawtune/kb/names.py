@@ -52,6 +52,10 @@ class LawNames:
             if len(name) >= 2:
                 self._by_first.setdefault(name[0], []).append(name)
 
+    def names(self) -> list[str]:
+        """Every name, alias and short form this resolves (what `find` can match)."""
+        return list(self._to_full)
+
     def __contains__(self, name: str) -> bool:
         return self.resolve(name) is not None
 

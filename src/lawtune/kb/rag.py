@@ -1,9 +1,9 @@
 """Retrieval-augmented answers: the one place that decides how retrieved articles reach the model.
 
     from lawtune.kb.rag import Rag
-    with Rag.open("kb.sqlite", k=3) as rag:                 # `lawtune kb build -o kb.sqlite` makes one
+    with Rag.open("kb.sqlite", k=3, cite_constraint=True) as rag:   # `lawtune kb build -o kb.sqlite` makes one
         augmented = rag.augment(messages)                   # Augmented(messages, hits)
-        outputs = generate(loaded, [augmented.messages], settings)
+        outputs = generate(loaded, [augmented.messages], settings, cite=rag.constraint([augmented.hits]))
         verdicts = rag.check(outputs[0].text)               # citation verdicts of the answer
         augmented.references()                              # the retrieved articles as JSON records
 
@@ -19,6 +19,9 @@ inference: the demo model trained with the instruction inside the user turn echo
 template pastes a system turn into the first user turn; the material stays in the last one, next to its
 question, and the earlier turns stay as the user wrote them, which is also what a client sends back as history.
 When retrieval finds nothing the conversation goes to the model unchanged.
+
+Citation-constrained decoding (`rag.constraint(hits)`, with `cite_constraint=True` / `--cite-constraint`): an article
+number the answer writes after a law's name may only be one of the retrieved articles (`lawtune.kb.cite_constrain`).
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ class Rag:
     """A knowledge base plus the prompt format and the citation checker; thread-safe like its store."""
 
     def __init__(self, store: Any, k: int = DEFAULT_K, max_chars: int = DEFAULT_MAX_CHARS, location: str = "",
-                 checker: Any = None):
+                 checker: Any = None, cite_constraint: bool = False):
         from lawtune.kb.citations import CitationChecker
 
         if k < 1:
@@ -98,6 +101,7 @@ class Rag:
         if max_chars < 20:
             raise LawtuneError(f"--kb-chars must be at least 20 characters, got {max_chars}")
         self.store, self.k, self.max_chars, self.location = store, k, max_chars, location
+        self.cite_constraint = cite_constraint  # decode article numbers only from the retrieved articles
         # verdicts against the same KB unless another (e.g. all of LawRefBook) is given: `open_checker`
         self._own_checker = checker is None
         self._generation = self._store_generation()
@@ -119,10 +123,12 @@ class Rag:
         return self.checker
 
     @classmethod
-    def open(cls, location: str | Path, k: int = DEFAULT_K, max_chars: int = DEFAULT_MAX_CHARS) -> "Rag":
+    def open(cls, location: str | Path, k: int = DEFAULT_K, max_chars: int = DEFAULT_MAX_CHARS,
+             cite_constraint: bool = False) -> "Rag":
         from lawtune.kb import open_store
 
-        return cls(open_store(location), k=k, max_chars=max_chars, location=str(location))
+        return cls(open_store(location), k=k, max_chars=max_chars, location=str(location),
+                   cite_constraint=cite_constraint)
 
     def __enter__(self) -> "Rag":
         return self
@@ -144,6 +150,15 @@ class Rag:
         hits = self.retrieve(last) if last is not None else []
         return Augmented(rag_conversation(messages, hits, self.max_chars), hits)
 
+    def constraint(self, hits_per_prompt: list[list[Hit]]) -> Any:
+        """The citation constraint of these prompts' retrieved articles for `generate(..., cite=…)`, or None when
+        it is switched off (`lawtune.kb.cite_constrain`). The checker's law names read the references."""
+        if not self.cite_constraint:
+            return None
+        from lawtune.kb.cite_constrain import CiteConstraint
+
+        return CiteConstraint(self._fresh_checker().names, hits_per_prompt)
+
     def check(self, answer: str) -> list[dict[str, Any]]:
         """The citation verdicts of one answer as JSON records (text, law_full, article, verdict, detail, …)."""
         return [verdict.to_json() for verdict in self._fresh_checker().check(answer)]
@@ -155,7 +170,7 @@ class Rag:
 
         sha = sha256_file(path) if path.is_file() else None  # a PostgreSQL URL has no file to hash
         return {"path": self.location, "sha256": sha, "k": self.k, "max_chars": self.max_chars,
-                "items": self.store.count()}
+                "items": self.store.count(), "cite_constraint": self.cite_constraint}
 
 
 
@@ -191,13 +206,14 @@ def citation_metrics(checker: Any, answers: list[str]) -> tuple[list[list[dict[s
 
 
 def open_eval_kb(kb: str | Path | None, check_kb: str | Path | None, k: int = DEFAULT_K,
-                 max_chars: int = DEFAULT_MAX_CHARS) -> tuple["Rag | None", Any, dict[str, Any] | None]:
+                 max_chars: int = DEFAULT_MAX_CHARS, cite_constraint: bool = False
+                 ) -> tuple["Rag | None", Any, dict[str, Any] | None]:
     """(rag, checker, record) for eval/compare: `kb` retrieves (and checks unless `check_kb` is given),
     `check_kb` alone checks citations without retrieval. All None when neither is given."""
     if kb is None and check_kb is None:
         return None, None, None
     checker = open_checker(check_kb) if check_kb is not None else None
-    rag = Rag.open(kb, k=k, max_chars=max_chars) if kb is not None else None
+    rag = Rag.open(kb, k=k, max_chars=max_chars, cite_constraint=cite_constraint) if kb is not None else None
     if rag is not None and checker is not None:
         rag.checker = checker
     record: dict[str, Any] = rag.record() if rag is not None else {"path": None}
