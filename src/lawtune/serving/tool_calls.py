@@ -264,7 +264,7 @@ def server_agent(settings: Any, rag: Any) -> Any:
     from lawtune.tools import builtin_tools
     from lawtune.tools.agent import Agent
 
-    return Agent(builtin_tools(kb=rag.store if rag is not None else None), max_rounds=settings.tool_rounds,
+    return Agent(builtin_tools(kb=rag.retriever if rag is not None else None), max_rounds=settings.tool_rounds,
                  timeout=settings.tool_timeout_s)
 
 
