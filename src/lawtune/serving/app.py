@@ -36,8 +36,8 @@ from lawtune.serving.errors import NO_RETRY, ApiError, install_error_handlers, i
 from lawtune.serving.gateway.admission import Gateway, Ticket
 from lawtune.serving.gateway.ratelimit import Grant
 from lawtune.serving.gateway.routes import install_gateway
-from lawtune.serving.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
-from lawtune.serving.responses import ChatShape, CompletionShape, Shape, ToolChatShape, respond
+from lawtune.serving.protocol import (ChatCompletionRequest, ChatShape, CompletionRequest, CompletionShape, ModelCard,
+                                      ModelList, Shape, respond)
 from lawtune.serving.settings import ServeSettings
 from lawtune.serving.tool_agent import AgentEngine
 
@@ -230,7 +230,7 @@ def _add_routes(app: FastAPI) -> None:
         extend = kb.extension(rag, augmented) if augmented is not None else None
         if plan.agent is not None:  # --tools builtin: the agent loop runs as the engine of this request
             engine = AgentEngine(engine, plan.agent)
-        shape = (ToolChatShape(generation, extend, plan) if plan.reads_calls and plan.agent is None
+        shape = (tool_calls.ToolChatShape(generation, extend, plan) if plan.reads_calls and plan.agent is None
                  else ChatShape(generation, extend))
         return await _serve(request, engine, generation, shape, body, degrade, grant)
 
