@@ -519,6 +519,8 @@ class CompletionRequest(_Sampling):
 
 
 # -- responses: schemas ----------------------------------------------------------------------------------
+# What the shapes below fill (usage, logprobs) and what the KB-only fallback answer builds (serving/kb.py); the
+# shapes write the rest of OpenAI's objects as plain dicts of the same fields.
 
 
 class UsageInfo(BaseModel):
@@ -609,23 +611,6 @@ class CompletionLogprobs(BaseModel):
     token_logprobs: list[float] = []
     top_logprobs: list[dict[str, float]] = []
     text_offset: list[int] = []
-
-
-class CompletionChoice(BaseModel):
-    index: int = 0
-    text: str
-    finish_reason: Literal["stop", "length"] | None = None
-    stop_reason: str | None = None
-    logprobs: CompletionLogprobs | None = None
-
-
-class Completion(BaseModel):
-    id: str
-    object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
-    choices: list[CompletionChoice]
-    usage: UsageInfo | None = None
 
 
 class ModelCard(BaseModel):
