@@ -145,8 +145,8 @@ def main() -> None:
     times: list[float] = []
     cpu_times: list[float] = []  # this process's CPU time: comparable on a machine shared with other jobs
     evaluated = unresolved = qa_in_top5 = 0
-    retriever = Retriever(store)  # reads the KB's law names and dense index, outside the timed queries
-    retriever.search("预热", k=1)  # and one search warms the store's caches
+    retriever = Retriever(store)
+    retriever.search("预热", k=1)  # the first search reads the KB's law names and dense index: outside the timings
     for record in questions:
         if "answer" in record:  # LawBench: the first citation in the answer
             cited = [c for c in find_citations(gold_text(record["answer"]), names) if c.article and c.law_full][:1]

@@ -119,8 +119,8 @@ def main() -> None:
     # one batch over every set's questions, as `kb search --queries` runs them
     queries = [Query(0, r["question"], f"{name}\t{r['id']}") for name, records in sets.items() for r in records]
     kinds = ("article",) if args.articles_only else ("article", "qa")
-    retriever = Retriever(store)  # reads the KB's law names and dense index, outside the timings
-    retriever.search("预热", k=1)  # and one search warms the store's caches
+    retriever = Retriever(store)
+    retriever.search("预热", k=1)  # the first search reads the KB's law names and dense index: outside the timings
     scores = {name: SetScore(name) for name in sets}
     # a public set's own split (STARD's upstream train / dev) is also reported on its own, after the set
     parts = {(name, r["id"]): f"{name} (upstream {r['upstream_split']})"

@@ -94,13 +94,13 @@ BOILERPLATE_RE = re.compile(r"(根据|依据|按照)?(中国的|我国的?)?(相
 class Retriever:
     """The search algorithm above, run on one open store's storage and ranking primitives (`text_search`,
     `char_scores`, `lookup`, `catalog`, `count`, the dense blob). What it learns of the KB (law names, whether
-    it holds Q&A, the dense index) is read again whenever the store's `refresh()` generation moves: a `kb add`
-    through this store or, seen by `refresh`, another process's. Thread-safe like its store."""
+    it holds Q&A, the dense index) is read at the first search and again whenever the store's `refresh()`
+    generation moves: a `kb add` through this store or, seen by `refresh`, another process's. Thread-safe like
+    its store."""
 
     def __init__(self, store):
         self.store = store
-        self._generation: int | None = None  # the store's generation the caches below were read at
-        self._fresh()
+        self._generation: int | None = None  # the store's generation `_fresh` read the KB at (None: not yet)
 
     def _fresh(self) -> None:
         """Read the KB's law names, Q&A presence and dense index again if the KB changed since."""
