@@ -1,5 +1,7 @@
 """The OpenAI-compatible API, both ways: what a request may say and how it becomes the engine's input; how the
-engine's events become the response (chat completions, completions, models).
+engine's events become the response (chat completions, completions, models). Sections, in order: the request
+schemas (with their conversion, `to_generation`), the response schemas, the responses rendered (JSON or SSE
+framing, then the shapes).
 
 The limits live here (`Field(ge=…, le=…)`, `Literal[…]`, strict types), so a bad request is rejected by
 validation with a 400 naming the field, before any handler code runs. Every field is either honoured or
@@ -25,9 +27,10 @@ Repetition control: `frequency_penalty` and `presence_penalty` (OpenAI's meaning
 (`lawtune serve --repetition-penalty …`). An answer ended by the repetition stop has finish_reason "stop"
 (OpenAI's values) and `stop_reason: "repetition"` on its choice (vLLM's field; null otherwise).
 
-Responses go the other way on the same classes' side of the API (vLLM keeps its response classes on its
-protocol too): the engine's events rendered as OpenAI's chat completion or (text) completion — one JSON body,
-or server-sent events in OpenAI's chunk format.
+Responses go the other way, here too (vLLM keeps its response classes beside `to_sampling_params` the same
+way): the engine's events rendered as OpenAI's chat completion or (text) completion — one JSON body, or
+server-sent events in OpenAI's chunk format. So a reader follows a request from the route into this module,
+through the gateway to the engine, and back into this module (docs/architecture.md, "A chat request").
 
     shape = ChatShape(generation)              # CompletionShape for /v1/completions (tool_calls.ToolChatShape: tools)
     return await respond(shape, events, ticket, include_usage=False, keepalive_s=15, headers=limits)
@@ -66,6 +69,9 @@ MAX_CHOICES = 8  # n: choices are generated side by side in the batch
 MAX_TOP_LOGPROBS = 20
 SEED_RANGE = dict(ge=-(2**63), le=2**63 - 1)
 log = logging.getLogger("lawtune.serving")
+
+
+# -- requests -------------------------------------------------------------------------------------------
 
 
 def unsupported(what: str, why: str) -> PydanticCustomError:
