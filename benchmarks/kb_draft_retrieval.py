@@ -31,6 +31,7 @@ from kb_retrieval import KS, SHARED, gold_text, question_text  # noqa: E402
 from lawtune.kb import open_store  # noqa: E402
 from lawtune.kb.citations import find_citations  # noqa: E402
 from lawtune.kb.names import LawNames  # noqa: E402
+from lawtune.kb.retrieval import Retriever  # noqa: E402
 
 
 def make_drafts(model: str, questions: list[str], cache: Path, dtype: str, max_new_tokens: int) -> dict[str, str]:
@@ -88,12 +89,13 @@ def main() -> None:
     drafts = make_drafts(args.model, [q for q, _ in cases], Path(args.drafts), args.dtype, args.max_new_tokens)
 
     queries = {"question": lambda q: q, "draft": lambda q: drafts[q], "question + draft": lambda q: q + "\n" + drafts[q]}
+    retriever = Retriever(store)
     print(f"{len(cases)} questions, index {store.count()}, tokenizer {store.tokenizer}, current versions")
     for label, query in queries.items():
         article = {k: 0 for k in KS}
         law = {k: 0 for k in KS}
         for question, gold in cases:
-            hits = store.search(query(question), max(KS), kinds=("article",))
+            hits = retriever.search(query(question), max(KS), kinds=("article",))
             for k in KS:
                 article[k] += any((h.item.law_full, h.item.article, h.item.sub) in gold for h in hits[:k])
                 law[k] += any(h.item.law_full in {g[0] for g in gold} for h in hits[:k])

@@ -9,7 +9,7 @@ The questions are a `lawtune prepare` output of lawyer-llama's legal_counsel_wit
 - article recall@k: share of the cited articles found in the top k (each question weighs the same);
 - article hit@k: share of questions with at least one cited article in the top k;
 - law recall@k: share of questions whose top k holds an article of a cited law.
-Also the median query time. The same search `lawtune eval --kb` runs (`store.search`, current versions).
+Also the median query time. The same search `lawtune eval --kb` runs (`Retriever.search`, current versions).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from lawtune.data.conversations import read_examples  # noqa: E402
 from lawtune.kb import open_store  # noqa: E402
 from lawtune.kb.names import LawNames  # noqa: E402
+from lawtune.kb.retrieval import Retriever  # noqa: E402
 from lawtune.kb.numerals import to_int  # noqa: E402
 
 KS = (1, 3, 5, 20)  # 3: what `--kb` puts in the prompt by default
@@ -56,6 +57,7 @@ def main() -> None:
     with open_store(args.kb) as store:
         catalog = store.catalog()
         names = LawNames([*catalog.versions, *catalog.repealed])
+        retriever = Retriever(store)
         rows, skipped, times = [], 0, []
         for example in read_examples(args.questions, args.limit):
             gold = gold_articles(example.meta.get("laws", []), names)
@@ -63,7 +65,7 @@ def main() -> None:
                 skipped += 1
                 continue
             started = time.perf_counter()
-            hits = store.search(example.question, k=max(KS), kinds=("article",))
+            hits = retriever.search(example.question, k=max(KS), kinds=("article",))
             times.append(time.perf_counter() - started)
             found = [(h.item.law_full, h.item.article, h.item.sub) for h in hits]
             rows.append((gold, found))

@@ -8,6 +8,7 @@ import numpy as np
 from lawtune.kb import dense, retrieval
 from lawtune.kb.encoder import NgramEncoder, ngrams, train_encoder
 from lawtune.kb.store import Item
+from lawtune.kb.retrieval import Retriever
 
 ARTICLES = [
     "夫妻双方自愿离婚的，应当签订书面离婚协议，并亲自到婚姻登记机关申请离婚登记。",
@@ -108,14 +109,14 @@ def test_search_fuses_the_learned_retriever(kb, monkeypatch):
 
     def rank(weight: float) -> int:
         monkeypatch.setattr(retrieval, "DENSE_WEIGHT", weight)
-        kb._retriever = None
-        cites = [h.item.cite() for h in kb.search(question, k=50, kinds=("article",))]
+        cites = [h.item.cite() for h in Retriever(kb).search(question, k=50, kinds=("article",))]
         return cites.index(gold) + 1 if gold in cites else 99
 
     assert rank(1.0) <= 5 < 20 < rank(0.0)
 
 
 def test_add_encodes_new_articles_at_once(writable_kb):
+    retriever = Retriever(writable_kb)
     before = dense.load_dense(writable_kb)
     text = "第一条 饲养宠物龙猫的，应当为其办理登记并接种疫苗。"
     writable_kb.add([Item(kind="article", text=text, law="龙猫饲养条例", law_full="龙猫饲养条例", article=1,
@@ -125,7 +126,7 @@ def test_add_encodes_new_articles_at_once(writable_kb):
     row = after.vectors[after.row[("龙猫饲养条例", 1, 0)]]
     expected = after.encoder.encode([dense.article_text(writable_kb.lookup("龙猫饲养条例", 1))])[0]
     assert np.allclose(row, expected, atol=1e-2)
-    hits = writable_kb.search("养龙猫要登记吗", k=3, kinds=("article",))
+    hits = retriever.search("养龙猫要登记吗", k=3, kinds=("article",))
     assert hits[0].item.law == "龙猫饲养条例"
 
 
@@ -142,6 +143,7 @@ def test_a_newer_version_replaces_the_old_vector(writable_kb):
 
 
 def test_named_articles_still_lead(kb):
+    retriever = Retriever(kb)
     kb._retriever = None
-    hits = kb.search("劳动合同法第八十二条", k=3)
+    hits = retriever.search("劳动合同法第八十二条", k=3)
     assert hits[0].exact and hits[0].item.article == 82

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 import lawtune
+from lawtune.kb.retrieval import Retriever
 
 SRC = Path(lawtune.__file__).resolve().parents[1]  # the code under test, for the `kb add` subprocess too
 NEW_LAW = "# 中华人民共和国示例保护法\n\n<!-- INFO END -->\n\n第一条 为了保护示例，制定本法。\n\n第二条 示例受法律保护。\n"
@@ -57,17 +58,18 @@ def test_an_add_by_another_process_is_seen_at_once(writable_kb, tmp_path):
     from lawtune.kb.rag import Rag
 
     rag = Rag(writable_kb)
+    retriever = rag.retriever  # the one a server searches through
     assert rag.check("《示例保护法》第一条")[0]["verdict"] == "unknown_law"
-    assert writable_kb.search("离婚需要什么材料", k=3)  # caches warm (counts, df, law names)
-    assert not any("翡翠鹦鹉" in hit.item.text for hit in writable_kb.search("翡翠鹦鹉第17号走失了怎么办", k=3))
+    assert retriever.search("离婚需要什么材料", k=3)  # caches warm (counts, df, law names)
+    assert not any("翡翠鹦鹉" in hit.item.text for hit in retriever.search("翡翠鹦鹉第17号走失了怎么办", k=3))
     law, qa = write_inputs(tmp_path, 3000)
     adder = kb_add(location_of(writable_kb), law, qa)
     assert adder.wait(timeout=300) == 0, adder.stdout.read()
-    hits = writable_kb.search("翡翠鹦鹉第17号走失了怎么办", k=3)
+    hits = retriever.search("翡翠鹦鹉第17号走失了怎么办", k=3)
     assert hits and hits[0].item.kind == "qa" and "第17号" in hits[0].item.question
     assert rag.check("《示例保护法》第一条")[0]["verdict"] == "ok"
     assert rag.check("《示例保护法》第九条")[0]["verdict"] == "nonexistent_article"
-    assert writable_kb.search("示例受法律保护", k=1)[0].item.law_full == "中华人民共和国示例保护法"
+    assert retriever.search("示例受法律保护", k=1)[0].item.law_full == "中华人民共和国示例保护法"
 
 
 def test_query_token_cache_is_bounded(kb):
@@ -81,7 +83,8 @@ def test_query_token_cache_is_bounded(kb):
     if not isinstance(kb, SqliteStore):
         pytest.skip("the PostgreSQL store keeps no per-token cache")
     rng = random.Random(3)
-    assert kb.search("离婚需要什么材料", k=3)
+    retriever = Retriever(kb)
+    assert retriever.search("离婚需要什么材料", k=3)
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
@@ -92,7 +95,7 @@ def test_query_token_cache_is_bounded(kb):
     tracemalloc.stop()
     assert kb._token_df.cache_info().currsize <= TOKEN_CACHE_SIZE
     assert grown < 6_000_000, grown
-    assert kb.search("离婚需要什么材料", k=3)
+    assert retriever.search("离婚需要什么材料", k=3)
 
 
 @pytest.mark.parametrize("folder", ["kb#1", "kb?mode=ro", "with space"])

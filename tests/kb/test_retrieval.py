@@ -3,6 +3,7 @@
 import pytest
 
 from lawtune.kb import Item, format_context
+from lawtune.kb.retrieval import Retriever
 
 MARRIAGE_REGISTRATION = {1049, 1076, 1077, 1078, 1080}
 
@@ -19,7 +20,8 @@ def test_counts_and_current_versions(kb):
 
 
 def test_divorce_question_finds_marriage_registration_articles(kb):
-    hits = kb.search("离婚需要什么材料", k=3)
+    retriever = Retriever(kb)
+    hits = retriever.search("离婚需要什么材料", k=3)
     assert any(h.item.law == "民法典" and h.item.article in MARRIAGE_REGISTRATION for h in hits)
 
 
@@ -31,9 +33,10 @@ def test_divorce_question_finds_marriage_registration_articles(kb):
     ("依照中华人民共和国刑法第133条之一", "刑法", 133, 1),
 ])
 def test_named_article_comes_first(kb, query, law, article, sub):
-    first = kb.search(query, k=3)[0]
+    retriever = Retriever(kb)
+    first = retriever.search(query, k=3)[0]
     assert (first.item.law, first.item.article, first.item.sub, first.exact) == (law, article, sub, True)
-    assert first.score > kb.search(query, k=3)[1].score
+    assert first.score > retriever.search(query, k=3)[1].score
 
 
 def test_lookup_versions(kb):
@@ -46,21 +49,24 @@ def test_lookup_versions(kb):
 
 
 def test_search_hides_outdated_versions_by_default(kb):
-    hits = kb.search("会计法 会计工作", k=20)
+    retriever = Retriever(kb)
+    hits = retriever.search("会计法 会计工作", k=20)
     assert hits and all(h.item.current for h in hits)
 
 
 def test_named_law_is_boosted(kb):
-    hits = kb.search("劳动合同法 试用期 工资", k=3)
+    retriever = Retriever(kb)
+    hits = retriever.search("劳动合同法 试用期 工资", k=3)
     assert all(h.item.law == "劳动合同法" for h in hits)
 
 
 def test_add_makes_items_searchable_without_rebuild(writable_kb):
-    assert not any(h.item.kind == "qa" for h in writable_kb.search("宠物狗咬伤邻居", k=5))
+    retriever = Retriever(writable_kb)
+    assert not any(h.item.kind == "qa" for h in retriever.search("宠物狗咬伤邻居", k=5))
     added = writable_kb.add([Item(kind="qa", question="宠物狗咬伤邻居怎么赔偿？",
                                   text="饲养的动物造成他人损害的，动物饲养人应当承担侵权责任。")])
     assert added == 1
-    hits = writable_kb.search("宠物狗咬伤邻居", k=3)
+    hits = retriever.search("宠物狗咬伤邻居", k=3)
     assert hits[0].item.kind == "qa" and hits[0].item.question.startswith("宠物狗")
     assert writable_kb.count()["qa"] == 1
 
@@ -74,7 +80,8 @@ def test_adding_a_newer_version_makes_the_old_one_outdated(writable_kb):
 
 
 def test_hit_json_fields_and_context(kb):
-    hit = kb.search("劳动合同法第82条", k=1)[0]
+    retriever = Retriever(kb)
+    hit = retriever.search("劳动合同法第82条", k=1)[0]
     record = hit.to_json()
     assert list(record)[:5] == ["law", "article", "sub", "score", "text"]
     assert (record["law"], record["article"], record["sub"]) == ("劳动合同法", 82, 0)
@@ -83,23 +90,25 @@ def test_hit_json_fields_and_context(kb):
 
 
 def test_search_from_several_threads(kb):
-    # a server shares one store between request threads
+    # a server shares one store (and one retriever) between request threads
     from concurrent.futures import ThreadPoolExecutor
 
+    retriever = Retriever(kb)
     queries = ["劳动合同法第82条", "离婚需要什么材料", "交通事故 责任", "消费者 退货"] * 3
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda q: kb.search(q, k=3), queries))
+        results = list(pool.map(lambda q: retriever.search(q, k=3), queries))
     assert all(len(hits) == 3 for hits in results)
     assert results[0][0].item.article == 82
 
 
 def test_statute_outranks_a_regulation_with_the_same_text(writable_kb):
+    retriever = Retriever(writable_kb)
     text = "第九十九条 养蜂人应当为蜂箱设置明显的警示标志。"
     writable_kb.add([
         Item(kind="article", text=text, law="养蜂管理条例", law_full="养蜂管理条例", article=99, version="2020-01-01"),
         Item(kind="article", text=text, law="养蜂法", law_full="中华人民共和国养蜂法", article=99, version="2020-01-01"),
     ])
-    hits = writable_kb.search("蜂箱警示标志", k=2, kinds=("article",))
+    hits = retriever.search("蜂箱警示标志", k=2, kinds=("article",))
     assert [h.item.law for h in hits] == ["养蜂法", "养蜂管理条例"]
     assert hits[0].score > hits[1].score
 
@@ -130,10 +139,11 @@ def test_a_shared_character_lifts_an_article(writable_kb, monkeypatch):
     from lawtune.kb import retrieval
 
     monkeypatch.setattr(retrieval, "DENSE_WEIGHT", 0.0)  # the character score alone (the learned one: test_dense.py)
+    retriever = Retriever(writable_kb)
     writable_kb.add([GUN, RELIC])
 
     def order():
-        laws = [(h.item.law, h.item.article) for h in writable_kb.search("私藏手枪", k=50, kinds=("article",))]
+        laws = [(h.item.law, h.item.article) for h in retriever.search("私藏手枪", k=50, kinds=("article",))]
         return laws.index(("测试条例", 1)) < laws.index(("测试条例", 2))
 
     assert order()  # GUN first

@@ -7,6 +7,7 @@ from lawtune.kb.rag import hit_record
 from lawtune.kb.retrieval import ask_clause
 from lawtune.kb.store import Item
 from lawtune.kb.versions import link_versions
+from lawtune.kb.retrieval import Retriever
 
 OLD_82 = ("第八十二条 用人单位自用工之日起超过一个月不满一年未与劳动者订立书面劳动合同的，应当向劳动者每月支付二倍的工资。\n"
           "用人单位违反本法规定不与劳动者订立无固定期限劳动合同的，自应当订立无固定期限劳动合同之日起向劳动者每月支付二倍的工资。")
@@ -40,12 +41,13 @@ def test_bundled_accounting_law_versions_are_linked(kb):
 
 def test_search_matches_an_older_wording_and_returns_the_current_article(writable_kb):
     # a newer version keeps only the first paragraph of 第八十二条, renumbered 第八十三条
+    retriever = Retriever(writable_kb)
     new_text = "第八十三条 用人单位自用工之日起超过一个月不满一年未与劳动者订立书面劳动合同的，应当向劳动者每月支付二倍的工资。"
     writable_kb.add([Item(kind="article", text=new_text, law="劳动合同法", law_full="中华人民共和国劳动合同法",
                           article=83, version="2099-01-01")])
     old = writable_kb.lookup("劳动合同法", 82, version="2012-12-28")
     assert old.text == OLD_82 and (old.current, old.current_article) == (False, 83)
-    hits = writable_kb.search("用人单位违反本法规定不与劳动者订立无固定期限劳动合同，要付二倍工资吗", k=10, kinds=("article",))
+    hits = retriever.search("用人单位违反本法规定不与劳动者订立无固定期限劳动合同，要付二倍工资吗", k=10, kinds=("article",))
     top = hits[0]
     assert (top.item.law, top.item.article, top.item.version) == ("劳动合同法", 83, "2099-01-01")
     assert top.via == "2012-12-28 第八十二条" and top.to_json()["via"] == top.via == hit_record(top)["via"]
@@ -54,9 +56,10 @@ def test_search_matches_an_older_wording_and_returns_the_current_article(writabl
 
 
 def test_all_versions_keeps_articles_the_current_version_dropped(kb):
+    retriever = Retriever(kb)
     query = "隐匿或者故意销毁依法应当保存的会计凭证、会计帐簿、财务会计报告，构成犯罪的"
-    assert all(h.item.current for h in kb.search(query, k=20))
-    every = kb.search(query, k=20, current_only=False)
+    assert all(h.item.current for h in retriever.search(query, k=20))
+    every = retriever.search(query, k=20, current_only=False)
     assert any((h.item.law, h.item.article, h.item.version, h.item.current) == ("会计法", 44, "2017-11-04", False)
                for h in every)
 

@@ -16,7 +16,7 @@ import pytest
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletionChunk
 
-from lawtune.serving.responses import ToolChatShape
+from lawtune.serving.tool_calls import ToolChatShape
 from lawtune.serving.engines import Finished, GenerationRequest, Prompt, TextDelta, Usage
 from lawtune.serving.tool_calls import MAX_FORCED_CALLS, CallStream, ToolPlan, merge_call_deltas, tool_grammar
 

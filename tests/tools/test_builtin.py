@@ -340,11 +340,12 @@ def test_builtin_names_and_schemas(tools):
 def kb_tools(tmp_path_factory):
     from lawtune.kb import open_store
     from lawtune.kb.build import build
+    from lawtune.kb.retrieval import Retriever
 
     path = tmp_path_factory.mktemp("kb") / "kb.sqlite"
     build([], path)  # the bundled laws
     store = open_store(path)
-    yield builtin_tools(kb=store)
+    yield builtin_tools(kb=Retriever(store))  # what `serve --tools builtin --kb` gives them: rag.retriever
     store.close()
 
 

@@ -245,7 +245,7 @@ def _agent(tools: str | None, rounds: int, rag: Any) -> Any:
     from lawtune.tools import builtin_tools
     from lawtune.tools.agent import Agent
 
-    return Agent(builtin_tools(kb=rag.store if rag is not None else None), max_rounds=rounds)
+    return Agent(builtin_tools(kb=rag.retriever if rag is not None else None), max_rounds=rounds)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,8 +3,10 @@
     from lawtune.kb import open_store, format_context
     from lawtune.kb.citations import CitationChecker
 
+    from lawtune.kb.retrieval import Retriever
+
     with open_store("kb.sqlite") as kb:                  # `lawtune kb build -o kb.sqlite` makes one
-        hits = kb.search("公司拖欠工资怎么办", k=5)        # [Hit(item=Item(...), score, exact)], best first
+        hits = Retriever(kb).search("公司拖欠工资怎么办", k=5)   # [Hit(item=Item(...), score, exact)], best first
         prompt_part = format_context(hits)               # numbered, labelled excerpts for a RAG prompt
         checker = CitationChecker(kb.catalog())
     verdicts = checker.check(answer)                     # [Verdict(citation, verdict, detail)]
@@ -12,7 +14,7 @@
 
 Modules, one job each: numerals (第一千零七十六 ↔ 1076), laws (LawRefBook Markdown → articles), tokenize,
 store (the interface and data types), sqlite_store (the embedded backend), postgres_store (PostgreSQL full-text
-search), retrieval (exact lookup, boosts), names (law names and aliases), repeals, citations, build (kb build /
+search), retrieval (the search every caller goes through: a `Retriever` over a store; exact lookup, boosts, re-ranking), names (law names and aliases), repeals, citations, build (kb build /
 add), batch (many questions: kb search --queries), bundled (shipped laws), cli.
 """
 

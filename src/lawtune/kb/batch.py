@@ -3,7 +3,7 @@
     from lawtune.kb.batch import read_queries, search_many
     queries = read_queries(Path("questions.jsonl"))          # [Query(line, question, id)], LawtuneError per bad line
     with open_store("kb.sqlite") as kb:
-        for result in search_many(kb, queries, k=20):       # input order; one store, one retriever for all
+        for result in search_many(Retriever(kb), queries, k=20):   # input order; one retriever for all
             result.question, result.hits, result.cpu_ms
 
 A queries file holds one question per line, or JSON lines with a `question` (or `query`) string field and an
@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lawtune.errors import LawtuneError
-from lawtune.kb.store import Hit, KnowledgeStore
+from lawtune.kb.retrieval import Retriever
+from lawtune.kb.store import Hit
 
 
 @dataclass(frozen=True)
@@ -84,17 +85,17 @@ def _parse_line(path: Path, n: int, line: str) -> Query:
     return Query(n, question.strip(), qid)
 
 
-def search_many(store: KnowledgeStore, queries: Iterable[Query], k: int = 5, *, current_only: bool = True,
+def search_many(retriever: Retriever, queries: Iterable[Query], k: int = 5, *, current_only: bool = True,
                 kinds: tuple[str, ...] = ("article", "qa"), clock: Callable[[], float] = time.process_time,
                 progress: Callable[[], None] | None = None) -> Iterator[Result]:
-    """Search each query in turn on one open store; yields results in input order.
+    """Search each query in turn through one retriever (one open store); yields results in input order.
 
     `clock` measures each search (CPU seconds of this process by default; a benchmark passes one that adds a
     local PostgreSQL server's CPU). `progress` is called after each query.
     """
     for query in queries:
         start = clock()
-        hits = store.search(query.question, k, current_only=current_only, kinds=kinds)
+        hits = retriever.search(query.question, k, current_only=current_only, kinds=kinds)
         cpu_ms = (clock() - start) * 1000
         yield Result(query, hits, cpu_ms)
         if progress:

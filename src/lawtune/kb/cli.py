@@ -124,6 +124,7 @@ def search(
 
     from lawtune.errors import LawtuneError
     from lawtune.kb import open_store
+    from lawtune.kb.retrieval import Retriever
 
     if articles_only:
         if kind not in ("all", "article"):
@@ -139,7 +140,7 @@ def search(
         _search_batch(kb, queries, k, not all_versions, kinds)
         return
     with open_store(kb) as store:
-        hits = store.search(query, k, current_only=not all_versions, kinds=kinds)
+        hits = Retriever(store).search(query, k, current_only=not all_versions, kinds=kinds)
     if as_json:
         for hit in hits:
             typer.echo(json.dumps(hit.to_json(), ensure_ascii=False))
@@ -166,13 +167,14 @@ def _search_batch(kb: Path, path: Path, k: int, current_only: bool, kinds: tuple
 
     from lawtune.kb import open_store
     from lawtune.kb.batch import read_queries, search_many
+    from lawtune.kb.retrieval import Retriever
 
     questions = read_queries(path)
     with open_store(kb) as store, Progress(TextColumn("searching"), BarColumn(), MofNCompleteColumn(),
                                            TimeElapsedColumn(), console=Console(stderr=True), transient=True,
                                            disable=len(questions) < 20) as bar:
         task = bar.add_task("searching", total=len(questions))
-        for result in search_many(store, questions, k, current_only=current_only, kinds=kinds,
+        for result in search_many(Retriever(store), questions, k, current_only=current_only, kinds=kinds,
                                   progress=lambda: bar.advance(task)):
             typer.echo(json.dumps(result.to_json(), ensure_ascii=False))
 

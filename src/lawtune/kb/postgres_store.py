@@ -2,7 +2,7 @@
 
     lawtune kb build -o postgresql://lawtune@db.example:5432/lawtune     # any CLI KB argument takes the URL
     store = open_store("postgresql://lawtune@127.0.0.1:5432/lawtune")    # PostgresStore.open(url)
-    store.search("离婚需要什么材料", k=5)                                 # -> [Hit, ...], as SqliteStore
+    Retriever(store).search("离婚需要什么材料", k=5)                      # -> [Hit, ...], as over SqliteStore
 
 Needs `pip install 'lawtune[postgres]'` (psycopg 3). The URL is libpq's (`postgresql://user[:password]@host:port/db`);
 the KB lives in schema `lawtune_kb` of that database (tables `meta`, `items`, `repeals`, `token_df`, `char_df`), so one

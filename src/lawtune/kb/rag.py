@@ -90,7 +90,8 @@ class Augmented:
 
 
 class Rag:
-    """A knowledge base plus the prompt format and the citation checker; thread-safe like its store."""
+    """A knowledge base (its store and the `Retriever` over it) plus the prompt format and the citation
+    checker; thread-safe like its store."""
 
     def __init__(self, store: Any, k: int = DEFAULT_K, max_chars: int = DEFAULT_MAX_CHARS, location: str = "",
                  checker: Any = None, cite_constraint: bool = False):
@@ -100,8 +101,11 @@ class Rag:
             raise LawtuneError(f"--kb-k must be at least 1, got {k}")
         if max_chars < 20:
             raise LawtuneError(f"--kb-chars must be at least 20 characters, got {max_chars}")
+        from lawtune.kb.retrieval import Retriever
+
         self.store, self.k, self.max_chars, self.location = store, k, max_chars, location
         self.cite_constraint = cite_constraint  # decode article numbers only from the retrieved articles
+        self.retriever = Retriever(store)  # what every search goes through (the KB tools get it too)
         # verdicts against the same KB unless another (e.g. all of LawRefBook) is given: `open_checker`
         self._own_checker = checker is None
         self._generation = self._store_generation()
@@ -142,7 +146,7 @@ class Rag:
     def retrieve(self, question: str) -> list[Hit]:
         # a search's cost grows with the query: a pasted document is searched by its end, where the question is
         question = question[-MAX_QUERY_CHARS:]
-        return self.store.search(question, k=self.k) if question.strip() else []
+        return self.retriever.search(question, k=self.k) if question.strip() else []
 
     def augment(self, messages: list[dict[str, str]]) -> Augmented:
         """Retrieve for the last user turn and ask in the RAG format (`rag_conversation`)."""

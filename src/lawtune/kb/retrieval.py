@@ -1,7 +1,10 @@
-"""What `store.search` does on top of a backend's plain full-text ranking; engine-independent.
+"""The knowledge base's search: what `Retriever.search` does on top of a backend's plain full-text ranking;
+engine-independent. Every caller searches through a retriever built over an open store (`Rag`, `kb search`,
+`kb search --queries`, serving, the KB tools); the store only stores and ranks text and never calls back.
 
-    retriever = Retriever(store)            # any KnowledgeStore: needs text_search, lookup, catalog
-    hits = retriever.search("劳动合同法第82条是什么", k=5)
+    with open_store("kb.sqlite") as store:
+        retriever = Retriever(store)            # any KnowledgeStore: text_search, char_scores, lookup, catalog, ...
+        hits = retriever.search("劳动合同法第82条是什么", k=5)
 
 1. Named articles first: citations in the question (劳动合同法第82条, 民法典第一千零七十六条,
    《中华人民共和国劳动合同法》第八十二条, 第十七条之一) are looked up exactly and lead the list (`exact=True`).
@@ -67,7 +70,7 @@ from dataclasses import replace
 from lawtune.kb.citations import find_citations
 from lawtune.kb.dense import load_dense
 from lawtune.kb.names import LawNames
-from lawtune.kb.store import Hit, Kind
+from lawtune.kb.store import Catalog, Hit, Item, Kind
 
 LAW_BOOST = 1.5
 STATUTE_BOOST = 1.3
@@ -89,16 +92,40 @@ BOILERPLATE_RE = re.compile(r"(根据|依据|按照)?(中国的|我国的?)?(相
 
 
 class Retriever:
+    """The search algorithm above, run on one open store's storage and ranking primitives (`text_search`,
+    `char_scores`, `lookup`, `catalog`, `count`, the dense blob). What it learns of the KB (law names, whether
+    it holds Q&A, the dense index) is read at the first search and again whenever the store's `refresh()`
+    generation moves: a `kb add` through this store or, seen by `refresh`, another process's. Thread-safe like
+    its store."""
+
     def __init__(self, store):
         self.store = store
-        catalog = store.catalog()
+        self._generation: int | None = None  # the store's generation `_fresh` read the KB at (None: not yet)
+
+    def _fresh(self) -> None:
+        """Read the KB's law names, Q&A presence and dense index again if the KB changed since."""
+        generation = self.store.refresh()
+        if generation == self._generation:
+            return
+        catalog = self.store.catalog()
         self.names = LawNames([*catalog.versions, *catalog.repealed])
-        self.has_qa = bool(store.count().get("qa"))  # stores rebuild their retriever after add
-        self.dense = load_dense(store) if DENSE_WEIGHT > 0 else None  # None: a KB without a dense index
+        self.has_qa = bool(self.store.count().get("qa"))
+        self.dense = load_dense(self.store) if DENSE_WEIGHT > 0 else None  # None: a KB without a dense index
         self._cited: dict[str, list[tuple[str, int, int]]] = {}  # Q&A answer → articles it cites
+        self._generation = generation
+
+    def lookup(self, law: str, article: int, sub: int = 0, version: str | None = None) -> Item | None:
+        """The store's exact lookup, so that a reader of the KB (tools/kb_tools.py) holds one object."""
+        return self.store.lookup(law, article, sub, version)
+
+    def catalog(self) -> Catalog:
+        """The store's catalog (the same reader's law names)."""
+        return self.store.catalog()
 
     def search(self, query: str, k: int = 5, *, current_only: bool = True,
                kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:
+        """Named articles first, then law-aware, re-ranked text matches (steps 1–9 above), best first."""
+        self._fresh()
         kinds = tuple(kinds)
         exact: list[Hit] = []
         if "article" in kinds:

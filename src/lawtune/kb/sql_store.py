@@ -1,9 +1,7 @@
 """What the two SQL backends (sqlite_store.py, postgres_store.py) share: the `items` table's columns, the
-bookkeeping of an `add`, and `SqlStore` — lookup, catalog, version updates, blobs and search — written once with
-the backend's parameter placeholder (`?` for SQLite, `%s` for PostgreSQL).
-
-Apart from store.py so that the interface (store.py) never imports the retriever: `SqlStore.search` runs
-`retrieval.Retriever`, which imports store.py.
+bookkeeping of an `add`, and `SqlStore` — lookup, catalog, version updates, blobs and the locked entry to full-text
+ranking — written once with the backend's parameter placeholder (`?` for SQLite, `%s` for PostgreSQL). The search
+algorithm is not here: `retrieval.Retriever` runs it over a store; a store never calls the retriever.
 """
 
 from __future__ import annotations
@@ -74,7 +72,6 @@ class SqlStore:
 
     def _forget(self) -> None:
         """Drop every cache of the KB's contents (after a change)."""
-        self._retriever = None  # built on first search (it caches law names)
         self._items = 0  # item count for MAX_DF (and PostgreSQL's idf)
         self._char_df: dict[str, int] = {}  # _char_stats's cache
         self._chars = 0
@@ -118,15 +115,6 @@ class SqlStore:
         with self.lock:
             self.refresh()
             return self._text_search(query, k, current_only, list(laws), list(kinds))
-
-    def search(self, query: str, k: int = 5, *, current_only: bool = True,
-               kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:
-        from lawtune.kb.retrieval import Retriever
-
-        self.refresh()
-        if self._retriever is None:
-            self._retriever = Retriever(self)
-        return self._retriever.search(query, k, current_only=current_only, kinds=kinds)
 
     def lookup(self, law: str, article: int, sub: int = 0, version: str | None = None) -> Item | None:
         p = self.PARAM

@@ -2,7 +2,7 @@
 
     store = SqliteStore.create("kb.sqlite")          # new, empty; SqliteStore.open(path) for an existing one
     store.add(items)                                 # committed and searchable when it returns
-    store.search("离婚需要什么材料", k=5)             # -> [Hit, ...]
+    store.text_search("离婚 材料", k=5)              # -> [Hit, ...], BM25; users search via retrieval.Retriever
     store.close()
 
 Tables: `items` (one row per article / Q&A pair, all fields of `Item`), `items_fts` (contentless FTS5 over the

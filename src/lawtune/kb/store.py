@@ -2,15 +2,15 @@
 
     from lawtune.kb import open_store
     with open_store("kb.sqlite") as kb:
-        for hit in kb.search("公司拖欠工资怎么办", k=5):
+        for hit in kb.text_search("拖欠 工资", k=5):    # plain full-text ranking; users search via retrieval.Retriever
             print(hit.item.cite(), hit.score, hit.item.text[:60])
         item = kb.lookup("劳动合同法", 82)           # newest current version; None if absent
         catalog = kb.catalog()                       # what the citation check needs
 
 A backend is any class with the methods of `KnowledgeStore` below. The data it holds are `Item`s (one law
-article or one Q&A pair); search returns `Hit`s, best first. Retrieval logic that does not depend on the engine
-(reference detection, law-name boosts, re-ranking) lives in `retrieval.py` and works on top of a backend's
-`text_search` and `lookup`, so a new backend only implements storage and full-text ranking. The two SQL
+article or one Q&A pair); ranking returns `Hit`s, best first. The search users get (reference detection,
+law-name boosts, re-ranking, the dense half) is `retrieval.Retriever`, built over a store and calling only
+these methods, so a new backend only implements storage and full-text ranking. The two SQL
 backends share their tables and the SQL that reads them the same way: `sql_store.SqlStore`, written once with
 the backend's parameter placeholder (`?` for SQLite, `%s` for PostgreSQL).
 """
@@ -129,10 +129,6 @@ class KnowledgeStore(Protocol):
                     kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:
         """Plain full-text ranking (BM25 or the engine's equivalent), optionally limited to some laws (full names)."""
 
-    def search(self, query: str, k: int = 5, *, current_only: bool = True,
-               kinds: Iterable[Kind] = ("article", "qa")) -> list[Hit]:
-        """The retrieval users get: named articles first, then law-aware, re-ranked text matches."""
-
     def lookup(self, law: str, article: int, sub: int = 0, version: str | None = None) -> Item | None:
         """One article by law (short or full name), number, 之N. version None: the current version's article,
         else the newest version that has it (check `item.current`); None if no version has it."""
@@ -145,5 +141,12 @@ class KnowledgeStore(Protocol):
 
     def count(self) -> dict[str, int]:
         """Items per kind."""
+
+    def get_blob(self, key: str) -> bytes | None:
+        """A stored blob (the dense index), None if absent."""
+
+    def refresh(self) -> int:
+        """The KB's generation, moved by every change (this store's `add`, another process's): who caches what
+        the KB holds (the retriever, the citation checker) reads it again when it moved."""
 
     def close(self) -> None: ...

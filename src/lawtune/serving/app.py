@@ -10,8 +10,9 @@ it; the gateway charges it first (`_charge_first`: switch, breaker, the key's li
 whose cost grows with the body — then retrieval (--kb), the engine tokenizes the prompt once (`engine.prompt`,
 off the event loop), `body.to_generation` checks it fits the context and makes the engine's request, the
 gateway corrects the charge to the exact count and gives it a queue slot and its deadline (`_serve`), the
-engine generates, and a shape of `responses.py` renders the events as JSON or as server-sent events. This
-module only routes and composes.
+engine generates, and a shape of `protocol.py` renders the events as JSON or as server-sent events. This
+module only routes and composes: four modules from the route to the engine and back (app.py, protocol.py,
+gateway/admission.py, the engine).
 
 The engine and the gateway are built here, with the app; `lifespan` only starts and stops the engine (in
 the background, so `/healthz` answers at once and `/readyz` says 503 until the model is loaded).
@@ -26,7 +27,7 @@ import time
 from importlib import resources
 from typing import Any, AsyncIterator, Callable
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -36,8 +37,8 @@ from lawtune.serving.errors import NO_RETRY, ApiError, install_error_handlers, i
 from lawtune.serving.gateway.admission import Gateway, Ticket
 from lawtune.serving.gateway.ratelimit import Grant
 from lawtune.serving.gateway.routes import install_gateway
-from lawtune.serving.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
-from lawtune.serving.responses import ChatShape, CompletionShape, Shape, ToolChatShape, respond
+from lawtune.serving.protocol import (ChatCompletionRequest, ChatShape, CompletionRequest, CompletionShape, ModelCard,
+                                      ModelList, Shape, respond)
 from lawtune.serving.settings import ServeSettings
 from lawtune.serving.tool_agent import AgentEngine
 
@@ -79,7 +80,7 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["*"], expose_headers=["X-Request-Id", "Retry-After", "X-RateLimit-Limit",
                                                                 "X-RateLimit-Remaining", "X-RateLimit-Reset"])
-    _add_routes(app)
+    app.include_router(router)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     return app
 
@@ -158,95 +159,105 @@ def resolve_model(request: Request, engine: Engine, requested: str | None) -> st
     return names[requested]
 
 
-def _add_routes(app: FastAPI) -> None:
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+# The routes: module-level functions on one router, so each can be read (and followed) on its own.
+router = APIRouter()
 
-    @app.get("/readyz")
-    async def readyz(request: Request) -> JSONResponse:
-        state = request.app.state
-        engine = state.engine
-        body: dict[str, Any] = {"ready": bool(state.ready), "models": list(engine.model_ids) if state.ready else [],
-                                "active": engine.active_batch_size if state.ready else 0,
-                                "queued": engine.queue_depth if state.ready else 0}
-        if not state.ready:
-            body["reason"] = state.load_error or "the model is still loading"
-        # the switch and the breaker (200 even when paused: the replica stays reachable to show the notice)
-        gateway = state.gateway.status()
-        body.update(status=gateway["status"], paused=gateway["paused"], notice=gateway["notice"],
-                    breaker=gateway["breaker"]["state"])
-        # --degrade-to-kb: while paused/degraded, questions still get the articles (the chat page keeps its input)
-        body["kb_fallback"] = bool(state.settings.degrade_to_kb)
-        return JSONResponse(body, status_code=200 if state.ready else 503)
 
-    def card(request: Request, name: str, model: str) -> ModelCard:
-        info = request.app.state.engine.model_info(model)
-        root = info.get("root") if name == model else model  # an alias's root is the model it names
-        if root and ("/" in root or "\\" in root):  # a weights folder: its name only, never where it lives
-            root = root.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
-        return ModelCard(id=name, created=request.app.state.started, root=root, parent=info.get("parent"),
-                         max_model_len=info.get("max_model_len"))
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
 
-    @app.get("/v1/models")
-    async def models(request: Request) -> ModelList:
-        ready_engine(request)
-        return ModelList(data=[card(request, name, model) for name, model in model_names(request.app).items()])
 
-    @app.get("/v1/models/{model_id:path}")
-    async def model(model_id: str, request: Request) -> ModelCard:
-        engine = ready_engine(request)
-        return card(request, model_id, resolve_model(request, engine, model_id))
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    state = request.app.state
+    engine = state.engine
+    body: dict[str, Any] = {"ready": bool(state.ready), "models": list(engine.model_ids) if state.ready else [],
+                            "active": engine.active_batch_size if state.ready else 0,
+                            "queued": engine.queue_depth if state.ready else 0}
+    if not state.ready:
+        body["reason"] = state.load_error or "the model is still loading"
+    # the switch and the breaker (200 even when paused: the replica stays reachable to show the notice)
+    gateway = state.gateway.status()
+    body.update(status=gateway["status"], paused=gateway["paused"], notice=gateway["notice"],
+                breaker=gateway["breaker"]["state"])
+    # --degrade-to-kb: while paused/degraded, questions still get the articles (the chat page keeps its input)
+    body["kb_fallback"] = bool(state.settings.degrade_to_kb)
+    return JSONResponse(body, status_code=200 if state.ready else 503)
 
-    @app.get("/", include_in_schema=False)
-    async def chat_page() -> FileResponse:
-        return FileResponse(str(STATIC_DIR / "index.html"))
 
-    @app.post("/v1/chat/completions", response_model=None)
-    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
-        engine = ready_engine(request)
-        model = resolve_model(request, engine, body.model)
-        messages = body.message_dicts()
-        plan = tool_calls.plan_tools(body, request.app.state.agent, upstream=bool(request.app.state.settings.upstream))
-        rag = request.app.state.rag
+def _card(request: Request, name: str, model: str) -> ModelCard:
+    info = request.app.state.engine.model_info(model)
+    root = info.get("root") if name == model else model  # an alias's root is the model it names
+    if root and ("/" in root or "\\" in root):  # a weights folder: its name only, never where it lives
+        root = root.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return ModelCard(id=name, created=request.app.state.started, root=root, parent=info.get("parent"),
+                     max_model_len=info.get("max_model_len"))
 
-        async def fallback(refusal: ApiError) -> Any:  # 服务降级 with --degrade-to-kb: the articles, not a 503
-            # the same limits as a model answer: the key pays one request before anything is retrieved
-            await request.app.state.gateway.charge(request, 0, check_switch=False)
-            request.state.lawtune_reason = "kb_fallback"
-            return await kb.fallback_response(rag, messages, model, refusal.message, bool(body.stream), {})
 
-        degrade = fallback if request.app.state.settings.degrade_to_kb else None
-        grant = await _charge_first(request, engine, model, body, degrade)
-        if not isinstance(grant, Grant):
-            return grant  # the KB fallback's answer
-        if rag is not None:  # the articles, as many as fit the context with the answer
-            augmented, prompt = await kb.augment_to_fit(rag, engine, model, messages, plan.tools,
-                                                        wanted=body.requested_max_tokens() or 1)
-        else:
-            augmented, prompt = None, await asyncio.to_thread(engine.prompt, model, messages=messages, tools=plan.tools)
-        generation = _to_generation(body, prompt, engine, model, request)
-        plan.apply(generation)
-        extend = kb.extension(rag, augmented) if augmented is not None else None
-        if plan.agent is not None:  # --tools builtin: the agent loop runs as the engine of this request
-            engine = AgentEngine(engine, plan.agent)
-        shape = (ToolChatShape(generation, extend, plan) if plan.reads_calls and plan.agent is None
-                 else ChatShape(generation, extend))
-        return await _serve(request, engine, generation, shape, body, degrade, grant)
+@router.get("/v1/models")
+async def models(request: Request) -> ModelList:
+    ready_engine(request)
+    return ModelList(data=[_card(request, name, model) for name, model in model_names(request.app).items()])
 
-    @app.post("/v1/completions", response_model=None)
-    async def completions(body: CompletionRequest, request: Request) -> Any:
-        engine = ready_engine(request)
-        model = resolve_model(request, engine, body.model)
-        text, ids = body.prompt_text(), body.prompt_ids()
-        if body.echo and text is None:
-            raise ApiError(400, "echo needs a text prompt (the prompt was token ids)", param="echo",
-                           code="unsupported_parameter")
-        grant = await _charge_first(request, engine, model, body)
-        prompt = await asyncio.to_thread(engine.prompt, model, text=text, ids=ids)
-        generation = _to_generation(body, prompt, engine, model, request)
-        shape = CompletionShape(generation, echo=text if body.echo else None)
-        return await _serve(request, engine, generation, shape, body, None, grant)
+
+@router.get("/v1/models/{model_id:path}")
+async def model(model_id: str, request: Request) -> ModelCard:
+    engine = ready_engine(request)
+    return _card(request, model_id, resolve_model(request, engine, model_id))
+
+
+@router.get("/", include_in_schema=False)
+async def chat_page() -> FileResponse:
+    return FileResponse(str(STATIC_DIR / "index.html"))
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+    engine = ready_engine(request)
+    model = resolve_model(request, engine, body.model)
+    messages = body.message_dicts()
+    plan = tool_calls.plan_tools(body, request.app.state.agent, upstream=bool(request.app.state.settings.upstream))
+    rag = request.app.state.rag
+
+    async def fallback(refusal: ApiError) -> Any:  # 服务降级 with --degrade-to-kb: the articles, not a 503
+        # the same limits as a model answer: the key pays one request before anything is retrieved
+        await request.app.state.gateway.charge(request, 0, check_switch=False)
+        request.state.lawtune_reason = "kb_fallback"
+        return await kb.fallback_response(rag, messages, model, refusal.message, bool(body.stream), {})
+
+    degrade = fallback if request.app.state.settings.degrade_to_kb else None
+    grant = await _charge_first(request, engine, model, body, degrade)
+    if not isinstance(grant, Grant):
+        return grant  # the KB fallback's answer
+    if rag is not None:  # the articles, as many as fit the context with the answer
+        augmented, prompt = await kb.augment_to_fit(rag, engine, model, messages, plan.tools,
+                                                    wanted=body.requested_max_tokens() or 1)
+    else:
+        augmented, prompt = None, await asyncio.to_thread(engine.prompt, model, messages=messages, tools=plan.tools)
+    generation = _to_generation(body, prompt, engine, model, request)
+    plan.apply(generation)
+    extend = kb.extension(rag, augmented) if augmented is not None else None
+    if plan.agent is not None:  # --tools builtin: the agent loop runs as the engine of this request
+        engine = AgentEngine(engine, plan.agent)
+    shape = (tool_calls.ToolChatShape(generation, extend, plan) if plan.reads_calls and plan.agent is None
+             else ChatShape(generation, extend))
+    return await _serve(request, engine, generation, shape, body, degrade, grant)
+
+
+@router.post("/v1/completions", response_model=None)
+async def completions(body: CompletionRequest, request: Request) -> Any:
+    engine = ready_engine(request)
+    model = resolve_model(request, engine, body.model)
+    text, ids = body.prompt_text(), body.prompt_ids()
+    if body.echo and text is None:
+        raise ApiError(400, "echo needs a text prompt (the prompt was token ids)", param="echo",
+                       code="unsupported_parameter")
+    grant = await _charge_first(request, engine, model, body)
+    prompt = await asyncio.to_thread(engine.prompt, model, text=text, ids=ids)
+    generation = _to_generation(body, prompt, engine, model, request)
+    shape = CompletionShape(generation, echo=text if body.echo else None)
+    return await _serve(request, engine, generation, shape, body, None, grant)
 
 
 async def _charge_first(request: Request, engine: Engine, model: str, body: ChatCompletionRequest | CompletionRequest,

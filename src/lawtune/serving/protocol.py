@@ -1,4 +1,7 @@
-"""Request and response schemas of the OpenAI-compatible API: chat completions, completions, models.
+"""The OpenAI-compatible API, both ways: what a request may say and how it becomes the engine's input; how the
+engine's events become the response (chat completions, completions, models). Sections, in order: the request
+schemas (with their conversion, `to_generation`), the response schemas, the responses rendered (JSON or SSE
+framing, then the shapes).
 
 The limits live here (`Field(ge=…, le=…)`, `Literal[…]`, strict types), so a bad request is rejected by
 validation with a 400 naming the field, before any handler code runs. Every field is either honoured or
@@ -23,18 +26,38 @@ Repetition control: `frequency_penalty` and `presence_penalty` (OpenAI's meaning
 (vLLM's extension, HF-style) apply to the answer's own tokens only; left out, the server's defaults apply
 (`lawtune serve --repetition-penalty …`). An answer ended by the repetition stop has finish_reason "stop"
 (OpenAI's values) and `stop_reason: "repetition"` on its choice (vLLM's field; null otherwise).
+
+Responses go the other way, here too (vLLM keeps its response classes beside `to_sampling_params` the same
+way): the engine's events rendered as OpenAI's chat completion or (text) completion — one JSON body, or
+server-sent events in OpenAI's chunk format. So a reader follows a request from the route into this module,
+through the gateway to the engine, and back into this module (docs/architecture.md, "A chat request").
+
+    shape = ChatShape(generation)              # CompletionShape for /v1/completions (tool_calls.ToolChatShape: tools)
+    return await respond(shape, events, ticket, include_usage=False, keepalive_s=15, headers=limits)
+
+A shape collects the events of the request's n choices and says what a choice, a chunk and the whole answer
+look like; `respond` picks JSON or SSE by `generation.stream`. Streams are framed by sse-starlette, with a
+`: ping` comment every `keepalive_s` while the request waits for a slot and until it ends, and always end with
+`data: [DONE]` — after an error too, which arrives as a `data: {"error": …}` event once headers are sent. A
+stream that holds a slot waits for its first event before answering, so its early errors keep their status.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import re
-from typing import Annotated, Any, ClassVar, Literal
+import time
+from typing import Annotated, Any, AsyncIterator, Callable, ClassVar, Literal
 
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
+from sse_starlette import EventSourceResponse
 
-from lawtune.serving.engines import GenerationRequest, Prompt
+from lawtune.serving.engines import (Finished, GenerationEvent, GenerationRequest, Prompt, TextDelta,
+                                     TokenLogprob)
 from lawtune.serving.errors import NO_RETRY, ApiError
 
 MAX_TOKENS_LIMIT = 32768  # schema bound; the real bound is the model's context minus the prompt
@@ -45,6 +68,10 @@ TOKEN_ID_KEY = re.compile(r"[0-9]{1,10}")  # ASCII digits only: "²".isdigit() i
 MAX_CHOICES = 8  # n: choices are generated side by side in the batch
 MAX_TOP_LOGPROBS = 20
 SEED_RANGE = dict(ge=-(2**63), le=2**63 - 1)
+log = logging.getLogger("lawtune.serving")
+
+
+# -- requests -------------------------------------------------------------------------------------------
 
 
 def unsupported(what: str, why: str) -> PydanticCustomError:
@@ -497,7 +524,9 @@ class CompletionRequest(_Sampling):
         return list(self.prompt) if self.prompt and isinstance(self.prompt, list) and isinstance(self.prompt[0], int) else None
 
 
-# -- responses ------------------------------------------------------------------------------------------
+# -- responses: schemas ----------------------------------------------------------------------------------
+# What the shapes below fill (usage, logprobs) and what the KB-only fallback answer builds (serving/kb.py); the
+# shapes write the rest of OpenAI's objects as plain dicts of the same fields.
 
 
 class UsageInfo(BaseModel):
@@ -590,23 +619,6 @@ class CompletionLogprobs(BaseModel):
     text_offset: list[int] = []
 
 
-class CompletionChoice(BaseModel):
-    index: int = 0
-    text: str
-    finish_reason: Literal["stop", "length"] | None = None
-    stop_reason: str | None = None
-    logprobs: CompletionLogprobs | None = None
-
-
-class Completion(BaseModel):
-    id: str
-    object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
-    choices: list[CompletionChoice]
-    usage: UsageInfo | None = None
-
-
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -620,3 +632,226 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+# -- responses: the engine's events as one JSON body or as SSE chunks ------------------------------------
+
+
+async def respond(shape: "Shape", events: AsyncIterator[GenerationEvent], ticket: Any, include_usage: bool,
+                  keepalive_s: float, headers: dict[str, str]) -> Any:
+    """The answer: one JSON body (all events collected), or an SSE stream (`ticket`: the gateway's, whose slot
+    a stream may still be waiting for)."""
+    if not shape.generation.stream:
+        return JSONResponse(await collect(shape, events), headers=headers)
+    first = None
+    if ticket.has_slot:  # errors before the first token still get their HTTP status
+        first = await first_event(events)
+    return EventSourceResponse(sse(shape, ticket, first, events, include_usage), ping=keepalive_s, sep="\n",
+                               headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers})
+
+
+async def first_event(events: AsyncIterator[GenerationEvent]) -> GenerationEvent:
+    """The first event (closing the iterator, so the slot is freed, when it raises)."""
+    try:
+        return await anext(events)
+    except BaseException:
+        await events.aclose()
+        raise
+
+
+async def collect(shape: Shape, events: AsyncIterator[GenerationEvent]) -> dict[str, Any]:
+    """Every event into the shape; the whole answer as one JSON body."""
+    async with contextlib.aclosing(events):
+        async for event in events:
+            shape.add(event)
+    if not shape.done():
+        raise ApiError(503, "the engine ended the answer without finishing it", "service_unavailable",
+                       code="engine_error")
+    return shape.whole()
+
+
+async def sse(shape: Shape, ticket: Any, first: GenerationEvent | None, events: AsyncIterator[GenerationEvent],
+              include_usage: bool) -> AsyncIterator[dict[str, str]]:
+    """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]` — also after an error, which
+    arrives as a `data: {"error": …}` event once the response has started (sse-starlette frames the events
+    and sends a `: ping` comment every --sse-keepalive seconds, so a proxy never sees an idle stream)."""
+    def data(payload: dict[str, Any]) -> dict[str, str]:
+        return {"data": json.dumps(payload, ensure_ascii=False, separators=(",", ":"))}
+
+    async with contextlib.aclosing(events):
+        try:
+            if not ticket.has_slot:
+                await ticket.wait_for_slot()  # keep-alive pings flow meanwhile
+            for chunk in shape.opening():
+                yield data(chunk)
+            pending = [first] if first is not None else []
+            async for event in _chain(pending, events):
+                for chunk in shape.chunks(event):
+                    yield data(chunk)
+            if include_usage and shape.done():
+                yield data(shape.usage_chunk())
+        except ApiError as error:  # headers are sent: report in-band, as OpenAI does
+            yield data(error.body())
+        except Exception as error:  # a bug: still an envelope and a proper end of stream
+            log.exception("request %s failed mid-stream", shape.generation.request_id)
+            yield data(ApiError(500, f"internal error ({type(error).__name__}); request id "
+                                f"{shape.generation.request_id}", "server_error", code="internal_error").body())
+        yield {"data": "[DONE]"}
+
+
+async def _chain(first: list[GenerationEvent], rest: AsyncIterator[GenerationEvent]) -> AsyncIterator[GenerationEvent]:
+    for event in first:
+        yield event
+    async for event in rest:
+        yield event
+
+
+def api_finish(event: Finished) -> tuple[str, str | None]:
+    """The engine's finish reason as the API says it: OpenAI's finish_reason plus vLLM's stop_reason.
+
+    A repetition stop is finish_reason "stop" (clients only know OpenAI's values) with stop_reason
+    "repetition", so a client can tell it from an answer the model ended on its own."""
+    if event.finish_reason == "repetition":
+        return "stop", "repetition"
+    return event.finish_reason, None
+
+
+class Shape:
+    """Collects the events of n choices; subclasses say how a choice, a chunk and the whole look."""
+
+    object_whole = object_chunk = prefix = ""
+
+    def __init__(self, generation: GenerationRequest):
+        self.generation = generation
+        self.id = f"{self.prefix}-{generation.request_id}"
+        self.created = int(time.time())
+        self.texts = [""] * generation.n
+        self.logprobs: list[list[TokenLogprob]] = [[] for _ in range(generation.n)]
+        self.finished: dict[int, Finished] = {}
+
+    def add(self, event: GenerationEvent) -> None:
+        self.logprobs[event.index].extend(event.logprobs or [])
+        if isinstance(event, TextDelta):
+            self.texts[event.index] += event.text
+        else:
+            self.finished[event.index] = event
+
+    def done(self) -> bool:
+        return len(self.finished) == self.generation.n
+
+    def usage(self) -> UsageInfo:
+        prompt = next(iter(self.finished.values())).usage.prompt_tokens if self.finished else 0
+        completion = sum(event.usage.completion_tokens for event in self.finished.values())
+        return UsageInfo(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+    def envelope(self, choices: list[dict[str, Any]], whole: bool) -> dict[str, Any]:
+        return {"id": self.id, "object": self.object_whole if whole else self.object_chunk, "created": self.created,
+                "model": self.generation.model, "choices": choices}
+
+    def usage_chunk(self) -> dict[str, Any]:
+        return {**self.envelope([], whole=False), "usage": self.usage().model_dump()}
+
+    def opening(self) -> list[dict[str, Any]]:
+        return []
+
+
+class ChatShape(Shape):
+    object_whole, object_chunk, prefix = "chat.completion", "chat.completion.chunk", "chatcmpl"
+
+    def __init__(self, generation: GenerationRequest, extend: Callable[[str], dict] | None = None):
+        super().__init__(generation)
+        self.extend = extend  # --kb: the `lawtune` field of the finished answer
+
+    def _logprobs(self, entries: list[TokenLogprob] | None) -> dict[str, Any] | None:
+        if self.generation.logprobs is None:
+            return None
+        content = [TokenLogprobOut(token=e.token, logprob=e.logprob, bytes=e.bytes,
+                                   top_logprobs=[TopLogprob(token=t, logprob=v, bytes=b) for t, v, b in e.top])
+                   for e in entries or []]
+        return ChoiceLogprobs(content=content).model_dump()
+
+    def opening(self) -> list[dict[str, Any]]:
+        return [self.envelope([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None,
+                                "logprobs": None}], whole=False) for i in range(self.generation.n)]
+
+    def chunks(self, event: GenerationEvent) -> list[dict[str, Any]]:
+        self.add(event)
+        if isinstance(event, TextDelta):
+            if not event.text and not event.logprobs:
+                return []
+            return [self.envelope([{"index": event.index, "delta": {"content": event.text}, "finish_reason": None,
+                                    "logprobs": self._logprobs(event.logprobs)}], whole=False)]
+        finish, stop_reason = api_finish(event)
+        chunk = self.envelope([{"index": event.index, "delta": {}, "finish_reason": finish, "stop_reason": stop_reason,
+                                "logprobs": self._logprobs(event.logprobs) if event.logprobs else None}], whole=False)
+        if self.done() and (field := self.lawtune_field(self.texts[0])):
+            chunk["lawtune"] = field
+        return [chunk]
+
+    def lawtune_field(self, text: str) -> dict[str, Any] | None:
+        """The `lawtune` extension: --kb's references and citations, the agent loop's trace (None: neither)."""
+        field = dict(self.extend(text)) if self.extend is not None else {}
+        for finished in self.finished.values():
+            field.update(finished.lawtune or {})
+        return field or None
+
+    def whole(self) -> dict[str, Any]:
+        choices = []
+        for index in range(self.generation.n):
+            finish, stop_reason = api_finish(self.finished[index])
+            choices.append({"index": index, "message": {"role": "assistant", "content": self.texts[index],
+                                                        "refusal": None},
+                            "finish_reason": finish, "stop_reason": stop_reason,
+                            "logprobs": self._logprobs(self.logprobs[index])})
+        body = {**self.envelope(choices, whole=True), "usage": self.usage().model_dump()}
+        if field := self.lawtune_field(self.texts[0]):  # without --kb or tools the response is exactly OpenAI's shape
+            body["lawtune"] = field
+        return body
+
+
+class CompletionShape(Shape):
+    object_whole = object_chunk = "text_completion"
+    prefix = "cmpl"
+
+    def __init__(self, generation: GenerationRequest, echo: str | None = None):
+        super().__init__(generation)
+        self.echo = echo  # the prompt text, put before each answer (echo: true)
+        self.offsets = [len(echo or "")] * generation.n
+
+    def _logprobs(self, index: int, entries: list[TokenLogprob] | None) -> dict[str, Any] | None:
+        if self.generation.logprobs is None:
+            return None
+        out = CompletionLogprobs()
+        for entry in entries or []:
+            out.tokens.append(entry.token)
+            out.token_logprobs.append(entry.logprob)
+            out.top_logprobs.append({token: value for token, value, _ in entry.top})
+            out.text_offset.append(self.offsets[index])
+            self.offsets[index] += len(entry.token)
+        return out.model_dump()
+
+    def opening(self) -> list[dict[str, Any]]:
+        if self.echo is None:
+            return []
+        return [self.envelope([{"index": i, "text": self.echo, "finish_reason": None, "logprobs": None}], whole=False)
+                for i in range(self.generation.n)]
+
+    def chunks(self, event: GenerationEvent) -> list[dict[str, Any]]:
+        self.add(event)
+        logprobs = self._logprobs(event.index, event.logprobs) if event.logprobs or isinstance(event, TextDelta) else None
+        if isinstance(event, TextDelta):
+            if not event.text and not event.logprobs:
+                return []
+            return [self.envelope([{"index": event.index, "text": event.text, "finish_reason": None,
+                                    "logprobs": logprobs}], whole=False)]
+        finish, stop_reason = api_finish(event)
+        return [self.envelope([{"index": event.index, "text": "", "finish_reason": finish, "stop_reason": stop_reason,
+                                "logprobs": logprobs}], whole=False)]
+
+    def whole(self) -> dict[str, Any]:
+        choices = []
+        for index in range(self.generation.n):
+            finish, stop_reason = api_finish(self.finished[index])
+            choices.append({"index": index, "text": (self.echo or "") + self.texts[index], "finish_reason": finish,
+                            "stop_reason": stop_reason, "logprobs": self._logprobs(index, self.logprobs[index])})
+        return {**self.envelope(choices, whole=True), "usage": self.usage().model_dump()}

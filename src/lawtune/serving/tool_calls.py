@@ -1,4 +1,5 @@
-"""OpenAI tool calls on a local engine: the grammar of forced calls, and the model's text turned into calls.
+"""OpenAI tool calls on a local engine: the grammar of forced calls, the model's text turned into calls, and
+those calls in the response (`ToolChatShape`, the chat shape of protocol.py for a request that offered tools).
 
     plan = plan_tools(body, agent, upstream=False)             # what a request's tools fields mean here
     grammar = tool_grammar(tools, "required", parallel=True)   # llguidance Lark: <tool_call> blocks only
@@ -21,9 +22,11 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from lawtune.modeling.tool_format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, parse_tool_calls
+from lawtune.serving.engines import Finished, GenerationEvent, GenerationRequest, TextDelta
+from lawtune.serving.protocol import ChatShape, api_finish
 
 MAX_FORCED_CALLS = 4  # "required" with parallel calls: a random model may not loop on blocks forever
 
@@ -264,7 +267,7 @@ def server_agent(settings: Any, rag: Any) -> Any:
     from lawtune.tools import builtin_tools
     from lawtune.tools.agent import Agent
 
-    return Agent(builtin_tools(kb=rag.store if rag is not None else None), max_rounds=settings.tool_rounds,
+    return Agent(builtin_tools(kb=rag.retriever if rag is not None else None), max_rounds=settings.tool_rounds,
                  timeout=settings.tool_timeout_s)
 
 
@@ -279,3 +282,104 @@ def merge_call_deltas(calls: list[dict[str, Any]], deltas: list[dict[str, Any]])
         call["type"] = delta.get("type") or call["type"]
         call["function"]["name"] += function.get("name") or ""
         call["function"]["arguments"] += function.get("arguments") or ""
+
+
+class ToolChatShape(ChatShape):
+    """A chat completion with `tools`: the model's text read as content and tool calls (`CallStream`:
+    `message.tool_calls`, finish_reason "tool_calls", streamed as the SDK assembles them: the call's index, id,
+    type and name first, then its arguments), or an upstream's own tool-call deltas relayed. Blocks that do not
+    parse are never content: `lawtune.tool_call_errors` reports them."""
+
+    def __init__(self, generation: GenerationRequest, extend: Callable[[str], dict] | None,
+                 plan: ToolPlan):
+        super().__init__(generation, extend)
+        self.plan = plan
+        self.streams = [plan.call_stream() for _ in range(generation.n)]
+        self.relayed: list[list[dict[str, Any]]] = [[] for _ in range(generation.n)]  # an upstream's calls
+
+    def opening(self) -> list[dict[str, Any]]:
+        # content null, as OpenAI opens an answer that may be only calls (the SDK then reports no content)
+        return [self.envelope([{"index": i, "delta": {"role": "assistant", "content": None}, "finish_reason": None,
+                                "logprobs": None}], whole=False) for i in range(self.generation.n)]
+
+    def add(self, event: GenerationEvent) -> None:
+        super().add(event)
+        if isinstance(event, TextDelta) and event.tool_calls:  # an upstream's: assembled for the whole response
+            merge_call_deltas(self.relayed[event.index], event.tool_calls)
+
+    def _chunk(self, index: int, delta: dict[str, Any], logprobs: Any = None) -> dict[str, Any]:
+        return self.envelope([{"index": index, "delta": delta, "finish_reason": None, "logprobs": logprobs}],
+                             whole=False)
+
+    def _pieces(self, index: int, pieces: list[Any]) -> list[dict[str, Any]]:
+        chunks, stream = [], self.streams[index]
+        for piece in pieces:
+            if isinstance(piece, Content):
+                chunks.append(self._chunk(index, {"content": piece.text}))
+            elif isinstance(piece, Call):
+                call = piece.openai()
+                at = stream.calls.index(piece)
+                chunks.append(self._chunk(index, {"tool_calls": [{"index": at, "id": call["id"], "type": "function",
+                                                                   "function": {"name": call["function"]["name"],
+                                                                                "arguments": ""}}]}))
+                chunks.append(self._chunk(index, {"tool_calls": [{"index": at, "function": {
+                    "arguments": call["function"]["arguments"]}}]}))
+        return chunks
+
+    def chunks(self, event: GenerationEvent) -> list[dict[str, Any]]:
+        self.add(event)
+        index = event.index
+        if isinstance(event, TextDelta):
+            out = []
+            if event.tool_calls:  # an upstream parsed them: relay as sent
+                out.append(self._chunk(index, {"tool_calls": event.tool_calls}))
+            if self.plan.parses:
+                out += self._pieces(index, self.streams[index].push(event.text))
+            elif event.text:
+                out.append(self._chunk(index, {"content": event.text}))
+            if event.logprobs:
+                logprobs = self._logprobs(event.logprobs)
+                if out:
+                    out[0]["choices"][0]["logprobs"] = logprobs
+                else:
+                    out.append(self._chunk(index, {"content": ""}, logprobs))
+            return out
+        out = self._pieces(index, self.streams[index].finish()) if self.plan.parses else []
+        finish, stop_reason = self._finish(index, event)
+        last = self.envelope([{"index": index, "delta": {}, "finish_reason": finish, "stop_reason": stop_reason,
+                               "logprobs": self._logprobs(event.logprobs) if event.logprobs else None}], whole=False)
+        if self.done() and (field := self.lawtune_field(self.streams[0].content)):
+            last["lawtune"] = field
+        return out + [last]
+
+    def _finish(self, index: int, event: Finished) -> tuple[str, str | None]:
+        if self.streams[index].calls:
+            return "tool_calls", None
+        return api_finish(event)
+
+    def lawtune_field(self, text: str) -> dict[str, Any] | None:
+        field = super().lawtune_field(text) or {}
+        errors = [{"index": index, "error": problem} for index, stream in enumerate(self.streams)
+                  for problem in stream.problems]
+        if errors:
+            field["tool_call_errors"] = errors
+        return field or None
+
+    def whole(self) -> dict[str, Any]:
+        if self.plan.parses:  # the same reading as the streamed answer's
+            for index, stream in enumerate(self.streams):
+                stream.push(self.texts[index])
+                stream.finish()
+        body = super().whole()
+        for choice in body["choices"]:
+            index = choice["index"]
+            stream = self.streams[index]
+            calls = [call.openai() for call in stream.calls] if self.plan.parses else self.relayed[index]
+            content = stream.content if self.plan.parses else self.texts[index]
+            choice["message"]["content"] = content if content.strip() or not calls else None
+            if calls:
+                choice["message"]["tool_calls"] = calls
+                choice["finish_reason"], choice["stop_reason"] = self._finish(index, self.finished[index])
+        if field := self.lawtune_field(self.streams[0].content if self.plan.parses else self.texts[0]):
+            body["lawtune"] = field
+        return body
