@@ -59,6 +59,7 @@ def qa_file(folder: Path, count: int) -> Path:
 
 def test_kb_add_killed_at_random_leaves_all_or_nothing(writable_kb, tmp_path):
     from lawtune.kb import open_store
+    from lawtune.kb.retrieval import Retriever
 
     location = str(getattr(writable_kb, "path", None) or writable_kb.url)
     qa = qa_file(tmp_path, 4000)
@@ -74,7 +75,7 @@ def test_kb_add_killed_at_random_leaves_all_or_nothing(writable_kb, tmp_path):
             now = store.count().get("qa", 0)
             assert (now - before) % 4000 == 0, (before, now)  # whole files only
             if now > before:
-                assert store.search("碧玉蜗牛第3999号的问题", k=1)[0].item.question == "碧玉蜗牛第3999号的问题"
+                assert Retriever(store).search("碧玉蜗牛第3999号的问题", k=1)[0].item.question == "碧玉蜗牛第3999号的问题"
             if hasattr(store, "path"):
                 assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert killed >= 1
