@@ -21,6 +21,7 @@ import json
 import re
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +33,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from lawtune.data.cleaning import key_hash  # noqa: E402
 from lawtune.data.prepare import run as prepare  # noqa: E402
 from lawtune.fsutil import atomic_write_text  # noqa: E402
+from lawtune.kb.laws import find_law_files, parse_law_file  # noqa: E402
+from lawtune.kb.versions import MIN_SIMILARITY, provision_bigrams, similarity  # noqa: E402
 from retrieval_sets import NearDuplicates, law_names, parse_reference, prepared_splits, question_text  # noqa: E402
 
 CITE_RE = re.compile(r"《[^》]{1,40}》第[一二三四五六七八九十百千零〇0-9]+条(?:之[一二三四五六七八九十])?")
@@ -92,31 +95,68 @@ def lawyer_llama_pairs() -> list[dict]:
 
 
 def stard_train_pairs(folder: Path) -> list[dict]:
-    """STARD's train questions → their articles, each resolved to the LawRefBook law it names.
+    """STARD's train questions → their articles in the current LawRefBook version of the law they name.
 
-    `gold` holds the resolved {"law": LawRefBook title, "article", "sub"} (STARD's names embed 《》 in judicial
-    interpretations' titles, which a 《…》第N条 citation cannot carry); `cites` keeps STARD's own names. Articles
-    whose law LawRefBook does not hold are left out, and a question with none left is dropped."""
+    STARD gives each article's text as it was judged; an amendment may have renumbered it since (公司法 2023,
+    行政处罚法 2021 …), and training must point at today's article, the one the KB keeps a vector for. So the
+    current article with STARD's number is kept when it is the same provision (versions.similarity ≥
+    MIN_SIMILARITY, as the stores link versions), else the current article that is (renumbered), else none.
+    `gold` holds the result as {"law": LawRefBook title, "article", "sub"} (STARD's names embed 《》 in judicial
+    interpretations' titles, which a 《…》第N条 citation cannot carry); `cites` keeps STARD's own names. A
+    question with no article left is dropped."""
     data = folder / "data"
     names = law_names(RAW / "laws_lawrefbook")
     by_id = {r["query_id"]: r for r in json.loads((data / "queries.json").read_text(encoding="utf-8"))}
-    pairs, articles, resolved = [], 0, 0
-    for query_id in split_ids(data / "example" / "train.query.txt"):
-        record = by_id[query_id]
-        gold = []
-        for name in dict.fromkeys(record["match_name"]):
-            articles += 1
-            reference = parse_reference(name, names)
-            law_full = names.resolve(reference["law"]) if reference else None
-            if law_full:
-                resolved += 1
-                gold.append({**reference, "law": law_full})
+    train = [by_id[query_id] for query_id in split_ids(data / "example" / "train.query.txt")]
+    wanted = [(name, record["相关法规"].get(name, "")) for record in train for name in dict.fromkeys(record["match_name"])]
+    current = current_articles({law for name, _ in wanted if (law := resolved_law(name, names))})
+    found, tally = {}, Counter()
+    for name, text in wanted:
+        found[name], outcome = current_provision(name, text, names, current)
+        tally[outcome] += 1
+    pairs = []
+    for record in train:
+        gold = [found[name] for name in dict.fromkeys(record["match_name"]) if found[name]]
         if gold:
             pairs.append({"question": record["问题"].strip(), "cites": list(dict.fromkeys(record["match_name"])),
-                          "gold": gold, "source": STARD_SOURCE, "query_id": query_id})
-    print(f"STARD train: {articles} gold articles, {resolved} name a LawRefBook law; "
-          f"{len(pairs)} questions with at least one")
+                          "gold": gold, "source": STARD_SOURCE, "query_id": record["query_id"]})
+    print(f"STARD train: {len(wanted)} gold articles: {', '.join(f'{n} {k}' for k, n in tally.most_common())}; "
+          f"{len(pairs)} of {len(train)} questions keep at least one")
     return pairs
+
+
+def resolved_law(name: str, names) -> str | None:
+    reference = parse_reference(name, names)
+    return names.resolve(reference["law"]) if reference else None
+
+
+def current_articles(laws: set[str]) -> dict[str, dict[tuple[int, int], frozenset[str]]]:
+    """law title → (article, sub) → the provision's bigrams, of each law's latest LawRefBook version."""
+    versions: dict[str, dict[str, list]] = {}  # title → version → articles (民法典 is one file per 编)
+    for path in find_law_files([RAW / "laws_lawrefbook"]):
+        with path.open(encoding="utf-8-sig") as handle:
+            title = next((line[2:].strip() for line in handle if line.startswith("# ")), "")
+        if title in laws:
+            law = parse_law_file(path)
+            versions.setdefault(law.full_name, {}).setdefault(law.version, []).extend(law.articles)
+    return {title: {(a.article, a.sub): provision_bigrams(a.text) for a in by_version[max(by_version)]}
+            for title, by_version in versions.items()}
+
+
+def current_provision(name: str, text: str, names, current: dict) -> tuple[dict | None, str]:
+    """({"law", "article", "sub"} of today's article STARD's `name` (judged as `text`) is, or None; what happened)."""
+    reference = parse_reference(name, names)
+    law = names.resolve(reference["law"]) if reference else None
+    if law not in current:
+        return None, "law not in LawRefBook"
+    articles, grams = current[law], provision_bigrams(text)
+    key = (reference["article"], reference["sub"])
+    if key in articles and (not grams or similarity(grams, articles[key]) >= MIN_SIMILARITY):
+        return {"law": law, "article": key[0], "sub": key[1]}, "same number"
+    best = max(articles, key=lambda k: similarity(grams, articles[k]), default=None)
+    if best is not None and similarity(grams, articles[best]) >= MIN_SIMILARITY:
+        return {"law": law, "article": best[0], "sub": best[1]}, "renumbered"
+    return None, "no such provision today" if key not in articles else "text changed beyond recognition"
 
 
 def split_ids(path: Path) -> list[int]:
