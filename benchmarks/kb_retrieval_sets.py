@@ -1,6 +1,7 @@
 """Retrieval on every real-question set, each reported separately: recall@1/5/20/100, hit@5, misses by cause.
 
     .venv/bin/python benchmarks/retrieval_sets.py --stard /tmp/lawtune-fetched/STARD     # write the sets first
+                                                   # (stard_dev: held out; stard_train: trained on)
     flock /tmp/lawtune-heavy.lock .venv/bin/python benchmarks/kb_retrieval_sets.py --keep /tmp/all.sqlite
     .venv/bin/python benchmarks/kb_retrieval_sets.py --kb /tmp/all.sqlite --sets out/retrieval_sets --articles-only
     .venv/bin/python benchmarks/kb_retrieval_sets.py --kb postgresql://lawtune@127.0.0.1:5432/kb   # PostgreSQL
@@ -122,18 +123,11 @@ def main() -> None:
     retriever = Retriever(store)
     retriever.search("预热", k=1)  # the first search reads the KB's law names and dense index: outside the timings
     scores = {name: SetScore(name) for name in sets}
-    # a public set's own split (STARD's upstream train / dev) is also reported on its own, after the set
-    parts = {(name, r["id"]): f"{name} (upstream {r['upstream_split']})"
-             for name, records in sets.items() for r in records if "upstream_split" in r}
-    for part in sorted(set(parts.values())):
-        scores[part] = SetScore(part)
     details = []
     for result in search_many(retriever, queries, max(KS), current_only=not args.all_versions, kinds=kinds,
                               clock=lambda: cpu_seconds(server_pid)):
         name, qid = result.query.id.split("\t", 1)
         ranks = score_question(scores[name], golds[(name, qid)], result.hits, result.cpu_ms)
-        if (name, qid) in parts:
-            score_question(scores[parts[(name, qid)]], golds[(name, qid)], result.hits, result.cpu_ms)
         details.append({"set": name, "id": qid, "ranks": ranks, "cpu_ms": round(result.cpu_ms, 1)})
     print(f"KB {postgres_store.shown_url(kb_path) if backend == 'postgres' else kb_path} ({backend}, tokenizer "
           f"{store.tokenizer}, {store.count()}), {'all versions' if args.all_versions else 'current versions'}"

@@ -4,7 +4,8 @@
 
 Two kinds, both resolved against the articles the KB holds, so a KB of other laws simply uses fewer of them:
 - real questions (`retriever_pairs.jsonl`, shipped; SOURCE.md beside it): consultations that members of the
-  public typed and exam case questions, each with the articles its answer cites — the layperson's words;
+  public typed (Lawyer LLaMA's, and STARD's train split with the articles a legal team judged relevant) and exam
+  case questions, each with the articles its answer cites — the layperson's words;
 - pairs the laws give for free: a sentence of an article → the article (the inverse cloze task), the law and
   heading → the article, and a regulation's or judicial interpretation's article → the statute articles it
   cites ("…应当认定为刑法第二百六十四条规定的…", with the citation itself cut out) — the statute's own paraphrases.
@@ -43,11 +44,16 @@ def training_pairs(articles: Sequence[Item], names: LawNames, seed: int = 0) -> 
 
 
 def real_pairs(index: dict, names: LawNames) -> Iterator[Pair]:
-    """The shipped questions whose cited articles are in the KB."""
+    """The shipped questions whose cited articles are in the KB.
+
+    A record gives its articles as citations (`cites`: "《民法典》第一千零七十六条") or, when their law names
+    cannot be written as one (a judicial interpretation's title holds 《》 itself), resolved (`gold`: [{"law":
+    LawRefBook title, "article", "sub"}]; `cites` then only shows the source's own names)."""
     text = resources.files("lawtune.kb").joinpath(PAIRS_FILE).read_text("utf-8")
     for line in text.splitlines():
         record = json.loads(line)
-        golds = cited(" ".join(record["cites"]), index, names)
+        golds = (named(record["gold"], index, names) if "gold" in record
+                 else cited(" ".join(record["cites"]), index, names))
         if golds:
             yield record["question"][:MAX_QUERY], golds
 
@@ -65,6 +71,19 @@ def law_pairs(articles: Sequence[Item], index: dict, names: LawNames, seed: int)
             rest = CITATION_TEXT_RE.sub("", article.text)
             if golds and len(rest) >= 2 * MIN_SENTENCE:
                 yield rest[:MAX_QUERY], golds[:3]
+
+
+def named(gold: list[dict], index: dict, names: LawNames) -> list[int]:
+    """Indices of the articles {"law", "article", "sub"} names (a whole article also matches its first paragraph)."""
+    out: list[int] = []
+    for article in gold:
+        law_full = names.resolve(article["law"])
+        n = index.get((law_full, article["article"], article.get("sub", 0)))
+        if n is None:
+            n = index.get((law_full, article["article"], 0))
+        if n is not None and n not in out:
+            out.append(n)
+    return out
 
 
 def cited(text: str, index: dict, names: LawNames) -> list[int]:
