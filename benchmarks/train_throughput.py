@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/train_throughput.py --steps 8             # default model
     .venv/bin/python benchmarks/train_throughput.py --steps 8 --no-checkpointing --compile --model DIR
+    .venv/bin/python benchmarks/train_throughput.py --steps 8 --only lawtune --attn sdpa --checkpoint-layers 0
 
 Both pipelines see exactly the same conversations (steps × 4 of them, one epoch, so every sample is used
 once by each), the same tokenization and masks (ChatFormat.encode_example, 256/256 budgets), LoRA r8 on all
@@ -19,7 +20,9 @@ linear layers with dropout 0.05, batch 4, one process. They differ only in what 
 Prints supervised tokens/s of each (supervised tokens / Trainer train_runtime) and the ratio, and the same per
 CPU second of the process (steadier than wall time when other jobs share the machine); and how close each comes
 to the hardware: model FLOPs per second (the work any implementation must do, benchmarks/matmul_peak.py) as a
-fraction of the matmul peak measured at the start, in the pipeline's dtype and in the faster of fp32/bf16. Reads the
+fraction of the matmul peak measured at the start, in the pipeline's dtype and in the faster of fp32/bf16; and each
+pipeline's own peak RSS (training and its dev loss, `lawtune.memory.Phases`). --attn and --no-fused-lora run lawtune
+with another attention or PEFT's LoRA forward, to choose the defaults of a CPU (docs/training.md "Numbers"). Reads the
 legal_advice data from /work/shared (benchmarks may; the product never does).
 """
 
@@ -146,7 +149,8 @@ def steady(seen: dict) -> dict:
 
 
 def lawtune_train(model_dir: Path, data: Path, steps: int, out: Path, compile_layers: bool, bf16: str = "auto",
-                  dev: Path | None = None, checkpoint_layers: str = "auto") -> dict:
+                  dev: Path | None = None, checkpoint_layers: str = "auto", attn: str | None = None,
+                  fused_lora: bool = True) -> dict:
     from lawtune.modeling.runs import RUN_INFO, read_metrics
     from lawtune.training.train import run
 
@@ -158,8 +162,9 @@ def lawtune_train(model_dir: Path, data: Path, steps: int, out: Path, compile_la
                           "learning_rate": 2e-4, "logging_steps": 1, "save_strategy": "no", "seed": 42,
                           "bf16": bf16 if bf16 == "auto" else bf16 == "true"},
         "peft_config": {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05},
-        "model": {"name_or_path": str(model_dir), "compile": compile_layers},
-        "speed": {"checkpoint_layers": checkpoint_layers if checkpoint_layers in ("auto", "all") else int(checkpoint_layers)},
+        "model": {"name_or_path": str(model_dir), "compile": compile_layers, "attn_implementation": attn},
+        "speed": {"checkpoint_layers": checkpoint_layers if checkpoint_layers in ("auto", "all") else int(checkpoint_layers),
+                  "fused_lora": fused_lora},
     }))
     run_dir = run(config, resume="none")
     events = read_metrics(run_dir)
@@ -174,6 +179,7 @@ def lawtune_train(model_dir: Path, data: Path, steps: int, out: Path, compile_la
             "cpu_s": final["cpu_s"], "supervised_tokens_per_s": final["supervised_tokens"] / final["train_runtime"],
             "supervised_tokens_per_cpu_s": final["supervised_tokens"] / final["cpu_s"], "precision": info["precision"],
             "compile": compile_layers, "checkpointed_layers": info.get("checkpointed_layers"),
+            "attention": info.get("attention"), "fused_lora": fused_lora,
             "steady_tokens_per_s": tokens / (last["elapsed_s"] - first["elapsed_s"]),
             "steady_tokens_per_cpu_s": tokens / (last["cpu_s"] - first["cpu_s"])}
 
@@ -191,6 +197,9 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="lawtune with model.compile (torch.compile of the layers)")
     parser.add_argument("--checkpoint-layers", default="auto",
                         help="lawtune's speed.checkpoint_layers: auto (default), all, or a number (0: none)")
+    parser.add_argument("--attn", choices=["eager", "sdpa"], default=None,
+                        help="lawtune's model.attn_implementation (default: what lawtune picks for this CPU)")
+    parser.add_argument("--no-fused-lora", action="store_true", help="lawtune with speed.fused_lora: false")
     parser.add_argument("--no-checkpointing", action="store_true",
                         help="reference without the gradient checkpointing finetune_hf.py turns on")
     options = parser.parse_args()
@@ -206,6 +215,8 @@ def main() -> None:
     print(f"measured matmul peak ({torch.get_num_threads()} threads): fp32 {peaks['float32']:.0f} GFLOP/s, "
           f"bf16 {peaks['bfloat16']:.0f} GFLOP/s", flush=True)
     model_dir = resolve_model_path(options.model)
+    from lawtune.memory import Phases, release_memory
+
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "train.jsonl"
         write_conversations(data, options.steps * 4, options.skip)
@@ -213,16 +224,23 @@ def main() -> None:
         dev = Path(tmp) / "dev.jsonl"  # the 16 conversations after the training ones, held out from both
         write_conversations(dev, 16, options.skip + options.steps * 4)
         results = {}
+        phases = Phases()  # each pipeline's own peak RSS (training + its dev loss), printed with its results
         if options.only in (None, "reference"):
             started = time.monotonic()
-            results["reference"] = reference(model_dir, data, options.steps, Path(tmp) / "ref",
-                                             checkpointing=not options.no_checkpointing, dev=dev)
+            with phases("reference"):
+                results["reference"] = reference(model_dir, data, options.steps, Path(tmp) / "ref",
+                                                 checkpointing=not options.no_checkpointing, dev=dev)
+            results["reference"]["peak_rss_mib"] = round(phases.done[-1].peak_mib)
+            release_memory()
             print(f"reference: {json.dumps(results['reference'])} ({time.monotonic() - started:.0f} s)", flush=True)
         if options.only in (None, "lawtune"):
             started = time.monotonic()
-            results["lawtune"] = lawtune_train(model_dir, data, options.steps, Path(tmp) / "run",
-                                               compile_layers=options.compile, bf16=options.bf16, dev=dev,
-                                               checkpoint_layers=options.checkpoint_layers)
+            with phases("lawtune"):
+                results["lawtune"] = lawtune_train(model_dir, data, options.steps, Path(tmp) / "run",
+                                                   compile_layers=options.compile, bf16=options.bf16, dev=dev,
+                                                   checkpoint_layers=options.checkpoint_layers, attn=options.attn,
+                                                   fused_lora=not options.no_fused_lora)
+            results["lawtune"]["peak_rss_mib"] = round(phases.done[-1].peak_mib)
             print(f"lawtune:   {json.dumps(results['lawtune'])} ({time.monotonic() - started:.0f} s)", flush=True)
     if len(results) == 2:
         for key, unit in (("supervised_tokens_per_s", "wall s (whole run)"), ("supervised_tokens_per_cpu_s", "CPU s (whole run)"),

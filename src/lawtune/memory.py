@@ -12,6 +12,11 @@ phase's own peak needs the kernel's high-water mark reset when the phase starts 
 /proc/self/clear_refs, which resets `ru_maxrss` too); the process peak before every reset is kept here, so
 `peak_rss_mib()` stays the peak of the whole process. Where the reset is not allowed (not Linux, a locked-down
 /proc), a phase's peak is the process peak so far, and says so.
+
+Only this process knows that earlier peak: a tool outside it that reads the kernel's counter (`/usr/bin/time -v`'s
+"Maximum resident set size", a parent's `wait4`) sees the peak since the last reset. `lawtune demo` peaked at
+4,777 MiB in training while `time -v` said 3,635,204 kB, its compare's peak (2026-12-07): read the printed
+`process peak` line instead.
 """
 
 from __future__ import annotations

@@ -117,3 +117,33 @@ def test_release_buffers_frees_the_workspace_and_the_head_copy():
     assert not vocab_loss._WORKSPACE.buffers and not vocab_loss._BF16_COPIES
     again = linear_cross_entropy(hidden, weight, targets, bf16=True)  # and the next call builds them anew
     assert torch.isfinite(again)
+
+
+@pytest.mark.parametrize(("rows", "bf16", "sharpness"), [(100, False, 6.0), (100, True, 6.0), (3, False, 0.5)])
+def test_kept_columns_written_in_place_give_the_bits_of_fresh_buffers(monkeypatch, rows, bf16, sharpness):
+    """The filtered backward gathers the kept columns over the logits' own memory and the kept head rows into
+    its tail (no extra buffers); it must give exactly what gathering into fresh tensors gives. 100 rows: several
+    gather slices, head rows in the tail; 3 rows: the tail is too short, the head rows get a buffer of their own."""
+    from lawtune.training import vocab_loss
+
+    states, weight, targets = _problem(rows=rows, hidden=64, vocab=4000, sharpness=sharpness)
+    index = torch.tensor([3, 42])
+
+    def run():
+        vocab_loss.release_buffers()
+        hidden = states.clone().requires_grad_()
+        values = weight[index].clone().add_(0.01).requires_grad_()
+        loss = linear_cross_entropy(hidden, weight, targets, filter_eps=1e-4, rows=(index, values), bf16=bf16)
+        loss.backward()
+        return loss.detach(), hidden.grad, values.grad
+
+    in_place = run()
+    in_tail = vocab_loss._WORKSPACE.buffers.get("head") is None
+    assert in_tail == (rows == 100)
+    monkeypatch.setattr(vocab_loss, "_keep_columns_in_place", lambda logits, columns: logits.index_select(1, columns))
+    monkeypatch.setattr(vocab_loss, "_head_rows_buffer", lambda logits, kept, head, used: head.new_empty(used, head.shape[1]))
+    fresh = run()
+    for mine, theirs in zip(in_place, fresh):
+        assert torch.equal(mine, theirs)
+    kept_share = vocab_loss._chunk_loss(states, weight, targets, 1e-4, torch.empty_like(states))[1] / weight.shape[0]
+    assert 0 < kept_share < 0.9  # the filter kept some columns and dropped others: the gather did real work

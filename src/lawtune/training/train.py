@@ -99,6 +99,7 @@ def run(config_path: Path, overrides: list[str] | tuple[str, ...] = (), resume: 
         _write_run_info(run_dir, config, model_dir, tokenizer, chat, train, dev, status="finished", extra={
             "final_step": trainer.state.global_step, "precision": precision, "world_size": state.num_processes,
             "checkpointed_layers": trainer.checkpointed_layers,  # activation checkpointing (speed.checkpoint_layers)
+            "attention": trainer.attention,  # model.attn_implementation, or what training_attention chose
             "loss_path": trainer.head_path,  # fused (filtered head backward) / sliced / full: see training/loss.py
             "resumed_from": start.name if start else None, "train_seconds": round(seconds, 1),
             "supervised_tokens_per_s_this_session": round(tokens / max(seconds, 1e-9), 1),
@@ -237,6 +238,7 @@ def _build_trainer(config: TrainConfig, args, run_dir: Path, model_dir: Path, tr
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer.checkpointed_layers = checkpointed  # recorded in run.json
+    trainer.attention = getattr(model.config, "_attn_implementation", None)
     trainer.remove_callback(PrinterCallback)  # the rich bar and metrics.jsonl replace the printed dicts
     trainer.remove_callback(ProgressCallback)
     return trainer
