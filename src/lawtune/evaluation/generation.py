@@ -116,19 +116,22 @@ def generation_config(loaded: Any, settings: GenerationSettings) -> Any:
 
 
 def decoding_hooks(loaded: Any, policy: DecodingPolicy, rows: int, prompt_width: int,
-                   tools: list[list[dict[str, Any]] | None] | None = None) -> dict[str, Any]:
+                   tools: list[list[dict[str, Any]] | None] | None = None,
+                   conversations: list[list[dict[str, Any]]] | None = None) -> dict[str, Any]:
     """`logits_processor` / `stopping_criteria` kwargs for `model.generate` that apply `policy`.
 
     The prompt occupies columns [0, prompt_width) of every row (left padding), so both hooks look only
     at what comes after it. `tools`: per row, the tool definitions its prompt offers; a row with tools decodes
     each `<tool_call>` block under the grammar of a call of those tools, without the penalties
-    (`lawtune.tools.constrain`, tool_choice auto)."""
+    (`lawtune.tools.constrain`, tool_choice auto); `conversations`, per row, its messages: the grammar then follows
+    the conversation's rules too (no tool called twice, figures copied from the user's words)."""
     stops = loaded.chat.stop_token_ids
     hooks: dict[str, Any] = {}
     if tools is not None and any(tools):
         from lawtune.tools.constrain import ToolCallLogitsProcessor
 
-        hooks["logits_processor"] = [ToolCallLogitsProcessor(loaded.tokenizer, tools, prompt_width, stops, policy)]
+        hooks["logits_processor"] = [ToolCallLogitsProcessor(loaded.tokenizer, tools, prompt_width, stops, policy,
+                                                             conversations=conversations)]
     elif policy.penalizes:
         hooks["logits_processor"] = [AnswerLogitsProcessor(policy, prompt_width, stops)]
     if policy.repetition_stop:
@@ -210,7 +213,8 @@ def generate(
             if settings.do_sample:
                 torch.manual_seed(settings.seed + first)
             hooks = decoding_hooks(loaded, settings.decoding, len(batch), width,
-                                   tools=[offered[i] for i in batch] if tools else None)
+                                   tools=[offered[i] for i in batch] if tools else None,
+                                   conversations=[conversations[i] for i in batch] if tools else None)
             hooks["stopping_criteria"] = [*hooks.get("stopping_criteria", []), TrimHeapEvery()]
             with torch.inference_mode():
                 output = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config,

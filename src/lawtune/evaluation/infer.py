@@ -66,7 +66,8 @@ def answer(loaded: Any, messages: list[dict[str, Any]], settings: GenerationSett
         output = loaded.model.generate(
             input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
             generation_config=generation_config(loaded, settings), streamer=streamer,
-            **decoding_hooks(loaded, settings.decoding, rows=1, prompt_width=len(ids), tools=[tools] if tools else None),
+            **decoding_hooks(loaded, settings.decoding, rows=1, prompt_width=len(ids), tools=[tools] if tools else None,
+                             conversations=[messages] if tools else None),
         )
     return decode_new_tokens(loaded, output[0, len(ids):].tolist(), settings.decoding)
 
