@@ -188,6 +188,7 @@ class ToolCallLogitsProcessor:
         self.stop_ids = frozenset(stop_ids)
         self.ll = ll_tokenizer(tokenizer, self.stop_ids)
         grammars: dict[str, Any] = {}
+        self._free_masks: dict[tuple[int, str], Any] = {}  # the no-call mask away from a `<tool_call>` start
         self.rows = []
         for row_tools, messages in zip(tools, conversations or [None] * len(tools)):
             if not row_tools:
@@ -224,10 +225,24 @@ class ToolCallLogitsProcessor:
             elif not state.broken and self.policy is not None and self.policy.penalizes:
                 logits = penalize(logits, generated, self.policy, self.stop_ids)
             if state.no_call is not None and not state.ended:
-                allowed = _mask(state.no_call, logits.shape[-1], logits.device)
-                logits = logits.float().masked_fill(~allowed, float("-inf"))
+                logits = logits.float().masked_fill(~self._no_call_mask(state, generated, logits), float("-inf"))
             out.append(logits.to(scores.dtype))
         return torch.stack(out)
+
+    def _no_call_mask(self, state: _Row, generated: list[int], logits: Any) -> Any:
+        """The tokens a turn that may not call can write next. Only text ending with a start of `<tool_call>` (`<`,
+        `<tool_`, …) needs the matcher's full mask (~0.1 s over Gemma's 262k tokens on a CPU); anywhere else the
+        allowed tokens are those of the empty turn (every token not holding the whole tag), computed once."""
+        tail = self.tokenizer.decode(generated[-len(TOOL_CALL_OPEN):], skip_special_tokens=False)
+        if any(tail.endswith(TOOL_CALL_OPEN[:k]) for k in range(1, len(TOOL_CALL_OPEN))):
+            return _mask(state.no_call, logits.shape[-1], logits.device)
+        key = (logits.shape[-1], str(logits.device))
+        if key not in self._free_masks:
+            import llguidance
+
+            fresh = llguidance.LLMatcher(self.ll, llguidance.LLMatcher.grammar_from_lark(NO_CALL_GRAMMAR), log_level=0)
+            self._free_masks[key] = _mask(fresh, *key[:1], logits.device)
+        return self._free_masks[key]
 
     def _advance(self, state: _Row, token: int) -> None:
         import llguidance
