@@ -153,9 +153,14 @@ def test_call_rules_drop_an_answered_tool_and_tools_missing_a_required_figure(of
 
     names = lambda functions: sorted(f["name"] for f in functions)  # noqa: E731
     assert names(call_rules(offered, conversation())) == ["overtime_pay", "severance_pay"]
-    assert names(call_rules(offered, conversation({"result": 28000}))) == ["overtime_pay"]
+    # every call of the last round answered: nothing is callable, the model answers
+    assert call_rules(offered, conversation({"result": 28000})) == []
     # a failed call may be made again (with other values)
     assert names(call_rules(offered, conversation({"error": "参数有误"}))) == ["overtime_pay", "severance_pay"]
+    # a round where one call answered and one failed: the one that answered stays out
+    mixed = conversation({"result": 28000}) + [{"role": "tool", "tool_call_id": "x", "name": "overtime_pay",
+                                                "content": '{"error": "参数有误"}'}]
+    assert names(call_rules(offered, mixed)) == ["overtime_pay"]
     # no wage in the question: neither tool can be called (both require monthly_wage)
     assert call_rules(offered, [{"role": "user", "content": "工作3年5个月，协商解除，补偿多少"}]) == []
     # a new user question starts afresh
@@ -175,8 +180,9 @@ def scripted(processor, tokenizer, script: str, steps: int) -> str:
         if position < len(wanted):
             preference[wanted[position]] = 100.0
         generated.append(int(torch.argmax(step(processor, generated, preference))))
+        # outside a block the answer may end at any point (but in the middle of a character's bytes)
         assert bool(step(processor, generated, preference)[tokenizer.eos_token_id] > float("-inf")) \
-            or processor.in_block(0)  # outside a block the answer may end at any point
+            or processor.in_block(0) or tokenizer.decode(generated).endswith("\ufffd")
     return tokenizer.decode(generated)
 
 
@@ -189,6 +195,12 @@ def test_after_the_tool_answered_the_turn_cannot_open_a_call(tokenizer):
                                         conversations=[conversation({"result": 28000})])
     text = scripted(processor, tokenizer, script, 20)
     assert "<tool_call>" not in text and not processor.in_block(0), text
+    # nor a lookalike tag (a tuned model kept from <tool_call> wrote <tool_call}> instead)
+    for lookalike in ("<tool_call}>", "<tool_call >", "<tool_response>"):
+        processor = ToolCallLogitsProcessor(tokenizer, [severance], len(PROMPT), [tokenizer.eos_token_id],
+                                            DecodingPolicy(), conversations=[conversation({"result": 28000})])
+        text = scripted(processor, tokenizer, "28000元" + lookalike, 20)
+        assert text.startswith("28000元") and "<tool" not in text, text
     processor = ToolCallLogitsProcessor(tokenizer, [severance], len(PROMPT), [tokenizer.eos_token_id], DecodingPolicy(),
                                         conversations=[conversation()])
     text = scripted(processor, tokenizer, script, 12)

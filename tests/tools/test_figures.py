@@ -63,6 +63,12 @@ def test_spans_take_dates_out_first_and_skip_small_numbers():
     assert "2019年" not in spans["years"] and spans["hours"] == ["十六个小时"]
 
 
+def test_one_month_after_an_amount_is_per_month_not_a_duration():
+    spans = figure_spans("离职前平均工资13.9k一个月，我2015年9月22号入职")
+    assert spans["years"] == [] and spans["months"] == [] and spans["amount"] == ["13.9k"]
+    assert figure_spans("干了一个月，月薪8000")["months"] == ["一个月"]
+
+
 def test_no_figure_no_span():
     assert figure_spans("公司不给交社保，我能解除合同吗？") == {"date": [], "amount": [], "years": [], "months": [],
                                                       "hours": []}

@@ -14,8 +14,9 @@ answer-side penalty of 1.3 pushed a tuned model to `severance-pay` (docs/tools.m
 closes the turn is free again (another block re-arms the grammar: parallel calls).
 
 Given the row's conversation (`call_rules`), the grammar also holds what the conversation allows:
-- **No call twice**: a tool that has answered (a result without `error`) since the user's last message is not
-  callable again — the model read its result and has to answer. A tool whose call failed stays callable.
+- **Answer after results**: when every call of the last round returned a result (no `error`), nothing is callable:
+  the model read its results and has to answer. After a round with a failed call, the tools that answered since
+  the user's last message stay out and a failed one may be called again (with other values).
 - **Figures copied from the user's words**: a figure parameter (`x-figure` amount / years / months / hours, or a
   date) may only take a span of the user turns that `lawtune.tools.figures.figure_spans` finds for its kind
   (`"monthly_wage": "8000"` only if the user wrote 8000); with no such span the parameter cannot be given, and a
@@ -67,8 +68,29 @@ def block_grammar(tools: list[dict[str, Any]]) -> str:
     return f'start: "\\n" ({alternatives}) "\\n{TOOL_CALL_CLOSE}"\n'
 
 
-# A turn that may not call: any text that never holds the opening tag (llguidance's `&` and `~` on a lexeme).
-NO_CALL_GRAMMAR = f"start: TEXT\nTEXT: /(?s:.*)/ & ~/(?s:.*{TOOL_CALL_OPEN}.*)/\n"
+# A turn that may not call: any text that never holds `<tool` (llguidance's `&` and `~` on a lexeme). Not only the
+# whole tag: a tuned model kept from `<tool_call>` wrote `<tool_call}>` and `<tool_call >` instead (2026-12-07).
+NO_CALL_STEM = TOOL_CALL_OPEN[:5]  # "<tool"
+NO_CALL_GRAMMAR = f"start: TEXT\nTEXT: /(?s:.*)/ & ~/(?s:.*{NO_CALL_STEM}.*)/\n"
+
+
+def last_round_succeeded(messages: list[dict[str, Any]]) -> bool:
+    """Whether the conversation ends with tool results, none of them an error (the model must now answer)."""
+    results = []
+    for message in reversed(messages):
+        if message.get("role") != "tool":
+            break
+        results.append(message)
+    return bool(results) and not any(_is_error(message.get("content")) for message in results)
+
+
+def _is_error(content: Any) -> bool:
+    if isinstance(content, str):
+        try:
+            content = json.loads(content)
+        except json.JSONDecodeError:
+            return False  # a client's tool answered in plain text: an answer all the same
+    return isinstance(content, dict) and "error" in content
 
 
 def answered_tools(messages: list[dict[str, Any]]) -> set[str]:
@@ -79,15 +101,7 @@ def answered_tools(messages: list[dict[str, Any]]) -> set[str]:
     for message in messages[last_user + 1:]:
         for call in message.get("tool_calls") or []:
             names[call.get("id", "")] = (call.get("function") or {}).get("name", "")
-        if message.get("role") != "tool":
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            try:
-                content = json.loads(content)
-            except json.JSONDecodeError:
-                pass  # a client's tool answered in plain text: an answer all the same
-        if isinstance(content, dict) and "error" in content:
+        if message.get("role") != "tool" or _is_error(message.get("content")):
             continue
         name = message.get("name") or names.get(message.get("tool_call_id", ""))
         if name:
@@ -139,6 +153,8 @@ def call_rules(tools: list[dict[str, Any]], messages: list[dict[str, Any]] | Non
     functions = [tool.get("function", tool) for tool in tools]
     if messages is None:
         return functions
+    if last_round_succeeded(messages):
+        return []
     answered, spans = answered_tools(messages), user_spans(messages)
     allowed = []
     for function in functions:
@@ -230,11 +246,12 @@ class ToolCallLogitsProcessor:
         return torch.stack(out)
 
     def _no_call_mask(self, state: _Row, generated: list[int], logits: Any) -> Any:
-        """The tokens a turn that may not call can write next. Only text ending with a start of `<tool_call>` (`<`,
-        `<tool_`, …) needs the matcher's full mask (~0.1 s over Gemma's 262k tokens on a CPU); anywhere else the
-        allowed tokens are those of the empty turn (every token not holding the whole tag), computed once."""
-        tail = self.tokenizer.decode(generated[-len(TOOL_CALL_OPEN):], skip_special_tokens=False)
-        if any(tail.endswith(TOOL_CALL_OPEN[:k]) for k in range(1, len(TOOL_CALL_OPEN))):
+        """The tokens a turn that may not call can write next. Only text ending with a start of `<tool` (`<`, `<t`,
+        …) needs the matcher's full mask (~10 ms over Gemma's 262k tokens on a CPU); anywhere else the allowed
+        tokens are those of the empty turn (every token not holding `<tool`), computed once — except after the
+        first bytes of a character (byte tokens: `\ufffd` so far), which only the matcher knows how to finish."""
+        tail = self.tokenizer.decode(generated[-len(NO_CALL_STEM):], skip_special_tokens=False)
+        if tail.endswith("\ufffd") or any(tail.endswith(NO_CALL_STEM[:k]) for k in range(1, len(NO_CALL_STEM))):
             return _mask(state.no_call, logits.shape[-1], logits.device)
         key = (logits.shape[-1], str(logits.device))
         if key not in self._free_masks:

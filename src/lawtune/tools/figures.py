@@ -179,6 +179,8 @@ def figure_spans(text: str) -> dict[str, list[str]]:
         for span in spans:
             add("amount", span, read_amount, lambda value: value >= MIN_AMOUNT)
     for match in _DURATION_SPAN.finditer(rest):
+        if match.group() in ("一个月", "每个月") and re.search(r"(元|块|k|K|万|\d)$", rest[:match.start()]):
+            continue  # 工资13.9k一个月: per month, not a length of service
         for kind, reader in (("years", read_years), ("months", read_months)):
             add(kind, match.group(), reader, lambda value: 0 < value <= MAX_YEARS * (12 if kind == "months" else 1))
         if match["years"] and (match["months"] or match["half"]):
