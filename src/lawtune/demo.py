@@ -54,6 +54,10 @@ TOOL_TRAIN = "train-mix.jsonl"
 # the kinds of tool-set rows trained on: more questions answered without a call than the generated 70/20/10, since a
 # model trained on few such rows called a tool on every question (docs/tools.md "Measured"); a choice, not tuned
 TOOL_KINDS = {"tool": 0.6, "no_tool": 0.3, "ask_back": 0.1}
+# share of the plain Q&A rows (not RAG rows, not questions that want a tool) shown with TOOLS_PER_RECORD random tool
+# definitions and answered as before, without a call: without them every prompt offering tools was a tool row to the
+# model, and it learned "tools offered ⇒ call" (no-tool questions answered without a call 12.5 %); a choice, not tuned
+QA_WITH_TOOLS_SHARE = 0.3
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,7 @@ def tool_training_mix(out: Path, share: float = TOOL_SHARE, seed: int = 0) -> di
     from lawtune.tools.generate import run as generate_tools
 
     report = generate_tools(out / "tools", n=TOOL_N, seed=seed, qa_dir=out / "data", tools_per_record=TOOLS_PER_RECORD)
-    plain = (out / "data" / RAG_TRAIN).read_text(encoding="utf-8").splitlines()
+    plain, offered = qa_rows_with_tools((out / "data" / RAG_TRAIN).read_text(encoding="utf-8").splitlines(), seed=seed)
     rows = (out / "tools" / "train.jsonl").read_text(encoding="utf-8").splitlines()
     wanted = min(len(rows), round(share / (1 - share) * len(plain)))
     by_kind: dict[str, list[str]] = {}
@@ -138,7 +142,31 @@ def tool_training_mix(out: Path, share: float = TOOL_SHARE, seed: int = 0) -> di
     random.Random(seed).shuffle(mixed)
     with atomic_open(out / "data" / TOOL_TRAIN) as handle:
         handle.write("".join(line + "\n" for line in mixed))
-    return {"added": len(picked), "share": len(picked) / max(len(mixed), 1), "generated": report.get("counts")}
+    return {"added": len(picked), "share": len(picked) / max(len(mixed), 1), "generated": report.get("counts"),
+            "qa_rows_with_tools": offered}
+
+
+def qa_rows_with_tools(lines: list[str], share: float = QA_WITH_TOOLS_SHARE, seed: int = 0) -> tuple[list[str], int]:
+    """The training lines with `share` of the plain Q&A rows (no RAG rows, no questions that want a tool:
+    lawtune.tools.generate.TOOLISH) given TOOLS_PER_RECORD random built-in tool definitions, their answer unchanged:
+    tools offered, none needed. Returns the lines and how many were given tools."""
+    import json
+
+    from lawtune.tools import builtin_tools
+    from lawtune.tools.generate import TOOLISH
+
+    rng = random.Random(seed)
+    definitions = [tool.openai() for tool in builtin_tools()]
+    out, offered = [], 0
+    for line in lines:
+        record = json.loads(line)
+        question = next((m.get("content") or "" for m in record.get("conversations", []) if m.get("role") == "user"), "")
+        plain = "rag" not in (record.get("meta") or {}) and not record.get("tools") and not TOOLISH.search(question)
+        if plain and rng.random() < share:
+            record["tools"] = rng.sample(definitions, TOOLS_PER_RECORD)
+            line, offered = json.dumps(record, ensure_ascii=False), offered + 1
+        out.append(line)
+    return out, offered
 
 
 def run(quick: bool = False, model: Optional[str] = None, out: Optional[Path] = None,
@@ -175,7 +203,8 @@ def run(quick: bool = False, model: Optional[str] = None, out: Optional[Path] = 
     console.print(f"splits: {report.get('splits', report.get('counts'))}; RAG format: {rag['added']} rows added "
                   f"to train ({rag['share']:.0%}; gold retrieved {rag['retrieved']}, injected {rag['injected']}, "
                   f"left out {rag['left_out']} of {rag['rewritten']})"
-                  + (f"; tool use: {tool_rows['added']} rows added ({tool_rows['share']:.0%})" if tool_rows else ""))
+                  + (f"; tool use: {tool_rows['added']} rows added ({tool_rows['share']:.0%}), "
+                     f"{tool_rows['qa_rows_with_tools']} Q&A rows shown tools" if tool_rows else ""))
 
     console.rule("2/4 import the base model")
     started = time.perf_counter()

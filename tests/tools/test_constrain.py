@@ -104,3 +104,104 @@ def test_the_grammar_is_the_forced_call_schema_without_formats(offered):
     schema = call_schema(offered[0]["function"])
     assert "format" not in json.dumps(schema) and schema["properties"]["name"] == {"const": "severance_pay"}
     assert schema["properties"]["arguments"]["additionalProperties"] is False
+
+
+# ---- the conversation's rules: no call twice, figures copied from the user's words, no call when none is left ----
+QUESTION = "工作3年5个月，月薪8000，协商解除，补偿多少"
+CALL = {"id": "call_1_0", "type": "function",
+        "function": {"name": "severance_pay", "arguments": '{"monthly_wage": "8000", "years": "3年", "months": "5个月"}'}}
+
+
+def conversation(result: dict | None = None) -> list[dict]:
+    messages = [{"role": "user", "content": QUESTION}]
+    if result is not None:
+        messages += [{"role": "assistant", "content": "", "tool_calls": [CALL]},
+                     {"role": "tool", "tool_call_id": "call_1_0", "name": "severance_pay",
+                      "content": json.dumps(result, ensure_ascii=False)}]
+    return messages
+
+
+def greedy(processor, tokenizer, preference, start: str, steps: int = 80) -> str:
+    generated = ids(tokenizer, start)
+    for _ in range(steps):
+        token = int(torch.argmax(step(processor, generated, preference)))
+        generated.append(token)
+        if token == tokenizer.eos_token_id or (len(generated) > len(ids(tokenizer, start)) and not processor.in_block(0)):
+            break
+    return tokenizer.decode(generated)
+
+
+def test_figure_arguments_are_spans_of_the_question(tokenizer, offered):
+    """A 'model' that wants to write 9999 and invent a start date can only copy the question's figures."""
+    processor = ToolCallLogitsProcessor(tokenizer, [offered], len(PROMPT), [tokenizer.eos_token_id], DecodingPolicy(),
+                                        conversations=[conversation()])
+    preference = torch.zeros(len(tokenizer))
+    for rank, text in enumerate(["9", "start", "2019", "}}", "}", "\n", "</", "tool", "_", "call", ">"]):
+        for token in ids(tokenizer, text)[:1]:
+            preference[token] = 100.0 - rank
+    text = greedy(processor, tokenizer, preference, '<tool_call>\n{"name": "severance_pay", "arguments": {')
+    turn = parse_tool_calls(text)
+    assert turn.errors == [] and len(turn.calls) == 1, text
+    arguments = turn.calls[0].arguments
+    assert arguments["monthly_wage"] == "8000" and "start_date" not in arguments, arguments
+    assert set(arguments) <= {"monthly_wage", "years", "months", "unlawful", "local_average_wage", "local_minimum_wage"}
+    assert all(value in ("8000", "3年5个月", "3年", "5个月") for value in arguments.values() if isinstance(value, str))
+
+
+def test_call_rules_drop_an_answered_tool_and_tools_missing_a_required_figure(offered):
+    from lawtune.tools.constrain import call_rules
+
+    names = lambda functions: sorted(f["name"] for f in functions)  # noqa: E731
+    assert names(call_rules(offered, conversation())) == ["overtime_pay", "severance_pay"]
+    # every call of the last round answered: nothing is callable, the model answers
+    assert call_rules(offered, conversation({"result": 28000})) == []
+    # a failed call may be made again (with other values)
+    assert names(call_rules(offered, conversation({"error": "参数有误"}))) == ["overtime_pay", "severance_pay"]
+    # a round where one call answered and one failed: the one that answered stays out
+    mixed = conversation({"result": 28000}) + [{"role": "tool", "tool_call_id": "x", "name": "overtime_pay",
+                                                "content": '{"error": "参数有误"}'}]
+    assert names(call_rules(offered, mixed)) == ["overtime_pay"]
+    # no wage in the question: neither tool can be called (both require monthly_wage)
+    assert call_rules(offered, [{"role": "user", "content": "工作3年5个月，协商解除，补偿多少"}]) == []
+    # a new user question starts afresh
+    again = conversation({"result": 28000}) + [{"role": "assistant", "content": "28000元"},
+                                               {"role": "user", "content": "月薪9000呢？"}]
+    assert "severance_pay" in names(call_rules(offered, again))
+    restricted = next(f for f in call_rules(offered, conversation()) if f["name"] == "severance_pay")["parameters"]
+    assert restricted["properties"]["monthly_wage"] == {"enum": ["8000"]}
+    assert "start_date" not in restricted["properties"] and "unlawful" in restricted["properties"]
+
+
+def scripted(processor, tokenizer, script: str, steps: int) -> str:
+    """Greedy decoding of a 'model' that wants to write `script`, token by token, and nothing else."""
+    wanted, generated = ids(tokenizer, script), []
+    for position in range(steps):
+        preference = torch.zeros(len(tokenizer))
+        if position < len(wanted):
+            preference[wanted[position]] = 100.0
+        generated.append(int(torch.argmax(step(processor, generated, preference))))
+        # outside a block the answer may end at any point (but in the middle of a character's bytes)
+        assert bool(step(processor, generated, preference)[tokenizer.eos_token_id] > float("-inf")) \
+            or processor.in_block(0) or tokenizer.decode(generated).endswith("\ufffd")
+    return tokenizer.decode(generated)
+
+
+def test_after_the_tool_answered_the_turn_cannot_open_a_call(tokenizer):
+    """The failure of the measured demo: the same call again after its result. A 'model' that wants to write
+    `<tool_call>` cannot complete the tag once the tool has answered; before that it can."""
+    severance = [tool.openai() for tool in builtin_tools() if tool.name == "severance_pay"]
+    script = '<tool_call>\n{"name": "severance_pay"'
+    processor = ToolCallLogitsProcessor(tokenizer, [severance], len(PROMPT), [tokenizer.eos_token_id], DecodingPolicy(),
+                                        conversations=[conversation({"result": 28000})])
+    text = scripted(processor, tokenizer, script, 20)
+    assert "<tool_call>" not in text and not processor.in_block(0), text
+    # nor a lookalike tag (a tuned model kept from <tool_call> wrote <tool_call}> instead)
+    for lookalike in ("<tool_call}>", "<tool_call >", "<tool_response>"):
+        processor = ToolCallLogitsProcessor(tokenizer, [severance], len(PROMPT), [tokenizer.eos_token_id],
+                                            DecodingPolicy(), conversations=[conversation({"result": 28000})])
+        text = scripted(processor, tokenizer, "28000元" + lookalike, 20)
+        assert text.startswith("28000元") and "<tool" not in text, text
+    processor = ToolCallLogitsProcessor(tokenizer, [severance], len(PROMPT), [tokenizer.eos_token_id], DecodingPolicy(),
+                                        conversations=[conversation()])
+    text = scripted(processor, tokenizer, script, 12)
+    assert text.startswith("<tool_call>") and processor.in_block(0), text

@@ -116,20 +116,24 @@ def generation_config(loaded: Any, settings: GenerationSettings) -> Any:
 
 
 def decoding_hooks(loaded: Any, policy: DecodingPolicy, rows: int, prompt_width: int,
-                   tools: list[list[dict[str, Any]] | None] | None = None, cite: Any = None) -> dict[str, Any]:
+                   tools: list[list[dict[str, Any]] | None] | None = None,
+                   conversations: list[list[dict[str, Any]]] | None = None, cite: Any = None) -> dict[str, Any]:
     """`logits_processor` / `stopping_criteria` kwargs for `model.generate` that apply `policy`.
 
     The prompt occupies columns [0, prompt_width) of every row (left padding), so both hooks look only
     at what comes after it. `tools`: per row, the tool definitions its prompt offers; a row with tools decodes
     each `<tool_call>` block under the grammar of a call of those tools, without the penalties
-    (`lawtune.tools.constrain`, tool_choice auto). `cite` (`lawtune.kb.cite_constrain.CiteConstraint` of these
-    rows, `--kb`): an article number may only be one of the row's retrieved articles (not with tools)."""
+    (`lawtune.tools.constrain`, tool_choice auto); `conversations`, per row, its messages: the grammar then follows
+    the conversation's rules too (no tool called twice, figures copied from the user's words). `cite`
+    (`lawtune.kb.cite_constrain.CiteConstraint` of these rows, `--kb`): an article number may only be one of the
+    row's retrieved articles (not with tools)."""
     stops = loaded.chat.stop_token_ids
     hooks: dict[str, Any] = {}
     if tools is not None and any(tools):
         from lawtune.tools.constrain import ToolCallLogitsProcessor
 
-        hooks["logits_processor"] = [ToolCallLogitsProcessor(loaded.tokenizer, tools, prompt_width, stops, policy)]
+        hooks["logits_processor"] = [ToolCallLogitsProcessor(loaded.tokenizer, tools, prompt_width, stops, policy,
+                                                             conversations=conversations)]
     elif cite is not None:
         hooks["logits_processor"] = [cite.processor(loaded.tokenizer, prompt_width, stops, policy)]
     elif policy.penalizes:
@@ -216,6 +220,7 @@ def generate(
                 torch.manual_seed(settings.seed + first)
             hooks = decoding_hooks(loaded, settings.decoding, len(batch), width,
                                    tools=[offered[i] for i in batch] if tools else None,
+                                   conversations=[conversations[i] for i in batch] if tools else None,
                                    cite=cite.rows(batch) if cite is not None else None)
             hooks["stopping_criteria"] = [*hooks.get("stopping_criteria", []), TrimHeapEvery()]
             with torch.inference_mode():

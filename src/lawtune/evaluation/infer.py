@@ -68,7 +68,7 @@ def answer(loaded: Any, messages: list[dict[str, Any]], settings: GenerationSett
             input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
             generation_config=generation_config(loaded, settings), streamer=streamer,
             **decoding_hooks(loaded, settings.decoding, rows=1, prompt_width=len(ids), tools=[tools] if tools else None,
-                             cite=cite),
+                             conversations=[messages] if tools else None, cite=cite),
         )
     return decode_new_tokens(loaded, output[0, len(ids):].tolist(), settings.decoding)
 

@@ -15,7 +15,10 @@ same way, with an error result the model can read. A model still calling after `
 more: the loop ends with finish "max_rounds" and `LOOP_MESSAGE` as the answer, never a hang.
 
 The serving side drives the same `Agent` round by round on the engine (lawtune.serving.tool_agent), so
-`infer`, `chat` and `serve` share the loop's rules.
+`infer`, `chat` and `serve` share the loop's rules. In `infer` / `chat` (and `eval`) the model's turns are
+decoded under the lazy call grammar with the conversation's rules (lawtune.tools.constrain.call_rules): after a
+round whose calls all answered the turn answers, figures are copied from the user's words, and a turn with no
+callable tool answers.
 """
 
 from __future__ import annotations

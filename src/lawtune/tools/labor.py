@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from lawtune.tools.figures import Amount, Count, OptionalAmount, OptionalCount, OptionalMonths, OptionalWholeCount
+from lawtune.tools.figures import Amount, Hours, OptionalAmount, OptionalMonths, OptionalYears
 from lawtune.tools.periods import Day, Span, add_months, months_and_days, service_length
 from lawtune.tools.tool import ToolError
 
@@ -57,7 +57,11 @@ def duration(years: int | None, months: int | None, start_date: date | None, end
         return span, f"{start_date.isoformat()}至{end_date.isoformat()}（首尾两日都算）共{span.describe()}"
     if years is None and months is None:
         raise ToolError(f"{what}：缺少期限，请给出 years 和/或 months，或者 start_date 和 end_date")
-    total = (years or 0) * 12 + (months or 0)
+    # years read from 3年5个月 / 41个月 / 三年半 carry their months (lawtune.tools.figures.read_years)
+    year_months = round(Decimal(str(years or 0)) * 12)
+    if months is not None and year_months % 12:
+        raise ToolError(f"{what}：years={years:g} 已含{year_months % 12}个月（如 3年5个月），不要再另给 months")
+    total = year_months + (months or 0)
     span = Span(total // 12, total % 12, 0)
     return span, span.describe()
 
@@ -65,7 +69,7 @@ def duration(years: int | None, months: int | None, start_date: date | None, end
 # -- 经济补偿 / 违法解除赔偿金 -------------------------------------------------------------------------------------
 def severance_pay(
     monthly_wage: Annotated[Amount, Field(gt=0, description="解除或终止前十二个月的平均月工资（元）")],
-    years: Annotated[OptionalWholeCount, Field(ge=0, description="在本单位工作的整年数")] = None,
+    years: Annotated[OptionalYears, Field(ge=0, description="在本单位工作的整年数")] = None,
     months: Annotated[OptionalMonths, Field(ge=0, description="整年之外的月数")] = None,
     start_date: Annotated[Day | None, Field(description="入职日期 YYYY-MM-DD（代替 years/months）")] = None,
     end_date: Annotated[Day | None, Field(description="最后工作日 YYYY-MM-DD（与 start_date 一起给）")] = None,
@@ -138,7 +142,7 @@ def severance_pay(
 # -- 未签书面劳动合同的二倍工资 --------------------------------------------------------------------------------------
 def double_wage_no_contract(
     monthly_wage: Annotated[Amount, Field(gt=0, description="月工资（元）")],
-    months_without_contract: Annotated[OptionalWholeCount, Field(ge=0, description=(
+    months_without_contract: Annotated[OptionalMonths, Field(ge=0, description=(
         "自用工之日起未签书面劳动合同的整月数（含第一个月）"))] = None,
     start_date: Annotated[Day | None, Field(description="用工之日 YYYY-MM-DD（代替 months_without_contract）")] = None,
     contract_date: Annotated[Day | None, Field(description="补签书面劳动合同的日期 YYYY-MM-DD")] = None,
@@ -198,9 +202,9 @@ def double_wage_no_contract(
 # -- 加班费 -------------------------------------------------------------------------------------------------------
 def overtime_pay(
     monthly_wage: Annotated[Amount, Field(gt=0, description="加班费计算基数：正常工作时间月工资（元）")],
-    weekday_hours: Annotated[Count, Field(ge=0, description="工作日延长工作时间的小时数（150%）")] = 0,
-    rest_day_hours: Annotated[Count, Field(ge=0, description="休息日工作且未安排补休的小时数（200%）")] = 0,
-    holiday_hours: Annotated[Count, Field(ge=0, description="法定休假日工作的小时数（300%）")] = 0,
+    weekday_hours: Annotated[Hours, Field(ge=0, description="工作日延长工作时间的小时数（150%）")] = 0,
+    rest_day_hours: Annotated[Hours, Field(ge=0, description="休息日工作且未安排补休的小时数（200%）")] = 0,
+    holiday_hours: Annotated[Hours, Field(ge=0, description="法定休假日工作的小时数（300%）")] = 0,
 ) -> dict[str, Any]:
     """加班费（劳动法第四十四条）。
 
@@ -234,7 +238,7 @@ def overtime_pay(
 
 # -- 试用期 -------------------------------------------------------------------------------------------------------
 def probation_limits(
-    contract_years: Annotated[OptionalWholeCount, Field(ge=0, description="劳动合同期限的整年数")] = None,
+    contract_years: Annotated[OptionalYears, Field(ge=0, description="劳动合同期限的整年数")] = None,
     contract_months: Annotated[OptionalMonths, Field(ge=0, description="劳动合同期限整年之外的月数")] = None,
     start_date: Annotated[Day | None, Field(description="合同起始日 YYYY-MM-DD（代替 contract_years/months）")] = None,
     end_date: Annotated[Day | None, Field(description="合同终止日 YYYY-MM-DD（与 start_date 一起给）")] = None,
@@ -291,7 +295,7 @@ def probation_limits(
 
 # -- 带薪年休假 ---------------------------------------------------------------------------------------------------
 def annual_leave_days(
-    cumulative_work_years: Annotated[OptionalCount, Field(ge=0, description="累计工作年限（年，含在其他单位）")] = None,
+    cumulative_work_years: Annotated[OptionalYears, Field(ge=0, description="累计工作年限（年，含在其他单位）")] = None,
     first_work_date: Annotated[Day | None, Field(description="参加工作的日期 YYYY-MM-DD（代替 cumulative_work_years）")] = None,
     as_of: Annotated[Day | None, Field(description="计算到哪一天 YYYY-MM-DD，默认今天")] = None,
 ) -> dict[str, Any]:
@@ -310,8 +314,9 @@ def annual_leave_days(
     else:
         if as_of is not None:
             raise ToolError("as_of 只和 first_work_date 一起使用")
-        years = Decimal(str(cumulative_work_years))
-        described = f"累计工作{number(years)}年"
+        months = round(Decimal(str(cumulative_work_years)) * 12)  # 7年5个月 arrives as 7 5/12 years
+        years = Decimal(months) / 12
+        described = f"累计工作{months // 12}年" + (f"{months % 12}个月" if months % 12 else "")
     if years < 1:
         days, rule = 0, "累计工作不满1年，不享受年休假"
     elif years < 10:
