@@ -104,7 +104,7 @@ def _text(data: bytes) -> str:
 
 
 def trigger_vocab(ll: Any) -> TriggerVocab:
-    """`TriggerVocab` of an llguidance tokenizer (`tools.constrain.ll_tokenizer`), cached: a 262k vocabulary
+    """`TriggerVocab` of an llguidance tokenizer (`modeling.grammar.ll_tokenizer`), cached: a 262k vocabulary
     takes a second or two."""
     with _LOCK:
         if id(ll) in _TRIGGER_VOCABS:
@@ -239,7 +239,7 @@ class CitationLogitsProcessor:
 
     def __init__(self, tokenizer: Any, names: LawNames, materials: Sequence[Material | None], prompt_width: int,
                  stop_ids: Iterable[int], policy: Any):
-        from lawtune.tools.constrain import ll_tokenizer
+        from lawtune.modeling.grammar import ll_tokenizer
 
         self.names, self.prompt_width, self.policy = names, prompt_width, policy
         self.stop_ids = frozenset(stop_ids)

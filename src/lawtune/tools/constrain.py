@@ -29,17 +29,14 @@ Rows without tools (None) are only penalized, as `lawtune.modeling.decoding.Answ
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any, Iterable
 
+from lawtune.modeling.grammar import ll_tokenizer
 from lawtune.modeling.tool_format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 
 # the layout json.dumps writes (and the chat templates' tojson): no free whitespace, which a small model given
 # the choice fills until its budget runs out
 JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
-
-_TOKENIZERS: dict[int, Any] = {}
-_LOCK = threading.Lock()
 
 
 def call_schema(function: dict[str, Any]) -> dict[str, Any]:
@@ -164,17 +161,6 @@ def call_rules(tools: list[dict[str, Any]], messages: list[dict[str, Any]] | Non
         if parameters is not None:
             allowed.append({**function, "parameters": parameters})
     return allowed
-
-
-def ll_tokenizer(tokenizer: Any, stop_ids: Iterable[int]) -> Any:
-    """llguidance's view of a HF tokenizer, built once per tokenizer (a 262k vocabulary takes a second)."""
-    with _LOCK:
-        key = id(tokenizer)
-        if key not in _TOKENIZERS:
-            import llguidance.hf
-
-            _TOKENIZERS[key] = llguidance.hf.from_tokenizer(tokenizer, n_vocab=len(tokenizer), eos_token=list(stop_ids))
-        return _TOKENIZERS[key]
 
 
 class _Row:
