@@ -143,8 +143,8 @@ def test_infer_and_chat_with_kb_show_the_articles(tiny_run_dir, kb_file):
     assert any("[资料1]" in line for line in shown)
 
 
-@pytest.mark.parametrize("flag, on", [(None, False), ("--cite-constraint", True), ("--no-cite-constraint", False)])
-def test_eval_with_kb_constrains_citations_when_told_to(tiny_run_dir, qa_file, kb_file, tmp_path, monkeypatch, flag, on):
+@pytest.mark.parametrize("flag, on", [(None, True), ("--no-cite-constraint", False)])
+def test_eval_with_kb_constrains_citations_unless_told_not_to(tiny_run_dir, qa_file, kb_file, tmp_path, monkeypatch, flag, on):
     from lawtune.evaluation import evaluate
 
     given = []

@@ -1,7 +1,7 @@
 """Retrieval-augmented answers: the one place that decides how retrieved articles reach the model.
 
     from lawtune.kb.rag import Rag
-    with Rag.open("kb.sqlite", k=3, cite_constraint=True) as rag:   # `lawtune kb build -o kb.sqlite` makes one
+    with Rag.open("kb.sqlite", k=3) as rag:                 # `lawtune kb build -o kb.sqlite` makes one
         augmented = rag.augment(messages)                   # Augmented(messages, hits)
         outputs = generate(loaded, [augmented.messages], settings, cite=rag.constraint([augmented.hits]))
         verdicts = rag.check(outputs[0].text)               # citation verdicts of the answer
@@ -20,8 +20,8 @@ template pastes a system turn into the first user turn; the material stays in th
 question, and the earlier turns stay as the user wrote them, which is also what a client sends back as history.
 When retrieval finds nothing the conversation goes to the model unchanged.
 
-Citation-constrained decoding (`rag.constraint(hits)`, with `cite_constraint=True` / `--cite-constraint`): an article
-number the answer writes after a law's name may only be one of the retrieved articles (`lawtune.kb.cite_constrain`).
+Citation-constrained decoding (`rag.constraint(hits)`, on unless `--no-cite-constraint`): an article number the
+answer writes after a law's name may only be one of the retrieved articles (`lawtune.kb.cite_constrain`).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class Rag:
     checker; thread-safe like its store."""
 
     def __init__(self, store: Any, k: int = DEFAULT_K, max_chars: int = DEFAULT_MAX_CHARS, location: str = "",
-                 checker: Any = None, cite_constraint: bool = False):
+                 checker: Any = None, cite_constraint: bool = True):
         from lawtune.kb.citations import CitationChecker
 
         if k < 1:
@@ -128,7 +128,7 @@ class Rag:
 
     @classmethod
     def open(cls, location: str | Path, k: int = DEFAULT_K, max_chars: int = DEFAULT_MAX_CHARS,
-             cite_constraint: bool = False) -> "Rag":
+             cite_constraint: bool = True) -> "Rag":
         from lawtune.kb import open_store
 
         return cls(open_store(location), k=k, max_chars=max_chars, location=str(location),
@@ -210,7 +210,7 @@ def citation_metrics(checker: Any, answers: list[str]) -> tuple[list[list[dict[s
 
 
 def open_eval_kb(kb: str | Path | None, check_kb: str | Path | None, k: int = DEFAULT_K,
-                 max_chars: int = DEFAULT_MAX_CHARS, cite_constraint: bool = False
+                 max_chars: int = DEFAULT_MAX_CHARS, cite_constraint: bool = True
                  ) -> tuple["Rag | None", Any, dict[str, Any] | None]:
     """(rag, checker, record) for eval/compare: `kb` retrieves (and checks unless `check_kb` is given),
     `check_kb` alone checks citations without retrieval. All None when neither is given."""
