@@ -1,7 +1,7 @@
 """Built-in legal tools the assistant calls for figures and articles (docs/tools.md).
 
     from lawtune.tools import builtin_tools, run_tool_call
-    tools = builtin_tools(kb=None)        # an open KnowledgeStore adds lookup_article and search_law
+    tools = builtin_tools(kb=None)        # a KB's Retriever (e.g. rag.retriever) adds lookup_article and search_law
     outcome = run_tool_call(tools, "severance_pay", {"monthly_wage": 8000, "years": 3, "months": 5})
     outcome.ok, outcome.content["result"], outcome.message_content()
 """
@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 from lawtune.tools.tool import Tool, ToolError, ToolOutcome, run_tool_call
 
 if TYPE_CHECKING:
-    from lawtune.kb.store import KnowledgeStore
+    from lawtune.kb.retrieval import Retriever
 
 __all__ = ["Tool", "ToolError", "ToolOutcome", "builtin_tools", "run_tool_call"]
 
 
-def builtin_tools(kb: "KnowledgeStore | None" = None) -> list[Tool]:
+def builtin_tools(kb: "Retriever | None" = None) -> list[Tool]:
     """The calculators, plus article lookup and law search when a knowledge base is given."""
     from lawtune.tools import deadlines, labor
 

@@ -1,8 +1,9 @@
 """Knowledge-base tools: look an article up by law and number, or search the laws (needs an open KB).
 
     from lawtune.kb import open_store
+    from lawtune.kb.retrieval import Retriever
     from lawtune.tools.kb_tools import kb_functions
-    lookup_article, search_law = kb_functions(open_store("kb.sqlite"))
+    lookup_article, search_law = kb_functions(Retriever(open_store("kb.sqlite")))   # or a Rag's rag.retriever
     lookup_article(law="劳动合同法", article="第四十七条")["result"]    # the article's text
 
 Law names go through the KB's own name table (short names, 中华人民共和国…, common aliases, 《》 ignored);
@@ -21,7 +22,7 @@ from lawtune.kb.numerals import to_chinese, to_int
 from lawtune.tools.tool import ToolError
 
 if TYPE_CHECKING:
-    from lawtune.kb.store import KnowledgeStore
+    from lawtune.kb.retrieval import Retriever
 
 SEARCH_TEXT_CHARS = 300  # per hit: enough for most articles, short enough for a small model's context
 _ARTICLE = re.compile(r"^第?\s*([^条之]+?)\s*条?\s*(?:之\s*(.+))?$")
@@ -45,8 +46,8 @@ def parse_article_number(article: int | str) -> tuple[int, int]:
     return number, sub
 
 
-def kb_functions(kb: "KnowledgeStore") -> list[Callable[..., dict[str, Any]]]:
-    """lookup_article and search_law bound to one open knowledge store."""
+def kb_functions(kb: "Retriever") -> list[Callable[..., dict[str, Any]]]:
+    """lookup_article and search_law bound to one knowledge base's retriever (it searches, looks up, lists laws)."""
     names = LawNames(kb.catalog().versions)
 
     def lookup_article(
