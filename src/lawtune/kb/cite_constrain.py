@@ -182,11 +182,9 @@ def fits(rest: str, forms: Sequence[str]) -> bool:
 
 def allowed_ids(matcher: Any, vocab: int) -> Any:
     """The token ids the matcher allows next (a handful inside a reference), from its bitmask."""
-    import numpy
-    import torch
+    from lawtune.modeling.grammar import grammar_mask
 
-    bits = numpy.unpackbits(numpy.frombuffer(matcher.compute_bitmask(), dtype=numpy.uint8), bitorder="little")
-    return torch.from_numpy(numpy.flatnonzero(bits[:vocab]))
+    return grammar_mask(matcher, vocab).nonzero().flatten()
 
 
 def only(logits: Any, ids: Any) -> Any:

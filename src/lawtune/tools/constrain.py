@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable
 
-from lawtune.modeling.grammar import ll_tokenizer
+from lawtune.modeling.grammar import grammar_mask, ll_tokenizer
 from lawtune.modeling.tool_format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 
 # the layout json.dumps writes (and the chat templates' tojson): no free whitespace, which a small model given
@@ -286,17 +286,6 @@ class ToolCallLogitsProcessor:
         state.matcher, state.free_ids = matcher, []
 
 
-_BITS = None
-
-
 def _mask(matcher: Any, vocab: int, device: Any) -> Any:
-    """The tokens the matcher allows next, as a bool tensor over `vocab` logits (extra rows never allowed)."""
-    import torch
-
-    global _BITS
-    if _BITS is None:
-        _BITS = torch.tensor([1 << i for i in range(8)], dtype=torch.uint8)
-    bits = torch.frombuffer(bytearray(matcher.compute_bitmask()), dtype=torch.uint8)
-    allowed = (bits.unsqueeze(1) & _BITS).ne(0).flatten()
-    allowed = allowed[:vocab] if allowed.shape[0] >= vocab else torch.cat([allowed, allowed.new_zeros(vocab - allowed.shape[0])])
-    return allowed.to(device)
+    """The tokens the matcher allows next, as a bool tensor over `vocab` logits on `device`."""
+    return grammar_mask(matcher, vocab).to(device)

@@ -29,6 +29,7 @@ import torch
 from transformers import DynamicCache
 
 from lawtune.modeling.decoding import DecodingPolicy, penalize
+from lawtune.modeling.grammar import grammar_mask
 
 
 @dataclass(eq=False)  # identity, not field equality: two requests may look the same
@@ -108,19 +109,6 @@ def _choose(logits: torch.Tensor, seq: Sequence) -> int:
         sorted_probs = sorted_probs * keep
         return int(order[torch.multinomial(sorted_probs, 1, generator=seq.generator)])
     return int(torch.multinomial(probs, 1, generator=seq.generator))
-
-
-_BITS = torch.tensor([1 << bit for bit in range(8)], dtype=torch.uint8)
-
-
-def grammar_mask(matcher: Any, vocab: int) -> torch.Tensor:
-    """The tokens an llguidance matcher allows next, as a bool tensor over the model's `vocab` logits
-    (its bitmask covers the tokenizer's vocabulary; extra logit rows of the model are never allowed)."""
-    bits = torch.frombuffer(bytearray(matcher.compute_bitmask()), dtype=torch.uint8)
-    allowed = (bits.unsqueeze(1) & _BITS).ne(0).flatten()
-    if allowed.shape[0] >= vocab:
-        return allowed[:vocab]
-    return torch.cat([allowed, allowed.new_zeros(vocab - allowed.shape[0])])
 
 
 class TransposedHead(torch.nn.Module):
