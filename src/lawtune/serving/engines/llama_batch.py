@@ -84,7 +84,7 @@ class LlamaCppBatch:
     """A llama.cpp model and context with one KV stream per running sequence."""
 
     def __init__(self, gguf: Path, *, max_sequences: int, context: int, threads: int | None = None,
-                 lora: Path | None = None, prefill_chunk: int = 512):
+                 lora: Path | None = None, prefill_chunk: int = 512, copy_running_prefix: bool = True):
         try:
             import llama_cpp
         except ImportError as error:
@@ -93,6 +93,7 @@ class LlamaCppBatch:
         self._ll = llama_cpp
         self.gguf, self.max_sequences, self.context = Path(gguf), max_sequences, context
         self.prefill_chunk = prefill_chunk
+        self.copy_running_prefix = copy_running_prefix  # False: only free slots' prefixes (benchmarks' before)
         threads = threads or os.cpu_count() or 1
         with quiet_llama_cpp():
             llama_cpp.llama_backend_init()
@@ -151,7 +152,7 @@ class LlamaCppBatch:
         ids = seq.prompt_ids
         slot, reuse = self._best_slot(ids)
         self._free.remove(slot)
-        source, shared = self._best_running(ids)
+        source, shared = self._best_running(ids) if self.copy_running_prefix else (-1, 0)
         copied = shared >= reuse + COPY_MIN_TOKENS and self._window_holds(source, shared)
         if copied:  # the whole stream (llama.cpp copies across streams only whole), cut back below
             self._ll.llama_memory_seq_rm(self._memory, slot, -1, -1)
@@ -165,12 +166,14 @@ class LlamaCppBatch:
             reuse, copied = 0, False
         self._held[slot] = []  # until this request leaves, the slot's tokens are its own
         try:
-            for start in range(reuse, len(ids), self.prefill_chunk):
-                chunk = ids[start:start + self.prefill_chunk]
-                for offset, token in enumerate(chunk):
-                    position = start + offset
-                    self._put(offset, token, position, slot, logits=position == len(ids) - 1)
-                self._decode(len(chunk))
+            # quiet: after a copy llama.cpp logs the buffer copy and ~80 debug lines of its graph's inputs
+            with quiet_llama_cpp():
+                for start in range(reuse, len(ids), self.prefill_chunk):
+                    chunk = ids[start:start + self.prefill_chunk]
+                    for offset, token in enumerate(chunk):
+                        position = start + offset
+                        self._put(offset, token, position, slot, logits=position == len(ids) - 1)
+                    self._decode(len(chunk))
             logits = self._logits(len(chunk) - 1)
         except BaseException:
             self._ll.llama_memory_seq_rm(self._memory, slot, -1, -1)
