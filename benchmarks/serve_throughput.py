@@ -24,7 +24,9 @@ local files.
 `--kb KB` asks open-book questions, as `lawtune serve --kb` does: each question's last user turn carries the
 `--kb-k` articles retrieved for it, each cut to `--kb-chars` characters, in the prompt `lawtune.kb.rag` builds
 (`format_context`, the server's own code). The prompts are built here, once, and every server gets the same
-messages (llama.cpp's server has no KB), so the comparison is prefill-heavy work on identical prompts.
+prompt tokens (llama.cpp's server has no KB; its chat format drops a system message, so it gets the RAG instructions
+at the start of the first user turn, where lawtune's template puts them: `for_llama_cpp_server`, checked token by
+token and printed), so the comparison is prefill-heavy work on identical prompts.
 """
 
 from __future__ import annotations
