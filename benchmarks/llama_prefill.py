@@ -9,7 +9,9 @@ chunk:
 - `prefill alone`: one prompt into an empty slot (best of 2), its tokens/s;
 - `8 joining`: eight prompts admitted at once, as the engine admits eight clients arriving together — the time
   at which each one's first token is ready (what TTFT at 8 clients is made of, before HTTP), and how many prompt
-  tokens a slot reused instead of prefilling them;
+  tokens were copied from a running sequence's KV stream instead of prefilled (the shared RAG instructions); with
+  `--compare-copy` also without that copy (`copy_running_prefix=False`, the engine before it), and whether the
+  greedy tokens of the eight after `--steps` decode steps are the same both ways;
 - `decode step`: one `step()` with 1 and with 8 running sequences.
 Each line carries the CPU flags, the GGUF's file name (its quantization) and the load average: on a shared
 machine only ratios within one run mean anything. Reads only local files.
@@ -40,11 +42,13 @@ def prompt_ids(model: str, kb: str, k: int, chars: int) -> list[list[int]]:
     return [list(chat.encode_prompt(messages)) for messages in conversations(kb, k, chars)]
 
 
-def measure(gguf: Path, prompts: list[list[int]], *, threads: int, chunk: int, steps: int) -> str:
+def measure(gguf: Path, prompts: list[list[int]], *, threads: int, chunk: int, steps: int,
+            copy: bool = True) -> tuple[str, list[list[int]]]:
     from lawtune.serving.engines.batch import Sequence
     from lawtune.serving.engines.llama_batch import LlamaCppBatch
 
-    batch = LlamaCppBatch(gguf, max_sequences=8, context=2048, threads=threads, prefill_chunk=chunk)
+    batch = LlamaCppBatch(gguf, max_sequences=8, context=2048, threads=threads, prefill_chunk=chunk,
+                          copy_running_prefix=copy)
     try:
         alone = []
         for _ in range(2):
@@ -71,15 +75,17 @@ def measure(gguf: Path, prompts: list[list[int]], *, threads: int, chunk: int, s
             batch.step()
         step1 = (time.perf_counter() - start) / steps
         batch.remove(seqs[:1])
-        reused = batch.reused_tokens
+        copied = batch.copied_tokens
+        generated = [seq.generated for seq in seqs]
     finally:
         batch.close()
     tokens = len(prompts[1])
-    return (f"{gguf.name} threads {threads} chunk {chunk}: prefill {tokens} tokens alone {min(alone) * 1000:.0f} ms "
+    return (f"{gguf.name} threads {threads} chunk {chunk} prefix copy {'on' if copy else 'off'}: prefill {tokens} "
+            f"tokens alone {min(alone) * 1000:.0f} ms "
             f"({tokens / min(alone):.0f} tokens/s) | 8 joining: first tokens at "
-            f"{' '.join(f'{t:.2f}' for t in ready)} s (p50 {statistics.median(ready):.2f} s), {reused} prompt tokens "
-            f"reused | decode step: 1 sequence {step1 * 1000:.1f} ms, 8 sequences {step8 * 1000:.1f} ms "
-            f"| load average {os.getloadavg()[0]:.1f}")
+            f"{' '.join(f'{t:.2f}' for t in ready)} s (p50 {statistics.median(ready):.2f} s), {copied} prompt tokens "
+            f"copied | decode step: 1 sequence {step1 * 1000:.1f} ms, 8 sequences {step8 * 1000:.1f} ms "
+            f"| load average {os.getloadavg()[0]:.1f}"), generated
 
 
 def main() -> None:
@@ -92,6 +98,8 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, nargs="+", default=[512], help="prefill chunk sizes (tokens per llama_decode)")
     parser.add_argument("--threads", type=int, nargs="+", default=[os.cpu_count() or 1])
     parser.add_argument("--steps", type=int, default=8, help="decode steps timed")
+    parser.add_argument("--compare-copy", action="store_true",
+                        help="each setting also without copying a running sequence's prefix (the engine before it)")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     prompts = prompt_ids(args.model, args.kb, args.kb_k, args.kb_chars)
@@ -102,7 +110,12 @@ def main() -> None:
     for gguf in ggufs:
         for threads in args.threads:
             for chunk in args.chunks:
-                print(measure(gguf, prompts, threads=threads, chunk=chunk, steps=args.steps), flush=True)
+                line, with_copy = measure(gguf, prompts, threads=threads, chunk=chunk, steps=args.steps)
+                print(line, flush=True)
+                if args.compare_copy:
+                    line, without = measure(gguf, prompts, threads=threads, chunk=chunk, steps=args.steps, copy=False)
+                    same = sum(a == b for a, b in zip(with_copy, without))
+                    print(f"{line} | greedy tokens equal with and without the copy: {same}/{len(without)}", flush=True)
 
 
 if __name__ == "__main__":

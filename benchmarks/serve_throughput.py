@@ -24,7 +24,9 @@ local files.
 `--kb KB` asks open-book questions, as `lawtune serve --kb` does: each question's last user turn carries the
 `--kb-k` articles retrieved for it, each cut to `--kb-chars` characters, in the prompt `lawtune.kb.rag` builds
 (`format_context`, the server's own code). The prompts are built here, once, and every server gets the same
-messages (llama.cpp's server has no KB), so the comparison is prefill-heavy work on identical prompts.
+prompt tokens (llama.cpp's server has no KB; its chat format drops a system message, so it gets the RAG instructions
+at the start of the first user turn, where lawtune's template puts them: `for_llama_cpp_server`, checked token by
+token and printed), so the comparison is prefill-heavy work on identical prompts.
 """
 
 from __future__ import annotations
@@ -88,9 +90,9 @@ runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 def start_llama_cpp(gguf: Path, chat_format: str) -> tuple[subprocess.Popen, str]:
     """llama.cpp's OpenAI-compatible Python server (`pip install 'llama-cpp-python[server]'`) on `gguf`.
 
-    Its `gemma` chat format gives the same prompt tokens as lawtune's template; the template the GGUF carries
-    adds a second BOS token there (the template writes one and llama-cpp-python's tokenizer another), after
-    which the model answers nothing."""
+    Its `gemma` chat format gives the same prompt tokens as lawtune's template for messages without a system
+    message (it drops those: `for_llama_cpp_server`); the template the GGUF carries adds a second BOS token there
+    (the template writes one and llama-cpp-python's tokenizer another), after which the model answers nothing."""
     port = free_port()
     command = [sys.executable, "-c", NO_AMX_SERVER, "--model", str(gguf), "--port", str(port),
                "--chat_format", chat_format, "--n_ctx", "4096", "--n_threads", str(os.cpu_count()),
@@ -122,6 +124,34 @@ def conversations(kb: str | None, k: int, chars: int) -> list[list[dict[str, str
 
     with Rag.open(kb, k=k, max_chars=chars) as rag:
         return [rag.augment(messages).messages for messages in plain]
+
+
+def for_llama_cpp_server(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The same conversation for llama-cpp-python's `gemma` chat format, which drops a system message: its text
+    goes to the start of the first user turn followed by a blank line, where lawtune's Gemma template (and
+    Gemma's own) puts it. Without this the server answered open-book prompts without the RAG instructions."""
+    if not messages or messages[0]["role"] != "system":
+        return messages
+    rest = [dict(message) for message in messages[1:]]
+    rest[0]["content"] = messages[0]["content"] + "\n\n" + rest[0]["content"]
+    return rest
+
+
+def same_prompts(model: str, asked: list[list[dict[str, str]]], chat_format: str) -> str:
+    """How many prompts llama.cpp's server renders to the tokens lawtune's engines prefill."""
+    from llama_cpp import llama_chat_format
+
+    from lawtune.modeling.chat import ChatFormat, load_template
+    from lawtune.modeling.loading import load_tokenizer
+    from lawtune.modeling.runs import is_run_dir, read_run, resolve_model_path
+
+    path = Path(model)
+    tokenizer = load_tokenizer(read_run(path).tokenizer_dir if is_run_dir(path) else resolve_model_path(model))
+    chat = ChatFormat(tokenizer, load_template("gemma"))
+    render = getattr(llama_chat_format, f"format_{chat_format}")
+    equal = sum(list(chat.encode_prompt(messages))
+                == tokenizer(render(messages=for_llama_cpp_server(messages)).prompt)["input_ids"] for messages in asked)
+    return f"{equal}/{len(asked)}"
 
 
 async def one_request(http: httpx.AsyncClient, messages: list[dict[str, str]], new_tokens: int, extra: dict) -> dict:
@@ -233,6 +263,8 @@ def main() -> None:
             print("llama.cpp's server is not installed (pip install 'llama-cpp-python[server]'): skipped")
         else:
             servers.append((LLAMA_SERVER, lambda: start_llama_cpp(gguf, args.chat_format)))
+            print(f"llama.cpp server's prompts ({args.chat_format} chat format, system text folded into the first "
+                  f"user turn) equal to lawtune's in tokens: {same_prompts(args.model, asked, args.chat_format)}")
     print(f"model {args.model}, {args.new_tokens} new tokens per request, torch dtype {args.dtype}, GGUF "
           f"{gguf.name if gguf else '-'}, CPU flags {cpu_flags()}, {os.cpu_count()} CPUs "
           f"(load average now {os.getloadavg()[0]:.1f})")
@@ -251,15 +283,16 @@ def main() -> None:
     for name, start in servers:
         # no repetition penalty anywhere: lawtune's servers start with it off; llama.cpp's defaults to 1.1
         extra = {"repeat_penalty": 1.0} if name == LLAMA_SERVER else {}
+        prompts = [for_llama_cpp_server(messages) for messages in asked] if name == LLAMA_SERVER else asked
         process, url = start()
         try:
             # warm-up on the last conversation; each run then starts where the previous one stopped, so that (up to
             # len(asked) requests) no measured prompt is one a server has already cached whole (both servers keep
             # their slots' prompts: a repeated prompt would measure a cache hit, not a prefill)
-            asyncio.run(run_clients(url, 1, 4, extra, asked, first=len(asked) - 1))
+            asyncio.run(run_clients(url, 1, 4, extra, prompts, first=len(asked) - 1))
             first = 0
             for clients in args.clients:
-                table[name, clients] = run = asyncio.run(run_clients(url, clients, args.new_tokens, extra, asked, first))
+                table[name, clients] = run = asyncio.run(run_clients(url, clients, args.new_tokens, extra, prompts, first))
                 first += clients
                 print(f"  {name} N={clients}: {run['tokens_per_s']:.1f} tokens/s", flush=True)
             if name != LLAMA_SERVER:

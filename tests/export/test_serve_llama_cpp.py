@@ -8,6 +8,7 @@ from a GGUF, as the default model is. f32 files, so that llama.cpp and transform
 from __future__ import annotations
 
 import asyncio
+import os
 
 import httpx
 import pytest
@@ -99,6 +100,48 @@ def test_a_prompt_reuses_the_kv_a_free_slot_holds_of_its_prefix(servers):
     assert batch.reused_tokens - before > prompt_tokens
     theirs = httpx.post(f"{torch_server.url}/v1/chat/completions", json=body, timeout=60).json()
     assert ours["choices"][0]["message"] == theirs["choices"][0]["message"]
+
+
+def _prompt(server, messages: list[dict]) -> list[int]:
+    engine = server.engine
+    return list(engine._served[engine.model_ids[0]].chat.encode_prompt(messages))
+
+
+def _greedy(batch, prompts: list[list[int]], steps: int, together: bool = True) -> list[list[int]]:
+    """Each prompt's greedy tokens on `batch`: all prompts joined before decoding, or each run alone."""
+    from lawtune.serving.engines.batch import Sequence
+
+    if not together:
+        return [_greedy(batch, [prompt], steps)[0] for prompt in prompts]
+    seqs = [Sequence(list(prompt)) for prompt in prompts]
+    for seq in seqs:
+        batch.join(seq)
+    for _ in range(steps):
+        batch.step()
+    batch.remove(seqs)
+    return [seq.generated for seq in seqs]
+
+
+@pytest.fixture()
+def fresh_batch(servers):
+    """A second llama.cpp context on the served f32 GGUF, driven directly (the server's runs in its worker)."""
+    from lawtune.serving.engines.llama_batch import LlamaCppBatch
+
+    batch = LlamaCppBatch(servers[1].engine.gguf, max_sequences=4, context=512)
+    yield batch
+    batch.close()
+
+
+def test_a_prompt_joining_copies_a_running_sequences_shared_prefix_and_decodes_as_alone(servers, fresh_batch):
+    """Questions behind the same instructions join while the first runs: the others copy its KV stream (no free
+    slot holds the instructions yet) and prefill only their own question; the tokens are those of each alone."""
+    system = {"role": "system", "content": "你是律师助理。只根据下面的法条回答，写明《法名》第N条；法条不相关就直说。"}
+    prompts = [_prompt(servers[1], [system, {"role": "user", "content": q}]) for q in QUESTIONS[:3]]
+    together = _greedy(fresh_batch, prompts, 10)
+    shared = len(os.path.commonprefix(prompts))
+    assert shared >= 16 and fresh_batch.copied_tokens == 2 * shared
+    fresh_batch._held.clear()  # forget the cached prompts: each alone from an empty slot
+    assert _greedy(fresh_batch, prompts, 10, together=False) == together
 
 
 def test_a_client_that_goes_away_frees_its_slot(servers):

@@ -118,3 +118,25 @@ def test_decoding_policy_gives_the_same_greedy_tokens_in_generate_and_in_the_ser
         repeated += stream.repeated
     if policy == DecodingPolicy(repetition_penalty=1.0):
         assert repeated >= 2  # the case under test did happen
+
+
+def test_prefill_projects_only_the_last_position(model_and_tokenizer):
+    """A prompt's prefill runs the output head on its last position only, and picks the same first token and
+    logits as the full projection (the head over every prompt position was as costly as the decoder layers)."""
+    model, tokenizer = model_and_tokenizer
+    rows = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda module, args, out: rows.append(args[0].shape[1]))
+    try:
+        picked = {}
+        for last_only in (True, False):
+            batch = DecodeBatch(model, last_logits_only=last_only)
+            seq = Sequence(tokenizer(PROMPTS[1])["input_ids"])
+            picked[last_only] = batch.join(seq)
+            batch.step()
+            picked[last_only, "step"] = batch.last_logits[0].clone()
+    finally:
+        hook.remove()
+    prompt_length = len(tokenizer(PROMPTS[1])["input_ids"])
+    assert rows == [1, 1, prompt_length, 1]  # join, step (last only); join, step (full)
+    assert picked[True] == picked[False]
+    torch.testing.assert_close(picked[True, "step"], picked[False, "step"], rtol=0, atol=1e-5)

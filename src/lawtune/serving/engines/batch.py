@@ -9,7 +9,8 @@ Used by `lawtune.serving.engines.local.LocalEngine` from its worker thread (neve
         batch.remove([s for s in batch.sequences if done(s)])
 
 Why it gives the same greedy tokens as running a prompt alone:
-- a prompt is prefilled alone (batch of one, no padding), exactly as `model.generate` does;
+- a prompt is prefilled alone (batch of one, no padding), exactly as `model.generate` does, projecting only its
+  last position onto the vocabulary (`logits_to_keep=1`, as `model.generate` does too);
 - the batch's KV cache is left-padded to a common length; padding columns are zeros in the attention mask,
   so they get no attention weight;
 - every row carries its own `position_ids` (its count of real tokens), so RoPE sees the positions it would
@@ -148,7 +149,7 @@ def _pad_left(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
 class DecodeBatch:
     """The running batch of one model: a left-padded KV cache, its attention mask and the sequences."""
 
-    def __init__(self, model: Any):
+    def __init__(self, model: Any, *, last_logits_only: bool = True):
         import inspect
 
         self.model = model
@@ -156,6 +157,11 @@ class DecodeBatch:
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PeftModel's takes **kwargs
         params = inspect.signature(inner.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        # a prefill needs the logits of the prompt's last position only (as model.generate asks for them): the
+        # others cost prompt × vocabulary × hidden in the output head (with a 262k vocabulary about as much as
+        # all decoder layers of a 270M model) and a prompt × 262k logits tensor. `last_logits_only=False` is
+        # the old full projection, kept for benchmarks/torch_prefill.py's before/after.
+        self._prefill_kwargs = {"logits_to_keep": 1} if last_logits_only and "logits_to_keep" in params else {}
         self.sequences: list[Sequence] = []
         self.layers: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: keys, values [B, H, T, D]
         self.mask: torch.Tensor | None = None  # [B, T] 1 = real token, 0 = padding
@@ -166,7 +172,8 @@ class DecodeBatch:
         """Prefill `seq`'s prompt alone, pick its first token, and merge its cache into the batch."""
         cache = DynamicCache()
         ids = torch.tensor([seq.prompt_ids])
-        out = self.model(input_ids=ids, use_cache=True, **{self._cache_kwarg: cache}, **self._adapters([seq]))
+        out = self.model(input_ids=ids, use_cache=True, **{self._cache_kwarg: cache}, **self._adapters([seq]),
+                         **self._prefill_kwargs)
         token = pick_token(out.logits[0, -1], seq)
         seq.pending, seq.cached = token, len(seq.prompt_ids)
         seq.generated.append(token)
