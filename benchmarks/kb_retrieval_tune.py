@@ -130,7 +130,52 @@ TRAIN_KEYS = {"steps", "epochs", "dim", "lr", "tau", "batch", "hard", "repeat", 
 #   expand: article vector + expand × the mean vector of its training questions (document expansion)
 #   law: articles of the laws the memory votes for get × (1 + law × the law's share of the votes)
 #   oracle: articles of the gold laws get × (1 + oracle) — the ceiling of any law stage
-FUSE_KEYS = {"knn", "knn_m", "knn_p", "expand", "law", "law_m", "oracle"}
+#   lawclf: articles get × (1 + lawclf × P(law | question)) from a linear law classifier on the question vector
+#           (LawClassifier: trained on the same pairs as the encoder, each pair → its articles' laws)
+FUSE_KEYS = {"knn", "knn_m", "knn_p", "expand", "law", "law_m", "oracle", "lawclf"}
+
+
+class LawClassifier:
+    """softmax(W · question vector + b) over the KB's laws, trained on the encoder's pairs (frozen encoder)."""
+
+    def __init__(self, store, index: DenseIndex, epochs: int = 4, seed: int = 0):
+        import torch
+
+        articles = store.current_articles()
+        catalog = store.catalog()
+        names = LawNames([*catalog.versions, *catalog.repealed])
+        pairs = pairs_module.training_pairs(articles, names)
+        self.laws = sorted({a.law_full for a in articles})
+        law_id = {law: n for n, law in enumerate(self.laws)}
+        questions = list(dict.fromkeys(q for q, _ in pairs))
+        row = {q: n for n, q in enumerate(questions)}
+        x = torch.from_numpy(index.encoder.encode(questions))
+        targets = torch.zeros(len(pairs), len(self.laws))
+        which = torch.tensor([row[q] for q, _ in pairs])
+        for n, (_, golds) in enumerate(pairs):
+            laws = {law_id[articles[g].law_full] for g in golds}
+            for law in laws:
+                targets[n, law] = 1.0 / len(laws)
+        torch.manual_seed(seed)
+        layer = torch.nn.Linear(x.shape[1], len(self.laws))
+        optimizer = torch.optim.Adam(layer.parameters(), lr=0.01)
+        for _ in range(epochs):
+            order = torch.randperm(len(pairs))
+            for start in range(0, len(pairs), 1024):
+                batch = order[start:start + 1024]
+                loss = torch.nn.functional.cross_entropy(layer(x[which[batch]] * 20),
+                                                         targets[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        self.weight = layer.weight.detach().numpy().T.copy()
+        self.bias = layer.bias.detach().numpy().copy()
+
+    def probabilities(self, vector: np.ndarray) -> dict[str, float]:
+        logits = vector * 20 @ self.weight + self.bias
+        logits = np.exp(logits - logits.max())
+        logits /= logits.sum()
+        return dict(zip(self.laws, logits.tolist()))
 
 
 class Memory:
@@ -175,7 +220,7 @@ class Memory:
 
 
 def fuse(retriever: Retriever, query: str, ranked: list, k: int, variant: dict, memory: "Memory | None",
-         gold_laws: set) -> list:
+         gold_laws: set, classifier: "LawClassifier | None" = None) -> list:
     """retrieval.Retriever._fuse_dense plus the prototypes in FUSE_KEYS."""
     index = retriever.dense
     vector = index.query_vector(query)
@@ -213,6 +258,10 @@ def fuse(retriever: Retriever, query: str, ranked: list, k: int, variant: dict, 
             for slot in scores:
                 law = _slot_law(slot, entries[slot])
                 scores[slot] *= 1.0 + law_weight * per_law.get(law, 0.0) / total
+    if variant.get("lawclf") and classifier is not None:
+        probabilities = classifier.probabilities(vector)
+        for slot in scores:
+            scores[slot] *= 1.0 + variant["lawclf"] * probabilities.get(_slot_law(slot, entries[slot]), 0.0)
     if variant.get("oracle"):
         for slot in scores:
             if _slot_law(slot, entries[slot]) in gold_laws:
@@ -296,11 +345,16 @@ def with_memory(index: DenseIndex, articles, names) -> DenseIndex:
 def evaluate(store, sets: dict, golds: dict, cands: dict, index: DenseIndex, variant: dict) -> dict[str, SetScore]:
     retriever = Retriever(store)
     retriever.search("预热", k=1)
-    memory = Memory(store, index) if FUSE_KEYS & set(variant) - {"oracle"} else None
+    memory = Memory(store, index) if FUSE_KEYS & set(variant) - {"oracle", "lawclf"} else None
     if memory is not None and variant.get("expand"):
         index = memory.expanded(index, variant["expand"])
     retriever.dense = index
     prototype = bool(FUSE_KEYS & set(variant))
+    classifier = None
+    if variant.get("lawclf"):
+        start = time.perf_counter()
+        classifier = LawClassifier(store, index)
+        print(f"law classifier: {len(classifier.laws)} laws, {time.perf_counter() - start:.0f} s")
     scores = {name: SetScore(name) for name in sets}
     with Settings(variant):
         for name, records in sets.items():
@@ -311,7 +365,7 @@ def evaluate(store, sets: dict, golds: dict, cands: dict, index: DenseIndex, var
                     fused = ranked
                 elif prototype:
                     laws = {g.law_full for g in golds[(name, r["id"])] if g.law_full}
-                    fused = fuse(retriever, r["question"], ranked, K, variant, memory, laws)
+                    fused = fuse(retriever, r["question"], ranked, K, variant, memory, laws, classifier)
                 else:
                     fused = retriever._fuse_dense(r["question"], ranked, K, ("article", "qa"))
                 seen = {Retriever._key(h) for h in exact}
@@ -324,7 +378,8 @@ def summary(scores: dict[str, SetScore]) -> str:
     r5 = {n: s.recall[5] / s.questions for n, s in scores.items()}
     r100 = {n: s.recall[100] / s.questions for n, s in scores.items()}
     main = [r5[n] for n in ("stard_tune", "consult_dev", "lawbench_3-8") if n in r5]
-    cells = " ".join(f"{n.replace('lawbench_', '')} {r5[n]:.3f}/{r100[n]:.3f}" for n in scores)
+    law5 = {n: s.law_recall[5] / s.questions for n, s in scores.items()}
+    cells = " ".join(f"{n.replace('lawbench_', '')} {r5[n]:.3f}/{r100[n]:.3f} (law {law5[n]:.2f})" for n in scores)
     return f"score {sum(main) / len(main):.4f} | {cells}"
 
 
@@ -344,7 +399,9 @@ def main() -> None:
         raise SystemExit("stard_dev is the held-out set: kb_retrieval_sets.py reads it once, at the end")
 
     print(f"CPU flags: {' '.join(f for f in ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16') if f in cpu_flags())}")
-    exclude_tune_pairs(write_tune_set(args.stard, args.sets))
+    tune_questions = write_tune_set(args.stard, args.sets)
+    exclude_tune_pairs(tune_questions)
+    print(f"stard_tune: {len(tune_questions)} questions, held out of the pairs with their near-duplicates")
     if not args.kb.exists():
         start = time.perf_counter()
         print("build:", build([args.laws], args.kb), f"{time.perf_counter() - start:.0f} s wall")

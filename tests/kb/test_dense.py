@@ -109,6 +109,8 @@ def test_search_fuses_the_learned_retriever(kb, monkeypatch):
     question = "2017年3月开始怀疑妻子移情别恋，到2018年元月找到証据。快一年时间因妻绝情小的6岁该怎么办？"
     gold = "《民法典》第一千零七十九条"
 
+    monkeypatch.setattr(retrieval, "MEMORY_WEIGHT", 0.0)  # the vectors alone (the memory: the next tests)
+
     def rank(weight: float) -> int:
         monkeypatch.setattr(retrieval, "DENSE_WEIGHT", weight)
         cites = [h.item.cite() for h in Retriever(kb).search(question, k=50, kinds=("article",))]
