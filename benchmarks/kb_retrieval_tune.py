@@ -15,6 +15,10 @@ per question with the dense fusion (retrieval.py step 8) captured instead of app
 receives is cached (`--cache`). A variant then trains its own encoder (`DenseIndex`, cached by name) and/or
 changes the fusion, and only step 8 runs again — seconds per variant instead of a build and a full search.
 Each variant is `name` or `key=value[,key=value]` (see VARIANT_KEYS); `base` is the shipped settings.
+
+`--final --kb KB --sets DIR --only stard_dev …` is the once-at-the-end reading: a KB from `lawtune kb build` (all
+pairs), stard_dev allowed, every variant (e.g. `base mem=0 weight=0`: after, before, BM25 default) from one BM25
+pass over the same build.
 """
 
 from __future__ import annotations
@@ -394,14 +398,18 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/kb-tune"), help="candidate cache, variant encoders")
     parser.add_argument("--limit", type=int, default=0)
     parser.add_argument("--table", action="store_true", help="print the full table of each variant")
+    parser.add_argument("--final", action="store_true",
+                        help="the once-at-the-end reading: all pairs (no tuning slice held out), stard_dev allowed; "
+                             "every variant from one BM25 pass over the given --kb (built by `kb build`)")
     args = parser.parse_args()
-    if "stard_dev" in args.only:
-        raise SystemExit("stard_dev is the held-out set: kb_retrieval_sets.py reads it once, at the end")
+    if "stard_dev" in args.only and not args.final:
+        raise SystemExit("stard_dev is the held-out set: read it once, at the end, with --final")
 
     print(f"CPU flags: {' '.join(f for f in ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16') if f in cpu_flags())}")
-    tune_questions = write_tune_set(args.stard, args.sets)
-    exclude_tune_pairs(tune_questions)
-    print(f"stard_tune: {len(tune_questions)} questions, held out of the pairs with their near-duplicates")
+    if not args.final:
+        tune_questions = write_tune_set(args.stard, args.sets)
+        exclude_tune_pairs(tune_questions)
+        print(f"stard_tune: {len(tune_questions)} questions, held out of the pairs with their near-duplicates")
     if not args.kb.exists():
         start = time.perf_counter()
         print("build:", build([args.laws], args.kb), f"{time.perf_counter() - start:.0f} s wall")
@@ -422,6 +430,8 @@ def main() -> None:
             print(f"{text:40s} {summary(scores)}" + (f" (trained {seconds:.0f} s)" if seconds else ""), flush=True)
             if args.table:
                 print_table(scores.values())
+    if args.final:
+        print("(query times above: step 8 alone; kb_retrieval_sets.py / kb_retrieval.py time whole searches)")
 
 
 if __name__ == "__main__":
