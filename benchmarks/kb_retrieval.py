@@ -89,6 +89,7 @@ def main() -> None:
     parser.add_argument("--no-fold", action="store_true", help="current versions only, no matching of older "
                         "versions' wording (retrieval.FOLD_VERSIONS = False)")
     parser.add_argument("--articles-only", action="store_true", help="search kinds=('article',): no Q&A items in the hits")
+    parser.add_argument("--memory-weight", type=float, help=f"default retrieval.MEMORY_WEIGHT = {retrieval.MEMORY_WEIGHT} (0: off)")
     parser.add_argument("--limit", type=int, default=0)
     args = parser.parse_args()
 
@@ -128,6 +129,8 @@ def main() -> None:
         retrieval.CHAR_WEIGHT = args.char_weight
     if args.qa_voters is not None:
         retrieval.QA_VOTERS = args.qa_voters
+    if args.memory_weight is not None:
+        retrieval.MEMORY_WEIGHT = args.memory_weight
     store = open_store(kb_path)
     backend = "postgres" if postgres_store.is_postgres_url(kb_path) else "sqlite"
     # PostgreSQL does the query work in its server process: count that process's CPU too (when it is local)

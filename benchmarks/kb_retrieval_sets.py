@@ -93,8 +93,11 @@ def main() -> None:
     parser.add_argument("--details", type=Path, help="write each question's gold ranks here (JSONL)")
     parser.add_argument("--dense-weight", type=float, default=retrieval.DENSE_WEIGHT,
                         help="weight of the learned retriever's cosine (retrieval.DENSE_WEIGHT); 0: BM25 and the rest only")
+    parser.add_argument("--memory-weight", type=float, default=retrieval.MEMORY_WEIGHT,
+                        help="weight of the question memory's votes (retrieval.MEMORY_WEIGHT); 0: off")
     args = parser.parse_args()
     retrieval.DENSE_WEIGHT = args.dense_weight
+    retrieval.MEMORY_WEIGHT = args.memory_weight
 
     sets = read_sets(args.sets, args.only, args.limit)
     print(f"CPU: {platform.processor() or platform.machine()}, flags: "

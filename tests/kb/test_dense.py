@@ -109,6 +109,8 @@ def test_search_fuses_the_learned_retriever(kb, monkeypatch):
     question = "2017年3月开始怀疑妻子移情别恋，到2018年元月找到証据。快一年时间因妻绝情小的6岁该怎么办？"
     gold = "《民法典》第一千零七十九条"
 
+    monkeypatch.setattr(retrieval, "MEMORY_WEIGHT", 0.0)  # the vectors alone (the memory: the next tests)
+
     def rank(weight: float) -> int:
         monkeypatch.setattr(retrieval, "DENSE_WEIGHT", weight)
         cites = [h.item.cite() for h in Retriever(kb).search(question, k=50, kinds=("article",))]
@@ -117,7 +119,7 @@ def test_search_fuses_the_learned_retriever(kb, monkeypatch):
     assert rank(1.0) <= 15 < 30 < rank(0.0)
 
 
-def test_add_encodes_new_articles_at_once(writable_kb):
+def test_add_encodes_new_articles_at_once(writable_kb, monkeypatch):
     retriever = Retriever(writable_kb)
     before = dense.load_dense(writable_kb)
     text = "第一条 饲养宠物龙猫的，应当为其办理登记并接种疫苗。"
@@ -130,6 +132,11 @@ def test_add_encodes_new_articles_at_once(writable_kb):
     assert np.allclose(row, expected, atol=1e-2)
     hits = retriever.search("养龙猫要登记吗", k=3, kinds=("article",))
     assert hits[0].item.law == "龙猫饲养条例"
+    # with the question memory (off by default) its nearest training questions (cosine ~0.6-0.7, on marriage
+    # registration: 登记) vote 民法典 第一千零七十六条 / 第一千零七十八条 / 第一千零四十九条 above it on SQLite
+    # (docs/knowledge-base.md, "The question memory": what it costs); it stays in the top 5
+    monkeypatch.setattr(retrieval, "MEMORY_WEIGHT", 1.5)
+    assert "龙猫饲养条例" in [h.item.law for h in retriever.search("养龙猫要登记吗", k=5, kinds=("article",))]
 
 
 def test_a_newer_version_replaces_the_old_vector(writable_kb):
@@ -149,3 +156,56 @@ def test_named_articles_still_lead(kb):
     kb._retriever = None
     hits = retriever.search("劳动合同法第八十二条", k=3)
     assert hits[0].exact and hits[0].item.article == 82
+
+
+def test_memory_votes_for_the_articles_of_the_nearest_training_questions():
+    encoder = train_encoder(ARTICLES, PAIRS * 20, dim=32, seed=0, epochs=30, max_steps=300)
+    keys = [("法", n, 0) for n in range(len(ARTICLES))]
+    questions = [q for q, _ in PAIRS]
+    index = dense.DenseIndex(encoder, keys, [""] * len(keys), encoder.encode(ARTICLES), encoder.encode(questions),
+                             [[keys[g] for g in golds] for _, golds in PAIRS])
+    query = index.query_vector("老板不发工资")
+    votes = index.votes(query, 3, 3.0)
+    assert max(votes, key=votes.get) == keys[1]  # the three wage questions are its nearest
+    one = index.votes(query, 1, 3.0)
+    assert len(one) == 1 and 0 < next(iter(one.values())) <= 1.0
+    assert index.votes(query, 3, 1.0)[keys[1]] > votes[keys[1]]  # cosines below 1: a higher power shrinks them
+    assert index.votes(np.zeros(encoder.dim, np.float32), 3, 3.0) == {}
+    loaded = dense.DenseIndex.from_bytes(index.to_bytes())
+    assert loaded.memory_keys == index.memory_keys and np.allclose(loaded.memory, index.memory, atol=1e-2)
+    bare = dense.DenseIndex(encoder, keys, [""] * len(keys), encoder.encode(ARTICLES))
+    assert dense.DenseIndex.from_bytes(bare.to_bytes()).votes(query, 3, 3.0) == {}  # a KB without a memory
+
+
+def test_build_keeps_a_memory_of_the_shipped_questions(kb):
+    from lawtune.kb.names import LawNames
+    from lawtune.kb.training_pairs import question_pairs
+
+    index = dense.load_dense(kb)
+    catalog = kb.catalog()
+    asked = question_pairs(kb.current_articles(), LawNames([*catalog.versions, *catalog.repealed]))
+    assert len(asked) > 1000 and len(index.memory) == len(index.memory_keys) == len(asked)
+    assert all(key in index.row for keys in index.memory_keys for key in keys)  # articles of this KB only
+    assert np.allclose(np.linalg.norm(index.memory, axis=1), 1.0, atol=1e-2)
+
+
+def test_search_fuses_the_question_memory(kb, monkeypatch):
+    # a shipped training question (the wiring, not generalisation): with the memory, its own cited article
+    # comes up through the votes of the question itself
+    question = "2017年3月开始怀疑妻子移情别恋，到2018年元月找到証据。快一年时间因妻绝情小的6岁该怎么办？"
+    gold = "《民法典》第一千零七十九条"
+
+    def rank(weight: float) -> int:
+        monkeypatch.setattr(retrieval, "MEMORY_WEIGHT", weight)
+        cites = [h.item.cite() for h in Retriever(kb).search(question, k=50, kinds=("article",))]
+        return cites.index(gold) + 1 if gold in cites else 99
+
+    assert rank(1.0) <= 3 < rank(0.0)
+
+
+def test_add_keeps_the_memory(writable_kb):
+    before = dense.load_dense(writable_kb)
+    writable_kb.add([Item(kind="article", text="第一条 饲养宠物龙猫的，应当办理登记。", law="龙猫饲养条例",
+                          law_full="龙猫饲养条例", article=1, sub=0, version="2026-01-01", path="", source="test")])
+    after = dense.load_dense(writable_kb)
+    assert after.memory_keys == before.memory_keys and np.array_equal(after.memory, before.memory)

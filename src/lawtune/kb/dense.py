@@ -6,8 +6,13 @@
     query = index.query_vector("公司不给交社保怎么办")
     index.top(query, 100)            # [(key, cosine), ...] best first; key = (law_full, article, sub)
     index.cosines(query, keys)       # the cosine of given articles (0.0 for one not in the index)
+    index.votes(query, 10, 3.0)      # {key: vote}: the articles of the training questions nearest the question
 
-Retrieval fuses these cosines with the BM25 scores (retrieval.py, step 8). The encoder and the vectors are one
+Retrieval fuses these cosines with the BM25 scores (retrieval.py, step 8). Beside the articles the index keeps
+a **question memory**: the vectors of the real training questions (training_pairs.question_pairs) with the keys
+of their articles. A question's nearest training questions vote for their articles (`votes`): a layperson's
+question is usually closer to another layperson's question than to the statute's text, and the memory reaches
+articles whose own vector the question does not come near. The encoder, the vectors and the memory are one
 blob (`DENSE_BLOB`) in the store, written in the same transaction as the items for `kb add`, replaced whole by
 `kb build`. Training is deterministic (seed 0) and costs a minute or two for all of LawRefBook on a 2-core CPU;
 a trained encoder is cached by a hash of everything it was trained on (`$LAWTUNE_HOME/kb-encoders/`, default `~/.cache/lawtune`), so
@@ -29,7 +34,7 @@ from lawtune.kb import encoder as encoder_settings
 from lawtune.kb.encoder import NgramEncoder, train_encoder
 from lawtune.kb.names import LawNames
 from lawtune.kb.store import Item
-from lawtune.kb.training_pairs import training_pairs
+from lawtune.kb.training_pairs import question_pairs, training_pairs
 
 DENSE_BLOB = "dense"
 CACHE_VERSION = "3"  # bump when training changes in a way the settings below do not show
@@ -42,12 +47,16 @@ def article_text(item: Item) -> str:
 
 
 class DenseIndex:
-    def __init__(self, encoder: NgramEncoder, keys: list[Key], versions: list[str], vectors: np.ndarray):
+    def __init__(self, encoder: NgramEncoder, keys: list[Key], versions: list[str], vectors: np.ndarray,
+                 memory: np.ndarray | None = None, memory_keys: list[list[Key]] | None = None):
         self.encoder = encoder
         self.keys = keys
         self.versions = versions  # the version each key's vector was made from (kb add re-encodes a new one)
         self.vectors = vectors.astype(np.float32)  # (n, dim), unit rows
         self.row = {key: n for n, key in enumerate(keys)}
+        # the question memory: one unit row per training question, and the keys of the articles it was asked about
+        self.memory = (np.zeros((0, encoder.dim), np.float32) if memory is None else memory.astype(np.float32))
+        self.memory_keys = memory_keys or []
 
     def query_vector(self, query: str) -> np.ndarray:
         return self.encoder.encode([query])[0]
@@ -67,11 +76,28 @@ class DenseIndex:
         scores = iter((self.vectors[known] @ query).tolist()) if known else iter(())
         return [next(scores) if r is not None else 0.0 for r in rows]
 
+    def votes(self, query: np.ndarray, neighbours: int, power: float) -> dict[Key, float]:
+        """The articles of the `neighbours` training questions nearest the query, each voted for with
+        cosine ** power, shared among that question's articles (a power above 1 lets only close questions count)."""
+        if not len(self.memory) or not query.any():
+            return {}
+        sims = self.memory @ query
+        n = min(neighbours, len(sims))
+        out: dict[Key, float] = {}
+        for row in np.argpartition(-sims, n - 1)[:n]:
+            if sims[row] > 0:
+                share = float(sims[row]) ** power / len(self.memory_keys[row])
+                for key in self.memory_keys[row]:
+                    out[key] = out.get(key, 0.0) + share
+        return out
+
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
-        meta = json.dumps({"keys": self.keys, "versions": self.versions}, ensure_ascii=False).encode()
+        meta = json.dumps({"keys": self.keys, "versions": self.versions, "memory_keys": self.memory_keys},
+                          ensure_ascii=False).encode()
         np.savez(buffer, encoder=np.frombuffer(self.encoder.to_bytes(), dtype=np.uint8),
-                 meta=np.frombuffer(meta, dtype=np.uint8), vectors=self.vectors.astype(np.float16))
+                 meta=np.frombuffer(meta, dtype=np.uint8), vectors=self.vectors.astype(np.float16),
+                 memory=self.memory.astype(np.float16))
         return buffer.getvalue()
 
     @classmethod
@@ -79,7 +105,10 @@ class DenseIndex:
         with np.load(io.BytesIO(data)) as arrays:
             meta = json.loads(arrays["meta"].tobytes().decode())
             encoder = NgramEncoder.from_bytes(arrays["encoder"].tobytes())
-            return cls(encoder, [tuple(k) for k in meta["keys"]], meta["versions"], arrays["vectors"])
+            memory = arrays["memory"] if "memory" in arrays.files else None
+            memory_keys = [[tuple(k) for k in keys] for keys in meta.get("memory_keys", [])]
+            return cls(encoder, [tuple(k) for k in meta["keys"]], meta["versions"], arrays["vectors"], memory,
+                       memory_keys)
 
 
 def load_dense(store) -> DenseIndex | None:
@@ -116,7 +145,10 @@ def train_dense(store, progress=None, cache: bool = True, phases: dict[str, floa
     lap("training")
     # training tokenized the articles already: encode from those bags rather than reading every text again
     vectors = encoder.encode_bags(article_bags[0]) if article_bags else encoder.encode(texts)
-    index = DenseIndex(encoder, [_key(a) for a in articles], [a.version or "" for a in articles], vectors)
+    asked = question_pairs(articles, names)
+    memory = encoder.encode([q for q, _ in asked]) if asked else None
+    index = DenseIndex(encoder, [_key(a) for a in articles], [a.version or "" for a in articles], vectors,
+                       memory, [[_key(articles[g]) for g in golds] for _, golds in asked])
     lap("encoding")
     store.put_blob(DENSE_BLOB, index.to_bytes())
     lap("storing")
@@ -142,7 +174,8 @@ def refresh_dense(store) -> None:
     vectors = index.encoder.encode([article_text(a) for a in new])
     rows = keep + list(zip(new, vectors))
     updated = DenseIndex(index.encoder, [_key(a) for a, _ in rows], [a.version or "" for a, _ in rows],
-                         np.stack([v for _, v in rows]) if rows else np.zeros((0, index.encoder.dim), np.float32))
+                         np.stack([v for _, v in rows]) if rows else np.zeros((0, index.encoder.dim), np.float32),
+                         index.memory, index.memory_keys)  # the memory's votes for an article gone find no item
     store.put_blob(DENSE_BLOB, updated.to_bytes())
 
 

@@ -52,7 +52,13 @@ engine-independent. Every caller searches through a retriever built over an open
    stores a vector per current article. Every hit's score becomes its score ÷ the best score of the list +
    `DENSE_WEIGHT` × the cosine of the question and the article, and the `DENSE_POOL` articles nearest the
    question join the candidates (with the cosine alone) — so an article that shares no word with the question
-   can still come up. Measured in docs/knowledge-base.md ("The learned retriever").
+   can still come up. The index's question memory adds `MEMORY_WEIGHT` × the votes of the `MEMORY_NEIGHBOURS`
+   shipped training questions nearest the question (each votes for its articles with cosine ** `MEMORY_POWER`,
+   dense.DenseIndex.votes), and voted articles join too: a layperson's question is nearer another layperson's
+   question than the statute's words. Measured in docs/knowledge-base.md ("The learned retriever", "The
+   question memory"): on the tuning sets recall@5 stard_tune 0.487 → 0.511, consult_dev 0.243 → 0.542,
+   LawBench 3-8 0.182 → 0.218, 3-2 0.736 → 0.734 (tuned on); STARD dev (held out) 0.466 → 0.516. Off by default
+   (MEMORY_WEIGHT 0): with it, items `kb add` brings no longer lead their own questions.
 9. The rest is the backend's BM25 (law name weighted ×2).
 
 Measured on LawBench 3-2 with benchmarks/kb_retrieval.py (docs/knowledge-base.md): re-ranking the top 100 by
@@ -86,6 +92,12 @@ ASK_WEIGHT = 0.5  # extra weight of the asking sentence's words (ask_clause); 0 
 CHAR_WEIGHT = 1.0  # weight of the candidates' single-character score (store.char_scores); 0 turns it off
 DENSE_WEIGHT = 1.0  # weight of the learned retriever's cosine against the list-normalized score (8.); 0: off
 DENSE_POOL = 100  # articles nearest the question in the dense index that join the candidates
+# weight of the question memory's votes (8.; dense.DenseIndex.votes); 0: off. 1.5 was chosen on the tuning sets
+# (STARD dev 0.466 → 0.516 recall@5 held out) but stays off: with it, what `kb add` brings (a Q&A item, the article
+# a new Q&A cites, a new law on a topic the memory knows) no longer leads (docs/knowledge-base.md, "The question memory")
+MEMORY_WEIGHT = 0.0
+MEMORY_NEIGHBOURS = 10  # training questions that vote
+MEMORY_POWER = 3.0  # a neighbour votes with cosine ** this (only close questions count)
 SENTENCE_END_RE = re.compile(r"(?<=[。！？?!；;])")
 BOILERPLATE_RE = re.compile(r"(根据|依据|按照)?(中国的|我国的?)?(相关|哪[一个条部些]*)?(的)?"
                             r"(法律|法规|法条|条款|条文|规定|文件)+[，,]?")
@@ -205,19 +217,27 @@ class Retriever:
         return [replace(h, score=score) for h, score in sorted(fused.values(), key=lambda e: e[1], reverse=True)]
 
     def _fuse_dense(self, query: str, ranked: list[Hit], k: int, kinds: tuple) -> list[Hit]:
-        """Score ÷ the list's best + DENSE_WEIGHT × cosine; the articles nearest the question join (8. above).
-        Articles only the dense index found are looked up only when they reach the top k."""
+        """Score ÷ the list's best + DENSE_WEIGHT × cosine + MEMORY_WEIGHT × the question memory's vote; the
+        articles nearest the question and those voted for join (8. above). Articles only the dense index found
+        are looked up only when they reach the top k."""
         vector = self.dense.query_vector(query)
         if not vector.any():
             return ranked
         best = ranked[0].score if ranked and ranked[0].score > 0 else 1.0
         keys = [_dense_key(h) for h in ranked]
         cosines = iter(self.dense.cosines(vector, [key for key in keys if key]))
+        votes = (self.dense.votes(vector, MEMORY_NEIGHBOURS, MEMORY_POWER) if MEMORY_WEIGHT > 0 else {})
         scored: list[tuple[float, Hit | tuple]] = [
-            (h.score / best + (DENSE_WEIGHT * next(cosines) if key else 0.0), h) for h, key in zip(ranked, keys)]
+            (h.score / best + (DENSE_WEIGHT * next(cosines) + MEMORY_WEIGHT * votes.get(key, 0.0) if key else 0.0), h)
+            for h, key in zip(ranked, keys)]
         present = set(filter(None, keys))
-        scored += [(DENSE_WEIGHT * cosine, key) for key, cosine in self.dense.top(vector, DENSE_POOL)
-                   if key not in present and "article" in kinds]
+        if "article" in kinds:
+            near = [(key, cosine) for key, cosine in self.dense.top(vector, DENSE_POOL) if key not in present]
+            scored += [(DENSE_WEIGHT * cosine + MEMORY_WEIGHT * votes.get(key, 0.0), key) for key, cosine in near]
+            present.update(key for key, _ in near)
+            voted = [key for key in votes if key not in present]
+            scored += [(DENSE_WEIGHT * cosine + MEMORY_WEIGHT * votes[key], key)
+                       for key, cosine in zip(voted, self.dense.cosines(vector, voted))]
         scored.sort(key=lambda pair: pair[0], reverse=True)
         fused: list[Hit] = []
         for score, entry in scored:

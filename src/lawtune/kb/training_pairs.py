@@ -43,6 +43,16 @@ def training_pairs(articles: Sequence[Item], names: LawNames, seed: int = 0) -> 
     return [*law_pairs(articles, index, names, seed), *real * REAL_REPEAT]
 
 
+def question_pairs(articles: Sequence[Item], names: LawNames) -> list[Pair]:
+    """The real questions alone (once each), resolved against these articles: the dense index's question memory."""
+    index = {(a.law_full, a.article, a.sub): n for n, a in enumerate(articles)}
+    merged: dict[str, list[int]] = {}
+    for question, golds in real_pairs(index, names):
+        known = merged.setdefault(question, [])
+        known.extend(g for g in golds if g not in known)
+    return list(merged.items())
+
+
 def real_pairs(index: dict, names: LawNames) -> Iterator[Pair]:
     """The shipped questions whose cited articles are in the KB.
 

@@ -1,0 +1,438 @@
+"""Tune the learned retriever fast: the BM25 half of every search once, then encoder and fusion variants re-fused.
+
+    python benchmarks/retrieval_sets.py --stard /tmp/lawtune-fetched/STARD        # the sets (out/retrieval_sets)
+    python benchmarks/kb_retrieval_tune.py --stard /tmp/lawtune-fetched/STARD --kb /tmp/tune.sqlite \\
+        base steps=1600 repeat=8 knn=0.5 ...
+
+Tuning discipline (docs/knowledge-base.md, "Tuning the learned retriever"): the sets read here are the tuning
+sets only — `stard_tune` (every 4th question of STARD's TRAIN split, written by this script), consult_dev,
+lawbench_3-8, 3-1 and 3-2 (guard). STARD's dev split is never read here. For these runs the `stard_tune`
+questions, and every retriever-pair question that is a near-duplicate of one, are taken out of the pairs
+(`exclude_tune_pairs`), so stard_tune is unseen by everything learned.
+
+How: the KB (built with `lawtune.kb.build.build`, the `kb build` path, with the tuning pairs) is searched once
+per question with the dense fusion (retrieval.py step 8) captured instead of applied: the list that step
+receives is cached (`--cache`). A variant then trains its own encoder (`DenseIndex`, cached by name) and/or
+changes the fusion, and only step 8 runs again — seconds per variant instead of a build and a full search.
+Each variant is `name` or `key=value[,key=value]` (see VARIANT_KEYS); `base` is the shipped settings.
+
+`--final --kb KB --sets DIR --only stard_dev …` is the once-at-the-end reading: a KB from `lawtune kb build` (all
+pairs), stard_dev allowed, every variant (e.g. `base mem=0 weight=0`: after, before, BM25 default) from one BM25
+pass over the same build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "raw"
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from kb_retrieval_sets import SetScore, print_table, read_sets, resolve, score_question  # noqa: E402
+from lawtune.kb import dense as dense_module, encoder as encoder_module, open_store  # noqa: E402
+from lawtune.kb import retrieval, training_pairs as pairs_module  # noqa: E402
+from lawtune.kb.build import build  # noqa: E402
+from lawtune.kb.dense import DenseIndex, article_text, _key  # noqa: E402
+from lawtune.kb.names import LawNames  # noqa: E402
+from lawtune.kb.retrieval import Retriever  # noqa: E402
+from lawtune.modeling.loading import cpu_flags  # noqa: E402
+from retrieval_sets import NearDuplicates, law_names, stard, stard_split_ids  # noqa: E402
+
+TUNE_SETS = ("stard_tune", "consult_dev", "lawbench_3-8", "lawbench_3-1", "lawbench_3-2")
+TUNE_EVERY = 4  # stard_tune: positions 0, 4, 8, … of STARD's train.query.txt
+K = 100
+
+
+# ---- the tuning slice of STARD's train split
+
+def tune_ids(stard_dir: Path) -> list[int]:
+    return stard_split_ids(stard_dir / "data", "train")[::TUNE_EVERY]
+
+
+def write_tune_set(stard_dir: Path, sets: Path) -> list[str]:
+    """Write sets/stard_tune.jsonl (the slice, as retrieval_sets writes stard_train); its questions."""
+    ids = {f"stard_train:{i}" for i in tune_ids(stard_dir)}
+    records = [r for r in stard(stard_dir, law_names(SHARED / "laws_lawrefbook"), "train") if r["id"] in ids]
+    for r in records:
+        r["id"] = r["id"].replace("stard_train:", "stard_tune:")
+    (sets / "stard_tune.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+                                           encoding="utf-8")
+    return [r["question"] for r in records]
+
+
+def exclude_tune_pairs(questions: list[str]) -> None:
+    """Drop the tuning questions and their near-duplicates from the retriever pairs (this process only)."""
+    near = NearDuplicates(questions)
+    original = pairs_module.real_pairs
+    dropped = []
+
+    def filtered(index, names):
+        for question, golds in original(index, names):
+            if near.matches(question):
+                dropped.append(question)
+                continue
+            yield question, golds
+
+    pairs_module.real_pairs = filtered
+    filtered.dropped = dropped  # type: ignore[attr-defined]
+
+
+# ---- the BM25 half, once
+
+def candidates(kb: Path, sets: dict, cache: Path) -> dict:
+    """(set, id) → (exact hits, the list retrieval step 8 receives), cached in `cache`."""
+    if cache.exists():
+        return pickle.loads(cache.read_bytes())
+    captured: list = []
+    original = Retriever._fuse_dense
+
+    def capture(self, query, ranked, k, kinds):
+        captured.append(ranked)
+        return ranked
+
+    Retriever._fuse_dense = capture
+    out = {}
+    try:
+        with open_store(kb) as store:
+            retriever = Retriever(store)
+            start = time.process_time()
+            for name, records in sets.items():
+                for r in records:
+                    captured.clear()
+                    hits = retriever.search(r["question"], k=K)
+                    out[(name, r["id"])] = ([h for h in hits if h.exact], captured[0] if captured else hits)
+            print(f"candidates: {len(out)} questions, {time.process_time() - start:.0f} s CPU")
+    finally:
+        Retriever._fuse_dense = original
+    cache.write_bytes(pickle.dumps(out))
+    return out
+
+
+# ---- variants
+
+VARIANT_KEYS = {  # key: (module, attribute) the variant sets while its encoder trains / it fuses
+    "steps": (encoder_module, "MAX_STEPS"), "epochs": (encoder_module, "EPOCHS"), "dim": (encoder_module, "DIM"),
+    "lr": (encoder_module, "LEARNING_RATE"), "tau": (encoder_module, "TAU"), "batch": (encoder_module, "BATCH"),
+    "hard": (encoder_module, "HARD_NEGATIVES"), "repeat": (pairs_module, "REAL_REPEAT"),
+    "weight": (retrieval, "DENSE_WEIGHT"), "pool": (retrieval, "DENSE_POOL"),
+    "mem": (retrieval, "MEMORY_WEIGHT"), "mem_m": (retrieval, "MEMORY_NEIGHBOURS"), "mem_p": (retrieval, "MEMORY_POWER"),
+}
+TRAIN_KEYS = {"steps", "epochs", "dim", "lr", "tau", "batch", "hard", "repeat", "seed"}
+# fusion keys read by `fuse` (prototypes of what retrieval.py may adopt):
+#   knn: weight of the question memory's votes (the training questions nearest the question vote for their
+#        articles); knn_m: how many neighbours (20); knn_p: similarity exponent (1)
+#   expand: article vector + expand × the mean vector of its training questions (document expansion)
+#   law: articles of the laws the memory votes for get × (1 + law × the law's share of the votes)
+#   oracle: articles of the gold laws get × (1 + oracle) — the ceiling of any law stage
+#   lawclf: articles get × (1 + lawclf × P(law | question)) from a linear law classifier on the question vector
+#           (LawClassifier: trained on the same pairs as the encoder, each pair → its articles' laws)
+FUSE_KEYS = {"knn", "knn_m", "knn_p", "expand", "law", "law_m", "oracle", "lawclf"}
+
+
+class LawClassifier:
+    """softmax(W · question vector + b) over the KB's laws, trained on the encoder's pairs (frozen encoder)."""
+
+    def __init__(self, store, index: DenseIndex, epochs: int = 4, seed: int = 0):
+        import torch
+
+        articles = store.current_articles()
+        catalog = store.catalog()
+        names = LawNames([*catalog.versions, *catalog.repealed])
+        pairs = pairs_module.training_pairs(articles, names)
+        self.laws = sorted({a.law_full for a in articles})
+        law_id = {law: n for n, law in enumerate(self.laws)}
+        questions = list(dict.fromkeys(q for q, _ in pairs))
+        row = {q: n for n, q in enumerate(questions)}
+        x = torch.from_numpy(index.encoder.encode(questions))
+        targets = torch.zeros(len(pairs), len(self.laws))
+        which = torch.tensor([row[q] for q, _ in pairs])
+        for n, (_, golds) in enumerate(pairs):
+            laws = {law_id[articles[g].law_full] for g in golds}
+            for law in laws:
+                targets[n, law] = 1.0 / len(laws)
+        torch.manual_seed(seed)
+        layer = torch.nn.Linear(x.shape[1], len(self.laws))
+        optimizer = torch.optim.Adam(layer.parameters(), lr=0.01)
+        for _ in range(epochs):
+            order = torch.randperm(len(pairs))
+            for start in range(0, len(pairs), 1024):
+                batch = order[start:start + 1024]
+                loss = torch.nn.functional.cross_entropy(layer(x[which[batch]] * 20),
+                                                         targets[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        self.weight = layer.weight.detach().numpy().T.copy()
+        self.bias = layer.bias.detach().numpy().copy()
+
+    def probabilities(self, vector: np.ndarray) -> dict[str, float]:
+        logits = vector * 20 @ self.weight + self.bias
+        logits = np.exp(logits - logits.max())
+        logits /= logits.sum()
+        return dict(zip(self.laws, logits.tolist()))
+
+
+class Memory:
+    """The training questions (the real pairs this process trains on) as vectors, with their articles' keys."""
+
+    def __init__(self, store, index: DenseIndex):
+        articles = store.current_articles()
+        catalog = store.catalog()
+        names = LawNames([*catalog.versions, *catalog.repealed])
+        lookup = {(a.law_full, a.article, a.sub): n for n, a in enumerate(articles)}
+        real = list(pairs_module.real_pairs(lookup, names))
+        self.questions = [q for q, _ in real]
+        self.golds = [[_key(articles[g]) for g in golds] for _, golds in real]
+        self.vectors = index.encoder.encode(self.questions) if real else np.zeros((0, index.encoder.dim), np.float32)
+
+    def votes(self, vector: np.ndarray, m: int, p: float) -> dict:
+        sims = self.vectors @ vector
+        m = min(m, len(sims))
+        out: dict = {}
+        for n in np.argpartition(-sims, m - 1)[:m]:
+            if sims[n] <= 0:
+                continue
+            weight = float(sims[n]) ** p / len(self.golds[n])
+            for key in self.golds[n]:
+                out[key] = out.get(key, 0.0) + weight
+        return out
+
+    def expanded(self, index: DenseIndex, alpha: float) -> DenseIndex:
+        sums: dict = {}
+        for vector, golds in zip(self.vectors, self.golds):
+            for key in golds:
+                total, n = sums.get(key, (0.0, 0))
+                sums[key] = (total + vector, n + 1)
+        vectors = index.vectors.copy()
+        for key, (total, n) in sums.items():
+            row = index.row.get(key)
+            if row is not None:
+                mean = total / n
+                v = vectors[row] + alpha * mean / max(np.linalg.norm(mean), 1e-9)
+                vectors[row] = v / np.linalg.norm(v)
+        return DenseIndex(index.encoder, index.keys, index.versions, vectors)
+
+
+def fuse(retriever: Retriever, query: str, ranked: list, k: int, variant: dict, memory: "Memory | None",
+         gold_laws: set, classifier: "LawClassifier | None" = None) -> list:
+    """retrieval.Retriever._fuse_dense plus the prototypes in FUSE_KEYS."""
+    index = retriever.dense
+    vector = index.query_vector(query)
+    if not vector.any():
+        return ranked
+    weight = retrieval.DENSE_WEIGHT
+    best = ranked[0].score if ranked and ranked[0].score > 0 else 1.0
+    keys = [retrieval._dense_key(h) for h in ranked]
+    cosines = iter(index.cosines(vector, [key for key in keys if key]))
+    scores: dict = {}
+    entries: dict = {}
+    for n, (h, key) in enumerate(zip(ranked, keys)):
+        slot = key or ("hit", n)
+        scores[slot] = h.score / best + (weight * next(cosines) if key else 0.0)
+        entries[slot] = h
+    for key, cosine in index.top(vector, retrieval.DENSE_POOL):
+        if key not in scores:
+            scores[key] = weight * cosine
+            entries[key] = key
+    gamma = variant.get("knn", 0.0)
+    law_weight = variant.get("law", 0.0)
+    if memory is not None and (gamma or law_weight):
+        votes = memory.votes(vector, int(variant.get("knn_m", 20)), float(variant.get("knn_p", 1.0)))
+        if gamma:
+            for key, vote in votes.items():
+                if key not in scores:
+                    scores[key] = 0.0
+                    entries[key] = key
+                scores[key] += gamma * vote
+        if law_weight:
+            per_law: dict = {}
+            for key, vote in votes.items():
+                per_law[key[0]] = per_law.get(key[0], 0.0) + vote
+            total = sum(per_law.values()) or 1.0
+            for slot in scores:
+                law = _slot_law(slot, entries[slot])
+                scores[slot] *= 1.0 + law_weight * per_law.get(law, 0.0) / total
+    if variant.get("lawclf") and classifier is not None:
+        probabilities = classifier.probabilities(vector)
+        for slot in scores:
+            scores[slot] *= 1.0 + variant["lawclf"] * probabilities.get(_slot_law(slot, entries[slot]), 0.0)
+    if variant.get("oracle"):
+        for slot in scores:
+            if _slot_law(slot, entries[slot]) in gold_laws:
+                scores[slot] *= 1.0 + variant["oracle"]
+    fused = []
+    for slot in sorted(scores, key=scores.get, reverse=True):
+        entry = entries[slot]
+        if not isinstance(entry, tuple):
+            fused.append(replace(entry, score=scores[slot]))
+        elif len(fused) < k + 5:
+            item = retriever.store.lookup(*entry)
+            if item is not None and item.current:
+                fused.append(retrieval.Hit(item, scores[slot]))
+    return fused
+
+
+def _slot_law(slot, entry) -> str:
+    return entry[0] if isinstance(entry, tuple) else entry.item.law_full
+
+
+def parse_variant(text: str) -> dict:
+    if text == "base":
+        return {}
+    out = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        out[key] = float(value) if "." in value or "e" in value else int(value)
+    return out
+
+
+class Settings:
+    """Set module attributes for a block, restore them after."""
+
+    def __init__(self, values: dict):
+        self.values = {k: v for k, v in values.items() if k in VARIANT_KEYS}
+
+    def __enter__(self):
+        self.saved = {k: getattr(*VARIANT_KEYS[k]) for k in self.values}
+        for k, v in self.values.items():
+            setattr(*VARIANT_KEYS[k], v)
+
+    def __exit__(self, *exc):
+        for k, v in self.saved.items():
+            setattr(*VARIANT_KEYS[k], v)
+
+
+def train_variant(store, variant: dict, folder: Path) -> tuple[DenseIndex, float]:
+    """The dense index this variant's training settings give (the stored one when none differ)."""
+    train = {k: v for k, v in variant.items() if k in TRAIN_KEYS}
+    articles = store.current_articles()
+    catalog = store.catalog()
+    names = LawNames([*catalog.versions, *catalog.repealed])
+    if not train:
+        return with_memory(dense_module.load_dense(store), articles, names), 0.0
+    path = folder / ("-".join(f"{k}={v}" for k, v in sorted(train.items())) + ".npz")
+    if path.exists():
+        return with_memory(DenseIndex.from_bytes(path.read_bytes()), articles, names), 0.0
+    texts = [article_text(a) for a in articles]
+    with Settings(train):
+        pairs = pairs_module.training_pairs(articles, names)
+        start = time.perf_counter()
+        bags: list = []
+        encoder = encoder_module.train_encoder(texts, pairs, seed=int(train.get("seed", 0)), article_bags=bags,
+                                               article_groups=[a.law_full for a in articles])
+        seconds = time.perf_counter() - start
+    index = DenseIndex(encoder, [_key(a) for a in articles], [a.version or "" for a in articles],
+                       encoder.encode_bags(bags[0]))
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(index.to_bytes())
+    return with_memory(index, articles, names), seconds
+
+
+def with_memory(index: DenseIndex, articles, names) -> DenseIndex:
+    """The index with the question memory train_dense gives it (of this process's pairs: the tuning ones)."""
+    asked = pairs_module.question_pairs(articles, names)
+    index.memory = index.encoder.encode([q for q, _ in asked])
+    index.memory_keys = [[_key(articles[g]) for g in golds] for _, golds in asked]
+    return index
+
+
+def evaluate(store, sets: dict, golds: dict, cands: dict, index: DenseIndex, variant: dict) -> dict[str, SetScore]:
+    retriever = Retriever(store)
+    retriever.search("预热", k=1)
+    memory = Memory(store, index) if FUSE_KEYS & set(variant) - {"oracle", "lawclf"} else None
+    if memory is not None and variant.get("expand"):
+        index = memory.expanded(index, variant["expand"])
+    retriever.dense = index
+    prototype = bool(FUSE_KEYS & set(variant))
+    classifier = None
+    if variant.get("lawclf"):
+        start = time.perf_counter()
+        classifier = LawClassifier(store, index)
+        print(f"law classifier: {len(classifier.laws)} laws, {time.perf_counter() - start:.0f} s")
+    scores = {name: SetScore(name) for name in sets}
+    with Settings(variant):
+        for name, records in sets.items():
+            for r in records:
+                exact, ranked = cands[(name, r["id"])]
+                start = time.process_time()
+                if not index:
+                    fused = ranked
+                elif prototype:
+                    laws = {g.law_full for g in golds[(name, r["id"])] if g.law_full}
+                    fused = fuse(retriever, r["question"], ranked, K, variant, memory, laws, classifier)
+                else:
+                    fused = retriever._fuse_dense(r["question"], ranked, K, ("article", "qa"))
+                seen = {Retriever._key(h) for h in exact}
+                hits = (exact + [h for h in fused if Retriever._key(h) not in seen])[:K]
+                score_question(scores[name], golds[(name, r["id"])], hits, (time.process_time() - start) * 1000)
+    return scores
+
+
+def summary(scores: dict[str, SetScore]) -> str:
+    r5 = {n: s.recall[5] / s.questions for n, s in scores.items()}
+    r100 = {n: s.recall[100] / s.questions for n, s in scores.items()}
+    main = [r5[n] for n in ("stard_tune", "consult_dev", "lawbench_3-8") if n in r5]
+    law5 = {n: s.law_recall[5] / s.questions for n, s in scores.items()}
+    cells = " ".join(f"{n.replace('lawbench_', '')} {r5[n]:.3f}/{r100[n]:.3f} (law {law5[n]:.2f})" for n in scores)
+    return f"score {sum(main) / len(main):.4f} | {cells}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("variants", nargs="*", default=["base"])
+    parser.add_argument("--stard", type=Path, required=True, help="an exported STARD snapshot (data/queries.json …)")
+    parser.add_argument("--sets", type=Path, default=ROOT / "out" / "retrieval_sets")
+    parser.add_argument("--only", nargs="+", default=list(TUNE_SETS))
+    parser.add_argument("--laws", default=str(SHARED / "laws_lawrefbook"))
+    parser.add_argument("--kb", type=Path, required=True, help="built here (with the tuning pairs) if missing")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/kb-tune"), help="candidate cache, variant encoders")
+    parser.add_argument("--limit", type=int, default=0)
+    parser.add_argument("--table", action="store_true", help="print the full table of each variant")
+    parser.add_argument("--final", action="store_true",
+                        help="the once-at-the-end reading: all pairs (no tuning slice held out), stard_dev allowed; "
+                             "every variant from one BM25 pass over the given --kb (built by `kb build`)")
+    args = parser.parse_args()
+    if "stard_dev" in args.only and not args.final:
+        raise SystemExit("stard_dev is the held-out set: read it once, at the end, with --final")
+
+    print(f"CPU flags: {' '.join(f for f in ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16') if f in cpu_flags())}")
+    if not args.final:
+        tune_questions = write_tune_set(args.stard, args.sets)
+        exclude_tune_pairs(tune_questions)
+        print(f"stard_tune: {len(tune_questions)} questions, held out of the pairs with their near-duplicates")
+    if not args.kb.exists():
+        start = time.perf_counter()
+        print("build:", build([args.laws], args.kb), f"{time.perf_counter() - start:.0f} s wall")
+    args.work.mkdir(parents=True, exist_ok=True)
+    sets = read_sets(args.sets, args.only, args.limit)
+    cache = args.work / f"candidates-{args.kb.stem}-{args.limit}.pkl"
+    with open_store(args.kb) as store:
+        catalog = store.catalog()
+        names = LawNames([*catalog.versions, *catalog.repealed])
+        golds = {(n, r["id"]): [resolve(store, catalog, names, g, r.get("reference", "")) for g in r["gold"]]
+                 for n, records in sets.items() for r in records}
+    cands = candidates(args.kb, sets, cache)
+    with open_store(args.kb) as store:
+        for text in args.variants:
+            variant = parse_variant(text)
+            index, seconds = train_variant(store, variant, args.work / f"encoders-{args.kb.stem}")
+            scores = evaluate(store, sets, golds, cands, index, variant)
+            print(f"{text:40s} {summary(scores)}" + (f" (trained {seconds:.0f} s)" if seconds else ""), flush=True)
+            if args.table:
+                print_table(scores.values())
+    if args.final:
+        print("(query times above: step 8 alone; kb_retrieval_sets.py / kb_retrieval.py time whole searches)")
+
+
+if __name__ == "__main__":
+    main()
