@@ -278,3 +278,15 @@ def test_needs_one_of_must_name_parameters():
 
     with pytest.raises(ValueError, match="nope"):
         Tool.from_function(calc)
+
+
+def test_arbitration_needs_a_date_to_count_from():
+    """The boolean-only call (`{"wage_arrears_during_employment": true}`) that the tuned demo model made on
+    questions of every kind is not callable without a date in the user's words."""
+    from lawtune.tools.constrain import call_rules
+
+    arbitration = [tool.openai() for tool in builtin_tools() if tool.name == "arbitration_deadline"]
+    ask = lambda text: [f["name"] for f in call_rules(arbitration, [{"role": "user", "content": text}])]  # noqa: E731
+    assert ask("参加工作20年，每年能休几天带薪年假？") == []
+    assert ask("请代理律师是全程代理帮忙弄好不用本人出面吗") == []
+    assert ask("2024.8.19公司通知我解除劳动合同，劳动仲裁的时效到什么时候？") == ["arbitration_deadline"]
