@@ -7,6 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from lawtune.cli import app
+from lawtune.demo import TOOL_KINDS, TOOL_SHARE
 
 
 def test_demo_quick_runs_end_to_end(tiny_model_dir, tmp_path):
@@ -45,10 +46,10 @@ def test_demo_with_tools_trains_on_tool_rows_and_measures_them(tiny_model_dir, t
                                       "--max-steps", "2"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     mixed = [json.loads(line) for line in (out / "data" / "train-rag.jsonl").read_text(encoding="utf-8").splitlines()]
-    # the RAG mix plus tool-use rows of the generated tool set (35 %), never of its held-out test split
+    # the RAG mix plus tool-use rows of the generated tool set (demo.TOOL_SHARE), never of its held-out test split
     trained = [json.loads(line) for line in (out / "data" / "train-mix.jsonl").read_text(encoding="utf-8").splitlines()]
     tool_rows = [row for row in trained if "kind" in row["meta"]]
-    assert len(trained) == len(mixed) + len(tool_rows) and abs(len(tool_rows) / len(trained) - 0.35) < 0.01
+    assert len(trained) == len(mixed) + len(tool_rows) and abs(len(tool_rows) / len(trained) - TOOL_SHARE) < 0.01
     # a share of the plain Q&A rows is shown two tool definitions and answered as before, without a call
     shown = [row for row in trained if "tools" in row and "kind" not in row["meta"]]
     plain = [row for row in mixed if "rag" not in row["meta"]]
@@ -56,7 +57,7 @@ def test_demo_with_tools_trains_on_tool_rows_and_measures_them(tiny_model_dir, t
     assert not any("tool_calls" in turn for row in shown for turn in row["conversations"])
     assert not any("rag" in row["meta"] for row in shown)
     kinds = [row["meta"]["kind"] for row in tool_rows]
-    assert abs(kinds.count("no_tool") / len(kinds) - 0.3) < 0.01 and abs(kinds.count("tool") / len(kinds) - 0.6) < 0.01
+    assert all(abs(kinds.count(kind) / len(kinds) - part) < 0.01 for kind, part in TOOL_KINDS.items())
     held_out = {row["conversations"][0]["content"] for row in
                 map(json.loads, (out / "tools" / "test.jsonl").read_text(encoding="utf-8").splitlines())}
     assert not held_out & {row["conversations"][0]["content"] for row in tool_rows}

@@ -286,6 +286,8 @@ def test_a_client_side_tool_loop_runs(agent_client, long_chat_format, stream):
                 {"role": "tool", "tool_call_id": call.id, "content": outcome.message_content()}]
     answer = agent_client.chat.completions.create(model=None, messages=messages, tools=TOOLS, max_tokens=16, seed=5)
     assert answer.choices[0].finish_reason in ("stop", "length")
+    if outcome.ok:  # under auto the conversation's rules hold here too: after a result, no call (not even `<tool`)
+        assert answer.choices[0].message.tool_calls is None and "<tool" not in answer.choices[0].message.content
     # the prompt held the call turn and the tool's result, rendered by the run's chat template
     rendered = [*QUESTION, {"role": "assistant", "content": "", "tool_calls": [call.model_dump()]},
                 {"role": "tool", "tool_call_id": call.id, "name": "severance_pay", "content": outcome.message_content()}]

@@ -232,6 +232,8 @@ def test_the_agent_engine_runs_the_call_and_the_model_answers_from_its_result():
     # the second round was prompted with the call turn and the tool's result; only the first was forced
     assert model.prompts[-1][-1]["role"] == "tool" and "28000" in model.prompts[-1][-1]["content"]
     assert [r.grammar for r in model.requests] == ["start: call", None]
+    # after the forced round the model decodes under the conversation's rules (lawtune.tools.constrain.LazyCall)
+    assert [r.tool_rules for r in model.requests] == [False, True]
     assert finished.usage.completion_tokens == len(SEVERANCE_8000) + len(text)
 
 
@@ -250,3 +252,21 @@ def test_a_conversation_outgrowing_the_context_ends_with_finish_length():
     text, finished = _run_agent_engine(model)
     assert finished.finish_reason == "length" and finished.lawtune["tools"]["finish"] == "length"
     assert "上下文" in text and len(model.requests) == 1
+
+
+def test_auto_decodes_under_the_conversations_rules_on_a_local_engine_only():
+    """tool_choice auto: the local engine's LazyCall (the rules eval and infer apply); forced choices have their
+    grammar; none has neither; an upstream parses on its own."""
+    def planned(mode: str, upstream: bool = False) -> GenerationRequest:
+        plan = ToolPlan(mode, [SEVERANCE], parses=not upstream, reads_calls=True)
+        generation = GenerationRequest(prompt=Prompt(1), model="m", max_tokens=8)
+        plan.apply(generation)
+        return generation
+
+    assert planned("auto").tool_rules and planned("auto").grammar is None
+    assert not planned("required").tool_rules and planned("required").grammar
+    assert not planned("auto", upstream=True).tool_rules
+    none = ToolPlan("none", None)
+    generation = GenerationRequest(prompt=Prompt(1), model="m", max_tokens=8)
+    none.apply(generation)
+    assert not generation.tool_rules and generation.grammar is None

@@ -112,8 +112,8 @@ CALL = {"id": "call_1_0", "type": "function",
         "function": {"name": "severance_pay", "arguments": '{"monthly_wage": "8000", "years": "3年", "months": "5个月"}'}}
 
 
-def conversation(result: dict | None = None) -> list[dict]:
-    messages = [{"role": "user", "content": QUESTION}]
+def conversation(result: dict | None = None, question: str = QUESTION) -> list[dict]:
+    messages = [{"role": "user", "content": question}]
     if result is not None:
         messages += [{"role": "assistant", "content": "", "tool_calls": [CALL]},
                      {"role": "tool", "tool_call_id": "call_1_0", "name": "severance_pay",
@@ -152,14 +152,17 @@ def test_call_rules_drop_an_answered_tool_and_tools_missing_a_required_figure(of
     from lawtune.tools.constrain import call_rules
 
     names = lambda functions: sorted(f["name"] for f in functions)  # noqa: E731
-    assert names(call_rules(offered, conversation())) == ["overtime_pay", "severance_pay"]
+    both = "工作3年5个月，月薪8000，上个月周末加班16小时，协商解除，补偿和加班费各多少"
+    assert names(call_rules(offered, conversation(question=both))) == ["overtime_pay", "severance_pay"]
+    # no hours in the question: overtime_pay cannot compute (x-needs-one-of), only severance_pay is callable
+    assert names(call_rules(offered, conversation())) == ["severance_pay"]
     # every call of the last round answered: nothing is callable, the model answers
-    assert call_rules(offered, conversation({"result": 28000})) == []
+    assert call_rules(offered, conversation({"result": 28000}, both)) == []
     # a failed call may be made again (with other values)
-    assert names(call_rules(offered, conversation({"error": "参数有误"}))) == ["overtime_pay", "severance_pay"]
+    assert names(call_rules(offered, conversation({"error": "参数有误"}, both))) == ["overtime_pay", "severance_pay"]
     # a round where one call answered and one failed: the one that answered stays out
-    mixed = conversation({"result": 28000}) + [{"role": "tool", "tool_call_id": "x", "name": "overtime_pay",
-                                                "content": '{"error": "参数有误"}'}]
+    mixed = conversation({"result": 28000}, both) + [{"role": "tool", "tool_call_id": "x", "name": "overtime_pay",
+                                                      "content": '{"error": "参数有误"}'}]
     assert names(call_rules(offered, mixed)) == ["overtime_pay"]
     # no wage in the question: neither tool can be called (both require monthly_wage)
     assert call_rules(offered, [{"role": "user", "content": "工作3年5个月，协商解除，补偿多少"}]) == []
@@ -205,3 +208,85 @@ def test_after_the_tool_answered_the_turn_cannot_open_a_call(tokenizer):
                                         conversations=[conversation()])
     text = scripted(processor, tokenizer, script, 12)
     assert text.startswith("<tool_call>") and processor.in_block(0), text
+
+
+def test_the_servers_batcher_decodes_under_the_same_rules(tokenizer):
+    """`lawtune serve` under tool_choice auto: each sequence's matcher is a LazyCall (the processor's rows), read
+    by the batcher's pick_token through llguidance's interface — after a result no `<tool`, figures copied."""
+    from lawtune.modeling.grammar import ll_tokenizer
+    from lawtune.serving.engines.batch import Sequence, pick_token
+    from lawtune.tools.constrain import LazyCall
+
+    severance = [tool.openai() for tool in builtin_tools() if tool.name == "severance_pay"]
+    stops = [tokenizer.eos_token_id]
+    ll = ll_tokenizer(tokenizer, stops)
+
+    def serve(messages, script: str, steps: int) -> tuple[str, LazyCall]:
+        lazy = LazyCall(tokenizer, ll, severance, messages, stops)
+        seq = Sequence(PROMPT, decoding=DecodingPolicy(), stop_ids=frozenset(stops), grammar=lazy)
+        wanted = ids(tokenizer, script)
+        for position in range(steps):
+            preference = torch.zeros(len(tokenizer))
+            if position < len(wanted):
+                preference[wanted[position]] = 100.0
+            token = pick_token(preference, seq)
+            seq.generated.append(token)
+            if token in stops or (position >= len(wanted) and not lazy.in_block):
+                break
+        return tokenizer.decode(seq.generated), lazy
+
+    text, _ = serve(conversation({"result": 28000}), '<tool_call>\n{"name": "severance_pay"', 20)
+    assert "<tool" not in text, text
+    text, lazy = serve(conversation(), '<tool_call>\n{"name": "severance_pay", "arguments": {"monthly_wage": "9999"}}'
+                       '\n</tool_call>', 200)
+    turn = parse_tool_calls(text)
+    assert turn.errors == [] and turn.calls[0].arguments["monthly_wage"] == "8000", text
+    # the bitmask llguidance's matchers give: the same tokens as the processor's mask
+    lazy = LazyCall(tokenizer, ll, severance, conversation({"result": 28000}), stops)
+    for token in ids(tokenizer, "28000元<too"):
+        lazy.consume_token(token)
+    from lawtune.modeling.grammar import grammar_mask
+
+    assert torch.equal(grammar_mask(lazy, len(tokenizer)), lazy.allowed(len(tokenizer)))
+    assert not bool(grammar_mask(lazy, len(tokenizer))[ids(tokenizer, "l")[0]])
+    assert bool(grammar_mask(lazy, len(tokenizer))[ids(tokenizer, "k")[0]])
+
+
+def test_a_tool_missing_every_figure_it_needs_one_of_cannot_be_called(offered):
+    """severance_pay needs a length of service and overtime_pay some hours (`x-needs-one-of`): a question with
+    the wage alone calls neither (the call could only fail), so the turn asks back."""
+    from lawtune.tools.constrain import call_rules
+
+    names = lambda text: sorted(f["name"] for f in call_rules(offered, [{"role": "user", "content": text}]))  # noqa: E731
+    assert names("月薪8000，公司协商解除，补偿多少？") == []
+    assert names("月薪8000，工作3年，公司协商解除，补偿多少？") == ["severance_pay"]
+    assert names("月薪8000，2020年3月1日入职，2023年8月31日离职，补偿多少？") == ["severance_pay"]
+    assert names("月薪8000，这个月周末加班16小时，加班费多少？") == ["overtime_pay"]
+    schema = next(t["function"]["parameters"] for t in offered if t["function"]["name"] == "severance_pay")
+    assert schema["x-needs-one-of"] == [["years"], ["months"], ["start_date", "end_date"]]
+    # the grammar's JSON Schema carries none of lawtune's x- keys
+    grammar_schema = json.dumps(call_schema(offered[0]["function"]))
+    assert "x-figure" not in grammar_schema and "x-needs-one-of" not in grammar_schema
+
+
+def test_needs_one_of_must_name_parameters():
+    from lawtune.tools.tool import Tool, needs_one_of
+
+    @needs_one_of(("years",), ("nope",))
+    def calc(years: int = 0) -> dict:
+        return {"result": years}
+
+    with pytest.raises(ValueError, match="nope"):
+        Tool.from_function(calc)
+
+
+def test_arbitration_needs_a_date_to_count_from():
+    """The boolean-only call (`{"wage_arrears_during_employment": true}`) that the tuned demo model made on
+    questions of every kind is not callable without a date in the user's words."""
+    from lawtune.tools.constrain import call_rules
+
+    arbitration = [tool.openai() for tool in builtin_tools() if tool.name == "arbitration_deadline"]
+    ask = lambda text: [f["name"] for f in call_rules(arbitration, [{"role": "user", "content": text}])]  # noqa: E731
+    assert ask("参加工作20年，每年能休几天带薪年假？") == []
+    assert ask("请代理律师是全程代理帮忙弄好不用本人出面吗") == []
+    assert ask("2024.8.19公司通知我解除劳动合同，劳动仲裁的时效到什么时候？") == ["arbitration_deadline"]

@@ -52,9 +52,11 @@ class AgentEngine:
                 yield TextDelta(("\n" if said else "") + NO_ROOM)
                 yield Finished("length", used, 0, lawtune=trace("length", round_number - 1))
                 return
-            # a forced tool_choice (its grammar) holds for the first round only: then the model answers
+            # a forced tool_choice (its grammar) holds for the first round only: then the model decodes under the
+            # lazy call grammar with the conversation's rules (after results that all answered: no call)
             step = dataclasses.replace(request, prompt=prompt, max_tokens=budget, n=1,
-                                       grammar=request.grammar if round_number == 1 else None)
+                                       grammar=request.grammar if round_number == 1 else None,
+                                       tool_rules=request.tool_rules or round_number > 1)
             async with contextlib.aclosing(self.engine.generate(step)) as events:
                 async for event in events:
                     if isinstance(event, Finished):

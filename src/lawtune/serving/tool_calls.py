@@ -226,6 +226,8 @@ class ToolPlan:
         generation.passthrough.update(self.passthrough)
         if (self.parses or self.agent is not None) and self.mode not in ("none", "auto"):
             generation.grammar = checked_grammar(tool_grammar(self.tools or [], self.mode, self.parallel))
+        # auto: the lazy call grammar with the conversation's rules, on a local engine (an upstream has its own)
+        generation.tool_rules = (self.parses or self.agent is not None) and self.mode == "auto"
 
 
 def plan_tools(body: Any, agent: Any, upstream: bool) -> ToolPlan:

@@ -20,10 +20,14 @@ Given the row's conversation (`call_rules`), the grammar also holds what the con
 - **Figures copied from the user's words**: a figure parameter (`x-figure` amount / years / months / hours, or a
   date) may only take a span of the user turns that `lawtune.tools.figures.figure_spans` finds for its kind
   (`"monthly_wage": "8000"` only if the user wrote 8000); with no such span the parameter cannot be given, and a
-  tool that requires it cannot be called.
+  tool that requires it cannot be called — nor one none of whose `x-needs-one-of` groups is left (a severance
+  question without any length of service: the call could only fail; the model asks back instead).
 - When no offered tool is callable, the turn may not open `<tool_call>` at all (`NO_CALL_GRAMMAR`): it answers.
 
 Rows without tools (None) are only penalized, as `lawtune.modeling.decoding.AnswerLogitsProcessor` does.
+`LazyCall` is one sequence's state: the processor runs one per row (eval, infer, chat) and `lawtune serve`'s
+local engines run one per sequence under tool_choice auto (`GenerationRequest.tool_rules`), so one rule set holds
+everywhere.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any, Iterable
 
 from lawtune.modeling.grammar import grammar_mask, ll_tokenizer
 from lawtune.modeling.tool_format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+from lawtune.tools.tool import NEEDS_KEY
 
 # the layout json.dumps writes (and the chat templates' tojson): no free whitespace, which a small model given
 # the choice fills until its budget runs out
@@ -50,12 +55,14 @@ def call_schema(function: dict[str, Any]) -> dict[str, Any]:
 
 def _without_formats(schema: Any) -> Any:
     """The schema without `format` (a date may be written as the question writes it, 2024年3月1号, which the tools
-    read: lawtune.tools.periods.parse_day; the call grammar must not force YYYY-MM-DD) and without `x-figure`."""
+    read: lawtune.tools.periods.parse_day; the call grammar must not force YYYY-MM-DD) and without lawtune's own
+    `x-` keys (`x-figure`, `x-needs-one-of`: read by `call_rules`, not JSON Schema)."""
     if isinstance(schema, list):
         return [_without_formats(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    return {key: _without_formats(value) for key, value in schema.items() if key not in ("format", "x-figure")}
+    return {key: _without_formats(value) for key, value in schema.items()
+            if key != "format" and not key.startswith("x-")}
 
 
 def block_grammar(tools: list[dict[str, Any]]) -> str:
@@ -121,7 +128,8 @@ def user_spans(messages: list[dict[str, Any]]) -> dict[str, list[str]]:
 
 def _restricted(parameters: dict[str, Any], spans: dict[str, list[str]]) -> dict[str, Any] | None:
     """The parameter schema with each figure parameter an enum of the user's spans of its kind; a figure parameter
-    without spans is left out; None when a required one has none (the tool cannot be called)."""
+    without spans is left out; None when a required one has none, or when no group of its `x-needs-one-of` is
+    left whole (the tool cannot be called: it cannot compute without them)."""
     properties, required = {}, list(parameters.get("required") or [])
     for key, schema in (parameters.get("properties") or {}).items():
         items = schema.get("items") if schema.get("type") == "array" else None
@@ -135,6 +143,9 @@ def _restricted(parameters: dict[str, Any], spans: dict[str, list[str]]) -> dict
                 return None
             continue
         properties[key] = {"type": "array", "items": {"enum": choices}} if items is not None else {"enum": choices}
+    needs = parameters.get(NEEDS_KEY)
+    if needs and not any(all(key in properties for key in group) for group in needs):
+        return None
     return {**parameters, "properties": properties, "required": required}
 
 
@@ -163,50 +174,155 @@ def call_rules(tools: list[dict[str, Any]], messages: list[dict[str, Any]] | Non
     return allowed
 
 
-class _Row:
-    """One row's state: how many generated tokens were read, the text since the last block, the open block."""
+_GRAMMARS: dict[str, Any] = {}  # compiled Lark grammars, by their text (rows and requests share them)
+_FREE_MASKS: dict[tuple[int, int], Any] = {}  # the no-call mask away from a `<tool` start, per (ll tokenizer, vocab)
 
-    def __init__(self, grammar: Any, no_call: Any = None):
-        self.grammar = grammar  # llguidance grammar of a block (None: the row offers no tools, or may not call)
-        self.no_call = no_call  # the matcher of a turn that may not open a block (no offered tool is callable)
-        self.read = 0
+
+def _compiled(lark: str) -> Any:
+    import llguidance
+
+    if lark not in _GRAMMARS:
+        if len(_GRAMMARS) > 256:  # a long-running server sees new figure spans in every request
+            _GRAMMARS.clear()
+        _GRAMMARS[lark] = llguidance.LLMatcher.grammar_from_lark(lark)
+    return _GRAMMARS[lark]
+
+
+class LazyCall:
+    """One sequence's lazy call grammar (tool_choice auto) under its conversation's rules (`call_rules`): free text
+    until the text holds `<tool_call>`, then the block's grammar until it closes; when no offered tool is callable,
+    any text without `<tool`.
+
+        lazy = LazyCall(tokenizer, ll_tokenizer(tokenizer, stops), tools, messages, stops)
+        allowed = lazy.allowed(vocab)        # bool tensor, or None: every token (free text)
+        lazy.consume_token(token)            # after each generated token
+        lazy.in_block                        # inside a block: no repetition penalty
+
+    The one implementation of the rules: `ToolCallLogitsProcessor` runs one per row (eval, infer, chat), and the
+    server's batcher runs one per sequence as its matcher (serve, tool_choice auto), through llguidance's own
+    interface (`compute_bitmask`, `consume_token`, `is_error`) that `lawtune.modeling.grammar.grammar_mask` reads."""
+
+    def __init__(self, tokenizer: Any, ll: Any, tools: list[dict[str, Any]] | None,
+                 messages: list[dict[str, Any]] | None, stop_ids: Iterable[int]):
+        import llguidance
+
+        self.tokenizer, self.ll, self.stop_ids = tokenizer, ll, frozenset(stop_ids)
+        self.grammar: Any = None  # the block grammar (None: the row offers no tools, or may not call)
+        self.no_call: Any = None  # the matcher of a turn that may not open a block (no offered tool is callable)
+        if tools:
+            functions = call_rules(tools, messages)
+            if functions:
+                self.grammar = _compiled(block_grammar(functions))
+            else:
+                self.no_call = llguidance.LLMatcher(ll, _compiled(NO_CALL_GRAMMAR), log_level=0)
+        self.generated: list[int] = []
         self.free_ids: list[int] = []  # tokens since the last block closed (searched for `<tool_call>`)
         self.matcher: Any = None  # the open block's matcher
         self.broken = False  # an open block the grammar could not follow (its start did not tokenize along)
-        self.ended = False  # the row emitted a stop token: what follows is generate()'s padding
+        self.ended = False  # a stop token was emitted: what follows is padding
+
+    @property
+    def in_block(self) -> bool:
+        return self.matcher is not None or self.broken
+
+    def allowed(self, vocab: int, device: Any = None) -> Any:
+        """The tokens allowed next as a bool tensor over `vocab` logits, or None when any token is."""
+        if self.ended:
+            return None
+        if self.matcher is not None:
+            return _mask(self.matcher, vocab, device)
+        if self.no_call is not None:
+            return self._no_call_mask(vocab, device)
+        return None
+
+    def _no_call_mask(self, vocab: int, device: Any) -> Any:
+        """The tokens a turn that may not call can write next. Only text ending with a start of `<tool` (`<`, `<t`,
+        …) needs the matcher's full mask (~10 ms over Gemma's 262k tokens on a CPU); anywhere else the allowed
+        tokens are those of the empty turn (every token not holding `<tool`), computed once — except after the
+        first bytes of a character (byte tokens: `\ufffd` so far), which only the matcher knows how to finish."""
+        tail = self.tokenizer.decode(self.generated[-len(NO_CALL_STEM):], skip_special_tokens=False)
+        if tail.endswith("\ufffd") or any(tail.endswith(NO_CALL_STEM[:k]) for k in range(1, len(NO_CALL_STEM))):
+            return _mask(self.no_call, vocab, device)
+        key = (id(self.ll), vocab)
+        if key not in _FREE_MASKS:
+            import llguidance
+
+            _FREE_MASKS[key] = _mask(llguidance.LLMatcher(self.ll, _compiled(NO_CALL_GRAMMAR), log_level=0), vocab, None)
+        return _FREE_MASKS[key] if device is None else _FREE_MASKS[key].to(device)
+
+    def consume_token(self, token: int) -> bool:
+        import llguidance
+
+        self.generated.append(token)
+        if self.ended or token in self.stop_ids:
+            # a finished row (or one the repetition stop cut, maybe inside a block) is padded: nothing to follow
+            self.ended, self.matcher, self.broken = True, None, False
+            return True
+        if self.no_call is not None:
+            self.no_call.consume_token(token)
+            if self.no_call.is_error():  # a token the mask allowed cannot fail; if it did, stop constraining
+                self.no_call = None
+            return True
+        if self.matcher is not None:
+            self.matcher.consume_token(token)
+            if self.matcher.is_error() or self.matcher.is_accepting():
+                self.matcher, self.free_ids = None, []
+            return True
+        self.free_ids.append(token)
+        if self.grammar is None:
+            return True
+        text = self.tokenizer.decode(self.free_ids, skip_special_tokens=False)
+        if self.broken:
+            if TOOL_CALL_CLOSE in text:
+                self.broken, self.free_ids = False, []
+            return True
+        start = text.find(TOOL_CALL_OPEN)
+        if start < 0:
+            return True
+        rest = text[start + len(TOOL_CALL_OPEN):]  # what the token that closed the tag wrote after it
+        matcher = llguidance.LLMatcher(self.ll, self.grammar, log_level=0)  # a rejected token is handled here
+        for rest_id in (self.tokenizer(rest, add_special_tokens=False)["input_ids"] if rest else []):
+            matcher.consume_token(rest_id)
+        if matcher.is_error():
+            self.broken, self.free_ids = True, []
+            return True
+        self.matcher, self.free_ids = matcher, []
+        return True
+
+    # llguidance's matcher interface, for the server's batcher (lawtune.serving.engines.batch.pick_token)
+    def compute_bitmask(self) -> bytes:
+        vocab = self.ll.vocab_size
+        allowed = self.allowed(vocab)
+        if allowed is None:
+            return b"\xff" * ((vocab + 31) // 32 * 4)
+        import numpy
+
+        # llguidance's layout: 32-bit words, token i at bit i % 8 of byte i // 8 (little-endian words)
+        padded = numpy.zeros((vocab + 31) // 32 * 32, dtype=bool)
+        padded[:allowed.shape[0]] = allowed.numpy()
+        return numpy.packbits(padded, bitorder="little").tobytes()
+
+    def is_error(self) -> bool:
+        return False
 
 
 class ToolCallLogitsProcessor:
-    """A transformers logits processor: the answer's penalties outside call blocks, the call grammar inside."""
+    """A transformers logits processor: the answer's penalties outside call blocks, the call grammar inside
+    (one `LazyCall` per row)."""
 
     def __init__(self, tokenizer: Any, tools: list[list[dict[str, Any]] | None], prompt_width: int,
                  stop_ids: Iterable[int], policy: Any,
                  conversations: list[list[dict[str, Any]] | None] | None = None):
         """`conversations`: per row, the messages its prompt renders (the rules of `call_rules`); None: every
         offered tool is callable with any values its schema allows."""
-        import llguidance
-
         self.tokenizer, self.prompt_width, self.policy = tokenizer, prompt_width, policy
         self.stop_ids = frozenset(stop_ids)
-        self.ll = ll_tokenizer(tokenizer, self.stop_ids)
-        grammars: dict[str, Any] = {}
-        self._free_masks: dict[tuple[int, str], Any] = {}  # the no-call mask away from a `<tool_call>` start
-        self.rows = []
-        for row_tools, messages in zip(tools, conversations or [None] * len(tools)):
-            if not row_tools:
-                self.rows.append(_Row(None))
-                continue
-            functions = call_rules(row_tools, messages)
-            lark = block_grammar(functions) if functions else NO_CALL_GRAMMAR
-            if lark not in grammars:
-                grammars[lark] = llguidance.LLMatcher.grammar_from_lark(lark)
-            if functions:
-                self.rows.append(_Row(grammars[lark]))
-            else:
-                self.rows.append(_Row(None, llguidance.LLMatcher(self.ll, grammars[lark], log_level=0)))
+        ll = ll_tokenizer(tokenizer, self.stop_ids)
+        self.rows = [LazyCall(tokenizer, ll, row_tools, messages, self.stop_ids)
+                     for row_tools, messages in zip(tools, conversations or [None] * len(tools))]
 
     def in_block(self, row: int) -> bool:
-        return self.rows[row].matcher is not None or self.rows[row].broken
+        return self.rows[row].in_block
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
@@ -217,75 +333,19 @@ class ToolCallLogitsProcessor:
         for index in range(scores.shape[0]):
             generated = input_ids[index, self.prompt_width:].tolist()
             state = self.rows[index]
-            for token in generated[state.read:]:
-                self._advance(state, token)
-            state.read = len(generated)
+            for token in generated[len(state.generated):]:
+                state.consume_token(token)
             logits = scores[index]
-            if state.matcher is not None:
-                allowed = _mask(state.matcher, logits.shape[-1], logits.device)
-                logits = logits.float().masked_fill(~allowed, float("-inf"))
-            elif not state.broken and self.policy is not None and self.policy.penalizes:
+            if not state.in_block and self.policy is not None and self.policy.penalizes:
                 logits = penalize(logits, generated, self.policy, self.stop_ids)
-            if state.no_call is not None and not state.ended:
-                logits = logits.float().masked_fill(~self._no_call_mask(state, generated, logits), float("-inf"))
+            allowed = state.allowed(logits.shape[-1], logits.device)
+            if allowed is not None:
+                logits = logits.float().masked_fill(~allowed, float("-inf"))
             out.append(logits.to(scores.dtype))
         return torch.stack(out)
-
-    def _no_call_mask(self, state: _Row, generated: list[int], logits: Any) -> Any:
-        """The tokens a turn that may not call can write next. Only text ending with a start of `<tool` (`<`, `<t`,
-        …) needs the matcher's full mask (~10 ms over Gemma's 262k tokens on a CPU); anywhere else the allowed
-        tokens are those of the empty turn (every token not holding `<tool`), computed once — except after the
-        first bytes of a character (byte tokens: `\ufffd` so far), which only the matcher knows how to finish."""
-        tail = self.tokenizer.decode(generated[-len(NO_CALL_STEM):], skip_special_tokens=False)
-        if tail.endswith("\ufffd") or any(tail.endswith(NO_CALL_STEM[:k]) for k in range(1, len(NO_CALL_STEM))):
-            return _mask(state.no_call, logits.shape[-1], logits.device)
-        key = (logits.shape[-1], str(logits.device))
-        if key not in self._free_masks:
-            import llguidance
-
-            fresh = llguidance.LLMatcher(self.ll, llguidance.LLMatcher.grammar_from_lark(NO_CALL_GRAMMAR), log_level=0)
-            self._free_masks[key] = _mask(fresh, *key[:1], logits.device)
-        return self._free_masks[key]
-
-    def _advance(self, state: _Row, token: int) -> None:
-        import llguidance
-
-        if state.ended or token in self.stop_ids:
-            # a finished row (or one the repetition stop cut, maybe inside a block) is padded: nothing to follow
-            state.ended, state.matcher, state.broken = True, None, False
-            return
-        if state.no_call is not None:
-            state.no_call.consume_token(token)
-            if state.no_call.is_error():  # a token the mask allowed cannot fail; if it did, stop constraining
-                state.no_call = None
-            return
-        if state.matcher is not None:
-            state.matcher.consume_token(token)
-            if state.matcher.is_error() or state.matcher.is_accepting():
-                state.matcher, state.free_ids = None, []
-            return
-        state.free_ids.append(token)
-        if state.grammar is None:
-            return
-        text = self.tokenizer.decode(state.free_ids, skip_special_tokens=False)
-        if state.broken:
-            if TOOL_CALL_CLOSE in text:
-                state.broken, state.free_ids = False, []
-            return
-        start = text.find(TOOL_CALL_OPEN)
-        if start < 0:
-            return
-        rest = text[start + len(TOOL_CALL_OPEN):]  # what the token that closed the tag wrote after it
-        matcher = llguidance.LLMatcher(self.ll, state.grammar, log_level=0)  # a rejected token is handled here
-        rest_ids = self.tokenizer(rest, add_special_tokens=False)["input_ids"] if rest else []
-        for rest_id in rest_ids:
-            matcher.consume_token(rest_id)
-        if matcher.is_error():
-            state.broken, state.free_ids = True, []
-            return
-        state.matcher, state.free_ids = matcher, []
 
 
 def _mask(matcher: Any, vocab: int, device: Any) -> Any:
     """The tokens the matcher allows next, as a bool tensor over `vocab` logits on `device`."""
-    return grammar_mask(matcher, vocab).to(device)
+    allowed = grammar_mask(matcher, vocab)
+    return allowed if device is None else allowed.to(device)

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from lawtune.tools.figures import Amount, Hours, OptionalAmount, OptionalMonths, OptionalYears
 from lawtune.tools.periods import Day, Span, add_months, months_and_days, service_length
-from lawtune.tools.tool import ToolError
+from lawtune.tools.tool import ToolError, needs_one_of
 
 CONTRACT_LAW = "《劳动合同法》"
 CONTRACT_REGULATION = "《劳动合同法实施条例》"
@@ -67,6 +67,7 @@ def duration(years: int | None, months: int | None, start_date: date | None, end
 
 
 # -- 经济补偿 / 违法解除赔偿金 -------------------------------------------------------------------------------------
+@needs_one_of(("years",), ("months",), ("start_date", "end_date"))
 def severance_pay(
     monthly_wage: Annotated[Amount, Field(gt=0, description="解除或终止前十二个月的平均月工资（元）")],
     years: Annotated[OptionalYears, Field(ge=0, description="在本单位工作的整年数")] = None,
@@ -140,6 +141,7 @@ def severance_pay(
 
 
 # -- 未签书面劳动合同的二倍工资 --------------------------------------------------------------------------------------
+@needs_one_of(("months_without_contract",), ("start_date", "contract_date"), ("start_date", "end_date"))
 def double_wage_no_contract(
     monthly_wage: Annotated[Amount, Field(gt=0, description="月工资（元）")],
     months_without_contract: Annotated[OptionalMonths, Field(ge=0, description=(
@@ -200,6 +202,7 @@ def double_wage_no_contract(
 
 
 # -- 加班费 -------------------------------------------------------------------------------------------------------
+@needs_one_of(("weekday_hours",), ("rest_day_hours",), ("holiday_hours",))
 def overtime_pay(
     monthly_wage: Annotated[Amount, Field(gt=0, description="加班费计算基数：正常工作时间月工资（元）")],
     weekday_hours: Annotated[Hours, Field(ge=0, description="工作日延长工作时间的小时数（150%）")] = 0,
@@ -294,6 +297,7 @@ def probation_limits(
 
 
 # -- 带薪年休假 ---------------------------------------------------------------------------------------------------
+@needs_one_of(("cumulative_work_years",), ("first_work_date",))
 def annual_leave_days(
     cumulative_work_years: Annotated[OptionalYears, Field(ge=0, description="累计工作年限（年，含在其他单位）")] = None,
     first_work_date: Annotated[Day | None, Field(description="参加工作的日期 YYYY-MM-DD（代替 cumulative_work_years）")] = None,

@@ -26,6 +26,22 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from lawtune.modeling.tool_format import call_name_and_arguments
 
 
+NEEDS_KEY = "x-needs-one-of"
+
+
+def needs_one_of(*groups: tuple[str, ...] | list[str]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare what a tool cannot compute without: at least one group of parameters given in full (e.g. a
+    length of service: `("years",), ("months",), ("start_date", "end_date")`). The schema carries it as
+    `x-needs-one-of` (the call grammar reads it: lawtune.tools.constrain.call_rules); the function itself still
+    answers a call without them with a ToolError."""
+
+    def mark(function: Callable[..., Any]) -> Callable[..., Any]:
+        function.__tool_needs__ = [list(group) for group in groups]  # type: ignore[attr-defined]
+        return function
+
+    return mark
+
+
 class ToolError(Exception):
     """Raised by a tool function for arguments that pass the schema but make no legal sense; the message is
     shown to the model as the error result."""
@@ -59,8 +75,15 @@ class Tool:
         model = _arguments_model(function, name)
         doc = inspect.getdoc(function) or ""
         description = doc.split("\n\n", 1)[0].replace("\n", "")
-        return cls(name=name, description=description, parameters=_clean_schema(model.model_json_schema()),
-                   function=function, arguments_model=model)
+        parameters = _clean_schema(model.model_json_schema())
+        needs = getattr(function, "__tool_needs__", None)
+        if needs:
+            unknown = sorted({key for group in needs for key in group} - set(parameters.get("properties", {})))
+            if unknown:
+                raise ValueError(f"{name}: needs_one_of names no parameter of the function: {', '.join(unknown)}")
+            parameters[NEEDS_KEY] = needs
+        return cls(name=name, description=description, parameters=parameters, function=function,
+                   arguments_model=model)
 
     def openai(self) -> dict[str, Any]:
         return {"type": "function",

@@ -56,6 +56,9 @@ class GenerationRequest:
     logprobs: int | None = None  # None: no logprobs; k ≥ 0: the sampled token's logprob and the k most likely
     json_schema: dict[str, Any] | None = None  # constrained decoding (response_format json_object/json_schema)
     grammar: str | None = None  # an llguidance Lark grammar (tool_choice required / named); wins over json_schema
+    # tool_choice auto on a local engine: decode under the lazy call grammar with the conversation's rules
+    # (lawtune.tools.constrain.LazyCall over prompt.tools and prompt.messages), as eval, infer and chat do
+    tool_rules: bool = False
     deadline: float | None = None  # time.monotonic() past which the request fails (EngineTimeout); None: none
     request_id: str = ""  # the X-Request-Id, for logs and upstream correlation
     # repetition control for this request; None → the engine's default policy (serve's --repetition-* flags)

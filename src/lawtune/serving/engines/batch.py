@@ -76,7 +76,8 @@ def pick_token(logits: torch.Tensor, seq: Sequence) -> int:
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         top = torch.topk(logprobs, seq.logprobs) if seq.logprobs else None
         top_pairs = list(zip(top.indices.tolist(), top.values.tolist())) if top is not None else []
-    if seq.decoding is not None:
+    # no penalty inside a tool-call block of the lazy call grammar (lawtune.tools.constrain.LazyCall)
+    if seq.decoding is not None and not getattr(seq.grammar, "in_block", False):
         logits = penalize(logits, seq.generated, seq.decoding, seq.stop_ids)
     if seq.logit_bias:
         logits = logits.float().clone()

@@ -217,11 +217,15 @@ class LocalEngine:
         if bad:
             raise ApiError(400, f"logit_bias names token ids outside the vocabulary (0…{vocab - 1}): {bad[:5]}",
                            param="logit_bias", code="invalid_value")
-        if request.json_schema is not None or request.grammar is not None or request.logprobs is not None:
+        lazy = request.tool_rules and request.grammar is None and bool(request.prompt.tools)
+        if request.json_schema is not None or request.grammar is not None or request.logprobs is not None or lazy:
             await asyncio.to_thread(self._llguidance_tokenizer)
         loop, queue = asyncio.get_running_loop(), asyncio.Queue()
-        jobs = [_ChoiceJob(request, index, loop, queue, grammar=self._grammar(request.json_schema, request.grammar))
-                   for index in range(request.n)]
+        if lazy:  # per choice: a LazyCall holds its sequence's state (compiling its grammar takes a few ms)
+            grammars = [await asyncio.to_thread(self._lazy_calls, request) for _ in range(request.n)]
+        else:
+            grammars = [self._grammar(request.json_schema, request.grammar) for _ in range(request.n)]
+        jobs = [_ChoiceJob(request, index, loop, queue, grammar=grammar) for index, grammar in enumerate(grammars)]
         self._pending.extend(jobs)
         self._wake.set()
         finished = 0
@@ -250,6 +254,15 @@ class LocalEngine:
                 self._ll_tokenizer = llguidance.hf.from_tokenizer(chat.tokenizer, n_vocab=n_vocab,
                                                                   eos_token=list(chat.stop_token_ids))
             return self._ll_tokenizer
+
+    def _lazy_calls(self, request: GenerationRequest) -> Any:
+        """tool_choice auto: the lazy call grammar under the conversation's rules (lawtune.tools.constrain), the
+        same as eval / infer / chat decode with."""
+        from lawtune.tools.constrain import LazyCall
+
+        chat = self._served[request.model].chat
+        return LazyCall(chat.tokenizer, self._ll_tokenizer, request.prompt.tools, request.prompt.messages,
+                        chat.stop_token_ids)
 
     def _grammar(self, schema: dict[str, Any] | None, lark: str | None = None) -> Any:
         if schema is None and lark is None:
@@ -308,7 +321,8 @@ class LocalEngine:
                                   stop_ids=frozenset(served.chat.stop_token_ids), top_k=request.top_k,
                                   min_p=request.min_p, logit_bias=request.logit_bias, grammar=job.grammar,
                                   logprobs=request.logprobs, adapter=served.adapter)
-            watch = policy.repetition_stop and job.grammar is None
+            # a forced call or response_format is JSON, never cut as a loop; a lazy call grammar's answer may loop
+            watch = policy.repetition_stop and (job.grammar is None or request.tool_rules)
             job.stream = TextStream(served.chat.tokenizer, request.stop, watch=RepetitionWatch() if watch else None,
                                        hold=STREAM_HOLD_CHARS if request.stream else None)
             self._jobs[id(job.seq)] = job
