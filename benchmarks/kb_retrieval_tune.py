@@ -126,6 +126,7 @@ VARIANT_KEYS = {  # key: (module, attribute) the variant sets while its encoder 
     "hard": (encoder_module, "HARD_NEGATIVES"), "repeat": (pairs_module, "REAL_REPEAT"),
     "weight": (retrieval, "DENSE_WEIGHT"), "pool": (retrieval, "DENSE_POOL"),
     "mem": (retrieval, "MEMORY_WEIGHT"), "mem_m": (retrieval, "MEMORY_NEIGHBOURS"), "mem_p": (retrieval, "MEMORY_POWER"),
+    "mem_f": (retrieval, "MEMORY_FLOOR"),
 }
 TRAIN_KEYS = {"steps", "epochs", "dim", "lr", "tau", "batch", "hard", "repeat", "seed"}
 # fusion keys read by `fuse` (prototypes of what retrieval.py may adopt):

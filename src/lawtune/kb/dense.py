@@ -76,16 +76,17 @@ class DenseIndex:
         scores = iter((self.vectors[known] @ query).tolist()) if known else iter(())
         return [next(scores) if r is not None else 0.0 for r in rows]
 
-    def votes(self, query: np.ndarray, neighbours: int, power: float) -> dict[Key, float]:
+    def votes(self, query: np.ndarray, neighbours: int, power: float, floor: float = 0.0) -> dict[Key, float]:
         """The articles of the `neighbours` training questions nearest the query, each voted for with
-        cosine ** power, shared among that question's articles (a power above 1 lets only close questions count)."""
+        cosine ** power, shared among that question's articles (a power above 1 lets only close questions count;
+        a question less similar than `floor` does not vote)."""
         if not len(self.memory) or not query.any():
             return {}
         sims = self.memory @ query
         n = min(neighbours, len(sims))
         out: dict[Key, float] = {}
         for row in np.argpartition(-sims, n - 1)[:n]:
-            if sims[row] > 0:
+            if sims[row] > max(floor, 0.0):
                 share = float(sims[row]) ** power / len(self.memory_keys[row])
                 for key in self.memory_keys[row]:
                     out[key] = out.get(key, 0.0) + share

@@ -57,8 +57,9 @@ engine-independent. Every caller searches through a retriever built over an open
    dense.DenseIndex.votes), and voted articles join too: a layperson's question is nearer another layperson's
    question than the statute's words. Measured in docs/knowledge-base.md ("The learned retriever", "The
    question memory"): on the tuning sets recall@5 stard_tune 0.487 → 0.511, consult_dev 0.243 → 0.542,
-   LawBench 3-8 0.182 → 0.218, 3-2 0.736 → 0.734 (tuned on); STARD dev (held out) 0.466 → 0.516. Off by default
-   (MEMORY_WEIGHT 0): with it, items `kb add` brings no longer lead their own questions.
+   LawBench 3-8 0.182 → 0.218, 3-2 0.736 → 0.734 (tuned on); STARD dev (held out) 0.466 → 0.516. The KB's own
+   Q&A items among the candidates vote the same way (for themselves and the articles they cite), so what `kb add`
+   brings is not outvoted by the shipped questions.
 9. The rest is the backend's BM25 (law name weighted ×2).
 
 Measured on LawBench 3-2 with benchmarks/kb_retrieval.py (docs/knowledge-base.md): re-ranking the top 100 by
@@ -92,12 +93,14 @@ ASK_WEIGHT = 0.5  # extra weight of the asking sentence's words (ask_clause); 0 
 CHAR_WEIGHT = 1.0  # weight of the candidates' single-character score (store.char_scores); 0 turns it off
 DENSE_WEIGHT = 1.0  # weight of the learned retriever's cosine against the list-normalized score (8.); 0: off
 DENSE_POOL = 100  # articles nearest the question in the dense index that join the candidates
-# weight of the question memory's votes (8.; dense.DenseIndex.votes); 0: off. 1.5 was chosen on the tuning sets
-# (STARD dev 0.466 → 0.516 recall@5 held out) but stays off: with it, what `kb add` brings (a Q&A item, the article
-# a new Q&A cites, a new law on a topic the memory knows) no longer leads (docs/knowledge-base.md, "The question memory")
-MEMORY_WEIGHT = 0.0
+# weight of the question memory's votes (8.; dense.DenseIndex.votes; the KB's own Q&A items vote on the same scale,
+# _qa_votes); 0: off. 1.5 was chosen on the tuning sets (STARD dev 0.466 → 0.516 recall@5 held out); its cost: a new
+# law on a topic the memory knows may rank below the articles the memory votes for (docs/knowledge-base.md,
+# "The question memory")
+MEMORY_WEIGHT = 1.5
 MEMORY_NEIGHBOURS = 10  # training questions that vote
 MEMORY_POWER = 3.0  # a neighbour votes with cosine ** this (only close questions count)
+MEMORY_FLOOR = 0.0  # a neighbour less similar than this does not vote (0.7 kept kb add's new law first but cut STARD dev recall@5 0.516 → 0.484)
 SENTENCE_END_RE = re.compile(r"(?<=[。！？?!；;])")
 BOILERPLATE_RE = re.compile(r"(根据|依据|按照)?(中国的|我国的?)?(相关|哪[一个条部些]*)?(的)?"
                             r"(法律|法规|法条|条款|条文|规定|文件)+[，,]?")
@@ -226,9 +229,11 @@ class Retriever:
         best = ranked[0].score if ranked and ranked[0].score > 0 else 1.0
         keys = [_dense_key(h) for h in ranked]
         cosines = iter(self.dense.cosines(vector, [key for key in keys if key]))
-        votes = (self.dense.votes(vector, MEMORY_NEIGHBOURS, MEMORY_POWER) if MEMORY_WEIGHT > 0 else {})
+        votes = (self.dense.votes(vector, MEMORY_NEIGHBOURS, MEMORY_POWER, MEMORY_FLOOR) if MEMORY_WEIGHT > 0 else {})
+        own = self._qa_votes(vector, ranked, votes) if MEMORY_WEIGHT > 0 else {}
         scored: list[tuple[float, Hit | tuple]] = [
-            (h.score / best + (DENSE_WEIGHT * next(cosines) + MEMORY_WEIGHT * votes.get(key, 0.0) if key else 0.0), h)
+            (h.score / best + (DENSE_WEIGHT * next(cosines) + MEMORY_WEIGHT * votes.get(key, 0.0) if key
+                               else MEMORY_WEIGHT * own.get(id(h), 0.0)), h)
             for h, key in zip(ranked, keys)]
         present = set(filter(None, keys))
         if "article" in kinds:
@@ -248,6 +253,24 @@ class Retriever:
                 if item is not None and item.current:
                     fused.append(Hit(item, score))
         return fused
+
+    def _qa_votes(self, vector, ranked: list[Hit], votes: dict) -> dict[int, float]:
+        """The KB's own Q&A items among the candidates are questions with their articles too: each votes like a
+        memory question (cosine ** MEMORY_POWER of its question and the query) for the articles its answer cites,
+        added to `votes`, and for itself (returned by id of its hit). Without this a Q&A item that `kb add` brings
+        would be outvoted by the shipped memory: what was just added must lead its own question."""
+        asked = [h for h in ranked if h.item.kind == "qa" and h.item.question]
+        if not asked:
+            return {}
+        own: dict[int, float] = {}
+        for hit, row in zip(asked, self.dense.encoder.encode([h.item.question for h in asked])):
+            cosine = float(row @ vector)
+            weight = cosine ** MEMORY_POWER if cosine > MEMORY_FLOOR else 0.0
+            own[id(hit)] = weight
+            refs = self._citations(hit.item.text)
+            for ref in refs:
+                votes[ref] = votes.get(ref, 0.0) + weight / len(refs)
+        return own
 
     def _fold_versions(self, ranked: list[Hit], keep_dropped: bool) -> list[Hit]:
         """One hit per provision: an older version's article becomes the current article of the same provision
