@@ -103,3 +103,31 @@ def test_prepare_with_kb_rewrites_a_share_of_train(built_kb, tmp_path):
     assert "RAG format:" in result.output
     for split in ("dev", "test"):  # eval adds the articles itself
         assert INSTRUCTION not in (tmp_path / "out" / f"{split}.jsonl").read_text(encoding="utf-8")
+
+
+def test_training_rows_are_retrieved_without_the_question_memory(kb, tmp_path, monkeypatch):
+    # the training questions are in the KB's question memory: searched with it, a line's own entry would vote for
+    # its gold article, so training rows are retrieved with the memory off — and the retriever is left as it was
+    from lawtune.kb import dense, retrieval
+    from lawtune.kb.rag_examples import rag_training_file
+
+    monkeypatch.setattr(retrieval, "MEMORY_WEIGHT", 1.5)
+    weights: list[float | None] = []
+    real_votes = dense.DenseIndex.votes
+
+    def votes(self, *args, **kwargs):
+        weights.append(rag.retriever.memory_weight)
+        return real_votes(self, *args, **kwargs)
+
+    monkeypatch.setattr(dense.DenseIndex, "votes", votes)
+    rag = Rag(kb, k=3)
+    question = "我跟我老公离婚需要带哪些材料去登记？"
+    rag.retrieve(question)
+    assert weights == [None]  # a search outside the rewrite asks the memory (the module's weight)
+    train = tmp_path / "train.jsonl"
+    train.write_text(json.dumps(_example(question).record(), ensure_ascii=False) + "\n", encoding="utf-8")
+    stats = rag_training_file(train, rag, share=1.0, seed=0)
+    assert stats["rewritten"] == 1 and weights == [None]  # the rewrite's search did not
+    assert rag.retriever.memory_weight is None
+    rag.retrieve(question)
+    assert weights == [None, None]

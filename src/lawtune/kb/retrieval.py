@@ -115,6 +115,9 @@ class Retriever:
 
     def __init__(self, store):
         self.store = store
+        # None: the module's MEMORY_WEIGHT. Training rows set 0 (rag_examples): a training question must not
+        # retrieve through its own memory entry, or its gold article is (almost) always in the material
+        self.memory_weight: float | None = None
         self._generation: int | None = None  # the store's generation `_fresh` read the KB at (None: not yet)
 
     def _fresh(self) -> None:
@@ -229,19 +232,20 @@ class Retriever:
         best = ranked[0].score if ranked and ranked[0].score > 0 else 1.0
         keys = [_dense_key(h) for h in ranked]
         cosines = iter(self.dense.cosines(vector, [key for key in keys if key]))
-        votes = (self.dense.votes(vector, MEMORY_NEIGHBOURS, MEMORY_POWER, MEMORY_FLOOR) if MEMORY_WEIGHT > 0 else {})
-        own = self._qa_votes(vector, ranked, votes) if MEMORY_WEIGHT > 0 else {}
+        memory = MEMORY_WEIGHT if self.memory_weight is None else self.memory_weight
+        votes = (self.dense.votes(vector, MEMORY_NEIGHBOURS, MEMORY_POWER, MEMORY_FLOOR) if memory > 0 else {})
+        own = self._qa_votes(vector, ranked, votes) if memory > 0 else {}
         scored: list[tuple[float, Hit | tuple]] = [
-            (h.score / best + (DENSE_WEIGHT * next(cosines) + MEMORY_WEIGHT * votes.get(key, 0.0) if key
-                               else MEMORY_WEIGHT * own.get(id(h), 0.0)), h)
+            (h.score / best + (DENSE_WEIGHT * next(cosines) + memory * votes.get(key, 0.0) if key
+                               else memory * own.get(id(h), 0.0)), h)
             for h, key in zip(ranked, keys)]
         present = set(filter(None, keys))
         if "article" in kinds:
             near = [(key, cosine) for key, cosine in self.dense.top(vector, DENSE_POOL) if key not in present]
-            scored += [(DENSE_WEIGHT * cosine + MEMORY_WEIGHT * votes.get(key, 0.0), key) for key, cosine in near]
+            scored += [(DENSE_WEIGHT * cosine + memory * votes.get(key, 0.0), key) for key, cosine in near]
             present.update(key for key, _ in near)
             voted = [key for key in votes if key not in present]
-            scored += [(DENSE_WEIGHT * cosine + MEMORY_WEIGHT * votes[key], key)
+            scored += [(DENSE_WEIGHT * cosine + memory * votes[key], key)
                        for key, cosine in zip(voted, self.dense.cosines(vector, voted))]
         scored.sort(key=lambda pair: pair[0], reverse=True)
         fused: list[Hit] = []
