@@ -245,18 +245,20 @@ def test_the_servers_batcher_decodes_under_the_same_rules(tokenizer):
     # round trip; rows past the tokenizer's vocabulary (a model's padding rows) are never allowed
     from lawtune.modeling.grammar import grammar_mask
 
-    lazy = LazyCall(tokenizer, ll, severance, conversation({"result": 28000}), stops)
-    assert grammar_mask(lazy, len(tokenizer)) is None  # free text: nothing to mask
-    padded = grammar_mask(lazy, len(tokenizer) + 5)
+    free = LazyCall(tokenizer, ll, severance, conversation(), stops)  # a call may open: free text is not masked
+    assert grammar_mask(free, len(tokenizer)) is None
+    padded = grammar_mask(free, len(tokenizer) + 5)
     assert padded.shape == (len(tokenizer) + 5,)
     assert bool(padded[:len(tokenizer)].all()) and not bool(padded[len(tokenizer):].any())
-    for token in ids(tokenizer, "28000元<too"):
-        lazy.consume_token(token)
-    for vocab in (len(tokenizer), len(tokenizer) + 5):
-        mask = grammar_mask(lazy, vocab)
-        assert mask.shape == (vocab,) and torch.equal(mask, lazy.allowed(vocab))
-        assert not bool(mask[len(tokenizer):].any())
-        assert not bool(mask[ids(tokenizer, "l")[0]]) and bool(mask[ids(tokenizer, "k")[0]])
+    lazy = LazyCall(tokenizer, ll, severance, conversation({"result": 28000}), stops)  # no call: no `<tool`
+    for text in ("28000元", "<too"):
+        for token in ids(tokenizer, text):
+            lazy.consume_token(token)
+        for vocab in (len(tokenizer), len(tokenizer) + 5):
+            mask = grammar_mask(lazy, vocab)
+            assert mask.shape == (vocab,) and torch.equal(mask, lazy.allowed(vocab))
+            assert not bool(mask[len(tokenizer):].any())
+    assert not bool(mask[ids(tokenizer, "l")[0]]) and bool(mask[ids(tokenizer, "k")[0]])
 
 
 def test_a_tool_missing_every_figure_it_needs_one_of_cannot_be_called(offered):
