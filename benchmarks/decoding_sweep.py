@@ -61,7 +61,7 @@ def cpu_flags() -> str:
     flags = read_flags()
     if not flags:
         return platform.machine()
-    return " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags) or "none of avx2/avx512"
+    return " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags) or "none of avx2/avx512"
 
 
 def generate_ids(loaded, examples, policy: DecodingPolicy, max_new_tokens: int, batch_size: int) -> tuple[list, float]:

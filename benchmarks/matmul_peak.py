@@ -32,11 +32,13 @@ def peak_gflops(dtype_name: str, rows: int = 512, seconds: float = 1.0) -> float
     out = torch.empty(rows, 2048, dtype=dtype)
     best, deadline = 0.0, time.monotonic() + seconds
     torch.mm(a, b, out=out)  # warm-up: oneDNN's kernel selection
-    while time.monotonic() < deadline:
+    calls = 1  # the first reading is one call: bf16 without hardware bf16 (AVX2 only) takes over a second a call
+    while best == 0.0 or time.monotonic() < deadline:
         started = time.perf_counter()
-        for _ in range(10):
+        for _ in range(calls):
             torch.mm(a, b, out=out)
-        best = max(best, 10 * 2 * rows * 640 * 2048 / (time.perf_counter() - started) / 1e9)
+        best = max(best, calls * 2 * rows * 640 * 2048 / (time.perf_counter() - started) / 1e9)
+        calls = 10
     return best
 
 
@@ -58,11 +60,26 @@ def step_model_flops(model_dir: Path, lengths: list[int], supervised: int) -> fl
     return 4 * linear_params * tokens + 3 * attention + 4 * config.vocab_size * hidden * supervised
 
 
+def measured_peaks(bf16: bool | None = None) -> dict[str, float]:
+    """The fp32 peak, and the bf16 one where it means something: with hardware bf16 (AVX512-BF16/AMX, or `bf16=True`).
+    Without it torch emulates bf16 matmuls (AVX2-only EPYC: ~0.1 GFLOP/s at this shape, over 10 s a reading)."""
+    from lawtune.modeling.loading import bf16_supported
+
+    peaks = {"float32": peak_gflops("float32")}
+    if bf16 if bf16 is not None else bf16_supported():
+        peaks["bfloat16"] = peak_gflops("bfloat16")
+    return peaks
+
+
+def describe(peaks: dict[str, float]) -> str:
+    bf16 = f"{peaks['bfloat16']:.0f} GFLOP/s" if "bfloat16" in peaks else "not measured (no hardware bf16: emulated)"
+    return f"fp32 {peaks['float32']:.0f} GFLOP/s, bf16 {bf16}"
+
+
 def main() -> None:
     import torch
 
-    print(f"{torch.get_num_threads()} threads: fp32 {peak_gflops('float32'):.0f} GFLOP/s, "
-          f"bf16 {peak_gflops('bfloat16'):.0f} GFLOP/s")
+    print(f"{torch.get_num_threads()} threads: {describe(measured_peaks())}")
 
 
 if __name__ == "__main__":

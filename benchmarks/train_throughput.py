@@ -207,13 +207,12 @@ def main() -> None:
 
     print(f"CPU flags {cpu_flags()}, {os.cpu_count()} CPUs, lawtune bf16: {options.bf16} "
           f"(the run's precision is printed below), load average now {os.getloadavg()[0]:.1f}", flush=True)
-    from matmul_peak import peak_gflops
+    from matmul_peak import describe, measured_peaks
 
-    peaks = {dtype: peak_gflops(dtype) for dtype in ("float32", "bfloat16")}
+    peaks = measured_peaks(True if options.bf16 == "true" else None)
     import torch
 
-    print(f"measured matmul peak ({torch.get_num_threads()} threads): fp32 {peaks['float32']:.0f} GFLOP/s, "
-          f"bf16 {peaks['bfloat16']:.0f} GFLOP/s", flush=True)
+    print(f"measured matmul peak ({torch.get_num_threads()} threads): {describe(peaks)}", flush=True)
     model_dir = resolve_model_path(options.model)
     from lawtune.memory import Phases, release_memory
 

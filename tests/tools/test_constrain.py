@@ -212,7 +212,7 @@ def test_after_the_tool_answered_the_turn_cannot_open_a_call(tokenizer):
 
 def test_the_servers_batcher_decodes_under_the_same_rules(tokenizer):
     """`lawtune serve` under tool_choice auto: each sequence's matcher is a LazyCall (the processor's rows), read
-    by the batcher's pick_token through llguidance's interface — after a result no `<tool`, figures copied."""
+    by the batcher's pick_token as its own tensor mask (no bitmask) — after a result no `<tool`, figures copied."""
     from lawtune.modeling.grammar import ll_tokenizer
     from lawtune.serving.engines.batch import Sequence, pick_token
     from lawtune.tools.constrain import LazyCall
@@ -241,15 +241,24 @@ def test_the_servers_batcher_decodes_under_the_same_rules(tokenizer):
                        '\n</tool_call>', 200)
     turn = parse_tool_calls(text)
     assert turn.errors == [] and turn.calls[0].arguments["monthly_wage"] == "8000", text
-    # the bitmask llguidance's matchers give: the same tokens as the processor's mask
-    lazy = LazyCall(tokenizer, ll, severance, conversation({"result": 28000}), stops)
-    for token in ids(tokenizer, "28000元<too"):
-        lazy.consume_token(token)
+    # what the server's batcher masks with (modeling.grammar.grammar_mask): the LazyCall's own tensor, no bitmask
+    # round trip; rows past the tokenizer's vocabulary (a model's padding rows) are never allowed
     from lawtune.modeling.grammar import grammar_mask
 
-    assert torch.equal(grammar_mask(lazy, len(tokenizer)), lazy.allowed(len(tokenizer)))
-    assert not bool(grammar_mask(lazy, len(tokenizer))[ids(tokenizer, "l")[0]])
-    assert bool(grammar_mask(lazy, len(tokenizer))[ids(tokenizer, "k")[0]])
+    free = LazyCall(tokenizer, ll, severance, conversation(), stops)  # a call may open: free text is not masked
+    assert grammar_mask(free, len(tokenizer)) is None
+    padded = grammar_mask(free, len(tokenizer) + 5)
+    assert padded.shape == (len(tokenizer) + 5,)
+    assert bool(padded[:len(tokenizer)].all()) and not bool(padded[len(tokenizer):].any())
+    lazy = LazyCall(tokenizer, ll, severance, conversation({"result": 28000}), stops)  # no call: no `<tool`
+    for text in ("28000元", "<too"):
+        for token in ids(tokenizer, text):
+            lazy.consume_token(token)
+        for vocab in (len(tokenizer), len(tokenizer) + 5):
+            mask = grammar_mask(lazy, vocab)
+            assert mask.shape == (vocab,) and torch.equal(mask, lazy.allowed(vocab))
+            assert not bool(mask[len(tokenizer):].any())
+    assert not bool(mask[ids(tokenizer, "l")[0]]) and bool(mask[ids(tokenizer, "k")[0]])
 
 
 def test_a_tool_missing_every_figure_it_needs_one_of_cannot_be_called(offered):

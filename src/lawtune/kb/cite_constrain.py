@@ -184,7 +184,8 @@ def allowed_ids(matcher: Any, vocab: int) -> Any:
     """The token ids the matcher allows next (a handful inside a reference), from its bitmask."""
     from lawtune.modeling.grammar import grammar_mask
 
-    return grammar_mask(matcher, vocab).nonzero().flatten()
+    allowed = grammar_mask(matcher, vocab)  # an llguidance matcher's mask: a tensor, never None
+    return allowed.nonzero().flatten()
 
 
 def only(logits: Any, ids: Any) -> Any:

@@ -199,8 +199,9 @@ class LazyCall:
         lazy.in_block                        # inside a block: no repetition penalty
 
     The one implementation of the rules: `ToolCallLogitsProcessor` runs one per row (eval, infer, chat), and the
-    server's batcher runs one per sequence as its matcher (serve, tool_choice auto), through llguidance's own
-    interface (`compute_bitmask`, `consume_token`, `is_error`) that `lawtune.modeling.grammar.grammar_mask` reads."""
+    server's batcher runs one per sequence as its matcher (serve, tool_choice auto):
+    `lawtune.modeling.grammar.grammar_mask` takes `allowed` (and `vocab_size`) as it is, with no bitmask in between,
+    and the batcher calls `consume_token` after each pick."""
 
     def __init__(self, tokenizer: Any, ll: Any, tools: list[dict[str, Any]] | None,
                  messages: list[dict[str, Any]] | None, stop_ids: Iterable[int]):
@@ -289,21 +290,10 @@ class LazyCall:
         self.matcher, self.free_ids = matcher, []
         return True
 
-    # llguidance's matcher interface, for the server's batcher (lawtune.serving.engines.batch.pick_token)
-    def compute_bitmask(self) -> bytes:
-        vocab = self.ll.vocab_size
-        allowed = self.allowed(vocab)
-        if allowed is None:
-            return b"\xff" * ((vocab + 31) // 32 * 4)
-        import numpy
-
-        # llguidance's layout: 32-bit words, token i at bit i % 8 of byte i // 8 (little-endian words)
-        padded = numpy.zeros((vocab + 31) // 32 * 32, dtype=bool)
-        padded[:allowed.shape[0]] = allowed.numpy()
-        return numpy.packbits(padded, bitorder="little").tobytes()
-
-    def is_error(self) -> bool:
-        return False
+    @property
+    def vocab_size(self) -> int:
+        """The tokenizer's vocabulary (llguidance's): `allowed` returning None allows these tokens, no others."""
+        return self.ll.vocab_size
 
 
 class ToolCallLogitsProcessor:

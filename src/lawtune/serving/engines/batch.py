@@ -51,7 +51,9 @@ class Sequence:
     top_k: int = 0  # 0 = off
     min_p: float = 0.0  # 0 = off
     logit_bias: dict[int, float] = field(default_factory=dict)
-    grammar: Any = None  # an llguidance LLMatcher (response_format): only tokens it allows are picked
+    # an llguidance LLMatcher (response_format, tool_choice) or a LazyCall (tool_choice auto): only tokens it allows
+    # are picked (modeling.grammar.grammar_mask)
+    grammar: Any = None
     logprobs: int | None = None  # k: record the picked token's raw logprob and the k best in `last_logprobs`
     last_logprobs: tuple[float, list[tuple[int, float]]] | None = None
     adapter: str | None = None  # the PEFT adapter of this row ("__base__": none); None: a plain model
@@ -84,7 +86,9 @@ def pick_token(logits: torch.Tensor, seq: Sequence) -> int:
         ids = torch.tensor(list(seq.logit_bias), dtype=torch.long)
         logits[ids] += torch.tensor(list(seq.logit_bias.values()), dtype=logits.dtype)
     if seq.grammar is not None:
-        logits = logits.float().masked_fill(~grammar_mask(seq.grammar, logits.shape[-1]), float("-inf"))
+        allowed = grammar_mask(seq.grammar, logits.shape[-1])  # None: free text under tool_choice auto
+        if allowed is not None:
+            logits = logits.float().masked_fill(~allowed, float("-inf"))
     token = _choose(logits, seq)
     if seq.logprobs is not None:
         seq.last_logprobs = (float(logprobs[token]), top_pairs)
