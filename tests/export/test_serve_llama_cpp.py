@@ -211,3 +211,15 @@ def test_lora_modules_need_the_torch_engine(gguf_run_dir):
     with pytest.raises(LawtuneError, match="lora_modules needs the torch engine"):
         settings_from_options({"model": str(gguf_run_dir), "engine": "llama.cpp",
                              "lora_modules": {"other": str(gguf_run_dir)}})
+
+
+def test_threads_option_reaches_llama_cpp(gguf_run_dir, tmp_path, monkeypatch):
+    """`lawtune serve --threads 1` (ServeSettings.threads): llama.cpp's context decodes on that many threads."""
+    monkeypatch.setenv("LAWTUNE_HOME", str(tmp_path))
+    server = start_server(_settings(gguf_run_dir, engine="llama.cpp", gguf_quant="f32", threads=1))
+    try:
+        batch = server.engine.batch
+        assert batch._ll.llama_n_threads(batch._ctx) == 1 and batch._ll.llama_n_threads_batch(batch._ctx) == 1
+        assert _ask(server.url, QUESTIONS[0])["choices"][0]["finish_reason"] in ("stop", "length")
+    finally:
+        server.stop()

@@ -98,9 +98,14 @@ def build_engine(settings: ServeSettings) -> Engine:
 
         return LlamaCppEngine(settings.model, name=settings.served_model_name[0] if settings.served_model_name else None,
                               max_batch_size=settings.max_batch_size, adapter=settings.adapter,
-                              max_context=settings.max_context, decoding=settings.decoding, quant=settings.gguf_quant)
+                              max_context=settings.max_context, decoding=settings.decoding, quant=settings.gguf_quant,
+                              threads=settings.threads)
     from lawtune.serving.engines.local import LocalEngine
 
+    if settings.threads:
+        import torch
+
+        torch.set_num_threads(settings.threads)
     return LocalEngine(settings.model, lora_modules=settings.lora_modules,
                        name=settings.served_model_name[0] if settings.served_model_name else None,
                        max_batch_size=settings.max_batch_size, dtype=settings.dtype, serve_base=settings.serve_base,

@@ -50,6 +50,8 @@ def serve(
                           "the run) or llama.cpp (the run as a quantized GGUF: faster on CPU, one model)"),
     gguf_quant: str = _option("gguf_quant", help="--engine llama.cpp: quantization of the run's GGUF "
                               "(Q8_0, Q4_K_M, Q5_K_M, Q6_K, Q4_0, or unquantized f16, f32); a base imported from a GGUF runs that file"),
+    threads: int = _option("threads", help="CPU threads of the engine (default: all CPUs; on a machine "
+                           "busy with other jobs 1 thread or OMP_WAIT_POLICY=PASSIVE answers faster, docs/serving.md)"),
     adapter: str = _option("adapter", help="which adapter of a run: best or final"),
     serve_base: bool = _option("serve_base", "--serve-base/--no-base",
                                help="also serve the run's base model as RUN:base (alias `base`; no extra memory)"),

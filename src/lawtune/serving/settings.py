@@ -33,6 +33,8 @@ class ServeSettings(BaseModel):
     engine: Literal["torch", "llama.cpp"] = "torch"
     gguf_quant: Literal["Q8_0", "Q4_K_M", "Q5_K_M", "Q6_K", "Q4_0", "f16", "f32"] = Field(
         "Q8_0", description="llama.cpp engine: the quantization (or float type) a run's merged GGUF is made with")
+    threads: int | None = Field(None, ge=1, le=512, description="CPU threads of the engine (default: all CPUs; "
+                                "on a machine shared with other jobs 1 thread or OMP_WAIT_POLICY=PASSIVE is faster)")
     serve_base: bool = Field(True, description="also serve the run's base model as RUN:base (alias `base`)")
     max_batch_size: int = Field(8, ge=1, le=256, description="sequences generated together")
     default_max_tokens: int = Field(512, ge=1, description="new tokens when a request gives no max_tokens")
