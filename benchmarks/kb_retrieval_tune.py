@@ -513,8 +513,7 @@ def main() -> None:
                  for n, records in sets.items() for r in records}
     cands = candidates(args.kb, sets, cache)
     dropped = getattr(pairs_module.real_pairs, "dropped", None)
-    if dropped is not None:
-        list(pairs_module.real_pairs({}, LawNames([])))  # run the filter once to count what it drops
+    if dropped:  # counted while this process built the KB
         print(f"pairs dropped as tuning / held-out questions or near-duplicates: {len(set(dropped))}")
     with open_store(args.kb) as store:
         for text in args.variants:
