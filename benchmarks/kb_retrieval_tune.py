@@ -1,24 +1,29 @@
 """Tune the learned retriever fast: the BM25 half of every search once, then encoder and fusion variants re-fused.
 
-    python benchmarks/retrieval_sets.py --stard /tmp/lawtune-fetched/STARD        # the sets (out/retrieval_sets)
-    python benchmarks/kb_retrieval_tune.py --stard /tmp/lawtune-fetched/STARD --kb /tmp/tune.sqlite \\
-        base steps=1600 repeat=8 knn=0.5 ...
+    python benchmarks/retrieval_sets.py -o SETS                                   # the local sets (consult_dev, 3-x …)
+    python benchmarks/kb_retrieval_tune.py --stard /tmp/lawtune-fetched/STARD --sets SETS --kb /tmp/tune.sqlite \
+        --only stard_tune consult_dev lawbench_3-8 fakao_tune -- base repeat=8 lknn=10,lw=1.0,lprior=1 ...
 
-Tuning discipline (docs/knowledge-base.md, "Tuning the learned retriever"): the sets read here are the tuning
-sets only — `stard_tune` (every 4th question of STARD's TRAIN split, written by this script), consult_dev,
-lawbench_3-8, 3-1 and 3-2 (guard). STARD's dev split is never read here. For these runs the `stard_tune`
-questions, and every retriever-pair question that is a near-duplicate of one, are taken out of the pairs
-(`exclude_tune_pairs`), so stard_tune is unseen by everything learned.
+(Variants go after `--`: `--only` takes every word that follows it.)
+
+Tuning discipline (docs/knowledge-base.md, "Session 32: the rule"): the sets read here are the tuning sets —
+`stard_tune` (STARD TRAIN positions 0, 4, 8, …), `fakao_tune` (the fakao exam cases, positions 0, 4, 8, …: case
+style), consult_dev, lawbench_3-8, with 3-1 and 3-2 as guards; both slices and the held-out `stard_hold` /
+`fakao_hold` (positions 2, 6, 10, …) are written by this script. For the tuning build all four slices, and every
+retriever-pair question that is a near-duplicate of one, are taken out of the pairs (`exclude_tune_pairs`), so
+nothing learned has seen them. `stard_hold` / `fakao_hold` are read only with `--hold` (once, at the end);
+STARD's dev split only with `--final`.
 
 How: the KB (built with `lawtune.kb.build.build`, the `kb build` path, with the tuning pairs) is searched once
 per question with the dense fusion (retrieval.py step 8) captured instead of applied: the list that step
-receives is cached (`--cache`). A variant then trains its own encoder (`DenseIndex`, cached by name) and/or
-changes the fusion, and only step 8 runs again — seconds per variant instead of a build and a full search.
-Each variant is `name` or `key=value[,key=value]` (see VARIANT_KEYS); `base` is the shipped settings.
+receives is cached (`--work`; questions not cached yet are added). A variant then trains its own encoder
+(`DenseIndex`, cached by name) and/or changes the fusion, and only step 8 runs again — seconds to minutes per
+variant instead of a build and a full search. Each variant is `name` or `key=value[,key=value]` (see
+VARIANT_KEYS, FUSE_KEYS and the law-stage keys below); `base` is the shipped settings.
 
-`--final --kb KB --sets DIR --only stard_dev …` is the once-at-the-end reading: a KB from `lawtune kb build` (all
-pairs), stard_dev allowed, every variant (e.g. `base mem=0 weight=0`: after, before, BM25 default) from one BM25
-pass over the same build.
+`--final --kb KB --sets DIR --only stard_dev …` is a reading on a KB from `lawtune kb build` (all pairs), stard_dev
+allowed, every variant (e.g. `base mem=0 weight=0`: after, before, BM25 default) from one BM25 pass over the same
+build.
 """
 
 from __future__ import annotations
@@ -143,7 +148,10 @@ VARIANT_KEYS = {  # key: (module, attribute) the variant sets while its encoder 
     "llr": (lawstage, "LEARNING_RATE"),
 }
 LAW_KEYS = {"lscale", "lepochs", "llr", "lreal"}  # what the law model is trained with (lreal: real pairs × this more)
-# ladd=1: the law stage adds LAW_WEIGHT × P instead of multiplying (retrieval.LAW_MODE "add")
+# the law stage (retrieval.Retriever._law_stage; lw = retrieval.LAW_WEIGHT): P(law) from lawstage.LawModel trained
+# here on the tuning pairs, or with lknn=M from the question memory (KnnLaws; lknn_p its power, lmix the share of
+# the learned model mixed in); lprior=1 subtracts each law's mean P over the memory's questions (Debiased);
+# lpow=X raises P to X (Sharpened); ladd=1 adds LAW_WEIGHT × P instead of multiplying (retrieval.LAW_MODE "add")
 TRAIN_KEYS = {"steps", "epochs", "dim", "lr", "tau", "batch", "hard", "repeat", "seed"}
 # fusion keys read by `fuse` (prototypes of what retrieval.py may adopt):
 #   knn: weight of the question memory's votes (the training questions nearest the question vote for their
@@ -389,6 +397,35 @@ class KnnLaws:
         return out
 
 
+class Sharpened:
+    """P(law) ** power (not renormalised): a diffuse guess lifts little, a confident one nearly as much as before
+    (the `lpow` variant)."""
+
+    def __init__(self, model, power: float):
+        self.model, self.power = model, power
+
+    def probabilities(self, vector) -> dict[str, float]:
+        return {law: p ** self.power for law, p in self.model.probabilities(vector).items()}
+
+
+class Debiased:
+    """max(0, P(law | question) − the model's mean P(law) over the memory's training questions): only a law the
+    question points to more than the typical training question lifts (the `lprior` variant). Without it any law
+    stage trained on these pairs is mostly a 民法典 prior."""
+
+    def __init__(self, model, index: DenseIndex):
+        self.model = model
+        totals: dict[str, float] = {}
+        for row in index.memory:
+            for law, p in model.probabilities(row).items():
+                totals[law] = totals.get(law, 0.0) + p
+        self.prior = {law: total / max(len(index.memory), 1) for law, total in totals.items()}
+
+    def probabilities(self, vector) -> dict[str, float]:
+        return {law: p - self.prior.get(law, 0.0) for law, p in self.model.probabilities(vector).items()
+                if p > self.prior.get(law, 0.0)}
+
+
 _LAW_MODELS: dict = {}
 
 
@@ -433,6 +470,10 @@ def evaluate(store, sets: dict, golds: dict, cands: dict, index: DenseIndex, var
     if variant.get("lknn"):
         index.law_model = KnnLaws(index, int(variant["lknn"]), float(variant.get("lknn_p", 3.0)), index.law_model,
                                   float(variant.get("lmix", 0.0)))
+    if variant.get("lprior") and index.law_model is not None:
+        index.law_model = Debiased(index.law_model, index)
+    if variant.get("lpow") and index.law_model is not None:
+        index.law_model = Sharpened(index.law_model, float(variant["lpow"]))
     settings = dict(variant)
     if oracle is not None:
         settings["lw"] = variant["oracle"]

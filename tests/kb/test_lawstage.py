@@ -62,3 +62,22 @@ def test_no_pairs_gives_a_model_that_lifts_nothing():
     p = empty.probabilities(encoder.encode(["偷东西"])[0])
     assert abs(p["中华人民共和国刑法"] - p["中华人民共和国民法典"]) < 1e-6
     assert LawModel([], np.zeros((16, 0)), np.zeros(0)).probabilities(np.ones(16)) == {}
+
+
+def test_search_lifts_the_articles_of_the_predicted_law(kb, monkeypatch):
+    from lawtune.kb import retrieval
+    from lawtune.kb.retrieval import Retriever
+
+    question = "单位不给发工资还要赔偿吗"
+    retriever = Retriever(kb)
+    before = [h.item.law for h in retriever.search(question, k=10, kinds=("article",))]
+    assert any(law != "刑法" for law in before)
+    index = retriever.dense
+    laws = sorted({key[0] for key in index.keys})
+    bias = np.array([8.0 if law == "中华人民共和国刑法" else 0.0 for law in laws], np.float32)  # P(刑法) ≈ 1
+    index.law_model = LawModel(laws, np.zeros((index.encoder.dim, len(laws)), np.float32), bias)
+    monkeypatch.setattr(retrieval, "LAW_WEIGHT", 0.0)
+    assert [h.item.law for h in retriever.search(question, k=10, kinds=("article",))] == before  # off: no change
+    monkeypatch.setattr(retrieval, "LAW_WEIGHT", 3.0)
+    after = [h.item.law for h in retriever.search(question, k=10, kinds=("article",))]
+    assert after.count("刑法") > before.count("刑法")
