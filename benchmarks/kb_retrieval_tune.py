@@ -150,7 +150,7 @@ VARIANT_KEYS = {  # key: (module, attribute) the variant sets while its encoder 
 LAW_KEYS = {"lscale", "lepochs", "llr", "lreal"}  # what the law model is trained with (lreal: real pairs × this more)
 # the law stage (retrieval.Retriever._law_stage; lw = retrieval.LAW_WEIGHT): P(law) from lawstage.LawModel trained
 # here on the tuning pairs, or with lknn=M from the question memory (KnnLaws; lknn_p its power, lmix the share of
-# the learned model mixed in); lprior=1 subtracts each law's mean P over the memory's questions (Debiased);
+# the learned model mixed in, lknn_f a floor: only neighbours at least that similar vote); lprior=1 subtracts each law's mean P over the memory's questions (Debiased);
 # lpow=X raises P to X (Sharpened); ladd=1 adds LAW_WEIGHT × P instead of multiplying (retrieval.LAW_MODE "add")
 TRAIN_KEYS = {"steps", "epochs", "dim", "lr", "tau", "batch", "hard", "repeat", "seed"}
 # fusion keys read by `fuse` (prototypes of what retrieval.py may adopt):
@@ -381,11 +381,11 @@ class KnnLaws:
     """P(law) from the question memory: the laws of the `m` nearest training questions, weighted by cosine ** p
     (the `lknn=M` variant; `lknn_p`), optionally mixed with a trained law model (`lmix`: its share)."""
 
-    def __init__(self, index: DenseIndex, m: int, p: float, model=None, mix: float = 0.0):
-        self.index, self.m, self.p, self.model, self.mix = index, m, p, model, mix
+    def __init__(self, index: DenseIndex, m: int, p: float, model=None, mix: float = 0.0, floor: float = 0.0):
+        self.index, self.m, self.p, self.model, self.mix, self.floor = index, m, p, model, mix, floor
 
     def probabilities(self, vector) -> dict[str, float]:
-        votes = self.index.votes(vector, self.m, self.p)
+        votes = self.index.votes(vector, self.m, self.p, self.floor)
         per_law: dict[str, float] = {}
         for key, vote in votes.items():
             per_law[key[0]] = per_law.get(key[0], 0.0) + vote
@@ -469,7 +469,7 @@ def evaluate(store, sets: dict, golds: dict, cands: dict, index: DenseIndex, var
                        if variant.get("lw") and (not variant.get("lknn") or variant.get("lmix")) else None)
     if variant.get("lknn"):
         index.law_model = KnnLaws(index, int(variant["lknn"]), float(variant.get("lknn_p", 3.0)), index.law_model,
-                                  float(variant.get("lmix", 0.0)))
+                                  float(variant.get("lmix", 0.0)), float(variant.get("lknn_f", 0.0)))
     if variant.get("lprior") and index.law_model is not None:
         index.law_model = Debiased(index.law_model, index)
     if variant.get("lpow") and index.law_model is not None:

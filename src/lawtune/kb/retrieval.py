@@ -60,6 +60,9 @@ engine-independent. Every caller searches through a retriever built over an open
    LawBench 3-8 0.182 → 0.218, 3-2 0.736 → 0.734 (tuned on); STARD dev (held out) 0.466 → 0.516. The KB's own
    Q&A items among the candidates vote the same way (for themselves and the articles they cite), so what `kb add`
    brings is not outvoted by the shipped questions.
+   A law stage (`_law_stage`, lawstage.py: every candidate × (1 + `LAW_WEIGHT` × P(its law | question))) exists
+   but is off (`LAW_WEIGHT` 0): the learned law model and the memory's laws were measured and did not meet the
+   tuning rule (docs/knowledge-base.md, "Session 32").
 9. The rest is the backend's BM25 (law name weighted ×2).
 
 Measured on LawBench 3-2 with benchmarks/kb_retrieval.py (docs/knowledge-base.md): re-ranking the top 100 by
