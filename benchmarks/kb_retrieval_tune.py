@@ -1,24 +1,29 @@
 """Tune the learned retriever fast: the BM25 half of every search once, then encoder and fusion variants re-fused.
 
-    python benchmarks/retrieval_sets.py --stard /tmp/lawtune-fetched/STARD        # the sets (out/retrieval_sets)
-    python benchmarks/kb_retrieval_tune.py --stard /tmp/lawtune-fetched/STARD --kb /tmp/tune.sqlite \\
-        base steps=1600 repeat=8 knn=0.5 ...
+    python benchmarks/retrieval_sets.py -o SETS                                   # the local sets (consult_dev, 3-x …)
+    python benchmarks/kb_retrieval_tune.py --stard /tmp/lawtune-fetched/STARD --sets SETS --kb /tmp/tune.sqlite \
+        --only stard_tune consult_dev lawbench_3-8 fakao_tune -- base repeat=8 lknn=10,lw=1.0,lprior=1 ...
 
-Tuning discipline (docs/knowledge-base.md, "Tuning the learned retriever"): the sets read here are the tuning
-sets only — `stard_tune` (every 4th question of STARD's TRAIN split, written by this script), consult_dev,
-lawbench_3-8, 3-1 and 3-2 (guard). STARD's dev split is never read here. For these runs the `stard_tune`
-questions, and every retriever-pair question that is a near-duplicate of one, are taken out of the pairs
-(`exclude_tune_pairs`), so stard_tune is unseen by everything learned.
+(Variants go after `--`: `--only` takes every word that follows it.)
+
+Tuning discipline (docs/knowledge-base.md, "Session 32: the rule"): the sets read here are the tuning sets —
+`stard_tune` (STARD TRAIN positions 0, 4, 8, …), `fakao_tune` (the fakao exam cases, positions 0, 4, 8, …: case
+style), consult_dev, lawbench_3-8, with 3-1 and 3-2 as guards; both slices and the held-out `stard_hold` /
+`fakao_hold` (positions 2, 6, 10, …) are written by this script. For the tuning build all four slices, and every
+retriever-pair question that is a near-duplicate of one, are taken out of the pairs (`exclude_tune_pairs`), so
+nothing learned has seen them. `stard_hold` / `fakao_hold` are read only with `--hold` (once, at the end);
+STARD's dev split only with `--final`.
 
 How: the KB (built with `lawtune.kb.build.build`, the `kb build` path, with the tuning pairs) is searched once
 per question with the dense fusion (retrieval.py step 8) captured instead of applied: the list that step
-receives is cached (`--cache`). A variant then trains its own encoder (`DenseIndex`, cached by name) and/or
-changes the fusion, and only step 8 runs again — seconds per variant instead of a build and a full search.
-Each variant is `name` or `key=value[,key=value]` (see VARIANT_KEYS); `base` is the shipped settings.
+receives is cached (`--work`; questions not cached yet are added). A variant then trains its own encoder
+(`DenseIndex`, cached by name) and/or changes the fusion, and only step 8 runs again — seconds to minutes per
+variant instead of a build and a full search. Each variant is `name` or `key=value[,key=value]` (see
+VARIANT_KEYS, FUSE_KEYS and the law-stage keys below); `base` is the shipped settings.
 
-`--final --kb KB --sets DIR --only stard_dev …` is the once-at-the-end reading: a KB from `lawtune kb build` (all
-pairs), stard_dev allowed, every variant (e.g. `base mem=0 weight=0`: after, before, BM25 default) from one BM25
-pass over the same build.
+`--final --kb KB --sets DIR --only stard_dev …` is a reading on a KB from `lawtune kb build` (all pairs), stard_dev
+allowed, every variant (e.g. `base mem=0 weight=0`: after, before, BM25 default) from one BM25 pass over the same
+build.
 """
 
 from __future__ import annotations
@@ -40,38 +45,49 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from kb_retrieval_sets import SetScore, print_table, read_sets, resolve, score_question  # noqa: E402
 from lawtune.kb import dense as dense_module, encoder as encoder_module, open_store  # noqa: E402
-from lawtune.kb import retrieval, training_pairs as pairs_module  # noqa: E402
+from lawtune.kb import lawstage, retrieval, training_pairs as pairs_module  # noqa: E402
 from lawtune.kb.build import build  # noqa: E402
 from lawtune.kb.dense import DenseIndex, article_text, _key  # noqa: E402
 from lawtune.kb.names import LawNames  # noqa: E402
 from lawtune.kb.retrieval import Retriever  # noqa: E402
 from lawtune.modeling.loading import cpu_flags  # noqa: E402
-from retrieval_sets import NearDuplicates, law_names, stard, stard_split_ids  # noqa: E402
+from retrieval_sets import NearDuplicates, fakao_cases, law_names, stard, stard_split_ids  # noqa: E402
 
-TUNE_SETS = ("stard_tune", "consult_dev", "lawbench_3-8", "lawbench_3-1", "lawbench_3-2")
-TUNE_EVERY = 4  # stard_tune: positions 0, 4, 8, … of STARD's train.query.txt
+TUNE_SETS = ("stard_tune", "consult_dev", "lawbench_3-8", "fakao_tune", "lawbench_3-1", "lawbench_3-2")
+SCORED = ("stard_tune", "consult_dev", "lawbench_3-8", "fakao_tune")  # the score: mean recall@5 of these
+HOLD_SETS = ("stard_hold", "fakao_hold")  # held out: read once at the end (--hold)
+TUNE_EVERY = 4  # stard_tune / fakao_tune: positions 0, 4, 8, …; stard_hold / fakao_hold: 2, 6, 10, …
+HOLD_OFFSET = 2
 K = 100
 
 
-# ---- the tuning slice of STARD's train split
+# ---- the tuning and held-out slices (STARD's train split, the fakao exam cases)
 
 def tune_ids(stard_dir: Path) -> list[int]:
     return stard_split_ids(stard_dir / "data", "train")[::TUNE_EVERY]
 
 
-def write_tune_set(stard_dir: Path, sets: Path) -> list[str]:
-    """Write sets/stard_tune.jsonl (the slice, as retrieval_sets writes stard_train); its questions."""
-    ids = {f"stard_train:{i}" for i in tune_ids(stard_dir)}
-    records = [r for r in stard(stard_dir, law_names(SHARED / "laws_lawrefbook"), "train") if r["id"] in ids]
-    for r in records:
-        r["id"] = r["id"].replace("stard_train:", "stard_tune:")
-    (sets / "stard_tune.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
-                                           encoding="utf-8")
-    return [r["question"] for r in records]
+def write_tune_sets(stard_dir: Path, sets: Path) -> list[str]:
+    """Write sets/{stard,fakao}_{tune,hold}.jsonl; every question of the four (all leave the pairs)."""
+    names = law_names(SHARED / "laws_lawrefbook")
+    train = stard(stard_dir, names, "train")
+    cases = fakao_cases(SHARED / "lawyer_llama" / "fakao_gpt4.json", names)
+    slices = {"stard_tune": train[::TUNE_EVERY], "stard_hold": train[HOLD_OFFSET::TUNE_EVERY],
+              "fakao_tune": cases[::TUNE_EVERY], "fakao_hold": cases[HOLD_OFFSET::TUNE_EVERY]}
+    questions = []
+    sets.mkdir(parents=True, exist_ok=True)
+    for name, records in slices.items():
+        records = [dict(r, id=f"{name}:{r['id'].split(':', 1)[1]}") for r in records]
+        (sets / f"{name}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+                                            encoding="utf-8")
+        questions += [r["question"] for r in records]
+        print(f"{name}: {len(records)} questions")
+    return questions
 
 
 def exclude_tune_pairs(questions: list[str]) -> None:
-    """Drop the tuning questions and their near-duplicates from the retriever pairs (this process only)."""
+    """Drop the tuning and held-out questions and their near-duplicates from the retriever pairs (this process
+    only)."""
     near = NearDuplicates(questions)
     original = pairs_module.real_pairs
     dropped = []
@@ -90,9 +106,12 @@ def exclude_tune_pairs(questions: list[str]) -> None:
 # ---- the BM25 half, once
 
 def candidates(kb: Path, sets: dict, cache: Path) -> dict:
-    """(set, id) → (exact hits, the list retrieval step 8 receives), cached in `cache`."""
-    if cache.exists():
-        return pickle.loads(cache.read_bytes())
+    """(set, id) → (exact hits, the list retrieval step 8 receives), cached in `cache` (questions not cached yet
+    are searched and added)."""
+    out = pickle.loads(cache.read_bytes()) if cache.exists() else {}
+    todo = [(name, r) for name, records in sets.items() for r in records if (name, r["id"]) not in out]
+    if not todo:
+        return out
     captured: list = []
     original = Retriever._fuse_dense
 
@@ -101,17 +120,15 @@ def candidates(kb: Path, sets: dict, cache: Path) -> dict:
         return ranked
 
     Retriever._fuse_dense = capture
-    out = {}
     try:
         with open_store(kb) as store:
             retriever = Retriever(store)
             start = time.process_time()
-            for name, records in sets.items():
-                for r in records:
-                    captured.clear()
-                    hits = retriever.search(r["question"], k=K)
-                    out[(name, r["id"])] = ([h for h in hits if h.exact], captured[0] if captured else hits)
-            print(f"candidates: {len(out)} questions, {time.process_time() - start:.0f} s CPU")
+            for name, r in todo:
+                captured.clear()
+                hits = retriever.search(r["question"], k=K)
+                out[(name, r["id"])] = ([h for h in hits if h.exact], captured[0] if captured else hits)
+            print(f"candidates: {len(todo)} questions searched, {time.process_time() - start:.0f} s CPU")
     finally:
         Retriever._fuse_dense = original
     cache.write_bytes(pickle.dumps(out))
@@ -127,17 +144,25 @@ VARIANT_KEYS = {  # key: (module, attribute) the variant sets while its encoder 
     "weight": (retrieval, "DENSE_WEIGHT"), "pool": (retrieval, "DENSE_POOL"),
     "mem": (retrieval, "MEMORY_WEIGHT"), "mem_m": (retrieval, "MEMORY_NEIGHBOURS"), "mem_p": (retrieval, "MEMORY_POWER"),
     "mem_f": (retrieval, "MEMORY_FLOOR"),
+    "lw": (retrieval, "LAW_WEIGHT"), "lscale": (lawstage, "SCALE"), "lepochs": (lawstage, "EPOCHS"),
+    "llr": (lawstage, "LEARNING_RATE"),
 }
+LAW_KEYS = {"lscale", "lepochs", "llr", "lreal"}  # what the law model is trained with (lreal: real pairs × this more)
+# the law stage (retrieval.Retriever._law_stage; lw = retrieval.LAW_WEIGHT): P(law) from lawstage.LawModel trained
+# here on the tuning pairs, or with lknn=M from the question memory (KnnLaws; lknn_p its power, lmix the share of
+# the learned model mixed in, lknn_f a floor: only neighbours at least that similar vote); lprior=1 subtracts each law's mean P over the memory's questions (Debiased);
+# lpow=X raises P to X (Sharpened); ladd=1 adds LAW_WEIGHT × P instead of multiplying (retrieval.LAW_MODE "add")
 TRAIN_KEYS = {"steps", "epochs", "dim", "lr", "tau", "batch", "hard", "repeat", "seed"}
 # fusion keys read by `fuse` (prototypes of what retrieval.py may adopt):
 #   knn: weight of the question memory's votes (the training questions nearest the question vote for their
 #        articles); knn_m: how many neighbours (20); knn_p: similarity exponent (1)
 #   expand: article vector + expand × the mean vector of its training questions (document expansion)
 #   law: articles of the laws the memory votes for get × (1 + law × the law's share of the votes)
-#   oracle: articles of the gold laws get × (1 + oracle) — the ceiling of any law stage
 #   lawclf: articles get × (1 + lawclf × P(law | question)) from a linear law classifier on the question vector
 #           (LawClassifier: trained on the same pairs as the encoder, each pair → its articles' laws)
-FUSE_KEYS = {"knn", "knn_m", "knn_p", "expand", "law", "law_m", "oracle", "lawclf"}
+FUSE_KEYS = {"knn", "knn_m", "knn_p", "expand", "law", "law_m", "lawclf"}
+# oracle=W: the product's law stage (retrieval.LAW_WEIGHT W) with P = 1 for the question's gold laws — the ceiling
+# of any law stage
 
 
 class LawClassifier:
@@ -267,10 +292,6 @@ def fuse(retriever: Retriever, query: str, ranked: list, k: int, variant: dict, 
         probabilities = classifier.probabilities(vector)
         for slot in scores:
             scores[slot] *= 1.0 + variant["lawclf"] * probabilities.get(_slot_law(slot, entries[slot]), 0.0)
-    if variant.get("oracle"):
-        for slot in scores:
-            if _slot_law(slot, entries[slot]) in gold_laws:
-                scores[slot] *= 1.0 + variant["oracle"]
     fused = []
     for slot in sorted(scores, key=scores.get, reverse=True):
         entry = entries[slot]
@@ -347,10 +368,92 @@ def with_memory(index: DenseIndex, articles, names) -> DenseIndex:
     return index
 
 
-def evaluate(store, sets: dict, golds: dict, cands: dict, index: DenseIndex, variant: dict) -> dict[str, SetScore]:
+class OracleLaws:
+    """A law model that knows the answer: P = 1 for the current question's gold laws (the `oracle` variant)."""
+
+    laws: set = set()
+
+    def probabilities(self, vector) -> dict[str, float]:
+        return dict.fromkeys(self.laws, 1.0)
+
+
+class KnnLaws:
+    """P(law) from the question memory: the laws of the `m` nearest training questions, weighted by cosine ** p
+    (the `lknn=M` variant; `lknn_p`), optionally mixed with a trained law model (`lmix`: its share)."""
+
+    def __init__(self, index: DenseIndex, m: int, p: float, model=None, mix: float = 0.0, floor: float = 0.0):
+        self.index, self.m, self.p, self.model, self.mix, self.floor = index, m, p, model, mix, floor
+
+    def probabilities(self, vector) -> dict[str, float]:
+        votes = self.index.votes(vector, self.m, self.p, self.floor)
+        per_law: dict[str, float] = {}
+        for key, vote in votes.items():
+            per_law[key[0]] = per_law.get(key[0], 0.0) + vote
+        total = sum(per_law.values()) or 1.0
+        out = {law: v / total * (1 - self.mix) for law, v in per_law.items()}
+        if self.model is not None and self.mix:
+            for law, p in self.model.probabilities(vector).items():
+                out[law] = out.get(law, 0.0) + self.mix * p
+        return out
+
+
+class Sharpened:
+    """P(law) ** power (not renormalised): a diffuse guess lifts little, a confident one nearly as much as before
+    (the `lpow` variant)."""
+
+    def __init__(self, model, power: float):
+        self.model, self.power = model, power
+
+    def probabilities(self, vector) -> dict[str, float]:
+        return {law: p ** self.power for law, p in self.model.probabilities(vector).items()}
+
+
+class Debiased:
+    """max(0, P(law | question) − the model's mean P(law) over the memory's training questions): only a law the
+    question points to more than the typical training question lifts (the `lprior` variant). Without it any law
+    stage trained on these pairs is mostly a 民法典 prior."""
+
+    def __init__(self, model, index: DenseIndex):
+        self.model = model
+        totals: dict[str, float] = {}
+        for row in index.memory:
+            for law, p in model.probabilities(row).items():
+                totals[law] = totals.get(law, 0.0) + p
+        self.prior = {law: total / max(len(index.memory), 1) for law, total in totals.items()}
+
+    def probabilities(self, vector) -> dict[str, float]:
+        return {law: p - self.prior.get(law, 0.0) for law, p in self.model.probabilities(vector).items()
+                if p > self.prior.get(law, 0.0)}
+
+
+_LAW_MODELS: dict = {}
+
+
+def law_model(store, index: DenseIndex, variant: dict, name: str) -> lawstage.LawModel:
+    """The law stage trained on this process's pairs (the tuning ones) with the index's encoder; cached by name."""
+    key = (name, tuple(sorted((k, v) for k, v in variant.items() if k in LAW_KEYS)))
+    if key not in _LAW_MODELS:
+        articles = store.current_articles()
+        catalog = store.catalog()
+        names = LawNames([*catalog.versions, *catalog.repealed])
+        start = time.perf_counter()
+        with Settings(variant):
+            pairs = pairs_module.training_pairs(articles, names)
+            extra = int(variant.get("lreal", 1)) - 1
+            if extra > 0:
+                lookup = {(a.law_full, a.article, a.sub): n for n, a in enumerate(articles)}
+                pairs += list(pairs_module.real_pairs(lookup, names)) * (extra * pairs_module.REAL_REPEAT)
+            _LAW_MODELS[key] = lawstage.train_law_model(index.encoder, pairs, [a.law_full for a in articles])
+        print(f"law model {key}: {len(_LAW_MODELS[key].laws)} laws, {len(pairs)} pairs, "
+              f"{time.perf_counter() - start:.0f} s")
+    return _LAW_MODELS[key]
+
+
+def evaluate(store, sets: dict, golds: dict, cands: dict, index: DenseIndex, variant: dict,
+             encoder_name: str = "stored") -> dict[str, SetScore]:
     retriever = Retriever(store)
     retriever.search("预热", k=1)
-    memory = Memory(store, index) if FUSE_KEYS & set(variant) - {"oracle", "lawclf"} else None
+    memory = Memory(store, index) if FUSE_KEYS & set(variant) - {"lawclf"} else None
     if memory is not None and variant.get("expand"):
         index = memory.expanded(index, variant["expand"])
     retriever.dense = index
@@ -360,29 +463,50 @@ def evaluate(store, sets: dict, golds: dict, cands: dict, index: DenseIndex, var
         start = time.perf_counter()
         classifier = LawClassifier(store, index)
         print(f"law classifier: {len(classifier.laws)} laws, {time.perf_counter() - start:.0f} s")
+    oracle = OracleLaws() if variant.get("oracle") else None
+    index.law_model = (oracle if oracle is not None
+                       else law_model(store, index, variant, encoder_name)
+                       if variant.get("lw") and (not variant.get("lknn") or variant.get("lmix")) else None)
+    if variant.get("lknn"):
+        index.law_model = KnnLaws(index, int(variant["lknn"]), float(variant.get("lknn_p", 3.0)), index.law_model,
+                                  float(variant.get("lmix", 0.0)), float(variant.get("lknn_f", 0.0)))
+    if variant.get("lprior") and index.law_model is not None:
+        index.law_model = Debiased(index.law_model, index)
+    if variant.get("lpow") and index.law_model is not None:
+        index.law_model = Sharpened(index.law_model, float(variant["lpow"]))
+    settings = dict(variant)
+    if oracle is not None:
+        settings["lw"] = variant["oracle"]
+    mode = retrieval.LAW_MODE
+    retrieval.LAW_MODE = "add" if variant.get("ladd") else "mult"
     scores = {name: SetScore(name) for name in sets}
-    with Settings(variant):
-        for name, records in sets.items():
-            for r in records:
-                exact, ranked = cands[(name, r["id"])]
-                start = time.process_time()
-                if not index:
-                    fused = ranked
-                elif prototype:
-                    laws = {g.law_full for g in golds[(name, r["id"])] if g.law_full}
-                    fused = fuse(retriever, r["question"], ranked, K, variant, memory, laws, classifier)
-                else:
-                    fused = retriever._fuse_dense(r["question"], ranked, K, ("article", "qa"))
-                seen = {Retriever._key(h) for h in exact}
-                hits = (exact + [h for h in fused if Retriever._key(h) not in seen])[:K]
-                score_question(scores[name], golds[(name, r["id"])], hits, (time.process_time() - start) * 1000)
+    try:
+        with Settings(settings):
+            for name, records in sets.items():
+                for r in records:
+                    exact, ranked = cands[(name, r["id"])]
+                    if oracle is not None:
+                        oracle.laws = {g.law_full for g in golds[(name, r["id"])] if g.law_full}
+                    start = time.process_time()
+                    if not index:
+                        fused = ranked
+                    elif prototype:
+                        fused = fuse(retriever, r["question"], ranked, K, variant, memory, set(), classifier)
+                    else:
+                        fused = retriever._fuse_dense(r["question"], ranked, K, ("article", "qa"))
+                    seen = {Retriever._key(h) for h in exact}
+                    hits = (exact + [h for h in fused if Retriever._key(h) not in seen])[:K]
+                    score_question(scores[name], golds[(name, r["id"])], hits, (time.process_time() - start) * 1000)
+    finally:
+        retrieval.LAW_MODE = mode
+        index.law_model = None
     return scores
 
 
 def summary(scores: dict[str, SetScore]) -> str:
     r5 = {n: s.recall[5] / s.questions for n, s in scores.items()}
     r100 = {n: s.recall[100] / s.questions for n, s in scores.items()}
-    main = [r5[n] for n in ("stard_tune", "consult_dev", "lawbench_3-8") if n in r5]
+    main = [r5[n] for n in SCORED if n in r5] or list(r5.values())
     law5 = {n: s.law_recall[5] / s.questions for n, s in scores.items()}
     cells = " ".join(f"{n.replace('lawbench_', '')} {r5[n]:.3f}/{r100[n]:.3f} (law {law5[n]:.2f})" for n in scores)
     return f"score {sum(main) / len(main):.4f} | {cells}"
@@ -402,15 +526,21 @@ def main() -> None:
     parser.add_argument("--final", action="store_true",
                         help="the once-at-the-end reading: all pairs (no tuning slice held out), stard_dev allowed; "
                              "every variant from one BM25 pass over the given --kb (built by `kb build`)")
+    parser.add_argument("--hold", action="store_true",
+                        help="the once-at-the-end reading of this session's held-out slices (stard_hold, fakao_hold) "
+                             "on the tuning build")
     args = parser.parse_args()
     if "stard_dev" in args.only and not args.final:
         raise SystemExit("stard_dev is the held-out set: read it once, at the end, with --final")
+    if set(HOLD_SETS) & set(args.only) and not args.hold:
+        raise SystemExit(f"{', '.join(HOLD_SETS)} are held out: read them once, at the end, with --hold")
 
-    print(f"CPU flags: {' '.join(f for f in ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16') if f in cpu_flags())}")
+    print(f"CPU flags: {' '.join(f for f in ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16') if f in cpu_flags())}; "
+          "float32")
     if not args.final:
-        tune_questions = write_tune_set(args.stard, args.sets)
-        exclude_tune_pairs(tune_questions)
-        print(f"stard_tune: {len(tune_questions)} questions, held out of the pairs with their near-duplicates")
+        held = write_tune_sets(args.stard, args.sets)
+        exclude_tune_pairs(held)
+        print(f"{len(held)} tuning and held-out questions taken out of the pairs with their near-duplicates")
     if not args.kb.exists():
         start = time.perf_counter()
         print("build:", build([args.laws], args.kb), f"{time.perf_counter() - start:.0f} s wall")
@@ -423,11 +553,15 @@ def main() -> None:
         golds = {(n, r["id"]): [resolve(store, catalog, names, g, r.get("reference", "")) for g in r["gold"]]
                  for n, records in sets.items() for r in records}
     cands = candidates(args.kb, sets, cache)
+    dropped = getattr(pairs_module.real_pairs, "dropped", None)
+    if dropped:  # counted while this process built the KB
+        print(f"pairs dropped as tuning / held-out questions or near-duplicates: {len(set(dropped))}")
     with open_store(args.kb) as store:
         for text in args.variants:
             variant = parse_variant(text)
             index, seconds = train_variant(store, variant, args.work / f"encoders-{args.kb.stem}")
-            scores = evaluate(store, sets, golds, cands, index, variant)
+            encoder_name = "-".join(f"{k}={v}" for k, v in sorted(variant.items()) if k in TRAIN_KEYS) or "stored"
+            scores = evaluate(store, sets, golds, cands, index, variant, encoder_name)
             print(f"{text:40s} {summary(scores)}" + (f" (trained {seconds:.0f} s)" if seconds else ""), flush=True)
             if args.table:
                 print_table(scores.values())

@@ -32,6 +32,8 @@ import numpy as np
 
 from lawtune.kb import encoder as encoder_settings
 from lawtune.kb.encoder import NgramEncoder, train_encoder
+from lawtune.kb import lawstage
+from lawtune.kb.lawstage import LawModel, train_law_model
 from lawtune.kb.names import LawNames
 from lawtune.kb.store import Item
 from lawtune.kb.training_pairs import question_pairs, training_pairs
@@ -48,7 +50,8 @@ def article_text(item: Item) -> str:
 
 class DenseIndex:
     def __init__(self, encoder: NgramEncoder, keys: list[Key], versions: list[str], vectors: np.ndarray,
-                 memory: np.ndarray | None = None, memory_keys: list[list[Key]] | None = None):
+                 memory: np.ndarray | None = None, memory_keys: list[list[Key]] | None = None,
+                 law_model: LawModel | None = None):
         self.encoder = encoder
         self.keys = keys
         self.versions = versions  # the version each key's vector was made from (kb add re-encodes a new one)
@@ -57,6 +60,7 @@ class DenseIndex:
         # the question memory: one unit row per training question, and the keys of the articles it was asked about
         self.memory = (np.zeros((0, encoder.dim), np.float32) if memory is None else memory.astype(np.float32))
         self.memory_keys = memory_keys or []
+        self.law_model = law_model  # the law stage (lawstage.py); None: a KB built before it
 
     def query_vector(self, query: str) -> np.ndarray:
         return self.encoder.encode([query])[0]
@@ -94,11 +98,13 @@ class DenseIndex:
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
-        meta = json.dumps({"keys": self.keys, "versions": self.versions, "memory_keys": self.memory_keys},
-                          ensure_ascii=False).encode()
+        laws = self.law_model.laws if self.law_model is not None else None
+        meta = json.dumps({"keys": self.keys, "versions": self.versions, "memory_keys": self.memory_keys,
+                           "laws": laws}, ensure_ascii=False).encode()
         np.savez(buffer, encoder=np.frombuffer(self.encoder.to_bytes(), dtype=np.uint8),
                  meta=np.frombuffer(meta, dtype=np.uint8), vectors=self.vectors.astype(np.float16),
-                 memory=self.memory.astype(np.float16))
+                 memory=self.memory.astype(np.float16),
+                 **(self.law_model.arrays() if self.law_model is not None else {}))
         return buffer.getvalue()
 
     @classmethod
@@ -108,8 +114,10 @@ class DenseIndex:
             encoder = NgramEncoder.from_bytes(arrays["encoder"].tobytes())
             memory = arrays["memory"] if "memory" in arrays.files else None
             memory_keys = [[tuple(k) for k in keys] for keys in meta.get("memory_keys", [])]
+            law_model = (LawModel(meta["laws"], arrays["law_weight"], arrays["law_bias"])
+                         if meta.get("laws") is not None and "law_weight" in arrays.files else None)
             return cls(encoder, [tuple(k) for k in meta["keys"]], meta["versions"], arrays["vectors"], memory,
-                       memory_keys)
+                       memory_keys, law_model)
 
 
 def load_dense(store) -> DenseIndex | None:
@@ -120,7 +128,8 @@ def load_dense(store) -> DenseIndex | None:
 def train_dense(store, progress=None, cache: bool = True, phases: dict[str, float] | None = None) -> DenseIndex:
     """Train an encoder on the store's current articles and the shipped questions, encode every current article,
     and store both (one blob). `progress(step, steps)` follows the training; `phases`, when given, receives the
-    seconds (wall) of each phase: pairs, training (0 when the cache had the encoder), encoding, storing."""
+    seconds (wall) of each phase: pairs, training (0 when the cache had the encoder), encoding, law stage (when
+    lawstage.TRAIN), storing."""
     phases = {} if phases is None else phases
     clock = time.perf_counter()
 
@@ -148,9 +157,13 @@ def train_dense(store, progress=None, cache: bool = True, phases: dict[str, floa
     vectors = encoder.encode_bags(article_bags[0]) if article_bags else encoder.encode(texts)
     asked = question_pairs(articles, names)
     memory = encoder.encode([q for q, _ in asked]) if asked else None
-    index = DenseIndex(encoder, [_key(a) for a in articles], [a.version or "" for a in articles], vectors,
-                       memory, [[_key(articles[g]) for g in golds] for _, golds in asked])
     lap("encoding")
+    law_model = None
+    if lawstage.TRAIN:
+        law_model = train_law_model(encoder, pairs, [a.law_full for a in articles])
+        lap("law stage")
+    index = DenseIndex(encoder, [_key(a) for a in articles], [a.version or "" for a in articles], vectors,
+                       memory, [[_key(articles[g]) for g in golds] for _, golds in asked], law_model)
     store.put_blob(DENSE_BLOB, index.to_bytes())
     lap("storing")
     return index
@@ -176,7 +189,8 @@ def refresh_dense(store) -> None:
     rows = keep + list(zip(new, vectors))
     updated = DenseIndex(index.encoder, [_key(a) for a, _ in rows], [a.version or "" for a, _ in rows],
                          np.stack([v for _, v in rows]) if rows else np.zeros((0, index.encoder.dim), np.float32),
-                         index.memory, index.memory_keys)  # the memory's votes for an article gone find no item
+                         index.memory, index.memory_keys,  # the memory's votes for an article gone find no item
+                         index.law_model)  # a law kb add brings has no row: probability 0
     store.put_blob(DENSE_BLOB, updated.to_bytes())
 
 

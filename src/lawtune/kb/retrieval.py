@@ -60,6 +60,9 @@ engine-independent. Every caller searches through a retriever built over an open
    LawBench 3-8 0.182 → 0.218, 3-2 0.736 → 0.734 (tuned on); STARD dev (held out) 0.466 → 0.516. The KB's own
    Q&A items among the candidates vote the same way (for themselves and the articles they cite), so what `kb add`
    brings is not outvoted by the shipped questions.
+   A law stage (`_law_stage`, lawstage.py: every candidate × (1 + `LAW_WEIGHT` × P(its law | question))) exists
+   but is off (`LAW_WEIGHT` 0): the learned law model and the memory's laws were measured and did not meet the
+   tuning rule (docs/knowledge-base.md, "Session 32").
 9. The rest is the backend's BM25 (law name weighted ×2).
 
 Measured on LawBench 3-2 with benchmarks/kb_retrieval.py (docs/knowledge-base.md): re-ranking the top 100 by
@@ -101,6 +104,10 @@ MEMORY_WEIGHT = 1.5
 MEMORY_NEIGHBOURS = 10  # training questions that vote
 MEMORY_POWER = 3.0  # a neighbour votes with cosine ** this (only close questions count)
 MEMORY_FLOOR = 0.0  # a neighbour less similar than this does not vote (0.7 kept kb add's new law first but cut STARD dev recall@5 0.516 → 0.484)
+# the law stage (lawstage.py, stored with the dense index): every candidate's score × (1 + LAW_WEIGHT × P(its law |
+# question)) ("mult") or + LAW_WEIGHT × P ("add"); 0: off
+LAW_WEIGHT = 0.0
+LAW_MODE = "mult"
 SENTENCE_END_RE = re.compile(r"(?<=[。！？?!；;])")
 BOILERPLATE_RE = re.compile(r"(根据|依据|按照)?(中国的|我国的?)?(相关|哪[一个条部些]*)?(的)?"
                             r"(法律|法规|法条|条款|条文|规定|文件)+[，,]?")
@@ -247,6 +254,8 @@ class Retriever:
             voted = [key for key in votes if key not in present]
             scored += [(DENSE_WEIGHT * cosine + memory * votes[key], key)
                        for key, cosine in zip(voted, self.dense.cosines(vector, voted))]
+        if LAW_WEIGHT > 0 and self.dense.law_model is not None:
+            scored = self._law_stage(vector, scored)
         scored.sort(key=lambda pair: pair[0], reverse=True)
         fused: list[Hit] = []
         for score, entry in scored:
@@ -257,6 +266,16 @@ class Retriever:
                 if item is not None and item.current:
                     fused.append(Hit(item, score))
         return fused
+
+    def _law_stage(self, vector, scored: list[tuple[float, "Hit | tuple"]]) -> list[tuple[float, "Hit | tuple"]]:
+        """Lift the candidates of the laws the law model predicts for the question (LAW_WEIGHT, LAW_MODE)."""
+        probabilities = self.dense.law_model.probabilities(vector)
+        out = []
+        for score, entry in scored:
+            law = entry.item.law_full if isinstance(entry, Hit) else entry[0]
+            p = probabilities.get(law, 0.0) if law else 0.0
+            out.append((score * (1.0 + LAW_WEIGHT * p) if LAW_MODE == "mult" else score + LAW_WEIGHT * p, entry))
+        return out
 
     def _qa_votes(self, vector, ranked: list[Hit], votes: dict) -> dict[int, float]:
         """The KB's own Q&A items among the candidates are questions with their articles too: each votes like a
