@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/memory_profile.py --steps 2 --questions 4 --new-tokens 16 --mcq-limit 4
     .venv/bin/python benchmarks/memory_profile.py --model DIR --phases load loss mcq               # a few phases
     .venv/bin/python benchmarks/memory_profile.py --json out/memory.json
+    .venv/bin/python benchmarks/memory_profile.py --phases prepare import train --steps 3 --timeline   # as a fresh demo
 
 One process runs the demo's phases in its order (prepare the demo's data, its training file with the RAG-format
 rows included, train a few steps of configs/demo.yaml — the longest batch comes first, so even 2 steps meet
@@ -14,6 +15,14 @@ phase began, its peak, the RSS it left, the peak above its start (what the phase
 what is alive afterwards: the parameters of the model in hand, and training's reused head buffers
 (training/vocab_loss.py). With `--explain` each phase also runs under torch's profiler, which names the
 operators that allocated the most memory (slower; its own bookkeeping adds a little RSS).
+
+With `--timeline` the train phase's RSS is sampled every 5 ms on a thread, each sample tagged with the part
+of a step running (the layers' forward, the fused loss head, the backward — which recomputes the checkpointed
+layers —, the dev evaluation; "train" alone is the rest: data, optimizer, callbacks), and it prints each part's peak split
+into anonymous memory (tensors, the heap) and file-backed pages (the memory-mapped weights, the libraries'
+code): where in a step the phase's peak is made. The `import` phase imports the default model into a fresh
+LAWTUNE_HOME (OUT/home) in this process first, as `lawtune demo` does on a fresh machine; without it the
+model must already be imported.
 
 Unlike the demo it keeps the base model loaded across generation / loss / MCQ, so those three phases show
 their own transient memory on top of one model. Reads only local files.
@@ -27,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-PHASES = ("prepare", "load", "train", "generation", "loss", "mcq", "compare")
+PHASES = ("prepare", "import", "load", "train", "generation", "loss", "mcq", "compare")
 
 
 def tensor_mib(tensors) -> float:
@@ -58,6 +67,125 @@ def explain(profile, top: int = 4) -> list[str]:
     return [f"{e.key} {e.cpu_memory_usage / max(e.count, 1) / 2**20:,.0f} MiB/call × {e.count}" for e in rows[:top]]
 
 
+class Timeline:
+    """The RSS sampled every `interval` seconds on a thread (/proc/self/statm), each sample tagged with the part
+    of the work running (`with timeline.tag("head"): ...`); keeps each part's highest sample."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        import threading
+
+        self.interval, self.part, self.step = interval, "", 0
+        self.peaks: dict[str, tuple[float, float, float, int]] = {}  # part -> (rss, anon, file MiB, step)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def sample() -> tuple[float, float] | None:
+        """(anonymous, file-backed) resident MiB now: statm's resident minus shared, and shared."""
+        import resource
+
+        try:
+            with open("/proc/self/statm") as handle:
+                resident, shared = (int(v) for v in handle.read().split()[1:3])
+        except (OSError, ValueError):
+            return None
+        page = resource.getpagesize() / 2**20
+        return (resident - shared) * page, shared * page
+
+    def _record(self) -> None:
+        now = self.sample()
+        if now is None:
+            return
+        anon, file = now
+        best = self.peaks.get(self.part)
+        if best is None or anon + file > best[0]:
+            self.peaks[self.part] = (anon + file, anon, file, self.step)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._record()
+
+    def __enter__(self) -> "Timeline":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def tag(self, part: str):
+        import contextlib
+
+        @contextlib.contextmanager
+        def tagged():
+            before = self.part
+            self.part = f"{before} > {part}" if before else part  # nested: "forward > head"
+            self._record()
+            try:
+                yield
+            finally:
+                self._record()
+                self.part = before
+
+        return tagged()
+
+    def lines(self) -> list[str]:
+        rows = sorted(self.peaks.items(), key=lambda item: -item[1][0])
+        return [f"  {part or 'outside':<40} peak {rss:>7,.0f} MiB = anonymous {anon:>7,.0f} + file-backed {file:>7,.0f} (step {step})"
+                for part, (rss, anon, file, step) in rows]
+
+
+def watch_training(timeline: Timeline):
+    """Tag the parts of a training step for `timeline` (patches that last while the returned context is open)."""
+    import contextlib
+
+    import torch
+    from transformers import Trainer, TrainerCallback
+
+    from lawtune.training import loss as loss_module
+
+    def wrap(owner, name, part):
+        original = getattr(owner, name)
+
+        def wrapped(*args, **kwargs):
+            with timeline.tag(part):
+                return original(*args, **kwargs)
+
+        return original, wrapped
+
+    class StepCount(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            timeline.step = state.global_step + 1
+
+    @contextlib.contextmanager
+    def patched():
+        targets = [(loss_module, "linear_cross_entropy", "head"),  # the fused loss head (its gradient too)
+                   (loss_module.SFTTrainer, "compute_loss", "forward"),
+                   (torch.autograd, "backward", "backward"),  # recomputes the checkpointed layers
+                   (Trainer, "evaluate", "dev eval")]
+        saved = []
+        for owner, name, part in targets:
+            original, wrapped = wrap(owner, name, part)
+            saved.append((owner, name, original))
+            setattr(owner, name, wrapped)
+        original_init = Trainer.__init__
+
+        def init(self, *args, **kwargs):
+            original_init(self, *args, **kwargs)
+            self.add_callback(StepCount())
+
+        Trainer.__init__ = init
+        try:
+            with timeline.tag("train"):  # alone: data, optimizer, callbacks
+                yield
+        finally:
+            Trainer.__init__ = original_init
+            for owner, name, original in saved:
+                setattr(owner, name, original)
+
+    return patched()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="imported model name or HF folder")
@@ -65,8 +193,12 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=8, help="held-out test questions")
     parser.add_argument("--new-tokens", type=int, default=32, help="answer budget of the generation phases")
     parser.add_argument("--mcq-limit", type=int, default=16, help="questions per bundled MCQ set")
-    parser.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES))
+    parser.add_argument("--phases", nargs="+", choices=PHASES, default=[p for p in PHASES if p != "import"],
+                        help="default: all but import (which dequantizes the GGUF again into OUT/home, ~1.5 min)")
     parser.add_argument("--explain", action="store_true", help="name the operators that allocated most (torch profiler)")
+    parser.add_argument("--one-pass", action="store_true",
+                        help="the float32 loss head's logits of all rows at once (vocab_loss.TWO_PASS = False), as before")
+    parser.add_argument("--timeline", action="store_true", help="sample the train phase's RSS and say in which part of a step it peaked")
     parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON")
     args = parser.parse_args()
@@ -75,6 +207,10 @@ def main() -> None:
 
     from lawtune.memory import Phases, release_memory, rss_mib
 
+    if args.one_pass:
+        from lawtune.training import vocab_loss
+
+        vocab_loss.TWO_PASS = False
     phases, notes, model = Phases(), {}, None
     out = args.out or Path(tempfile.mkdtemp(prefix="lawtune-memory-"))
     print(f"RSS after start-up {rss_mib():,.0f} MiB; work folder {out}")
@@ -104,7 +240,6 @@ def main() -> None:
 
     from lawtune.demo import RAG_TRAIN, rag_training_mix
 
-    model_dir = resolve_model_path(args.model)
     data = out / "data"
 
     def prepare_demo_data():  # as `lawtune demo` does: the sample's splits, and its training file with RAG rows
@@ -113,6 +248,16 @@ def main() -> None:
     phase("prepare", prepare_demo_data)
     if not (data / RAG_TRAIN).is_file():
         prepare_demo_data()
+
+    def import_model_fresh():  # as `lawtune demo` on a fresh machine: the GGUF dequantized in this process
+        import os
+
+        from lawtune.modeling.importer import import_model
+
+        os.environ["LAWTUNE_HOME"] = str(out / "home")
+        return import_model()
+
+    model_dir = phase("import", import_model_fresh) if "import" in args.phases else resolve_model_path(args.model)
 
     def train():
         from lawtune.training.train import run
@@ -123,7 +268,12 @@ def main() -> None:
                      f"training_args.save_steps={args.steps}"]
         return run(bundled.config("demo"), overrides, resume="none")
 
-    run_dir = phase("train", train)
+    timeline = Timeline() if args.timeline and "train" in args.phases else None
+    if timeline is not None:
+        with timeline, watch_training(timeline):
+            run_dir = phase("train", train)
+    else:
+        run_dir = phase("train", train)
     release_memory()
 
     # ---- the base model on the held-out questions ----------------------------------------------------------
@@ -174,6 +324,9 @@ def main() -> None:
         for line in note["why"]:
             print(f"{'':<11} {line}")
     print(phases.lines()[-1])
+    if timeline is not None:
+        print("train phase, the highest RSS sampled (every 5 ms) in each part of a step:")
+        print("\n".join(timeline.lines()))
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                          "phases": [{**r, **notes[r["name"]]} for r in phases.records()]},
