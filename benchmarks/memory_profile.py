@@ -196,8 +196,6 @@ def main() -> None:
     parser.add_argument("--phases", nargs="+", choices=PHASES, default=[p for p in PHASES if p != "import"],
                         help="default: all but import (which dequantizes the GGUF again into OUT/home, ~1.5 min)")
     parser.add_argument("--explain", action="store_true", help="name the operators that allocated most (torch profiler)")
-    parser.add_argument("--one-pass", action="store_true",
-                        help="the float32 loss head's logits of all rows at once (vocab_loss.TWO_PASS = False), as before")
     parser.add_argument("--timeline", action="store_true", help="sample the train phase's RSS and say in which part of a step it peaked")
     parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON")
@@ -207,10 +205,6 @@ def main() -> None:
 
     from lawtune.memory import Phases, release_memory, rss_mib
 
-    if args.one_pass:
-        from lawtune.training import vocab_loss
-
-        vocab_loss.TWO_PASS = False
     phases, notes, model = Phases(), {}, None
     out = args.out or Path(tempfile.mkdtemp(prefix="lawtune-memory-"))
     print(f"RSS after start-up {rss_mib():,.0f} MiB; work folder {out}")
