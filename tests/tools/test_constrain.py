@@ -267,6 +267,7 @@ def test_a_tool_missing_every_figure_it_needs_one_of_cannot_be_called(offered):
     # the grammar's JSON Schema carries none of lawtune's x- keys
     grammar_schema = json.dumps(call_schema(offered[0]["function"]))
     assert "x-figure" not in grammar_schema and "x-needs-one-of" not in grammar_schema
+    assert "x-label" not in grammar_schema and "x-label" in json.dumps(schema)
 
 
 def test_needs_one_of_must_name_parameters():
@@ -278,6 +279,23 @@ def test_needs_one_of_must_name_parameters():
 
     with pytest.raises(ValueError, match="nope"):
         Tool.from_function(calc)
+
+
+def test_labels_must_name_parameters_and_land_in_the_schema():
+    from lawtune.tools.tool import Tool, labels
+
+    @labels(unlawful="违法解除时 true")
+    def calc(unlawful: bool = False) -> dict:
+        return {"result": unlawful}
+
+    assert Tool.from_function(calc).parameters["properties"]["unlawful"]["x-label"] == "违法解除时 true"
+
+    @labels(nope="x")
+    def other(years: int = 0) -> dict:
+        return {"result": years}
+
+    with pytest.raises(ValueError, match="nope"):
+        Tool.from_function(other)
 
 
 def test_arbitration_needs_a_date_to_count_from():
