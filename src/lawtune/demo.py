@@ -255,16 +255,18 @@ def run(quick: bool = False, model: Optional[str] = None, out: Optional[Path] = 
     started = time.perf_counter()
     steps = max_steps if max_steps is not None else size.max_steps
 
-    def overrides(train_file: Path, run: Path) -> list[str]:
+    def overrides(train_file: Path, dev_file: Path, run: Path) -> list[str]:
         given = [f"model.name_or_path={model_dir}", f"data_config.train_file={train_file}",
-                 f"data_config.val_file={out / 'data' / 'dev.jsonl'}", f"training_args.output_dir={run}"]
+                 f"data_config.val_file={dev_file}", f"training_args.output_dir={run}"]
         return given + ([f"training_args.max_steps={steps}"] if steps is not None else [])
 
     with phases("train"):
-        run_dir = train(DEMO_CONFIG, overrides(out / "data" / RAG_TRAIN, out / "run"), resume="auto")
-        if tools:  # the tool stage, from the Q&A stage's adapter
-            run_dir = train(DEMO_TOOLS_CONFIG, overrides(out / "data" / TOOL_TRAIN, out / TOOL_RUN)
-                            + [f"model.init_adapter={run_dir}"], resume="auto")
+        run_dir = train(DEMO_CONFIG, overrides(out / "data" / RAG_TRAIN, out / "data" / "dev.jsonl", out / "run"),
+                        resume="auto")
+        if tools:  # the tool stage, from the Q&A stage's adapter; its dev loss (best adapter) on the tool set's dev
+            run_dir = train(DEMO_TOOLS_CONFIG, overrides(out / "data" / TOOL_TRAIN, out / "tools" / "dev.jsonl",
+                                                         out / TOOL_RUN) + [f"model.init_adapter={run_dir}"],
+                            resume="auto")
         release_memory()  # the trainer's model and buffers, before two models are evaluated
     seconds["train"] = time.perf_counter() - started
 
