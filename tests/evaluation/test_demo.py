@@ -78,5 +78,5 @@ def test_demo_with_tools_trains_a_tool_stage_from_the_qa_adapter_and_measures_it
     # the held-out tool questions were asked of both models, and the report shows their metrics
     assert tuned["tools"]["count"] == 4 and "tool_choice_pct" in tuned["metrics"]
     assert "tool_args_same_keys_pct" in tuned["metrics"]
-    assert "run-tools" in tuned.get("model", json.dumps(tuned))
+    assert tuned["model"]["name"] == "run-tools" and tuned["model"]["adapter_path"].startswith(str(out / "run-tools"))
     assert "tool" in (report / "report.md").read_text(encoding="utf-8").lower()
