@@ -11,13 +11,15 @@ cached; training resumes or is already finished in OUT/run):
    bundled laws), `lawtune prepare data/article_cited/legal_counsel_with_article_v2.json -o OUT/cited --kb
    OUT/kb.sqlite --rag-share 1`, and OUT/data/train-rag.jsonl = the sample's train split + RAG_SHARE of RAG-format
    rows (docs/knowledge-base.md "Training on RAG examples"); with --tools also `lawtune tools generate -o OUT/tools
-   --qa OUT/data --n TOOL_N --tools-per-record 2`, and OUT/data/train-mix.jsonl = train-rag.jsonl + TOOL_SHARE of
-   tool-use rows of OUT/tools/train.jsonl (docs/tools.md "Recipes with tools")
+   --qa OUT/data --n TOOL_N --tools-per-record 2`, and OUT/data/train-tools.jsonl, the tool stage's file
+   (`tool_stage_file`: generated tool-use rows, half of the tool conversations cut after the call, and a replay of
+   train-rag.jsonl; docs/tools.md "Recipes with tools")
 2. `lawtune model import` (the Gemma 3 270M GGUF, dequantized once)
-3. `lawtune train configs/demo.yaml` on OUT/data/train-rag.jsonl into OUT/run (--tools: configs/demo-tools.yaml on
-   OUT/data/train-mix.jsonl)
-4. `lawtune compare base OUT/run --data OUT/data/test.jsonl` → OUT/report/report.{md,html} (--tools: plus
-   `--tool-data OUT/tools/test.jsonl --tool-limit TOOL_QUESTIONS`, the held-out tool questions beside the Q&A)
+3. `lawtune train configs/demo.yaml` on OUT/data/train-rag.jsonl into OUT/run; with --tools then the tool stage,
+   `lawtune train configs/demo-tools.yaml model.init_adapter=OUT/run` on OUT/data/train-tools.jsonl into
+   OUT/run-tools (it starts from the Q&A adapter: the same first stage as `lawtune demo`, reused when done)
+4. `lawtune compare base OUT/run --data OUT/data/test.jsonl` → OUT/report/report.{md,html} (--tools: OUT/run-tools,
+   plus `--tool-data OUT/tools/test.jsonl --tool-limit TOOL_QUESTIONS`, the held-out tool questions beside the Q&A)
 The answers with the KB are measured apart (not in the 20 minutes): `lawtune compare base OUT/run --data
 OUT/cited/test.jsonl --kb OUT/kb.sqlite --no-mcq --limit 24`.
 
@@ -39,30 +41,35 @@ from lawtune import bundled
 SAMPLE = bundled.sample_csv()
 ARTICLE_CITED = bundled.article_cited()
 DEMO_CONFIG = bundled.config("demo")
-# `lawtune demo --tools`: the same plus tool-use rows, 120 steps (docs/tools.md "Recipes with tools"). Opt-in: its
-# compare asks 40 tool questions of both models, which alone takes longer than the Q&A demo (docs/tools.md "Measured")
+# `lawtune demo --tools`: the same Q&A stage, then a tool stage from its adapter (docs/tools.md "Recipes with tools").
+# Opt-in: the stage and the 40 tool questions asked of both models take longer than the Q&A demo (docs/tools.md)
 DEMO_TOOLS_CONFIG = bundled.config("demo-tools")
 # share of the training file in the RAG format (article-cited consultations with retrieved articles): enough
 # for the model to see a few dozen in 56 steps, little enough that the sample's own figures hold (docs/evaluation.md)
 RAG_SHARE = 0.2
-# tool-use conversations (lawtune tools generate): how many to generate, which share of the training file they make
-# up, how many of the held-out ones the compare asks (docs/tools.md "Recipes with tools"). The share: 45 %, with the
-# steps raised to 120 so the Q&A/RAG rows seen stay ≥ 230 (~265) while the calls seen double (~150; the 88-step
-# recipe's 35 % of 60/30/10 gave ~75 to learn 7 tools from: right tool 59 %, exact arguments 19 %). 45 % is about
-# what the generated no-tool and ask-back rows allow at TOOL_KINDS. A choice, not tuned on the test questions
+# tool-use conversations (lawtune tools generate): how many to generate, how many definitions each row offers
+# (docs/tools.md "Recipes with tools")
 TOOL_N = 3600
-TOOL_SHARE = 0.45
 TOOLS_PER_RECORD = 2
-TOOL_TRAIN = "train-mix.jsonl"
-# the kinds of tool-set rows trained on: 75/20/5, more calls than the generated 70/20/10. (60/30/10 answered the first
-# measured model's calls on every question; since then QA_WITH_TOOLS_SHARE of the Q&A rows are shown tools and
-# answered without a call, which is what a no-tool row is, and the call grammar leaves no tool callable whose figures
-# the question lacks, which is what most ask-back questions are.) A choice, not tuned on the test questions
-TOOL_KINDS = {"tool": 0.75, "no_tool": 0.2, "ask_back": 0.05}
-# share of the plain Q&A rows (not RAG rows, not questions that want a tool) shown with TOOLS_PER_RECORD random tool
-# definitions and answered as before, without a call: without them every prompt offering tools was a tool row to the
-# model, and it learned "tools offered ⇒ call" (no-tool questions answered without a call 12.5 %); a choice, not tuned
-QA_WITH_TOOLS_SHARE = 0.3
+TOOL_TRAIN = "train-tools.jsonl"
+TOOL_RUN = "run-tools"
+# The tool stage (configs/demo-tools.yaml, started from the Q&A stage's adapter): the shares of its training file.
+# Tool conversations dominate: the measured one-stage recipe (45 % tool rows, 120 steps, ~160 calls seen) failed 24
+# of its 25 failed tool questions at the call turn (no call 10, wrong tool 6, wrong arguments 8) and 1 at the answer;
+# the replay of the first stage's rows keeps its answers and, shown tools, teaches "tools offered, none needed".
+# Choices, not tuned on the test questions.
+TOOL_STAGE_SHARES = {"tool": 0.6, "no_tool": 0.1, "ask_back": 0.05, "replay": 0.25}
+# of the tool conversations, the share cut after the assistant's call (no result, no final answer): a call row costs
+# ~2/3 of a whole conversation's tokens, so the stage sees more call decisions per minute, where the failures were;
+# the other half keep the result and the answer that copies its figure. A choice, not tuned
+CALL_ONLY_SHARE = 0.5
+# rows in the stage's file (the stage sees max_steps × batch of them: a random subset in the file's proportions)
+TOOL_STAGE_ROWS = 1600
+# share of the replayed plain Q&A rows (not RAG rows, not questions that want a tool) shown TOOLS_PER_RECORD random
+# tool definitions and answered as before, without a call: without them every prompt offering tools was a tool row
+# to the model, and it learned "tools offered ⇒ call" (no-tool questions answered without a call 12.5 %, 2026-12-07);
+# a choice, not tuned
+QA_WITH_TOOLS_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -124,31 +131,58 @@ def rag_training_mix(out: Path, report: dict, share: float = RAG_SHARE, seed: in
     return {**stats, "added": wanted, "share": wanted / max(len(mixed), 1)}
 
 
-def tool_training_mix(out: Path, share: float = TOOL_SHARE, seed: int = 0) -> dict:
-    """OUT/tools: the generated tool-use set (its test split held out); OUT/data/train-mix.jsonl: train-rag.jsonl plus
-    tool-use rows of OUT/tools/train.jsonl making up `share` of it, of each kind its TOOL_KINDS part (the first rows
-    of that kind: the file's order is random)."""
+def tool_stage_file(out: Path, seed: int = 0, rows: int = TOOL_STAGE_ROWS) -> dict:
+    """OUT/tools: the generated tool-use set (its test split held out); OUT/data/train-tools.jsonl: the tool stage's
+    training file, `rows` lines in TOOL_STAGE_SHARES — tool conversations of OUT/tools/train.jsonl (CALL_ONLY_SHARE of
+    them cut after the assistant's call), its no-tool and ask-back rows, and a replay of OUT/data/train-rag.jsonl (the
+    first stage's file) with QA_WITH_TOOLS_SHARE of its plain Q&A rows shown tool definitions — shuffled."""
     import json
 
+    from lawtune.errors import LawtuneError
     from lawtune.fsutil import atomic_open
     from lawtune.tools.generate import run as generate_tools
 
     report = generate_tools(out / "tools", n=TOOL_N, seed=seed, qa_dir=out / "data", tools_per_record=TOOLS_PER_RECORD)
-    plain, offered = qa_rows_with_tools((out / "data" / RAG_TRAIN).read_text(encoding="utf-8").splitlines(), seed=seed)
-    rows = (out / "tools" / "train.jsonl").read_text(encoding="utf-8").splitlines()
-    wanted = min(len(rows), round(share / (1 - share) * len(plain)))
+    rng = random.Random(seed)
     by_kind: dict[str, list[str]] = {}
-    for line in rows:
+    for line in (out / "tools" / "train.jsonl").read_text(encoding="utf-8").splitlines():
         by_kind.setdefault(json.loads(line)["meta"]["kind"], []).append(line)
-    # no more than the scarcest kind allows, so the parts hold
-    wanted = min([wanted] + [int(len(by_kind.get(kind, [])) / part) for kind, part in TOOL_KINDS.items()])
-    picked = [line for kind, part in TOOL_KINDS.items() for line in by_kind.get(kind, [])[:round(part * wanted)]]
-    mixed = plain + picked
-    random.Random(seed).shuffle(mixed)
+    replay = (out / "data" / RAG_TRAIN).read_text(encoding="utf-8").splitlines()
+    by_kind["replay"], _ = qa_rows_with_tools(rng.sample(replay, len(replay)), seed=seed)
+    picked: list[str] = []
+    counts: dict[str, int] = {}
+    for kind, share in TOOL_STAGE_SHARES.items():
+        wanted = round(share * rows)
+        pool = by_kind.get(kind, [])
+        if len(pool) < wanted:
+            raise LawtuneError(f"the tool stage wants {wanted} {kind} rows and has {len(pool)}: raise TOOL_N or lower "
+                               "TOOL_STAGE_ROWS")
+        chosen = pool[:wanted]
+        if kind == "tool":
+            cut = set(rng.sample(range(wanted), round(CALL_ONLY_SHARE * wanted)))
+            chosen = [call_only(line) if index in cut else line for index, line in enumerate(chosen)]
+            counts["call_only"] = len(cut)
+        if kind == "replay":
+            counts["replay_shown_tools"] = sum(1 for line in chosen if "tools" in json.loads(line))
+        picked += chosen
+        counts[kind] = len(chosen)
+    rng.shuffle(picked)
     with atomic_open(out / "data" / TOOL_TRAIN) as handle:
-        handle.write("".join(line + "\n" for line in mixed))
-    return {"added": len(picked), "share": len(picked) / max(len(mixed), 1), "generated": report.get("counts"),
-            "qa_rows_with_tools": offered}
+        handle.write("".join(line + "\n" for line in picked))
+    return {"rows": len(picked), "counts": counts, "generated": report.get("counts")}
+
+
+def call_only(line: str) -> str:
+    """A generated tool conversation cut after the assistant's call (user → call): the row trains the call alone.
+    Its meta says so (`call_only`)."""
+    import json
+
+    record = json.loads(line)
+    turns = record["conversations"]
+    first = next(i for i, turn in enumerate(turns) if turn.get("role") == "assistant")
+    record["conversations"] = turns[:first + 1]
+    record["meta"] = {**record.get("meta", {}), "call_only": True}
+    return json.dumps(record, ensure_ascii=False)
 
 
 def qa_rows_with_tools(lines: list[str], share: float = QA_WITH_TOOLS_SHARE, seed: int = 0) -> tuple[list[str], int]:
@@ -191,9 +225,9 @@ def run(quick: bool = False, model: Optional[str] = None, out: Optional[Path] = 
     console = console or Console()
     size = QUICK if quick else FULL
     out = Path(out or ("out/demo-quick" if quick else "out/demo")).resolve()
-    config = DEMO_TOOLS_CONFIG if tools else DEMO_CONFIG
-    if not config.is_file() or not SAMPLE.is_file():
-        raise LawtuneError(f"the demo needs {config} and {SAMPLE}, shipped in the package: reinstall lawtune")
+    for config in (DEMO_CONFIG, DEMO_TOOLS_CONFIG) if tools else (DEMO_CONFIG,):
+        if not config.is_file() or not SAMPLE.is_file():
+            raise LawtuneError(f"the demo needs {config} and {SAMPLE}, shipped in the package: reinstall lawtune")
     seconds: dict[str, float] = {}
 
     phases = Phases()  # each step's peak RSS (lawtune.memory)
@@ -203,13 +237,12 @@ def run(quick: bool = False, model: Optional[str] = None, out: Optional[Path] = 
     with phases("prepare"):
         report = prepare([SAMPLE], out / "data")
         rag = rag_training_mix(out, report)
-        tool_rows = tool_training_mix(out) if tools else None
+        tool_rows = tool_stage_file(out) if tools else None
     seconds["prepare"] = time.perf_counter() - started
     console.print(f"splits: {report.get('splits', report.get('counts'))}; RAG format: {rag['added']} rows added "
                   f"to train ({rag['share']:.0%}; gold retrieved {rag['retrieved']}, injected {rag['injected']}, "
                   f"left out {rag['left_out']} of {rag['rewritten']})"
-                  + (f"; tool use: {tool_rows['added']} rows added ({tool_rows['share']:.0%}), "
-                     f"{tool_rows['qa_rows_with_tools']} Q&A rows shown tools" if tool_rows else ""))
+                  + (f"; tool stage: {tool_rows['rows']} rows {tool_rows['counts']}" if tool_rows else ""))
 
     console.rule("2/4 import the base model")
     started = time.perf_counter()
@@ -218,16 +251,22 @@ def run(quick: bool = False, model: Optional[str] = None, out: Optional[Path] = 
     seconds["import"] = time.perf_counter() - started
     console.print(f"base model: {model_dir}")
 
-    console.rule(f"3/4 LoRA training (configs/{config.name})")
+    console.rule(f"3/4 LoRA training (configs/{DEMO_CONFIG.name}" + (f", then configs/{DEMO_TOOLS_CONFIG.name})" if tools else ")"))
     started = time.perf_counter()
-    train_file = out / "data" / (TOOL_TRAIN if tools else RAG_TRAIN)
-    overrides = [f"model.name_or_path={model_dir}", f"data_config.train_file={train_file}",
-                 f"data_config.val_file={out / 'data' / 'dev.jsonl'}", f"training_args.output_dir={out / 'run'}"]
     steps = max_steps if max_steps is not None else size.max_steps
-    if steps is not None:
-        overrides.append(f"training_args.max_steps={steps}")
+
+    def overrides(train_file: Path, dev_file: Path, run: Path) -> list[str]:
+        given = [f"model.name_or_path={model_dir}", f"data_config.train_file={train_file}",
+                 f"data_config.val_file={dev_file}", f"training_args.output_dir={run}"]
+        return given + ([f"training_args.max_steps={steps}"] if steps is not None else [])
+
     with phases("train"):
-        run_dir = train(config, overrides, resume="auto")
+        run_dir = train(DEMO_CONFIG, overrides(out / "data" / RAG_TRAIN, out / "data" / "dev.jsonl", out / "run"),
+                        resume="auto")
+        if tools:  # the tool stage, from the Q&A stage's adapter; its dev loss (best adapter) on the tool set's dev
+            run_dir = train(DEMO_TOOLS_CONFIG, overrides(out / "data" / TOOL_TRAIN, out / "tools" / "dev.jsonl",
+                                                         out / TOOL_RUN) + [f"model.init_adapter={run_dir}"],
+                            resume="auto")
         release_memory()  # the trainer's model and buffers, before two models are evaluated
     seconds["train"] = time.perf_counter() - started
 
@@ -258,9 +297,10 @@ def demo_command(
     quick: bool = typer.Option(False, "--quick", help="Smoke run of a few minutes: 3 steps, 6 questions, short answers."),
     model: Optional[str] = typer.Option(None, "--model", help="Base model: imported name, local HF folder or .gguf (default: Gemma 3 270M)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default out/demo, or out/demo-quick)."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Override the number of training steps."),
-    tools: bool = typer.Option(False, "--tools", help="Also train on generated tool-use conversations and measure the "
-                               "held-out tool questions (configs/demo-tools.yaml; longer: see docs/tools.md)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Override the number of training steps (of each stage with --tools)."),
+    tools: bool = typer.Option(False, "--tools", help="Then a tool stage on generated tool-use conversations, from the "
+                               "Q&A adapter, and measure the held-out tool questions (configs/demo-tools.yaml; longer: "
+                               "see docs/tools.md)."),
 ) -> None:
     """The whole pipeline on the bundled sample: prepare → import → train → compare, then print the table.
 

@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from lawtune.cli import app
-from lawtune.demo import TOOL_KINDS, TOOL_SHARE
+from lawtune.demo import CALL_ONLY_SHARE, TOOL_STAGE_ROWS, TOOL_STAGE_SHARES
 
 
 def test_demo_quick_runs_end_to_end(tiny_model_dir, tmp_path):
@@ -40,30 +40,43 @@ def test_demo_quick_runs_end_to_end(tiny_model_dir, tmp_path):
     assert "\n  compare: peak" in result.output and "\n  process peak" in result.output
 
 
-def test_demo_with_tools_trains_on_tool_rows_and_measures_them(tiny_model_dir, tmp_path):
+def test_demo_with_tools_trains_a_tool_stage_from_the_qa_adapter_and_measures_it(tiny_model_dir, tmp_path):
     out = tmp_path / "demo-tools"
     result = CliRunner().invoke(app, ["demo", "--quick", "--tools", "--model", str(tiny_model_dir), "--out", str(out),
                                       "--max-steps", "2"])
     assert result.exit_code == 0, result.output + repr(result.exception)
-    mixed = [json.loads(line) for line in (out / "data" / "train-rag.jsonl").read_text(encoding="utf-8").splitlines()]
-    # the RAG mix plus tool-use rows of the generated tool set (demo.TOOL_SHARE), never of its held-out test split
-    trained = [json.loads(line) for line in (out / "data" / "train-mix.jsonl").read_text(encoding="utf-8").splitlines()]
-    tool_rows = [row for row in trained if "kind" in row["meta"]]
-    assert len(trained) == len(mixed) + len(tool_rows) and abs(len(tool_rows) / len(trained) - TOOL_SHARE) < 0.01
-    # a share of the plain Q&A rows is shown two tool definitions and answered as before, without a call
-    shown = [row for row in trained if "tools" in row and "kind" not in row["meta"]]
-    plain = [row for row in mixed if "rag" not in row["meta"]]
-    assert 0.15 < len(shown) / len(plain) < 0.35 and all(len(row["tools"]) == 2 for row in shown)
-    assert not any("tool_calls" in turn for row in shown for turn in row["conversations"])
-    assert not any("rag" in row["meta"] for row in shown)
-    kinds = [row["meta"]["kind"] for row in tool_rows]
-    assert all(abs(kinds.count(kind) / len(kinds) - part) < 0.01 for kind, part in TOOL_KINDS.items())
+    # the Q&A stage is the plain demo's; the tool stage starts from its adapter, on the tool stage's file
+    assert "train-rag.jsonl" in (out / "run" / "config.yaml").read_text(encoding="utf-8")
+    stage = (out / "run-tools" / "config.yaml").read_text(encoding="utf-8")
+    assert "train-tools.jsonl" in stage and f"init_adapter: {out / 'run'}" in stage
+    assert json.loads((out / "run-tools" / "run.json").read_text())["final_step"] == 2
+    trained = [json.loads(line) for line in (out / "data" / "train-tools.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(trained) == TOOL_STAGE_ROWS
+    kinds = [row["meta"].get("kind", "replay") for row in trained]
+    assert all(kinds.count(kind) == round(part * TOOL_STAGE_ROWS) for kind, part in TOOL_STAGE_SHARES.items())
+    # half of the tool conversations end at the call (no result, no answer); the others hold both
+    tool_rows = [row for row in trained if row["meta"].get("kind") == "tool"]
+    cut = [row for row in tool_rows if row["meta"].get("call_only")]
+    assert len(cut) == round(CALL_ONLY_SHARE * len(tool_rows))
+    assert all([turn["role"] for turn in row["conversations"]] == ["user", "assistant"]
+               and row["conversations"][1]["tool_calls"] for row in cut)
+    assert all(row["conversations"][-1]["role"] == "assistant" and row["conversations"][-2]["role"] == "tool"
+               for row in tool_rows if row not in cut)
+    # replayed first-stage rows, some shown two tool definitions and answered as before, without a call
+    replay = [row for row in trained if "kind" not in row["meta"]]
+    shown = [row for row in replay if "tools" in row]
+    assert shown and all(len(row["tools"]) == 2 for row in shown) and not any("rag" in row["meta"] for row in shown)
+    assert not any("tool_calls" in turn for row in replay for turn in row["conversations"])
+    first_stage = set((out / "data" / "train-rag.jsonl").read_text(encoding="utf-8").splitlines())
+    assert all(json.dumps(row, ensure_ascii=False) in first_stage for row in replay if "tools" not in row)
+    # never a question of the held-out tool set
     held_out = {row["conversations"][0]["content"] for row in
                 map(json.loads, (out / "tools" / "test.jsonl").read_text(encoding="utf-8").splitlines())}
-    assert not held_out & {row["conversations"][0]["content"] for row in tool_rows}
-    assert "train-mix.jsonl" in (out / "run" / "config.yaml").read_text(encoding="utf-8")
+    assert not held_out & {row["conversations"][0]["content"] for row in trained}
     report = out / "report"
     tuned = json.loads((report / "tuned" / "metrics.json").read_text(encoding="utf-8"))
     # the held-out tool questions were asked of both models, and the report shows their metrics
     assert tuned["tools"]["count"] == 4 and "tool_choice_pct" in tuned["metrics"]
+    assert "tool_args_same_keys_pct" in tuned["metrics"]
+    assert tuned["model"]["name"] == "run-tools" and tuned["model"]["adapter_path"].startswith(str(out / "run-tools"))
     assert "tool" in (report / "report.md").read_text(encoding="utf-8").lower()

@@ -9,8 +9,8 @@ import pytest
 
 from evaluation_helpers import invoke, runner
 from lawtune.cli import app
-from lawtune.evaluation.tool_eval import (ToolExample, dates_in, holds_figure, numbers_in, same_arguments, score_trace,
-                                          tool_metrics)
+from lawtune.evaluation.tool_eval import (ToolExample, dates_in, holds_figure, numbers_in, same_arguments,
+                                          same_computation, score_trace, tool_metrics)
 
 
 def test_figures_are_found_in_the_forms_answers_write_them():
@@ -47,6 +47,42 @@ def test_arguments_compare_as_the_tool_reads_them():
     assert not same_arguments({"monthly_wage": 8000, "months": 42}, want, severance)  # other keys
     arbitration = next(tool for tool in builtin_tools() if tool.name == "arbitration_deadline")
     assert same_arguments({"known_date": "2024-03-01"}, {"known_date": "2024年3月1号"}, arbitration)
+
+
+def test_arguments_are_exact_when_the_tool_computes_the_same():
+    from lawtune.tools import builtin_tools
+
+    tools = builtin_tools()
+    want = {"monthly_wage": "8000", "years": "3年", "months": "5个月"}
+    # the same length of service however it is split over the keys: the tool computes 28000 each time
+    for got in ({"monthly_wage": 8000, "months": "41个月"}, {"monthly_wage": "八千", "years": "3年5个月"},
+                {"monthly_wage": "0.8万", "years": "三年零五个月"}, want):
+        assert same_computation("severance_pay", got, want, tools), got
+        assert not same_arguments(got, want, next(t for t in tools if t.name == "severance_pay")) or got is want
+    # unlawful left out halves the figure; another length; a call the tool rejects; another tool's name
+    assert not same_computation("severance_pay", want, {**want, "unlawful": True}, tools)
+    assert not same_computation("severance_pay", {**want, "months": "6个月"}, want, tools)
+    assert not same_computation("severance_pay", {**want, "years": "3年5个月"}, want, tools)  # months twice: an error
+    assert not same_computation("severance_pay", {"monthly_wage": "八千多", "months": "41个月"}, want, tools)
+    assert not same_computation("no_such_tool", want, want, tools)
+    # a figure the question lacks is not invented right: annual leave of 3 and of 5 years is 5 days either way,
+    # but the tool's formula says which length it counted
+    assert not same_computation("annual_leave_days", {"cumulative_work_years": "3年"},
+                                {"cumulative_work_years": "5年"}, tools)
+    assert same_computation("annual_leave_days", {"cumulative_work_years": 5}, {"cumulative_work_years": "五年"}, tools)
+
+
+def test_score_keeps_the_strict_key_match_beside_the_computed_one():
+    from lawtune.tools import builtin_tools
+
+    tools = builtin_tools()
+    want = {"name": "severance_pay", "arguments": {"monthly_wage": "8000", "years": "3年", "months": "5个月"}}
+    got = {"name": "severance_pay", "arguments": {"monthly_wage": "8000", "months": "41个月"}}
+    scores = score_trace(example("tool", [want], 28000), trace(["<tool_call>…", "28000元"], [[got], []],
+                                                                 final="补偿28000元"), tools)
+    assert scores["args_exact"] and not scores["args_same_keys"] and scores["figure"]
+    metrics = tool_metrics([example("tool", [want], 28000)], [scores])
+    assert metrics["tool_args_exact_pct"] == 100.0 and metrics["tool_args_same_keys_pct"] == 0.0
 
 
 def example(kind: str, expected=(), figure=None) -> ToolExample:

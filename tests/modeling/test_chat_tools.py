@@ -73,8 +73,9 @@ def test_the_template_renders_the_documented_format(chat, tools):
     text = chat.render(tool_conversation(), tools=tools[:1])
     assert text.startswith("<bos><start_of_turn>user\n你是法律助手。\n\n# 工具\n\n你可以调用以下工具（参数名后有 ? 的可不填）："
                            "\n<tools>\n- severance_pay(monthly_wage: number|string, years?: integer|string, "
-                           "months?: integer|string, start_date?: date, end_date?: date, local_average_wage?: "
-                           "number|string, local_minimum_wage?: number|string, unlawful?: boolean)：解除或终止")
+                           "months?: integer|string, start_date?: date（入职日）, end_date?: date（最后工作日）, "
+                           "local_average_wage?: number|string, local_minimum_wage?: number|string, "
+                           "unlawful?: boolean（违法解除、违法辞退时 true）)：解除或终止")
 
     assert ('</tools>\n\n需要调用工具时，只输出：<tool_call>{"name": 工具名, "arguments": {参数}}</tool_call>\n\n'
             + QUESTION + "<end_of_turn>\n") in text
@@ -89,10 +90,10 @@ def test_the_template_renders_the_documented_format(chat, tools):
 def test_compact_definitions_cover_types_formats_arrays_and_bare_functions(chat):
     tools = [{"name": "f", "description": "d", "parameters": {"type": "object", "required": ["a"], "properties": {
         "a": {"type": "string"}, "b": {"type": "array", "items": {"type": "string", "format": "date"}},
-        "c": {"description": "no type"}}}},
+        "c": {"description": "no type"}, "d": {"type": "boolean", "x-label": "违法时 true"}}}},
              {"type": "function", "function": {"name": "g", "parameters": {"type": "object", "properties": {}}}}]
     text = chat.render([{"role": "user", "content": "q"}], tools=tools)
-    assert "<tools>\n- f(a: string, b?: date[], c?: any)：d\n- g()\n</tools>" in text
+    assert "<tools>\n- f(a: string, b?: date[], c?: any, d?: boolean（违法时 true）)：d\n- g()\n</tools>" in text
 
 def test_arguments_as_text_or_dict_render_the_same(chat, tools):
     spelled = [chat.render(tool_conversation(arguments), tools=tools) for arguments in

@@ -157,7 +157,8 @@ def test_schema_comes_from_the_signature(tools):
     assert schema["required"] == ["monthly_wage"] and schema["additionalProperties"] is False
     assert schema["properties"]["monthly_wage"]["type"] == ["number", "string"]  # 8000 or the question's words
     assert schema["properties"]["start_date"] == {"format": "date", "type": "string",
-                                                  "description": "入职日期 YYYY-MM-DD（代替 years/months）"}
+                                                  "description": "入职日期 YYYY-MM-DD（代替 years/months）",
+                                                  "x-label": "入职日"}
     assert tool.openai()["function"]["name"] == "severance_pay"
     assert "title" not in json.dumps(schema)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -183,9 +184,12 @@ def scripted(processor, tokenizer, script: str, steps: int) -> str:
         if position < len(wanted):
             preference[wanted[position]] = 100.0
         generated.append(int(torch.argmax(step(processor, generated, preference))))
-        # outside a block the answer may end at any point (but in the middle of a character's bytes)
+        # outside a block the answer may end at any point (but in the middle of a character's bytes, or, in the
+        # answer after results, of a number: 2 of 28000 is no number it may write)
+        text = tokenizer.decode(generated)
         assert bool(step(processor, generated, preference)[tokenizer.eos_token_id] > float("-inf")) \
-            or processor.in_block(0) or tokenizer.decode(generated).endswith("\ufffd")
+            or processor.in_block(0) or text.endswith("\ufffd") \
+            or (processor.rows[0].numbers is not None and re.search(r"[0-9][.,]?$", text) is not None)
     return tokenizer.decode(generated)
 
 
@@ -276,6 +280,7 @@ def test_a_tool_missing_every_figure_it_needs_one_of_cannot_be_called(offered):
     # the grammar's JSON Schema carries none of lawtune's x- keys
     grammar_schema = json.dumps(call_schema(offered[0]["function"]))
     assert "x-figure" not in grammar_schema and "x-needs-one-of" not in grammar_schema
+    assert "x-label" not in grammar_schema and "x-label" in json.dumps(schema)
 
 
 def test_needs_one_of_must_name_parameters():
@@ -289,6 +294,23 @@ def test_needs_one_of_must_name_parameters():
         Tool.from_function(calc)
 
 
+def test_labels_must_name_parameters_and_land_in_the_schema():
+    from lawtune.tools.tool import Tool, labels
+
+    @labels(unlawful="违法解除时 true")
+    def calc(unlawful: bool = False) -> dict:
+        return {"result": unlawful}
+
+    assert Tool.from_function(calc).parameters["properties"]["unlawful"]["x-label"] == "违法解除时 true"
+
+    @labels(nope="x")
+    def other(years: int = 0) -> dict:
+        return {"result": years}
+
+    with pytest.raises(ValueError, match="nope"):
+        Tool.from_function(other)
+
+
 def test_arbitration_needs_a_date_to_count_from():
     """The boolean-only call (`{"wage_arrears_during_employment": true}`) that the tuned demo model made on
     questions of every kind is not callable without a date in the user's words."""
@@ -299,3 +321,73 @@ def test_arbitration_needs_a_date_to_count_from():
     assert ask("参加工作20年，每年能休几天带薪年假？") == []
     assert ask("请代理律师是全程代理帮忙弄好不用本人出面吗") == []
     assert ask("2024.8.19公司通知我解除劳动合同，劳动仲裁的时效到什么时候？") == ["arbitration_deadline"]
+
+
+RESULT = {"result": 28000, "unit": "元", "formula": "工作年限3年5个月；经济补偿 = 3.5个月 × 8000元 = 28000元。",
+          "articles": ["《劳动合同法》第四十七条"]}
+
+
+def test_the_numbers_an_answer_after_results_may_write():
+    from lawtune.tools.constrain import answer_numbers
+
+    numbers = set(answer_numbers(conversation(RESULT)))
+    # the result and its spellings, the formula's numbers, the cited article in digits, the question's figures
+    assert {"28000", "28,000", "3.5", "8000", "8,000", "47", "3", "5"} <= numbers
+    assert not {"29000", "56000", "2800", "9999", "2.8"} & numbers
+    # a date result: its digit runs with and without the leading zero; the question's 八千 read as 8000
+    dated = [{"role": "user", "content": "月薪八千，2024年3月1日被辞退，最晚哪天申请仲裁？"},
+             {"role": "assistant", "content": "", "tool_calls": [CALL]},
+             {"role": "tool", "tool_call_id": "call_1_0", "name": "arbitration_deadline",
+              "content": '{"result":"2025-03-03","articles":["《劳动争议调解仲裁法》第二十七条"]}'}]
+    assert {"2025", "03", "3", "8000", "2024", "1", "27"} <= set(answer_numbers(dated))
+    # the rule is for the answer after a round of results only
+    assert answer_numbers(conversation()) is None
+    assert answer_numbers(conversation({"error": "参数有误"})) is None
+
+
+def figures_processor(tokenizer, messages, policy=None):
+    severance = [tool.openai() for tool in builtin_tools() if tool.name == "severance_pay"]
+    return ToolCallLogitsProcessor(tokenizer, [severance], len(PROMPT), [tokenizer.eos_token_id],
+                                   policy or DecodingPolicy(), conversations=[messages])
+
+
+def test_after_results_the_answer_can_only_copy_numbers(tokenizer):
+    """A 'model' that wants to write an invented figure cannot write it after the tool answered; one that
+    copies the result writes exactly what it wants and may end there."""
+    import re
+
+    from lawtune.tools.constrain import answer_numbers
+
+    allowed = set(answer_numbers(conversation(RESULT)))
+    wanted = "经济补偿为28,000元（28000元），即3.5个月工资，依据第47条。"
+    processor = figures_processor(tokenizer, conversation(RESULT))
+    assert scripted(processor, tokenizer, wanted, len(ids(tokenizer, wanted))) == wanted
+    for invented in ("经济补偿为29000元。", "经济补偿为2800元。", "赔偿金56000元。", "按28000.5元", "共１２元", "约2.8万元"):
+        processor = figures_processor(tokenizer, conversation(RESULT))
+        text = scripted(processor, tokenizer, invented, len(ids(tokenizer, invented)) + 4)
+        text = text.split(tokenizer.eos_token)[0]  # what follows the end of the answer is padding
+        numbers = re.findall(r"\d+(?:,\d{3})*(?:\.\d+)?", text)
+        assert set(numbers) <= allowed and not re.search("[０-９]", text), (invented, text)
+    # with the rule off (--no-tool-figures) the invented figure is written
+    processor = figures_processor(tokenizer, conversation(RESULT), DecodingPolicy(tool_figures=False))
+    assert scripted(processor, tokenizer, "经济补偿为29000元。", 20).startswith("经济补偿为29000元")
+    # before any result (the call turn) numbers are free
+    processor = figures_processor(tokenizer, conversation())
+    assert scripted(processor, tokenizer, "大约29000元。", 12).startswith("大约29000元")
+
+
+def test_digits_are_not_penalized_in_the_answer_after_results(tokenizer):
+    from lawtune.tools.constrain import digit_token_ids
+
+    digits = digit_token_ids(tokenizer)
+    written = ids(tokenizer, "补偿28000元，")
+    repeated_digits = [token for token in written if token in digits]
+    others = [token for token in written if token not in digits]
+    assert repeated_digits and others
+    scores = torch.full((len(tokenizer),), 4.0)
+    processor = figures_processor(tokenizer, conversation(RESULT), DecodingPolicy(repetition_penalty=2.0))
+    logits = step(processor, written, scores)
+    first = repeated_digits[0]  # starts 28000 again: allowed, and not divided by the penalty
+    assert logits[first] == 4.0 and all(logits[token] == 2.0 for token in others if logits[token] > float("-inf"))
+    processor = figures_processor(tokenizer, conversation(), DecodingPolicy(repetition_penalty=2.0))
+    assert step(processor, written, scores)[first] == 2.0  # elsewhere the answer's penalty is unchanged

@@ -161,3 +161,39 @@ def test_attention_defaults_to_eager_on_a_cpu_unless_configured():
     assert training_attention(ModelSection(), 256 + 256) == (None if torch.cuda.is_available() else "eager")
     assert training_attention(ModelSection(), 1536 + 256) == (None if torch.cuda.is_available() else "sdpa")
     assert training_attention(ModelSection(attn_implementation="eager"), 1536 + 256) == "eager"
+
+
+def test_a_second_stage_starts_from_the_first_stages_adapter(trained, tiny_model_dir, conversation_files, tmp_path):
+    """model.init_adapter: the new run's LoRA weights start as the given run's best adapter (not fresh: lora_B
+    would be zero), then train on; an adapter of another shape is a clear error, never a half-loaded start."""
+    import lawtune.training.train as train_module
+
+    first = load_file(trained / "best" / "adapter_model.safetensors")
+    config = tiny_config(tmp_path, tiny_model_dir, conversation_files, model={"init_adapter": str(trained)},
+                         training_args={"max_steps": 2, "eval_strategy": "no", "save_strategy": "no"})
+    seen = {}
+    build = train_module._build_trainer
+
+    def build_and_snapshot(*args, **kwargs):
+        trainer = build(*args, **kwargs)
+        seen["start"] = {name.replace(".default", ""): p.detach().clone() for name, p in trainer.model.named_parameters()
+                         if p.requires_grad}
+        return trainer
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_module, "_build_trainer", build_and_snapshot)
+        run_dir = run(config, resume="none")
+    assert set(seen["start"]) == set(first)
+    assert all(torch.equal(seen["start"][name], first[name]) for name in first)
+    assert any("lora_B" in name and first[name].abs().sum() > 0 for name in first)
+    after = load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    assert any(not torch.equal(after[name], first[name]) for name in first)  # and it trained on from there
+
+    (tmp_path / "other").mkdir()
+    other = tiny_config(tmp_path / "other", tiny_model_dir, conversation_files, model={"init_adapter": str(trained)},
+                        peft_config={"r": 4}, training_args={"max_steps": 1, "eval_strategy": "no",
+                                                             "save_strategy": "no"})
+    with pytest.raises(LawtuneError, match="init_adapter"):
+        run(other, resume="none")
+    with pytest.raises(LawtuneError, match="neither a lawtune run folder nor an adapter folder"):
+        run(config, [f"model.init_adapter={tmp_path}"], resume="none")

@@ -34,7 +34,8 @@ CITATIONS = (("citation_precision_pct", "citation precision %"), ("nonexistent_c
              ("retrieved_fit_pct", "cited retrieved articles the reference cites %", "retrieved_fit_n"),
              ("instruction_echo_pct", "answers echoing the RAG instruction %", None))
 # With a tool set (lawtune.evaluation.tool_eval); shown only when both sides have them.
-TOOL_ROWS = (("tool_choice_pct", "right tool chosen %"), ("tool_args_exact_pct", "right tool, exact arguments %"),
+TOOL_ROWS = (("tool_choice_pct", "right tool chosen %"), ("tool_args_exact_pct", "right tool, exact arguments (same computation) %"),
+             ("tool_args_same_keys_pct", "right tool, same argument keys and values %"),
              ("tool_figure_pct", "final answer holds the right figure %"), ("tool_call_parse_pct", "tool calls that parse %"),
              ("no_tool_pct", "no-tool questions answered without a call %"),
              ("ask_back_pct", "missing figure asked back %"))

@@ -17,7 +17,11 @@ tool computed for the true arguments.
 Metrics (percent; `tool_*` over the questions that need a tool, `no_tool_pct` over those that do not):
 - `tool_call_parse_pct`: of the first turns that hold a `<tool_call>` block, those whose every block parses;
 - `tool_choice_pct`: the first call names the expected tool;
-- `tool_args_exact_pct`: ... and its arguments equal the expected ones (numbers compared as numbers);
+- `tool_args_exact_pct`: ... and its arguments make the tool compute what the expected call makes it compute: both
+  calls run (`run_tool_call`) to the same outcome — result, details, formula and articles — so `{"months": "41个月"}`
+  is as right as `{"years": "3年", "months": "5个月"}`; a call the tool rejects is never right;
+- `tool_args_same_keys_pct`: the stricter reading kept beside it: the same keys, each value equal as the tool reads it
+  (`{"months": "41个月"}` against `{"years": "3年", "months": "5个月"}` is wrong here);
 - `tool_figure_pct`: the final answer holds the expected figure (an amount in Arabic digits, `28,000`,
   `2.8万` too; a date as 2025年3月1日 / 2025-03-01 / 2025.3.1 / 2025/3/1);
 - `no_tool_pct`: the first turn calls no tool; `ask_back_pct`: of the questions lacking a figure, those whose
@@ -177,6 +181,27 @@ def same_arguments(got: dict[str, Any], expected: dict[str, Any], tool: Any = No
     return all(_same_value(got[key], expected[key]) for key in expected)
 
 
+def same_computation(name: str, got: dict[str, Any], expected: dict[str, Any], tools: list[Any]) -> bool:
+    """Whether calling tool `name` with `got` computes what it computes with `expected`: both calls succeed
+    (`run_tool_call`) and their outcomes are equal — result, details, formula and articles (numbers by value).
+    `{"months": "41个月"}` = `{"years": "3年", "months": "5个月"}` = `{"years": "3年5个月"}`; a left-out `unlawful`
+    halves the result, an extra figure that changes nothing (a local average wage far above the wage) is right."""
+    from lawtune.tools import run_tool_call
+
+    if not isinstance(got, dict) or not any(tool.name == name for tool in tools):
+        return False
+    mine, theirs = run_tool_call(tools, name, got), run_tool_call(tools, name, expected)
+    return mine.ok and theirs.ok and _same_tree(mine.content, theirs.content)
+
+
+def _same_tree(a: Any, b: Any) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return set(a) == set(b) and all(_same_tree(a[key], b[key]) for key in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_tree(x, y) for x, y in zip(a, b))
+    return _same_value(a, b)
+
+
 def _same_value(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return a is b
@@ -226,7 +251,8 @@ def holds_figure(text: str, figure: Any) -> bool:
 
 def score_trace(example: ToolExample, trace: dict[str, Any], implementations: list[Any] | None = None) -> dict[str, Any]:
     """Per-question verdicts (None where a verdict does not apply to this kind of question); `implementations`:
-    the tools that read the arguments (exact arguments compare what they read)."""
+    the tools that run the arguments (exact arguments: the same computation, `same_computation`; without the
+    expected tool among them, the strict reading `same_arguments`)."""
     first_text = trace["turns"][0] if trace["turns"] else ""
     first_calls = trace["calls"][0] if trace["calls"] else []
     attempted = "<tool_call>" in first_text
@@ -237,7 +263,11 @@ def score_trace(example: ToolExample, trace: dict[str, Any], implementations: li
         got = first_calls[0] if first_calls else None
         scores["tool_right"] = got is not None and got["name"] == want["name"]
         tool = next((t for t in implementations or [] if t.name == want["name"]), None)
-        scores["args_exact"] = scores["tool_right"] and same_arguments(got["arguments"], want["arguments"], tool)
+        scores["args_same_keys"] = scores["tool_right"] and same_arguments(got["arguments"], want["arguments"], tool)
+        # with the tools at hand, "exact" is what the call computes; without them, the strict reading
+        scores["args_exact"] = scores["tool_right"] and (
+            same_computation(want["name"], got["arguments"], want["arguments"], implementations)
+            if tool is not None else scores["args_same_keys"])
         scores["figure"] = holds_figure(trace["final"], example.figure)
     else:
         scores["no_call"] = not scores["called"]
@@ -259,6 +289,7 @@ def tool_metrics(examples: list[ToolExample], scores: list[dict[str, Any]]) -> d
     return {
         "tool_choice_pct": _pct([s["tool_right"] for s in tool]),
         "tool_args_exact_pct": _pct([s["args_exact"] for s in tool]),
+        "tool_args_same_keys_pct": _pct([s["args_same_keys"] for s in tool]),
         "tool_figure_pct": _pct([s["figure"] for s in tool]),
         "tool_call_parse_pct": _pct(parsed),
         "no_tool_pct": _pct([s["no_call"] for s in plain]),
@@ -292,8 +323,8 @@ def evaluate_tools(loaded: Any, examples: list[ToolExample], settings: Any, impl
 
 
 # ---- the tool set of one eval / compare -------------------------------------------------------------------------
-TOOL_METRICS = ("tool_choice_pct", "tool_args_exact_pct", "tool_figure_pct", "tool_call_parse_pct", "no_tool_pct",
-                "ask_back_pct")
+TOOL_METRICS = ("tool_choice_pct", "tool_args_exact_pct", "tool_args_same_keys_pct", "tool_figure_pct",
+                "tool_call_parse_pct", "no_tool_pct", "ask_back_pct")
 TOOLS_CHOICES = ("builtin",)
 
 

@@ -68,6 +68,9 @@ class DecodingPolicy:
     no_repeat_ngram_size: int = Field(0, ge=0, description="Never repeat an n-gram of the answer; 0 = off.")
     repetition_stop: bool = Field(True, description=f"End an answer when a {LOOP_SPAN_CHARS}-character span occurs "
                                   f"{LOOP_REPEATS} times, cut at the last sentence end before the loop (finish reason 'repetition').")
+    # lawtune.tools.constrain (tool_choice auto): the answer after a round of tool results
+    tool_figures: bool = Field(True, description="In the answer after tool results, numbers in digits only as the "
+                               "results or the user's words write them, and no repetition penalty on digits.")
 
     @field_validator("no_repeat_ngram_size")
     @classmethod

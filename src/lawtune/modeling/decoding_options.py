@@ -37,6 +37,7 @@ def decoding_options(
     no_repetition_control: bool = typer.Option(False, "--no-repetition-control",
                                                help="Switch every penalty above off (plain greedy logits)."),
     repetition_stop: bool = option(DecodingPolicy, "repetition_stop", "--repetition-stop/--no-repetition-stop"),
+    tool_figures: bool = option(DecodingPolicy, "tool_figures", "--tool-figures/--no-tool-figures"),
 ) -> DecodingPolicy:
     """The decoding flags' values → one DecodingPolicy; a bad value or a contradiction is one LawtuneError."""
     from lawtune.errors import LawtuneError
@@ -47,5 +48,6 @@ def decoding_options(
     if no_repetition_control and given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise LawtuneError(f"--no-repetition-control switches every penalty off; drop it or drop {flags}")
-    return validate(DecodingPolicy, {**(OFF if no_repetition_control else given), "repetition_stop": repetition_stop},
+    return validate(DecodingPolicy, {**(OFF if no_repetition_control else given), "repetition_stop": repetition_stop,
+                                      "tool_figures": tool_figures},
                     "decoding", as_flags=True)

@@ -23,6 +23,13 @@ Given the row's conversation (`call_rules`), the grammar also holds what the con
   tool that requires it cannot be called — nor one none of whose `x-needs-one-of` groups is left (a severance
   question without any length of service: the call could only fail; the model asks back instead).
 - When no offered tool is callable, the turn may not open `<tool_call>` at all (`NO_CALL_GRAMMAR`): it answers.
+- **Figures copied into the answer** (`figures=True`, DecodingPolicy.tool_figures): in the answer after a round
+  whose calls all returned results, every number the turn writes in Arabic digits is one the results or the
+  user's words hold (`answer_numbers`; `answer_grammar`), and digits are exempt from the repetition penalty there
+  (28000 repeats its 0s). It keeps invented figures out of the digits; it does not make the model write the
+  result (the answer may still omit it, or write the question's wage instead), and numbers in Chinese numerals
+  (两万八千) are not constrained. Nothing is written for the model: every token is its own choice among those
+  allowed.
 
 Rows without tools (None) are only penalized, as `lawtune.modeling.decoding.AnswerLogitsProcessor` does.
 `LazyCall` is one sequence's state: the processor runs one per row (eval, infer, chat) and `lawtune serve`'s
@@ -33,6 +40,7 @@ everywhere.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Iterable
 
 from lawtune.modeling.grammar import grammar_mask, ll_tokenizer
@@ -174,6 +182,101 @@ def call_rules(tools: list[dict[str, Any]], messages: list[dict[str, Any]] | Non
     return allowed
 
 
+# ---- figures copied into the answer after tool results ----------------------------------------------------------
+DIGITS = "0-9０-９"  # fullwidth digits count as digits: never an escape from the rule
+_NUMBER = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?")
+_ARTICLE = re.compile(r"第([零〇一二两三四五六七八九十百千]+)条")
+
+
+def answer_numbers(messages: list[dict[str, Any]] | None) -> list[str] | None:
+    """The numbers an answer after tool results may write in Arabic digits, as written: every number of the tool
+    results since the user's last message and of the user turns (`28000`, `21.75`, `2025`, `03` and `3` of a date),
+    its other usual spelling (`28,000`), the article numbers the results cite in Chinese numerals
+    (第四十七条 → `47`), and the values of the user's written figures (八千 → `8000`). None when the conversation
+    does not end with a round of results none of which is an error (the rule applies to that turn only)."""
+    if not messages or not last_round_succeeded(messages):
+        return None
+    from lawtune.kb.numerals import to_int
+    from lawtune.tools.figures import figure_spans, read_amount, read_count, read_months, read_years
+
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+    results = [_text(m.get("content")) for m in messages[last_user + 1:] if m.get("role") == "tool"]
+    users = [m["content"] for m in messages if m.get("role") == "user" and isinstance(m.get("content"), str)]
+    numbers: set[str] = set()
+    for text in results + users:
+        for match in _NUMBER.finditer(text):
+            numbers.update(_spellings(match.group()))
+    for text in results:
+        for match in _ARTICLE.finditer(text):
+            try:
+                numbers.add(str(to_int(match.group(1))))
+            except ValueError:
+                continue
+    readers = {"amount": read_amount, "hours": read_count, "years": read_years, "months": read_months}
+    for text in users:
+        for kind, spans in figure_spans(text).items():
+            for span in spans if kind in readers else []:
+                try:
+                    value = readers[kind](span)
+                except ValueError:
+                    continue
+                if isinstance(value, (int, float)) and value >= 0:
+                    numbers.update(_spellings(_plain(value)))
+    return sorted(numbers)
+
+
+def _text(content: Any) -> str:
+    return content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+
+
+def _plain(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.2f}".rstrip("0")
+
+
+def _spellings(number: str) -> set[str]:
+    """`28,000` / `28000`; a run of digits with its leading zeros (`03`) and without (`3`). Not `2.8` for 2.8万:
+    it would let 2.8元 through."""
+    plain = number.replace(",", "")
+    forms = {number, plain}
+    whole, _, decimals = plain.partition(".")
+    if whole.isdigit() and not decimals:
+        value = int(whole)
+        forms |= {str(value), f"{value:,}"}
+    return {form for form in forms if form}
+
+
+def answer_grammar(numbers: list[str]) -> str:
+    """The llguidance Lark grammar of an answer whose every number in digits is one of `numbers` (whole: `2800`
+    of 28000 is no number of its own, `28000.5` no mix of two) and which never holds `<tool`. Between two numbers
+    sits any text without digits but a lone `.` or `,` (which would join them into one number)."""
+    text = f"[^{DIGITS}]"
+    if numbers:
+        number = "(" + "|".join(re.escape(n) for n in sorted(numbers, key=len, reverse=True)) + ")"
+        between = f"([^{DIGITS}.,]|{text}{text}+)"
+        body = f"{text}*({number}{between})*({number}[.,]?)?"
+    else:
+        body = f"{text}*"
+    return f"start: TEXT\nTEXT: /(?s:{body})/ & ~/(?s:.*{NO_CALL_STEM}.*)/\n"
+
+
+def penalty_history(generated: list[int], digit_ids: frozenset[int]) -> list[int]:
+    """The answer's tokens the repetition penalty counts in a figures turn: all but digits."""
+    return [token for token in generated if token not in digit_ids]
+
+
+_DIGIT_IDS: dict[int, frozenset[int]] = {}
+
+
+def digit_token_ids(tokenizer: Any) -> frozenset[int]:
+    """Token ids whose text holds a digit (Gemma: the ten single digits), once per tokenizer."""
+    key = id(tokenizer)
+    if key not in _DIGIT_IDS:
+        pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        _DIGIT_IDS[key] = frozenset(i for i, piece in enumerate(pieces) if piece and any(c.isdigit() for c in piece)
+                                    and not (piece.startswith("<") and piece.endswith(">")))  # <0x33>, <unused9>
+    return _DIGIT_IDS[key]
+
+
 _GRAMMARS: dict[str, Any] = {}  # compiled Lark grammars, by their text (rows and requests share them)
 _FREE_MASKS: dict[tuple[int, int], Any] = {}  # the no-call mask away from a `<tool` start, per (ll tokenizer, vocab)
 
@@ -204,18 +307,24 @@ class LazyCall:
     and the batcher calls `consume_token` after each pick."""
 
     def __init__(self, tokenizer: Any, ll: Any, tools: list[dict[str, Any]] | None,
-                 messages: list[dict[str, Any]] | None, stop_ids: Iterable[int]):
+                 messages: list[dict[str, Any]] | None, stop_ids: Iterable[int], figures: bool = True):
+        """`figures`: in the answer after a round of results, numbers in digits only as the results or the user's
+        words write them, and no repetition penalty on digits (the module docstring)."""
         import llguidance
 
         self.tokenizer, self.ll, self.stop_ids = tokenizer, ll, frozenset(stop_ids)
         self.grammar: Any = None  # the block grammar (None: the row offers no tools, or may not call)
         self.no_call: Any = None  # the matcher of a turn that may not open a block (no offered tool is callable)
+        self.numbers: list[str] | None = None  # a figures turn: the numbers its digits may write
+        self._free_mask: Any = None  # a figures turn's mask where the text ends in no number and no `<tool` start
         if tools:
             functions = call_rules(tools, messages)
             if functions:
                 self.grammar = _compiled(block_grammar(functions))
             else:
-                self.no_call = llguidance.LLMatcher(ll, _compiled(NO_CALL_GRAMMAR), log_level=0)
+                self.numbers = answer_numbers(messages) if figures else None
+                lark = NO_CALL_GRAMMAR if self.numbers is None else answer_grammar(self.numbers)
+                self.no_call = llguidance.LLMatcher(ll, _compiled(lark), log_level=0)
         self.generated: list[int] = []
         self.free_ids: list[int] = []  # tokens since the last block closed (searched for `<tool_call>`)
         self.matcher: Any = None  # the open block's matcher
@@ -225,6 +334,12 @@ class LazyCall:
     @property
     def in_block(self) -> bool:
         return self.matcher is not None or self.broken
+
+    def penalized(self, generated: list[int]) -> list[int]:
+        """The answer's tokens the repetition penalty counts: in a figures turn all but digits, else all."""
+        if self.numbers is None:
+            return generated
+        return penalty_history(generated, digit_token_ids(self.tokenizer))
 
     def allowed(self, vocab: int, device: Any = None) -> Any:
         """The tokens allowed next as a bool tensor over `vocab` logits, or None when any token is."""
@@ -244,6 +359,17 @@ class LazyCall:
         tail = self.tokenizer.decode(self.generated[-len(NO_CALL_STEM):], skip_special_tokens=False)
         if tail.endswith("\ufffd") or any(tail.endswith(NO_CALL_STEM[:k]) for k in range(1, len(NO_CALL_STEM))):
             return _mask(self.no_call, vocab, device)
+        if self.numbers is not None:
+            # inside a number (a digit last, or a digit and . or ,) only the matcher knows what may follow; anywhere
+            # else the state is the empty turn's (any text without digits, or a number's start): its mask, once
+            if _in_number(tail):
+                return _mask(self.no_call, vocab, device)
+            if self._free_mask is None:
+                import llguidance
+
+                start = llguidance.LLMatcher(self.ll, _compiled(answer_grammar(self.numbers)), log_level=0)
+                self._free_mask = _mask(start, vocab, None)
+            return self._free_mask if device is None else self._free_mask.to(device)
         key = (id(self.ll), vocab)
         if key not in _FREE_MASKS:
             import llguidance
@@ -308,7 +434,8 @@ class ToolCallLogitsProcessor:
         self.tokenizer, self.prompt_width, self.policy = tokenizer, prompt_width, policy
         self.stop_ids = frozenset(stop_ids)
         ll = ll_tokenizer(tokenizer, self.stop_ids)
-        self.rows = [LazyCall(tokenizer, ll, row_tools, messages, self.stop_ids)
+        figures = getattr(policy, "tool_figures", True)
+        self.rows = [LazyCall(tokenizer, ll, row_tools, messages, self.stop_ids, figures=figures)
                      for row_tools, messages in zip(tools, conversations or [None] * len(tools))]
 
     def in_block(self, row: int) -> bool:
@@ -327,12 +454,17 @@ class ToolCallLogitsProcessor:
                 state.consume_token(token)
             logits = scores[index]
             if not state.in_block and self.policy is not None and self.policy.penalizes:
-                logits = penalize(logits, generated, self.policy, self.stop_ids)
+                logits = penalize(logits, state.penalized(generated), self.policy, self.stop_ids)
             allowed = state.allowed(logits.shape[-1], logits.device)
             if allowed is not None:
                 logits = logits.float().masked_fill(~allowed, float("-inf"))
             out.append(logits.to(scores.dtype))
         return torch.stack(out)
+
+
+def _in_number(tail: str) -> bool:
+    """Whether text ending in `tail` ends inside a number: a digit last, or a digit then `.` or `,`."""
+    return bool(re.search(f"[{DIGITS}][.,]?$", tail))
 
 
 def _mask(matcher: Any, vocab: int, device: Any) -> Any:

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from lawtune.tools.periods import Day, day_text, period_last_day, weekday_text
-from lawtune.tools.tool import ToolError, needs_one_of
+from lawtune.tools.tool import ToolError, labels, needs_one_of
 
 CIVIL_CODE = "《民法典》"
 ARBITRATION_LAW = "《劳动争议调解仲裁法》"
@@ -40,6 +40,8 @@ def _last_day(start: date, years: int, holidays: list[date], period: str, event:
 # a date to count from: the boolean-only call (arrears while still employed: no deadline yet) is left out, since a
 # tuned model called it on questions of every kind (docs/tools.md "Measured"); such a question is answered in words
 @needs_one_of(("known_date",), ("employment_end_date",))
+@labels(known_date="知道权利被侵害之日", wage_arrears_during_employment="在职期间拖欠工资时 true",
+        employment_end_date="离职日")
 def arbitration_deadline(
     known_date: Annotated[Day | None, Field(description="知道或者应当知道权利被侵害之日 YYYY-MM-DD")] = None,
     wage_arrears_during_employment: Annotated[bool, Field(description="劳动关系存续期间拖欠劳动报酬的争议为 true")] = False,
@@ -77,6 +79,7 @@ def arbitration_deadline(
     }
 
 
+@labels(known_date="知道权利受损害之日", damage_date="权利受损害之日")
 def litigation_deadline(
     known_date: Annotated[Day, Field(description="知道或者应当知道权利受到损害以及义务人之日 YYYY-MM-DD")],
     damage_date: Annotated[Day | None, Field(description="权利受到损害之日 YYYY-MM-DD（用于二十年最长保护期，可选）")] = None,

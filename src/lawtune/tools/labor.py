@@ -19,7 +19,7 @@ from pydantic import Field
 
 from lawtune.tools.figures import Amount, Hours, OptionalAmount, OptionalMonths, OptionalYears
 from lawtune.tools.periods import Day, Span, add_months, months_and_days, service_length
-from lawtune.tools.tool import ToolError, needs_one_of
+from lawtune.tools.tool import ToolError, labels, needs_one_of
 
 CONTRACT_LAW = "《劳动合同法》"
 CONTRACT_REGULATION = "《劳动合同法实施条例》"
@@ -68,6 +68,7 @@ def duration(years: int | None, months: int | None, start_date: date | None, end
 
 # -- 经济补偿 / 违法解除赔偿金 -------------------------------------------------------------------------------------
 @needs_one_of(("years",), ("months",), ("start_date", "end_date"))
+@labels(start_date="入职日", end_date="最后工作日", unlawful="违法解除、违法辞退时 true")
 def severance_pay(
     monthly_wage: Annotated[Amount, Field(gt=0, description="解除或终止前十二个月的平均月工资（元）")],
     years: Annotated[OptionalYears, Field(ge=0, description="在本单位工作的整年数")] = None,
@@ -142,6 +143,7 @@ def severance_pay(
 
 # -- 未签书面劳动合同的二倍工资 --------------------------------------------------------------------------------------
 @needs_one_of(("months_without_contract",), ("start_date", "contract_date"), ("start_date", "end_date"))
+@labels(start_date="入职日", contract_date="补签合同日", end_date="离职日")
 def double_wage_no_contract(
     monthly_wage: Annotated[Amount, Field(gt=0, description="月工资（元）")],
     months_without_contract: Annotated[OptionalMonths, Field(ge=0, description=(
@@ -203,6 +205,7 @@ def double_wage_no_contract(
 
 # -- 加班费 -------------------------------------------------------------------------------------------------------
 @needs_one_of(("weekday_hours",), ("rest_day_hours",), ("holiday_hours",))
+@labels(weekday_hours="工作日、平时延时", rest_day_hours="休息日、周末", holiday_hours="法定节假日")
 def overtime_pay(
     monthly_wage: Annotated[Amount, Field(gt=0, description="加班费计算基数：正常工作时间月工资（元）")],
     weekday_hours: Annotated[Hours, Field(ge=0, description="工作日延长工作时间的小时数（150%）")] = 0,
@@ -240,6 +243,8 @@ def overtime_pay(
 
 
 # -- 试用期 -------------------------------------------------------------------------------------------------------
+@labels(start_date="合同起始日", end_date="合同终止日", open_ended="无固定期限时 true",
+        task_based="以完成一定工作任务为期限时 true")
 def probation_limits(
     contract_years: Annotated[OptionalYears, Field(ge=0, description="劳动合同期限的整年数")] = None,
     contract_months: Annotated[OptionalMonths, Field(ge=0, description="劳动合同期限整年之外的月数")] = None,
@@ -298,6 +303,7 @@ def probation_limits(
 
 # -- 带薪年休假 ---------------------------------------------------------------------------------------------------
 @needs_one_of(("cumulative_work_years",), ("first_work_date",))
+@labels(first_work_date="参加工作日")
 def annual_leave_days(
     cumulative_work_years: Annotated[OptionalYears, Field(ge=0, description="累计工作年限（年，含在其他单位）")] = None,
     first_work_date: Annotated[Day | None, Field(description="参加工作的日期 YYYY-MM-DD（代替 cumulative_work_years）")] = None,

@@ -53,6 +53,10 @@ class ModelSection(Section):
     attn_implementation: str | None = Field(None, description=(
         "transformers attention (eager | sdpa | flash_attention_2); default: eager on a CPU, the model's default on a GPU"))
     compile: bool = Field(False, description="torch.compile each decoder layer (fuses the many small ops; ~2-3 min once)")
+    init_adapter: str | None = Field(None, description=(
+        "a run folder (its best adapter, else its final one) or an adapter folder whose LoRA weights this run starts "
+        "from instead of fresh ones: a second stage on top of a first (lawtune demo --tools: the tool stage after "
+        "the Q&A demo). Its base model and peft_config (r, target modules, trainable tokens) must be this run's"))
 
 
 class DataConfig(Section):

@@ -185,6 +185,8 @@ def _build_trainer(config: TrainConfig, args, run_dir: Path, model_dir: Path, tr
         raise LawtuneError(f"peft_config does not fit this model: {error}") from error
     # adapter_config.json names its base: an imported model's name resolves on any machine, a temp path not
     model.peft_config["default"].base_model_name_or_path = base_model_reference(model_dir)
+    if config.model.init_adapter:
+        load_initial_adapter(model, config.model.init_adapter)
     if config.speed.sparse_dropout:
         from lawtune.training.dropout import use_sparse_dropout
 
@@ -242,6 +244,41 @@ def _build_trainer(config: TrainConfig, args, run_dir: Path, model_dir: Path, tr
     trainer.remove_callback(PrinterCallback)  # the rich bar and metrics.jsonl replace the printed dicts
     trainer.remove_callback(ProgressCallback)
     return trainer
+
+
+def initial_adapter_dir(spec: str) -> Path:
+    """The adapter folder `model.init_adapter` names: a run folder's best adapter (else its final one), or an
+    adapter folder itself."""
+    from lawtune.modeling.runs import is_run_dir, read_run
+
+    path = Path(spec).expanduser().resolve()
+    if is_run_dir(path):
+        return read_run(path).adapter_dir("best")
+    if (path / "adapter_model.safetensors").is_file():
+        return path
+    raise LawtuneError(f"model.init_adapter={spec}: neither a lawtune run folder nor an adapter folder "
+                       "(adapter_model.safetensors)")
+
+
+def load_initial_adapter(model, spec: str) -> Path:
+    """Start the fresh LoRA weights of `model` from a trained adapter's (a second training stage). Every adapter
+    weight of the model must be in the file with the same shape, and the file may hold nothing else: a different
+    r, other target modules or other trainable tokens is a LawtuneError, never a half-loaded start."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    folder = initial_adapter_dir(spec)
+    state = load_file(str(folder / "adapter_model.safetensors"))
+    own = {name for name, _ in model.named_parameters() if "lora_" in name or "trainable_tokens" in name}
+    try:
+        result = set_peft_model_state_dict(model, state)
+    except RuntimeError as error:  # shapes differ: another r, or another model
+        raise LawtuneError(f"model.init_adapter={spec}: its weights do not fit this run's peft_config ({error})") from None
+    missing = sorted(name for name in result.missing_keys if name in own)
+    if result.unexpected_keys or missing:
+        raise LawtuneError(f"model.init_adapter={spec}: it does not match this run's peft_config (not in the file: "
+                           f"{missing[:3]}; not in this model: {list(result.unexpected_keys)[:3]})")
+    return folder
 
 
 EAGER_MAX_TOKENS = 1024  # longest training row for which a CPU trains with eager attention

@@ -80,7 +80,9 @@ def pick_token(logits: torch.Tensor, seq: Sequence) -> int:
         top_pairs = list(zip(top.indices.tolist(), top.values.tolist())) if top is not None else []
     # no penalty inside a tool-call block of the lazy call grammar (lawtune.tools.constrain.LazyCall)
     if seq.decoding is not None and not getattr(seq.grammar, "in_block", False):
-        logits = penalize(logits, seq.generated, seq.decoding, seq.stop_ids)
+        # the lazy grammar's answer after tool results does not count digits (LazyCall.penalized)
+        history = seq.grammar.penalized(seq.generated) if hasattr(seq.grammar, "penalized") else seq.generated
+        logits = penalize(logits, history, seq.decoding, seq.stop_ids)
     if seq.logit_bias:
         logits = logits.float().clone()
         ids = torch.tensor(list(seq.logit_bias), dtype=torch.long)
