@@ -316,7 +316,8 @@ class LazyCall:
         self.grammar: Any = None  # the block grammar (None: the row offers no tools, or may not call)
         self.no_call: Any = None  # the matcher of a turn that may not open a block (no offered tool is callable)
         self.numbers: list[str] | None = None  # a figures turn: the numbers its digits may write
-        self._free_mask: Any = None  # a figures turn's mask where the text ends in no number and no `<tool` start
+        # a figures turn's mask where the text ends in no number and no `<tool` start, per logits width asked for
+        self._free_masks: dict[int, Any] = {}
         if tools:
             functions = call_rules(tools, messages)
             if functions:
@@ -364,12 +365,13 @@ class LazyCall:
             # else the state is the empty turn's (any text without digits, or a number's start): its mask, once
             if _in_number(tail):
                 return _mask(self.no_call, vocab, device)
-            if self._free_mask is None:
+            if vocab not in self._free_masks:
                 import llguidance
 
                 start = llguidance.LLMatcher(self.ll, _compiled(answer_grammar(self.numbers)), log_level=0)
-                self._free_mask = _mask(start, vocab, None)
-            return self._free_mask if device is None else self._free_mask.to(device)
+                self._free_masks[vocab] = _mask(start, vocab, None)
+            free = self._free_masks[vocab]
+            return free if device is None else free.to(device)
         key = (id(self.ll), vocab)
         if key not in _FREE_MASKS:
             import llguidance
