@@ -45,8 +45,10 @@ file and on STARD's train split; data/build_retriever_pairs.py drops near-duplic
   checks' numbers.
 - `stard_train` (with --stard DIR) — STARD's 1,235 train questions: **trained on** (data/build_retriever_pairs.py
   ships them as retriever pairs, as issue 23 allows for a public set's train split); reported only to show the fit.
-  Export the data from a `fetch` snapshot (data/corpus.jsonl is over 4 MiB and absent; it is not needed):
-  git --git-dir=/work/.mirror/oneal2000+STARD/repo archive HEAD LICENSE data/queries.json data/example \\
+  Export the data from a `fetch` snapshot, naming the files (data/corpus.jsonl and data/example/corpus.tsv are
+  over 4 MiB and absent from it, so `git archive` of the whole data/example folder fails; they are not needed):
+  mkdir -p /tmp/lawtune-fetched/STARD && git --git-dir=/work/.mirror/oneal2000+STARD/repo archive HEAD LICENSE \\
+      data/queries.json data/example/dev.query.txt data/example/train.query.txt data/example/qrels.dev.tsv data/example/qrels.train.tsv \\
       | tar -x -C /tmp/lawtune-fetched/STARD
 """
 

@@ -1,7 +1,9 @@
 """Write src/lawtune/kb/retriever_pairs.jsonl: real questions with the articles their answers cite.
 
-    git --git-dir=/work/.mirror/oneal2000+STARD/repo archive HEAD LICENSE data/queries.json data/example \\
-        | tar -x -C /tmp/lawtune-fetched/STARD          # STARD's train split (git warns about absent big files)
+    mkdir -p /tmp/lawtune-fetched/STARD                 # STARD's train split: name the files (the snapshot lacks
+    git --git-dir=/work/.mirror/oneal2000+STARD/repo archive HEAD LICENSE data/queries.json \\
+        data/example/dev.query.txt data/example/train.query.txt data/example/qrels.dev.tsv data/example/qrels.train.tsv \\
+        | tar -x -C /tmp/lawtune-fetched/STARD          # the big corpus files; archiving their folder fails)
     .venv/bin/python data/build_retriever_pairs.py --stard /tmp/lawtune-fetched/STARD   # + ../shared/data/raw
 
 The dense retriever that `kb build` trains (src/lawtune/kb/dense.py) learns a layperson's words from these.
