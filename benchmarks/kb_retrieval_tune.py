@@ -578,6 +578,7 @@ class Debiased:
 
 
 _LAW_MODELS: dict = {}
+NOTES: list[str] = []  # what the last evaluate() saw of its law stage, printed under its summary
 
 
 def law_model(store, index: DenseIndex, variant: dict, name: str) -> lawstage.LawModel:
@@ -677,11 +678,12 @@ def evaluate(store, sets: dict, golds: dict, cands: dict, index: DenseIndex, var
                     acted[name] = f"{gate.gated}/{gate.asked}"
     finally:
         retrieval.LAW_MODE = mode
+        NOTES.clear()
         if law_top1:
-            print("  n-gram law classifier top-1 law right: " + ", ".join(
+            NOTES.append("n-gram law classifier top-1 law right: " + ", ".join(
                 f"{n} {v / len(sets[n]):.3f}" for n, v in law_top1.items()))
         if acted:
-            print("  law stage acted on: " + ", ".join(f"{n} {v}" for n, v in acted.items()))
+            NOTES.append("law stage acted on: " + ", ".join(f"{n} {v}" for n, v in acted.items()))
         index.law_model = None
     return scores
 
@@ -745,7 +747,10 @@ def main() -> None:
             index, seconds = train_variant(store, variant, args.work / f"encoders-{args.kb.stem}")
             encoder_name = "-".join(f"{k}={v}" for k, v in sorted(variant.items()) if k in TRAIN_KEYS) or "stored"
             scores = evaluate(store, sets, golds, cands, index, variant, encoder_name)
-            print(f"{text:40s} {summary(scores)}" + (f" (trained {seconds:.0f} s)" if seconds else ""), flush=True)
+            print(f"{text:40s} {summary(scores)}" + (f" (trained {seconds:.0f} s)" if seconds else ""))
+            for note in NOTES:
+                print(f"    {note}")
+            sys.stdout.flush()
             if args.table:
                 print_table(scores.values())
     if args.final:
