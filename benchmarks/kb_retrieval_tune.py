@@ -153,7 +153,8 @@ LAW_KEYS = {"lscale", "lepochs", "llr", "lreal"}  # what the law model is traine
 # the learned model mixed in, lknn_f a floor: only neighbours at least that similar vote); lprior=1 subtracts each law's mean P over the memory's questions (Debiased);
 # lpow=X raises P to X (Sharpened); ladd=1 adds LAW_WEIGHT × P instead of multiplying (retrieval.LAW_MODE "add");
 # session 33's gates on the kind of question (CaseKnnLaws, with lknn=M): lsrc=1 only the exam cases vote, lgate=T
-# the stage acts only when the exam cases hold at least T of the neighbours' vote mass, labs=1 P = mass ÷ M
+# the stage acts only when the exam cases hold at least T of the neighbours' vote mass, labs=1 P = mass ÷ M,
+# lagree=T only when one law holds at least T of the voting neighbours' mass (the neighbours agree)
 TRAIN_KEYS = {"steps", "epochs", "dim", "lr", "tau", "batch", "hard", "repeat", "seed"}
 # fusion keys read by `fuse` (prototypes of what retrieval.py may adopt):
 #   knn: weight of the question memory's votes (the training questions nearest the question vote for their
@@ -425,8 +426,9 @@ class CaseKnnLaws:
     - `labs=1`: P = the law's vote mass ÷ m (each of the m neighbours at most 1) instead of its share: weak or
       scattered neighbours lift little."""
 
-    def __init__(self, index: DenseIndex, m: int, p: float, source_only: bool, gate: float, absolute: bool):
-        self.index, self.m, self.p, self.gate, self.absolute = index, m, p, gate, absolute
+    def __init__(self, index: DenseIndex, m: int, p: float, source_only: bool, gate: float, absolute: bool,
+                 agree: float = 0.0):
+        self.index, self.m, self.p, self.gate, self.absolute, self.agree = index, m, p, gate, absolute, agree
         self.rows = np.flatnonzero(index.memory_case) if source_only else np.arange(len(index.memory))
         self.gated = 0
         self.asked = 0
@@ -452,7 +454,11 @@ class CaseKnnLaws:
             share = float(sims[n]) ** self.p / len(keys)
             for key in keys:
                 per_law[key[0]] = per_law.get(key[0], 0.0) + share
-        total = self.m if self.absolute else (sum(per_law.values()) or 1.0)
+        mass = sum(per_law.values()) or 1.0
+        if self.agree and max(per_law.values(), default=0.0) / mass < self.agree:
+            self.gated -= 1
+            return {}
+        total = self.m if self.absolute else mass
         return {law: v / total for law, v in per_law.items()}
 
 
@@ -626,10 +632,10 @@ def evaluate(store, sets: dict, golds: dict, cands: dict, index: DenseIndex, var
             _LAW_MODELS[key] = NgramLaws(store, variant)
         index.law_model = _LAW_MODELS[key]
         index.law_model.adjust = float(variant.get("nadj", 0.0))
-    if variant.get("lknn") and (variant.get("lsrc") or variant.get("lgate") or variant.get("labs")):
+    if variant.get("lknn") and {"lsrc", "lgate", "labs", "lagree"} & set(variant):
         index.law_model = CaseKnnLaws(index, int(variant["lknn"]), float(variant.get("lknn_p", 3.0)),
                                       bool(variant.get("lsrc")), float(variant.get("lgate", 0.0)),
-                                      bool(variant.get("labs")))
+                                      bool(variant.get("labs")), float(variant.get("lagree", 0.0)))
     elif variant.get("lknn"):
         index.law_model = KnnLaws(index, int(variant["lknn"]), float(variant.get("lknn_p", 3.0)), index.law_model,
                                   float(variant.get("lmix", 0.0)), float(variant.get("lknn_f", 0.0)))
