@@ -154,7 +154,8 @@ LAW_KEYS = {"lscale", "lepochs", "llr", "lreal"}  # what the law model is traine
 # lpow=X raises P to X (Sharpened); ladd=1 adds LAW_WEIGHT × P instead of multiplying (retrieval.LAW_MODE "add");
 # session 33's gates on the kind of question (CaseKnnLaws, with lknn=M): lsrc=1 only the exam cases vote, lgate=T
 # the stage acts only when the exam cases hold at least T of the neighbours' vote mass, labs=1 P = mass ÷ M,
-# lagree=T only when one law holds at least T of the voting neighbours' mass (the neighbours agree)
+# lagree=T only when one law holds at least T of the voting neighbours' mass (the neighbours agree); ldis=N (any
+# law model) only when the top N candidates before the stage span more than one law
 TRAIN_KEYS = {"steps", "epochs", "dim", "lr", "tau", "batch", "hard", "repeat", "seed"}
 # fusion keys read by `fuse` (prototypes of what retrieval.py may adopt):
 #   knn: weight of the question memory's votes (the training questions nearest the question vote for their
@@ -649,6 +650,21 @@ def evaluate(store, sets: dict, golds: dict, cands: dict, index: DenseIndex, var
     law_top1: dict[str, int] = {}
     if variant.get("lpow") and index.law_model is not None:
         index.law_model = Sharpened(index.law_model, float(variant["lpow"]))
+    if variant.get("ldis"):  # the stage acts only where the top `ldis` candidates span more than one law
+        top_n = int(variant["ldis"])
+        stage = retriever._law_stage
+        counts = {"acted": 0, "asked": 0}
+
+        def disagreeing(vector, scored):
+            counts["asked"] += 1
+            best = sorted(scored, key=lambda pair: pair[0], reverse=True)[:top_n]
+            laws = {entry.item.law_full if isinstance(entry, retrieval.Hit) else entry[0] for _, entry in best}
+            if len(laws) < 2:
+                return scored
+            counts["acted"] += 1
+            return stage(vector, scored)
+
+        retriever._law_stage = disagreeing
     settings = dict(variant)
     if oracle is not None:
         settings["lw"] = variant["oracle"]
@@ -688,6 +704,8 @@ def evaluate(store, sets: dict, golds: dict, cands: dict, index: DenseIndex, var
         if law_top1:
             NOTES.append("n-gram law classifier top-1 law right: " + ", ".join(
                 f"{n} {v / len(sets[n]):.3f}" for n, v in law_top1.items()))
+        if variant.get("ldis"):
+            NOTES.append(f"candidates' laws disagreed (stage acted) on {counts['acted']} of {counts['asked']}")
         if acted:
             NOTES.append("law stage acted on: " + ", ".join(f"{n} {v}" for n, v in acted.items()))
         index.law_model = None
