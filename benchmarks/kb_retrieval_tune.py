@@ -507,10 +507,17 @@ class NgramLaws:
             ids += bag[0]
             weights += bag[1]
         torch.manual_seed(seed)
-        bag_layer = torch.nn.EmbeddingBag(len(self.vocab), len(self.laws), mode="sum")
+        # with the statute rows (nlaw) the table is large: sparse rows and SparseAdam, no L2 (a step touches only its
+        # batch's n-grams)
+        sparse = bool(variant.get("nlaw"))
+        bag_layer = torch.nn.EmbeddingBag(len(self.vocab), len(self.laws), mode="sum", sparse=sparse)
         torch.nn.init.zeros_(bag_layer.weight)
         bias = torch.nn.Parameter(torch.zeros(len(self.laws)))
-        optimizer = torch.optim.Adam([*bag_layer.parameters(), bias], lr=float(variant.get("nlr", 0.05)))
+        rate = float(variant.get("nlr", 0.05))
+        optimizers = ([torch.optim.SparseAdam(list(bag_layer.parameters()), lr=rate), torch.optim.Adam([bias], lr=rate)]
+                      if sparse else [torch.optim.Adam([*bag_layer.parameters(), bias], lr=rate)])
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
         ids_t, weights_t = torch.tensor(ids), torch.tensor(weights, dtype=torch.float32)
         offsets_t = torch.tensor(offsets + [len(ids)])
         targets = torch.zeros(len(rows), len(self.laws))
@@ -527,10 +534,14 @@ class NgramLaws:
                 batch_offsets = torch.tensor([0] + [len(x) for x in spans[:-1]]).cumsum(0)
                 logits = bag_layer(ids_t[flat], batch_offsets, per_sample_weights=weights_t[flat]) + bias
                 loss = -(targets[batch] * torch.log_softmax(logits, -1)).sum(-1).mean()
-                loss = loss + float(variant.get("nl2", 1e-5)) * bag_layer.weight.pow(2).sum()
-                optimizer.zero_grad()
+                if not sparse:
+                    loss = loss + float(variant.get("nl2", 1e-5)) * bag_layer.weight.pow(2).sum()
+                for optimizer in optimizers:
+                    optimizer.zero_grad()
                 loss.backward()
-                optimizer.step()
+                for optimizer in optimizers:
+                    optimizer.step()
+        torch.set_num_threads(threads)
         self.weight = bag_layer.weight.detach().numpy()
         self.bias = bias.detach().numpy()
         self.query = ""
