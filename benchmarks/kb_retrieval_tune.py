@@ -155,7 +155,8 @@ LAW_KEYS = {"lscale", "lepochs", "llr", "lreal"}  # what the law model is traine
 # session 33's gates on the kind of question (CaseKnnLaws, with lknn=M): lsrc=1 only the exam cases vote, lgate=T
 # the stage acts only when the exam cases hold at least T of the neighbours' vote mass, labs=1 P = mass ÷ M,
 # lagree=T only when one law holds at least T of the voting neighbours' mass (the neighbours agree); ldis=N (any
-# law model) only when the top N candidates before the stage span more than one law
+# law model) only when the top N candidates before the stage span more than one law; nclf=1 P(law) from the character
+# n-gram classifier on the real questions (NgramLaws: nadj, nlaw, nep, nlr, nl2; not with lprior, use nadj)
 TRAIN_KEYS = {"steps", "epochs", "dim", "lr", "tau", "batch", "hard", "repeat", "seed"}
 # fusion keys read by `fuse` (prototypes of what retrieval.py may adopt):
 #   knn: weight of the question memory's votes (the training questions nearest the question vote for their
@@ -639,6 +640,8 @@ def evaluate(store, sets: dict, golds: dict, cands: dict, index: DenseIndex, var
                        if variant.get("lw") and not variant.get("nclf")
                        and (not variant.get("lknn") or variant.get("lmix")) else None)
     if variant.get("nclf"):
+        if variant.get("lprior"):
+            raise SystemExit("nclf reads the question's text, not its vector: remove its prior with nadj, not lprior")
         key = ("nclf", tuple(sorted((k, v) for k, v in variant.items() if k.startswith("n") and k != "nadj")))
         if key not in _LAW_MODELS:
             _LAW_MODELS[key] = NgramLaws(store, variant)
