@@ -151,7 +151,12 @@ LAW_KEYS = {"lscale", "lepochs", "llr", "lreal"}  # what the law model is traine
 # the law stage (retrieval.Retriever._law_stage; lw = retrieval.LAW_WEIGHT): P(law) from lawstage.LawModel trained
 # here on the tuning pairs, or with lknn=M from the question memory (KnnLaws; lknn_p its power, lmix the share of
 # the learned model mixed in, lknn_f a floor: only neighbours at least that similar vote); lprior=1 subtracts each law's mean P over the memory's questions (Debiased);
-# lpow=X raises P to X (Sharpened); ladd=1 adds LAW_WEIGHT × P instead of multiplying (retrieval.LAW_MODE "add")
+# lpow=X raises P to X (Sharpened); ladd=1 adds LAW_WEIGHT × P instead of multiplying (retrieval.LAW_MODE "add");
+# session 33's gates on the kind of question (CaseKnnLaws, with lknn=M): lsrc=1 only the exam cases vote, lgate=T
+# the stage acts only when the exam cases hold at least T of the neighbours' vote mass, labs=1 P = mass ÷ M,
+# lagree=T only when one law holds at least T of the voting neighbours' mass (the neighbours agree); ldis=N (any
+# law model) only when the top N candidates before the stage span more than one law; nclf=1 P(law) from the character
+# n-gram classifier on the real questions (NgramLaws: nadj, nlaw, nep, nlr, nl2; not with lprior, use nadj)
 TRAIN_KEYS = {"steps", "epochs", "dim", "lr", "tau", "batch", "hard", "repeat", "seed"}
 # fusion keys read by `fuse` (prototypes of what retrieval.py may adopt):
 #   knn: weight of the question memory's votes (the training questions nearest the question vote for their
@@ -360,11 +365,29 @@ def train_variant(store, variant: dict, folder: Path) -> tuple[DenseIndex, float
     return with_memory(index, articles, names), seconds
 
 
+CASE_SOURCES = ("fakao_gpt4", "judical_examination")  # the exam questions: facts of a case, then "how is it handled"
+
+
+def pair_sources() -> dict[str, str]:
+    """question (as real_pairs yields it) → the `source` of its record in the shipped pairs."""
+    from importlib import resources
+
+    text = resources.files("lawtune.kb").joinpath(pairs_module.PAIRS_FILE).read_text("utf-8")
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        record = json.loads(line)
+        out.setdefault(record["question"][:pairs_module.MAX_QUERY], record.get("source", ""))
+    return out
+
+
 def with_memory(index: DenseIndex, articles, names) -> DenseIndex:
-    """The index with the question memory train_dense gives it (of this process's pairs: the tuning ones)."""
+    """The index with the question memory train_dense gives it (of this process's pairs: the tuning ones), and
+    which memory rows are exam cases (`memory_case`, for the case-style gates)."""
     asked = pairs_module.question_pairs(articles, names)
     index.memory = index.encoder.encode([q for q, _ in asked])
     index.memory_keys = [[_key(articles[g]) for g in golds] for _, golds in asked]
+    sources = pair_sources()
+    index.memory_case = np.array([sources.get(q, "") in CASE_SOURCES for q, _ in asked], bool)
     return index
 
 
@@ -397,6 +420,153 @@ class KnnLaws:
         return out
 
 
+class CaseKnnLaws:
+    """P(law) from the question memory with a gate on the kind of question (session 33):
+    - `lsrc=1`: only the exam cases among the memory vote (case-style training questions);
+    - `lgate=T`: the law stage acts only when the case-style share of the m nearest training questions' vote mass
+      (cosine ** p) is at least T — i.e. when the question's neighbours are exam cases, as for judgment facts;
+    - `labs=1`: P = the law's vote mass ÷ m (each of the m neighbours at most 1) instead of its share: weak or
+      scattered neighbours lift little."""
+
+    def __init__(self, index: DenseIndex, m: int, p: float, source_only: bool, gate: float, absolute: bool,
+                 agree: float = 0.0):
+        self.index, self.m, self.p, self.gate, self.absolute, self.agree = index, m, p, gate, absolute, agree
+        self.rows = np.flatnonzero(index.memory_case) if source_only else np.arange(len(index.memory))
+        self.gated = 0
+        self.asked = 0
+
+    def probabilities(self, vector) -> dict[str, float]:
+        self.asked += 1
+        memory = self.index.memory
+        if self.gate:
+            sims = memory @ vector
+            m = min(self.m, len(sims))
+            near = np.argpartition(-sims, m - 1)[:m]
+            mass = np.clip(sims[near], 0, None) ** self.p
+            if mass.sum() <= 0 or mass[self.index.memory_case[near]].sum() / mass.sum() < self.gate:
+                return {}
+        self.gated += 1
+        sims = memory[self.rows] @ vector
+        m = min(self.m, len(sims))
+        per_law: dict[str, float] = {}
+        for n in np.argpartition(-sims, m - 1)[:m]:
+            if sims[n] <= 0:
+                continue
+            keys = self.index.memory_keys[self.rows[n]]
+            share = float(sims[n]) ** self.p / len(keys)
+            for key in keys:
+                per_law[key[0]] = per_law.get(key[0], 0.0) + share
+        mass = sum(per_law.values()) or 1.0
+        if self.agree and max(per_law.values(), default=0.0) / mass < self.agree:
+            self.gated -= 1
+            return {}
+        total = self.m if self.absolute else mass
+        return {law: v / total for law, v in per_law.items()}
+
+
+class NgramLaws:
+    """P(law | question) from a linear softmax classifier over the question's character 1-2-grams (tf-idf, unit
+    length), trained on the real questions alone (this process's pairs: the tuning ones) → their articles' laws
+    (the `nclf=1` variant; session 33). `nadj=A` removes the law prior by logit adjustment (logit − A · log
+    prior), `nlaw=1` adds one sentence and the heading of every statute article of the KB as training rows
+    (so that laws the real questions hardly cite have a row), `nep` epochs (default 8)."""
+
+    def __init__(self, store, variant: dict, seed: int = 0):
+        import torch
+        from collections import Counter
+
+        from lawtune.kb.encoder import ngrams
+
+        articles = store.current_articles()
+        catalog = store.catalog()
+        names = LawNames([*catalog.versions, *catalog.repealed])
+        lookup = {(a.law_full, a.article, a.sub): n for n, a in enumerate(articles)}
+        rows = [(q, sorted({articles[g].law_full for g in golds})) for q, golds in
+                pairs_module.real_pairs(lookup, names)]
+        if variant.get("nlaw"):
+            index = {(a.law_full, a.article, a.sub): n for n, a in enumerate(articles)}
+            rows += [(q, [articles[g[0]].law_full]) for q, g in pairs_module.law_pairs(articles, index, names, 0)
+                     if len(g) == 1 and pairs_module.STATUTE_RE.match(articles[g[0]].law_full or "")]
+        self.laws = sorted({law for _, laws in rows for law in laws})
+        law_id = {law: n for n, law in enumerate(self.laws)}
+        documents = Counter()
+        grams = [Counter(ngrams(q)) for q, _ in rows]
+        for counts in grams:
+            documents.update(counts.keys())
+        self.vocab = {g: n for n, g in enumerate(sorted(g for g, c in documents.items() if c >= 2))}
+        self.idf = np.log(len(rows) / np.array([documents[g] for g in sorted(self.vocab, key=self.vocab.get)]))
+        prior = np.full(len(self.laws), 1e-3)
+        for _, laws in rows:
+            for law in laws:
+                prior[law_id[law]] += 1.0 / len(laws)
+        self.log_prior = np.log(prior / prior.sum()).astype(np.float32)
+        self.adjust = float(variant.get("nadj", 0.0))
+        ids, weights, offsets = [], [], []
+        for counts in grams:
+            offsets.append(len(ids))
+            bag = self._bag(counts)
+            ids += bag[0]
+            weights += bag[1]
+        torch.manual_seed(seed)
+        # with the statute rows (nlaw) the table is large: sparse rows and SparseAdam, no L2 (a step touches only its
+        # batch's n-grams)
+        sparse = bool(variant.get("nlaw"))
+        bag_layer = torch.nn.EmbeddingBag(len(self.vocab), len(self.laws), mode="sum", sparse=sparse)
+        torch.nn.init.zeros_(bag_layer.weight)
+        bias = torch.nn.Parameter(torch.zeros(len(self.laws)))
+        rate = float(variant.get("nlr", 0.05))
+        optimizers = ([torch.optim.SparseAdam(list(bag_layer.parameters()), lr=rate), torch.optim.Adam([bias], lr=rate)]
+                      if sparse else [torch.optim.Adam([*bag_layer.parameters(), bias], lr=rate)])
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        ids_t, weights_t = torch.tensor(ids), torch.tensor(weights, dtype=torch.float32)
+        offsets_t = torch.tensor(offsets + [len(ids)])
+        targets = torch.zeros(len(rows), len(self.laws))
+        for n, (_, laws) in enumerate(rows):
+            for law in laws:
+                targets[n, law_id[law]] = 1.0 / len(laws)
+        generator = torch.Generator().manual_seed(seed)
+        for _ in range(int(variant.get("nep", 8))):
+            order = torch.randperm(len(rows), generator=generator)
+            for start in range(0, len(rows), 256):
+                batch = order[start:start + 256]
+                spans = [torch.arange(offsets_t[b], offsets_t[b + 1]) for b in batch.tolist()]
+                flat = torch.cat(spans)
+                batch_offsets = torch.tensor([0] + [len(x) for x in spans[:-1]]).cumsum(0)
+                logits = bag_layer(ids_t[flat], batch_offsets, per_sample_weights=weights_t[flat]) + bias
+                loss = -(targets[batch] * torch.log_softmax(logits, -1)).sum(-1).mean()
+                if not sparse:
+                    loss = loss + float(variant.get("nl2", 1e-5)) * bag_layer.weight.pow(2).sum()
+                for optimizer in optimizers:
+                    optimizer.zero_grad()
+                loss.backward()
+                for optimizer in optimizers:
+                    optimizer.step()
+        torch.set_num_threads(threads)
+        self.weight = bag_layer.weight.detach().numpy()
+        self.bias = bias.detach().numpy()
+        self.query = ""
+        print(f"n-gram law classifier: {len(rows)} rows, {len(self.laws)} laws, {len(self.vocab)} n-grams")
+
+    def _bag(self, counts) -> tuple[list[int], list[float]]:
+        ids = [self.vocab[g] for g in counts if g in self.vocab]
+        weights = np.array([(1 + np.log(counts[g])) * self.idf[self.vocab[g]] for g in counts if g in self.vocab])
+        norm = float(np.linalg.norm(weights)) or 1.0
+        return ids, (weights / norm).tolist()
+
+    def probabilities(self, vector=None) -> dict[str, float]:
+        from collections import Counter
+
+        from lawtune.kb.encoder import ngrams
+
+        ids, weights = self._bag(Counter(ngrams(self.query)))
+        logits = self.bias + (np.asarray(weights, np.float32) @ self.weight[ids] if ids else 0.0)
+        logits = logits - self.adjust * self.log_prior
+        logits = np.exp(logits - logits.max())
+        logits /= logits.sum()
+        return dict(zip(self.laws, logits.tolist()))
+
+
 class Sharpened:
     """P(law) ** power (not renormalised): a diffuse guess lifts little, a confident one nearly as much as before
     (the `lpow` variant)."""
@@ -427,6 +597,7 @@ class Debiased:
 
 
 _LAW_MODELS: dict = {}
+NOTES: list[str] = []  # what the last evaluate() saw of its law stage, printed under its summary
 
 
 def law_model(store, index: DenseIndex, variant: dict, name: str) -> lawstage.LawModel:
@@ -466,14 +637,48 @@ def evaluate(store, sets: dict, golds: dict, cands: dict, index: DenseIndex, var
     oracle = OracleLaws() if variant.get("oracle") else None
     index.law_model = (oracle if oracle is not None
                        else law_model(store, index, variant, encoder_name)
-                       if variant.get("lw") and (not variant.get("lknn") or variant.get("lmix")) else None)
-    if variant.get("lknn"):
+                       if variant.get("lw") and not variant.get("nclf")
+                       and (not variant.get("lknn") or variant.get("lmix")) else None)
+    if variant.get("nclf"):
+        if variant.get("lprior"):
+            raise SystemExit("nclf reads the question's text, not its vector: remove its prior with nadj, not lprior")
+        key = ("nclf", tuple(sorted((k, v) for k, v in variant.items() if k.startswith("n") and k != "nadj")))
+        if key not in _LAW_MODELS:
+            _LAW_MODELS[key] = NgramLaws(store, variant)
+        index.law_model = _LAW_MODELS[key]
+        index.law_model.adjust = float(variant.get("nadj", 0.0))
+    if variant.get("lknn") and {"lsrc", "lgate", "labs", "lagree"} & set(variant):
+        index.law_model = CaseKnnLaws(index, int(variant["lknn"]), float(variant.get("lknn_p", 3.0)),
+                                      bool(variant.get("lsrc")), float(variant.get("lgate", 0.0)),
+                                      bool(variant.get("labs")), float(variant.get("lagree", 0.0)))
+    elif variant.get("lknn"):
         index.law_model = KnnLaws(index, int(variant["lknn"]), float(variant.get("lknn_p", 3.0)), index.law_model,
                                   float(variant.get("lmix", 0.0)), float(variant.get("lknn_f", 0.0)))
     if variant.get("lprior") and index.law_model is not None:
         index.law_model = Debiased(index.law_model, index)
+    gate = index.law_model.model if isinstance(index.law_model, Debiased) else index.law_model
+    gate = gate if isinstance(gate, CaseKnnLaws) else None
+    acted: dict[str, str] = {}
+    base_model = index.law_model.model if isinstance(index.law_model, Debiased) else index.law_model
+    ngram = base_model if isinstance(base_model, NgramLaws) else None
+    law_top1: dict[str, int] = {}
     if variant.get("lpow") and index.law_model is not None:
         index.law_model = Sharpened(index.law_model, float(variant["lpow"]))
+    if variant.get("ldis"):  # the stage acts only where the top `ldis` candidates span more than one law
+        top_n = int(variant["ldis"])
+        stage = retriever._law_stage
+        counts = {"acted": 0, "asked": 0}
+
+        def disagreeing(vector, scored):
+            counts["asked"] += 1
+            best = sorted(scored, key=lambda pair: pair[0], reverse=True)[:top_n]
+            laws = {entry.item.law_full if isinstance(entry, retrieval.Hit) else entry[0] for _, entry in best}
+            if len(laws) < 2:
+                return scored
+            counts["acted"] += 1
+            return stage(vector, scored)
+
+        retriever._law_stage = disagreeing
     settings = dict(variant)
     if oracle is not None:
         settings["lw"] = variant["oracle"]
@@ -483,8 +688,16 @@ def evaluate(store, sets: dict, golds: dict, cands: dict, index: DenseIndex, var
     try:
         with Settings(settings):
             for name, records in sets.items():
+                if gate is not None:
+                    gate.gated = gate.asked = 0
                 for r in records:
                     exact, ranked = cands[(name, r["id"])]
+                    if ngram is not None:
+                        ngram.query = r["question"]
+                        gold_laws = {g.law_full for g in golds[(name, r["id"])] if g.law_full}
+                        probabilities = ngram.probabilities()
+                        top = max(probabilities, key=probabilities.get) if probabilities else None
+                        law_top1[name] = law_top1.get(name, 0) + (top in gold_laws)
                     if oracle is not None:
                         oracle.laws = {g.law_full for g in golds[(name, r["id"])] if g.law_full}
                     start = time.process_time()
@@ -497,8 +710,18 @@ def evaluate(store, sets: dict, golds: dict, cands: dict, index: DenseIndex, var
                     seen = {Retriever._key(h) for h in exact}
                     hits = (exact + [h for h in fused if Retriever._key(h) not in seen])[:K]
                     score_question(scores[name], golds[(name, r["id"])], hits, (time.process_time() - start) * 1000)
+                if gate is not None:
+                    acted[name] = f"{gate.gated}/{gate.asked}"
     finally:
         retrieval.LAW_MODE = mode
+        NOTES.clear()
+        if law_top1:
+            NOTES.append("n-gram law classifier top-1 law right: " + ", ".join(
+                f"{n} {v / len(sets[n]):.3f}" for n, v in law_top1.items()))
+        if variant.get("ldis"):
+            NOTES.append(f"candidates' laws disagreed (stage acted) on {counts['acted']} of {counts['asked']}")
+        if acted:
+            NOTES.append("law stage acted on: " + ", ".join(f"{n} {v}" for n, v in acted.items()))
         index.law_model = None
     return scores
 
@@ -562,7 +785,10 @@ def main() -> None:
             index, seconds = train_variant(store, variant, args.work / f"encoders-{args.kb.stem}")
             encoder_name = "-".join(f"{k}={v}" for k, v in sorted(variant.items()) if k in TRAIN_KEYS) or "stored"
             scores = evaluate(store, sets, golds, cands, index, variant, encoder_name)
-            print(f"{text:40s} {summary(scores)}" + (f" (trained {seconds:.0f} s)" if seconds else ""), flush=True)
+            print(f"{text:40s} {summary(scores)}" + (f" (trained {seconds:.0f} s)" if seconds else ""))
+            for note in NOTES:
+                print(f"    {note}")
+            sys.stdout.flush()
             if args.table:
                 print_table(scores.values())
     if args.final:

@@ -62,7 +62,8 @@ engine-independent. Every caller searches through a retriever built over an open
    brings is not outvoted by the shipped questions.
    A law stage (`_law_stage`, lawstage.py: every candidate × (1 + `LAW_WEIGHT` × P(its law | question))) exists
    but is off (`LAW_WEIGHT` 0): the learned law model and the memory's laws were measured and did not meet the
-   tuning rule (docs/knowledge-base.md, "Session 32").
+   tuning rule (docs/knowledge-base.md, "Session 32"), nor did session 33's gates on the kind of question and its
+   character n-gram law classifier ("Session 33").
 9. The rest is the backend's BM25 (law name weighted ×2).
 
 Measured on LawBench 3-2 with benchmarks/kb_retrieval.py (docs/knowledge-base.md): re-ranking the top 100 by
