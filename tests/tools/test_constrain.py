@@ -323,6 +323,37 @@ def test_arbitration_needs_a_date_to_count_from():
     assert ask("2024.8.19公司通知我解除劳动合同，劳动仲裁的时效到什么时候？") == ["arbitration_deadline"]
 
 
+def test_probation_needs_a_length_dates_or_a_contract_kind_said_in_words():
+    """The boolean-only call (`{"task_based": true}`) the tuned demo model made on questions of every kind is not
+    callable unless the user names that kind of contract (`x-said-as`); a length still makes it callable."""
+    from lawtune.tools.constrain import call_rules
+
+    probation = [tool.openai() for tool in builtin_tools() if tool.name == "probation_limits"]
+    ask = lambda text: [sorted(f["parameters"]["properties"]) for f in call_rules(probation, [{"role": "user", "content": text}])]  # noqa: E731
+    assert ask("请代理律师是全程代理帮忙弄好不用本人出面吗") == []
+    assert ask("刚入职新公司，试用期最长多久，试用期工资最低能给多少？") == []  # asked back, not called
+    assert ask("签的是无固定期限劳动合同，试用期最长能约定多久？") == [["open_ended"]]
+    assert ask("以完成一定工作任务为期限的合同，试用期多久？") == [["task_based"]]
+    called = ask("合同期限10个月，合同约定月工资一万九，试用期最长多久？")
+    assert called and "contract_months" in called[0] and "agreed_wage" in called[0]
+    assert "open_ended" not in called[0] and "task_based" not in called[0]
+    # the grammar's JSON Schema carries no x-said-as
+    assert "x-said-as" not in json.dumps(call_schema(probation[0]["function"]))
+
+
+def test_said_as_must_name_boolean_parameters_with_phrases():
+    from lawtune.tools.tool import Tool, said_as
+
+    @said_as(open_ended=("无固定期限",))
+    def calc(open_ended: bool = False, years: int = 0) -> dict:
+        return {"result": years}
+
+    assert Tool.from_function(calc).parameters["properties"]["open_ended"]["x-said-as"] == ["无固定期限"]
+    for bad in ({"years": ("三年",)}, {"nope": ("x",)}, {"open_ended": ()}):
+        with pytest.raises(ValueError, match="said_as"):
+            Tool.from_function(said_as(**bad)(calc))
+
+
 RESULT = {"result": 28000, "unit": "元", "formula": "工作年限3年5个月；经济补偿 = 3.5个月 × 8000元 = 28000元。",
           "articles": ["《劳动合同法》第四十七条"]}
 
@@ -391,3 +422,38 @@ def test_digits_are_not_penalized_in_the_answer_after_results(tokenizer):
     assert logits[first] == 4.0 and all(logits[token] == 2.0 for token in others if logits[token] > float("-inf"))
     processor = figures_processor(tokenizer, conversation(), DecodingPolicy(repetition_penalty=2.0))
     assert step(processor, written, scores)[first] == 2.0  # elsewhere the answer's penalty is unchanged
+
+
+def test_the_figures_an_answer_after_results_must_state():
+    from lawtune.tools.constrain import result_figures, states_figures
+
+    assert result_figures(conversation(RESULT)) == [["28,000", "28000"]]
+    assert result_figures(conversation()) is None and result_figures(conversation({"error": "参数有误"})) is None
+    assert result_figures(conversation({"result": None, "formula": "没有截止日"})) == []
+    probation = {"result": {"max_probation_months": 1, "min_probation_wage": 15200}}
+    assert result_figures(conversation(probation)) == [["1"], ["15,200", "15200"]]
+    assert result_figures(conversation({"result": {"max_probation_months": 0, "min_probation_wage": None}})) == []
+    dated = result_figures(conversation({"result": "2025-08-09"}))
+    assert len(dated) == 1 and {"2025年8月9日", "2025年08月09日", "2025-08-09", "2025.8.9", "2025/8/9"} <= set(dated[0])
+    # whole numbers only; the question's figures are no result
+    assert states_figures("公司应支付经济补偿28,000元。", [["28,000", "28000"]])
+    assert not states_figures("公司应支付280000元或28000.5元。", [["28,000", "28000"]])
+    assert not states_figures("月薪8000，工作3年5个月。", result_figures(conversation(RESULT)))
+    assert states_figures("最后一天是2025年8月9日。", dated) and not states_figures("2025年8月19日", dated)
+
+
+def test_with_the_result_figure_rule_the_answer_cannot_end_before_it_states_the_result(tokenizer):
+    """A 'model' that wants to end at once after the result ends only once it has written the result's figure;
+    with the rule off (the default) it ends where it wants, and before any result it is never held back."""
+    stop = tokenizer.eos_token_id
+    on = DecodingPolicy(tool_result_figure=True)
+    processor = figures_processor(tokenizer, conversation(RESULT), on)
+    assert step(processor, ids(tokenizer, "经济补偿依据第四十七条。"), torch.zeros(len(tokenizer)))[stop] == float("-inf")
+    written = ids(tokenizer, "经济补偿为28000元。")
+    assert step(figures_processor(tokenizer, conversation(RESULT), on), written, torch.zeros(len(tokenizer)))[stop] == 0
+    assert step(figures_processor(tokenizer, conversation(RESULT)), ids(tokenizer, "依据第四十七条。"),
+                torch.zeros(len(tokenizer)))[stop] == 0
+    assert step(figures_processor(tokenizer, conversation(), on), [], torch.zeros(len(tokenizer)))[stop] == 0
+    # a result without a figure to state (a deadline that does not run yet) holds nothing back
+    empty = figures_processor(tokenizer, conversation({"result": None, "formula": "没有截止日"}), on)
+    assert step(empty, ids(tokenizer, "目前没有截止日。"), torch.zeros(len(tokenizer)))[stop] == 0

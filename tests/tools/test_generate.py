@@ -176,3 +176,25 @@ def test_cli_writes_the_set_and_refuses_bad_options_in_one_line(qa_dir, tmp_path
     assert bad.returncode == 2 and "--qa" in bad.stderr and "Traceback" not in bad.stderr
     bad = subprocess.run([*command, "--qa", str(tmp_path / "nowhere")], capture_output=True, text=True)
     assert bad.returncode == 2 and "lawtune prepare" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_call_rules_allow_every_generated_call_and_its_answer_ends(generated):
+    """The grammar's rules never block the right call (`call_rules`: figure spans, `x-needs-one-of`, `x-said-as`
+    booleans named in the question), and the generated answer after the result states what `--tool-result-figure`
+    holds an answer to (`result_figures`): the rule asks for no figure the training answers leave out."""
+    from lawtune.tools.constrain import call_rules, result_figures, states_figures
+
+    seen = set()
+    for record in all_records(generated):
+        turns = record["conversations"]
+        if record["meta"]["kind"] != "tool":
+            continue
+        call = turns[1]["tool_calls"][0]["function"]
+        allowed = {f["name"]: f["parameters"]["properties"] for f in call_rules(record["tools"], turns[:1])}
+        assert call["name"] in allowed, (call, turns[0]["content"])
+        for key, value in json.loads(call["arguments"]).items():
+            assert key in allowed[call["name"]] and value in allowed[call["name"]][key].get("enum", [value]), (key, value)
+            seen.add(key)
+        figures = result_figures(turns[:3])
+        assert figures is not None and states_figures(turns[3]["content"], figures), (figures, turns[3]["content"])
+    assert "open_ended" in seen  # the said_as boolean is exercised

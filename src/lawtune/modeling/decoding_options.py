@@ -38,6 +38,8 @@ def decoding_options(
                                                help="Switch every penalty above off (plain greedy logits)."),
     repetition_stop: bool = option(DecodingPolicy, "repetition_stop", "--repetition-stop/--no-repetition-stop"),
     tool_figures: bool = option(DecodingPolicy, "tool_figures", "--tool-figures/--no-tool-figures"),
+    tool_result_figure: bool = option(DecodingPolicy, "tool_result_figure",
+                                      "--tool-result-figure/--no-tool-result-figure"),
 ) -> DecodingPolicy:
     """The decoding flags' values → one DecodingPolicy; a bad value or a contradiction is one LawtuneError."""
     from lawtune.errors import LawtuneError
@@ -49,5 +51,5 @@ def decoding_options(
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise LawtuneError(f"--no-repetition-control switches every penalty off; drop it or drop {flags}")
     return validate(DecodingPolicy, {**(OFF if no_repetition_control else given), "repetition_stop": repetition_stop,
-                                      "tool_figures": tool_figures},
+                                      "tool_figures": tool_figures, "tool_result_figure": tool_result_figure},
                     "decoding", as_flags=True)

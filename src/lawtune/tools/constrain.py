@@ -22,6 +22,14 @@ Given the row's conversation (`call_rules`), the grammar also holds what the con
   (`"monthly_wage": "8000"` only if the user wrote 8000); with no such span the parameter cannot be given, and a
   tool that requires it cannot be called — nor one none of whose `x-needs-one-of` groups is left (a severance
   question without any length of service: the call could only fail; the model asks back instead).
+- **Booleans said in words**: a boolean with `x-said-as` phrases (`open_ended`: 无固定期限) is offered only when
+  a user turn holds one of them; with `x-needs-one-of` naming it as a group, a tool is not callable on booleans
+  the user never spoke of (`probation_limits {"task_based": true}` on a question about something else).
+- **The result's figure stated** (`result_figure=True`, DecodingPolicy.tool_result_figure, off by default): the
+  answer after a round whose calls all returned results may not end (its stop tokens are masked) before its text
+  states every figure the results return (`result_figures`: each amount above 0 and each date of `result`, in
+  one of its usual spellings). The figure comes from the results, never from the question; the model still picks
+  every token, where and how it states it; a turn that never does runs to its token budget.
 - When no offered tool is callable, the turn may not open `<tool_call>` at all (`NO_CALL_GRAMMAR`): it answers.
 - **Figures copied into the answer** (`figures=True`, DecodingPolicy.tool_figures): in the answer after a round
   whose calls all returned results, every number the turn writes in Arabic digits is one the results or the
@@ -45,7 +53,7 @@ from typing import Any, Iterable
 
 from lawtune.modeling.grammar import grammar_mask, ll_tokenizer
 from lawtune.modeling.tool_format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
-from lawtune.tools.tool import NEEDS_KEY
+from lawtune.tools.tool import NEEDS_KEY, SAID_KEY
 
 # the layout json.dumps writes (and the chat templates' tojson): no free whitespace, which a small model given
 # the choice fills until its budget runs out
@@ -134,12 +142,22 @@ def user_spans(messages: list[dict[str, Any]]) -> dict[str, list[str]]:
     return spans
 
 
-def _restricted(parameters: dict[str, Any], spans: dict[str, list[str]]) -> dict[str, Any] | None:
+def user_text(messages: list[dict[str, Any]]) -> str:
+    """The user turns' text, one per line (what `x-said-as` phrases are looked for in)."""
+    return "\n".join(m["content"] for m in messages if m.get("role") == "user" and isinstance(m.get("content"), str))
+
+
+def _restricted(parameters: dict[str, Any], spans: dict[str, list[str]], said: str = "") -> dict[str, Any] | None:
     """The parameter schema with each figure parameter an enum of the user's spans of its kind; a figure parameter
-    without spans is left out; None when a required one has none, or when no group of its `x-needs-one-of` is
-    left whole (the tool cannot be called: it cannot compute without them)."""
+    without spans is left out, and so is a boolean whose `x-said-as` phrases the user's words (`said`) hold none
+    of; None when a required one is left out, or when no group of its `x-needs-one-of` is left whole (the tool
+    cannot be called: it cannot compute without them)."""
     properties, required = {}, list(parameters.get("required") or [])
     for key, schema in (parameters.get("properties") or {}).items():
+        if SAID_KEY in schema and not any(phrase in said for phrase in schema[SAID_KEY]):
+            if key in required:
+                return None
+            continue
         items = schema.get("items") if schema.get("type") == "array" else None
         kind = _figure_kind(items if isinstance(items, dict) else schema)
         if kind is None:
@@ -171,12 +189,12 @@ def call_rules(tools: list[dict[str, Any]], messages: list[dict[str, Any]] | Non
         return functions
     if last_round_succeeded(messages):
         return []
-    answered, spans = answered_tools(messages), user_spans(messages)
+    answered, spans, said = answered_tools(messages), user_spans(messages), user_text(messages)
     allowed = []
     for function in functions:
         if function["name"] in answered:
             continue
-        parameters = _restricted(function.get("parameters") or {"type": "object", "properties": {}}, spans)
+        parameters = _restricted(function.get("parameters") or {"type": "object", "properties": {}}, spans, said)
         if parameters is not None:
             allowed.append({**function, "parameters": parameters})
     return allowed
@@ -223,6 +241,53 @@ def answer_numbers(messages: list[dict[str, Any]] | None) -> list[str] | None:
                 if isinstance(value, (int, float)) and value >= 0:
                     numbers.update(_spellings(_plain(value)))
     return sorted(numbers)
+
+
+def result_figures(messages: list[dict[str, Any]] | None) -> list[list[str]] | None:
+    """What the answer after tool results must state (`DecodingPolicy.tool_result_figure`): per figure of the
+    last round's results — each `result` that is an amount above 0 (or such a member of a result object:
+    probation_limits' months and wage floor) or an ISO date — its usual spellings (`28000` / `28,000`;
+    `2025年8月19日` / `2025-08-19` / `2025.8.19` / `2025/8/19`, with or without leading zeros). Taken from the
+    results only, never from the question. None when the conversation does not end with a round of results none
+    of which is an error; [] when the results hold no such figure (a deadline that does not run yet: `null`)."""
+    if not messages or not last_round_succeeded(messages):
+        return None
+    values: list[Any] = []
+    for message in reversed(messages):
+        if message.get("role") != "tool":
+            break
+        content = message.get("content")
+        try:
+            content = json.loads(content) if isinstance(content, str) else content
+        except json.JSONDecodeError:
+            continue  # a client's tool answered in plain text: it names no result
+        result = content.get("result") if isinstance(content, dict) else None
+        values += list(result.values()) if isinstance(result, dict) else [result]
+    groups: list[list[str]] = []
+    for value in values:
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, (int, float)) and value > 0:
+            forms = sorted(_spellings(_plain(value)))
+        elif isinstance(value, str) and _ISO_DAY.fullmatch(value):
+            year, month, day = value.split("-")
+            forms = sorted({f"{year}{a}{m}{b}{d}{c}" for m in {month, str(int(month))} for d in {day, str(int(day))}
+                            for a, b, c in (("年", "月", "日"), ("-", "-", ""), (".", ".", ""), ("/", "/", ""))})
+        else:
+            continue
+        if forms not in groups:
+            groups.append(forms)
+    return groups
+
+
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def states_figures(text: str, groups: list[list[str]]) -> bool:
+    """Whether `text` holds one spelling of every group (`result_figures`), each as a whole number: 28000 is not
+    stated by 280000 or 28000.5."""
+    return all(any(re.search(f"(?<![{DIGITS}]){re.escape(form)}(?![{DIGITS}]|[.,][{DIGITS}])", text) for form in forms)
+               for forms in groups)
 
 
 def _text(content: Any) -> str:
@@ -307,15 +372,19 @@ class LazyCall:
     and the batcher calls `consume_token` after each pick."""
 
     def __init__(self, tokenizer: Any, ll: Any, tools: list[dict[str, Any]] | None,
-                 messages: list[dict[str, Any]] | None, stop_ids: Iterable[int], figures: bool = True):
+                 messages: list[dict[str, Any]] | None, stop_ids: Iterable[int], figures: bool = True,
+                 result_figure: bool = False):
         """`figures`: in the answer after a round of results, numbers in digits only as the results or the user's
-        words write them, and no repetition penalty on digits (the module docstring)."""
+        words write them, and no repetition penalty on digits (the module docstring). `result_figure`: that answer
+        may not end before it states each figure of the results (`result_figures`)."""
         import llguidance
 
         self.tokenizer, self.ll, self.stop_ids = tokenizer, ll, frozenset(stop_ids)
         self.grammar: Any = None  # the block grammar (None: the row offers no tools, or may not call)
         self.no_call: Any = None  # the matcher of a turn that may not open a block (no offered tool is callable)
         self.numbers: list[str] | None = None  # a figures turn: the numbers its digits may write
+        self.must_state: list[list[str]] | None = None  # figures the answer must state before it may end
+        self.stated = False  # every figure of must_state is in the turn's text
         # a figures turn's mask where the text ends in no number and no `<tool` start, per logits width asked for
         self._free_masks: dict[int, Any] = {}
         if tools:
@@ -324,6 +393,7 @@ class LazyCall:
                 self.grammar = _compiled(block_grammar(functions))
             else:
                 self.numbers = answer_numbers(messages) if figures else None
+                self.must_state = (result_figures(messages) or None) if result_figure else None
                 lark = NO_CALL_GRAMMAR if self.numbers is None else answer_grammar(self.numbers)
                 self.no_call = llguidance.LLMatcher(ll, _compiled(lark), log_level=0)
         self.generated: list[int] = []
@@ -349,7 +419,11 @@ class LazyCall:
         if self.matcher is not None:
             return _mask(self.matcher, vocab, device)
         if self.no_call is not None:
-            return self._no_call_mask(vocab, device)
+            allowed = self._no_call_mask(vocab, device)
+            if self.must_state and not self.stated:  # not yet the result's figure: the turn may not end
+                allowed = allowed.clone()
+                allowed[[token for token in self.stop_ids if token < vocab]] = False
+            return allowed
         return None
 
     def _no_call_mask(self, vocab: int, device: Any) -> Any:
@@ -391,6 +465,9 @@ class LazyCall:
             self.no_call.consume_token(token)
             if self.no_call.is_error():  # a token the mask allowed cannot fail; if it did, stop constraining
                 self.no_call = None
+            if self.must_state and not self.stated:
+                self.stated = states_figures(self.tokenizer.decode(self.generated, skip_special_tokens=True),
+                                             self.must_state)
             return True
         if self.matcher is not None:
             self.matcher.consume_token(token)
@@ -437,7 +514,9 @@ class ToolCallLogitsProcessor:
         self.stop_ids = frozenset(stop_ids)
         ll = ll_tokenizer(tokenizer, self.stop_ids)
         figures = getattr(policy, "tool_figures", True)
-        self.rows = [LazyCall(tokenizer, ll, row_tools, messages, self.stop_ids, figures=figures)
+        result_figure = getattr(policy, "tool_result_figure", False)
+        self.rows = [LazyCall(tokenizer, ll, row_tools, messages, self.stop_ids, figures=figures,
+                              result_figure=result_figure)
                      for row_tools, messages in zip(tools, conversations or [None] * len(tools))]
 
     def in_block(self, row: int) -> bool:

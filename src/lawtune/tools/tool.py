@@ -28,6 +28,7 @@ from lawtune.modeling.tool_format import call_name_and_arguments
 
 NEEDS_KEY = "x-needs-one-of"
 LABEL_KEY = "x-label"
+SAID_KEY = "x-said-as"
 
 
 def labels(**names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -52,6 +53,21 @@ def needs_one_of(*groups: tuple[str, ...] | list[str]) -> Callable[[Callable[...
 
     def mark(function: Callable[..., Any]) -> Callable[..., Any]:
         function.__tool_needs__ = [list(group) for group in groups]  # type: ignore[attr-defined]
+        return function
+
+    return mark
+
+
+def said_as(**phrases: tuple[str, ...] | list[str]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Booleans that stand for something the user says in so many words (`open_ended=("无固定期限",)`): the schema
+    carries the phrases as `x-said-as`, and the call grammar (lawtune.tools.constrain.call_rules) offers the
+    parameter only when a user turn holds one of them — as a figure parameter is offered only with a span of its
+    kind. With `@needs_one_of` naming the boolean as a group of its own, a tool whose only other inputs are figures
+    cannot be called on a boolean alone when the user said none of it (the tuned demo model called
+    `probation_limits {"task_based": true}` on questions of every kind, docs/tools.md "Measured")."""
+
+    def mark(function: Callable[..., Any]) -> Callable[..., Any]:
+        function.__tool_said_as__ = {key: list(values) for key, values in phrases.items()}  # type: ignore[attr-defined]
         return function
 
     return mark
@@ -101,6 +117,12 @@ class Tool:
             if key not in parameters.get("properties", {}):
                 raise ValueError(f"{name}: labels names no parameter of the function: {key}")
             parameters["properties"][key][LABEL_KEY] = label
+        for key, phrases in (getattr(function, "__tool_said_as__", None) or {}).items():
+            if parameters.get("properties", {}).get(key, {}).get("type") != "boolean":
+                raise ValueError(f"{name}: said_as names no boolean parameter of the function: {key}")
+            if not phrases or not all(isinstance(phrase, str) and phrase for phrase in phrases):
+                raise ValueError(f"{name}: said_as needs at least one non-empty phrase for {key}")
+            parameters["properties"][key][SAID_KEY] = phrases
         return cls(name=name, description=description, parameters=parameters, function=function,
                    arguments_model=model)
 

@@ -262,7 +262,8 @@ class LocalEngine:
 
         chat = self._served[request.model].chat
         return LazyCall(chat.tokenizer, self._ll_tokenizer, request.prompt.tools, request.prompt.messages,
-                        chat.stop_token_ids, figures=self.decoding.tool_figures)
+                        chat.stop_token_ids, figures=self.decoding.tool_figures,
+                        result_figure=self.decoding.tool_result_figure)
 
     def _grammar(self, schema: dict[str, Any] | None, lark: str | None = None) -> Any:
         if schema is None and lark is None:
