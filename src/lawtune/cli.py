@@ -58,6 +58,9 @@ warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is depre
 
 def main() -> None:
     """Console-script entry point: user errors become one red line and exit status 2."""
+    from lawtune.memory import tune_heap
+
+    tune_heap()  # big tensors' memory goes back to the OS when freed (lawtune.memory.MMAP_THRESHOLD_BYTES)
     try:
         app()
     except LawtuneError as error:
