@@ -130,9 +130,22 @@ def test_tune_heap_gives_a_freed_big_block_back_at_once(heap):
     if not ctypes.util.find_library("c") or "glibc" not in " ".join(__import__("platform").libc_ver()):
         pytest.skip("mallopt is glibc's")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("LAWTUNE_MMAP_THRESHOLD_MIB", None)  # the default threshold
     given_back = float(subprocess.run([sys.executable, "-c", _HEAP_PROBE, heap], env=env, check=True,
                                       capture_output=True, text=True).stdout)
     if heap == "tuned":
         assert given_back > 100  # all 128 MiB, each block had pages of its own
     else:
         assert given_back < 30  # glibc kept them: what the mmap threshold is for
+
+
+def test_tune_heap_is_switched_off_or_refused_by_its_variable(monkeypatch):
+    from lawtune.errors import LawtuneError
+    from lawtune.memory import THRESHOLD_VARIABLE, tune_heap
+
+    monkeypatch.setenv(THRESHOLD_VARIABLE, "0")
+    assert tune_heap() is False  # left alone
+    for bad in ("1.5", "64", "lots"):
+        monkeypatch.setenv(THRESHOLD_VARIABLE, bad)
+        with pytest.raises(LawtuneError, match=THRESHOLD_VARIABLE):
+            tune_heap()
