@@ -5,6 +5,8 @@
     .venv/bin/python benchmarks/memory_profile.py --model DIR --phases load loss mcq               # a few phases
     .venv/bin/python benchmarks/memory_profile.py --json out/memory.json
     .venv/bin/python benchmarks/memory_profile.py --phases prepare import train --steps 3 --timeline   # as a fresh demo
+    .venv/bin/python benchmarks/memory_profile.py --phases compare --run out/demo/run --timeline    # a trained run
+    .venv/bin/python benchmarks/memory_profile.py --phases prepare train --steps 3 --default-heap  # glibc untouched
 
 One process runs the demo's phases in its order (prepare the demo's data, its training file with the RAG-format
 rows included, train a few steps of configs/demo.yaml — the longest batch comes first, so even 2 steps meet
@@ -22,7 +24,10 @@ layers —, the dev evaluation; "train" alone is the rest: data, optimizer, call
 into anonymous memory (tensors, the heap) and file-backed pages (the memory-mapped weights, the libraries'
 code): where in a step the phase's peak is made. The `import` phase imports the default model into a fresh
 LAWTUNE_HOME (OUT/home) in this process first, as `lawtune demo` does on a fresh machine; without it the
-model must already be imported.
+model must already be imported. The compare phase is sampled the same way (load, generation, eval loss, MCQ;
+its "step" is the model: 1 base, 2 tuned). Each phase also counts the minor page faults it took: memory handed
+back to the OS is faulted in (zeroed) again when reused, which is what `lawtune.memory.tune_heap` (set here as in
+the `lawtune` command, unless `--default-heap`) costs.
 
 Unlike the demo it keeps the base model loaded across generation / loss / MCQ, so those three phases show
 their own transient memory on top of one model. Reads only local files.
