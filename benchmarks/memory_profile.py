@@ -5,6 +5,8 @@
     .venv/bin/python benchmarks/memory_profile.py --model DIR --phases load loss mcq               # a few phases
     .venv/bin/python benchmarks/memory_profile.py --json out/memory.json
     .venv/bin/python benchmarks/memory_profile.py --phases prepare import train --steps 3 --timeline   # as a fresh demo
+    .venv/bin/python benchmarks/memory_profile.py --phases compare --run out/demo/run --timeline    # a trained run
+    .venv/bin/python benchmarks/memory_profile.py --phases prepare train --steps 3 --default-heap  # glibc untouched
 
 One process runs the demo's phases in its order (prepare the demo's data, its training file with the RAG-format
 rows included, train a few steps of configs/demo.yaml — the longest batch comes first, so even 2 steps meet
@@ -22,7 +24,10 @@ layers —, the dev evaluation; "train" alone is the rest: data, optimizer, call
 into anonymous memory (tensors, the heap) and file-backed pages (the memory-mapped weights, the libraries'
 code): where in a step the phase's peak is made. The `import` phase imports the default model into a fresh
 LAWTUNE_HOME (OUT/home) in this process first, as `lawtune demo` does on a fresh machine; without it the
-model must already be imported.
+model must already be imported. The compare phase is sampled the same way (load, generation, eval loss, MCQ;
+its "step" is the model: 1 base, 2 tuned). Each phase also counts the minor page faults it took: memory handed
+back to the OS is faulted in (zeroed) again when reused, which is what `lawtune.memory.tune_heap` (set here as in
+the `lawtune` command, unless `--default-heap`) costs.
 
 Unlike the demo it keeps the base model loaded across generation / loss / MCQ, so those three phases show
 their own transient memory on top of one model. Reads only local files.
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -186,6 +192,36 @@ def watch_training(timeline: Timeline):
     return patched()
 
 
+def watch_compare(timeline: Timeline):
+    """Tag the parts of `compare` for `timeline`: loading a model, generation, eval loss, MCQ scoring."""
+    import contextlib
+
+    from lawtune.evaluation import evaluate
+    from lawtune.modeling import loading
+
+    @contextlib.contextmanager
+    def patched():
+        targets = [(loading, "load_model", "load"), (evaluate, "generate", "generation"),
+                   (evaluate, "eval_loss", "loss"), (evaluate, "_mcq", "mcq")]
+        saved = [(owner, name, getattr(owner, name)) for owner, name, _ in targets]
+        for (owner, name, original), (_, _, part) in zip(saved, targets):
+            def wrapped(*args, _original=original, _part=part, **kwargs):
+                if _part == "load":
+                    timeline.step += 1  # in compare the "step" is the model: 1 base, 2 tuned
+                with timeline.tag(_part):
+                    return _original(*args, **kwargs)
+
+            setattr(owner, name, wrapped)
+        try:
+            with timeline.tag("compare"):  # alone: reading data, the report, between the models
+                yield
+        finally:
+            for owner, name, original in saved:
+                setattr(owner, name, original)
+
+    return patched()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="imported model name or HF folder")
@@ -196,14 +232,20 @@ def main() -> None:
     parser.add_argument("--phases", nargs="+", choices=PHASES, default=[p for p in PHASES if p != "import"],
                         help="default: all but import (which dequantizes the GGUF again into OUT/home, ~1.5 min)")
     parser.add_argument("--explain", action="store_true", help="name the operators that allocated most (torch profiler)")
-    parser.add_argument("--timeline", action="store_true", help="sample the train phase's RSS and say in which part of a step it peaked")
+    parser.add_argument("--timeline", action="store_true", help="sample the train and compare phases' RSS and say in which part they peaked")
+    parser.add_argument("--run", type=Path, default=None, help="a trained run folder for the compare phase (instead of the train phase's)")
+    parser.add_argument("--default-heap", action="store_true", help="leave glibc's allocator as it is (the `lawtune` "
+                        "command sets its mmap threshold: lawtune.memory.tune_heap)")
     parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON")
     args = parser.parse_args()
 
     import torch, transformers  # noqa: E401,F401  (the libraries load before any phase: start-up is no phase)
 
-    from lawtune.memory import Phases, release_memory, rss_mib
+    from lawtune.memory import Phases, release_memory, rss_mib, tune_heap
+
+    if not args.default_heap:
+        tune_heap()  # as the `lawtune` command does
 
     phases, notes, model = Phases(), {}, None
     out = args.out or Path(tempfile.mkdtemp(prefix="lawtune-memory-"))
@@ -218,13 +260,16 @@ def main() -> None:
             from torch.profiler import ProfilerActivity, profile
 
             profiler = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         with phases(name):
             if profiler is not None:
                 with profiler:
                     result = work()
             else:
                 result = work()
-        notes[name] = {**held(model), "why": explain(profiler) if profiler is not None else []}
+        # pages the kernel had to map (and zero) for this process: what memory handed back costs when reused
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+        notes[name] = {**held(model), "why": explain(profiler) if profiler is not None else [], "minor_faults": faults}
         return result
 
     # ---- the demo's data and training --------------------------------------------------------------------------
@@ -268,6 +313,7 @@ def main() -> None:
             run_dir = phase("train", train)
     else:
         run_dir = phase("train", train)
+    run_dir = args.run or run_dir
     release_memory()
 
     # ---- the base model on the held-out questions ----------------------------------------------------------
@@ -298,29 +344,41 @@ def main() -> None:
     release_memory()
 
     # ---- compare: both models, one after the other --------------------------------------------------------
+    compare_timeline = None
     if "compare" in args.phases:
         if run_dir is None:
-            raise SystemExit("the compare phase needs the train phase (a run folder)")
+            raise SystemExit("the compare phase needs the train phase or --run (a run folder)")
         from lawtune.evaluation.compare import run as compare
 
         from lawtune.evaluation.settings import EvalOptions
 
-        phase("compare", lambda: compare("base", run_dir, data / "test.jsonl", out / "report", settings=settings,
-                                         options=EvalOptions(mcq_limit=args.mcq_limit, limit=args.questions)))
+        def compare_both():
+            return compare("base", run_dir, data / "test.jsonl", out / "report", settings=settings,
+                           options=EvalOptions(mcq_limit=args.mcq_limit, limit=args.questions))
+
+        compare_timeline = Timeline() if args.timeline else None
+        if compare_timeline is not None:
+            with compare_timeline, watch_compare(compare_timeline):
+                phase("compare", compare_both)
+        else:
+            phase("compare", compare_both)
 
     # ---- report ------------------------------------------------------------------------------------------------
-    print(f"\n{'phase':<11} {'seconds':>8} {'start':>7} {'peak':>7} {'end':>7} {'peak-start':>10} {'model':>7} {'head bufs':>9}  (MiB)")
+    print(f"\n{'phase':<11} {'seconds':>8} {'start':>7} {'peak':>7} {'end':>7} {'peak-start':>10} {'model':>7} {'head bufs':>9}  (MiB) {'page faults':>12}")
     for record in phases.records():
         note = notes[record["name"]]
         print(f"{record['name']:<11} {record['seconds']:>8.1f} {record['rss_start_mib']:>7,} {record['peak_rss_mib']:>7,} "
               f"{record['rss_end_mib']:>7,} {record['peak_rss_mib'] - record['rss_start_mib']:>10,} "
-              f"{note['model_mib']:>7,} {note['head_buffers_mib']:>9,}")
+              f"{note['model_mib']:>7,} {note['head_buffers_mib']:>9,}        {note['minor_faults']:>12,}")
         for line in note["why"]:
             print(f"{'':<11} {line}")
     print(phases.lines()[-1])
     if timeline is not None:
         print("train phase, the highest RSS sampled (every 5 ms) in each part of a step:")
         print("\n".join(timeline.lines()))
+    if compare_timeline is not None:
+        print("compare phase, the highest RSS sampled (every 5 ms) in each part (step 1: the base model, 2: the tuned):")
+        print("\n".join(compare_timeline.lines()))
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                          "phases": [{**r, **notes[r["name"]]} for r in phases.records()]},

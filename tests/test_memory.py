@@ -94,3 +94,58 @@ def test_page_out_drops_a_mapped_tensor_from_the_rss_and_keeps_its_values(tmp_pa
         pytest.skip("this kernel has no MADV_PAGEOUT")
     assert before - file_rss_mib() > 24
     assert torch.equal(weight, expected) and float(weight.sum()) == touched
+
+
+
+_HEAP_PROBE = """
+import sys
+from lawtune.memory import MMAP_THRESHOLD_BYTES, rss_mib, tune_heap
+def touch(size):
+    block = bytearray(size)
+    for offset in range(0, size, 4096):
+        block[offset] = 1
+    return block
+touch(24 << 20)  # freed: glibc's own threshold rises to 24 MiB, so 2 MiB blocks would come from the heap
+if sys.argv[1] == "tuned":
+    assert tune_heap()
+big, keep = [], []
+for _ in range(64):
+    big.append(touch(2 * MMAP_THRESHOLD_BYTES))
+    keep.append(touch(4096))  # a live block after each big one, as gradients and Python objects are
+held = rss_mib()
+big.clear()  # no trim
+print(held - rss_mib())
+"""
+
+
+@linux
+@pytest.mark.parametrize("heap", ["default", "tuned"])
+def test_tune_heap_gives_a_freed_big_block_back_at_once(heap):
+    """In a fresh process, as the `lawtune` command sets it at its start: glibc reuses free heap memory before it
+    asks the OS for more, so the threshold counts from the moment it is set."""
+    import ctypes.util
+    import os
+    import subprocess
+
+    if not ctypes.util.find_library("c") or "glibc" not in " ".join(__import__("platform").libc_ver()):
+        pytest.skip("mallopt is glibc's")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("LAWTUNE_MMAP_THRESHOLD_MIB", None)  # the default threshold
+    given_back = float(subprocess.run([sys.executable, "-c", _HEAP_PROBE, heap], env=env, check=True,
+                                      capture_output=True, text=True).stdout)
+    if heap == "tuned":
+        assert given_back > 100  # all 128 MiB, each block had pages of its own
+    else:
+        assert given_back < 30  # glibc kept them: what the mmap threshold is for
+
+
+def test_tune_heap_is_switched_off_or_refused_by_its_variable(monkeypatch):
+    from lawtune.errors import LawtuneError
+    from lawtune.memory import THRESHOLD_VARIABLE, tune_heap
+
+    monkeypatch.setenv(THRESHOLD_VARIABLE, "0")
+    assert tune_heap() is False  # left alone
+    for bad in ("1.5", "64", "lots"):
+        monkeypatch.setenv(THRESHOLD_VARIABLE, bad)
+        with pytest.raises(LawtuneError, match=THRESHOLD_VARIABLE):
+            tune_heap()

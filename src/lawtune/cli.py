@@ -58,7 +58,10 @@ warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is depre
 
 def main() -> None:
     """Console-script entry point: user errors become one red line and exit status 2."""
+    from lawtune.memory import tune_heap
+
     try:
+        tune_heap()  # big tensors' memory goes back to the OS when freed (lawtune.memory.MMAP_THRESHOLD_BYTES)
         app()
     except LawtuneError as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)

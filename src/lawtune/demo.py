@@ -248,6 +248,7 @@ def run(quick: bool = False, model: Optional[str] = None, out: Optional[Path] = 
     started = time.perf_counter()
     with phases("import"):
         model_dir = _resolve_model(model)
+        release_memory()  # a first import dequantized the GGUF here: its two float32 models are garbage now
     seconds["import"] = time.perf_counter() - started
     console.print(f"base model: {model_dir}")
 

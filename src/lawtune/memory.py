@@ -1,6 +1,7 @@
 """Resident memory of this process: now, at its peak, and per phase of a command.
 
-    from lawtune.memory import peak_rss_mib, rss_mib, Phases, release_memory, trim_heap
+    from lawtune.memory import peak_rss_mib, rss_mib, Phases, release_memory, trim_heap, tune_heap
+    tune_heap()           # at a process's start (the `lawtune` command does): big freed blocks leave the RSS
     print(f"peak RSS {peak_rss_mib():.0f} MiB")
     phases = Phases()
     with phases("train"):
@@ -75,6 +76,50 @@ def trim_heap() -> None:
     holds them, and blocks left between live ones let it grow from one training step to the next."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8
+# Blocks of this size and more get pages of their own (mmap) and give them back when freed. glibc's default
+# threshold starts at 128 KiB and rises to the largest block freed, up to 32 MiB, so after the first big free
+# every activation of a few MiB (a layer's 4 × 793 × 640 bf16 hidden states are 4 MB) lives in the heap, and the
+# holes live blocks leave between them keep the RSS up within a step, where malloc_trim after the step is too
+# late. Fixed, the threshold stops moving. 1 MiB: the demo's 3 training steps peaked 3,021 → 2,514 MiB with it
+# (docs/training.md "Memory").
+# The cost: every such block is faulted in fresh (zeroed pages) where the heap reused warm ones — the partial demo
+# of 2026-12-07 took 84.7 M minor page faults by training step 14 where main's whole demo took 20.3 M.
+# LAWTUNE_MMAP_THRESHOLD_MIB sets it (0: leave glibc's allocator alone).
+MMAP_THRESHOLD_BYTES = 1 << 20
+THRESHOLD_VARIABLE = "LAWTUNE_MMAP_THRESHOLD_MIB"
+# Heaps for threads (glibc makes up to 8 per core): torch's worker threads allocate too, and each arena keeps
+# its own freed blocks.
+ARENA_MAX = 2
+
+
+def tune_heap() -> bool:
+    """Set glibc's allocator for big tensors (`MMAP_THRESHOLD_BYTES`, `ARENA_MAX`) in this process, from now on;
+    False where that is not glibc. Where a block's memory comes from never changes what it holds.
+
+    mallopt, not the MALLOC_MMAP_THRESHOLD_ / MALLOC_ARENA_MAX environment variables: glibc reads those once,
+    when the process starts, so the `lawtune` command would have to re-execute itself to use them.
+    `LAWTUNE_MMAP_THRESHOLD_MIB` (whole MiB, at most 32) replaces the threshold; 0 leaves the allocator alone."""
+    import os
+
+    given = os.environ.get(THRESHOLD_VARIABLE, "").strip()
+    if given and (not given.isdigit() or int(given) > 32):
+        from lawtune.errors import LawtuneError
+
+        raise LawtuneError(f"{THRESHOLD_VARIABLE}={given!r}: give whole MiB from 0 (glibc's default) to 32 (glibc's most)")
+    threshold = int(given) << 20 if given else MMAP_THRESHOLD_BYTES
+    if threshold == 0:
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, threshold)) and bool(mallopt(_M_ARENA_MAX, ARENA_MAX))
 
 
 _MADV_PAGEOUT = 21  # Linux ≥ 5.4: reclaim these pages now; never changes what they hold

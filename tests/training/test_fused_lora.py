@@ -88,3 +88,20 @@ def test_other_calls_run_peft_forward(tiny_model_dir):
     fused.merge_adapter()
     model.merge_adapter()
     torch.testing.assert_close(fused(input_ids=input_ids).logits, model(input_ids=input_ids).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_after_an_evaluation_the_cast_weights_are_paged_out_again(tiny_model_dir, monkeypatch):
+    """A dev evaluation runs PEFT's forward, which reads the float32 weights training reads through casts; the
+    TrimHeap callback pages them out again (on the default model they are views of the mapped safetensors)."""
+    from lawtune.training import fused_lora
+    from lawtune.training.callbacks import TrimHeap
+
+    _, fused = _peft_pair(tiny_model_dir, 0.0)
+    _loss_and_grads(fused, seed=1, bf16=True)  # training forward: every adapted layer casts its weight once
+    cast = [m.weight for m in fused.modules() if getattr(m, "_lawtune_cast", None) is not None]
+    assert cast
+    asked = []
+    monkeypatch.setattr(fused_lora, "page_out", lambda tensor: asked.append(tensor) or 4096)
+    TrimHeap().on_evaluate(None, None, None, model=fused)
+    assert len(asked) == len(cast) and all(any(a is c for c in cast) for a in asked)
+    assert fused_lora.page_out_cast_weights(fused) == 4096 * len(cast)

@@ -92,7 +92,8 @@ def _restore_best(run_dir: Path, metric: str, greater: bool) -> tuple[float | No
 
 
 class TrimHeap(TrainerCallback):
-    """Give the heap's freed pages back to the OS after every step and evaluation (`lawtune.memory.trim_heap`).
+    """Give the heap's freed pages back to the OS after every step and evaluation (`lawtune.memory.trim_heap`),
+    and after an evaluation the pages of the float32 weights it read (`fused_lora.page_out_cast_weights`).
 
     A step frees its activations in blocks of a few MiB, which glibc keeps; live blocks allocated in between
     (gradients, optimizer state, Python objects) leave holes, and the RSS grew by ~100 MiB a step on the
@@ -104,10 +105,13 @@ class TrimHeap(TrainerCallback):
 
         trim_heap()
 
-    def on_evaluate(self, args, state, control, **kwargs):
+    def on_evaluate(self, args, state, control, model=None, **kwargs):
         from lawtune.memory import trim_heap
+        from lawtune.training.fused_lora import page_out_cast_weights
 
         trim_heap()
+        if model is not None:  # the evaluation read the float32 weights that training reads through casts
+            page_out_cast_weights(model)
 
 
 class CheckpointMarker(TrainerCallback):

@@ -123,6 +123,13 @@ def _frozen_cast(base: nn.Linear, dtype: torch.dtype) -> torch.Tensor:
     return cached[1]
 
 
+def page_out_cast_weights(model: nn.Module) -> int:
+    """Page out again the frozen weights that training reads through their casts (`_frozen_cast`); returns the
+    bytes asked for. A dev evaluation runs PEFT's own forward, whose autocast reads every float32 weight
+    (~400 MiB on the default model): without this their pages stayed resident for the rest of training."""
+    return sum(page_out(module.weight) for module in model.modules() if getattr(module, "_lawtune_cast", None) is not None)
+
+
 def use_fused_lora(model: nn.Module) -> int:
     """Give every PEFT LoRA `Linear` the fused training forward (other calls fall through to PEFT's)."""
     from peft.tuners.lora.layer import Linear as LoraLinear
