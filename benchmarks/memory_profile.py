@@ -234,8 +234,8 @@ def main() -> None:
     parser.add_argument("--explain", action="store_true", help="name the operators that allocated most (torch profiler)")
     parser.add_argument("--timeline", action="store_true", help="sample the train and compare phases' RSS and say in which part they peaked")
     parser.add_argument("--run", type=Path, default=None, help="a trained run folder for the compare phase (instead of the train phase's)")
-    parser.add_argument("--default-heap", action="store_true", help="leave glibc's allocator as it is (the `lawtune` "
-                        "command sets its mmap threshold: lawtune.memory.tune_heap)")
+    parser.add_argument("--default-heap", action="store_true", help="leave glibc's allocator as it is even when "
+                        "LAWTUNE_MMAP_THRESHOLD_MIB asks to set its mmap threshold (lawtune.memory.tune_heap)")
     parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON")
     args = parser.parse_args()
@@ -245,7 +245,7 @@ def main() -> None:
     from lawtune.memory import Phases, release_memory, rss_mib, tune_heap
 
     if not args.default_heap:
-        tune_heap()  # as the `lawtune` command does
+        tune_heap()  # as the `lawtune` command does (only with LAWTUNE_MMAP_THRESHOLD_MIB set)
 
     phases, notes, model = Phases(), {}, None
     out = args.out or Path(tempfile.mkdtemp(prefix="lawtune-memory-"))

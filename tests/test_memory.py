@@ -99,7 +99,7 @@ def test_page_out_drops_a_mapped_tensor_from_the_rss_and_keeps_its_values(tmp_pa
 
 _HEAP_PROBE = """
 import sys
-from lawtune.memory import MMAP_THRESHOLD_BYTES, rss_mib, tune_heap
+from lawtune.memory import rss_mib, tune_heap
 def touch(size):
     block = bytearray(size)
     for offset in range(0, size, 4096):
@@ -110,7 +110,7 @@ if sys.argv[1] == "tuned":
     assert tune_heap()
 big, keep = [], []
 for _ in range(64):
-    big.append(touch(2 * MMAP_THRESHOLD_BYTES))
+    big.append(touch(2 << 20))  # twice the 1 MiB threshold the test sets
     keep.append(touch(4096))  # a live block after each big one, as gradients and Python objects are
 held = rss_mib()
 big.clear()  # no trim
@@ -130,7 +130,9 @@ def test_tune_heap_gives_a_freed_big_block_back_at_once(heap):
     if not ctypes.util.find_library("c") or "glibc" not in " ".join(__import__("platform").libc_ver()):
         pytest.skip("mallopt is glibc's")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    env.pop("LAWTUNE_MMAP_THRESHOLD_MIB", None)  # the default threshold
+    env.pop("LAWTUNE_MMAP_THRESHOLD_MIB", None)
+    if heap == "tuned":
+        env["LAWTUNE_MMAP_THRESHOLD_MIB"] = "1"
     given_back = float(subprocess.run([sys.executable, "-c", _HEAP_PROBE, heap], env=env, check=True,
                                       capture_output=True, text=True).stdout)
     if heap == "tuned":
@@ -143,6 +145,8 @@ def test_tune_heap_is_switched_off_or_refused_by_its_variable(monkeypatch):
     from lawtune.errors import LawtuneError
     from lawtune.memory import THRESHOLD_VARIABLE, tune_heap
 
+    monkeypatch.delenv(THRESHOLD_VARIABLE, raising=False)
+    assert tune_heap() is False  # the default: left alone
     monkeypatch.setenv(THRESHOLD_VARIABLE, "0")
     assert tune_heap() is False  # left alone
     for bad in ("1.5", "64", "lots"):

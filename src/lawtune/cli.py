@@ -61,7 +61,7 @@ def main() -> None:
     from lawtune.memory import tune_heap
 
     try:
-        tune_heap()  # big tensors' memory goes back to the OS when freed (lawtune.memory.MMAP_THRESHOLD_BYTES)
+        tune_heap()  # LAWTUNE_MMAP_THRESHOLD_MIB: big tensors' memory back to the OS when freed (lawtune.memory)
         app()
     except LawtuneError as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)

@@ -1,7 +1,7 @@
 """Resident memory of this process: now, at its peak, and per phase of a command.
 
     from lawtune.memory import peak_rss_mib, rss_mib, Phases, release_memory, trim_heap, tune_heap
-    tune_heap()           # at a process's start (the `lawtune` command does): big freed blocks leave the RSS
+    tune_heap()           # at a process's start (the `lawtune` command does): with LAWTUNE_MMAP_THRESHOLD_MIB set, big freed blocks leave the RSS
     print(f"peak RSS {peak_rss_mib():.0f} MiB")
     phases = Phases()
     with phases("train"):
@@ -80,16 +80,16 @@ def trim_heap() -> None:
 
 # glibc's mallopt parameters (malloc.h)
 _M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8
-# Blocks of this size and more get pages of their own (mmap) and give them back when freed. glibc's default
-# threshold starts at 128 KiB and rises to the largest block freed, up to 32 MiB, so after the first big free
-# every activation of a few MiB (a layer's 4 × 793 × 640 bf16 hidden states are 4 MB) lives in the heap, and the
-# holes live blocks leave between them keep the RSS up within a step, where malloc_trim after the step is too
-# late. Fixed, the threshold stops moving. 1 MiB: the demo's 3 training steps peaked 3,021 → 2,514 MiB with it
-# (docs/training.md "Memory").
-# The cost: every such block is faulted in fresh (zeroed pages) where the heap reused warm ones — the partial demo
-# of 2026-12-07 took 84.7 M minor page faults by training step 14 where main's whole demo took 20.3 M.
-# LAWTUNE_MMAP_THRESHOLD_MIB sets it (0: leave glibc's allocator alone).
-MMAP_THRESHOLD_BYTES = 1 << 20
+# `LAWTUNE_MMAP_THRESHOLD_MIB=N` fixes glibc's mmap threshold at N MiB: blocks of that size and more get pages of
+# their own (mmap) and give them back when freed. glibc's default threshold starts at 128 KiB and rises to the
+# largest block freed, up to 32 MiB, so after the first big free every activation of a few MiB (a layer's
+# 4 × 793 × 640 bf16 hidden states are 4 MB) lives in the heap, and the holes live blocks leave between them keep
+# the RSS up within a step, where malloc_trim after the step is too late.
+# Off by default, because those blocks are then faulted in fresh (zeroed pages) each time where the heap reused
+# warm ones. Measured 2026-12-07 (AVX512-BF16 EPYC, quiet, 10 demo training steps, `lawtune train`): glibc's
+# default 152 s, peak 3,094 MiB; 1 MiB 260 s (1.71×; sys 16 → 192 s, minor faults 5.3 M → 72.5 M), peak 2,450 MiB;
+# 8 MiB 146 s, peak 3,054 MiB. So 1 MiB buys ~640 MiB for 1.7× the time: a choice for a machine short of memory.
+SUGGESTED_THRESHOLD_MIB = 1
 THRESHOLD_VARIABLE = "LAWTUNE_MMAP_THRESHOLD_MIB"
 # Heaps for threads (glibc makes up to 8 per core): torch's worker threads allocate too, and each arena keeps
 # its own freed blocks.
@@ -97,12 +97,14 @@ ARENA_MAX = 2
 
 
 def tune_heap() -> bool:
-    """Set glibc's allocator for big tensors (`MMAP_THRESHOLD_BYTES`, `ARENA_MAX`) in this process, from now on;
-    False where that is not glibc. Where a block's memory comes from never changes what it holds.
+    """Set glibc's allocator for big tensors in this process, from now on, when `LAWTUNE_MMAP_THRESHOLD_MIB` asks
+    for it (its threshold, and `ARENA_MAX`); False when it is unset or 0 (the default: glibc's allocator left alone,
+    see the comment above) and where that is not glibc. Where a block's memory comes from never changes what it
+    holds.
 
     mallopt, not the MALLOC_MMAP_THRESHOLD_ / MALLOC_ARENA_MAX environment variables: glibc reads those once,
     when the process starts, so the `lawtune` command would have to re-execute itself to use them.
-    `LAWTUNE_MMAP_THRESHOLD_MIB` (whole MiB, at most 32) replaces the threshold; 0 leaves the allocator alone."""
+    `LAWTUNE_MMAP_THRESHOLD_MIB`: whole MiB, at most 32; unset or 0 leaves the allocator alone."""
     import os
 
     given = os.environ.get(THRESHOLD_VARIABLE, "").strip()
@@ -110,7 +112,7 @@ def tune_heap() -> bool:
         from lawtune.errors import LawtuneError
 
         raise LawtuneError(f"{THRESHOLD_VARIABLE}={given!r}: give whole MiB from 0 (glibc's default) to 32 (glibc's most)")
-    threshold = int(given) << 20 if given else MMAP_THRESHOLD_BYTES
+    threshold = int(given) << 20 if given else 0
     if threshold == 0:
         return False
     try:
