@@ -134,17 +134,21 @@ def user_spans(messages: list[dict[str, Any]]) -> dict[str, list[str]]:
     from lawtune.tools.figures import figure_spans
 
     spans: dict[str, list[str]] = {}
-    for message in messages:
-        if message.get("role") == "user" and isinstance(message.get("content"), str):
-            for kind, found in figure_spans(message["content"]).items():
-                spans.setdefault(kind, [])
-                spans[kind] += [span for span in found if span not in spans[kind]]
+    for text in user_turns(messages):
+        for kind, found in figure_spans(text).items():
+            spans.setdefault(kind, [])
+            spans[kind] += [span for span in found if span not in spans[kind]]
     return spans
+
+
+def user_turns(messages: list[dict[str, Any]]) -> list[str]:
+    """The text of every user turn with text content, in order."""
+    return [m["content"] for m in messages if m.get("role") == "user" and isinstance(m.get("content"), str)]
 
 
 def user_text(messages: list[dict[str, Any]]) -> str:
     """The user turns' text, one per line (what `x-said-as` phrases are looked for in)."""
-    return "\n".join(m["content"] for m in messages if m.get("role") == "user" and isinstance(m.get("content"), str))
+    return "\n".join(user_turns(messages))
 
 
 def _restricted(parameters: dict[str, Any], spans: dict[str, list[str]], said: str = "") -> dict[str, Any] | None:
@@ -219,7 +223,7 @@ def answer_numbers(messages: list[dict[str, Any]] | None) -> list[str] | None:
 
     last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
     results = [_text(m.get("content")) for m in messages[last_user + 1:] if m.get("role") == "tool"]
-    users = [m["content"] for m in messages if m.get("role") == "user" and isinstance(m.get("content"), str)]
+    users = user_turns(messages)
     numbers: set[str] = set()
     for text in results + users:
         for match in _NUMBER.finditer(text):
