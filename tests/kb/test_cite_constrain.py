@@ -167,3 +167,56 @@ def test_model_generate_under_the_constraint(tiny_model_dir):
                                    logits_processor=[Wants(), *hooks["logits_processor"]])
     text = tokenizer.decode(output[0, len(prompt):].tolist())
     assert text.startswith("依据《民法典》第八十条"), text
+
+
+# ----------------------------------------------------------------------------------------------------
+# the server's batcher (serve --kb): the same constraint as a per-sequence grammar
+# ----------------------------------------------------------------------------------------------------
+
+
+def write_batched(tokenizer, material, start, wanted, policy=PLAIN, steps=24, seed=0):
+    """`write` through the batcher's own token choice (`serving.engines.batch.pick_token`) with a `CiteGrammar`
+    on the sequence, as `serve --kb` decodes: the 'model' wants `start + wanted`."""
+    from lawtune.kb.cite_constrain import CiteGrammar
+    from lawtune.modeling.grammar import ll_tokenizer
+    from lawtune.serving.engines.batch import Sequence, pick_token
+
+    stop = [tokenizer.eos_token_id]
+    grammar = CiteGrammar(ll_tokenizer(tokenizer, stop), NAMES, material, stop)
+    seq = Sequence(prompt_ids=PROMPT, decoding=policy, stop_ids=frozenset(stop), grammar=grammar)
+    for token in ids(tokenizer, start):  # the answer so far, as the batcher would have picked it
+        grammar.consume_token(token)
+        seq.generated.append(token)
+    noise = torch.randn(len(tokenizer), generator=torch.Generator().manual_seed(seed))
+    want = ids(tokenizer, wanted)
+    for step in range(steps):
+        scores = noise.clone()
+        if step < len(want):
+            scores[want[step]] = 100.0
+        seq.generated.append(pick_token(scores, seq))
+        if step < len(want) and seq.generated[-1] != want[step]:
+            want = want[:step + 1]
+    return tokenizer.decode(seq.generated)
+
+
+def test_the_batcher_decodes_only_retrieved_article_numbers(tokenizer):
+    invented = write_batched(tokenizer, MATERIAL, "依据《民法典》", "第八百条规定")
+    assert cited(invented) and set(cited(invented)) <= {(CIVIL, 80, 0), (CIVIL, 1079, 0)}, invented
+    assert write_batched(tokenizer, MATERIAL, "依据民法典", "第一千零七十九条，").startswith("依据民法典第一千零七十九条，")
+    outside = write_batched(tokenizer, MATERIAL, "依据《刑法》", "第二十条")
+    assert cited(outside) == [] and not outside.startswith("依据《刑法》第"), outside
+    # asked without material (nothing retrieved): free, as eval decodes it
+    assert write_batched(tokenizer, None, "依据《民法典》", "第八百条").startswith("依据《民法典》第八百条")
+
+
+def test_the_batcher_skips_the_answer_penalty_inside_a_reference_only(tokenizer):
+    from lawtune.kb.cite_constrain import CiteGrammar
+    from lawtune.modeling.grammar import grammar_mask, ll_tokenizer
+
+    stop = [tokenizer.eos_token_id]
+    grammar = CiteGrammar(ll_tokenizer(tokenizer, stop), NAMES, MATERIAL, stop)
+    assert grammar_mask(grammar, len(tokenizer)) is None and not grammar.in_block  # most steps: nothing masked
+    for token in ids(tokenizer, "依据《民法典》第八"):
+        grammar.consume_token(token)
+    allowed = grammar_mask(grammar, len(tokenizer))
+    assert grammar.in_block and 0 < int(allowed.sum()) < 10  # only what goes on to 八十条

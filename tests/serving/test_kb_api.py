@@ -47,8 +47,15 @@ def test_answer_carries_references_and_citations_through_the_openai_sdk(client, 
     assert [(r["law"], r["article"]) for r in field["references"]] == [(h.item.law, h.item.article) for h in expected.hits]
     assert field["references"][0]["cite"].startswith("《民法典》第") and field["references"][0]["text"]
     assert field["degraded"] is False and isinstance(field["citations"], list)
+    assert field["cite_constraint"] is True  # article numbers decoded from the retrieved articles, as eval does
     # the model was asked the RAG prompt: the prompt tokens are those of the augmented conversation
     assert answer.usage.prompt_tokens == len(chat_format.encode_prompt(expected.messages))
+
+
+def test_a_json_answer_is_decoded_by_its_schema_not_the_citation_constraint(client):
+    answer = client.chat.completions.create(messages=QUESTION, max_tokens=8, temperature=0, model=None,
+                                            response_format={"type": "json_object"})
+    assert answer.model_extra["lawtune"]["cite_constraint"] is False
 
 
 def test_streamed_answer_has_the_field_on_the_finishing_chunk(client):

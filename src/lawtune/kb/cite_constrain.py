@@ -232,47 +232,22 @@ class _Row:
         self.ended = False  # the row emitted a stop token: what follows is generate()'s padding
 
 
-class CitationLogitsProcessor:
-    """A transformers logits processor: the answer's penalties outside a reference, the material's article
-    numbers inside one (no penalty there: a number may repeat one the answer already cited)."""
+class Follower:
+    """Follows one answer token by token (a `_Row`) and says what it may write next: the logic both decoders share,
+    the transformers logits processor (eval, infer, chat: one row per prompt) and the server's batcher
+    (`CiteGrammar`: one per sequence)."""
 
-    def __init__(self, tokenizer: Any, names: LawNames, materials: Sequence[Material | None], prompt_width: int,
-                 stop_ids: Iterable[int], policy: Any):
-        from lawtune.modeling.grammar import ll_tokenizer
-
-        self.names, self.prompt_width, self.policy = names, prompt_width, policy
+    def __init__(self, ll: Any, names: LawNames, stop_ids: Iterable[int]):
+        self.ll, self.names = ll, names
         self.stop_ids = frozenset(stop_ids)
-        self.ll = ll_tokenizer(tokenizer, self.stop_ids)
-        self.vocab = trigger_vocab(self.ll)
-        self.rows = [_Row(material) for material in materials]
+        self.vocab = trigger_vocab(ll)
 
-    def in_reference(self, row: int) -> bool:
-        return self.rows[row].matcher is not None
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        import torch
-
-        from lawtune.modeling.decoding import penalize
-
-        out = []
-        for index in range(scores.shape[0]):
-            state = self.rows[index]
-            generated = input_ids[index, self.prompt_width:].tolist()
-            for token in generated[state.read:]:
-                self._advance(state, token)
-            state.read = len(generated)
-            logits = row = scores[index]
-            if state.matcher is not None:
-                logits = only(logits, allowed_ids(state.matcher, logits.shape[-1]))
-            elif not state.ended:
-                if self.policy is not None and self.policy.penalizes:
-                    logits = penalize(logits, generated, self.policy, self.stop_ids)  # a new tensor
-                banned = [] if state.free else self.banned(state) + (self.vocab.extenders if state.closed else [])
-                if banned:
-                    logits = logits.float().clone() if logits is row else logits.float()
-                    logits[torch.tensor(banned, dtype=torch.long)] = float("-inf")
-            out.append(logits.to(scores.dtype))
-        return torch.stack(out)
+    def forbidden(self, state: _Row) -> list[int]:
+        """Outside a reference: the tokens `banned` names, and right after a closed number those that would extend
+        it. Nothing for an answer asked without material or already ended."""
+        if state.free or state.ended:
+            return []
+        return self.banned(state) + (self.vocab.extenders if state.closed else [])
 
     def banned(self, state: _Row) -> list[int]:
         """Tokens that would write a `第` opening a reference the material cannot complete: of a law it does not
@@ -302,7 +277,8 @@ class CitationLogitsProcessor:
                 banned.extend(starting)
         return banned
 
-    def _advance(self, state: _Row, token: int) -> None:
+    def advance(self, state: _Row, token: int) -> None:
+        """Read one generated token: the answer's bytes grow, a reference opens, goes on or closes."""
         if state.ended or token in self.stop_ids:
             # a finished row (or one the repetition stop cut) is padded from here: nothing more to follow
             state.ended, state.matcher = True, None
@@ -346,3 +322,78 @@ class CitationLogitsProcessor:
             state.matcher = None
             # nothing may extend the number, unless the material holds the longer one (八十二条之一): 之 stays free
             state.closed = not any(len(form) > len(number) and form.startswith(number) for form in state.forms[state.law])
+
+
+class CitationLogitsProcessor:
+    """A transformers logits processor: the answer's penalties outside a reference, the material's article
+    numbers inside one (no penalty there: a number may repeat one the answer already cited)."""
+
+    def __init__(self, tokenizer: Any, names: LawNames, materials: Sequence[Material | None], prompt_width: int,
+                 stop_ids: Iterable[int], policy: Any):
+        from lawtune.modeling.grammar import ll_tokenizer
+
+        self.names, self.prompt_width, self.policy = names, prompt_width, policy
+        self.stop_ids = frozenset(stop_ids)
+        self.follower = Follower(ll_tokenizer(tokenizer, self.stop_ids), names, self.stop_ids)
+        self.rows = [_Row(material) for material in materials]
+
+    def in_reference(self, row: int) -> bool:
+        return self.rows[row].matcher is not None
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        from lawtune.modeling.decoding import penalize
+
+        out = []
+        for index in range(scores.shape[0]):
+            state = self.rows[index]
+            generated = input_ids[index, self.prompt_width:].tolist()
+            for token in generated[state.read:]:
+                self.follower.advance(state, token)
+            state.read = len(generated)
+            logits = row = scores[index]
+            if state.matcher is not None:
+                logits = only(logits, allowed_ids(state.matcher, logits.shape[-1]))
+            elif not state.ended:
+                if self.policy is not None and self.policy.penalizes:
+                    logits = penalize(logits, generated, self.policy, self.stop_ids)  # a new tensor
+                banned = self.follower.forbidden(state)
+                if banned:
+                    logits = logits.float().clone() if logits is row else logits.float()
+                    logits[torch.tensor(banned, dtype=torch.long)] = float("-inf")
+            out.append(logits.to(scores.dtype))
+        return torch.stack(out)
+
+
+class CiteGrammar:
+    """The constraint for one sequence of the server's batcher (`serving.engines.batch.Sequence.grammar`, read by
+    `modeling.grammar.grammar_mask`): `serve --kb` decodes article numbers as eval does. The batcher applies the
+    answer's penalties itself, and none while `in_block` (inside a reference), as the logits processor does."""
+
+    def __init__(self, ll: Any, names: LawNames, material: Material | None, stop_ids: Iterable[int]):
+        self.follower = Follower(ll, names, stop_ids)
+        self.state = _Row(material)
+        self.vocab_size = ll.vocab_size
+
+    @property
+    def in_block(self) -> bool:
+        return self.state.matcher is not None
+
+    def allowed(self, vocab: int) -> Any:
+        """The tokens allowed next as a bool tensor over `vocab` logits, or None for all of them (most steps)."""
+        import torch
+
+        from lawtune.modeling.grammar import grammar_mask
+
+        if self.state.matcher is not None:
+            return grammar_mask(self.state.matcher, vocab)
+        banned = self.follower.forbidden(self.state)
+        if not banned:
+            return None
+        allowed = torch.arange(vocab) < self.vocab_size  # rows past the tokenizer's vocabulary never
+        allowed[torch.tensor(banned, dtype=torch.long)] = False
+        return allowed
+
+    def consume_token(self, token: int) -> None:
+        self.follower.advance(self.state, token)

@@ -118,7 +118,7 @@ def _open_kb(settings: ServeSettings) -> Any:
         return None
     from lawtune.kb.rag import Rag
 
-    return Rag.open(settings.kb, k=settings.kb_k, max_chars=settings.kb_chars)
+    return Rag.open(settings.kb, k=settings.kb_k, max_chars=settings.kb_chars, cite_constraint=settings.kb_cite_constraint)
 
 
 async def _start_engine(app: FastAPI) -> None:
@@ -242,7 +242,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         augmented, prompt = None, await asyncio.to_thread(engine.prompt, model, messages=messages, tools=plan.tools)
     generation = _to_generation(body, prompt, engine, model, request)
     plan.apply(generation)
-    extend = kb.extension(rag, augmented) if augmented is not None else None
+    if augmented is not None and _decodes_freely(generation, request.app.state.settings):
+        generation.cite = rag.cite_material(augmented.hits)  # article numbers only from the retrieved articles
+    extend = (kb.extension(rag, augmented, cite_constraint=generation.cite is not None)
+              if augmented is not None else None)
     if plan.agent is not None:  # --tools builtin: the agent loop runs as the engine of this request
         engine = AgentEngine(engine, plan.agent)
     shape = (tool_calls.ToolChatShape(generation, extend, plan) if plan.reads_calls and plan.agent is None
@@ -278,6 +281,13 @@ async def _charge_first(request: Request, engine: Engine, model: str, body: Chat
         if degrade is None or refusal.code not in ("service_paused", "service_degraded"):
             raise
         return await degrade(refusal)
+
+
+def _decodes_freely(generation: GenerationRequest, settings: ServeSettings) -> bool:
+    """A local engine's answer under no grammar of the request's (tool_choice, response_format, the lazy call
+    grammar): where serve --kb's citation constraint applies. An upstream engine decodes on its own."""
+    return (settings.upstream is None and generation.grammar is None and generation.json_schema is None
+            and not generation.tool_rules)
 
 
 def _to_generation(body: ChatCompletionRequest | CompletionRequest, prompt: Prompt, engine: Engine, model: str,

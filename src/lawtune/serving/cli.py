@@ -26,8 +26,9 @@ from lawtune.settings import option, options_of
 # Options whose name is not their field's (the rest are the field's own name, or its last part when nested):
 RENAMED = {"timeout": "request_timeout_s", "cors_origin": "cors_origins", "sse_keepalive": "sse_keepalive_s",
            "rpm": "gateway.requests_per_minute", "tpm": "gateway.tokens_per_minute",
-           "breaker_cooldown": "gateway.breaker_cooldown_s", "tool_timeout": "tool_timeout_s"}
-FLAGS = {"open_access": "--open"}  # a flag that is not its parameter's name
+           "breaker_cooldown": "gateway.breaker_cooldown_s", "tool_timeout": "tool_timeout_s",
+           "cite_constraint": "kb_cite_constraint"}
+FLAGS = {"open_access": "--open", "cite_constraint": "--cite-constraint"}  # a flag that is not its parameter's name
 CLI_ONLY = {"force"}  # options that act before serving and configure nothing
 # settings fields that are no option, and why
 NOT_OPTIONS = {"gateway.request_timeout_s": "the server's --timeout", "gateway.retry_after_s": "a constant in Python",
@@ -91,6 +92,8 @@ def serve(
                       "the response's `lawtune` field lists them and the citation verdicts"),
     kb_k: int = _option("kb_k", help="articles retrieved per question"),
     kb_chars: int = _option("kb_chars", help="characters kept of each article"),
+    cite_constraint: bool = _option("kb_cite_constraint", "--cite-constraint/--no-cite-constraint", help="with --kb on a "
+                                    "local engine: article numbers only from the retrieved articles (as eval decodes)"),
     degrade_to_kb: bool = _option("degrade_to_kb", "--degrade-to-kb", help="when paused or the breaker is "
                                   "open, answer with the top retrieved articles and the notice instead of 503 (needs --kb)"),
     # ---- server-side tools (docs/serving.md "Tools") ----

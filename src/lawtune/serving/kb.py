@@ -72,13 +72,15 @@ async def augment_to_fit(rag: Rag, engine: Any, model: str, messages: list[dict[
         keep -= 1
 
 
-def extension(rag: Rag, augmented: Augmented, degraded: bool = False, notice: str | None = None
-              ) -> Callable[[str], dict[str, Any]]:
-    """A function of the finished answer's text → the `lawtune` field of the response."""
+def extension(rag: Rag, augmented: Augmented, degraded: bool = False, notice: str | None = None,
+              cite_constraint: bool = False) -> Callable[[str], dict[str, Any]]:
+    """A function of the finished answer's text → the `lawtune` field of the response (`cite_constraint`: the
+    answer's article numbers were decoded from the retrieved articles only)."""
 
     def field(text: str) -> dict[str, Any]:
         body: dict[str, Any] = {"references": augmented.references(text_chars=rag.max_chars),
-                                "citations": rag.check(text), "degraded": degraded}
+                                "citations": rag.check(text), "degraded": degraded,
+                                "cite_constraint": cite_constraint}
         if notice:
             body["notice"] = notice
         return body

@@ -57,6 +57,8 @@ class ServeSettings(BaseModel):
     kb_k: int = Field(3, ge=1, le=20, description="articles retrieved per question")
     kb_chars: int = Field(200, ge=20, le=2000, description="characters kept of each article")
     degrade_to_kb: bool = Field(False, description="paused / breaker open: answer with the top articles, not 503")
+    kb_cite_constraint: bool = Field(True, description="local engines: an article number in an answer may only be "
+                                     "one of the retrieved articles (lawtune.kb.cite_constrain)")
     # server-side tools (lawtune.serving.tool_agent): the agent loop for requests that bring no tools of their own
     tools: Literal["none", "builtin"] = Field("none", description="builtin: answer with the built-in legal tools")
     tool_rounds: int = Field(4, ge=1, le=16, description="tool rounds at most per request (then the loop stops)")

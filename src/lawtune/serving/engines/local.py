@@ -218,11 +218,15 @@ class LocalEngine:
             raise ApiError(400, f"logit_bias names token ids outside the vocabulary (0…{vocab - 1}): {bad[:5]}",
                            param="logit_bias", code="invalid_value")
         lazy = request.tool_rules and request.grammar is None and bool(request.prompt.tools)
-        if request.json_schema is not None or request.grammar is not None or request.logprobs is not None or lazy:
+        cite = request.cite is not None and request.json_schema is None and request.grammar is None and not lazy
+        if (request.json_schema is not None or request.grammar is not None or request.logprobs is not None or lazy
+                or cite):
             await asyncio.to_thread(self._llguidance_tokenizer)
         loop, queue = asyncio.get_running_loop(), asyncio.Queue()
         if lazy:  # per choice: a LazyCall holds its sequence's state (compiling its grammar takes a few ms)
             grammars = [await asyncio.to_thread(self._lazy_calls, request) for _ in range(request.n)]
+        elif cite:  # serve --kb: article numbers only from the retrieved articles, per choice
+            grammars = [await asyncio.to_thread(self._cite_grammar, request) for _ in range(request.n)]
         else:
             grammars = [self._grammar(request.json_schema, request.grammar) for _ in range(request.n)]
         jobs = [_ChoiceJob(request, index, loop, queue, grammar=grammar) for index, grammar in enumerate(grammars)]
@@ -264,6 +268,14 @@ class LocalEngine:
         return LazyCall(chat.tokenizer, self._ll_tokenizer, request.prompt.tools, request.prompt.messages,
                         chat.stop_token_ids, figures=self.decoding.tool_figures,
                         result_figure=self.decoding.tool_result_figure)
+
+    def _cite_grammar(self, request: GenerationRequest) -> Any:
+        """serve --kb: the citation constraint of this request's retrieved articles (lawtune.kb.cite_constrain), the
+        same eval / infer / chat decode with (its token table is built once per tokenizer, a second or two)."""
+        from lawtune.kb.cite_constrain import CiteGrammar
+
+        names, material = request.cite
+        return CiteGrammar(self._ll_tokenizer, names, material, self._served[request.model].chat.stop_token_ids)
 
     def _grammar(self, schema: dict[str, Any] | None, lark: str | None = None) -> Any:
         if schema is None and lark is None:
