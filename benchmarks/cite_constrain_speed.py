@@ -6,6 +6,9 @@ No model: both processors see the same random logits of a batch (default 8 rows,
 tokenizer's vocabulary, and an answer that writes 《中华人民共和国民法典》第一千零七十九条… token by token, so the
 citation processor probes for references every step and opens a reference twice. Prints ms per step for each and
 their ratio (the model's own step is not included: it is the same for both), with the CPU flags and dtype.
+
+The same for the server's batcher (`serve --kb`): its token choice (`serving.engines.batch.pick_token`, penalties
+included) for every sequence of the batch, with and without a `CiteGrammar` on each.
 """
 
 from __future__ import annotations
@@ -35,6 +38,25 @@ def per_step(make, ids, scores, prompt: int, repeats: int) -> float:
         for width in range(prompt + 1, ids.shape[1] + 1):
             processor(ids[:, :width], scores)
         best = min(best, (time.perf_counter() - started) / (ids.shape[1] - prompt))
+    return best
+
+
+def batcher_per_step(grammar, answer: list[int], scores, policy, stops, repeats: int) -> float:
+    """Best-of-`repeats` seconds per step of `pick_token` over a batch of sequences writing `answer` (the
+    'model' puts +100 on its next token), each with `grammar()` (None: no constraint)."""
+    from lawtune.serving.engines.batch import Sequence, pick_token
+
+    best = float("inf")
+    for _ in range(repeats):
+        rows = [Sequence(prompt_ids=[0], decoding=policy, stop_ids=frozenset(stops), grammar=grammar())
+                for _ in range(scores.shape[0])]
+        started = time.perf_counter()
+        for token in answer:
+            for row, seq in enumerate(rows):
+                logits = scores[row].clone()
+                logits[token] += 100.0
+                seq.generated.append(pick_token(logits, seq))
+        best = min(best, (time.perf_counter() - started) / len(answer))
     return best
 
 
@@ -71,6 +93,20 @@ def main() -> None:
     print(f"answer penalties only:        {1000 * answer_s:7.2f} ms/step")
     print(f"+ citation constraint:        {1000 * cite_s:7.2f} ms/step")
     print(f"ratio constrained / penalties: {cite_s / answer_s:.2f}x")
+
+    from lawtune.kb.cite_constrain import CiteGrammar
+    from lawtune.modeling.grammar import ll_tokenizer
+
+    ll = ll_tokenizer(tokenizer, stops)
+    plain_s = grammar_s = float("inf")
+    for _ in range(args.repeats):
+        plain_s = min(plain_s, batcher_per_step(lambda: None, answer, scores, policy, stops, 1))
+        grammar_s = min(grammar_s, batcher_per_step(lambda: CiteGrammar(ll, names, material, stops), answer, scores,
+                                                    policy, stops, 1))
+    print(f"server batcher (serve --kb), pick_token for {args.batch} sequences:")
+    print(f"  penalties only:             {1000 * plain_s:7.2f} ms/step")
+    print(f"  + CiteGrammar:              {1000 * grammar_s:7.2f} ms/step")
+    print(f"  ratio:                      {grammar_s / plain_s:.2f}x")
 
 
 if __name__ == "__main__":
