@@ -141,6 +141,7 @@ VARIANT_KEYS = {  # key: (module, attribute) the variant sets while its encoder 
     "steps": (encoder_module, "MAX_STEPS"), "epochs": (encoder_module, "EPOCHS"), "dim": (encoder_module, "DIM"),
     "lr": (encoder_module, "LEARNING_RATE"), "tau": (encoder_module, "TAU"), "batch": (encoder_module, "BATCH"),
     "hard": (encoder_module, "HARD_NEGATIVES"), "repeat": (pairs_module, "REAL_REPEAT"),
+    "qside": (encoder_module, "QUERY_SIDE"), "lawshare": (pairs_module, "LAW_SHARE"),
     "weight": (retrieval, "DENSE_WEIGHT"), "pool": (retrieval, "DENSE_POOL"),
     "mem": (retrieval, "MEMORY_WEIGHT"), "mem_m": (retrieval, "MEMORY_NEIGHBOURS"), "mem_p": (retrieval, "MEMORY_POWER"),
     "mem_f": (retrieval, "MEMORY_FLOOR"),
@@ -157,7 +158,7 @@ LAW_KEYS = {"lscale", "lepochs", "llr", "lreal"}  # what the law model is traine
 # lagree=T only when one law holds at least T of the voting neighbours' mass (the neighbours agree); ldis=N (any
 # law model) only when the top N candidates before the stage span more than one law; nclf=1 P(law) from the character
 # n-gram classifier on the real questions (NgramLaws: nadj, nlaw, nep, nlr, nl2; not with lprior, use nadj)
-TRAIN_KEYS = {"steps", "epochs", "dim", "lr", "tau", "batch", "hard", "repeat", "seed"}
+TRAIN_KEYS = {"steps", "epochs", "dim", "lr", "tau", "batch", "hard", "repeat", "seed", "qside", "lawshare"}
 # fusion keys read by `fuse` (prototypes of what retrieval.py may adopt):
 #   knn: weight of the question memory's votes (the training questions nearest the question vote for their
 #        articles); knn_m: how many neighbours (20); knn_p: similarity exponent (1)
@@ -184,7 +185,7 @@ class LawClassifier:
         law_id = {law: n for n, law in enumerate(self.laws)}
         questions = list(dict.fromkeys(q for q, _ in pairs))
         row = {q: n for n, q in enumerate(questions)}
-        x = torch.from_numpy(index.encoder.encode(questions))
+        x = torch.from_numpy(index.encoder.encode(questions, query=True))
         targets = torch.zeros(len(pairs), len(self.laws))
         which = torch.tensor([row[q] for q, _ in pairs])
         for n, (_, golds) in enumerate(pairs):
@@ -224,7 +225,7 @@ class Memory:
         real = list(pairs_module.real_pairs(lookup, names))
         self.questions = [q for q, _ in real]
         self.golds = [[_key(articles[g]) for g in golds] for _, golds in real]
-        self.vectors = index.encoder.encode(self.questions) if real else np.zeros((0, index.encoder.dim), np.float32)
+        self.vectors = index.encoder.encode(self.questions, query=True) if real else np.zeros((0, index.encoder.dim), np.float32)
 
     def votes(self, vector: np.ndarray, m: int, p: float) -> dict:
         sims = self.vectors @ vector
@@ -319,7 +320,10 @@ def parse_variant(text: str) -> dict:
     out = {}
     for part in text.split(","):
         key, _, value = part.partition("=")
-        out[key] = float(value) if "." in value or "e" in value else int(value)
+        try:
+            out[key] = float(value) if "." in value or "e" in value else int(value)
+        except ValueError:  # a word (qside=residual)
+            out[key] = value
     return out
 
 
@@ -384,7 +388,7 @@ def with_memory(index: DenseIndex, articles, names) -> DenseIndex:
     """The index with the question memory train_dense gives it (of this process's pairs: the tuning ones), and
     which memory rows are exam cases (`memory_case`, for the case-style gates)."""
     asked = pairs_module.question_pairs(articles, names)
-    index.memory = index.encoder.encode([q for q, _ in asked])
+    index.memory = index.encoder.encode([q for q, _ in asked], query=True)
     index.memory_keys = [[_key(articles[g]) for g in golds] for _, golds in asked]
     sources = pair_sources()
     index.memory_case = np.array([sources.get(q, "") in CASE_SOURCES for q, _ in asked], bool)

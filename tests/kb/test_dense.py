@@ -4,8 +4,9 @@ kb add encodes new articles at once; search fuses it. Store-level tests run on b
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from lawtune.kb import dense, retrieval
+from lawtune.kb import dense, encoder as encoder_module, retrieval
 from lawtune.kb.encoder import NgramEncoder, ngrams, train_encoder
 from lawtune.kb.store import Item
 from lawtune.kb.retrieval import Retriever
@@ -65,6 +66,29 @@ def test_vocabulary_counts_a_repeated_question_as_often_as_given():
     once = train_encoder(ARTICLES, [("老公不回家", [0]), ("偷东西", [3])], dim=8, epochs=1)
     twice = train_encoder(ARTICLES, [("老公不回家", [0])] * 2 + [("偷东西", [3])], dim=8, epochs=1)
     assert "老公" not in once.index and "老公" in twice.index
+
+
+@pytest.mark.parametrize("side", ["residual", "separate"])
+def test_a_query_side_learns_lay_words_and_round_trips(monkeypatch, side):
+    monkeypatch.setattr(encoder_module, "QUERY_SIDE", side)
+    encoder = train_encoder(ARTICLES, PAIRS * 20, dim=32, seed=0, epochs=30, max_steps=300)
+    assert encoder.query_weights is not None and encoder.query_weights.shape == encoder.weights.shape
+    docs = encoder.encode(ARTICLES)
+    for question, (gold,) in PAIRS:
+        assert int(np.argmax(docs @ encoder.encode([question], query=True)[0])) == gold, question
+    # questions and articles read different tables: the same text gets two vectors
+    assert not np.allclose(encoder.encode([ARTICLES[0]], query=True), encoder.encode([ARTICLES[0]]))
+    loaded = NgramEncoder.from_bytes(encoder.to_bytes())
+    texts = [q for q, _ in PAIRS]
+    assert np.allclose(loaded.encode(texts, query=True), encoder.encode(texts, query=True))
+    assert np.allclose(loaded.encode(texts, query=True),
+                       np.stack([loaded.encode([t], query=True)[0] for t in texts]), atol=1e-5)
+
+
+def test_an_unknown_query_side_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(encoder_module, "QUERY_SIDE", "both")
+    with pytest.raises(ValueError, match="QUERY_SIDE"):
+        train_encoder(ARTICLES, PAIRS, dim=8, epochs=1)
 
 
 def test_hard_negatives_are_neighbours_of_the_same_group(monkeypatch):

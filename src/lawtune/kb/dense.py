@@ -63,7 +63,7 @@ class DenseIndex:
         self.law_model = law_model  # the law stage (lawstage.py); None: a KB built before it
 
     def query_vector(self, query: str) -> np.ndarray:
-        return self.encoder.encode([query])[0]
+        return self.encoder.encode([query], query=True)[0]
 
     def top(self, query: np.ndarray, k: int) -> list[tuple[Key, float]]:
         if not self.keys or not query.any():
@@ -156,7 +156,7 @@ def train_dense(store, progress=None, cache: bool = True, phases: dict[str, floa
     # training tokenized the articles already: encode from those bags rather than reading every text again
     vectors = encoder.encode_bags(article_bags[0]) if article_bags else encoder.encode(texts)
     asked = question_pairs(articles, names)
-    memory = encoder.encode([q for q, _ in asked]) if asked else None
+    memory = encoder.encode([q for q, _ in asked], query=True) if asked else None
     lap("encoding")
     law_model = None
     if lawstage.TRAIN:
@@ -200,7 +200,8 @@ def _key(item: Item) -> Key:
 
 def _fingerprint(texts: list[str], pairs: list) -> str:
     settings = [getattr(encoder_settings, name) for name in ("DIM", "TAU", "BATCH", "LEARNING_RATE", "EPOCHS",
-                                                             "MAX_STEPS", "MIN_COUNT", "HARD_NEGATIVES", "NEIGHBOURS")]
+                                                             "MAX_STEPS", "MIN_COUNT", "HARD_NEGATIVES", "NEIGHBOURS",
+                                                             "QUERY_SIDE")]
     digest = hashlib.sha256(f"{CACHE_VERSION} {settings}".encode())
     for text in texts:
         digest.update(text.encode("utf-8", "surrogatepass") + b"\x00")

@@ -37,6 +37,11 @@ EPOCHS = 2.0
 MAX_STEPS = 800  # caps training time on a big corpus (~all of LawRefBook: 2 epochs would be ~750 steps)
 MIN_COUNT = 2  # tokens seen fewer times (in articles + questions) get no vector
 HARD_NEGATIVES = 0  # per question: a neighbouring article of the same law as an extra negative (0: in-batch only)
+# the query side: "" one table for questions and articles; "residual" questions read table + a second table
+# (initialised at zero) that only questions read, so lay words can move toward the statute's without dragging the
+# statute words' own vectors; "separate" questions read a table of their own
+QUERY_SIDE = ""
+QUERY_SIDES = ("", "residual", "separate")
 NEIGHBOURS = 5  # how far (in articles of the same law) a hard negative may sit from the gold
 
 _RUN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+|[A-Za-z0-9]+")
@@ -58,12 +63,17 @@ def ngrams(text: str) -> list[str]:
 
 
 class NgramEncoder:
-    def __init__(self, vocab: list[str], idf: np.ndarray, weights: np.ndarray):
+    def __init__(self, vocab: list[str], idf: np.ndarray, weights: np.ndarray, query_weights: np.ndarray | None = None):
         self.vocab = vocab
         self.index = {token: n for n, token in enumerate(vocab)}
         self.idf = idf.astype(np.float32)
         self.weights = weights.astype(np.float16)  # (len(vocab), dim): half the memory, cast per lookup
+        # the questions' table when training gave them their own (QUERY_SIDE); None: questions read `weights`
+        self.query_weights = None if query_weights is None else query_weights.astype(np.float16)
         self.dim = weights.shape[1]
+
+    def _table(self, query: bool) -> np.ndarray:
+        return self.query_weights if query and self.query_weights is not None else self.weights
 
     def bag(self, text: str) -> tuple[list[int], list[float]]:
         """Row ids and weights (idf × (1 + log tf)) of the text's known n-grams."""
@@ -71,22 +81,24 @@ class NgramEncoder:
         rows = list(counts)
         return rows, [float(self.idf[r]) * (1.0 + math.log(n)) for r, n in counts.items()]
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
+    def encode(self, texts: Sequence[str], query: bool = False) -> np.ndarray:
+        """Unit vectors of articles, or with `query` of questions (the query side's table, when there is one)."""
         if len(texts) > 1:  # many texts: one weighted sum per text over the whole table at once
-            return self.encode_bags(_bags_of(texts, self.index, self.idf))
+            return self.encode_bags(_bags_of(texts, self.index, self.idf), query=query)
+        table = self._table(query)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for n, text in enumerate(texts):
             rows, weights = self.bag(text)
             if rows:
-                vector = np.asarray(weights, dtype=np.float32) @ self.weights[rows].astype(np.float32)
+                vector = np.asarray(weights, dtype=np.float32) @ table[rows].astype(np.float32)
                 norm = float(np.linalg.norm(vector))
                 out[n] = vector / norm if norm > 0 else vector
         return out
 
-    def encode_bags(self, bags: "Bags", chunk: int = 4096) -> np.ndarray:
+    def encode_bags(self, bags: "Bags", chunk: int = 4096, query: bool = False) -> np.ndarray:
         import torch
 
-        table = torch.from_numpy(self.weights.astype(np.float32))
+        table = torch.from_numpy(self._table(query).astype(np.float32))
         out = np.zeros((len(bags), self.dim), dtype=np.float32)
         for start in range(0, len(bags), chunk):
             rows, weights, offsets = bags.batch(range(start, min(start + chunk, len(bags))))
@@ -100,14 +112,16 @@ class NgramEncoder:
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
         np.savez(buffer, idf=self.idf, weights=self.weights,
-                 vocab=np.frombuffer(json.dumps(self.vocab, ensure_ascii=False).encode(), dtype=np.uint8))
+                 vocab=np.frombuffer(json.dumps(self.vocab, ensure_ascii=False).encode(), dtype=np.uint8),
+                 **({"query_weights": self.query_weights} if self.query_weights is not None else {}))
         return buffer.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "NgramEncoder":
         with np.load(io.BytesIO(data)) as arrays:
             vocab = json.loads(arrays["vocab"].tobytes().decode())
-            return cls(vocab, arrays["idf"], arrays["weights"])
+            query = arrays["query_weights"] if "query_weights" in arrays.files else None
+            return cls(vocab, arrays["idf"], arrays["weights"], query)
 
 
 class Bags:
@@ -245,13 +259,22 @@ def _train(article_texts, pairs, dim, seed, epochs, max_steps, progress, article
     if article_bags is not None:
         article_bags.append(doc_bags)
     pair_question = [question_row[q] for q, _ in pairs]
+    if QUERY_SIDE not in QUERY_SIDES:
+        raise ValueError(f"QUERY_SIDE {QUERY_SIDE!r}: one of {QUERY_SIDES}")
     generator = torch.Generator().manual_seed(seed)
     table = torch.empty(len(vocab), dim).normal_(0.0, 0.1, generator=generator)
+    size = len(vocab)
+    if QUERY_SIDE:
+        # the query side's rows sit after the articles' in one table (rows size … 2·size − 1), so the lazy update
+        # below treats both alike; a residual starts at zero (questions start as the shared model)
+        extra = (torch.zeros(size, dim) if QUERY_SIDE == "residual"
+                 else torch.empty(size, dim).normal_(0.0, 0.1, generator=generator))
+        table = torch.cat([table, extra])
     moment1 = torch.zeros_like(table)
     moment2 = torch.zeros_like(table)
     beta1, beta2, eps = 0.9, 0.999, 1e-8
-    present = np.zeros(len(vocab), dtype=bool)
-    place = np.zeros(len(vocab), dtype=np.int64)
+    present = np.zeros(len(table), dtype=bool)
+    place = np.zeros(len(table), dtype=np.int64)
 
     rng = random.Random(seed)
     negative_rng = random.Random(seed + 1)  # its own stream: the batches stay the same with or without
@@ -270,6 +293,7 @@ def _train(article_texts, pairs, dim, seed, epochs, max_steps, progress, article
         if HARD_NEGATIVES and article_groups is not None:
             docs = docs + _neighbours(docs, chosen, article_groups, doc_bags, negative_rng)
         q_rows, q_weights, q_offsets = question_bags.batch(questions)
+        q_rows, q_weights, q_offsets = _query_side(q_rows, q_weights, q_offsets, size)
         d_rows, d_weights, d_offsets = doc_bags.batch(docs)
         rows = np.concatenate([q_rows, d_rows])
         weights = torch.from_numpy(np.concatenate([q_weights, d_weights]))
@@ -303,7 +327,28 @@ def _train(article_texts, pairs, dim, seed, epochs, max_steps, progress, article
             table[touched] = sub - LEARNING_RATE * (m / corrected1) / ((v / corrected2).sqrt_().add_(eps))
         if progress:
             progress(step + 1, steps)
+    if QUERY_SIDE == "residual":
+        return NgramEncoder(vocab, idf, table[:size].numpy(), (table[:size] + table[size:]).numpy())
+    if QUERY_SIDE == "separate":
+        return NgramEncoder(vocab, idf, table[:size].numpy(), table[size:].numpy())
     return NgramEncoder(vocab, idf, table.numpy())
+
+
+def _query_side(rows: np.ndarray, weights: np.ndarray, offsets: np.ndarray, size: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The questions' bag entries as QUERY_SIDE reads them: the shared rows, the query rows (+ size) instead, or
+    both (residual: each n-gram's shared row and its query row, with the same weight)."""
+    if not QUERY_SIDE:
+        return rows, weights, offsets
+    if QUERY_SIDE == "separate":
+        return rows + size, weights, offsets
+    sizes = np.diff(np.concatenate([offsets, [len(rows)]]))
+    owner = np.repeat(np.arange(len(sizes)), sizes)
+    doubled_rows = np.concatenate([rows, rows + size])
+    doubled_weights = np.concatenate([weights, weights])
+    order = np.argsort(np.concatenate([owner, owner]), kind="stable")  # keep each question's entries together
+    new_offsets = np.concatenate([[0], np.cumsum(2 * sizes)[:-1]]).astype(np.int64)
+    return doubled_rows[order], doubled_weights[order], new_offsets
 
 
 def _neighbours(golds: list[int], taken: set[int], groups: Sequence[object], bags: Bags,

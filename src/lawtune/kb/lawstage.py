@@ -60,7 +60,7 @@ def train_law_model(encoder, pairs: Sequence[tuple[str, Sequence[int]]], article
     law_id = {law: n for n, law in enumerate(laws)}
     questions = list(dict.fromkeys(q for q, _ in pairs))
     row = {q: n for n, q in enumerate(questions)}
-    x = torch.from_numpy(encoder.encode(questions)) * SCALE
+    x = torch.from_numpy(encoder.encode(questions, query=True)) * SCALE
     which = torch.tensor([row[q] for q, _ in pairs])
     # soft targets as (pair, law, share) triples: a question about two laws counts half for each
     target_rows, target_laws, target_shares = [], [], []

@@ -287,7 +287,7 @@ class Retriever:
         if not asked:
             return {}
         own: dict[int, float] = {}
-        for hit, row in zip(asked, self.dense.encoder.encode([h.item.question for h in asked])):
+        for hit, row in zip(asked, self.dense.encoder.encode([h.item.question for h in asked], query=True)):
             cosine = float(row @ vector)
             weight = cosine ** MEMORY_POWER if cosine > MEMORY_FLOOR else 0.0
             own[id(hit)] = weight

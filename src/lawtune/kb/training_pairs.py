@@ -25,6 +25,7 @@ from lawtune.kb.names import LawNames
 from lawtune.kb.store import Item
 
 REAL_REPEAT = 4
+LAW_SHARE = 1.0  # the share of the law-given pairs kept (a seeded sample): how much they weigh against the real ones
 MIN_SENTENCE = 8  # characters: shorter pieces of an article ("（一）", "但是") say nothing about it
 MAX_QUERY = 300
 STATUTE_RE = re.compile(r"^中华人民共和国.*(法|法典)(（[^（）]*）)?$")
@@ -40,7 +41,10 @@ def training_pairs(articles: Sequence[Item], names: LawNames, seed: int = 0) -> 
     """Every pair for these articles (current versions), real questions repeated REAL_REPEAT times."""
     index = {(a.law_full, a.article, a.sub): n for n, a in enumerate(articles)}
     real = list(real_pairs(index, names))
-    return [*law_pairs(articles, index, names, seed), *real * REAL_REPEAT]
+    law = list(law_pairs(articles, index, names, seed))
+    if LAW_SHARE < 1.0:
+        law = random.Random(seed).sample(law, round(LAW_SHARE * len(law)))
+    return [*law, *real * REAL_REPEAT]
 
 
 def question_pairs(articles: Sequence[Item], names: LawNames) -> list[Pair]:
