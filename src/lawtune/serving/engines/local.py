@@ -263,7 +263,8 @@ class LocalEngine:
         chat = self._served[request.model].chat
         return LazyCall(chat.tokenizer, self._ll_tokenizer, request.prompt.tools, request.prompt.messages,
                         chat.stop_token_ids, figures=self.decoding.tool_figures,
-                        result_figure=self.decoding.tool_result_figure)
+                        result_figure=self.decoding.tool_result_figure,
+                        said_required=self.decoding.tool_said_required)
 
     def _grammar(self, schema: dict[str, Any] | None, lark: str | None = None) -> Any:
         if schema is None and lark is None:
