@@ -474,6 +474,7 @@ def settled_call(question: str, name: str, said_required: bool = True) -> dict |
     "单位无缘无故就把我给解雇了，我干了5年，月薪一万，能赔多少",
     "老板非法开除我，入职两年，工资6000，怎么赔？",
     "工作四年，每月9000，公司没有理由就辞退了我，赔偿金多少",
+    "公司没有理由辞退，工作四年，每月9000",
     "月薪7000干了3年，属于违法终止劳动合同，要赔多少钱",
     "公司违法裁员，我工作6年，月薪12000",
 ])
@@ -555,3 +556,27 @@ def test_required_when_said_must_name_booleans_or_figures_with_phrases():
     for bad in ({"note": ("x",)}, {"nope": ("x",)}, {"unlawful": ()}, {"unlawful": ("…",)}):
         with pytest.raises(ValueError, match="required_when_said"):
             Tool.from_function(required_when_said(**bad)(calc))
+
+
+def test_probation_limits_is_callable_only_on_a_question_about_a_probation_period():
+    from lawtune.tools.constrain import call_rules
+
+    offered = [tool.openai() for tool in builtin_tools() if tool.name in ("probation_limits", "double_wage_no_contract")]
+    ask = lambda text: sorted(f["name"] for f in call_rules(offered, [{"role": "user", "content": text}]))  # noqa: E731
+    # dates and no wage: double_wage cannot compute, and probation was never asked about — nothing to call (ask back)
+    assert ask("我2021年3月5号进的公司，一直没签合同，2021年10月8号才签，能要多少钱？") == []
+    assert ask("我2021年3月5号进的公司，一直没签合同，2021年10月8号才签，月薪七千，能要多少钱？") == [
+        "double_wage_no_contract"]
+    assert ask("合同从2024年1月1日到2025年12月31日，试用期最多约定多久？") == ["probation_limits"]
+
+
+def test_said_about_needs_phrases():
+    from lawtune.tools.tool import Tool, said_about
+
+    def calc(years: int = 0) -> dict:
+        return {"result": years}
+
+    assert Tool.from_function(said_about("试用")(calc)).parameters["x-said-about"] == ["试用"]
+    for bad in ((), ("",)):
+        with pytest.raises(ValueError, match="said_about"):
+            Tool.from_function(said_about(*bad)(calc))

@@ -25,6 +25,7 @@ Given the row's conversation (`call_rules`), the grammar also holds what the con
 - **Booleans said in words**: a boolean with `x-said-as` phrases (`open_ended`: 无固定期限) is offered only when
   a user turn holds one of them; with `x-needs-one-of` naming it as a group, a tool is not callable on booleans
   the user never spoke of (`probation_limits {"task_based": true}` on a question about something else).
+- **A tool about something the user never names** (`x-said-about`, `@said_about("试用")`) is not callable.
 - **What the user's words settle, required** (`said_required=True`, DecodingPolicy.tool_said_required): a
   parameter with `x-required-when-said` phrases (`@required_when_said`) must be given when a clause of the user's
   words says one (`said_in`: not asked about, 算不算违法解除？, nor denied, 不是违法辞退): a boolean as true
@@ -60,7 +61,7 @@ from typing import Any, Iterable
 
 from lawtune.modeling.grammar import grammar_mask, ll_tokenizer
 from lawtune.modeling.tool_format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
-from lawtune.tools.tool import NEEDS_KEY, REQUIRED_WHEN_SAID_KEY, SAID_KEY
+from lawtune.tools.tool import ABOUT_KEY, NEEDS_KEY, REQUIRED_WHEN_SAID_KEY, SAID_KEY
 
 # the layout json.dumps writes (and the chat templates' tojson): no free whitespace, which a small model given
 # the choice fills until its budget runs out
@@ -221,9 +222,11 @@ def said_in(clause: str, phrases: Iterable[str]) -> bool:
     (NOT_SAID_BEFORE, within 4 characters; 被迫 too: 被迫解除 is the employee's own leaving), and not as the
     clause's question (这算违法解除吗)."""
     for phrase in phrases:
+        first = phrase.partition("…")[0]
         for match in _pattern(phrase).finditer(clause):
-            before = clause[max(0, match.start() - 4):match.start()]
-            if any(word in before or word in match.group() for word in NOT_SAID_BEFORE):
+            # the words before the phrase, and in its gap (违法拖欠工资被迫解除: not the employer's dismissal)
+            around = clause[max(0, match.start() - 4):match.start()] + "｜" + match.group()[len(first):]
+            if any(word in around for word in NOT_SAID_BEFORE):
                 continue
             if re.fullmatch(r".{0,3}[吗么嘛]\s*", clause[match.end():]):
                 continue
@@ -289,6 +292,9 @@ def call_rules(tools: list[dict[str, Any]], messages: list[dict[str, Any]] | Non
     for function in functions:
         if function["name"] in answered:
             continue
+        about = (function.get("parameters") or {}).get(ABOUT_KEY)
+        if about and not any(phrase in said for phrase in about):
+            continue  # the user never spoke of its subject (`x-said-about`)
         parameters = _restricted(function.get("parameters") or {"type": "object", "properties": {}}, spans, said,
                                  user_turns(messages) if said_required else None)
         if parameters is not None:

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from lawtune.tools.figures import Amount, Hours, OptionalAmount, OptionalMonths, OptionalYears
 from lawtune.tools.periods import Day, Span, add_months, months_and_days, service_length
-from lawtune.tools.tool import ToolError, labels, needs_one_of, required_when_said, said_as
+from lawtune.tools.tool import ToolError, labels, needs_one_of, required_when_said, said_about, said_as
 
 CONTRACT_LAW = "《劳动合同法》"
 CONTRACT_REGULATION = "《劳动合同法实施条例》"
@@ -267,7 +267,10 @@ def overtime_pay(
 # a length, dates, or one of the two contract kinds without a length, named as the statute names them (劳动合同法第十二条:
 # 无固定期限 / 以完成一定工作任务为期限): the boolean-only call (`{"task_based": true}`) was the tuned model's call on
 # questions of every kind (docs/tools.md "Measured"); a question that says neither is answered or asked back
+# and only on a question that speaks of a probation period at all: the tuned model called it with the dates of a
+# double-wage question (入职 … 补签, no 试用期 in sight)
 @needs_one_of(("contract_years",), ("contract_months",), ("start_date", "end_date"), ("open_ended",), ("task_based",))
+@said_about("试用")
 @said_as(open_ended=("无固定期限",), task_based=("以完成一定工作任务为期限", "完成一定工作任务"))
 @labels(start_date="合同起始日", end_date="合同终止日", open_ended="无固定期限时 true",
         task_based="以完成一定工作任务为期限时 true")

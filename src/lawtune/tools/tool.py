@@ -30,6 +30,7 @@ NEEDS_KEY = "x-needs-one-of"
 LABEL_KEY = "x-label"
 SAID_KEY = "x-said-as"
 REQUIRED_WHEN_SAID_KEY = "x-required-when-said"
+ABOUT_KEY = "x-said-about"
 
 
 def labels(**names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -90,6 +91,19 @@ def required_when_said(**phrases: tuple[str, ...] | list[str]) -> Callable[[Call
     return mark
 
 
+def said_about(*phrases: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A tool callable only on a conversation whose user turns name its subject (`@said_about("试用")`: the
+    probation limits). The schema carries the phrases as `x-said-about` (lawtune.tools.constrain.call_rules): the
+    tuned demo model called probation_limits with the dates of a double-wage question that never spoke of a
+    probation period (docs/tools.md "Measured")."""
+
+    def mark(function: Callable[..., Any]) -> Callable[..., Any]:
+        function.__tool_said_about__ = list(phrases)  # type: ignore[attr-defined]
+        return function
+
+    return mark
+
+
 class ToolError(Exception):
     """Raised by a tool function for arguments that pass the schema but make no legal sense; the message is
     shown to the model as the error result."""
@@ -140,6 +154,11 @@ class Tool:
             if not phrases or not all(isinstance(phrase, str) and phrase for phrase in phrases):
                 raise ValueError(f"{name}: said_as needs at least one non-empty phrase for {key}")
             parameters["properties"][key][SAID_KEY] = phrases
+        about = getattr(function, "__tool_said_about__", None)
+        if about is not None:
+            if not about or not all(isinstance(phrase, str) and phrase for phrase in about):
+                raise ValueError(f"{name}: said_about needs at least one non-empty phrase")
+            parameters[ABOUT_KEY] = about
         for key, phrases in (getattr(function, "__tool_required_when_said__", None) or {}).items():
             schema = parameters.get("properties", {}).get(key, {})
             if schema.get("type") != "boolean" and not schema.get("x-figure"):
