@@ -580,3 +580,21 @@ def test_said_about_needs_phrases():
     for bad in ((), ("",)):
         with pytest.raises(ValueError, match="said_about"):
             Tool.from_function(said_about(*bad)(calc))
+
+
+def test_double_wage_dates_go_to_the_parameter_their_clause_names():
+    parameters = settled_call("2023年2月6日到岗，单位拖着不签合同，2023年9月1日补订了书面合同，月薪八千五，二倍工资多少",
+                              "double_wage_no_contract")
+    properties = parameters["properties"]
+    assert properties["start_date"] == {"enum": ["2023年2月6日"]}
+    assert properties["contract_date"] == {"enum": ["2023年9月1日"]}
+    assert "end_date" not in properties  # no date is left for it
+    assert {"start_date", "contract_date"} <= set(parameters["required"])
+
+
+def test_probation_wage_goes_to_the_agreed_wage_and_the_minimum_to_its_own():
+    parameters = settled_call("劳动合同两年，说好的月薪是6500，当地最低工资2100，试用期工资最少给多少", "probation_limits")
+    properties = parameters["properties"]
+    assert properties["agreed_wage"] == {"enum": ["6500"]}
+    assert properties["local_minimum_wage"] == {"enum": ["2100"]}
+    assert {"agreed_wage", "local_minimum_wage"} <= set(parameters["required"])

@@ -150,7 +150,13 @@ def severance_pay(
 
 
 # -- 未签书面劳动合同的二倍工资 --------------------------------------------------------------------------------------
+# which date is which, in people's words: 入职 / 开始上班 (用工之日), 补签 (the contract signed late), 最后一天 / 离职
+# (the relationship ended unsigned); a date in a clause naming one is that parameter's (the tuned model wrote a 补签
+# date as end_date)
 @needs_one_of(("months_without_contract",), ("start_date", "contract_date"), ("start_date", "end_date"))
+@required_when_said(start_date=("入职", "开始上班", "开始工作", "用工", "上岗", "到岗", "进公司", "进的公司", "进单位"),
+                    contract_date=("补签", "补订", "签了合同", "签了劳动合同", "签的合同", "才签", "签订书面"),
+                    end_date=("最后一天", "最后工作日", "离职", "辞职", "离开公司", "劳动关系结束", "走人"))
 @labels(start_date="入职日", contract_date="补签合同日", end_date="离职日")
 def double_wage_no_contract(
     monthly_wage: Annotated[Amount, Field(gt=0, description="月工资（元）")],
@@ -271,6 +277,10 @@ def overtime_pay(
 # double-wage question (入职 … 补签, no 试用期 in sight)
 @needs_one_of(("contract_years",), ("contract_months",), ("start_date", "end_date"), ("open_ended",), ("task_based",))
 @said_about("试用")
+# the agreed wage and the local minimum in people's words: an amount in a clause naming one is that parameter's, and
+# given (the tuned model left the agreed wage out and returned no wage floor)
+@required_when_said(agreed_wage=("约定", "月薪", "月工资", "工资是", "工资为", "工资每月", "每月工资", "每个月工资"),
+                    local_minimum_wage=("最低工资",))
 @said_as(open_ended=("无固定期限",), task_based=("以完成一定工作任务为期限", "完成一定工作任务"))
 @labels(start_date="合同起始日", end_date="合同终止日", open_ended="无固定期限时 true",
         task_based="以完成一定工作任务为期限时 true")

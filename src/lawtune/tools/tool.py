@@ -161,8 +161,8 @@ class Tool:
             parameters[ABOUT_KEY] = about
         for key, phrases in (getattr(function, "__tool_required_when_said__", None) or {}).items():
             schema = parameters.get("properties", {}).get(key, {})
-            if schema.get("type") != "boolean" and not schema.get("x-figure"):
-                raise ValueError(f"{name}: required_when_said names no boolean or figure parameter of the function: {key}")
+            if schema.get("type") != "boolean" and not schema.get("x-figure") and schema.get("format") != "date":
+                raise ValueError(f"{name}: required_when_said names no boolean, figure or date parameter of the function: {key}")
             if not phrases or not all(isinstance(phrase, str) and phrase.strip("…") for phrase in phrases):
                 raise ValueError(f"{name}: required_when_said needs at least one non-empty phrase for {key}")
             schema[REQUIRED_WHEN_SAID_KEY] = phrases
