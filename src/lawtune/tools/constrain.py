@@ -183,6 +183,7 @@ def _restricted(parameters: dict[str, Any], spans: dict[str, list[str]], said: s
                 properties[key] = schema
             continue
         choices, must = settled.get(key, (spans.get(kind) or [], False))
+        choices = [span for span in choices if _fits(kind, span)]
         if not choices:
             if key in required:
                 return None
@@ -269,6 +270,18 @@ def said_settled(parameters: dict[str, Any], turns: list[str] | None,
         for key in keys:
             settled[key] = (own[key] + [span for span in open_spans if span not in own[key]], bool(own[key]))
     return settled
+
+
+def _fits(kind: str, span: str) -> bool:
+    """Whether a span is a value of its kind's parameter as the tools name them: `years` are whole years (整年数: 3年,
+    3年5个月, 三年), never a length in months alone (156个月 is `months`); `months` are months (5个月, 41个月, 半 of
+    三年半, and 半年), never another span holding 年 (3年 as `months` too would count the length twice: 3年 + 3年 = 6
+    years, measured s34 with `unlawful` required after `years`)."""
+    if kind == "years":
+        return "年" in span
+    if kind == "months":
+        return "年" not in span.removesuffix("半年")
+    return True
 
 
 def _figure_kind(schema: dict[str, Any]) -> str | None:
