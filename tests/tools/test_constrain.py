@@ -601,12 +601,15 @@ def test_probation_wage_goes_to_the_agreed_wage_and_the_minimum_to_its_own():
 
 
 def test_a_length_fills_years_or_months_never_both():
-    """3年 is whole years, 156个月 months, 三年半 years + 半: one span never stands for both (3年 + 3年 = 6 years)."""
+    """3年 is whole years and never months, 156个月 months and never years: a length is not written twice (3年 + 3年)."""
     properties = settled_call("在单位干了3年，月薪8000，被无故开除，赔多少", "severance_pay")["properties"]
     assert properties["years"] == {"enum": ["3年"]} and "months" not in properties
     properties = settled_call("干了156个月，月薪一万，协商解除", "severance_pay")["properties"]
     assert properties["months"] == {"enum": ["156个月"]} and "years" not in properties
     properties = settled_call("干了两年半，月薪一万，协商解除", "severance_pay")["properties"]
-    assert "两年半" in properties["years"]["enum"] and properties["months"] == {"enum": ["半"]}
+    assert "两年半" in properties["years"]["enum"] and properties["months"] == {"enum": ["两年半", "半"]}
     properties = settled_call("合同签了半年，试用期多久", "probation_limits")["properties"]
     assert "半年" in properties["contract_months"]["enum"]
+    # 一年半 is 18 months: as contract_months alone it is right (the model's call, counted exact), and stays allowed
+    properties = settled_call("签了一年半的合同，约定月工资10000，试用期多久", "probation_limits")["properties"]
+    assert "一年半" in properties["contract_months"]["enum"] and "一年半" in properties["contract_years"]["enum"]

@@ -273,14 +273,14 @@ def said_settled(parameters: dict[str, Any], turns: list[str] | None,
 
 
 def _fits(kind: str, span: str) -> bool:
-    """Whether a span is a value of its kind's parameter as the tools name them: `years` are whole years (整年数: 3年,
-    3年5个月, 三年), never a length in months alone (156个月 is `months`); `months` are months (5个月, 41个月, 半 of
-    三年半, and 半年), never another span holding 年 (3年 as `months` too would count the length twice: 3年 + 3年 = 6
-    years, measured s34 with `unlawful` required after `years`)."""
+    """Whether a span is a value of its kind's parameter as the tools name them: `years` hold 年 (3年, 3年5个月, 三年,
+    一年半), never a length in months alone (156个月 is `months`); `months` never a whole number of years alone (3年,
+    八年: as `months` beside `years` the length counts twice, 3年 + 3年 = 6 years, measured s34 with `unlawful`
+    required after `years`) — a span with a part in months stays (3年5个月, 一年半, 半年, 41个月)."""
     if kind == "years":
         return "年" in span
     if kind == "months":
-        return "年" not in span.removesuffix("半年")
+        return "年" not in span or not span.endswith("年") or span.endswith("半年")
     return True
 
 
