@@ -18,11 +18,12 @@ from lawtune.modeling.decoding import DecodingPolicy
 def test_flags_build_the_policy_and_default_to_it():
     from lawtune.modeling.decoding_options import decoding_options
 
-    assert decoding_options(None, None, None, None, False, True, True, False) == DecodingPolicy()
-    assert decoding_options(1.2, 0.3, None, 4, False, False, False, True) == DecodingPolicy(
+    assert decoding_options(None, None, None, None, False, True, True, False, True) == DecodingPolicy()
+    assert decoding_options(1.2, 0.3, None, 4, False, False, False, True, False) == DecodingPolicy(
         repetition_penalty=1.2, frequency_penalty=0.3, presence_penalty=DecodingPolicy().presence_penalty,
-        no_repeat_ngram_size=4, repetition_stop=False, tool_figures=False, tool_result_figure=True)
-    assert not decoding_options(None, None, None, None, True, True, True, False).penalizes
+        no_repeat_ngram_size=4, repetition_stop=False, tool_figures=False, tool_result_figure=True,
+        tool_said_required=False)
+    assert not decoding_options(None, None, None, None, True, True, True, False, True).penalizes
 
 
 def test_conflicting_or_bad_decoding_flags_are_one_line_errors(tiny_run_dir, qa_file):

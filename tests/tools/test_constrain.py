@@ -12,6 +12,7 @@ from lawtune.modeling.decoding import DecodingPolicy
 from lawtune.modeling.loading import load_tokenizer
 from lawtune.tools import builtin_tools
 from lawtune.tools.constrain import ToolCallLogitsProcessor, block_grammar, call_schema
+from lawtune.tools.figures import Hours
 from lawtune.modeling.tool_format import parse_tool_calls
 
 PROMPT = [5, 6, 7]  # any prompt ids: the processor reads only what follows them
@@ -457,3 +458,158 @@ def test_with_the_result_figure_rule_the_answer_cannot_end_before_it_states_the_
     # a result without a figure to state (a deadline that does not run yet) holds nothing back
     empty = figures_processor(tokenizer, conversation({"result": None, "formula": "没有截止日"}), on)
     assert step(empty, ids(tokenizer, "目前没有截止日。"), torch.zeros(len(tokenizer)))[stop] == 0
+
+
+# ---- what the user's words settle (`x-required-when-said`) --------------------------------------------------------
+# phrasings the generator (lawtune.tools.cases) never writes: the phrase lists are legal and lay vocabulary
+def settled_call(question: str, name: str, said_required: bool = True) -> dict | None:
+    from lawtune.tools.constrain import call_rules
+
+    tools = [tool.openai() for tool in builtin_tools() if tool.name == name]
+    functions = call_rules(tools, [{"role": "user", "content": question}], said_required=said_required)
+    return functions[0]["parameters"] if functions else None
+
+
+@pytest.mark.parametrize("question", [
+    "单位无缘无故就把我给解雇了，我干了5年，月薪一万，能赔多少",
+    "老板非法开除我，入职两年，工资6000，怎么赔？",
+    "工作四年，每月9000，公司没有理由就辞退了我，赔偿金多少",
+    "公司没有理由辞退，工作四年，每月9000",
+    "月薪7000干了3年，属于违法终止劳动合同，要赔多少钱",
+    "公司违法裁员，我工作6年，月薪12000",
+])
+def test_unlawful_is_required_and_true_when_the_user_says_so(question):
+    parameters = settled_call(question, "severance_pay")
+    assert "unlawful" in parameters["required"] and parameters["properties"]["unlawful"]["const"] is True
+    off = settled_call(question, "severance_pay", said_required=False)
+    assert "unlawful" not in off["required"] and "const" not in off["properties"]["unlawful"]
+
+
+@pytest.mark.parametrize("question", [
+    "干了3年，月薪8000，公司这样算违法解除吗？",          # asked about
+    "干了3年，月薪8000，公司说不是违法辞退，补偿多少",      # denied
+    "公司违法拖欠工资，我被迫解除合同，干了3年，月薪8000",  # the employee's own leaving (第三十八条), 违法 in another clause
+    "公司拖欠工资，我被迫违法解除？干了3年，月薪8000",
+    "工作3年5个月，月薪8000，协商解除，补偿多少",
+])
+def test_unlawful_stays_optional_when_not_said_as_a_statement(question):
+    parameters = settled_call(question, "severance_pay")
+    assert "unlawful" not in parameters["required"] and "const" not in parameters["properties"]["unlawful"]
+
+
+def test_overtime_hours_go_to_the_kind_their_clause_names():
+    parameters = settled_call("月薪6500，这个月星期天上了10个小时班，五一劳动节又上了8小时，下班后还加了三十小时，怎么算",
+                              "overtime_pay")
+    properties = parameters["properties"]
+    assert properties["rest_day_hours"] == {"enum": ["10个小时"]}
+    assert properties["holiday_hours"] == {"enum": ["8小时"]}
+    assert properties["weekday_hours"] == {"enum": ["三十小时"]}
+    assert {"weekday_hours", "rest_day_hours", "holiday_hours"} <= set(parameters["required"])
+    # off: every hours span open to every kind, none required (the rule before)
+    off = settled_call("月薪6500，这个月星期天上了10个小时班，五一劳动节又上了8小时，下班后还加了三十小时，怎么算",
+                       "overtime_pay", said_required=False)
+    assert off["properties"]["rest_day_hours"] == {"enum": ["10个小时", "8小时", "三十小时"]}
+    assert not {"weekday_hours", "rest_day_hours", "holiday_hours"} & set(off["required"])
+
+
+def test_hours_in_a_clause_naming_no_kind_stay_open_and_normal_hours_are_not_overtime():
+    # 平时每天工作8小时 is the normal day (平时 names overtime only with 加班): 8小时 is open to each kind, required of none
+    properties = settled_call("月薪6000，平时每天工作8小时，礼拜六加班12小时，加班费多少", "overtime_pay")["properties"]
+    assert properties["rest_day_hours"] == {"enum": ["12小时", "8小时"]}
+    assert properties["weekday_hours"] == {"enum": ["8小时"]} and properties["holiday_hours"] == {"enum": ["8小时"]}
+    # no clause names a kind: the plain rule
+    plain = settled_call("月薪6000，加班20小时，加班费多少", "overtime_pay")
+    assert plain["properties"]["weekday_hours"] == {"enum": ["20小时"]} and plain["required"] == ["monthly_wage"]
+
+
+def test_a_required_said_boolean_is_forced_by_the_grammar(tokenizer):
+    """A 'model' that wants to close the arguments right after the length still has to write unlawful: true."""
+    severance = [tool.openai() for tool in builtin_tools() if tool.name == "severance_pay"]
+    question = "在单位干了3年，月薪8000，上周被公司无故开除了，能赔多少"
+    processor = ToolCallLogitsProcessor(tokenizer, [severance], len(PROMPT), [tokenizer.eos_token_id], DecodingPolicy(),
+                                        conversations=[[{"role": "user", "content": question}]])
+    preference = torch.zeros(len(tokenizer))
+    for rank, text in enumerate(["}}", "}", "\n", "</", "tool", "_", "call", ">"]):
+        for token in ids(tokenizer, text)[:1]:
+            preference[token] = 100.0 - rank
+    text = greedy(processor, tokenizer, preference, '<tool_call>\n{"name": "severance_pay", "arguments": {', steps=300)
+    turn = parse_tool_calls(text)
+    assert turn.errors == [] and turn.calls[0].arguments.get("unlawful") is True, text
+    off = ToolCallLogitsProcessor(tokenizer, [severance], len(PROMPT), [tokenizer.eos_token_id],
+                                  DecodingPolicy(tool_said_required=False),
+                                  conversations=[[{"role": "user", "content": question}]])
+    text = greedy(off, tokenizer, preference, '<tool_call>\n{"name": "severance_pay", "arguments": {', steps=300)
+    assert "unlawful" not in parse_tool_calls(text).calls[0].arguments, text
+
+
+def test_required_when_said_must_name_booleans_or_figures_with_phrases():
+    from lawtune.tools.tool import Tool, required_when_said
+
+    @required_when_said(unlawful=("违法解除",), hours=("周末",))
+    def calc(unlawful: bool = False, hours: Hours = 0, note: str = "") -> dict:
+        return {"result": hours}
+
+    properties = Tool.from_function(calc).parameters["properties"]
+    assert properties["unlawful"]["x-required-when-said"] == ["违法解除"]
+    assert properties["hours"]["x-required-when-said"] == ["周末"]
+    assert "x-required-when-said" not in json.dumps(call_schema(Tool.from_function(calc).openai()["function"]))
+    for bad in ({"note": ("x",)}, {"nope": ("x",)}, {"unlawful": ()}, {"unlawful": ("…",)}):
+        with pytest.raises(ValueError, match="required_when_said"):
+            Tool.from_function(required_when_said(**bad)(calc))
+
+
+def test_probation_limits_is_callable_only_on_a_question_about_a_probation_period():
+    from lawtune.tools.constrain import call_rules
+
+    offered = [tool.openai() for tool in builtin_tools() if tool.name in ("probation_limits", "double_wage_no_contract")]
+    ask = lambda text: sorted(f["name"] for f in call_rules(offered, [{"role": "user", "content": text}]))  # noqa: E731
+    # dates and no wage: double_wage cannot compute, and probation was never asked about — nothing to call (ask back)
+    assert ask("我2021年3月5号进的公司，一直没签合同，2021年10月8号才签，能要多少钱？") == []
+    assert ask("我2021年3月5号进的公司，一直没签合同，2021年10月8号才签，月薪七千，能要多少钱？") == [
+        "double_wage_no_contract"]
+    assert ask("合同从2024年1月1日到2025年12月31日，试用期最多约定多久？") == ["probation_limits"]
+
+
+def test_said_about_needs_phrases():
+    from lawtune.tools.tool import Tool, said_about
+
+    def calc(years: int = 0) -> dict:
+        return {"result": years}
+
+    assert Tool.from_function(said_about("试用")(calc)).parameters["x-said-about"] == ["试用"]
+    for bad in ((), ("",)):
+        with pytest.raises(ValueError, match="said_about"):
+            Tool.from_function(said_about(*bad)(calc))
+
+
+def test_double_wage_dates_go_to_the_parameter_their_clause_names():
+    parameters = settled_call("2023年2月6日到岗，单位拖着不签合同，2023年9月1日补订了书面合同，月薪八千五，二倍工资多少",
+                              "double_wage_no_contract")
+    properties = parameters["properties"]
+    assert properties["start_date"] == {"enum": ["2023年2月6日"]}
+    assert properties["contract_date"] == {"enum": ["2023年9月1日"]}
+    assert "end_date" not in properties  # no date is left for it
+    assert {"start_date", "contract_date"} <= set(parameters["required"])
+
+
+def test_probation_wage_goes_to_the_agreed_wage_and_the_minimum_to_its_own():
+    parameters = settled_call("劳动合同两年，说好的月薪是6500，当地最低工资2100，试用期工资最少给多少", "probation_limits")
+    properties = parameters["properties"]
+    assert properties["agreed_wage"] == {"enum": ["6500"]}
+    assert properties["local_minimum_wage"] == {"enum": ["2100"]}
+    assert {"agreed_wage", "local_minimum_wage"} <= set(parameters["required"])
+
+
+def test_a_length_fills_years_or_months_never_both():
+    """3年 is whole years and never months, 156个月 months and never years: a length is not written twice (3年 + 3年)."""
+    properties = settled_call("在单位干了3年，月薪8000，被无故开除，赔多少", "severance_pay")["properties"]
+    assert properties["years"] == {"enum": ["3年"]} and "months" not in properties
+    properties = settled_call("干了156个月，月薪一万，协商解除", "severance_pay")["properties"]
+    assert properties["months"] == {"enum": ["156个月"]} and "years" not in properties
+    properties = settled_call("干了两年半，月薪一万，协商解除", "severance_pay")["properties"]
+    assert "两年半" in properties["years"]["enum"] and properties["months"] == {"enum": ["两年半", "半"]}
+    properties = settled_call("合同签了半年，试用期多久", "probation_limits")["properties"]
+    assert "半年" in properties["contract_months"]["enum"]
+    # 一年半 is 18 months: as contract_months alone it is right (the model's call, counted exact), and stays allowed
+    properties = settled_call("签了一年半的合同，约定月工资10000，试用期多久", "probation_limits")["properties"]
+    assert "一年半" in properties["contract_months"]["enum"] and "一年半" in properties["contract_years"]["enum"]

@@ -71,6 +71,9 @@ class DecodingPolicy:
     # lawtune.tools.constrain (tool_choice auto): the answer after a round of tool results
     tool_figures: bool = Field(True, description="In the answer after tool results, numbers in digits only as the "
                                "results or the user's words write them, and no repetition penalty on digits.")
+    tool_said_required: bool = Field(True, description="A call must give what the user's words settle: 违法解除 → "
+                                     "unlawful true, hours in a clause naming 周末 / 法定节假日 / 下班后加班 under that "
+                                     "kind (x-required-when-said, docs/tools.md).")
     tool_result_figure: bool = Field(False, description="In the answer after tool results, the turn may not end "
                                      "before it states each figure the results return (an amount in digits, a date); "
                                      "the figure comes from the results, never the question (docs/tools.md).")

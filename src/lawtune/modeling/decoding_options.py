@@ -40,6 +40,8 @@ def decoding_options(
     tool_figures: bool = option(DecodingPolicy, "tool_figures", "--tool-figures/--no-tool-figures"),
     tool_result_figure: bool = option(DecodingPolicy, "tool_result_figure",
                                       "--tool-result-figure/--no-tool-result-figure"),
+    tool_said_required: bool = option(DecodingPolicy, "tool_said_required",
+                                      "--tool-said-required/--no-tool-said-required"),
 ) -> DecodingPolicy:
     """The decoding flags' values → one DecodingPolicy; a bad value or a contradiction is one LawtuneError."""
     from lawtune.errors import LawtuneError
@@ -51,5 +53,6 @@ def decoding_options(
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise LawtuneError(f"--no-repetition-control switches every penalty off; drop it or drop {flags}")
     return validate(DecodingPolicy, {**(OFF if no_repetition_control else given), "repetition_stop": repetition_stop,
-                                      "tool_figures": tool_figures, "tool_result_figure": tool_result_figure},
+                                      "tool_figures": tool_figures, "tool_result_figure": tool_result_figure,
+                                      "tool_said_required": tool_said_required},
                     "decoding", as_flags=True)

@@ -25,6 +25,14 @@ Given the row's conversation (`call_rules`), the grammar also holds what the con
 - **Booleans said in words**: a boolean with `x-said-as` phrases (`open_ended`: 无固定期限) is offered only when
   a user turn holds one of them; with `x-needs-one-of` naming it as a group, a tool is not callable on booleans
   the user never spoke of (`probation_limits {"task_based": true}` on a question about something else).
+- **A tool about something the user never names** (`x-said-about`, `@said_about("试用")`) is not callable.
+- **What the user's words settle, required** (`said_required=True`, DecodingPolicy.tool_said_required): a
+  parameter with `x-required-when-said` phrases (`@required_when_said`) must be given when a clause of the user's
+  words says one (`said_in`: not asked about, 算不算违法解除？, nor denied, 不是违法辞退): a boolean as true
+  (违法辞退 → `"unlawful": true`), a figure parameter as a span of its kind from such a clause (周末加班8小时 →
+  `"rest_day_hours": "8小时"`); a span in a clause that names another parameter of the tool is not its to take
+  (平时下班后加班12小时 never becomes rest-day hours). Spans in clauses naming none stay open to every such
+  parameter, as before. The model still writes every other value and the call itself.
 - **The result's figure stated** (`result_figure=True`, DecodingPolicy.tool_result_figure, off by default): the
   answer after a round whose calls all returned results may not end (its stop tokens are masked) before its text
   states every figure the results return (`result_figures`: each amount above 0 and each date of `result`, in
@@ -53,7 +61,7 @@ from typing import Any, Iterable
 
 from lawtune.modeling.grammar import grammar_mask, ll_tokenizer
 from lawtune.modeling.tool_format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
-from lawtune.tools.tool import NEEDS_KEY, SAID_KEY
+from lawtune.tools.tool import ABOUT_KEY, NEEDS_KEY, REQUIRED_WHEN_SAID_KEY, SAID_KEY
 
 # the layout json.dumps writes (and the chat templates' tojson): no free whitespace, which a small model given
 # the choice fills until its budget runs out
@@ -151,12 +159,15 @@ def user_text(messages: list[dict[str, Any]]) -> str:
     return "\n".join(user_turns(messages))
 
 
-def _restricted(parameters: dict[str, Any], spans: dict[str, list[str]], said: str = "") -> dict[str, Any] | None:
+def _restricted(parameters: dict[str, Any], spans: dict[str, list[str]], said: str = "",
+                turns: list[str] | None = None) -> dict[str, Any] | None:
     """The parameter schema with each figure parameter an enum of the user's spans of its kind; a figure parameter
     without spans is left out, and so is a boolean whose `x-said-as` phrases the user's words (`said`) hold none
     of; None when a required one is left out, or when no group of its `x-needs-one-of` is left whole (the tool
-    cannot be called: it cannot compute without them)."""
+    cannot be called: it cannot compute without them). With the user turns (`turns`), what they settle is required
+    (`x-required-when-said`, `said_settled`)."""
     properties, required = {}, list(parameters.get("required") or [])
+    settled = said_settled(parameters, turns, spans) if turns is not None else {}
     for key, schema in (parameters.get("properties") or {}).items():
         if SAID_KEY in schema and not any(phrase in said for phrase in schema[SAID_KEY]):
             if key in required:
@@ -165,18 +176,112 @@ def _restricted(parameters: dict[str, Any], spans: dict[str, list[str]], said: s
         items = schema.get("items") if schema.get("type") == "array" else None
         kind = _figure_kind(items if isinstance(items, dict) else schema)
         if kind is None:
-            properties[key] = schema
+            if settled.get(key) is True:  # a boolean the user's words say: given, and true
+                properties[key] = {**schema, "const": True}
+                required.append(key) if key not in required else None
+            else:
+                properties[key] = schema
             continue
-        choices = spans.get(kind) or []
+        choices, must = settled.get(key, (spans.get(kind) or [], False))
+        choices = [span for span in choices if _fits(kind, span)]
         if not choices:
             if key in required:
                 return None
             continue
         properties[key] = {"type": "array", "items": {"enum": choices}} if items is not None else {"enum": choices}
+        if must and key not in required:
+            required.append(key)
     needs = parameters.get(NEEDS_KEY)
     if needs and not any(all(key in properties for key in group) for group in needs):
         return None
     return {**parameters, "properties": properties, "required": required}
+
+
+# ---- what the user's words settle (`x-required-when-said`) ------------------------------------------------------
+CLAUSE_END = re.compile(r"[，,。；;！!？?\n]")
+# `A…B`: A, at most this many characters of the same clause, then B (违法把我辞退, 无故就把我给开除)
+PHRASE_GAP = 4
+# words just before a phrase that make it a question or a denial, not a statement (算不算违法解除, 不是违法辞退)
+NOT_SAID_BEFORE = ("不是", "并非", "不算", "不属于", "是否", "是不是", "算不算", "属不属于", "有没有", "被迫")
+_PATTERNS: dict[str, re.Pattern[str]] = {}
+
+
+def clauses(text: str) -> list[str]:
+    """The clauses of a user turn, split at Chinese and Latin commas, full stops, semicolons, ! and ?."""
+    return [clause for clause in CLAUSE_END.split(text) if clause.strip()]
+
+
+def _pattern(phrase: str) -> re.Pattern[str]:
+    if phrase not in _PATTERNS:
+        first, gap, second = phrase.partition("…")
+        _PATTERNS[phrase] = re.compile(re.escape(first) + (f".{{0,{PHRASE_GAP}}}?" + re.escape(second) if gap else ""))
+    return _PATTERNS[phrase]
+
+
+def said_in(clause: str, phrases: Iterable[str]) -> bool:
+    """Whether the clause says one of the phrases as a statement: not after a word that asks or denies
+    (NOT_SAID_BEFORE, within 4 characters; 被迫 too: 被迫解除 is the employee's own leaving), and not as the
+    clause's question (这算违法解除吗)."""
+    for phrase in phrases:
+        first = phrase.partition("…")[0]
+        for match in _pattern(phrase).finditer(clause):
+            # the words before the phrase, and in its gap (违法拖欠工资被迫解除: not the employer's dismissal)
+            around = clause[max(0, match.start() - 4):match.start()] + "｜" + match.group()[len(first):]
+            if any(word in around for word in NOT_SAID_BEFORE):
+                continue
+            if re.fullmatch(r".{0,3}[吗么嘛]\s*", clause[match.end():]):
+                continue
+            return True
+    return False
+
+
+def said_settled(parameters: dict[str, Any], turns: list[str] | None,
+                 spans: dict[str, list[str]]) -> dict[str, Any]:
+    """Per parameter with `x-required-when-said` phrases, what the user turns settle: a boolean → True when a clause
+    says it; a figure parameter → (its choices, required): the spans of its kind in clauses that say it (required),
+    plus those in clauses that name no parameter of the tool (open to each); without spans of its own, those alone
+    (not required). A figure kind no clause attributes is left as it was (absent from the result)."""
+    from lawtune.tools.figures import figure_spans
+
+    properties = parameters.get("properties") or {}
+    phrases = {key: schema[REQUIRED_WHEN_SAID_KEY] for key, schema in properties.items()
+               if REQUIRED_WHEN_SAID_KEY in schema}
+    if not phrases or not turns:
+        return {}
+    pieces = [clause for text in turns for clause in clauses(text)]
+    settled: dict[str, Any] = {}
+    figures = {key: _figure_kind(properties[key]) for key in phrases}
+    for key, kind in figures.items():
+        if kind is None and any(said_in(clause, phrases[key]) for clause in pieces):
+            settled[key] = True
+    for kind in {kind for kind in figures.values() if kind}:
+        keys = [key for key, other in figures.items() if other == kind]
+        own: dict[str, list[str]] = {key: [] for key in keys}
+        open_spans: list[str] = []
+        for clause in pieces:
+            found = [span for span in figure_spans(clause).get(kind) or [] if span in (spans.get(kind) or [])]
+            named = [key for key in keys if said_in(clause, phrases[key])]
+            for span in found:
+                for target in (named or [None]):
+                    bucket = own[target] if target else open_spans
+                    bucket.append(span) if span not in bucket else None
+        if not any(own.values()):
+            continue  # no clause says which kind its figures are: the plain rule
+        for key in keys:
+            settled[key] = (own[key] + [span for span in open_spans if span not in own[key]], bool(own[key]))
+    return settled
+
+
+def _fits(kind: str, span: str) -> bool:
+    """Whether a span is a value of its kind's parameter as the tools name them: `years` hold 年 (3年, 3年5个月, 三年,
+    一年半), never a length in months alone (156个月 is `months`); `months` never a whole number of years alone (3年,
+    八年: as `months` beside `years` the length counts twice, 3年 + 3年 = 6 years, measured s34 with `unlawful`
+    required after `years`) — a span with a part in months stays (3年5个月, 一年半, 半年, 41个月)."""
+    if kind == "years":
+        return "年" in span
+    if kind == "months":
+        return "年" not in span or not span.endswith("年") or span.endswith("半年")
+    return True
 
 
 def _figure_kind(schema: dict[str, Any]) -> str | None:
@@ -185,9 +290,11 @@ def _figure_kind(schema: dict[str, Any]) -> str | None:
     return "date" if schema.get("format") == "date" else None
 
 
-def call_rules(tools: list[dict[str, Any]], messages: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+def call_rules(tools: list[dict[str, Any]], messages: list[dict[str, Any]] | None,
+               said_required: bool = True) -> list[dict[str, Any]]:
     """The functions a call may name next in this conversation (the module docstring's rules), figure parameters
-    restricted to the user's spans; [] when the turn may not call. Without a conversation: every offered tool."""
+    restricted to the user's spans, and with `said_required` what the user's words settle required; [] when the
+    turn may not call. Without a conversation: every offered tool."""
     functions = [tool.get("function", tool) for tool in tools]
     if messages is None:
         return functions
@@ -198,7 +305,11 @@ def call_rules(tools: list[dict[str, Any]], messages: list[dict[str, Any]] | Non
     for function in functions:
         if function["name"] in answered:
             continue
-        parameters = _restricted(function.get("parameters") or {"type": "object", "properties": {}}, spans, said)
+        about = (function.get("parameters") or {}).get(ABOUT_KEY)
+        if about and not any(phrase in said for phrase in about):
+            continue  # the user never spoke of its subject (`x-said-about`)
+        parameters = _restricted(function.get("parameters") or {"type": "object", "properties": {}}, spans, said,
+                                 user_turns(messages) if said_required else None)
         if parameters is not None:
             allowed.append({**function, "parameters": parameters})
     return allowed
@@ -377,10 +488,11 @@ class LazyCall:
 
     def __init__(self, tokenizer: Any, ll: Any, tools: list[dict[str, Any]] | None,
                  messages: list[dict[str, Any]] | None, stop_ids: Iterable[int], figures: bool = True,
-                 result_figure: bool = False):
+                 result_figure: bool = False, said_required: bool = True):
         """`figures`: in the answer after a round of results, numbers in digits only as the results or the user's
         words write them, and no repetition penalty on digits (the module docstring). `result_figure`: that answer
-        may not end before it states each figure of the results (`result_figures`)."""
+        may not end before it states each figure of the results (`result_figures`). `said_required`: a call gives
+        what the user's words settle (`said_settled`)."""
         import llguidance
 
         self.tokenizer, self.ll, self.stop_ids = tokenizer, ll, frozenset(stop_ids)
@@ -392,7 +504,7 @@ class LazyCall:
         # a figures turn's mask where the text ends in no number and no `<tool` start, per logits width asked for
         self._free_masks: dict[int, Any] = {}
         if tools:
-            functions = call_rules(tools, messages)
+            functions = call_rules(tools, messages, said_required=said_required)
             if functions:
                 self.grammar = _compiled(block_grammar(functions))
             else:
@@ -519,8 +631,9 @@ class ToolCallLogitsProcessor:
         ll = ll_tokenizer(tokenizer, self.stop_ids)
         figures = getattr(policy, "tool_figures", True)
         result_figure = getattr(policy, "tool_result_figure", False)
+        said_required = getattr(policy, "tool_said_required", True)
         self.rows = [LazyCall(tokenizer, ll, row_tools, messages, self.stop_ids, figures=figures,
-                              result_figure=result_figure)
+                              result_figure=result_figure, said_required=said_required)
                      for row_tools, messages in zip(tools, conversations or [None] * len(tools))]
 
     def in_block(self, row: int) -> bool:

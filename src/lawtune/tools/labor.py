@@ -19,7 +19,7 @@ from pydantic import Field
 
 from lawtune.tools.figures import Amount, Hours, OptionalAmount, OptionalMonths, OptionalYears
 from lawtune.tools.periods import Day, Span, add_months, months_and_days, service_length
-from lawtune.tools.tool import ToolError, labels, needs_one_of, said_as
+from lawtune.tools.tool import ToolError, labels, needs_one_of, required_when_said, said_about, said_as
 
 CONTRACT_LAW = "《劳动合同法》"
 CONTRACT_REGULATION = "《劳动合同法实施条例》"
@@ -67,7 +67,15 @@ def duration(years: int | None, months: int | None, start_date: date | None, end
 
 
 # -- 经济补偿 / 违法解除赔偿金 -------------------------------------------------------------------------------------
+# 违法解除 as the statute (第四十八、八十七条) and people say it: 违法/非法 with 解除/辞退/开除/解雇/终止, 无故 (没有
+# 理由) dismissals, 违法裁员. Said, the call must carry unlawful (the tuned model left it out: half the figure);
+# asked about (算不算违法解除？) or denied (不是违法辞退) it is not said (lawtune.tools.constrain.said_in)
+UNLAWFUL_SAID = tuple(f"{how}…{what}" for how in ("违法", "非法", "无故", "无理由", "没有理由", "无正当理由")
+                      for what in ("解除", "辞退", "开除", "解雇", "终止", "炒")) + ("违法裁员", "非法裁员")
+
+
 @needs_one_of(("years",), ("months",), ("start_date", "end_date"))
+@required_when_said(unlawful=UNLAWFUL_SAID)
 @labels(start_date="入职日", end_date="最后工作日", unlawful="违法解除、违法辞退时 true")
 def severance_pay(
     monthly_wage: Annotated[Amount, Field(gt=0, description="解除或终止前十二个月的平均月工资（元）")],
@@ -142,7 +150,13 @@ def severance_pay(
 
 
 # -- 未签书面劳动合同的二倍工资 --------------------------------------------------------------------------------------
+# which date is which, in people's words: 入职 / 开始上班 (用工之日), 补签 (the contract signed late), 最后一天 / 离职
+# (the relationship ended unsigned); a date in a clause naming one is that parameter's (the tuned model wrote a 补签
+# date as end_date)
 @needs_one_of(("months_without_contract",), ("start_date", "contract_date"), ("start_date", "end_date"))
+@required_when_said(start_date=("入职", "开始上班", "开始工作", "用工", "上岗", "到岗", "进公司", "进的公司", "进单位"),
+                    contract_date=("补签", "补订", "签了合同", "签了劳动合同", "签的合同", "才签", "签订书面"),
+                    end_date=("最后一天", "最后工作日", "离职", "辞职", "离开公司", "劳动关系结束", "走人"))
 @labels(start_date="入职日", contract_date="补签合同日", end_date="离职日")
 def double_wage_no_contract(
     monthly_wage: Annotated[Amount, Field(gt=0, description="月工资（元）")],
@@ -204,7 +218,20 @@ def double_wage_no_contract(
 
 
 # -- 加班费 -------------------------------------------------------------------------------------------------------
+# the three kinds of overtime as 劳动法第四十四条 and people name them: hours in a clause that names a kind go to that
+# kind (平时下班后加班12小时 → weekday_hours "12小时"), and the call must give them (the tuned model put 平时 hours
+# under rest_day_hours). 节假日 is a holiday; 晚上 names no kind (周六晚上 is a rest day)
+# 平时 / 工作日 with hours may be the normal working day (平时每天工作8小时): they name overtime only with 加班
+WEEKDAY_SAID = ("下班后", "下班以后", "延时", "延长工作时间", "加点", "平时…加班", "平日…加班", "工作日…加班",
+                "周一到周五…加班", "周一至周五…加班")
+REST_DAY_SAID = ("休息日", "周末", "周六", "周日", "星期六", "星期天", "星期日", "礼拜六", "礼拜天", "礼拜日", "双休日",
+                 "公休日")
+HOLIDAY_SAID = ("法定节假日", "法定假日", "法定休假日", "节假日", "国庆", "春节", "元旦", "清明", "五一", "劳动节",
+                "端午", "中秋", "过年", "大年初")
+
+
 @needs_one_of(("weekday_hours",), ("rest_day_hours",), ("holiday_hours",))
+@required_when_said(weekday_hours=WEEKDAY_SAID, rest_day_hours=REST_DAY_SAID, holiday_hours=HOLIDAY_SAID)
 @labels(weekday_hours="工作日、平时延时", rest_day_hours="休息日、周末", holiday_hours="法定节假日")
 def overtime_pay(
     monthly_wage: Annotated[Amount, Field(gt=0, description="加班费计算基数：正常工作时间月工资（元）")],
@@ -246,7 +273,14 @@ def overtime_pay(
 # a length, dates, or one of the two contract kinds without a length, named as the statute names them (劳动合同法第十二条:
 # 无固定期限 / 以完成一定工作任务为期限): the boolean-only call (`{"task_based": true}`) was the tuned model's call on
 # questions of every kind (docs/tools.md "Measured"); a question that says neither is answered or asked back
+# and only on a question that speaks of a probation period at all: the tuned model called it with the dates of a
+# double-wage question (入职 … 补签, no 试用期 in sight)
 @needs_one_of(("contract_years",), ("contract_months",), ("start_date", "end_date"), ("open_ended",), ("task_based",))
+@said_about("试用")
+# the agreed wage and the local minimum in people's words: an amount in a clause naming one is that parameter's, and
+# given (the tuned model left the agreed wage out and returned no wage floor)
+@required_when_said(agreed_wage=("约定", "月薪", "月工资", "工资是", "工资为", "工资每月", "每月工资", "每个月工资"),
+                    local_minimum_wage=("最低工资",))
 @said_as(open_ended=("无固定期限",), task_based=("以完成一定工作任务为期限", "完成一定工作任务"))
 @labels(start_date="合同起始日", end_date="合同终止日", open_ended="无固定期限时 true",
         task_based="以完成一定工作任务为期限时 true")

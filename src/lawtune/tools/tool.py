@@ -29,6 +29,8 @@ from lawtune.modeling.tool_format import call_name_and_arguments
 NEEDS_KEY = "x-needs-one-of"
 LABEL_KEY = "x-label"
 SAID_KEY = "x-said-as"
+REQUIRED_WHEN_SAID_KEY = "x-required-when-said"
+ABOUT_KEY = "x-said-about"
 
 
 def labels(**names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -68,6 +70,35 @@ def said_as(**phrases: tuple[str, ...] | list[str]) -> Callable[[Callable[..., A
 
     def mark(function: Callable[..., Any]) -> Callable[..., Any]:
         function.__tool_said_as__ = {key: list(values) for key, values in phrases.items()}  # type: ignore[attr-defined]
+        return function
+
+    return mark
+
+
+def required_when_said(**phrases: tuple[str, ...] | list[str]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Parameters the user's words settle: when a user turn says one of the phrases, the call must give the parameter
+    (lawtune.tools.constrain.call_rules; `DecodingPolicy.tool_said_required`). A boolean is then required and true
+    (`unlawful=("违法解除", "违法辞退", …)`: the tuned demo model left `unlawful` out on 违法解除 questions and
+    computed half the figure, docs/tools.md "Measured"); not said, it stays optional. A figure parameter (`x-figure`)
+    is then required and takes the spans of its kind from the clauses that say it (`rest_day_hours=("周末", …)`:
+    周末加班8小时 → `"8小时"`; the model put 平时 hours under rest-day hours). A phrase `A…B` matches A then B in one
+    clause. The phrases are the statute's and people's words for the thing, never a generator's templates."""
+
+    def mark(function: Callable[..., Any]) -> Callable[..., Any]:
+        function.__tool_required_when_said__ = {key: list(values) for key, values in phrases.items()}  # type: ignore[attr-defined]
+        return function
+
+    return mark
+
+
+def said_about(*phrases: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A tool callable only on a conversation whose user turns name its subject (`@said_about("试用")`: the
+    probation limits). The schema carries the phrases as `x-said-about` (lawtune.tools.constrain.call_rules): the
+    tuned demo model called probation_limits with the dates of a double-wage question that never spoke of a
+    probation period (docs/tools.md "Measured")."""
+
+    def mark(function: Callable[..., Any]) -> Callable[..., Any]:
+        function.__tool_said_about__ = list(phrases)  # type: ignore[attr-defined]
         return function
 
     return mark
@@ -123,6 +154,18 @@ class Tool:
             if not phrases or not all(isinstance(phrase, str) and phrase for phrase in phrases):
                 raise ValueError(f"{name}: said_as needs at least one non-empty phrase for {key}")
             parameters["properties"][key][SAID_KEY] = phrases
+        about = getattr(function, "__tool_said_about__", None)
+        if about is not None:
+            if not about or not all(isinstance(phrase, str) and phrase for phrase in about):
+                raise ValueError(f"{name}: said_about needs at least one non-empty phrase")
+            parameters[ABOUT_KEY] = about
+        for key, phrases in (getattr(function, "__tool_required_when_said__", None) or {}).items():
+            schema = parameters.get("properties", {}).get(key, {})
+            if schema.get("type") != "boolean" and not schema.get("x-figure") and schema.get("format") != "date":
+                raise ValueError(f"{name}: required_when_said names no boolean, figure or date parameter of the function: {key}")
+            if not phrases or not all(isinstance(phrase, str) and phrase.strip("…") for phrase in phrases):
+                raise ValueError(f"{name}: required_when_said needs at least one non-empty phrase for {key}")
+            schema[REQUIRED_WHEN_SAID_KEY] = phrases
         return cls(name=name, description=description, parameters=parameters, function=function,
                    arguments_model=model)
 

@@ -267,7 +267,8 @@ class LocalEngine:
         chat = self._served[request.model].chat
         return LazyCall(chat.tokenizer, self._ll_tokenizer, request.prompt.tools, request.prompt.messages,
                         chat.stop_token_ids, figures=self.decoding.tool_figures,
-                        result_figure=self.decoding.tool_result_figure)
+                        result_figure=self.decoding.tool_result_figure,
+                        said_required=self.decoding.tool_said_required)
 
     def _cite_grammar(self, request: GenerationRequest) -> Any:
         """serve --kb: the citation constraint of this request's retrieved articles (lawtune.kb.cite_constrain), the
