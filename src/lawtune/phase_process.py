@@ -129,8 +129,11 @@ def _child_main(fd_in: int, fd_out: int) -> int:
     except Exception as error:  # noqa: BLE001  a value that cannot travel back: say so, not a silent child
         message = pickle.dumps(("error", f"its result could not be sent back ({type(error).__name__}: {error})",
                                 answer[2]))
-    with os.fdopen(fd_out, "wb") as sink:
-        sink.write(message)
+    try:
+        with os.fdopen(fd_out, "wb") as sink:
+            sink.write(message)
+    except BrokenPipeError:  # the caller stopped listening (Ctrl-C there too): nothing left to tell
+        return 1
     return 0
 
 
