@@ -15,9 +15,10 @@ phase's own peak needs the kernel's high-water mark reset when the phase starts 
 /proc), a phase's peak is the process peak so far, and says so.
 
 Only this process knows that earlier peak: a tool outside it that reads the kernel's counter (`/usr/bin/time -v`'s
-"Maximum resident set size", a parent's `wait4`) sees the peak since the last reset. `lawtune demo` peaked at
-4,777 MiB in training while `time -v` said 3,635,204 kB, its compare's peak (2026-12-07): read the printed
-`process peak` line instead.
+"Maximum resident set size", a parent's `wait4`) sees the peak since the last reset (a command with phases in one
+process, such as `benchmarks/memory_profile.py`: read its printed `process peak` line). `lawtune demo` runs each
+step in a process of its own instead (`lawtune.phase_process`) and prints each step's peak as that process's plus
+its own; `time -v` then reports the largest single process's peak, not that sum.
 """
 
 from __future__ import annotations
