@@ -44,7 +44,7 @@ class ChildDone:
 
     name: str
     value: Any
-    child_peak_mib: float  # the child's own peak RSS (its getrusage ru_maxrss, the high-water mark of its life)
+    child_peak_mib: float  # the child's own peak RSS (`memory.peak_rss_mib`: its VmHWM, the high-water mark of its life)
     parent_mib: float  # the caller's RSS while the child ran (the caller waits: its RSS does not move)
 
     @property
