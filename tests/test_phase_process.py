@@ -90,7 +90,9 @@ def test_a_child_killed_without_answering_is_a_clear_error():
 @linux
 def test_ctrl_c_stops_the_child_and_the_caller_without_a_traceback(tmp_path):
     ready = tmp_path / "ready"
-    caller = ("import sys\nfrom lawtune.phase_process import run_in_child\nfrom test_phase_process import wait_a_minute\n"
+    # SIGINT's default handler first: a shell starts background jobs with SIGINT ignored, and so would this caller be
+    caller = ("import signal, sys\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+              "from lawtune.phase_process import run_in_child\nfrom test_phase_process import wait_a_minute\n"
               f"try:\n    run_in_child('train', wait_a_minute, {str(ready)!r})\n"
               "except KeyboardInterrupt:\n    print('interrupted', file=sys.stderr)\n    sys.exit(130)\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
