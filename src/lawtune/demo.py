@@ -23,7 +23,9 @@ cached; training resumes or is already finished in OUT/run):
 The answers with the KB are measured apart (not in the 20 minutes): `lawtune compare base OUT/run --data
 OUT/cited/test.jsonl --kb OUT/kb.sqlite --no-mcq --limit 24`.
 
-At the end it prints each step's peak resident memory and the whole process's (`lawtune.memory`).
+Each step runs in a fresh Python process of its own (`lawtune.phase_process`), so none inherits the memory an earlier
+one left; at the end it prints each step's peak resident memory: its process's plus this one's (the orchestrating
+process, which holds no model), and the largest of those sums, the demo's peak.
 """
 
 from __future__ import annotations
@@ -210,17 +212,15 @@ def qa_rows_with_tools(lines: list[str], share: float = QA_WITH_TOOLS_SHARE, see
 
 def run(quick: bool = False, model: Optional[str] = None, out: Optional[Path] = None,
         max_steps: Optional[int] = None, console=None, tools: bool = False) -> dict:
-    """Run the four steps; returns the compare result (with report paths) plus per-step seconds and memory."""
+    """Run the four steps, each in a fresh process of its own (`lawtune.phase_process`: no step inherits the memory an
+    earlier one left, and this process holds no model); returns the compare result (with report paths) plus per-step
+    seconds and memory."""
     from rich.console import Console
 
-    from lawtune.data.prepare import run as prepare
     from lawtune.errors import LawtuneError
-    from lawtune.evaluation.compare import run as compare, table
-    from lawtune.evaluation.gate import Gate, describe
-    from lawtune.evaluation.generation import GenerationSettings
-    from lawtune.evaluation.settings import EvalOptions
-    from lawtune.memory import Phases, peak_rss_mib, release_memory
-    from lawtune.training.train import run as train
+    from lawtune.evaluation.compare import table
+    from lawtune.evaluation.gate import describe
+    from lawtune.phase_process import run_in_child
 
     console = console or Console()
     size = QUICK if quick else FULL
@@ -229,69 +229,92 @@ def run(quick: bool = False, model: Optional[str] = None, out: Optional[Path] = 
         if not config.is_file() or not SAMPLE.is_file():
             raise LawtuneError(f"the demo needs {config} and {SAMPLE}, shipped in the package: reinstall lawtune")
     seconds: dict[str, float] = {}
+    done = []  # each step's ChildDone: its value and peak RSS (its process + this one)
 
-    phases = Phases()  # each step's peak RSS (lawtune.memory)
+    def step(name: str, target, *args):
+        started = time.perf_counter()
+        finished = run_in_child(name, target, *args, error_log=out / "logs" / f"{name}-error.txt")
+        seconds[name] = time.perf_counter() - started
+        done.append(finished)
+        return finished.value
 
     console.rule("1/4 prepare the bundled sample, and RAG-format training examples")
-    started = time.perf_counter()
-    with phases("prepare"):
-        report = prepare([SAMPLE], out / "data")
-        rag = rag_training_mix(out, report)
-        tool_rows = tool_stage_file(out) if tools else None
-    seconds["prepare"] = time.perf_counter() - started
+    report, rag, tool_rows = step("prepare", prepare_step, out, tools)
     console.print(f"splits: {report.get('splits', report.get('counts'))}; RAG format: {rag['added']} rows added "
                   f"to train ({rag['share']:.0%}; gold retrieved {rag['retrieved']}, injected {rag['injected']}, "
                   f"left out {rag['left_out']} of {rag['rewritten']})"
                   + (f"; tool stage: {tool_rows['rows']} rows {tool_rows['counts']}" if tool_rows else ""))
 
     console.rule("2/4 import the base model")
-    started = time.perf_counter()
-    with phases("import"):
-        model_dir = _resolve_model(model)
-        release_memory()  # a first import dequantized the GGUF here: its two float32 models are garbage now
-    seconds["import"] = time.perf_counter() - started
+    model_dir = step("import", _resolve_model, model)
     console.print(f"base model: {model_dir}")
 
     console.rule(f"3/4 LoRA training (configs/{DEMO_CONFIG.name}" + (f", then configs/{DEMO_TOOLS_CONFIG.name})" if tools else ")"))
-    started = time.perf_counter()
     steps = max_steps if max_steps is not None else size.max_steps
+    run_dir = step("train", train_step, model_dir, out, steps, tools)
+
+    console.rule("4/4 compare base vs tuned on the held-out test split")
+    result = step("compare", compare_step, run_dir, out, size, tools, quick)
+
+    console.print(table(result))
+    console.print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + f", total {sum(seconds.values()):.0f}")
+    highest = max(done, key=lambda finished: finished.peak_mib)
+    console.print("memory (resident; each step in a process of its own, plus this one's):\n"
+                  + "\n".join(f"  {finished.line()}" for finished in done)
+                  + f"\n  peak of the demo {highest.peak_mib:,.0f} MiB ({highest.name})")
+    console.print(f"report: {result['report_html']}  (Markdown: {result['report_md']})")
+    if result["gate"] is not None:
+        passed = result["gate"]["passed"]
+        console.print(("[green]quality gate passed[/]" if passed else "[red]quality gate failed[/] "
+                       "(`lawtune serve` will ask for --force)") + "\n" + describe(result["gate"]))
+    return {**result, "seconds": seconds, "run_dir": run_dir, "memory": [finished.record() for finished in done],
+            "peak_rss_mib": round(highest.peak_mib)}
+
+
+# ---- the steps, each run in a process of its own by `run` (module-level: pickled by name)
+
+
+def prepare_step(out: Path, tools: bool) -> tuple[dict, dict, Optional[dict]]:
+    """Step 1: OUT/data from the bundled sample, the RAG-format mix, and with `tools` the tool stage's file."""
+    from lawtune.data.prepare import run as prepare
+
+    report = prepare([SAMPLE], out / "data")
+    rag = rag_training_mix(out, report)
+    return report, rag, tool_stage_file(out) if tools else None
+
+
+def train_step(model_dir: Path, out: Path, steps: Optional[int], tools: bool) -> Path:
+    """Step 3: configs/demo.yaml on OUT/data/train-rag.jsonl into OUT/run (resumed when a run was stopped), then with
+    `tools` the tool stage from its adapter into OUT/run-tools; the last run folder."""
+    from lawtune.training.train import run as train
 
     def overrides(train_file: Path, dev_file: Path, run: Path) -> list[str]:
         given = [f"model.name_or_path={model_dir}", f"data_config.train_file={train_file}",
                  f"data_config.val_file={dev_file}", f"training_args.output_dir={run}"]
         return given + ([f"training_args.max_steps={steps}"] if steps is not None else [])
 
-    with phases("train"):
-        run_dir = train(DEMO_CONFIG, overrides(out / "data" / RAG_TRAIN, out / "data" / "dev.jsonl", out / "run"),
+    run_dir = train(DEMO_CONFIG, overrides(out / "data" / RAG_TRAIN, out / "data" / "dev.jsonl", out / "run"),
+                    resume="auto")
+    if tools:  # the tool stage, from the Q&A stage's adapter; its dev loss (best adapter) on the tool set's dev
+        run_dir = train(DEMO_TOOLS_CONFIG, overrides(out / "data" / TOOL_TRAIN, out / "tools" / "dev.jsonl",
+                                                     out / TOOL_RUN) + [f"model.init_adapter={run_dir}"],
                         resume="auto")
-        if tools:  # the tool stage, from the Q&A stage's adapter; its dev loss (best adapter) on the tool set's dev
-            run_dir = train(DEMO_TOOLS_CONFIG, overrides(out / "data" / TOOL_TRAIN, out / "tools" / "dev.jsonl",
-                                                         out / TOOL_RUN) + [f"model.init_adapter={run_dir}"],
-                            resume="auto")
-        release_memory()  # the trainer's model and buffers, before two models are evaluated
-    seconds["train"] = time.perf_counter() - started
+    return run_dir
 
-    console.rule("4/4 compare base vs tuned on the held-out test split")
-    started = time.perf_counter()
+
+def compare_step(run_dir: Path, out: Path, size: DemoSize, tools: bool, quick: bool) -> dict:
+    """Step 4: `lawtune compare base RUN` on OUT/data/test.jsonl into OUT/report (gated unless `quick`)."""
+    from lawtune.evaluation.compare import run as compare
+    from lawtune.evaluation.gate import Gate
+    from lawtune.evaluation.generation import GenerationSettings
+    from lawtune.evaluation.settings import EvalOptions
+
     settings = GenerationSettings(max_new_tokens=size.max_new_tokens)
-    with phases("compare"):
-        result = compare("base", run_dir, out / "data" / "test.jsonl", out / "report", settings=settings,
-                         options=EvalOptions(mcq_limit=size.mcq_limit, limit=size.questions,
-                                             tool_data=out / "tools" / "test.jsonl" if tools else None,
-                                             tool_limit=size.tool_questions if tools else None),
-                         gate=None if quick else Gate(**DEMO_GATE))
-    seconds["compare"] = time.perf_counter() - started
-
-    console.print(table(result))
-    console.print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + f", total {sum(seconds.values()):.0f}")
-    console.print("memory (resident):\n" + "\n".join(f"  {line}" for line in phases.lines()))
-    console.print(f"report: {result['report_html']}  (Markdown: {result['report_md']})")
-    if result["gate"] is not None:
-        passed = result["gate"]["passed"]
-        console.print(("[green]quality gate passed[/]" if passed else "[red]quality gate failed[/] "
-                       "(`lawtune serve` will ask for --force)") + "\n" + describe(result["gate"]))
-    return {**result, "seconds": seconds, "run_dir": run_dir, "memory": phases.records(),
-            "peak_rss_mib": round(peak_rss_mib())}
+    return compare("base", run_dir, out / "data" / "test.jsonl", out / "report", settings=settings,
+                   options=EvalOptions(mcq_limit=size.mcq_limit, limit=size.questions,
+                                       tool_data=out / "tools" / "test.jsonl" if tools else None,
+                                       tool_limit=size.tool_questions if tools else None),
+                   gate=None if quick else Gate(**DEMO_GATE))
 
 
 def demo_command(

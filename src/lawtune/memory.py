@@ -8,16 +8,18 @@
         ...
     phases.lines()        # ["train: peak 2,310 MiB, now 1,250 MiB"]
 
-The peak of the whole process is `getrusage(RUSAGE_SELF).ru_maxrss`, which needs nothing (no psutil). A
+The peak of the whole process is the kernel's high-water mark (Linux: VmHWM in /proc/self/status; elsewhere
+`getrusage(RUSAGE_SELF).ru_maxrss`), which needs nothing (no psutil). A
 phase's own peak needs the kernel's high-water mark reset when the phase starts (Linux: writing 5 to
 /proc/self/clear_refs, which resets `ru_maxrss` too); the process peak before every reset is kept here, so
 `peak_rss_mib()` stays the peak of the whole process. Where the reset is not allowed (not Linux, a locked-down
 /proc), a phase's peak is the process peak so far, and says so.
 
 Only this process knows that earlier peak: a tool outside it that reads the kernel's counter (`/usr/bin/time -v`'s
-"Maximum resident set size", a parent's `wait4`) sees the peak since the last reset. `lawtune demo` peaked at
-4,777 MiB in training while `time -v` said 3,635,204 kB, its compare's peak (2026-12-07): read the printed
-`process peak` line instead.
+"Maximum resident set size", a parent's `wait4`) sees the peak since the last reset (a command with phases in one
+process, such as `benchmarks/memory_profile.py`: read its printed `process peak` line). `lawtune demo` runs each
+step in a process of its own instead (`lawtune.phase_process`) and prints each step's peak as that process's plus
+its own; `time -v` then reports the largest single process's peak, not that sum.
 """
 
 from __future__ import annotations
@@ -46,7 +48,16 @@ def rss_mib() -> float | None:
 
 
 def _kernel_peak_mib() -> float:
-    """ru_maxrss: KiB on Linux, bytes on macOS."""
+    """The kernel's high-water mark of this process's RSS: VmHWM (Linux /proc/self/status), else ru_maxrss (KiB on
+    Linux, bytes on macOS). VmHWM first because ru_maxrss also counts the memory of the process this one was
+    before exec: a child started by a big parent (vfork shares the parent's pages) reports the parent's peak."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return value / _MIB if sys.platform == "darwin" else value / 1024
 
