@@ -6,12 +6,11 @@ Each area module (`lawtune.<area>.cli`) holds its typer commands and imports onl
 
 from __future__ import annotations
 
-import os
 import sys
-import warnings
 
 import typer
 
+from lawtune.environment import configure
 from lawtune.errors import LawtuneError
 
 app = typer.Typer(
@@ -45,15 +44,8 @@ def _register() -> None:
     demo.register(app)
 
 
-# lawtune never downloads: a model name that is not a local folder (PEFT looks up an adapter's base by the
-# imported model's name when it saves) must not turn into a Hugging Face Hub request. Set before
-# huggingface_hub is imported (it reads the variable once); a user may still export HF_HUB_OFFLINE=0.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
+configure()  # no hub downloads, warning filters: before the areas import their libraries
 _register()
-
-# Library-internal deprecations users cannot act on (PEFT reads transformers' renamed property).
-warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def main() -> None:

@@ -143,7 +143,9 @@ def _run_job(job: bytes) -> tuple[str, Any, float]:
     caller_path, error_log, step = pickle.loads(job)
     sys.path[:] = caller_path
     try:
-        import lawtune.cli  # noqa: F401  what the `lawtune` command sets up: no hub downloads, warning filters
+        from lawtune.environment import configure
+
+        configure()  # what the `lawtune` command sets up: no hub downloads, warning filters
         from lawtune.memory import tune_heap
 
         tune_heap()
