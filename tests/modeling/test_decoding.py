@@ -187,3 +187,17 @@ def test_long_stop_strings_cost_linear_time_in_the_answer():
     elapsed = time.perf_counter() - started
     assert shown == answer and not stream.stopped
     assert elapsed < 40 * reference + 0.5, (elapsed, reference)
+
+
+def test_watch_does_not_count_a_tool_call_block():
+    """A call forced by its grammar repeats its key pattern (three overtime kinds): the watch must not cut it
+    (it once left `<tool_call>` and nothing else, docs/tools.md s34); text around the block is still watched."""
+    call = ('<tool_call>\n{"name": "overtime_pay", "arguments": {"monthly_wage": "15.6k", "weekday_hours": "十六个小时", '
+            '"rest_day_hours": "8个小时", "holiday_hours": "8小时", "x_hours": "8个小时", "y_hours": "8个小时", '
+            '"z_hours": "8个小时"}}\n</tool_call>')
+    assert loops(call)  # as plain text it is a loop
+    watch = RepetitionWatch()
+    assert not any(watch.feed(call[:end]) for end in range(1, len(call) + 1))
+    looping = call + "加班费是多少" * 8
+    assert any(watch.feed(looping[:end]) for end in range(len(call) + 1, len(looping) + 1))
+    assert watch.cut is not None and watch.cut >= len(call)

@@ -41,6 +41,8 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic.dataclasses import dataclass
 
+from lawtune.modeling.tool_format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+
 # What counts as a loop (metrics.loops reports it, the repetition stop prevents it): some span of
 # LOOP_SPAN_CHARS characters occurring LOOP_REPEATS times without overlapping.
 LOOP_SPAN_CHARS = 10
@@ -169,6 +171,10 @@ class RepetitionWatch:
     Incremental: each new character adds one span (the one ending at it), so a step costs O(new text),
     never a rescan. Occurrences are counted as `str.count` does (left to right, non-overlapping), so the
     watch fires exactly at the first prefix for which `metrics.loops` is True.
+
+    Text inside a `<tool_call>…</tool_call>` block is not counted: a call decoded under its grammar repeats its
+    key pattern by design (`"weekday_hours": "16小时", "rest_day_hours": "8小时", …`), and cutting it leaves an
+    empty call (docs/tools.md "Measured", s34).
     """
 
     def __init__(self, span: int = LOOP_SPAN_CHARS, repeats: int = LOOP_REPEATS):
@@ -178,6 +184,8 @@ class RepetitionWatch:
         self.first_repeat: int | None = None  # where the first second occurrence of any span starts
         self._spans: dict[str, list[int]] = {}  # span → [count, start of the last counted, start of the 2nd]
         self._ends: list[int] = []  # positions just after each sentence end, ascending
+        self._block_start: int | None = None  # where an open tool-call block began (its spans are not counted)
+        self._block_end = 0  # just after the last closed block: no counted span starts before it
 
     def feed(self, text: str) -> bool:
         """Take the answer's text so far; True once it loops (then `cut` says where to cut it)."""
@@ -185,10 +193,16 @@ class RepetitionWatch:
             return True
         text = text.rstrip("\ufffd")  # an incomplete UTF-8 character is not text yet
         for end in range(len(self.text), len(text)):
-            if text[end] in SENTENCE_ENDS:
+            if self._block_start is None and text.endswith(TOOL_CALL_OPEN, 0, end + 1):
+                self._block_start = end + 1 - len(TOOL_CALL_OPEN)
+            elif self._block_start is not None and text.endswith(TOOL_CALL_CLOSE, 0, end + 1):
+                self._block_start, self._block_end = None, end + 1
+                self._ends.append(end + 1)  # a cut after the block keeps it whole, never one inside it
+                continue
+            if text[end] in SENTENCE_ENDS and self._block_start is None:
                 self._ends.append(end + 1)
             start = end + 1 - self.span
-            if start < 0:
+            if start < self._block_end or self._block_start is not None:
                 continue
             entry = self._spans.setdefault(text[start:end + 1], [0, -self.span, -1])
             if start < entry[1] + self.span:
