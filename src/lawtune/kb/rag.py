@@ -163,15 +163,6 @@ class Rag:
 
         return CiteConstraint(self._fresh_checker().names, hits_per_prompt)
 
-    def cite_material(self, hits: list[Hit]) -> tuple[Any, Any] | None:
-        """`serve --kb`'s citation constraint of one prompt: (the checker's law names, its retrieved articles by
-        law) for `GenerationRequest.cite`, or None when it is switched off or nothing was retrieved."""
-        if not self.cite_constraint or not hits:
-            return None
-        from lawtune.kb.cite_constrain import material_of
-
-        return self._fresh_checker().names, material_of(hits)
-
     def check(self, answer: str) -> list[dict[str, Any]]:
         """The citation verdicts of one answer as JSON records (text, law_full, article, verdict, detail, …)."""
         return [verdict.to_json() for verdict in self._fresh_checker().check(answer)]

@@ -184,7 +184,7 @@ class RepetitionWatch:
         self.first_repeat: int | None = None  # where the first second occurrence of any span starts
         self._spans: dict[str, list[int]] = {}  # span → [count, start of the last counted, start of the 2nd]
         self._ends: list[int] = []  # positions just after each sentence end, ascending
-        self._block_start: int | None = None  # where an open tool-call block began (its spans are not counted)
+        self._in_block = False  # inside a tool-call block: its spans are not counted
         self._block_end = 0  # just after the last closed block: no counted span starts before it
 
     def feed(self, text: str) -> bool:
@@ -193,16 +193,18 @@ class RepetitionWatch:
             return True
         text = text.rstrip("\ufffd")  # an incomplete UTF-8 character is not text yet
         for end in range(len(self.text), len(text)):
-            if self._block_start is None and text.endswith(TOOL_CALL_OPEN, 0, end + 1):
-                self._block_start = end + 1 - len(TOOL_CALL_OPEN)
-            elif self._block_start is not None and text.endswith(TOOL_CALL_CLOSE, 0, end + 1):
-                self._block_start, self._block_end = None, end + 1
+            if not self._in_block and text.endswith(TOOL_CALL_OPEN, 0, end + 1):
+                self._in_block = True
+            elif self._in_block and text.endswith(TOOL_CALL_CLOSE, 0, end + 1):
+                self._in_block, self._block_end = False, end + 1
                 self._ends.append(end + 1)  # a cut after the block keeps it whole, never one inside it
                 continue
-            if text[end] in SENTENCE_ENDS and self._block_start is None:
+            if self._in_block:
+                continue
+            if text[end] in SENTENCE_ENDS:
                 self._ends.append(end + 1)
             start = end + 1 - self.span
-            if start < self._block_end or self._block_start is not None:
+            if start < self._block_end:
                 continue
             entry = self._spans.setdefault(text[start:end + 1], [0, -self.span, -1])
             if start < entry[1] + self.span:

@@ -242,8 +242,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         augmented, prompt = None, await asyncio.to_thread(engine.prompt, model, messages=messages, tools=plan.tools)
     generation = _to_generation(body, prompt, engine, model, request)
     plan.apply(generation)
-    if augmented is not None and _decodes_freely(generation, request.app.state.settings):
-        generation.cite = rag.cite_material(augmented.hits)  # article numbers only from the retrieved articles
+    if augmented is not None and augmented.hits and _decodes_freely(generation, request.app.state.settings):
+        generation.cite = rag.constraint([augmented.hits])  # article numbers only from the retrieved articles
     extend = (kb.extension(rag, augmented, cite_constraint=generation.cite is not None)
               if augmented is not None else None)
     if plan.agent is not None:  # --tools builtin: the agent loop runs as the engine of this request

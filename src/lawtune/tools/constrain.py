@@ -178,7 +178,8 @@ def _restricted(parameters: dict[str, Any], spans: dict[str, list[str]], said: s
         if kind is None:
             if settled.get(key) is True:  # a boolean the user's words say: given, and true
                 properties[key] = {**schema, "const": True}
-                required.append(key) if key not in required else None
+                if key not in required:
+                    required.append(key)
             else:
                 properties[key] = schema
             continue
@@ -248,23 +249,24 @@ def said_settled(parameters: dict[str, Any], turns: list[str] | None,
                if REQUIRED_WHEN_SAID_KEY in schema}
     if not phrases or not turns:
         return {}
-    pieces = [clause for text in turns for clause in clauses(text)]
+    pieces = [(clause, figure_spans(clause)) for text in turns for clause in clauses(text)]  # each clause's spans, once
     settled: dict[str, Any] = {}
     figures = {key: _figure_kind(properties[key]) for key in phrases}
     for key, kind in figures.items():
-        if kind is None and any(said_in(clause, phrases[key]) for clause in pieces):
+        if kind is None and any(said_in(clause, phrases[key]) for clause, _ in pieces):
             settled[key] = True
     for kind in {kind for kind in figures.values() if kind}:
         keys = [key for key, other in figures.items() if other == kind]
         own: dict[str, list[str]] = {key: [] for key in keys}
         open_spans: list[str] = []
-        for clause in pieces:
-            found = [span for span in figure_spans(clause).get(kind) or [] if span in (spans.get(kind) or [])]
+        for clause, clause_spans in pieces:
+            found = [span for span in clause_spans.get(kind) or [] if span in (spans.get(kind) or [])]
             named = [key for key in keys if said_in(clause, phrases[key])]
             for span in found:
                 for target in (named or [None]):
                     bucket = own[target] if target else open_spans
-                    bucket.append(span) if span not in bucket else None
+                    if span not in bucket:
+                        bucket.append(span)
         if not any(own.values()):
             continue  # no clause says which kind its figures are: the plain rule
         for key in keys:

@@ -59,9 +59,10 @@ class GenerationRequest:
     # tool_choice auto on a local engine: decode under the lazy call grammar with the conversation's rules
     # (lawtune.tools.constrain.LazyCall over prompt.tools and prompt.messages), as eval, infer and chat do
     tool_rules: bool = False
-    # serve --kb on a local engine: (law names, the retrieved articles by law) — an article number in the answer may
-    # only be one of them (lawtune.kb.cite_constrain.CiteGrammar); ignored under any other grammar
-    cite: tuple[Any, Any] | None = None
+    # serve --kb on a local engine: the prompt's citation constraint (`Rag.constraint` of its one prompt, as infer
+    # builds it) — an article number in the answer may only be one of the retrieved articles
+    # (lawtune.kb.cite_constrain.CiteGrammar); ignored under any other grammar
+    cite: Any = None
     deadline: float | None = None  # time.monotonic() past which the request fails (EngineTimeout); None: none
     request_id: str = ""  # the X-Request-Id, for logs and upstream correlation
     # repetition control for this request; None → the engine's default policy (serve's --repetition-* flags)

@@ -275,8 +275,9 @@ class LocalEngine:
         same eval / infer / chat decode with (its token table is built once per tokenizer, a second or two)."""
         from lawtune.kb.cite_constrain import CiteGrammar
 
-        names, material = request.cite
-        return CiteGrammar(self._ll_tokenizer, names, material, self._served[request.model].chat.stop_token_ids)
+        cite = request.cite  # one prompt's CiteConstraint
+        return CiteGrammar(self._ll_tokenizer, cite.names, cite.materials[0],
+                           self._served[request.model].chat.stop_token_ids)
 
     def _grammar(self, schema: dict[str, Any] | None, lark: str | None = None) -> Any:
         if schema is None and lark is None:
