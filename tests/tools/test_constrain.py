@@ -613,3 +613,75 @@ def test_a_length_fills_years_or_months_never_both():
     # 一年半 is 18 months: as contract_months alone it is right (the model's call, counted exact), and stays allowed
     properties = settled_call("签了一年半的合同，约定月工资10000，试用期多久", "probation_limits")["properties"]
     assert "一年半" in properties["contract_months"]["enum"] and "一年半" in properties["contract_years"]["enum"]
+
+
+# ---- s35: the arrears case of arbitration, contract kinds required when said, tools about what the user names ----
+@pytest.mark.parametrize("question", [
+    "单位欠了我三个月工资没给，我是2023年5月10日辞职的，仲裁最晚哪天？",
+    "上班那会儿老板一直拖欠我们的劳动报酬，2022年12月31日劳动合同终止，还能去仲裁吗，截止到哪天",
+])
+def test_wages_owed_while_employed_count_from_the_end_of_employment(question):
+    """劳动争议调解仲裁法第二十七条第四款: wages owed while employed → the boolean true and the 离职 date as the end of
+    employment, both required (the tuned model sent such a date as known_date, s34)."""
+    parameters = settled_call(question, "arbitration_deadline")
+    properties = parameters["properties"]
+    assert properties["wage_arrears_during_employment"]["const"] is True
+    assert len(properties["employment_end_date"]["enum"]) == 1
+    assert {"wage_arrears_during_employment", "employment_end_date"} <= set(parameters["required"])
+    # the rule off: as before (the end date offered, nothing required)
+    off = settled_call(question, "arbitration_deadline", said_required=False)
+    assert not off.get("required") and "const" not in off["properties"]["wage_arrears_during_employment"]
+
+
+@pytest.mark.parametrize("question", [
+    "2024年3月1日公司通知我解除劳动合同，最晚哪天申请仲裁？",   # 解除 without arrears: the date is known_date's
+    "公司没有拖欠工资，2024年3月1日把我辞退了，仲裁时效到什么时候",  # arrears denied
+])
+def test_the_end_of_employment_is_offered_only_with_wages_owed(question):
+    properties = settled_call(question, "arbitration_deadline")["properties"]
+    assert "employment_end_date" not in properties and "const" not in properties["wage_arrears_during_employment"]
+    assert properties["known_date"] == {"enum": ["2024年3月1日"]}
+
+
+def test_only_with_must_name_a_parameter_and_a_boolean():
+    from lawtune.tools.tool import Tool, only_with
+
+    def calc(day: str | None = None, owed: bool = False, note: str = "") -> dict:
+        return {"result": day}
+
+    assert Tool.from_function(only_with(day="owed")(calc)).parameters["properties"]["day"]["x-only-with"] == "owed"
+    for bad in ({"nope": "owed"}, {"day": "note"}, {"day": "nope"}):
+        with pytest.raises(ValueError, match="only_with"):
+            Tool.from_function(only_with(**bad)(calc))
+
+
+def test_a_contract_kind_said_is_required():
+    parameters = settled_call("公司跟我签的是无固定期限的合同，约定月薪9000，试用期最多几个月", "probation_limits")
+    assert parameters["properties"]["open_ended"]["const"] is True and "open_ended" in parameters["required"]
+    parameters = settled_call("合同是以完成一定工作任务为期限的，试用期能约定吗", "probation_limits")
+    assert parameters["properties"]["task_based"]["const"] is True and "task_based" in parameters["required"]
+    # asked about, not said: offered, not required
+    parameters = settled_call("合同签了3年，这算不算无固定期限？试用期多久", "probation_limits")
+    assert "open_ended" not in parameters["required"]
+
+
+def test_double_wage_and_annual_leave_only_on_questions_about_them():
+    from lawtune.tools.constrain import call_rules
+
+    offered = [tool.openai() for tool in builtin_tools() if tool.name in ("double_wage_no_contract", "annual_leave_days")]
+    ask = lambda text: sorted(f["name"] for f in call_rules(offered, [{"role": "user", "content": text}]))  # noqa: E731
+    # the s34 failures: a 违法辞退 question, and a loan taken 21年 ago
+    assert ask("每个月工资9,000元，我在公司干了12年零4个月，老板没有任何理由把我辞退了") == []
+    assert ask("21年前在信用社贷过2000元，5年后还清了，现在信用社说没有还，怎么办") == []
+    assert ask("月薪9000，入职8个月了公司一直没跟我签劳动合同，能要多少二倍工资") == ["double_wage_no_contract"]
+    assert ask("我工作了21年，一年能休几天年假") == ["annual_leave_days"]
+
+
+def test_a_turn_that_may_not_call_cannot_write_the_tag_in_capitals(tokenizer):
+    """An ask-back answer under the no-call grammar wrote `<TOOL_CALL> {…}` as text (s34): any case is kept out."""
+    severance = [tool.openai() for tool in builtin_tools() if tool.name == "severance_pay"]
+    for lookalike in ("<TOOL_CALL>", "<Tool>", "<tOOl_call>"):
+        processor = ToolCallLogitsProcessor(tokenizer, [severance], len(PROMPT), [tokenizer.eos_token_id],
+                                            DecodingPolicy(), conversations=[conversation({"result": 28000})])
+        text = scripted(processor, tokenizer, "28000元" + lookalike, 20)
+        assert text.startswith("28000元") and "<tool" not in text.lower(), text

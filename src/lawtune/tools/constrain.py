@@ -32,7 +32,9 @@ Given the row's conversation (`call_rules`), the grammar also holds what the con
   (违法辞退 → `"unlawful": true`), a figure parameter as a span of its kind from such a clause (周末加班8小时 →
   `"rest_day_hours": "8小时"`); a span in a clause that names another parameter of the tool is not its to take
   (平时下班后加班12小时 never becomes rest-day hours). Spans in clauses naming none stay open to every such
-  parameter, as before. The model still writes every other value and the call itself.
+  parameter, as before. The model still writes every other value and the call itself. A parameter of one case
+  (`x-only-with`, `@only_with`: the end of employment, for wages owed while employed) is offered only when the
+  user's words settle that case's boolean.
 - **The result's figure stated** (`result_figure=True`, DecodingPolicy.tool_result_figure, off by default): the
   answer after a round whose calls all returned results may not end (its stop tokens are masked) before its text
   states every figure the results return (`result_figures`: each amount above 0 and each date of `result`, in
@@ -61,7 +63,7 @@ from typing import Any, Iterable
 
 from lawtune.modeling.grammar import grammar_mask, ll_tokenizer
 from lawtune.modeling.tool_format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
-from lawtune.tools.tool import ABOUT_KEY, NEEDS_KEY, REQUIRED_WHEN_SAID_KEY, SAID_KEY
+from lawtune.tools.tool import ABOUT_KEY, NEEDS_KEY, ONLY_WITH_KEY, REQUIRED_WHEN_SAID_KEY, SAID_KEY
 
 # the layout json.dumps writes (and the chat templates' tojson): no free whitespace, which a small model given
 # the choice fills until its budget runs out
@@ -97,9 +99,11 @@ def block_grammar(tools: list[dict[str, Any]]) -> str:
 
 
 # A turn that may not call: any text that never holds `<tool` (llguidance's `&` and `~` on a lexeme). Not only the
-# whole tag: a tuned model kept from `<tool_call>` wrote `<tool_call}>` and `<tool_call >` instead (2026-12-07).
-NO_CALL_STEM = TOOL_CALL_OPEN[:5]  # "<tool"
-NO_CALL_GRAMMAR = f"start: TEXT\nTEXT: /(?s:.*)/ & ~/(?s:.*{NO_CALL_STEM}.*)/\n"
+# whole tag: a tuned model kept from `<tool_call>` wrote `<tool_call}>` and `<tool_call >` instead (2026-12-07), and
+# in any case: `<TOOL_CALL> {…}` as the text of an ask-back answer (s34).
+NO_CALL_STEM = TOOL_CALL_OPEN[:5]  # "<tool", matched in any case
+_STEM_ANY_CASE = "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in NO_CALL_STEM)
+NO_CALL_GRAMMAR = f"start: TEXT\nTEXT: /(?s:.*)/ & ~/(?s:.*{_STEM_ANY_CASE}.*)/\n"
 
 
 def last_round_succeeded(messages: list[dict[str, Any]]) -> bool:
@@ -173,6 +177,8 @@ def _restricted(parameters: dict[str, Any], spans: dict[str, list[str]], said: s
             if key in required:
                 return None
             continue
+        if turns is not None and ONLY_WITH_KEY in schema and settled.get(schema[ONLY_WITH_KEY]) is not True:
+            continue  # a parameter of a case the user's words do not state (`x-only-with`)
         items = schema.get("items") if schema.get("type") == "array" else None
         kind = _figure_kind(items if isinstance(items, dict) else schema)
         if kind is None:
@@ -202,8 +208,9 @@ def _restricted(parameters: dict[str, Any], spans: dict[str, list[str]], said: s
 CLAUSE_END = re.compile(r"[，,。；;！!？?\n]")
 # `A…B`: A, at most this many characters of the same clause, then B (违法把我辞退, 无故就把我给开除)
 PHRASE_GAP = 4
-# words just before a phrase that make it a question or a denial, not a statement (算不算违法解除, 不是违法辞退)
-NOT_SAID_BEFORE = ("不是", "并非", "不算", "不属于", "是否", "是不是", "算不算", "属不属于", "有没有", "被迫")
+# words just before a phrase that make it a question or a denial, not a statement (算不算违法解除, 不是违法辞退,
+# 没有拖欠工资)
+NOT_SAID_BEFORE = ("不是", "并非", "不算", "不属于", "是否", "是不是", "算不算", "属不属于", "有没有", "没有", "被迫")
 _PATTERNS: dict[str, re.Pattern[str]] = {}
 
 
@@ -438,7 +445,7 @@ def answer_grammar(numbers: list[str]) -> str:
         body = f"{text}*({number}{between})*({number}[.,]?)?"
     else:
         body = f"{text}*"
-    return f"start: TEXT\nTEXT: /(?s:{body})/ & ~/(?s:.*{NO_CALL_STEM}.*)/\n"
+    return f"start: TEXT\nTEXT: /(?s:{body})/ & ~/(?s:.*{_STEM_ANY_CASE}.*)/\n"
 
 
 def penalty_history(generated: list[int], digit_ids: frozenset[int]) -> list[int]:
@@ -550,7 +557,7 @@ class LazyCall:
         tokens are those of the empty turn (every token not holding `<tool`), computed once — except after the
         first bytes of a character (byte tokens: `\ufffd` so far), which only the matcher knows how to finish."""
         tail = self.tokenizer.decode(self.generated[-len(NO_CALL_STEM):], skip_special_tokens=False)
-        if tail.endswith("\ufffd") or any(tail.endswith(NO_CALL_STEM[:k]) for k in range(1, len(NO_CALL_STEM))):
+        if tail.endswith("\ufffd") or any(tail.lower().endswith(NO_CALL_STEM[:k]) for k in range(1, len(NO_CALL_STEM))):
             return _mask(self.no_call, vocab, device)
         if self.numbers is not None:
             # inside a number (a digit last, or a digit and . or ,) only the matcher knows what may follow; anywhere

@@ -17,12 +17,15 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from lawtune.tools.periods import Day, day_text, period_last_day, weekday_text
-from lawtune.tools.tool import ToolError, labels, needs_one_of
+from lawtune.tools.tool import ToolError, labels, needs_one_of, only_with, required_when_said
 
 CIVIL_CODE = "《民法典》"
 ARBITRATION_LAW = "《劳动争议调解仲裁法》"
 HOLIDAY_CAVEAT = ("法定节假日和调休安排每年公布，本工具只顺延周六、周日和 extra_holidays 中列出的日期，"
                   "遇春节、国庆等法定节假日请按当年安排再核对")
+
+ARREARS_SAID = ("拖欠", "欠薪", "欠…工资", "欠…薪水", "没发…工资", "不发…工资", "工资…没发", "工资…没给")
+EMPLOYMENT_END_SAID = ("离职", "辞职", "结束", "终止", "解除", "走人", "不干了", "最后一天", "最后工作日")
 
 Holidays = Annotated[list[Day], Field(max_length=60, description="已知的法定节假日日期列表 YYYY-MM-DD（可选）")]
 PERIOD_ARTICLES = [f"{CIVIL_CODE}第二百零一条", f"{CIVIL_CODE}第二百零二条", f"{CIVIL_CODE}第二百零三条"]
@@ -40,6 +43,11 @@ def _last_day(start: date, years: int, holidays: list[date], period: str, event:
 # a date to count from: the boolean-only call (arrears while still employed: no deadline yet) is left out, since a
 # tuned model called it on questions of every kind (docs/tools.md "Measured"); such a question is answered in words
 @needs_one_of(("known_date",), ("employment_end_date",))
+# wages owed while employed (第二十七条第四款) in people's words, and the end of employment the clock then runs from: the
+# tuned model sent the 离职 date of such a question as known_date (the same day, another rule: s34's held-out run);
+# the end date belongs to that case only (any other 离职 date is when the right was infringed: known_date)
+@required_when_said(wage_arrears_during_employment=ARREARS_SAID, employment_end_date=EMPLOYMENT_END_SAID)
+@only_with(employment_end_date="wage_arrears_during_employment")
 @labels(known_date="知道权利被侵害之日", wage_arrears_during_employment="在职期间拖欠工资时 true",
         employment_end_date="离职日")
 def arbitration_deadline(

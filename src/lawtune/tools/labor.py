@@ -154,6 +154,8 @@ def severance_pay(
 # (the relationship ended unsigned); a date in a clause naming one is that parameter's (the tuned model wrote a 补签
 # date as end_date)
 @needs_one_of(("months_without_contract",), ("start_date", "contract_date"), ("start_date", "end_date"))
+# only on a question that speaks of a contract at all: the tuned model called it for a 违法辞退 question (s34)
+@said_about("合同")
 @required_when_said(start_date=("入职", "开始上班", "开始工作", "用工", "上岗", "到岗", "进公司", "进的公司", "进单位"),
                     contract_date=("补签", "补订", "签了合同", "签了劳动合同", "签的合同", "才签", "签订书面"),
                     end_date=("最后一天", "最后工作日", "离职", "辞职", "离开公司", "劳动关系结束", "走人"))
@@ -270,6 +272,10 @@ def overtime_pay(
 
 
 # -- 试用期 -------------------------------------------------------------------------------------------------------
+OPEN_ENDED_SAID = ("无固定期限",)
+TASK_BASED_SAID = ("以完成一定工作任务为期限", "完成一定工作任务")
+
+
 # a length, dates, or one of the two contract kinds without a length, named as the statute names them (劳动合同法第十二条:
 # 无固定期限 / 以完成一定工作任务为期限): the boolean-only call (`{"task_based": true}`) was the tuned model's call on
 # questions of every kind (docs/tools.md "Measured"); a question that says neither is answered or asked back
@@ -278,10 +284,11 @@ def overtime_pay(
 @needs_one_of(("contract_years",), ("contract_months",), ("start_date", "end_date"), ("open_ended",), ("task_based",))
 @said_about("试用")
 # the agreed wage and the local minimum in people's words: an amount in a clause naming one is that parameter's, and
-# given (the tuned model left the agreed wage out and returned no wage floor)
+# given (the tuned model left the agreed wage out and returned no wage floor); the contract kinds, given when said
+# (it left open_ended out for 签的是无固定期限劳动合同, s34)
 @required_when_said(agreed_wage=("约定", "月薪", "月工资", "工资是", "工资为", "工资每月", "每月工资", "每个月工资"),
-                    local_minimum_wage=("最低工资",))
-@said_as(open_ended=("无固定期限",), task_based=("以完成一定工作任务为期限", "完成一定工作任务"))
+                    local_minimum_wage=("最低工资",), open_ended=OPEN_ENDED_SAID, task_based=TASK_BASED_SAID)
+@said_as(open_ended=OPEN_ENDED_SAID, task_based=TASK_BASED_SAID)
 @labels(start_date="合同起始日", end_date="合同终止日", open_ended="无固定期限时 true",
         task_based="以完成一定工作任务为期限时 true")
 def probation_limits(
@@ -342,6 +349,8 @@ def probation_limits(
 
 # -- 带薪年休假 ---------------------------------------------------------------------------------------------------
 @needs_one_of(("cumulative_work_years",), ("first_work_date",))
+# only on a question about leave: the tuned model called it with the 21年 of a question about an old loan (s34)
+@said_about("年假", "年休", "休假", "带薪假")
 @labels(first_work_date="参加工作日")
 def annual_leave_days(
     cumulative_work_years: Annotated[OptionalYears, Field(ge=0, description="累计工作年限（年，含在其他单位）")] = None,

@@ -31,6 +31,7 @@ LABEL_KEY = "x-label"
 SAID_KEY = "x-said-as"
 REQUIRED_WHEN_SAID_KEY = "x-required-when-said"
 ABOUT_KEY = "x-said-about"
+ONLY_WITH_KEY = "x-only-with"
 
 
 def labels(**names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -104,6 +105,21 @@ def said_about(*phrases: str) -> Callable[[Callable[..., Any]], Callable[..., An
     return mark
 
 
+def only_with(**booleans: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A parameter that belongs to one case of the tool, the case a boolean names (`employment_end_date=
+    "wage_arrears_during_employment"`: the arbitration clock runs from the end of employment only for wages owed
+    while employed, 劳动争议调解仲裁法第二十七条第四款). The schema carries it as `x-only-with`; with the user's words
+    read (`said_required`) the call grammar offers the parameter only when they settle that boolean true
+    (`@required_when_said`), so a 离职 date in any other arbitration question is never sent to the tool as the end of
+    employment (the tool would refuse it)."""
+
+    def mark(function: Callable[..., Any]) -> Callable[..., Any]:
+        function.__tool_only_with__ = dict(booleans)  # type: ignore[attr-defined]
+        return function
+
+    return mark
+
+
 class ToolError(Exception):
     """Raised by a tool function for arguments that pass the schema but make no legal sense; the message is
     shown to the model as the error result."""
@@ -159,6 +175,12 @@ class Tool:
             if not about or not all(isinstance(phrase, str) and phrase for phrase in about):
                 raise ValueError(f"{name}: said_about needs at least one non-empty phrase")
             parameters[ABOUT_KEY] = about
+        for key, boolean in (getattr(function, "__tool_only_with__", None) or {}).items():
+            properties = parameters.get("properties", {})
+            if key not in properties or properties.get(boolean, {}).get("type") != "boolean":
+                raise ValueError(f"{name}: only_with needs a parameter and a boolean parameter of the function: "
+                                 f"{key}={boolean}")
+            properties[key][ONLY_WITH_KEY] = boolean
         for key, phrases in (getattr(function, "__tool_required_when_said__", None) or {}).items():
             schema = parameters.get("properties", {}).get(key, {})
             if schema.get("type") != "boolean" and not schema.get("x-figure") and schema.get("format") != "date":
