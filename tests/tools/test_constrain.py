@@ -13,6 +13,7 @@ from lawtune.modeling.loading import load_tokenizer
 from lawtune.tools import builtin_tools
 from lawtune.tools.constrain import ToolCallLogitsProcessor, block_grammar, call_schema
 from lawtune.tools.figures import Hours
+from tool_schemas import fits, ways
 from lawtune.modeling.tool_format import parse_tool_calls
 
 PROMPT = [5, 6, 7]  # any prompt ids: the processor reads only what follows them
@@ -173,8 +174,9 @@ def test_call_rules_drop_an_answered_tool_and_tools_missing_a_required_figure(of
                                                {"role": "user", "content": "月薪9000呢？"}]
     assert "severance_pay" in names(call_rules(offered, again))
     restricted = next(f for f in call_rules(offered, conversation()) if f["name"] == "severance_pay")["parameters"]
-    assert restricted["properties"]["monthly_wage"] == {"enum": ["8000"]}
-    assert "start_date" not in restricted["properties"] and "unlawful" in restricted["properties"]
+    for way in ways(restricted):
+        assert way["properties"]["monthly_wage"] == {"enum": ["8000"]}
+        assert "start_date" not in way["properties"] and "unlawful" in way["properties"]
 
 
 def scripted(processor, tokenizer, script: str, steps: int) -> str:
@@ -493,8 +495,8 @@ def test_unlawful_is_required_and_true_when_the_user_says_so(question):
     "工作3年5个月，月薪8000，协商解除，补偿多少",
 ])
 def test_unlawful_stays_optional_when_not_said_as_a_statement(question):
-    parameters = settled_call(question, "severance_pay")
-    assert "unlawful" not in parameters["required"] and "const" not in parameters["properties"]["unlawful"]
+    for way in ways(settled_call(question, "severance_pay")):
+        assert "unlawful" not in way["required"] and "const" not in way["properties"]["unlawful"]
 
 
 def test_overtime_hours_go_to_the_kind_their_clause_names():
@@ -606,13 +608,35 @@ def test_a_length_fills_years_or_months_never_both():
     assert properties["years"] == {"enum": ["3年"]} and "months" not in properties
     properties = settled_call("干了156个月，月薪一万，协商解除", "severance_pay")["properties"]
     assert properties["months"] == {"enum": ["156个月"]} and "years" not in properties
-    properties = settled_call("干了两年半，月薪一万，协商解除", "severance_pay")["properties"]
-    assert "两年半" in properties["years"]["enum"] and properties["months"] == {"enum": ["两年半", "半"]}
+    # a length in years and months: whole as the years, whole as the months, or its two parts — one way each
+    assert lengths(settled_call("干了两年半，月薪一万，协商解除", "severance_pay"), "years", "months") == [
+        (["两年"], ["半"], True), (["两年半"], None, False), (None, ["两年半"], False)]
     properties = settled_call("合同签了半年，试用期多久", "probation_limits")["properties"]
     assert "半年" in properties["contract_months"]["enum"]
     # 一年半 is 18 months: as contract_months alone it is right (the model's call, counted exact), and stays allowed
-    properties = settled_call("签了一年半的合同，约定月工资10000，试用期多久", "probation_limits")["properties"]
-    assert "一年半" in properties["contract_months"]["enum"] and "一年半" in properties["contract_years"]["enum"]
+    assert lengths(settled_call("签了一年半的合同，约定月工资10000，试用期多久", "probation_limits"),
+                   "contract_years", "contract_months") == [(["一年"], ["半"], True), (["一年半"], None, False),
+                                                            (None, ["一年半"], False)]
+
+
+def lengths(parameters: dict, years: str, months: str) -> list[tuple]:
+    """Per way of the schema: the years' spans, the months' spans (None: not given), and whether both are required."""
+    return [(way["properties"].get(years, {}).get("enum"), way["properties"].get(months, {}).get("enum"),
+             {years, months} <= set(way["required"])) for way in ways(parameters)]
+
+
+def test_a_length_in_years_and_months_is_given_once():
+    """`{"years": "八年十个月", "months": "十个月"}` (the whole and a part: the tuned model's call, s34, which the tool
+    refuses) and the whole twice cannot be written; each of the three right ways can, under the grammar."""
+    from lawtune.tools.constrain import call_rules
+
+    severance = [tool.openai() for tool in builtin_tools() if tool.name == "severance_pay"]
+    parameters = call_rules(severance, [{"role": "user", "content": "我干了八年十个月，月薪一万，公司协商解除，补偿多少"}])[0]["parameters"]
+    call = lambda **arguments: any(fits(way, {"monthly_wage": "一万", **arguments}) for way in ways(parameters))  # noqa: E731
+    assert call(years="八年", months="十个月") and call(years="八年十个月") and call(months="八年十个月")
+    assert not call(years="八年十个月", months="十个月") and not call(years="八年十个月", months="八年十个月")
+    assert not call(years="八年") and not call(months="十个月")  # a part alone is a wrong length
+    assert "additionalProperties" not in parameters and all(way["additionalProperties"] is False for way in ways(parameters))
 
 
 # ---- s35: the arrears case of arbitration, contract kinds required when said, tools about what the user names ----

@@ -73,8 +73,10 @@ JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separa
 def call_schema(function: dict[str, Any]) -> dict[str, Any]:
     """`{"name": NAME, "arguments": {…}}` with the function's parameter schema, in json.dumps's layout."""
     parameters = _without_formats(dict(function.get("parameters") or {"type": "object", "properties": {}}))
-    # as OpenAI's strict mode: no keys beyond the schema's (a small model would invent long ones)
-    parameters.setdefault("additionalProperties", False)
+    # as OpenAI's strict mode: no keys beyond the schema's (a small model would invent long ones); the ways of an
+    # `anyOf` (`_one_length`) carry it each
+    if "anyOf" not in parameters:
+        parameters.setdefault("additionalProperties", False)
     return {"type": "object", "properties": {"name": {"const": function["name"]}, "arguments": parameters},
             "required": ["name", "arguments"], "additionalProperties": False, "x-guidance": JSON_LAYOUT}
 
@@ -201,7 +203,46 @@ def _restricted(parameters: dict[str, Any], spans: dict[str, list[str]], said: s
     needs = parameters.get(NEEDS_KEY)
     if needs and not any(all(key in properties for key in group) for group in needs):
         return None
-    return {**parameters, "properties": properties, "required": required}
+    return _one_length({**parameters, "properties": properties, "required": required},
+                       {key: _figure_kind(schema) for key, schema in (parameters.get("properties") or {}).items()})
+
+
+def _one_length(parameters: dict[str, Any], kinds: dict[str, str | None]) -> dict[str, Any]:
+    """A length the user wrote in years and months (12年零4个月) is given once: whole (as the years, or as the months
+    alone) or as its two parts together (12年 + 4个月) — never the whole and a part (`{"years": "八年十个月", "months":
+    "十个月"}`, which the tool refuses; the tuned model wrote it, s34) nor the whole twice. The schema becomes `anyOf` those
+    ways; unchanged when the tool has no years-and-months pair or the user wrote no such length."""
+    properties, required = parameters["properties"], parameters["required"]
+    years = next((key for key in properties if kinds.get(key) == "years"), None)
+    months = next((key for key in properties if kinds.get(key) == "months"), None)
+    if years is None or months is None:
+        return parameters
+    from lawtune.tools.figures import length_parts
+
+    choices = {key: properties[key]["enum"] for key in (years, months)}
+    wholes = {span: parts for span in choices[years] if (parts := length_parts(span))}
+    if not wholes:
+        return parameters
+    year_parts, month_parts = {y for y, _ in wholes.values()}, {m for _, m in wholes.values()}
+
+    def way(year_spans: list[str] | None, month_spans: list[str] | None, both: bool = False) -> dict[str, Any] | None:
+        spans = {years: year_spans, months: month_spans}
+        kept = {key: ({"enum": spans[key]} if key in spans else schema) for key, schema in properties.items()
+                if key not in spans or spans[key]}
+        must = [key for key in required if key in kept] + ([years, months] if both else [])
+        if any(key not in kept for key in required):
+            return None
+        return {**parameters, "properties": kept, "required": list(dict.fromkeys(must)), "additionalProperties": False}
+
+    ways = [way([y], [m], both=True) for y, m in dict.fromkeys(wholes.values())]
+    ways.append(way([s for s in choices[years] if s not in year_parts],
+                    [s for s in choices[months] if s not in wholes and s not in month_parts]))
+    ways.append(way(None, [s for s in choices[months] if s in wholes]))
+    ways = [w for w in ways if w is not None and (years in w["properties"] or months in w["properties"])]
+    # the ways hold the keys; beside `anyOf`, `additionalProperties: false` would allow none of them
+    return {key: value for key, value in parameters.items()
+            if key not in ("properties", "required", "additionalProperties")} | {
+        "anyOf": [{key: value for key, value in w.items() if not key.startswith("x-")} for w in ways]}
 
 
 # ---- what the user's words settle (`x-required-when-said`) ------------------------------------------------------

@@ -151,6 +151,15 @@ MIN_AMOUNT = 100  # 元: below it a number is no wage (一直, 第一, 3天)
 MAX_YEARS = 60
 
 
+def length_parts(span: str) -> tuple[str, str] | None:
+    """A length in years and months (3年5个月, 12年零4个月, 三年半) → its two parts as `figure_spans` offers them
+    (("3年", "5个月"), ("三年", "半")); None for any other span."""
+    match = _DURATION_SPAN.fullmatch(span)
+    if match is None or not match["years"] or not (match["months"] or match["half"]):
+        return None
+    return match["years"], match["months"] or "半"
+
+
 def figure_spans(text: str) -> dict[str, list[str]]:
     """The spans of `text` each figure kind's reader reads, in order of appearance, without repeats:
     `date` (2024年3月1日, 2024-03-01, 2024.3.1, 2024/3/1), `amount` (8000元 and 8000, 八千, 0.8万, 8k, ≥ MIN_AMOUNT),
