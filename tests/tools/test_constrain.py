@@ -709,23 +709,3 @@ def test_a_turn_that_may_not_call_cannot_write_the_tag_in_capitals(tokenizer):
                                             DecodingPolicy(), conversations=[conversation({"result": 28000})])
         text = scripted(processor, tokenizer, "28000元" + lookalike, 20)
         assert text.startswith("28000元") and "<tool" not in text.lower(), text
-
-
-def test_after_results_the_answer_cites_only_the_results_articles(tokenizer):
-    """The tuned model added 《劳动合同法》第八十二条 (double wage) to a severance answer whose result cites only
-    第四十七条 (s34): after results a 第…条 in Chinese numerals can only cite an article the results (or the user)
-    name; the one cited is written as wanted."""
-    from lawtune.tools.constrain import answer_articles
-
-    assert answer_articles(conversation(RESULT)) == ["四十七"]
-    assert answer_articles(conversation()) is None
-    wanted = "依据：《劳动合同法》第四十七条。"
-    processor = figures_processor(tokenizer, conversation(RESULT))
-    assert scripted(processor, tokenizer, wanted, len(ids(tokenizer, wanted))) == wanted
-    for other in ("依据：《劳动合同法》第四十七条、第八十二条。", "依据：第八十七条"):
-        processor = figures_processor(tokenizer, conversation(RESULT))
-        text = scripted(processor, tokenizer, other, len(ids(tokenizer, other)) + 4).split(tokenizer.eos_token)[0]
-        assert "第八十二条" not in text and "第八十七条" not in text and text.startswith("依据："), (other, text)
-    # with the figures rule off the other article is written
-    processor = figures_processor(tokenizer, conversation(RESULT), DecodingPolicy(tool_figures=False))
-    assert scripted(processor, tokenizer, "依据：第八十二条。", 20).startswith("依据：第八十二条")

@@ -368,9 +368,7 @@ def call_rules(tools: list[dict[str, Any]], messages: list[dict[str, Any]] | Non
 # ---- figures copied into the answer after tool results ----------------------------------------------------------
 DIGITS = "0-9０-９"  # fullwidth digits count as digits: never an escape from the rule
 _NUMBER = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?")
-ARTICLE_NUMERALS = "零〇一二两三四五六七八九十百千"
-_ARTICLE = re.compile(f"第([{ARTICLE_NUMERALS}]+)条")
-_ARTICLE_OPEN = re.compile(f"第[{ARTICLE_NUMERALS}]*$")  # text ending inside a 第…条 not yet closed
+_ARTICLE = re.compile(r"第([零〇一二两三四五六七八九十百千]+)条")
 
 
 def answer_numbers(messages: list[dict[str, Any]] | None) -> list[str] | None:
@@ -408,17 +406,6 @@ def answer_numbers(messages: list[dict[str, Any]] | None) -> list[str] | None:
                 if isinstance(value, (int, float)) and value >= 0:
                     numbers.update(_spellings(_plain(value)))
     return sorted(numbers)
-
-
-def answer_articles(messages: list[dict[str, Any]] | None) -> list[str] | None:
-    """The article numbers an answer after tool results may cite in Chinese numerals (第四十七条 → `四十七`): those the
-    results since the user's last message and the user's own turns name. None when the conversation does not end
-    with a round of results none of which is an error (as `answer_numbers`)."""
-    if not messages or not last_round_succeeded(messages):
-        return None
-    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
-    texts = [_text(m.get("content")) for m in messages[last_user + 1:] if m.get("role") == "tool"] + user_turns(messages)
-    return sorted({match.group(1) for text in texts for match in _ARTICLE.finditer(text)})
 
 
 def result_figures(messages: list[dict[str, Any]] | None) -> list[list[str]] | None:
@@ -488,12 +475,10 @@ def _spellings(number: str) -> set[str]:
     return {form for form in forms if form}
 
 
-def answer_grammar(numbers: list[str], articles: list[str] | None = None) -> str:
+def answer_grammar(numbers: list[str]) -> str:
     """The llguidance Lark grammar of an answer whose every number in digits is one of `numbers` (whole: `2800`
     of 28000 is no number of its own, `28000.5` no mix of two) and which never holds `<tool`. Between two numbers
-    sits any text without digits but a lone `.` or `,` (which would join them into one number). With `articles`
-    (`answer_articles`), every 第…条 in Chinese numerals cites one of them: the results' articles, not another
-    (the tuned model added 《劳动合同法》第八十二条, the double-wage article, to a severance answer, s34)."""
+    sits any text without digits but a lone `.` or `,` (which would join them into one number)."""
     text = f"[^{DIGITS}]"
     if numbers:
         number = "(" + "|".join(re.escape(n) for n in sorted(numbers, key=len, reverse=True)) + ")"
@@ -501,12 +486,7 @@ def answer_grammar(numbers: list[str], articles: list[str] | None = None) -> str
         body = f"{text}*({number}{between})*({number}[.,]?)?"
     else:
         body = f"{text}*"
-    lark = f"start: TEXT\nTEXT: /(?s:{body})/ & ~/(?s:.*{_STEM_ANY_CASE}.*)/"
-    if articles is None:
-        return lark + "\n"
-    cited = f" & ~/{'|'.join(re.escape(a) for a in articles)}/" if articles else ""
-    return (f"{lark} & ~OTHER_ARTICLE\nOTHER_ARTICLE: /(?s:.*)/ \"第\" OTHER_NUMBER \"条\" /(?s:.*)/\n"
-            f"OTHER_NUMBER: /[{ARTICLE_NUMERALS}]+/{cited}\n")
+    return f"start: TEXT\nTEXT: /(?s:{body})/ & ~/(?s:.*{_STEM_ANY_CASE}.*)/\n"
 
 
 def penalty_history(generated: list[int], digit_ids: frozenset[int]) -> list[int]:
@@ -569,7 +549,6 @@ class LazyCall:
         self.grammar: Any = None  # the block grammar (None: the row offers no tools, or may not call)
         self.no_call: Any = None  # the matcher of a turn that may not open a block (no offered tool is callable)
         self.numbers: list[str] | None = None  # a figures turn: the numbers its digits may write
-        self.articles: list[str] | None = None  # a figures turn: the article numbers (Chinese numerals) it may cite
         self.must_state: list[list[str]] | None = None  # figures the answer must state before it may end
         self.stated = False  # every figure of must_state is in the turn's text
         # a figures turn's mask where the text ends in no number and no `<tool` start, per logits width asked for
@@ -580,9 +559,8 @@ class LazyCall:
                 self.grammar = _compiled(block_grammar(functions))
             else:
                 self.numbers = answer_numbers(messages) if figures else None
-                self.articles = answer_articles(messages) if figures else None
                 self.must_state = (result_figures(messages) or None) if result_figure else None
-                lark = NO_CALL_GRAMMAR if self.numbers is None else answer_grammar(self.numbers, self.articles)
+                lark = NO_CALL_GRAMMAR if self.numbers is None else answer_grammar(self.numbers)
                 self.no_call = llguidance.LLMatcher(ll, _compiled(lark), log_level=0)
         self.generated: list[int] = []
         self.free_ids: list[int] = []  # tokens since the last block closed (searched for `<tool_call>`)
@@ -623,17 +601,14 @@ class LazyCall:
         if tail.endswith("\ufffd") or any(tail.lower().endswith(NO_CALL_STEM[:k]) for k in range(1, len(NO_CALL_STEM))):
             return _mask(self.no_call, vocab, device)
         if self.numbers is not None:
-            # inside a number (a digit last, or a digit and . or ,) or an article reference (第 and numerals) only the
-            # matcher knows what may follow; anywhere else the state is the empty turn's (any text without digits,
-            # or a number's start): its mask, once
-            if _in_number(tail) or _ARTICLE_OPEN.search(
-                    self.tokenizer.decode(self.generated[-ARTICLE_TAIL:], skip_special_tokens=False)):
+            # inside a number (a digit last, or a digit and . or ,) only the matcher knows what may follow; anywhere
+            # else the state is the empty turn's (any text without digits, or a number's start): its mask, once
+            if _in_number(tail):
                 return _mask(self.no_call, vocab, device)
             if vocab not in self._free_masks:
                 import llguidance
 
-                start = llguidance.LLMatcher(self.ll, _compiled(answer_grammar(self.numbers, self.articles)),
-                                             log_level=0)
+                start = llguidance.LLMatcher(self.ll, _compiled(answer_grammar(self.numbers)), log_level=0)
                 self._free_masks[vocab] = _mask(start, vocab, None)
             free = self._free_masks[vocab]
             return free if device is None else free.to(device)
@@ -733,9 +708,6 @@ class ToolCallLogitsProcessor:
                 logits = logits.float().masked_fill(~allowed, float("-inf"))
             out.append(logits.to(scores.dtype))
         return torch.stack(out)
-
-
-ARTICLE_TAIL = 12  # tokens decoded to find an open 第…: 第一千零七十一 is at most a few tokens, byte pieces more
 
 
 def _in_number(tail: str) -> bool:
