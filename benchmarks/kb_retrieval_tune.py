@@ -158,7 +158,12 @@ LAW_KEYS = {"lscale", "lepochs", "llr", "lreal"}  # what the law model is traine
 # lagree=T only when one law holds at least T of the voting neighbours' mass (the neighbours agree); ldis=N (any
 # law model) only when the top N candidates before the stage span more than one law; nclf=1 P(law) from the character
 # n-gram classifier on the real questions (NgramLaws: nadj, nlaw, nep, nlr, nl2; not with lprior, use nadj)
-TRAIN_KEYS = {"steps", "epochs", "dim", "lr", "tau", "batch", "hard", "repeat", "seed", "qside", "lawshare"}
+TRAIN_KEYS = {"steps", "epochs", "dim", "lr", "tau", "batch", "hard", "repeat", "seed", "qside", "lawshare",
+              "ans", "anslen", "anssrc"}
+# session 35, question → answer pairs in the encoder's training (not in the memory): ans=N each pair N times,
+# anslen=C the answer's first C characters (300), anssrc=advice (Lawyer LLaMA legal_advice, default) | own (the
+# answers of the consultations already in the pairs) | all (both); every question a near-duplicate of a held-out or
+# tuning question is dropped first (answer_text_pairs)
 # fusion keys read by `fuse` (prototypes of what retrieval.py may adopt):
 #   knn: weight of the question memory's votes (the training questions nearest the question vote for their
 #        articles); knn_m: how many neighbours (20); knn_p: similarity exponent (1)
@@ -343,6 +348,31 @@ class Settings:
             setattr(*VARIANT_KEYS[k], v)
 
 
+HELD: list[str] = []  # this process's tuning and held-out slice questions (main fills it)
+STARD: list[Path] = []  # the --stard folder (main fills it): its dev split is held out
+ANSWER_SOURCES = {"advice": ("legal_advice",), "own": ("own",), "all": ("legal_advice", "own")}
+
+
+def answer_text_pairs(variant: dict) -> list[tuple[str, str]]:
+    """The variant's question → answer pairs (data/build_retriever_pairs.answer_pairs), without any question that
+    is a near-duplicate of a held-out question (STARD dev, consult_dev / test, LawBench 3-1 / 3-2 / 3-8) or of this
+    process's tuning and held-out slices; each pair `ans` times."""
+    if not variant.get("ans"):
+        return []
+    sys.path.insert(0, str(ROOT / "data"))
+    from build_retriever_pairs import answer_pairs, held_out_questions
+
+    source = str(variant.get("anssrc", "advice"))
+    if source not in ANSWER_SOURCES:
+        raise SystemExit(f"anssrc={source}: one of {', '.join(ANSWER_SOURCES)}")
+    near = NearDuplicates(held_out_questions(STARD[0]) + HELD)
+    found = answer_pairs(ANSWER_SOURCES[source], int(variant.get("anslen", 300)))
+    kept = [(p["question"][:pairs_module.MAX_QUERY], p["answer"]) for p in found if not near.matches(p["question"])]
+    print(f"answer pairs ({source}): {len(kept)} of {len(found)} kept (the rest near-duplicates of held-out or "
+          f"tuning questions), ×{int(variant['ans'])}")
+    return kept * int(variant["ans"])
+
+
 def train_variant(store, variant: dict, folder: Path) -> tuple[DenseIndex, float]:
     """The dense index this variant's training settings give (the stored one when none differ)."""
     train = {k: v for k, v in variant.items() if k in TRAIN_KEYS}
@@ -357,10 +387,11 @@ def train_variant(store, variant: dict, folder: Path) -> tuple[DenseIndex, float
     texts = [article_text(a) for a in articles]
     with Settings(train):
         pairs = pairs_module.training_pairs(articles, names)
+        answers = answer_text_pairs(train)
         start = time.perf_counter()
         bags: list = []
         encoder = encoder_module.train_encoder(texts, pairs, seed=int(train.get("seed", 0)), article_bags=bags,
-                                               article_groups=[a.law_full for a in articles])
+                                               article_groups=[a.law_full for a in articles], text_pairs=answers)
         seconds = time.perf_counter() - start
     index = DenseIndex(encoder, [_key(a) for a in articles], [a.version or "" for a in articles],
                        encoder.encode_bags(bags[0]))
@@ -762,10 +793,12 @@ def main() -> None:
     if set(HOLD_SETS) & set(args.only) and not args.hold:
         raise SystemExit(f"{', '.join(HOLD_SETS)} are held out: read them once, at the end, with --hold")
 
+    STARD[:] = [args.stard]
     print(f"CPU flags: {' '.join(f for f in ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16') if f in cpu_flags())}; "
           "float32")
     if not args.final:
         held = write_tune_sets(args.stard, args.sets)
+        HELD[:] = held
         exclude_tune_pairs(held)
         print(f"{len(held)} tuning and held-out questions taken out of the pairs with their near-duplicates")
     if not args.kb.exists():
