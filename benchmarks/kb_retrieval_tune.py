@@ -159,11 +159,15 @@ LAW_KEYS = {"lscale", "lepochs", "llr", "lreal"}  # what the law model is traine
 # law model) only when the top N candidates before the stage span more than one law; nclf=1 P(law) from the character
 # n-gram classifier on the real questions (NgramLaws: nadj, nlaw, nep, nlr, nl2; not with lprior, use nadj)
 TRAIN_KEYS = {"steps", "epochs", "dim", "lr", "tau", "batch", "hard", "repeat", "seed", "qside", "lawshare",
-              "ans", "anslen", "anssrc"}
+              "ans", "anslen", "anssrc", "pseudo", "pmode", "pmargin"}
+PSEUDO_KEYS = {"pseudo", "pmode", "pmargin", "pmem"}
 # session 35, question → answer pairs in the encoder's training (not in the memory): ans=N each pair N times,
 # anslen=C the answer's first C characters (300), anssrc=advice (Lawyer LLaMA legal_advice, default) | own (the
 # answers of the consultations already in the pairs) | all (both); every question a near-duplicate of a held-out or
-# tuning question is dropped first (answer_text_pairs)
+# tuning question is dropped first (answer_text_pairs); pseudo=N: legal_advice questions labelled with the tuning
+# build's own top-1 article (pseudo_labels) as question → article pairs, N times each, where pmode=agree (the fused
+# top-1 is the BM25 part's top-1 too, default) | memory (it is the memory's most-voted article) | both, and with
+# pmargin=M only where (top-1 − top-2) ÷ top-1 ≥ M; pmem=1 (not a training key) adds the same labels to the memory
 # fusion keys read by `fuse` (prototypes of what retrieval.py may adopt):
 #   knn: weight of the question memory's votes (the training questions nearest the question vote for their
 #        articles); knn_m: how many neighbours (20); knn_p: similarity exponent (1)
@@ -373,20 +377,85 @@ def answer_text_pairs(variant: dict) -> list[tuple[str, str]]:
     return kept * int(variant["ans"])
 
 
+PSEUDO: list[dict] = []  # pseudo_labels' records (main fills it when a variant asks for them)
+
+
+def advice_questions() -> list[str]:
+    """legal_advice's questions (hualv.com consultations), without near-duplicates of held-out or tuning questions."""
+    sys.path.insert(0, str(ROOT / "data"))
+    from build_retriever_pairs import held_out_questions, records
+
+    near = NearDuplicates(held_out_questions(STARD[0]) + HELD)
+    asked = dict.fromkeys(r["instruction"].strip() for r in records("legal_advice"))
+    return [q for q in asked if q and not near.matches(q)]
+
+
+def pseudo_labels(kb: Path, cache: Path) -> list[dict]:
+    """Each legal_advice question (advice_questions) with what the tuning build's retriever (its stored encoder
+    and memory: no tuning question seen) says of it: the fused top-1 and top-2 articles and scores, the BM25 part's
+    top-1 article and the memory's most-voted article. Self-training: a label can only repeat what the retriever
+    already does."""
+    questions = advice_questions()
+    records = [{"id": f"advice:{n}", "question": q} for n, q in enumerate(questions)]
+    cands = candidates(kb, {"advice": records}, cache)
+    out = []
+    with open_store(kb) as store:
+        articles = store.current_articles()
+        catalog = store.catalog()
+        names = LawNames([*catalog.versions, *catalog.repealed])
+        retriever = Retriever(store)
+        retriever.dense = with_memory(dense_module.load_dense(store), articles, names)
+        for r in records:
+            _, ranked = cands[("advice", r["id"])]
+            fused = [h for h in retriever._fuse_dense(r["question"], ranked, K, ("article", "qa"))
+                     if retrieval._dense_key(h)]
+            if len(fused) < 2:
+                continue
+            first = next((retrieval._dense_key(h) for h in ranked if retrieval._dense_key(h)), None)
+            votes = retriever.dense.votes(retriever.dense.query_vector(r["question"]), retrieval.MEMORY_NEIGHBOURS,
+                                          retrieval.MEMORY_POWER)
+            out.append({"question": r["question"][:pairs_module.MAX_QUERY], "top": retrieval._dense_key(fused[0]),
+                        "margin": (fused[0].score - fused[1].score) / max(fused[0].score, 1e-9), "bm25": first,
+                        "voted": max(votes, key=votes.get) if votes else None})
+    print(f"pseudo-labels: {len(out)} of {len(questions)} legal_advice questions (near-duplicates of held-out or "
+          f"tuning questions dropped) labelled; top-1 = BM25's top-1 {sum(p['top'] == p['bm25'] for p in out)}, "
+          f"= the memory's {sum(p['top'] == p['voted'] for p in out)}, both "
+          f"{sum(p['top'] == p['bm25'] == p['voted'] for p in out)}")
+    return out
+
+
+def chosen_pseudo(variant: dict) -> list[tuple[str, tuple]]:
+    """(question, article key) of the pseudo-labels this variant keeps (pmode, pmargin)."""
+    mode = str(variant.get("pmode", "agree"))
+    tests = {"agree": lambda p: p["top"] == p["bm25"], "memory": lambda p: p["top"] == p["voted"],
+             "both": lambda p: p["top"] == p["bm25"] == p["voted"]}
+    if mode not in tests:
+        raise SystemExit(f"pmode={mode}: one of {', '.join(tests)}")
+    margin = float(variant.get("pmargin", 0.0))
+    return [(p["question"], p["top"]) for p in PSEUDO if tests[mode](p) and p["margin"] >= margin]
+
+
 def train_variant(store, variant: dict, folder: Path) -> tuple[DenseIndex, float]:
     """The dense index this variant's training settings give (the stored one when none differ)."""
     train = {k: v for k, v in variant.items() if k in TRAIN_KEYS}
+    if not train.get("pseudo"):  # pmode / pmargin alone (with pmem) choose the memory's labels, not a training
+        train = {k: v for k, v in train.items() if k not in PSEUDO_KEYS}
     articles = store.current_articles()
     catalog = store.catalog()
     names = LawNames([*catalog.versions, *catalog.repealed])
     if not train:
-        return with_memory(dense_module.load_dense(store), articles, names), 0.0
+        return with_memory(dense_module.load_dense(store), articles, names, variant), 0.0
     path = folder / ("-".join(f"{k}={v}" for k, v in sorted(train.items())) + ".npz")
     if path.exists():
-        return with_memory(DenseIndex.from_bytes(path.read_bytes()), articles, names), 0.0
+        return with_memory(DenseIndex.from_bytes(path.read_bytes()), articles, names, variant), 0.0
     texts = [article_text(a) for a in articles]
     with Settings(train):
         pairs = pairs_module.training_pairs(articles, names)
+        if train.get("pseudo"):
+            row = {_key(a): n for n, a in enumerate(articles)}
+            labelled = [(q, [row[key]]) for q, key in chosen_pseudo(train) if key in row]
+            print(f"pseudo-labelled pairs: {len(labelled)}, ×{int(train['pseudo'])}")
+            pairs += labelled * int(train["pseudo"])
         answers = answer_text_pairs(train)
         start = time.perf_counter()
         bags: list = []
@@ -397,7 +466,7 @@ def train_variant(store, variant: dict, folder: Path) -> tuple[DenseIndex, float
                        encoder.encode_bags(bags[0]))
     folder.mkdir(parents=True, exist_ok=True)
     path.write_bytes(index.to_bytes())
-    return with_memory(index, articles, names), seconds
+    return with_memory(index, articles, names, variant), seconds
 
 
 CASE_SOURCES = ("fakao_gpt4", "judical_examination")  # the exam questions: facts of a case, then "how is it handled"
@@ -415,10 +484,15 @@ def pair_sources() -> dict[str, str]:
     return out
 
 
-def with_memory(index: DenseIndex, articles, names) -> DenseIndex:
+def with_memory(index: DenseIndex, articles, names, variant: dict | None = None) -> DenseIndex:
     """The index with the question memory train_dense gives it (of this process's pairs: the tuning ones), and
-    which memory rows are exam cases (`memory_case`, for the case-style gates)."""
+    which memory rows are exam cases (`memory_case`, for the case-style gates); with `pmem`, the variant's
+    pseudo-labelled questions join the memory."""
     asked = pairs_module.question_pairs(articles, names)
+    if variant and variant.get("pmem"):
+        row = {_key(a): n for n, a in enumerate(articles)}
+        known = {q for q, _ in asked}
+        asked = asked + [(q, [row[key]]) for q, key in chosen_pseudo(variant) if key in row and q not in known]
     index.memory = index.encoder.encode([q for q, _ in asked], query=True)
     index.memory_keys = [[_key(articles[g]) for g in golds] for _, golds in asked]
     sources = pair_sources()
@@ -813,6 +887,8 @@ def main() -> None:
         golds = {(n, r["id"]): [resolve(store, catalog, names, g, r.get("reference", "")) for g in r["gold"]]
                  for n, records in sets.items() for r in records}
     cands = candidates(args.kb, sets, cache)
+    if any(PSEUDO_KEYS & set(parse_variant(text)) for text in args.variants):
+        PSEUDO[:] = pseudo_labels(args.kb, cache)
     dropped = getattr(pairs_module.real_pairs, "dropped", None)
     if dropped:  # counted while this process built the KB
         print(f"pairs dropped as tuning / held-out questions or near-duplicates: {len(set(dropped))}")
