@@ -159,7 +159,7 @@ LAW_KEYS = {"lscale", "lepochs", "llr", "lreal"}  # what the law model is traine
 # law model) only when the top N candidates before the stage span more than one law; nclf=1 P(law) from the character
 # n-gram classifier on the real questions (NgramLaws: nadj, nlaw, nep, nlr, nl2; not with lprior, use nadj)
 TRAIN_KEYS = {"steps", "epochs", "dim", "lr", "tau", "batch", "hard", "repeat", "seed", "qside", "lawshare",
-              "ans", "anslen", "anssrc", "pseudo", "pmode", "pmargin"}
+              "ans", "anslen", "anssrc", "pseudo", "pmode", "pmargin", "mneg", "mnegf"}
 PSEUDO_KEYS = {"pseudo", "pmode", "pmargin", "pmem"}
 # session 35, question → answer pairs in the encoder's training (not in the memory): ans=N each pair N times,
 # anslen=C the answer's first C characters (300), anssrc=advice (Lawyer LLaMA legal_advice, default) | own (the
@@ -167,7 +167,9 @@ PSEUDO_KEYS = {"pseudo", "pmode", "pmargin", "pmem"}
 # tuning question is dropped first (answer_text_pairs); pseudo=N: legal_advice questions labelled with the tuning
 # build's own top-1 article (pseudo_labels) as question → article pairs, N times each, where pmode=agree (the fused
 # top-1 is the BM25 part's top-1 too, default) | memory (it is the memory's most-voted article) | both, and with
-# pmargin=M only where (top-1 − top-2) ÷ top-1 ≥ M; pmem=1 (not a training key) adds the same labels to the memory
+# pmargin=M only where (top-1 − top-2) ÷ top-1 ≥ M; pmem=1 (not a training key) adds the same labels to the memory;
+# mneg=M hard negatives from the memory's wrong neighbours (memory_negatives): the articles of a training question's
+# M nearest training questions (the stored encoder's cosine, at least mnegf) that share none of its articles
 # fusion keys read by `fuse` (prototypes of what retrieval.py may adopt):
 #   knn: weight of the question memory's votes (the training questions nearest the question vote for their
 #        articles); knn_m: how many neighbours (20); knn_p: similarity exponent (1)
@@ -435,6 +437,29 @@ def chosen_pseudo(variant: dict) -> list[tuple[str, tuple]]:
     return [(p["question"], p["top"]) for p in PSEUDO if tests[mode](p) and p["margin"] >= margin]
 
 
+def memory_negatives(store, articles, names, m: int, floor: float) -> dict[str, list[int]]:
+    """question → articles wrong for it: the articles of its `m` nearest training questions (the memory, by the
+    stored encoder — the first stage) at cosine ≥ `floor` that share none of its articles. These are what the
+    memory would vote for wrongly; as negatives the encoder learns to push the two questions apart."""
+    asked = pairs_module.question_pairs(articles, names)
+    index = dense_module.load_dense(store)
+    vectors = index.encoder.encode([q for q, _ in asked], query=True)
+    sims = vectors @ vectors.T
+    np.fill_diagonal(sims, -1.0)
+    out: dict[str, list[int]] = {}
+    for n, (question, golds) in enumerate(asked):
+        mine = set(golds)
+        wrong: list[int] = []
+        for other in np.argsort(-sims[n])[:m]:
+            if sims[n, other] >= floor and not mine & set(asked[other][1]):
+                wrong += [g for g in asked[other][1] if g not in wrong]
+        if wrong:
+            out[question] = wrong
+    print(f"memory negatives: {len(out)} of {len(asked)} training questions have wrong neighbours "
+          f"({sum(map(len, out.values()))} articles)")
+    return out
+
+
 def train_variant(store, variant: dict, folder: Path) -> tuple[DenseIndex, float]:
     """The dense index this variant's training settings give (the stored one when none differ)."""
     train = {k: v for k, v in variant.items() if k in TRAIN_KEYS}
@@ -457,10 +482,13 @@ def train_variant(store, variant: dict, folder: Path) -> tuple[DenseIndex, float
             print(f"pseudo-labelled pairs: {len(labelled)}, ×{int(train['pseudo'])}")
             pairs += labelled * int(train["pseudo"])
         answers = answer_text_pairs(train)
+        negatives = (memory_negatives(store, articles, names, int(train["mneg"]), float(train.get("mnegf", 0.0)))
+                     if train.get("mneg") else None)
         start = time.perf_counter()
         bags: list = []
         encoder = encoder_module.train_encoder(texts, pairs, seed=int(train.get("seed", 0)), article_bags=bags,
-                                               article_groups=[a.law_full for a in articles], text_pairs=answers)
+                                               article_groups=[a.law_full for a in articles], text_pairs=answers,
+                                               negatives=negatives)
         seconds = time.perf_counter() - start
     index = DenseIndex(encoder, [_key(a) for a in articles], [a.version or "" for a in articles],
                        encoder.encode_bags(bags[0]))

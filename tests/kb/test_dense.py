@@ -132,6 +132,24 @@ def test_text_pairs_teach_lay_words_through_answers(monkeypatch):
     train_encoder(ARTICLES, PAIRS, dim=8, epochs=2, article_groups=["a", "a", "b", "b"], text_pairs=answers)
 
 
+def test_negatives_push_a_question_from_its_wrong_articles(monkeypatch):
+    # 老板 is in the wage questions (article 1) and here in a drink-driving one (article 2): given article 1 as a
+    # wrong article for it, that question moves away from article 1 (small batches: article 1 is often not a gold
+    # of the batch, so it joins as the extra negative)
+    monkeypatch.setattr(encoder_module, "BATCH", 2)
+    pairs = [*PAIRS, ("老板喝酒开车", [2])]
+    wrong = {"老板喝酒开车": [1]}
+    plain = train_encoder(ARTICLES, pairs * 10, dim=16, seed=0, epochs=10, max_steps=60)
+    pushed = train_encoder(ARTICLES, pairs * 10, dim=16, seed=0, epochs=10, max_steps=60, negatives=wrong)
+    again = train_encoder(ARTICLES, pairs * 10, dim=16, seed=0, epochs=10, max_steps=60, negatives=wrong)
+    assert np.array_equal(pushed.weights, again.weights)
+
+    def cosine(encoder, article):
+        return float(encoder.encode([ARTICLES[article]])[0] @ encoder.encode(["老板喝酒开车"], query=True)[0])
+
+    assert cosine(pushed, 1) < cosine(plain, 1)
+
+
 def test_build_reports_its_phases(tmp_path):
     from lawtune.kb.build import build
     from lawtune.kb.bundled import bundled_law_paths

@@ -226,7 +226,8 @@ def train_encoder(article_texts: Sequence[str], pairs: Sequence[tuple[str, Seque
                   seed: int = 0, epochs: float | None = None, max_steps: int | None = None,
                   progress: Progress | None = None, article_bags: list | None = None,
                   article_groups: Sequence[object] | None = None,
-                  text_pairs: Sequence[tuple[str, str]] = ()) -> NgramEncoder:
+                  text_pairs: Sequence[tuple[str, str]] = (),
+                  negatives: dict[str, Sequence[int]] | None = None) -> NgramEncoder:
     """Train the n-gram vectors so that each question's vector is nearest its articles' (in-batch negatives).
 
     Each text's n-grams are computed once (`_vocab_and_bags`). A step embeds its batch from the rows it
@@ -238,7 +239,9 @@ def train_encoder(article_texts: Sequence[str], pairs: Sequence[tuple[str, Seque
     articles on the same topic that random in-batch negatives almost never are. `text_pairs` (question, text):
     targets that are not articles — e.g. a consultation's answer, written in the statute's words — pulled toward
     their question like an article (and serving as in-batch negatives for the others); they shape the vectors
-    only and are not encoded afterwards."""
+    only and are not encoded afterwards. `negatives` (question → articles that are wrong for it, e.g. the articles
+    of a similar training question that asked something else): one of them, at random, joins the question's batch
+    as an extra negative (not when it is a gold of that batch)."""
     import torch
 
     # the module's settings as they are now (dense.py's cache key reads them the same way)
@@ -251,13 +254,13 @@ def train_encoder(article_texts: Sequence[str], pairs: Sequence[tuple[str, Seque
     torch.set_num_threads(1)
     try:
         return _train(article_texts, pairs, dim, seed, epochs, max_steps, progress, article_bags, article_groups,
-                      text_pairs)
+                      text_pairs, negatives or {})
     finally:
         torch.set_num_threads(threads)
 
 
 def _train(article_texts, pairs, dim, seed, epochs, max_steps, progress, article_bags, article_groups,
-           text_pairs) -> NgramEncoder:
+           text_pairs, negatives) -> NgramEncoder:
     import torch
 
     pairs = [(q, list(golds)) for q, golds in pairs if golds]
@@ -273,6 +276,7 @@ def _train(article_texts, pairs, dim, seed, epochs, max_steps, progress, article
     if article_bags is not None:
         article_bags.append(doc_bags.head(len(article_texts)))
     pair_question = [question_row[q] for q, _ in pairs]
+    wrong = {question_row[q]: list(found) for q, found in negatives.items() if q in question_row and found}
     if QUERY_SIDE not in QUERY_SIDES:
         raise ValueError(f"QUERY_SIDE {QUERY_SIDE!r}: one of {QUERY_SIDES}")
     generator = torch.Generator().manual_seed(seed)
@@ -306,6 +310,14 @@ def _train(article_texts, pairs, dim, seed, epochs, max_steps, progress, article
             continue
         if HARD_NEGATIVES and article_groups is not None:
             docs = docs + _neighbours(docs, chosen, article_groups, doc_bags, negative_rng)
+        if wrong:
+            taken = set(docs)
+            for question in questions:
+                if question in wrong:
+                    other = negative_rng.choice(wrong[question])
+                    if other not in taken and doc_bags.size(other):
+                        docs.append(other)
+                        taken.add(other)
         q_rows, q_weights, q_offsets = question_bags.batch(questions)
         q_rows, q_weights, q_offsets = _query_side(q_rows, q_weights, q_offsets, size)
         d_rows, d_weights, d_offsets = doc_bags.batch(docs)
