@@ -170,6 +170,8 @@ PSEUDO_KEYS = {"pseudo", "pmode", "pmargin", "pmem"}
 # pmargin=M only where (top-1 − top-2) ÷ top-1 ≥ M; pmem=1 (not a training key) adds the same labels to the memory;
 # mneg=M hard negatives from the memory's wrong neighbours (memory_negatives): the articles of a training question's
 # M nearest training questions (the stored encoder's cosine, at least mnegf) that share none of its articles
+# memseed=S (not a training key): the question memory and its votes from the default encoder of seed S (0: the
+# stored one), the cosines from the variant's (SplitMemory)
 # fusion keys read by `fuse` (prototypes of what retrieval.py may adopt):
 #   knn: weight of the question memory's votes (the training questions nearest the question vote for their
 #        articles); knn_m: how many neighbours (20); knn_p: similarity exponent (1)
@@ -526,6 +528,28 @@ def with_memory(index: DenseIndex, articles, names, variant: dict | None = None)
     sources = pair_sources()
     index.memory_case = np.array([sources.get(q, "") in CASE_SOURCES for q, _ in asked], bool)
     return index
+
+
+class SplitMemory:
+    """A dense index whose question memory (and the query vector the memory is searched with) comes from another
+    encoder: the variant's encoder gives the cosines, `memory_index`'s (e.g. the default's) the votes (the
+    `memseed=S` variant: the memory of the default encoder trained with seed S; 0 = the stored one)."""
+
+    def __init__(self, index: DenseIndex, memory_index: DenseIndex):
+        self.index, self.memory_index, self.last = index, memory_index, ""
+
+    def __getattr__(self, name):
+        return getattr(self.index, name)
+
+    def __bool__(self) -> bool:
+        return True
+
+    def query_vector(self, query: str) -> np.ndarray:
+        self.last = query
+        return self.index.query_vector(query)
+
+    def votes(self, vector, neighbours: int, power: float, floor: float = 0.0) -> dict:
+        return self.memory_index.votes(self.memory_index.query_vector(self.last), neighbours, power, floor)
 
 
 class OracleLaws:
@@ -924,6 +948,11 @@ def main() -> None:
         for text in args.variants:
             variant = parse_variant(text)
             index, seconds = train_variant(store, variant, args.work / f"encoders-{args.kb.stem}")
+            if "memseed" in variant:
+                seed = int(variant["memseed"])
+                memory_index, _ = train_variant(store, {"seed": seed} if seed else {},
+                                                args.work / f"encoders-{args.kb.stem}")
+                index = SplitMemory(index, memory_index)
             encoder_name = "-".join(f"{k}={v}" for k, v in sorted(variant.items()) if k in TRAIN_KEYS) or "stored"
             scores = evaluate(store, sets, golds, cands, index, variant, encoder_name)
             print(f"{text:40s} {summary(scores)}" + (f" (trained {seconds:.0f} s)" if seconds else ""))
