@@ -158,7 +158,20 @@ LAW_KEYS = {"lscale", "lepochs", "llr", "lreal"}  # what the law model is traine
 # lagree=T only when one law holds at least T of the voting neighbours' mass (the neighbours agree); ldis=N (any
 # law model) only when the top N candidates before the stage span more than one law; nclf=1 P(law) from the character
 # n-gram classifier on the real questions (NgramLaws: nadj, nlaw, nep, nlr, nl2; not with lprior, use nadj)
-TRAIN_KEYS = {"steps", "epochs", "dim", "lr", "tau", "batch", "hard", "repeat", "seed", "qside", "lawshare"}
+TRAIN_KEYS = {"steps", "epochs", "dim", "lr", "tau", "batch", "hard", "repeat", "seed", "qside", "lawshare",
+              "ans", "anslen", "anssrc", "pseudo", "pmode", "pmargin", "mneg", "mnegf"}
+PSEUDO_KEYS = {"pseudo", "pmode", "pmargin", "pmem"}
+# session 35, question → answer pairs in the encoder's training (not in the memory): ans=N each pair N times,
+# anslen=C the answer's first C characters (300), anssrc=advice (Lawyer LLaMA legal_advice, default) | own (the
+# answers of the consultations already in the pairs) | all (both); every question a near-duplicate of a held-out or
+# tuning question is dropped first (answer_text_pairs); pseudo=N: legal_advice questions labelled with the tuning
+# build's own top-1 article (pseudo_labels) as question → article pairs, N times each, where pmode=agree (the fused
+# top-1 is the BM25 part's top-1 too, default) | memory (it is the memory's most-voted article) | both, and with
+# pmargin=M only where (top-1 − top-2) ÷ top-1 ≥ M; pmem=1 (not a training key) adds the same labels to the memory;
+# mneg=M hard negatives from the memory's wrong neighbours (memory_negatives): the articles of a training question's
+# M nearest training questions (the stored encoder's cosine, at least mnegf) that share none of its articles
+# memseed=S (not a training key): the question memory and its votes from the default encoder of seed S (0: the
+# stored one), the cosines from the variant's (SplitMemory)
 # fusion keys read by `fuse` (prototypes of what retrieval.py may adopt):
 #   knn: weight of the question memory's votes (the training questions nearest the question vote for their
 #        articles); knn_m: how many neighbours (20); knn_p: similarity exponent (1)
@@ -343,30 +356,147 @@ class Settings:
             setattr(*VARIANT_KEYS[k], v)
 
 
+HELD: list[str] = []  # this process's tuning and held-out slice questions (main fills it)
+STARD: list[Path] = []  # the --stard folder (main fills it): its dev split is held out
+ANSWER_SOURCES = {"advice": ("legal_advice",), "own": ("own",), "all": ("legal_advice", "own")}
+
+
+def answer_text_pairs(variant: dict) -> list[tuple[str, str]]:
+    """The variant's question → answer pairs (data/build_retriever_pairs.answer_pairs), without any question that
+    is a near-duplicate of a held-out question (STARD dev, consult_dev / test, LawBench 3-1 / 3-2 / 3-8) or of this
+    process's tuning and held-out slices; each pair `ans` times."""
+    if not variant.get("ans"):
+        return []
+    sys.path.insert(0, str(ROOT / "data"))
+    from build_retriever_pairs import answer_pairs, held_out_questions
+
+    source = str(variant.get("anssrc", "advice"))
+    if source not in ANSWER_SOURCES:
+        raise SystemExit(f"anssrc={source}: one of {', '.join(ANSWER_SOURCES)}")
+    near = NearDuplicates(held_out_questions(STARD[0]) + HELD)
+    found = answer_pairs(ANSWER_SOURCES[source], int(variant.get("anslen", 300)))
+    kept = [(p["question"][:pairs_module.MAX_QUERY], p["answer"]) for p in found if not near.matches(p["question"])]
+    print(f"answer pairs ({source}): {len(kept)} of {len(found)} kept (the rest near-duplicates of held-out or "
+          f"tuning questions), ×{int(variant['ans'])}")
+    return kept * int(variant["ans"])
+
+
+PSEUDO: list[dict] = []  # pseudo_labels' records (main fills it when a variant asks for them)
+
+
+def advice_questions() -> list[str]:
+    """legal_advice's questions (hualv.com consultations), without near-duplicates of held-out or tuning questions."""
+    sys.path.insert(0, str(ROOT / "data"))
+    from build_retriever_pairs import held_out_questions, records
+
+    near = NearDuplicates(held_out_questions(STARD[0]) + HELD)
+    asked = dict.fromkeys(r["instruction"].strip() for r in records("legal_advice"))
+    return [q for q in asked if q and not near.matches(q)]
+
+
+def pseudo_labels(kb: Path, cache: Path) -> list[dict]:
+    """Each legal_advice question (advice_questions) with what the tuning build's retriever (its stored encoder
+    and memory: no tuning question seen) says of it: the fused top-1 and top-2 articles and scores, the BM25 part's
+    top-1 article and the memory's most-voted article. Self-training: a label can only repeat what the retriever
+    already does."""
+    questions = advice_questions()
+    records = [{"id": f"advice:{n}", "question": q} for n, q in enumerate(questions)]
+    cands = candidates(kb, {"advice": records}, cache)
+    out = []
+    with open_store(kb) as store:
+        articles = store.current_articles()
+        catalog = store.catalog()
+        names = LawNames([*catalog.versions, *catalog.repealed])
+        retriever = Retriever(store)
+        retriever.dense = with_memory(dense_module.load_dense(store), articles, names)
+        for r in records:
+            _, ranked = cands[("advice", r["id"])]
+            fused = [h for h in retriever._fuse_dense(r["question"], ranked, K, ("article", "qa"))
+                     if retrieval._dense_key(h)]
+            if len(fused) < 2:
+                continue
+            first = next((retrieval._dense_key(h) for h in ranked if retrieval._dense_key(h)), None)
+            votes = retriever.dense.votes(retriever.dense.query_vector(r["question"]), retrieval.MEMORY_NEIGHBOURS,
+                                          retrieval.MEMORY_POWER)
+            out.append({"question": r["question"][:pairs_module.MAX_QUERY], "top": retrieval._dense_key(fused[0]),
+                        "margin": (fused[0].score - fused[1].score) / max(fused[0].score, 1e-9), "bm25": first,
+                        "voted": max(votes, key=votes.get) if votes else None})
+    print(f"pseudo-labels: {len(out)} of {len(questions)} legal_advice questions (near-duplicates of held-out or "
+          f"tuning questions dropped) labelled; top-1 = BM25's top-1 {sum(p['top'] == p['bm25'] for p in out)}, "
+          f"= the memory's {sum(p['top'] == p['voted'] for p in out)}, both "
+          f"{sum(p['top'] == p['bm25'] == p['voted'] for p in out)}")
+    return out
+
+
+def chosen_pseudo(variant: dict) -> list[tuple[str, tuple]]:
+    """(question, article key) of the pseudo-labels this variant keeps (pmode, pmargin)."""
+    mode = str(variant.get("pmode", "agree"))
+    tests = {"agree": lambda p: p["top"] == p["bm25"], "memory": lambda p: p["top"] == p["voted"],
+             "both": lambda p: p["top"] == p["bm25"] == p["voted"]}
+    if mode not in tests:
+        raise SystemExit(f"pmode={mode}: one of {', '.join(tests)}")
+    margin = float(variant.get("pmargin", 0.0))
+    return [(p["question"], p["top"]) for p in PSEUDO if tests[mode](p) and p["margin"] >= margin]
+
+
+def memory_negatives(store, articles, names, m: int, floor: float) -> dict[str, list[int]]:
+    """question → articles wrong for it: the articles of its `m` nearest training questions (the memory, by the
+    stored encoder — the first stage) at cosine ≥ `floor` that share none of its articles. These are what the
+    memory would vote for wrongly; as negatives the encoder learns to push the two questions apart."""
+    asked = pairs_module.question_pairs(articles, names)
+    index = dense_module.load_dense(store)
+    vectors = index.encoder.encode([q for q, _ in asked], query=True)
+    sims = vectors @ vectors.T
+    np.fill_diagonal(sims, -1.0)
+    out: dict[str, list[int]] = {}
+    for n, (question, golds) in enumerate(asked):
+        mine = set(golds)
+        wrong: list[int] = []
+        for other in np.argsort(-sims[n])[:m]:
+            if sims[n, other] >= floor and not mine & set(asked[other][1]):
+                wrong += [g for g in asked[other][1] if g not in wrong]
+        if wrong:
+            out[question] = wrong
+    print(f"memory negatives: {len(out)} of {len(asked)} training questions have wrong neighbours "
+          f"({sum(map(len, out.values()))} articles)")
+    return out
+
+
 def train_variant(store, variant: dict, folder: Path) -> tuple[DenseIndex, float]:
     """The dense index this variant's training settings give (the stored one when none differ)."""
     train = {k: v for k, v in variant.items() if k in TRAIN_KEYS}
+    if not train.get("pseudo"):  # pmode / pmargin alone (with pmem) choose the memory's labels, not a training
+        train = {k: v for k, v in train.items() if k not in PSEUDO_KEYS}
     articles = store.current_articles()
     catalog = store.catalog()
     names = LawNames([*catalog.versions, *catalog.repealed])
     if not train:
-        return with_memory(dense_module.load_dense(store), articles, names), 0.0
+        return with_memory(dense_module.load_dense(store), articles, names, variant), 0.0
     path = folder / ("-".join(f"{k}={v}" for k, v in sorted(train.items())) + ".npz")
     if path.exists():
-        return with_memory(DenseIndex.from_bytes(path.read_bytes()), articles, names), 0.0
+        return with_memory(DenseIndex.from_bytes(path.read_bytes()), articles, names, variant), 0.0
     texts = [article_text(a) for a in articles]
     with Settings(train):
         pairs = pairs_module.training_pairs(articles, names)
+        if train.get("pseudo"):
+            row = {_key(a): n for n, a in enumerate(articles)}
+            labelled = [(q, [row[key]]) for q, key in chosen_pseudo(train) if key in row]
+            print(f"pseudo-labelled pairs: {len(labelled)}, ×{int(train['pseudo'])}")
+            pairs += labelled * int(train["pseudo"])
+        answers = answer_text_pairs(train)
+        negatives = (memory_negatives(store, articles, names, int(train["mneg"]), float(train.get("mnegf", 0.0)))
+                     if train.get("mneg") else None)
         start = time.perf_counter()
         bags: list = []
         encoder = encoder_module.train_encoder(texts, pairs, seed=int(train.get("seed", 0)), article_bags=bags,
-                                               article_groups=[a.law_full for a in articles])
+                                               article_groups=[a.law_full for a in articles], text_pairs=answers,
+                                               negatives=negatives)
         seconds = time.perf_counter() - start
     index = DenseIndex(encoder, [_key(a) for a in articles], [a.version or "" for a in articles],
                        encoder.encode_bags(bags[0]))
     folder.mkdir(parents=True, exist_ok=True)
     path.write_bytes(index.to_bytes())
-    return with_memory(index, articles, names), seconds
+    return with_memory(index, articles, names, variant), seconds
 
 
 CASE_SOURCES = ("fakao_gpt4", "judical_examination")  # the exam questions: facts of a case, then "how is it handled"
@@ -384,15 +514,42 @@ def pair_sources() -> dict[str, str]:
     return out
 
 
-def with_memory(index: DenseIndex, articles, names) -> DenseIndex:
+def with_memory(index: DenseIndex, articles, names, variant: dict | None = None) -> DenseIndex:
     """The index with the question memory train_dense gives it (of this process's pairs: the tuning ones), and
-    which memory rows are exam cases (`memory_case`, for the case-style gates)."""
+    which memory rows are exam cases (`memory_case`, for the case-style gates); with `pmem`, the variant's
+    pseudo-labelled questions join the memory."""
     asked = pairs_module.question_pairs(articles, names)
+    if variant and variant.get("pmem"):
+        row = {_key(a): n for n, a in enumerate(articles)}
+        known = {q for q, _ in asked}
+        asked = asked + [(q, [row[key]]) for q, key in chosen_pseudo(variant) if key in row and q not in known]
     index.memory = index.encoder.encode([q for q, _ in asked], query=True)
     index.memory_keys = [[_key(articles[g]) for g in golds] for _, golds in asked]
     sources = pair_sources()
     index.memory_case = np.array([sources.get(q, "") in CASE_SOURCES for q, _ in asked], bool)
     return index
+
+
+class SplitMemory:
+    """A dense index whose question memory (and the query vector the memory is searched with) comes from another
+    encoder: the variant's encoder gives the cosines, `memory_index`'s (e.g. the default's) the votes (the
+    `memseed=S` variant: the memory of the default encoder trained with seed S; 0 = the stored one)."""
+
+    def __init__(self, index: DenseIndex, memory_index: DenseIndex):
+        self.index, self.memory_index, self.last = index, memory_index, ""
+
+    def __getattr__(self, name):
+        return getattr(self.index, name)
+
+    def __bool__(self) -> bool:
+        return True
+
+    def query_vector(self, query: str) -> np.ndarray:
+        self.last = query
+        return self.index.query_vector(query)
+
+    def votes(self, vector, neighbours: int, power: float, floor: float = 0.0) -> dict:
+        return self.memory_index.votes(self.memory_index.query_vector(self.last), neighbours, power, floor)
 
 
 class OracleLaws:
@@ -762,10 +919,12 @@ def main() -> None:
     if set(HOLD_SETS) & set(args.only) and not args.hold:
         raise SystemExit(f"{', '.join(HOLD_SETS)} are held out: read them once, at the end, with --hold")
 
+    STARD[:] = [args.stard]
     print(f"CPU flags: {' '.join(f for f in ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16') if f in cpu_flags())}; "
           "float32")
     if not args.final:
         held = write_tune_sets(args.stard, args.sets)
+        HELD[:] = held
         exclude_tune_pairs(held)
         print(f"{len(held)} tuning and held-out questions taken out of the pairs with their near-duplicates")
     if not args.kb.exists():
@@ -780,6 +939,8 @@ def main() -> None:
         golds = {(n, r["id"]): [resolve(store, catalog, names, g, r.get("reference", "")) for g in r["gold"]]
                  for n, records in sets.items() for r in records}
     cands = candidates(args.kb, sets, cache)
+    if any(PSEUDO_KEYS & set(parse_variant(text)) for text in args.variants):
+        PSEUDO[:] = pseudo_labels(args.kb, cache)
     dropped = getattr(pairs_module.real_pairs, "dropped", None)
     if dropped:  # counted while this process built the KB
         print(f"pairs dropped as tuning / held-out questions or near-duplicates: {len(set(dropped))}")
@@ -787,6 +948,11 @@ def main() -> None:
         for text in args.variants:
             variant = parse_variant(text)
             index, seconds = train_variant(store, variant, args.work / f"encoders-{args.kb.stem}")
+            if "memseed" in variant:
+                seed = int(variant["memseed"])
+                memory_index, _ = train_variant(store, {"seed": seed} if seed else {},
+                                                args.work / f"encoders-{args.kb.stem}")
+                index = SplitMemory(index, memory_index)
             encoder_name = "-".join(f"{k}={v}" for k, v in sorted(variant.items()) if k in TRAIN_KEYS) or "stored"
             scores = evaluate(store, sets, golds, cands, index, variant, encoder_name)
             print(f"{text:40s} {summary(scores)}" + (f" (trained {seconds:.0f} s)" if seconds else ""))

@@ -96,6 +96,32 @@ def lawyer_llama_pairs() -> list[dict]:
     return [{"question": q.strip(), "cites": c, "source": s} for s, q, c in pairs if c and q.strip()]
 
 
+ANSWER_SOURCES = ("legal_advice", "own")
+
+
+def answer_pairs(sources: tuple[str, ...] = ANSWER_SOURCES, chars: int = 300) -> list[dict]:
+    """Real consultation questions with the first `chars` characters of their (LLM-written) answers: the answer says
+    in the statute's words (配偶, 盗窃, 解除劳动合同) what the question asks in a layperson's (老公, 偷, 辞退), so the
+    encoder can be trained to pull one toward the other — over every law the questions touch, articles cited or not.
+    `legal_advice`: Lawyer LLaMA's 5,000 hualv.com questions with GPT-3.5 answers (no article cited); `own`: the
+    answers of the consultations already in the pairs (zixun_gpt4, legal_counsel_with_article_v2's train split).
+    Not filtered here against held-out questions: the caller does that."""
+    out = []
+    if "legal_advice" in sources:
+        out += [("legal_advice", r["instruction"], r["output"]) for r in records("legal_advice")]
+    if "own" in sources:
+        out += [("zixun_gpt4", r["query"], r["response"]) for r in records("zixun_gpt4")]
+        train = train_questions(RAW / "lawyer_llama" / "legal_counsel_with_article_v2.json")
+        out += [("legal_counsel_with_article_v2 (prepare's train split)", r["query"], r["response"])
+                for r in records("legal_counsel_with_article_v2") if key_hash(r["query"]) in train]
+    pairs = []
+    for source, question, answer in out:
+        question, answer = question.strip(), " ".join(answer.split())[:chars]
+        if question and answer:
+            pairs.append({"question": question, "answer": answer, "source": source})
+    return pairs
+
+
 def stard_train_pairs(folder: Path) -> list[dict]:
     """STARD's train questions → their articles in the current LawRefBook version of the law they name.
 

@@ -106,6 +106,50 @@ def test_hard_negatives_are_neighbours_of_the_same_group(monkeypatch):
     assert np.array_equal(first.weights, second.weights)
 
 
+def test_text_pairs_teach_lay_words_through_answers(monkeypatch):
+    # 媳妇 / 醉驾 occur in no article and in no question → article pair, only in questions whose answers (text
+    # targets, not articles) are written in the statute's words
+    answers = [("媳妇闹着要跟我分手", "夫妻双方自愿离婚的，应当签订书面离婚协议。"),
+               ("跟媳妇分手去哪里办", "夫妻应当亲自到婚姻登记机关申请离婚登记。"),
+               ("醉驾被查了", "饮酒后驾驶机动车的，处暂扣六个月机动车驾驶证。"),
+               ("醉驾怎么罚", "饮酒后驾驶机动车的，并处罚款。")]
+    bags: list = []
+    encoder = train_encoder(ARTICLES, PAIRS * 10, dim=32, seed=0, epochs=30, max_steps=300, article_bags=bags,
+                            text_pairs=answers * 10)
+    plain = train_encoder(ARTICLES, PAIRS * 10, dim=32, seed=0, epochs=30, max_steps=300)
+    docs = encoder.encode(ARTICLES)
+    for question, gold in [("媳妇", 0), ("醉驾", 2)]:
+        cosines = docs @ encoder.encode([question], query=True)[0]
+        assert cosines[gold] > max(np.delete(cosines, gold)) + 0.3, (question, cosines)
+    assert not plain.encode(["媳妇"]).any()  # without the answers the word is unknown
+    # the answers shape the vectors only: the articles' bags (and idf) are the articles' alone
+    assert len(bags[0]) == len(ARTICLES) and np.allclose(encoder.encode_bags(bags[0]), docs, atol=1e-5)
+    shared = [t for t in plain.vocab if t in encoder.index]
+    assert len(shared) == len(plain.vocab)
+    assert np.allclose(plain.idf[[plain.index[t] for t in shared]], encoder.idf[[encoder.index[t] for t in shared]])
+    # a text target has no article neighbours: hard negatives skip it
+    monkeypatch.setattr(encoder_module, "HARD_NEGATIVES", 1)
+    train_encoder(ARTICLES, PAIRS, dim=8, epochs=2, article_groups=["a", "a", "b", "b"], text_pairs=answers)
+
+
+def test_negatives_push_a_question_from_its_wrong_articles(monkeypatch):
+    # 老板 is in the wage questions (article 1) and here in a drink-driving one (article 2): given article 1 as a
+    # wrong article for it, that question moves away from article 1 (small batches: article 1 is often not a gold
+    # of the batch, so it joins as the extra negative)
+    monkeypatch.setattr(encoder_module, "BATCH", 2)
+    pairs = [*PAIRS, ("老板喝酒开车", [2])]
+    wrong = {"老板喝酒开车": [1]}
+    plain = train_encoder(ARTICLES, pairs * 10, dim=16, seed=0, epochs=10, max_steps=60)
+    pushed = train_encoder(ARTICLES, pairs * 10, dim=16, seed=0, epochs=10, max_steps=60, negatives=wrong)
+    again = train_encoder(ARTICLES, pairs * 10, dim=16, seed=0, epochs=10, max_steps=60, negatives=wrong)
+    assert np.array_equal(pushed.weights, again.weights)
+
+    def cosine(encoder, article):
+        return float(encoder.encode([ARTICLES[article]])[0] @ encoder.encode(["老板喝酒开车"], query=True)[0])
+
+    assert cosine(pushed, 1) < cosine(plain, 1)
+
+
 def test_build_reports_its_phases(tmp_path):
     from lawtune.kb.build import build
     from lawtune.kb.bundled import bundled_law_paths

@@ -136,6 +136,11 @@ class Bags:
     def size(self, n: int) -> int:
         return int(self.starts[n + 1] - self.starts[n])
 
+    def head(self, n: int) -> "Bags":
+        """The first n texts."""
+        end = self.starts[n]
+        return Bags(self.rows[:end], self.weights[:end], self.starts[:n + 1])
+
     def batch(self, ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows, weights and offsets of these texts, as `embedding_bag` takes them."""
         pieces = [slice(self.starts[n], self.starts[n + 1]) for n in ids]
@@ -166,10 +171,6 @@ class _Counted:
         return cls(token_ids, np.array(ids, dtype=np.int64), np.array(counts, dtype=np.float32),
                    np.array(starts, dtype=np.int64))
 
-    def doc_freq(self) -> np.ndarray:
-        """In how many texts each token of the table occurs (each text counts a token once)."""
-        return np.bincount(self.ids, minlength=len(self.token_ids))
-
     def bags(self, to_row: np.ndarray, idf: np.ndarray) -> Bags:
         """Map token ids to vocabulary rows (-1: no row, dropped) and weigh them idf × (1 + log tf)."""
         rows = to_row[self.ids]
@@ -195,18 +196,21 @@ def build_vocab(article_texts: Sequence[str], questions: Sequence[str]) -> tuple
     return vocab, idf
 
 
-def _vocab_and_bags(article_texts: Sequence[str], questions: Sequence[str], repeats: Sequence[int] | None = None
-                    ) -> tuple[list[str], np.ndarray, Bags, Bags]:
+def _vocab_and_bags(article_texts: Sequence[str], questions: Sequence[str], repeats: Sequence[int] | None = None,
+                    extra_texts: Sequence[str] = ()) -> tuple[list[str], np.ndarray, Bags, Bags]:
     """The vocabulary (see build_vocab) and the texts' bags over it, each text's n-grams computed once;
-    `repeats[n]`: how many times question n counts (a question given several times is seen as often)."""
-    articles = _Counted.of(article_texts)
+    `repeats[n]`: how many times question n counts (a question given several times is seen as often).
+    `extra_texts` (training targets that are not articles, e.g. answers) follow the articles in the first bags;
+    their n-grams count toward MIN_COUNT, not toward the idf (which stays the articles')."""
+    articles = _Counted.of([*article_texts, *extra_texts])
     asked = _Counted.of(questions, articles.token_ids)  # one token table for both
     table = articles.token_ids
-    doc_freq = articles.doc_freq()
-    doc_freq = np.concatenate([doc_freq, np.zeros(len(table) - len(doc_freq), dtype=doc_freq.dtype)])
+    split = articles.starts[len(article_texts)]  # the extra texts' entries start here
+    doc_freq = np.bincount(articles.ids[:split], minlength=len(table))
+    seen_extra = np.bincount(articles.ids[split:], minlength=len(table))
     per_entry = np.repeat(np.asarray(repeats if repeats is not None else [1] * len(questions), dtype=np.float64),
                           np.diff(asked.starts))
-    seen = doc_freq + np.bincount(asked.ids, weights=per_entry, minlength=len(table))
+    seen = doc_freq + seen_extra + np.bincount(asked.ids, weights=per_entry, minlength=len(table))
     tokens = list(table)  # table order: token id n is tokens[n]
     vocab = sorted(t for t, n in zip(tokens, seen.tolist()) if n >= MIN_COUNT)
     row_of = {t: n for n, t in enumerate(vocab)}
@@ -221,7 +225,9 @@ def _vocab_and_bags(article_texts: Sequence[str], questions: Sequence[str], repe
 def train_encoder(article_texts: Sequence[str], pairs: Sequence[tuple[str, Sequence[int]]], *, dim: int | None = None,
                   seed: int = 0, epochs: float | None = None, max_steps: int | None = None,
                   progress: Progress | None = None, article_bags: list | None = None,
-                  article_groups: Sequence[object] | None = None) -> NgramEncoder:
+                  article_groups: Sequence[object] | None = None,
+                  text_pairs: Sequence[tuple[str, str]] = (),
+                  negatives: dict[str, Sequence[int]] | None = None) -> NgramEncoder:
     """Train the n-gram vectors so that each question's vector is nearest its articles' (in-batch negatives).
 
     Each text's n-grams are computed once (`_vocab_and_bags`). A step embeds its batch from the rows it
@@ -230,7 +236,12 @@ def train_encoder(article_texts: Sequence[str], pairs: Sequence[tuple[str, Seque
     receives the articles' bags (encoding them again after training needs no second tokenization).
     `article_groups` (e.g. each article's law, articles in reading order): with HARD_NEGATIVES, each question
     also meets up to that many articles of its gold's group within NEIGHBOURS places of it — the neighbouring
-    articles on the same topic that random in-batch negatives almost never are."""
+    articles on the same topic that random in-batch negatives almost never are. `text_pairs` (question, text):
+    targets that are not articles — e.g. a consultation's answer, written in the statute's words — pulled toward
+    their question like an article (and serving as in-batch negatives for the others); they shape the vectors
+    only and are not encoded afterwards. `negatives` (question → articles that are wrong for it, e.g. the articles
+    of a similar training question that asked something else): one of them, at random, joins the question's batch
+    as an extra negative (not when it is a gold of that batch)."""
     import torch
 
     # the module's settings as they are now (dense.py's cache key reads them the same way)
@@ -242,23 +253,30 @@ def train_encoder(article_texts: Sequence[str], pairs: Sequence[tuple[str, Seque
     # 2 busy cores: 2.7 s with one thread, 11–23 s with two)
     torch.set_num_threads(1)
     try:
-        return _train(article_texts, pairs, dim, seed, epochs, max_steps, progress, article_bags, article_groups)
+        return _train(article_texts, pairs, dim, seed, epochs, max_steps, progress, article_bags, article_groups,
+                      text_pairs, negatives or {})
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(article_texts, pairs, dim, seed, epochs, max_steps, progress, article_bags, article_groups) -> NgramEncoder:
+def _train(article_texts, pairs, dim, seed, epochs, max_steps, progress, article_bags, article_groups,
+           text_pairs, negatives) -> NgramEncoder:
     import torch
 
     pairs = [(q, list(golds)) for q, golds in pairs if golds]
+    # a text target is document len(article_texts) + n: the texts follow the articles in the documents' bags
+    extra_texts = list(dict.fromkeys(text for _, text in text_pairs))
+    extra_row = {text: len(article_texts) + n for n, text in enumerate(extra_texts)}
+    pairs += [(q, [extra_row[text]]) for q, text in text_pairs]
     repeats = Counter(q for q, _ in pairs)
     unique_questions = list(repeats)
     question_row = {q: n for n, q in enumerate(unique_questions)}
     vocab, idf, doc_bags, question_bags = _vocab_and_bags(article_texts, unique_questions,
-                                                          [repeats[q] for q in unique_questions])
+                                                          [repeats[q] for q in unique_questions], extra_texts)
     if article_bags is not None:
-        article_bags.append(doc_bags)
+        article_bags.append(doc_bags.head(len(article_texts)))
     pair_question = [question_row[q] for q, _ in pairs]
+    wrong = {question_row[q]: list(found) for q, found in negatives.items() if q in question_row and found}
     if QUERY_SIDE not in QUERY_SIDES:
         raise ValueError(f"QUERY_SIDE {QUERY_SIDE!r}: one of {QUERY_SIDES}")
     generator = torch.Generator().manual_seed(seed)
@@ -292,6 +310,14 @@ def _train(article_texts, pairs, dim, seed, epochs, max_steps, progress, article
             continue
         if HARD_NEGATIVES and article_groups is not None:
             docs = docs + _neighbours(docs, chosen, article_groups, doc_bags, negative_rng)
+        if wrong:
+            taken = set(docs)
+            for question in questions:
+                if question in wrong:
+                    other = negative_rng.choice(wrong[question])
+                    if other not in taken and doc_bags.size(other):
+                        docs.append(other)
+                        taken.add(other)
         q_rows, q_weights, q_offsets = question_bags.batch(questions)
         q_rows, q_weights, q_offsets = _query_side(q_rows, q_weights, q_offsets, size)
         d_rows, d_weights, d_offsets = doc_bags.batch(docs)
@@ -358,6 +384,8 @@ def _neighbours(golds: list[int], taken: set[int], groups: Sequence[object], bag
     seen = set(taken)
     offsets = [d for d in range(-NEIGHBOURS, NEIGHBOURS + 1) if d]
     for gold in golds:
+        if gold >= len(groups):  # a text target (text_pairs), not an article: no neighbours
+            continue
         found = 0
         for offset in rng.sample(offsets, len(offsets)):
             other = gold + offset
