@@ -48,6 +48,7 @@ from lawtune.kb import dense as dense_module, encoder as encoder_module, open_st
 from lawtune.kb import lawstage, retrieval, training_pairs as pairs_module  # noqa: E402
 from lawtune.kb.build import build  # noqa: E402
 from lawtune.kb.dense import DenseIndex, article_text, _key  # noqa: E402
+from lawtune.kb.encoder import NgramEncoder  # noqa: E402
 from lawtune.kb.names import LawNames  # noqa: E402
 from lawtune.kb.retrieval import Retriever  # noqa: E402
 from lawtune.modeling.loading import cpu_flags  # noqa: E402
@@ -530,6 +531,27 @@ def with_memory(index: DenseIndex, articles, names, variant: dict | None = None)
     return index
 
 
+def ensemble_variant(store, variant: dict, folder: Path) -> tuple[DenseIndex, float]:
+    """`ens=0+1+2`: the encoders of these seeds (each trained with the variant's other training keys), stacked
+    into one (`NgramEncoder.stack`: the mean of their cosines); the memory encoded with the stack."""
+    seeds = [int(s) for s in str(variant["ens"]).split("+")]
+    train = {k: v for k, v in variant.items() if k in TRAIN_KEYS and k != "seed"}
+    members, seconds = [], 0.0
+    for seed in seeds:
+        member, spent = train_variant(store, {**train, **({"seed": seed} if seed else {})}, folder)
+        members.append(member)
+        seconds += spent
+    articles = store.current_articles()
+    catalog = store.catalog()
+    names = LawNames([*catalog.versions, *catalog.repealed])
+    first = members[0]
+    if any(m.keys != first.keys for m in members):
+        raise SystemExit("ens: the members index different articles")
+    vectors = np.hstack([m.vectors for m in members]) / np.sqrt(len(members))
+    index = DenseIndex(NgramEncoder.stack([m.encoder for m in members]), first.keys, first.versions, vectors)
+    return with_memory(index, articles, names, variant), seconds
+
+
 class SplitMemory:
     """A dense index whose question memory (and the query vector the memory is searched with) comes from another
     encoder: the variant's encoder gives the cosines, `memory_index`'s (e.g. the default's) the votes (the
@@ -947,7 +969,10 @@ def main() -> None:
     with open_store(args.kb) as store:
         for text in args.variants:
             variant = parse_variant(text)
-            index, seconds = train_variant(store, variant, args.work / f"encoders-{args.kb.stem}")
+            if "ens" in variant:
+                index, seconds = ensemble_variant(store, variant, args.work / f"encoders-{args.kb.stem}")
+            else:
+                index, seconds = train_variant(store, variant, args.work / f"encoders-{args.kb.stem}")
             if "memseed" in variant:
                 seed = int(variant["memseed"])
                 memory_index, _ = train_variant(store, {"seed": seed} if seed else {},

@@ -61,6 +61,23 @@ def test_many_texts_encode_as_each_alone():
     assert not together[-2:].any()
 
 
+def test_a_stack_of_encoders_reads_as_the_mean_of_their_cosines():
+    members = [train_encoder(ARTICLES, PAIRS * 5, dim=16, seed=seed, epochs=5) for seed in (0, 1, 2)]
+    assert not np.array_equal(members[0].weights, members[1].weights)  # the seed changes the training
+    stacked = NgramEncoder.stack(members)
+    assert (stacked.blocks, stacked.dim) == (3, 48)
+    texts = [*ARTICLES, "我和老公想分开", "🙂"]
+    for together in (stacked.encode(texts), np.stack([stacked.encode([t])[0] for t in texts])):
+        mean = sum(m.encode(texts) @ m.encode(texts).T for m in members) / 3
+        assert np.allclose(together @ together.T, mean, atol=1e-4)
+        assert np.allclose(np.linalg.norm(together[:-1], axis=1), 1.0, atol=1e-5) and not together[-1].any()
+    loaded = NgramEncoder.from_bytes(stacked.to_bytes())
+    assert loaded.blocks == 3 and np.allclose(loaded.encode(texts), stacked.encode(texts))
+    other = train_encoder(ARTICLES[:2], PAIRS[:6], dim=16, seed=0, epochs=1)  # another vocabulary
+    with pytest.raises(ValueError, match="one vocabulary"):
+        NgramEncoder.stack([members[0], other])
+
+
 def test_vocabulary_counts_a_repeated_question_as_often_as_given():
     # 老公 occurs in no article and in one question: kept only when that question is given twice
     once = train_encoder(ARTICLES, [("老公不回家", [0]), ("偷东西", [3])], dim=8, epochs=1)
@@ -163,6 +180,7 @@ def test_build_reports_its_phases(tmp_path):
 def test_build_stores_a_dense_index_of_the_current_articles(kb):
     index = dense.load_dense(kb)
     assert index is not None
+    assert index.encoder.blocks == encoder_module.ENSEMBLE  # the seeds' encoders, stacked
     current = kb.current_articles()
     assert len(index.keys) == len(current) == len(set(index.keys))
     norms = np.linalg.norm(index.vectors, axis=1)

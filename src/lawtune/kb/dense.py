@@ -145,13 +145,19 @@ def train_dense(store, progress=None, cache: bool = True, phases: dict[str, floa
     texts = [article_text(a) for a in articles]
     pairs = training_pairs(articles, names)
     lap("pairs")
-    encoder = _cached_encoder(texts, pairs) if cache else None
     article_bags: list = []
-    if encoder is None:
-        encoder = train_encoder(texts, pairs, progress=progress, article_bags=article_bags,
-                                article_groups=[a.law_full for a in articles])
-        if cache:
-            _store_cached(texts, pairs, encoder)
+    members = []
+    seeds = range(encoder_settings.ENSEMBLE)
+    for seed in seeds:
+        member = _cached_encoder(texts, pairs, seed) if cache else None
+        if member is None:
+            member = train_encoder(texts, pairs, seed=seed, article_bags=article_bags if not article_bags else None,
+                                   article_groups=[a.law_full for a in articles],
+                                   progress=_member_progress(progress, seed, len(seeds)))
+            if cache:
+                _store_cached(texts, pairs, seed, member)
+        members.append(member)
+    encoder = members[0] if len(members) == 1 else NgramEncoder.stack(members)
     lap("training")
     # training tokenized the articles already: encode from those bags rather than reading every text again
     vectors = encoder.encode_bags(article_bags[0]) if article_bags else encoder.encode(texts)
@@ -198,11 +204,19 @@ def _key(item: Item) -> Key:
     return (item.law_full, item.article, item.sub)
 
 
-def _fingerprint(texts: list[str], pairs: list) -> str:
+def _member_progress(progress, member: int, members: int):
+    """One progress over all the ensemble's trainings: member n's step s of S is step n·S + s of members·S."""
+    if progress is None:
+        return None
+    return lambda step, steps: progress(member * steps + step, members * steps)
+
+
+def _fingerprint(texts: list[str], pairs: list, seed: int = 0) -> str:
     settings = [getattr(encoder_settings, name) for name in ("DIM", "TAU", "BATCH", "LEARNING_RATE", "EPOCHS",
                                                              "MAX_STEPS", "MIN_COUNT", "HARD_NEGATIVES", "NEIGHBOURS",
                                                              "QUERY_SIDE")]
-    digest = hashlib.sha256(f"{CACHE_VERSION} {settings}".encode())
+    # seed 0 keeps the key it had before ensembles, so encoders cached then are found
+    digest = hashlib.sha256(f"{CACHE_VERSION} {settings}{f' seed {seed}' if seed else ''}".encode())
     for text in texts:
         digest.update(text.encode("utf-8", "surrogatepass") + b"\x00")
     for question, golds in pairs:
@@ -216,19 +230,19 @@ def _cache_dir() -> Path:
     return lawtune_home() / "kb-encoders"
 
 
-def _cached_encoder(texts: list[str], pairs: list) -> NgramEncoder | None:
-    path = _cache_dir() / f"{_fingerprint(texts, pairs)}.npz"
+def _cached_encoder(texts: list[str], pairs: list, seed: int = 0) -> NgramEncoder | None:
+    path = _cache_dir() / f"{_fingerprint(texts, pairs, seed)}.npz"
     try:
         return NgramEncoder.from_bytes(path.read_bytes())
     except (OSError, ValueError, KeyError):
         return None
 
 
-def _store_cached(texts: list[str], pairs: list, encoder: NgramEncoder) -> None:
+def _store_cached(texts: list[str], pairs: list, seed: int, encoder: NgramEncoder) -> None:
     from lawtune.fsutil import atomic_open
 
     try:
-        with atomic_open(_cache_dir() / f"{_fingerprint(texts, pairs)}.npz", "wb") as handle:
+        with atomic_open(_cache_dir() / f"{_fingerprint(texts, pairs, seed)}.npz", "wb") as handle:
             handle.write(encoder.to_bytes())
     except OSError as error:  # a read-only home: the KB is still built, the next build trains again
         print(f"note: could not cache the trained encoder ({error})", file=sys.stderr)
