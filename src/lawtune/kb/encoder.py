@@ -3,6 +3,7 @@
     encoder = train_encoder(article_texts, pairs, seed=0)   # pairs: (question, [index into article_texts, ...])
     vectors = encoder.encode(["公司不给交社保怎么办"])          # (n, DIM) float32, unit length
     NgramEncoder.from_bytes(encoder.to_bytes())              # stored inside the KB (dense.py)
+    NgramEncoder.stack([first, second, third])               # an ensemble: the mean of their cosines (kb build)
 
 Why this kind of model: BM25 over character bigrams cannot bridge a layperson's words to the statute's
 (老公 / 配偶, 辞退 / 解除劳动合同, 赔多少 / 经济补偿), which is where real questions fail (docs/knowledge-base.md,
