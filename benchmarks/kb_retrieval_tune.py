@@ -146,6 +146,7 @@ VARIANT_KEYS = {  # key: (module, attribute) the variant sets while its encoder 
     "weight": (retrieval, "DENSE_WEIGHT"), "pool": (retrieval, "DENSE_POOL"),
     "mem": (retrieval, "MEMORY_WEIGHT"), "mem_m": (retrieval, "MEMORY_NEIGHBOURS"), "mem_p": (retrieval, "MEMORY_POWER"),
     "mem_f": (retrieval, "MEMORY_FLOOR"),
+    "cite": (retrieval, "CITED_WEIGHT"), "cite_n": (retrieval, "CITED_VOTERS"),
     "lw": (retrieval, "LAW_WEIGHT"), "lscale": (lawstage, "SCALE"), "lepochs": (lawstage, "EPOCHS"),
     "llr": (lawstage, "LEARNING_RATE"),
 }

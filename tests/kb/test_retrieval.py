@@ -149,3 +149,25 @@ def test_a_shared_character_lifts_an_article(writable_kb, monkeypatch):
     assert order()  # GUN first
     monkeypatch.setattr(retrieval, "CHAR_WEIGHT", 0.0)
     assert not order()  # bigrams alone: RELIC first
+
+
+def test_an_article_citing_a_statute_votes_for_it(writable_kb, monkeypatch):
+    from lawtune.kb import retrieval
+
+    # a judicial interpretation shares the facts' words; the statute article it applies shares almost none
+    text = "第一条 偷走他人饲养的龙猫，价值较大的，依照刑法第二百六十四条的规定，以盗窃罪定罪处罚。"
+    writable_kb.add([Item(kind="article", text=text, law="关于办理偷龙猫案件的解释",
+                          law_full="最高人民法院关于办理偷龙猫案件适用法律的解释", article=1, sub=0,
+                          version="2026-01-01", path="", source="test")])
+    retriever = Retriever(writable_kb)
+
+    def rank() -> int:
+        hits = retriever.search("邻居偷走了我家饲养的龙猫，该怎么处理", k=30, kinds=("article",))
+        found = [n for n, h in enumerate(hits) if (h.item.law, h.item.article) == ("刑法", 264)]
+        return found[0] if found else len(hits)
+
+    monkeypatch.setattr(retrieval, "CITED_WEIGHT", 0.0)
+    alone = rank()
+    monkeypatch.setattr(retrieval, "CITED_WEIGHT", 1.0)
+    voted = rank()
+    assert voted < alone and voted < 5, (alone, voted)
