@@ -37,6 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "raw"
 sys.path.insert(0, str(ROOT / "src"))
 
+from lawtune.environment import configure  # noqa: E402
+
+configure()  # as the `lawtune` command does, before numpy loads: one OpenBLAS thread
 from lawtune.kb import open_store, postgres_store, retrieval, sqlite_store  # noqa: E402
 from lawtune.kb.build import build  # noqa: E402
 from lawtune.kb.citations import find_citations  # noqa: E402

@@ -68,3 +68,19 @@ def test_the_command_line_never_asks_the_hub():
     env = {k: v for k, v in __import__("os").environ.items() if k != "HF_HUB_OFFLINE"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "True"
+
+
+def test_the_command_line_sets_one_blas_thread_before_numpy_loads():
+    """numpy's second OpenBLAS thread only spins on retrieval's products (docs/knowledge-base.md, "Session 36"):
+    `lawtune` asks for one before anything has loaded numpy, and a user's own setting wins."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, sys, lawtune.cli; print(os.environ.get('OPENBLAS_NUM_THREADS'), 'numpy' in sys.modules)"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split() == ["1", "False"]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**env, "OPENBLAS_NUM_THREADS": "2"}, check=True)
+    assert out.stdout.split()[0] == "2"
