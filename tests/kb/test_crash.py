@@ -67,10 +67,14 @@ def test_kb_add_killed_at_random_leaves_all_or_nothing(writable_kb, tmp_path):
     assert lawtune_process("kb", "add", location, str(qa)).wait(timeout=300) == 0
     took = time.monotonic() - started
     before = writable_kb.count().get("qa", 0)
-    rng, killed = random.Random(1), 0
-    for _ in range(4):
+    rng, killed, rounds = random.Random(1), 0, 0
+    while rounds < 4 or (not killed and rounds < 10):  # at least 4 kills aimed; more until one lands
+        rounds += 1
         process, delay = lawtune_process("kb", "add", location, str(qa)), rng.uniform(0.4 * took, 0.95 * took)
-        killed += kill_at_random(process, rng, 0.0, started=lambda: time.monotonic() - process.started > delay)
+        if kill_at_random(process, rng, 0.0, started=lambda: time.monotonic() - process.started > delay):
+            killed += 1
+        else:  # it finished first (the first add ran on a colder or busier machine): aim the next one earlier
+            took = min(took, time.monotonic() - process.started)
         with open_store(location) as store:
             now = store.count().get("qa", 0)
             assert (now - before) % 4000 == 0, (before, now)  # whole files only
