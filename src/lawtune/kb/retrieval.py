@@ -79,6 +79,7 @@ above is for users who do) and only 13 of 487 cite 刑法, so crime-name detecti
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import Iterable
 from dataclasses import replace
@@ -282,12 +283,12 @@ class Retriever:
         """The best CITED_VOTERS candidates that cite another law's articles (a judicial interpretation's 依照刑法
         第二百六十四条…, a regulation's 依据…) vote for them: CITED_WEIGHT × the voter's score ÷ the best score, shared
         among what it cites. Facts of a case match the interpretations' wording; the statute they apply is cited."""
-        ranked = sorted(scored, key=lambda pair: pair[0], reverse=True)
-        if not ranked or ranked[0][0] <= 0:
+        voters = heapq.nlargest(CITED_VOTERS, scored, key=lambda pair: pair[0])  # the caller sorts the whole list
+        if not voters or voters[0][0] <= 0:
             return scored
-        top = ranked[0][0]
+        top = voters[0][0]
         votes: dict[tuple[str, int, int], float] = {}
-        for score, entry in ranked[:CITED_VOTERS]:
+        for score, entry in voters:
             item = entry.item if isinstance(entry, Hit) else self.store.lookup(*entry)
             if item is None or item.kind != "article":
                 continue
