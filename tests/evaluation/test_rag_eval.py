@@ -169,3 +169,40 @@ def test_eval_with_kb_constrains_citations_unless_told_not_to(tiny_run_dir, qa_f
     (cite,) = given
     assert [{(short_name(law), a, s) for law, refs in m.items() for a, s in refs} for m in cite.materials] == [
         {(h["law"], h["article"], h["sub"]) for h in row["retrieved"]} for row in rows]
+
+
+@pytest.mark.parametrize("flag, on", [(None, True), ("--no-attribute", False)])
+def test_eval_reads_the_answer_with_the_articles_it_repeats_named(tiny_run_dir, kb_file, tmp_path, monkeypatch, flag, on):
+    """The tiny model's answer is replaced by the first retrieved article's words (a random model never quotes);
+    everything after generation — attribution, ROUGE, citations, grounding — runs for real on it."""
+    from dataclasses import replace
+
+    from lawtune.evaluation import evaluate
+    from lawtune.kb.rag import Rag
+
+    data = tmp_path / "q.jsonl"
+    question, reference = "劳动合同法第82条怎么规定的？", "依据《劳动合同法》第八十二条，应当支付二倍工资。"
+    data.write_text(json.dumps({"conversations": [{"role": "user", "content": question},
+                                                  {"role": "assistant", "content": reference}]}, ensure_ascii=False) + "\n",
+                    encoding="utf-8")
+    with Rag.open(kb_file) as rag:
+        first = rag.augment([{"role": "user", "content": question}]).hits[0].item
+    quote = first.text.split(" ", 1)[-1][:40]  # the article's words, without its number
+    real_generate = evaluate.generate
+
+    def quoting(loaded, conversations, settings, **kwargs):
+        return [replace(o, text=quote) for o in real_generate(loaded, conversations, settings, **kwargs)]
+
+    monkeypatch.setattr(evaluate, "generate", quoting)
+    invoke("eval", tiny_run_dir, "--data", data, "--out", tmp_path / "out", *FAST, "--kb", kb_file, *([flag] if flag else []))
+    record = json.loads((tmp_path / "out" / "metrics.json").read_text(encoding="utf-8"))
+    (row,) = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert record["kb"]["attribute"] is on
+    if not on:
+        assert row["prediction"] == quote and row["quoted"] == [] and record["metrics"]["attributed_pct"] == 0.0
+        return
+    assert row["model_text"] == quote and row["prediction"] == f"{quote}\n\n依据：{first.cite()}"
+    assert [(q["law"], q["article"]) for q in row["quoted"]] == [(first.law, first.article)]
+    assert record["metrics"]["attributed_pct"] == 100.0
+    assert row["grounding"]["cited_articles"] == [[first.law_full, first.article, first.sub]]
+    assert row["grounding"]["agrees_with_reference"] is (first.article == 82)

@@ -48,6 +48,13 @@ def test_answer_carries_references_and_citations_through_the_openai_sdk(client, 
     assert field["references"][0]["cite"].startswith("《民法典》第") and field["references"][0]["text"]
     assert field["degraded"] is False and isinstance(field["citations"], list)
     assert field["cite_constraint"] is True  # article numbers decoded from the retrieved articles, as eval does
+    # attribution of what the answer repeats (the tiny model's words rarely are an article's): the same as eval's
+    from lawtune.kb.rag import Rag
+
+    with Rag.open(bundled_kb, k=3) as rag:
+        attributed = rag.attribute(answer.choices[0].message.content, expected.hits)
+    assert [(q["law"], q["article"]) for q in field["quoted"]] == [(h.item.law, h.item.article) for h in attributed.quoted]
+    assert field["attribution"] == (attributed.text[len(answer.choices[0].message.content.rstrip()):].strip() or None)
     # the model was asked the RAG prompt: the prompt tokens are those of the augmented conversation
     assert answer.usage.prompt_tokens == len(chat_format.encode_prompt(expected.messages))
 

@@ -38,6 +38,7 @@ CHECK_KB = option(EvalOptions, "check_kb")
 KB_K = option(EvalOptions, "kb_k")
 KB_CHARS = option(EvalOptions, "kb_chars")
 CITE = option(EvalOptions, "cite_constraint", "--cite-constraint/--no-cite-constraint")
+ATTRIBUTE = option(EvalOptions, "attribute", "--attribute/--no-attribute")
 DTYPE = option(EvalOptions, "dtype")
 MCQ = option(EvalOptions, "mcq")
 NO_MCQ = typer.Option(False, "--no-mcq", help="Skip the multiple-choice knowledge check.")
@@ -103,7 +104,7 @@ def eval_command(
     mcq: Optional[list[str]] = MCQ, no_mcq: bool = NO_MCQ, mcq_limit: int = MCQ_LIMIT,
     limit: Optional[int] = LIMIT, dtype: str = DTYPE,
     kb: Optional[Path] = KB, check_kb: Optional[Path] = CHECK_KB, kb_k: int = KB_K, kb_chars: int = KB_CHARS,
-    cite_constraint: bool = CITE,
+    cite_constraint: bool = CITE, attribute: bool = ATTRIBUTE,
     tool_data: Optional[Path] = TOOL_DATA, tools: Optional[str] = TOOLS, tool_limit: Optional[int] = TOOL_LIMIT,
 ) -> None:
     """Generation metrics (BLEU-4, ROUGE-1/2/L), eval loss and MCQ accuracy of one model.
@@ -119,7 +120,8 @@ def eval_command(
     options = validate(EvalOptions, dict(
         base_only=base_only, max_output_length=max_output_length, mcq=[] if no_mcq else mcq, mcq_limit=mcq_limit,
         limit=limit, dtype=dtype, kb=kb, check_kb=check_kb, kb_k=kb_k, kb_chars=kb_chars,
-        cite_constraint=cite_constraint, tool_data=tool_data, tools=tools, tool_limit=tool_limit), "eval", as_flags=True)
+        cite_constraint=cite_constraint, attribute=attribute, tool_data=tool_data, tools=tools, tool_limit=tool_limit),
+        "eval", as_flags=True)
     settings = _settings(max_new_tokens, batch_size, max_input_length, decoding, kb=kb)
     record = run(model, data, out, options=options, settings=settings)
     _print_record(record)
@@ -141,7 +143,7 @@ def compare_command(
     max_looping: Optional[float] = typer.Option(None, "--max-looping", help="Quality gate: at most this % of tuned answers loop."),
     max_mcq_drop: Optional[float] = typer.Option(None, "--max-mcq-drop", help="Quality gate: no MCQ set's accuracy falls more than this many points below the base."),
     kb: Optional[Path] = KB, check_kb: Optional[Path] = CHECK_KB, kb_k: int = KB_K, kb_chars: int = KB_CHARS,
-    cite_constraint: bool = CITE,
+    cite_constraint: bool = CITE, attribute: bool = ATTRIBUTE,
     tool_data: Optional[Path] = TOOL_DATA, tools: Optional[str] = TOOLS, tool_limit: Optional[int] = TOOL_LIMIT,
     min_tool_choice: Optional[float] = typer.Option(None, "--min-tool-choice", help="Quality gate: % of tool questions whose first call names the right tool."),
     min_tool_args_exact: Optional[float] = typer.Option(None, "--min-tool-args-exact", help="Quality gate: % of tool questions called with the right tool and exactly the right arguments."),
@@ -166,7 +168,7 @@ def compare_command(
     options = validate(EvalOptions, dict(
         max_output_length=max_output_length, mcq=[] if no_mcq else mcq, mcq_limit=mcq_limit, limit=limit,
         dtype=dtype, kb=kb, check_kb=check_kb, kb_k=kb_k, kb_chars=kb_chars, cite_constraint=cite_constraint,
-        tool_data=tool_data, tools=tools, tool_limit=tool_limit), "compare", as_flags=True)
+        attribute=attribute, tool_data=tool_data, tools=tools, tool_limit=tool_limit), "compare", as_flags=True)
     settings = _settings(max_new_tokens, batch_size, max_input_length, decoding, kb=kb)
     result = compare_run(base, run, data, out, options=options, settings=settings, gate=gate)
     Console().print(table(result))
@@ -189,7 +191,8 @@ def infer_command(
     sample: bool = SAMPLE, temperature: float = TEMPERATURE, top_p: float = TOP_P,
     seed: int = SEED,
     dtype: str = DTYPE, kb: Optional[Path] = KB, kb_k: int = KB_K, kb_chars: int = KB_CHARS,
-    cite_constraint: bool = CITE, tools: Optional[str] = AGENT_TOOLS, tool_rounds: int = AGENT_ROUNDS,
+    cite_constraint: bool = CITE, attribute: bool = ATTRIBUTE, tools: Optional[str] = AGENT_TOOLS,
+    tool_rounds: int = AGENT_ROUNDS,
 ) -> None:
     """One question, one answer; greedy (deterministic) unless --sample.
 
@@ -203,7 +206,8 @@ def infer_command(
     settings = _settings(max_new_tokens, 1, 2048 if tools is None else 8192, decoding, do_sample=sample,
                          temperature=temperature, top_p=top_p, seed=seed)
     # a bad KB fails before loading
-    rag = Rag.open(kb, k=kb_k, max_chars=kb_chars, cite_constraint=cite_constraint) if kb is not None else None
+    rag = (Rag.open(kb, k=kb_k, max_chars=kb_chars, cite_constraint=cite_constraint, attribute=attribute)
+           if kb is not None else None)
     agent = _agent(tools, tool_rounds, rag)
     infer(model, prompt, settings, base_only=base_only, system=system, dtype=dtype, stream=True, rag=rag, agent=agent)
 
@@ -218,7 +222,7 @@ def chat_command(
     sample: bool = SAMPLE, temperature: float = TEMPERATURE, top_p: float = TOP_P,
     seed: int = SEED, dtype: str = DTYPE,
     kb: Optional[Path] = KB, kb_k: int = KB_K, kb_chars: int = KB_CHARS, cite_constraint: bool = CITE,
-    tools: Optional[str] = AGENT_TOOLS, tool_rounds: int = AGENT_ROUNDS,
+    attribute: bool = ATTRIBUTE, tools: Optional[str] = AGENT_TOOLS, tool_rounds: int = AGENT_ROUNDS,
 ) -> None:
     """Multi-turn chat in the terminal, with history (/reset, /exit).
 
@@ -229,7 +233,8 @@ def chat_command(
 
     settings = _settings(max_new_tokens, 1, 2048 if tools is None else 8192, decoding, do_sample=sample,
                          temperature=temperature, top_p=top_p, seed=seed)
-    rag = Rag.open(kb, k=kb_k, max_chars=kb_chars, cite_constraint=cite_constraint) if kb is not None else None
+    rag = (Rag.open(kb, k=kb_k, max_chars=kb_chars, cite_constraint=cite_constraint, attribute=attribute)
+           if kb is not None else None)
     chat_loop(model, settings, base_only=base_only, system=system, dtype=dtype, rag=rag,
               agent=_agent(tools, tool_rounds, rag))
 

@@ -66,7 +66,7 @@ def run(base: str, run_dir: str | Path, data: str | Path, out_dir: str | Path | 
     out = Path(out_dir) if out_dir else run_dir / COMPARE_DIR
     data_record = {"path": str(data), "sha256": sha256_file(data), "count": len(examples), "limit": limit}
     rag, checker, kb_record = open_eval_kb(options.kb, options.check_kb, options.kb_k, options.kb_chars,
-                                           options.cite_constraint)
+                                           options.cite_constraint, options.attribute)
 
     results, tool_rows = {}, {}
     for side in ("base", "tuned"):

@@ -88,6 +88,7 @@ def evaluate_loaded(
     asked, retrieved, hit_keys, cite = examples, [None] * len(examples), None, None
     if rag is not None and kb_in_prompt:
         from lawtune.kb.grounding import hit_key
+        from lawtune.kb.rag import hit_record
 
         augmented = [rag.augment(e.prompt) for e in examples]
         asked = [Example([*a.messages, {"role": "assistant", "content": e.reference}], e.meta)
@@ -103,6 +104,10 @@ def evaluate_loaded(
     started = time.perf_counter()
     outputs = generate(loaded, [e.prompt for e in asked], settings, description=f"{label} generating".strip(), cite=cite)
     timing["generation_s"] = round(time.perf_counter() - started, 1)
+    # the answer a reader sees: with --kb, the retrieved articles it repeats named (lawtune.kb.attribution)
+    attributions = ([rag.attribute(o.text, a.hits) for o, a in zip(outputs, augmented)]
+                    if rag is not None and kb_in_prompt else None)
+    texts = [a.text for a in attributions] if attributions is not None else [o.text for o in outputs]
 
     started = time.perf_counter()
     loss = eval_loss(loaded, asked, settings.max_input_length, max_output_length)
@@ -110,11 +115,11 @@ def evaluate_loaded(
     timing["loss_s"] = round(time.perf_counter() - started, 1)
 
     predictions = []
-    for example, output, ref_tokens, stop_prob in zip(examples, outputs, reference_tokens, stop_probs):
-        scores = {name: round(value, 4) for name, value in score_pair(output.text, example.reference).items()}
+    for example, output, text, ref_tokens, stop_prob in zip(examples, outputs, texts, reference_tokens, stop_probs):
+        scores = {name: round(value, 4) for name, value in score_pair(text, example.reference).items()}
         # the answer a reader sees (a repetition stop cuts tokens that were generated): its length in tokens
-        answer_tokens = len(loaded.tokenizer(output.text, add_special_tokens=False)["input_ids"])
-        predictions.append({"prompt": example.question, "prediction": output.text, "reference": example.reference,
+        answer_tokens = len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
+        predictions.append({"prompt": example.question, "prediction": text, "reference": example.reference,
                             "ended": output.ended, "finish_reason": getattr(output, "finish_reason", None),
                             "loops": loops(output.text), "new_tokens": output.new_tokens,
                             "answer_tokens": answer_tokens, "reference_tokens": ref_tokens,
@@ -124,7 +129,13 @@ def evaluate_loaded(
     for row, hits in zip(predictions, retrieved):
         if hits is not None:
             row["retrieved"] = hits  # law, article, sub, score of each article put in the prompt
-    metrics = summarize([o.text for o in outputs], [e.reference for e in examples], [o.ended for o in outputs])
+    for row, output, attribution in zip(predictions, outputs, attributions or []):
+        row["quoted"] = [hit_record(h) for h in attribution.quoted]  # retrieved articles the answer repeats
+        if attribution.added:
+            row["model_text"] = output.text  # before the line naming them
+    metrics = summarize(texts, [e.reference for e in examples], [o.ended for o in outputs])
+    if attributions is not None:
+        metrics["attributed_pct"] = round(100 * sum(bool(a.added) for a in attributions) / max(len(texts), 1), 2)
     reasons = [row["finish_reason"] for row in predictions if row["finish_reason"]]
     if reasons:  # how generation ended: stop (on its own), length (budget), repetition (cut by the repetition stop)
         metrics["finish_reasons_pct"] = {reason: round(100 * reasons.count(reason) / len(reasons), 2)
@@ -136,12 +147,12 @@ def evaluate_loaded(
 
         from lawtune.kb.grounding import ArticleKeys, grounding_metrics
 
-        verdicts, cited = citation_metrics(checker, [o.text for o in outputs])
+        verdicts, cited = citation_metrics(checker, texts)
         for row, row_verdicts in zip(predictions, verdicts):
             row["citations"] = row_verdicts
         metrics.update(cited)
         keys = ArticleKeys(checker, rag.store if rag is not None else None)
-        grounding, grounded = grounding_metrics(keys, [o.text for o in outputs], [e.reference for e in examples], hit_keys)
+        grounding, grounded = grounding_metrics(keys, texts, [e.reference for e in examples], hit_keys)
         for row, row_grounding in zip(predictions, grounding):
             row["grounding"] = row_grounding
         metrics.update(grounded)
@@ -205,7 +216,7 @@ def run(spec: str | Path, data: str | Path, out_dir: str | Path | None = None, *
     out = Path(out_dir) if out_dir else default_out_dir(spec, data, options.base_only)
     # a bad KB fails before the model loads
     rag, checker, kb_record = open_eval_kb(options.kb, options.check_kb, options.kb_k, options.kb_chars,
-                                           options.cite_constraint)
+                                           options.cite_constraint, options.attribute)
     loaded = load_model(spec, base_only=options.base_only, dtype=options.dtype, merge=True)
     record, predictions = evaluate_loaded(loaded, examples, settings, mcq_paths=mcq_paths, mcq_limit=options.mcq_limit,
                                           max_output_length=options.max_output_length, rag=rag, checker=checker)

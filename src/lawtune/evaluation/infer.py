@@ -73,6 +73,15 @@ def answer(loaded: Any, messages: list[dict[str, Any]], settings: GenerationSett
     return decode_new_tokens(loaded, output[0, len(ids):].tolist(), settings.decoding)
 
 
+def _attributed(rag: Any, augmented: Any, text: str, streamed: bool, write=print) -> str:
+    """The answer with the retrieved articles it repeats named (`Rag.attribute`); after a streamed answer the
+    naming line is printed on its own."""
+    attributed = rag.attribute(text, augmented.hits)
+    if streamed and attributed.added:
+        write(attributed.text[len(text.rstrip()):].lstrip("\n"))
+    return attributed.text
+
+
 def _show_sources(rag: Any, augmented: Any, text: str, write=print) -> None:
     """After an answer with --kb: the articles it was given and the verdict of each citation it makes."""
     for n, hit in enumerate(augmented.hits, 1):
@@ -130,6 +139,7 @@ def infer(spec: str, prompt: str, settings: GenerationSettings, *, base_only: bo
     augmented = rag.augment(messages)
     text = answer(loaded, augmented.messages, settings, stream=stream, write=write,
                   cite=rag.constraint([augmented.hits]) if augmented.hits else None).text
+    text = _attributed(rag, augmented, text, stream, write)
     if not stream:
         write(text)
     _show_sources(rag, augmented, text, write)
@@ -172,6 +182,8 @@ def chat_loop(spec: str, settings: GenerationSettings, *, base_only: bool = Fals
         else:
             cite = rag.constraint([augmented.hits]) if augmented is not None and augmented.hits else None
             text = answer(loaded, asked, settings, stream=True, write=write, cite=cite).text
+            if augmented is not None:
+                text = _attributed(rag, augmented, text, True, write)
         if augmented is not None:
             _show_sources(rag, augmented, text, write)
         history.append({"role": "assistant", "content": text})

@@ -38,6 +38,7 @@ class EvalOptions(BaseModel):
     kb_k: int = Field(DEFAULT_K, description="Articles retrieved per question with --kb.")
     kb_chars: int = Field(DEFAULT_MAX_CHARS, description="Characters kept of each retrieved article.")
     cite_constraint: bool = Field(True, description="With --kb: an article number after a law's name may only be one of the retrieved articles (citation-constrained decoding, lawtune.kb.cite_constrain).")
+    attribute: bool = Field(True, description="With --kb: a retrieved article whose words the answer repeats is named in a last line when the answer does not cite it by number (lawtune.kb.attribution); every metric reads that answer.")
     # tool use (lawtune.evaluation.tool_eval; docs/tools.md "Measured")
     tool_data: Path | None = Field(None, description="A tool set (`lawtune tools generate` writes DIR/test.jsonl) measured besides --data: right tool, exact arguments, calls that parse, the figure in the final answer, no call where none is needed.")
     tools: Literal["builtin"] | None = Field(None, description="Offer every built-in tool with each tool question (default: the tools each record carries); with a --data whose records carry no tools, measure calls made on it.")

@@ -22,6 +22,8 @@ When retrieval finds nothing the conversation goes to the model unchanged.
 
 Citation-constrained decoding (`rag.constraint(hits)`, on unless `--no-cite-constraint`): an article number the
 answer writes after a law's name may only be one of the retrieved articles (`lawtune.kb.cite_constrain`).
+Attribution (`rag.attribute(answer, hits)`, on unless `--no-attribute`): a retrieved article whose words the answer
+repeats is named in a last line when the answer does not cite it by number (`lawtune.kb.attribution`).
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ class Rag:
     checker; thread-safe like its store."""
 
     def __init__(self, store: Any, k: int = DEFAULT_K, max_chars: int = DEFAULT_MAX_CHARS, location: str = "",
-                 checker: Any = None, cite_constraint: bool = True):
+                 checker: Any = None, cite_constraint: bool = True, attribute: bool = True):
         from lawtune.kb.citations import CitationChecker
 
         if k < 1:
@@ -105,6 +107,7 @@ class Rag:
 
         self.store, self.k, self.max_chars, self.location = store, k, max_chars, location
         self.cite_constraint = cite_constraint  # decode article numbers only from the retrieved articles
+        self.attribute_answers = attribute  # name the retrieved articles an answer repeats (`attribute`)
         self.retriever = Retriever(store)  # what every search goes through (the KB tools get it too)
         # verdicts against the same KB unless another (e.g. all of LawRefBook) is given: `open_checker`
         self._own_checker = checker is None
@@ -128,11 +131,11 @@ class Rag:
 
     @classmethod
     def open(cls, location: str | Path, k: int = DEFAULT_K, max_chars: int = DEFAULT_MAX_CHARS,
-             cite_constraint: bool = True) -> "Rag":
+             cite_constraint: bool = True, attribute: bool = True) -> "Rag":
         from lawtune.kb import open_store
 
         return cls(open_store(location), k=k, max_chars=max_chars, location=str(location),
-                   cite_constraint=cite_constraint)
+                   cite_constraint=cite_constraint, attribute=attribute)
 
     def __enter__(self) -> "Rag":
         return self
@@ -163,6 +166,13 @@ class Rag:
 
         return CiteConstraint(self._fresh_checker().names, hits_per_prompt)
 
+    def attribute(self, answer: str, hits: list[Hit]) -> Any:
+        """The answer with the retrieved articles it repeats named (`lawtune.kb.attribution.Attribution`); the
+        answer unchanged, nothing quoted, when attribution is off (`--no-attribute`)."""
+        from lawtune.kb.attribution import Attribution, attribute
+
+        return attribute(answer, hits, self.max_chars) if self.attribute_answers else Attribution(answer)
+
     def check(self, answer: str) -> list[dict[str, Any]]:
         """The citation verdicts of one answer as JSON records (text, law_full, article, verdict, detail, …)."""
         return [verdict.to_json() for verdict in self._fresh_checker().check(answer)]
@@ -174,7 +184,8 @@ class Rag:
 
         sha = sha256_file(path) if path.is_file() else None  # a PostgreSQL URL has no file to hash
         return {"path": self.location, "sha256": sha, "k": self.k, "max_chars": self.max_chars,
-                "items": self.store.count(), "cite_constraint": self.cite_constraint}
+                "items": self.store.count(), "cite_constraint": self.cite_constraint,
+                "attribute": self.attribute_answers}
 
 
 
@@ -210,14 +221,15 @@ def citation_metrics(checker: Any, answers: list[str]) -> tuple[list[list[dict[s
 
 
 def open_eval_kb(kb: str | Path | None, check_kb: str | Path | None, k: int = DEFAULT_K,
-                 max_chars: int = DEFAULT_MAX_CHARS, cite_constraint: bool = True
+                 max_chars: int = DEFAULT_MAX_CHARS, cite_constraint: bool = True, attribute: bool = True
                  ) -> tuple["Rag | None", Any, dict[str, Any] | None]:
     """(rag, checker, record) for eval/compare: `kb` retrieves (and checks unless `check_kb` is given),
     `check_kb` alone checks citations without retrieval. All None when neither is given."""
     if kb is None and check_kb is None:
         return None, None, None
     checker = open_checker(check_kb) if check_kb is not None else None
-    rag = Rag.open(kb, k=k, max_chars=max_chars, cite_constraint=cite_constraint) if kb is not None else None
+    rag = (Rag.open(kb, k=k, max_chars=max_chars, cite_constraint=cite_constraint, attribute=attribute)
+           if kb is not None else None)
     if rag is not None and checker is not None:
         rag.checker = checker
     record: dict[str, Any] = rag.record() if rag is not None else {"path": None}

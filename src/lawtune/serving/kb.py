@@ -9,7 +9,12 @@ that carries `finish_reason`:
 
     "lawtune": {"references": [{"kind", "law", "article", "sub", "score", "exact", "cite", "version", "text"}],
                 "citations": [{"text", "name", "law_full", "article", "sub", "start", "verdict", "detail"}],
-                "degraded": false}
+                "degraded": false, "cite_constraint": true,
+                "quoted": [{"kind", "law", "article", "sub", "score", "exact"}], "attribution": "依据：《民法典》第…条" | null}
+
+`quoted` are the retrieved articles whose words the answer repeats, and `attribution` the line naming those it does
+not cite by number (`lawtune.kb.attribution`; `lawtune infer` / `chat` / `eval` print it under the answer, while the
+API leaves the message content as the model wrote it and the client shows the line if it likes).
 
 OpenAI clients ignore unknown fields (the official SDK keeps them on `model_extra`). With `--degrade-to-kb`,
 a request the kill switch or the open circuit breaker would refuse with 503 gets 200 instead: the notice, then
@@ -25,7 +30,7 @@ import uuid
 from typing import Any, Callable
 
 from lawtune.kb import format_context
-from lawtune.kb.rag import INSTRUCTION, Augmented, Rag, rag_conversation
+from lawtune.kb.rag import INSTRUCTION, Augmented, Rag, hit_record, rag_conversation
 from lawtune.text import excerpt
 
 FALLBACK_HEADER = "以下是知识库中与您的问题最相关的法条原文（自动检索，未经模型解读，仅供参考）："
@@ -81,6 +86,10 @@ def extension(rag: Rag, augmented: Augmented, degraded: bool = False, notice: st
         body: dict[str, Any] = {"references": augmented.references(text_chars=rag.max_chars),
                                 "citations": rag.check(text), "degraded": degraded,
                                 "cite_constraint": cite_constraint}
+        if not degraded:  # the retrieved articles the answer repeats, and the line naming those it did not cite
+            attributed = rag.attribute(text, augmented.hits)
+            body["quoted"] = [hit_record(hit) for hit in attributed.quoted]
+            body["attribution"] = attributed.text[len(text.rstrip()):].strip() or None
         if notice:
             body["notice"] = notice
         return body
