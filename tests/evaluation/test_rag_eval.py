@@ -206,3 +206,25 @@ def test_eval_reads_the_answer_with_the_articles_it_repeats_named(tiny_run_dir, 
     assert record["metrics"]["attributed_pct"] == 100.0
     assert row["grounding"]["cited_articles"] == [[first.law_full, first.article, first.sub]]
     assert row["grounding"]["agrees_with_reference"] is (first.article == 82)
+
+
+def test_infer_prints_the_line_naming_what_the_answer_repeated(tiny_run_dir, kb_file, monkeypatch):
+    """The tiny model's answer replaced by the retrieved article's words; the streamed answer is followed by the
+    attribution line, and infer returns the attributed answer (as eval scores it)."""
+    from dataclasses import replace
+
+    from lawtune.evaluation import infer as infer_module
+    from lawtune.evaluation.generation import GenerationSettings
+    from lawtune.kb.rag import Rag
+
+    question = "劳动合同法第82条怎么规定的？"
+    with Rag.open(kb_file) as rag:
+        first = rag.augment([{"role": "user", "content": question}]).hits[0].item
+        quote = first.text.split(" ", 1)[-1][:40]
+        real_answer = infer_module.answer
+        monkeypatch.setattr(infer_module, "answer", lambda *a, **k: replace(real_answer(*a, **k), text=quote))
+        lines = []
+        text = infer_module.infer(str(tiny_run_dir), question, GenerationSettings(max_new_tokens=4), rag=rag,
+                                  stream=True, write=lambda *a, **k: lines.append(a[0] if a else ""))
+    assert text == f"{quote}\n\n依据：{first.cite()}"
+    assert f"\n依据：{first.cite()}" in lines

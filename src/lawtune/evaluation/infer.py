@@ -77,8 +77,8 @@ def _attributed(rag: Any, augmented: Any, text: str, streamed: bool, write=print
     """The answer with the retrieved articles it repeats named (`Rag.attribute`); after a streamed answer the
     naming line is printed on its own."""
     attributed = rag.attribute(text, augmented.hits)
-    if streamed and attributed.added:
-        write(attributed.text[len(text.rstrip()):].lstrip("\n"))
+    if streamed and attributed.added:  # the streamed answer ended with a line break: a blank line, then the line
+        write(f"\n{attributed.text[len(text.rstrip()):].strip()}")
     return attributed.text
 
 
