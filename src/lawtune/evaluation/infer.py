@@ -74,8 +74,8 @@ def answer(loaded: Any, messages: list[dict[str, Any]], settings: GenerationSett
 
 
 def _attributed(rag: Any, augmented: Any, text: str, streamed: bool, write=print) -> str:
-    """The answer with the retrieved articles it repeats named (`Rag.attribute`); after a streamed answer the
-    naming line is printed on its own."""
+    """The answer with the retrieved articles it repeats named (`Rag.attribute`); after an answer already printed
+    (`streamed`: streamed, or printed by the agent loop) the naming line is printed on its own."""
     attributed = rag.attribute(text, augmented.hits)
     if streamed and attributed.added:  # the streamed answer ended with a line break: a blank line, then the line
         write(f"\n{attributed.text[len(text.rstrip()):].strip()}")
@@ -131,7 +131,8 @@ def infer(spec: str, prompt: str, settings: GenerationSettings, *, base_only: bo
     if agent is not None:
         augmented = rag.augment(messages) if rag is not None else None
         text = with_tools(loaded, agent, augmented.messages if augmented else messages, settings, write).answer
-        if augmented is not None:
+        if augmented is not None:  # the answer is printed: the attribution line after it
+            text = _attributed(rag, augmented, text, True, write)
             _show_sources(rag, augmented, text, write)
         return text
     if rag is None:
@@ -182,9 +183,8 @@ def chat_loop(spec: str, settings: GenerationSettings, *, base_only: bool = Fals
         else:
             cite = rag.constraint([augmented.hits]) if augmented is not None and augmented.hits else None
             text = answer(loaded, asked, settings, stream=True, write=write, cite=cite).text
-            if augmented is not None:
-                text = _attributed(rag, augmented, text, True, write)
-        if augmented is not None:
+        if augmented is not None:  # the answer is printed: the attribution line after it
+            text = _attributed(rag, augmented, text, True, write)
             _show_sources(rag, augmented, text, write)
         history.append({"role": "assistant", "content": text})
     return history
