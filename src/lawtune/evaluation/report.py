@@ -32,13 +32,16 @@ CITATIONS = (("citation_precision_pct", "citation precision %"), ("nonexistent_c
              ("reference_agreement_pct", "cites the reference's article %", "reference_questions"),
              ("reference_retrieved_pct", "reference's article retrieved %", "reference_questions"),
              ("retrieved_fit_pct", "cited retrieved articles the reference cites %", "retrieved_fit_n"),
-             ("instruction_echo_pct", "answers echoing the RAG instruction %", None))
+             ("instruction_echo_pct", "answers echoing the RAG instruction %", None),
+             # lawtune.kb.attribution: answers that got a line naming a retrieved article they repeat
+             ("attributed_pct", "answers given an attribution line %", None))
 # With a tool set (lawtune.evaluation.tool_eval); shown only when both sides have them.
 TOOL_ROWS = (("tool_choice_pct", "right tool chosen %"), ("tool_args_exact_pct", "right tool, exact arguments (same computation) %"),
              ("tool_args_same_keys_pct", "right tool, same argument keys and values %"),
              ("tool_figure_pct", "final answer holds the right figure %"), ("tool_call_parse_pct", "tool calls that parse %"),
              ("no_tool_pct", "no-tool questions answered without a call %"),
              ("ask_back_pct", "missing figure asked back %"))
+NEUTRAL = {"attributed_pct"}  # neither more nor fewer is better in itself: no better/worse colour
 LOWER_IS_BETTER = {"loops_pct", "eval_loss", "perplexity", "nonexistent_citation_pct", "instruction_echo_pct"}
 
 
@@ -61,7 +64,8 @@ def metric_rows(base: dict[str, Any], tuned: dict[str, Any], no_kb: dict[str, An
     for key, label, *count in CITATIONS:
         if key in base["metrics"] and key in tuned["metrics"]:
             n = tuned["metrics"].get(count[0]) if count and count[0] else None
-            pairs.append((label if n is None else f"{label} (n={n})", base["metrics"][key], tuned["metrics"][key], key))
+            pairs.append((label if n is None else f"{label} (n={n})", base["metrics"][key], tuned["metrics"][key],
+                          None if key in NEUTRAL else key))
     pairs += [(label, base["metrics"][key], tuned["metrics"][key], key) for key, label in TOOL_ROWS
               if key in base["metrics"] and key in tuned["metrics"]]
     for name in base.get("mcq", {}):
