@@ -66,3 +66,35 @@ def test_renumbered_provision_counts_under_todays_number(kb):
 @pytest.mark.parametrize(("rank", "band"), [(6, "6–20"), (20, "6–20"), (21, "21–100"), (100, "21–100"), (None, ">100")])
 def test_band(rank, band):
     assert bench.band(rank) == band
+
+
+def test_answer_sets_writes_questions_whose_reference_cites_the_gold(tmp_path, monkeypatch):
+    """benchmarks/answer_sets.py: a set's questions as an eval file whose reference cites exactly the gold articles
+    (as the grounding metrics read it), questions without gold skipped, --limit kept."""
+    import json
+
+    import answer_sets
+
+    from lawtune.data.conversations import read_examples
+    from lawtune.kb.citations import find_citations
+
+    (tmp_path / "sets").mkdir()
+    records = [{"id": "s:1", "question": "网络借款合同什么时候成立？",
+                "gold": [{"law": "民法典", "article": 469, "sub": 0}, {"law": "刑法", "article": 17, "sub": 1}]},
+               {"id": "s:2", "question": "没有答案的问题", "gold": []},
+               {"id": "s:3", "question": "离婚要什么材料？", "gold": [{"law": "民法典", "article": 1076, "sub": 0}]},
+               {"id": "s:4", "question": "第四个", "gold": [{"law": "民法典", "article": 1, "sub": 0}]}]
+    (tmp_path / "sets" / "s.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+                                               encoding="utf-8")
+    out = tmp_path / "answers.jsonl"
+    monkeypatch.setattr(sys, "argv", ["answer_sets.py", "--sets", str(tmp_path / "sets"), "--set", "s", "--limit", "2",
+                                      "-o", str(out)])
+    answer_sets.main()
+    examples = list(read_examples(out))
+    assert [e.question for e in examples] == ["网络借款合同什么时候成立？", "离婚要什么材料？"]
+    names = LawNames([CIVIL, CRIMINAL])
+    assert [(c.law_full, c.article, c.sub) for c in find_citations(examples[0].reference, names)] == [
+        (CIVIL, 469, 0), (CRIMINAL, 17, 1)]
+    monkeypatch.setattr(sys, "argv", ["answer_sets.py", "--sets", str(tmp_path / "sets"), "--set", "nope", "-o", str(out)])
+    with pytest.raises(SystemExit, match="no such set"):
+        answer_sets.main()
