@@ -65,3 +65,28 @@ def test_paused_with_degrade_to_kb_keeps_the_input_and_answers_with_articles(bro
         page.close()
     finally:
         switch.resume()
+
+
+def test_the_attribution_line_and_the_quoted_article_are_shown(browser, kb_server):
+    """A stored answer whose `lawtune` field names what it repeated (the tiny model never quotes an article): the
+    page shows the line under the answer and marks the quoted reference."""
+    import json
+
+    from lawtune.kb.rag import Rag
+    from lawtune.serving.kb import extension
+
+    with Rag.open(kb_server.app.state.settings.kb) as rag:
+        augmented = rag.augment([{"role": "user", "content": "离婚后孩子的抚养费谁出？"}])
+        article = augmented.hits[0].item
+        answer = "根据法律规定，" + article.text.split(" ", 1)[-1][:30]
+        field = extension(rag, augmented)(answer)
+    assert field["attribution"]
+    stored = [{"role": "user", "content": "离婚后孩子的抚养费谁出？"}, {"role": "assistant", "content": answer, "lawtune": field}]
+    page = browser.new_page()
+    page.goto(kb_server.url + "/")
+    page.evaluate("stored => localStorage.setItem('lawtune-chat', stored)", json.dumps(stored, ensure_ascii=False))
+    page.reload()
+    page.wait_for_function("document.querySelectorAll('.msg.assistant .attribution').length === 1", timeout=30_000)
+    assert page.locator(".msg.assistant .attribution").inner_text() == field["attribution"]
+    assert "回答引用了其内容" in page.locator(".msg.assistant details.ref summary").first.text_content()  # closed: not rendered
+    page.close()

@@ -1,6 +1,7 @@
 // The chat page: keeps the conversation in this tab (and localStorage), streams answers from
 // POST /v1/chat/completions (server-sent events), and explains 503 (paused / busy / loading) and 429.
-// With `lawtune serve --kb`, the finishing chunk carries `lawtune: {references, citations, degraded}`: the
+// With `lawtune serve --kb`, the finishing chunk carries `lawtune: {references, citations, degraded, quoted,
+// attribution}` (attribution: the line naming the retrieved articles the answer repeats, shown under it): the
 // articles the answer was given and the verdict of each citation, shown as expandable quotes under the answer.
 // With `lawtune serve --tools builtin`, it carries `tools`: each call the server ran and its result, shown too.
 "use strict";
@@ -68,6 +69,13 @@ const VERDICTS = {
 // then the verdict of each citation the answer makes. textContent only: article text is never parsed as HTML.
 function addReferences(div, lawtune) {
   if (!lawtune || !(lawtune.references || []).length) return;
+  if (lawtune.attribution) {  // the line naming the retrieved articles the answer repeats (lawtune.kb.attribution)
+    const line = document.createElement("p");
+    line.className = "attribution";
+    line.textContent = lawtune.attribution;
+    div.appendChild(line);
+  }
+  const quoted = new Set((lawtune.quoted || []).map((q) => q.law + "|" + q.article + "|" + q.sub));
   const box = document.createElement("details");
   box.className = "refs";
   const title = document.createElement("summary");
@@ -77,7 +85,8 @@ function addReferences(div, lawtune) {
     const item = document.createElement("details");
     item.className = "ref";
     const head = document.createElement("summary");
-    head.textContent = (ref.cite || ref.law) + (ref.version ? "（" + ref.version + "）" : "");
+    head.textContent = (ref.cite || ref.law) + (ref.version ? "（" + ref.version + "）" : "")
+      + (quoted.has(ref.law + "|" + ref.article + "|" + ref.sub) ? " · 回答引用了其内容" : "");
     const quote = document.createElement("blockquote");
     quote.textContent = ref.text || "";
     item.append(head, quote);
