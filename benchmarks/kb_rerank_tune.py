@@ -73,23 +73,14 @@ def components(retriever: Retriever, query: str, ranked: list):
                      "text_rank": 200}
     for r in rows.values():
         r["fused"] = r["text"] + retrieval.DENSE_WEIGHT * r["cosine"] + retrieval.MEMORY_WEIGHT * r["memory"]
-    # the citation votes, as _cited_votes
-    scored = [(r["fused"], r["entry"]) for r in rows.values()]
-    voters = sorted(scored, key=lambda p: p[0], reverse=True)[:retrieval.CITED_VOTERS]
-    top = voters[0][0] if voters and voters[0][0] > 0 else 1.0
-    for score, entry in voters:
-        item = entry.item if isinstance(entry, Hit) else retriever.store.lookup(*entry)
-        if item is None or item.kind != "article":
-            continue
-        refs = [ref for ref in retriever._citations(item.text) if ref[0] != item.law_full]
-        for ref in refs:
-            if ref not in rows:
-                rows[ref] = {"entry": ref, "key": ref, "text": 0.0, "cosine": index.cosines(vector, [ref])[0]
-                             if ref in index.row else 0.0, "memory": 0.0, "fused": 0.0, "cited": 0.0,
-                             "text_rank": 200}
-            rows[ref]["cited"] += retrieval.CITED_WEIGHT * score / top / len(refs)
-    for r in rows.values():
-        r["fused"] += r["cited"]
+    # the citation votes: the product's own (Retriever._cited_votes), each entry's share read back from its score
+    entries = list(rows.values())
+    voted = retriever._cited_votes([(r["fused"], r["entry"]) for r in entries])
+    for r, (score, _) in zip(entries, voted):
+        r["cited"], r["fused"] = score - r["fused"], score
+    for vote, ref in voted[len(entries):]:  # cited articles that were not candidates join with the vote alone
+        rows[ref] = {"entry": ref, "key": ref, "text": 0.0, "cosine": index.cosines(vector, [ref])[0]
+                     if ref in index.row else 0.0, "memory": 0.0, "fused": vote, "cited": vote, "text_rank": 200}
     return vector, votes, list(rows.values())
 
 
