@@ -78,7 +78,7 @@ def _attributed(rag: Any, augmented: Any, text: str, streamed: bool, write=print
     (`streamed`: streamed, or printed by the agent loop) the naming line is printed on its own."""
     attributed = rag.attribute(text, augmented.hits)
     if streamed and attributed.added:  # the streamed answer ended with a line break: a blank line, then the line
-        write(f"\n{attributed.text[len(text.rstrip()):].strip()}")
+        write(f"\n{attributed.line}")
     return attributed.text
 
 

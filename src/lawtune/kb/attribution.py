@@ -1,8 +1,9 @@
 """Cite what the answer used: an answer that repeats a retrieved article's words gets that article's number.
 
     from lawtune.kb.attribution import attribute
-    attributed = attribute(answer, hits, max_chars=200)   # Attribution(text, quoted)
-    attributed.text     # the answer, then a line 「依据：《民法典》第一千零八十五条」 when it quoted an uncited article
+    attributed = attribute(answer, hits, max_chars=200)   # Attribution(answer, quoted, added)
+    attributed.line     # 「依据：《民法典》第一千零八十五条」 naming the repeated articles it did not cite ("" if none)
+    attributed.text     # the answer, then that line
     attributed.quoted   # the hits whose words the answer repeats, in the order the answer uses them
 
 A small model given articles under `--kb` often paraphrases one closely ("离婚后，子女由一方直接抚养的，另一方应当
@@ -27,6 +28,7 @@ from difflib import SequenceMatcher
 
 from lawtune.kb.citations import find_citations
 from lawtune.kb.names import LawNames
+from lawtune.kb.rag import NO_FIT
 from lawtune.kb.store import Hit
 from lawtune.text import excerpt
 
@@ -35,16 +37,26 @@ MIN_QUOTED_CHARS = 10  # common run (punctuation and spaces ignored) that counts
 # the question named it): the model repeats retrieved articles whether they fit or not, and the low-ranked ones it
 # repeats fit less often (the demo's dev split: 1 in 9 below 0.8 × the best, 25 in 41 above)
 MIN_SCORE_RATIO = 0.9
-NO_FIT_PREFIX = "所给资料与这个问题不直接相关"  # the answer says the material does not fit (rag_examples.NO_FIT)
+NO_FIT_PREFIX = NO_FIT.split("，", 1)[0]  # 所给资料与这个问题不直接相关: the answer says the material does not fit
 LEAD = "依据："
 _IGNORED = re.compile(r"[\s，。、；：！？,.;:!?“”\"'（）()《》【】\[\]…—-]+")
 
 
 @dataclass
 class Attribution:
-    text: str  # the answer, with the line naming the quoted articles it did not cite (unchanged when none)
+    answer: str  # the model's answer
     quoted: list[Hit] = field(default_factory=list)  # retrieved articles the answer repeats, first used first
     added: list[Hit] = field(default_factory=list)  # of those, the ones the last line names
+
+    @property
+    def line(self) -> str:
+        """「依据：《民法典》第一千零八十五条」 naming `added`; "" when there is none."""
+        return LEAD + "、".join(h.item.cite() for h in self.added) if self.added else ""
+
+    @property
+    def text(self) -> str:
+        """The answer a reader sees: the model's, then the line after a blank line (unchanged without one)."""
+        return f"{self.answer.rstrip()}\n\n{self.line}" if self.added else self.answer
 
 
 def _bare(text: str) -> str:
@@ -83,7 +95,4 @@ def attribute(answer: str, hits: list[Hit], max_chars: int | None = None, min_ch
     best = max(h.score for h in articles)
     added = [h for h in quoted if (h.item.law_full, h.item.article, h.item.sub) not in cited
              and (h.exact or best <= 0 or h.score >= ratio * best)]
-    if not added:
-        return Attribution(answer, quoted)
-    line = LEAD + "、".join(h.item.cite() for h in added)
-    return Attribution(f"{answer.rstrip()}\n\n{line}", quoted, added)
+    return Attribution(answer, quoted, added)

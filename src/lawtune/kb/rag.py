@@ -44,6 +44,9 @@ RAG_INPUT_LENGTH = 1536  # prompt tokens eval keeps by default with --kb (the ma
 
 # short: it is read on every question, and a long one was echoed into answers (issue 23)
 INSTRUCTION = "[资料N]是检索到的法条。只引用与问题相关的资料，写成《法名》第N条；都不相关就直说，再按法律常识回答，不引用法条。"
+# how a RAG training answer opens when no gold article is in its prompt (rag_examples), so the model learns to say it;
+# an answer that opens so is not attributed (attribution)
+NO_FIT = "所给资料与这个问题不直接相关，下面按一般法律常识回答。"
 
 
 def build_prompt(question: str, hits: list[Hit], max_chars: int = DEFAULT_MAX_CHARS) -> str:

@@ -89,7 +89,7 @@ def extension(rag: Rag, augmented: Augmented, degraded: bool = False, notice: st
         if not degraded:  # the retrieved articles the answer repeats, and the line naming those it did not cite
             attributed = rag.attribute(text, augmented.hits)
             body["quoted"] = [hit_record(hit) for hit in attributed.quoted]
-            body["attribution"] = attributed.text[len(text.rstrip()):].strip() or None
+            body["attribution"] = attributed.line or None
         if notice:
             body["notice"] = notice
         return body
