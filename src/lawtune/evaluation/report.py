@@ -33,6 +33,8 @@ CITATIONS = (("citation_precision_pct", "citation precision %"), ("nonexistent_c
              ("reference_retrieved_pct", "reference's article retrieved %", "reference_questions"),
              ("retrieved_fit_pct", "cited retrieved articles the reference cites %", "retrieved_fit_n"),
              ("instruction_echo_pct", "answers echoing the RAG instruction %", None),
+             ("no_fit_when_absent_pct", "says the material does not fit, reference's article not retrieved %", "no_fit_absent_n"),
+             ("no_fit_when_present_pct", "says the material does not fit, reference's article retrieved %", "no_fit_present_n"),
              # lawtune.kb.attribution: answers that got a line naming a retrieved article they repeat
              ("attributed_pct", "answers given an attribution line %", None))
 # With a tool set (lawtune.evaluation.tool_eval); shown only when both sides have them.
@@ -42,7 +44,8 @@ TOOL_ROWS = (("tool_choice_pct", "right tool chosen %"), ("tool_args_exact_pct",
              ("no_tool_pct", "no-tool questions answered without a call %"),
              ("ask_back_pct", "missing figure asked back %"))
 NEUTRAL = {"attributed_pct"}  # neither more nor fewer is better in itself: no better/worse colour
-LOWER_IS_BETTER = {"loops_pct", "eval_loss", "perplexity", "nonexistent_citation_pct", "instruction_echo_pct"}
+LOWER_IS_BETTER = {"loops_pct", "eval_loss", "perplexity", "nonexistent_citation_pct", "instruction_echo_pct",
+                   "no_fit_when_present_pct"}
 
 
 # ---- the numbers --------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ a run of at least `MIN_QUOTED_CHARS` characters in common with the excerpt the m
 spaces ignored) — and names in a last line each one the answer does not already cite by number and retrieval
 ranked close to the best (`MIN_SCORE_RATIO`). An article the answer does not repeat is never named, and neither is
 a low-ranked one it repeats (those fit the question less often); an answer that says the material does not fit
-(`NO_FIT_PREFIX`, what RAG training teaches) is left as it is.
+(`kb.rag.says_no_fit`, what RAG training teaches) is left as it is.
 
 Deterministic, no model: `eval` / `compare` / `infer` / `chat` apply it to every `--kb` answer (`--no-attribute`
 keeps the model's text), `serve --kb` lists the quoted references in the response's `lawtune.quoted`. Both
@@ -28,7 +28,7 @@ from difflib import SequenceMatcher
 
 from lawtune.kb.citations import find_citations
 from lawtune.kb.names import LawNames
-from lawtune.kb.rag import NO_FIT
+from lawtune.kb.rag import says_no_fit
 from lawtune.kb.store import Hit
 from lawtune.text import excerpt
 
@@ -37,7 +37,6 @@ MIN_QUOTED_CHARS = 10  # common run (punctuation and spaces ignored) that counts
 # the question named it): the model repeats retrieved articles whether they fit or not, and the low-ranked ones it
 # repeats fit less often (the demo's dev split: 1 in 9 below 0.8 × the best, 25 in 41 above)
 MIN_SCORE_RATIO = 0.9
-NO_FIT_PREFIX = NO_FIT.split("，", 1)[0]  # 所给资料与这个问题不直接相关: the answer says the material does not fit
 LEAD = "依据："
 _IGNORED = re.compile(r"[\s，。、；：！？,.;:!?“”\"'（）()《》【】\[\]…—-]+")
 
@@ -78,7 +77,7 @@ def attribute(answer: str, hits: list[Hit], max_chars: int | None = None, min_ch
     """The answer with the retrieved articles it repeats named (module docstring). `max_chars`: the excerpt length
     the prompt showed (None: the whole article); `min_ratio`: MIN_SCORE_RATIO unless given."""
     articles = [h for h in hits if h.item.kind == "article"]
-    if not answer.strip() or not articles or answer.lstrip().startswith(NO_FIT_PREFIX):
+    if not answer.strip() or not articles or says_no_fit(answer):
         return Attribution(answer)
     runs = []
     for order, hit in enumerate(articles):

@@ -21,7 +21,11 @@ Metrics (×100, with the counts they are shares of):
 - `retrieved_fit_pct`: of the retrieved articles the answers to those questions cite (`retrieved_fit_n`), the share
   the reference cites too: low when a model quotes whatever it is given (under the citation constraint, where
   `retrieved_citation_pct` is ~100 % by construction, this is the one that says whether the quote fits);
-- `instruction_echo_pct`: answers that repeat a clause of the RAG instruction (`echoes_instruction`).
+- `instruction_echo_pct`: answers that repeat a clause of the RAG instruction (`echoes_instruction`);
+- `no_fit_pct`: answers that open by saying the material does not fit (`kb.rag.says_no_fit`, what RAG training
+  teaches when no gold article is in the prompt); with retrieval, of the questions whose reference cites an article,
+  `no_fit_when_absent_pct` (none of its articles retrieved: saying so is right; `no_fit_absent_n` questions) and
+  `no_fit_when_present_pct` (one was retrieved: saying so is wrong; `no_fit_present_n`).
 """
 
 from __future__ import annotations
@@ -91,10 +95,14 @@ def grounding_metrics(keys: ArticleKeys, answers: list[str], references: list[st
                       retrieved: list[list[Key]] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(per-answer records, summary) as the module docstring defines them; `retrieved` None: no retrieval."""
     clauses = instruction_clauses()
+    from lawtune.kb.rag import says_no_fit
+
     rows, cited_n, inside_n, ref_n, agree_n, ref_retrieved_n, echo_n, quoted_n, fit_n = [], 0, 0, 0, 0, 0, 0, 0, 0
+    no_fit = {True: [0, 0], False: [0, 0]}  # reference's article retrieved? → [answers saying no fit, questions]
     for i, (answer, reference) in enumerate(zip(answers, references)):
         cited, wanted = keys.cited(answer), set(keys.cited(reference))
-        row: dict[str, Any] = {"cited_articles": [list(k) for k in cited], "echoes_instruction": echoes_instruction(answer, clauses)}
+        row: dict[str, Any] = {"cited_articles": [list(k) for k in cited], "echoes_instruction": echoes_instruction(answer, clauses),
+                               "says_no_fit": says_no_fit(answer)}
         echo_n += row["echoes_instruction"]
         given = set(retrieved[i]) if retrieved is not None else set()
         if retrieved is not None:
@@ -105,13 +113,18 @@ def grounding_metrics(keys: ArticleKeys, answers: list[str], references: list[st
             row["agrees_with_reference"] = bool(wanted & set(cited))
             ref_n, agree_n = ref_n + 1, agree_n + row["agrees_with_reference"]
             ref_retrieved_n += bool(wanted & given)
+            no_fit[bool(wanted & given)][0] += row["says_no_fit"]
+            no_fit[bool(wanted & given)][1] += 1
             quoted = [k for k in cited if k in given]
             quoted_n, fit_n = quoted_n + len(quoted), fit_n + sum(k in wanted for k in quoted)
         rows.append(row)
     metrics: dict[str, Any] = {"reference_agreement_pct": _pct(agree_n, ref_n), "reference_questions": ref_n,
-                               "instruction_echo_pct": _pct(echo_n, len(answers))}
+                               "instruction_echo_pct": _pct(echo_n, len(answers)),
+                               "no_fit_pct": _pct(sum(row["says_no_fit"] for row in rows), len(answers))}
     if retrieved is not None:
         metrics.update(retrieved_citation_pct=_pct(inside_n, cited_n), retrieved_citation_n=cited_n,
                        reference_retrieved_pct=_pct(ref_retrieved_n, ref_n),
-                       retrieved_fit_pct=_pct(fit_n, quoted_n), retrieved_fit_n=quoted_n)
+                       retrieved_fit_pct=_pct(fit_n, quoted_n), retrieved_fit_n=quoted_n,
+                       no_fit_when_absent_pct=_pct(*no_fit[False]), no_fit_absent_n=no_fit[False][1],
+                       no_fit_when_present_pct=_pct(*no_fit[True]), no_fit_present_n=no_fit[True][1])
     return rows, metrics

@@ -47,6 +47,12 @@ INSTRUCTION = "[资料N]是检索到的法条。只引用与问题相关的资�
 # how a RAG training answer opens when no gold article is in its prompt (rag_examples), so the model learns to say it;
 # an answer that opens so is not attributed (attribution)
 NO_FIT = "所给资料与这个问题不直接相关，下面按一般法律常识回答。"
+NO_FIT_PREFIX = NO_FIT.split("，", 1)[0]  # 所给资料与这个问题不直接相关
+
+
+def says_no_fit(answer: str) -> bool:
+    """True when the answer opens by saying the material does not fit (NO_FIT's first clause)."""
+    return answer.lstrip().startswith(NO_FIT_PREFIX)
 
 
 def build_prompt(question: str, hits: list[Hit], max_chars: int = DEFAULT_MAX_CHARS) -> str:
