@@ -150,7 +150,7 @@ def steady(seen: dict) -> dict:
 
 def lawtune_train(model_dir: Path, data: Path, steps: int, out: Path, compile_layers: bool, bf16: str = "auto",
                   dev: Path | None = None, checkpoint_layers: str = "auto", attn: str | None = None,
-                  fused_lora: bool = True) -> dict:
+                  fused_lora: bool = True, trim_heap_layers: int | None = None) -> dict:
     from lawtune.modeling.runs import RUN_INFO, read_metrics
     from lawtune.training.train import run
 
@@ -164,7 +164,8 @@ def lawtune_train(model_dir: Path, data: Path, steps: int, out: Path, compile_la
         "peft_config": {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05},
         "model": {"name_or_path": str(model_dir), "compile": compile_layers, "attn_implementation": attn},
         "speed": {"checkpoint_layers": checkpoint_layers if checkpoint_layers in ("auto", "all") else int(checkpoint_layers),
-                  "fused_lora": fused_lora},
+                  "fused_lora": fused_lora,
+                  **({"trim_heap_layers": trim_heap_layers} if trim_heap_layers is not None else {})},
     }))
     run_dir = run(config, resume="none")
     events = read_metrics(run_dir)
@@ -200,6 +201,8 @@ def main() -> None:
     parser.add_argument("--attn", choices=["eager", "sdpa"], default=None,
                         help="lawtune's model.attn_implementation (default: what lawtune picks for this CPU)")
     parser.add_argument("--no-fused-lora", action="store_true", help="lawtune with speed.fused_lora: false")
+    parser.add_argument("--trim-heap-layers", type=int, default=None,
+                        help="lawtune's speed.trim_heap_layers (default: the config default; 0: trim only after steps)")
     parser.add_argument("--no-checkpointing", action="store_true",
                         help="reference without the gradient checkpointing finetune_hf.py turns on")
     options = parser.parse_args()
@@ -238,7 +241,8 @@ def main() -> None:
                 results["lawtune"] = lawtune_train(model_dir, data, options.steps, Path(tmp) / "run",
                                                    compile_layers=options.compile, bf16=options.bf16, dev=dev,
                                                    checkpoint_layers=options.checkpoint_layers, attn=options.attn,
-                                                   fused_lora=not options.no_fused_lora)
+                                                   fused_lora=not options.no_fused_lora,
+                                                   trim_heap_layers=options.trim_heap_layers)
             results["lawtune"]["peak_rss_mib"] = round(phases.done[-1].peak_mib)
             print(f"lawtune:   {json.dumps(results['lawtune'])} ({time.monotonic() - started:.0f} s)", flush=True)
     if len(results) == 2:

@@ -27,11 +27,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import functools
 import resource
 import sys
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 _MIB = 1024 * 1024
 _peak_before_reset = 0.0  # MiB: the process peak before the last high-water-mark reset
@@ -81,12 +82,20 @@ def reset_peak() -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=1)
+def _malloc_trim() -> Any:
+    with contextlib.suppress(OSError, AttributeError):
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    return None
+
+
 def trim_heap() -> None:
     """Hand the heap's free pages back to the OS (glibc's malloc_trim; nothing elsewhere). glibc keeps freed
     blocks under 32 MiB in its arenas, so after many mid-sized tensors the RSS stays high although nothing
     holds them, and blocks left between live ones let it grow from one training step to the next."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    malloc_trim = _malloc_trim()
+    if malloc_trim is not None:
+        malloc_trim(0)
 
 
 # glibc's mallopt parameters (malloc.h)

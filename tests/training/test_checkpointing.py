@@ -111,3 +111,34 @@ def test_config_takes_auto_all_or_a_count(tmp_path):
     for bad in ("-1", "some"):
         with pytest.raises(LawtuneError, match="checkpoint_layers"):
             load_config(config, [f"speed.checkpoint_layers={bad}"])
+
+
+def test_heap_trims_between_layers_leave_loss_and_gradients_bit_for_bit(tiny_model_dir, monkeypatch):
+    import lawtune.memory
+    from lawtune.training.callbacks import trim_between_layers
+
+    calls = []
+    real_trim = lawtune.memory.trim_heap
+    monkeypatch.setattr(lawtune.memory, "trim_heap", lambda: calls.append(1) or real_trim())
+    plain = _model(tiny_model_dir)
+    trimmed = copy.deepcopy(plain)
+    checkpoint_layers(trimmed, 1)
+    checkpoint_layers(plain, 1)
+    handles = trim_between_layers(trimmed)
+    layers = len(decoder_layers(trimmed))
+    assert len(handles) == 2 * layers
+    expected, got = _two_steps(plain, True), _two_steps(trimmed, True)
+    for (loss, grads), (expected_loss, expected_grads) in zip(got, expected):
+        assert torch.equal(loss, expected_loss)
+        for name, grad in grads.items():
+            assert torch.equal(grad, expected_grads[name]), name
+    # per step: before each layer's forward and when the gradient reaches each layer's output
+    assert len(calls) == 2 * 2 * layers
+    for handle in handles:
+        handle.remove()
+    calls.clear()
+    _two_steps(trimmed, True)
+    assert calls == []
+    every_other = trim_between_layers(trimmed, every=2)  # the first layer of each two: here the first only
+    _two_steps(trimmed, True)
+    assert len(every_other) == 2 and len(calls) == 2 * 2

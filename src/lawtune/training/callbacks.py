@@ -91,14 +91,52 @@ def _restore_best(run_dir: Path, metric: str, greater: bool) -> tuple[float | No
     return info["value"], info["step"], len(later)
 
 
+def trim_between_layers(model: Any, every: int = 1) -> list[Any]:
+    """Trim the heap (`lawtune.memory.trim_heap`) before the forward of every `every`-th decoder layer (the first,
+    then each `every` later) and when the backward reaches its output (before its recompute and backward).
+    Returns the hook handles (`.remove()` them to stop)."""
+    import torch
+
+    from lawtune.memory import trim_heap
+    from lawtune.training.checkpointing import decoder_layers
+
+    def before(_module: Any, _inputs: Any) -> None:
+        trim_heap()
+
+    def after(_module: Any, _inputs: Any, output: Any) -> None:
+        hidden = output[0] if isinstance(output, tuple) else output
+        if torch.is_grad_enabled() and isinstance(hidden, torch.Tensor) and hidden.requires_grad:
+            hidden.register_hook(lambda _grad: trim_heap())  # runs as the gradient reaches the layer's output
+
+    handles = []
+    for layer in decoder_layers(model)[::every]:
+        handles += [layer.register_forward_pre_hook(before), layer.register_forward_hook(after)]
+    return handles
+
+
 class TrimHeap(TrainerCallback):
-    """Give the heap's freed pages back to the OS after every step and evaluation (`lawtune.memory.trim_heap`),
-    and after an evaluation the pages of the float32 weights it read (`fused_lora.page_out_cast_weights`).
+    """Give the heap's freed pages back to the OS between the decoder layers of every step
+    (`trim_between_layers`, every `every_layers`-th layer), after every step and evaluation (`lawtune.memory.trim_heap`), and after an
+    evaluation the pages of the float32 weights it read (`fused_lora.page_out_cast_weights`).
 
     A step frees its activations in blocks of a few MiB, which glibc keeps; live blocks allocated in between
     (gradients, optimizer state, Python objects) leave holes, and the RSS grew by ~100 MiB a step on the
-    default model (docs/training.md "Memory"). Trimming touches no tensor, so training is unchanged; the next
-    step faults the pages in again."""
+    default model (docs/training.md "Memory"); within a step those holes raised the demo's peak by ~670 MiB,
+    which trimming at the step's end came too late for. Trimming touches no tensor, so training is unchanged
+    (losses equal to the last digit); the pages are faulted in again when reused."""
+
+    def __init__(self, every_layers: int = 0) -> None:
+        self.every_layers = every_layers  # speed.trim_heap_layers: 0 = only after steps and evaluations
+        self._handles: list[Any] = []
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if model is not None and self.every_layers and not self._handles:
+            self._handles = trim_between_layers(model, self.every_layers)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
 
     def on_step_end(self, args, state, control, **kwargs):
         from lawtune.memory import trim_heap

@@ -219,7 +219,8 @@ def _build_trainer(config: TrainConfig, args, run_dir: Path, model_dir: Path, tr
         for layer in getattr(model.get_base_model().get_decoder(), "layers", []):
             layer.compile(dynamic=True)
     counter = TokenCounter()
-    callbacks = [cb.MetricsLog(run_dir, counter), cb.CheckpointMarker(), cb.RichProgress(counter), cb.TrimHeap()]
+    callbacks = [cb.MetricsLog(run_dir, counter), cb.CheckpointMarker(), cb.RichProgress(counter),
+                 cb.TrimHeap(config.speed.trim_heap_layers)]
     if dev is not None:
         if config.generate_rows:
             from lawtune.training.generation_eval import GenerationEval
