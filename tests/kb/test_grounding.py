@@ -6,7 +6,8 @@
 from __future__ import annotations
 
 from lawtune.kb.grounding import ArticleKeys, echoes_instruction, grounding_metrics
-from lawtune.kb.rag import INSTRUCTION, NO_FIT, Rag, says_no_fit
+from lawtune.kb.rag import Rag
+from lawtune.kb.wording import INSTRUCTION, NO_FIT, says_no_fit
 
 CIVIL, LABOUR, ACCOUNTING = "中华人民共和国民法典", "中华人民共和国劳动合同法", "中华人民共和国会计法"
 

@@ -13,7 +13,7 @@ a run of at least `MIN_QUOTED_CHARS` characters in common with the excerpt the m
 spaces ignored) — and names in a last line each one the answer does not already cite by number and retrieval
 ranked close to the best (`MIN_SCORE_RATIO`). An article the answer does not repeat is never named, and neither is
 a low-ranked one it repeats (those fit the question less often); an answer that says the material does not fit
-(`kb.rag.says_no_fit`, what RAG training teaches) is left as it is.
+(`kb.wording.says_no_fit`, what RAG training teaches) is left as it is.
 
 Deterministic, no model: `eval` / `compare` / `infer` / `chat` apply it to every `--kb` answer (`--no-attribute`
 keeps the model's text), `serve --kb` lists the quoted references in the response's `lawtune.quoted`. Both
@@ -28,7 +28,7 @@ from difflib import SequenceMatcher
 
 from lawtune.kb.citations import find_citations
 from lawtune.kb.names import LawNames
-from lawtune.kb.rag import says_no_fit
+from lawtune.kb.wording import says_no_fit
 from lawtune.kb.store import Hit
 from lawtune.text import excerpt
 

@@ -22,7 +22,7 @@ Metrics (×100, with the counts they are shares of):
   the reference cites too: low when a model quotes whatever it is given (under the citation constraint, where
   `retrieved_citation_pct` is ~100 % by construction, this is the one that says whether the quote fits);
 - `instruction_echo_pct`: answers that repeat a clause of the RAG instruction (`echoes_instruction`);
-- `no_fit_pct`: answers that open by saying the material does not fit (`kb.rag.says_no_fit`, what RAG training
+- `no_fit_pct`: answers that open by saying the material does not fit (`kb.wording.says_no_fit`, what RAG training
   teaches when no gold article is in the prompt); with retrieval, of the questions whose reference cites an article,
   `no_fit_when_absent_pct` (none of its articles retrieved: saying so is right; `no_fit_absent_n` questions) and
   `no_fit_when_present_pct` (one was retrieved: saying so is wrong; `no_fit_present_n`).
@@ -35,6 +35,7 @@ from typing import Any
 
 from lawtune.kb.citations import Citation
 from lawtune.kb.store import Hit
+from lawtune.kb.wording import INSTRUCTION, says_no_fit
 
 Key = tuple[str, int, int]  # (law full name, article, sub) in the current version's numbering
 
@@ -50,8 +51,6 @@ def hit_key(hit: Hit) -> Key:
 
 
 def instruction_clauses() -> list[str]:
-    from lawtune.kb.rag import INSTRUCTION
-
     clauses = re.split(r"[。；，：？！]", f"{INSTRUCTION}。{OLD_INSTRUCTION}")
     return sorted({c.strip("“”") for c in clauses if len(c.strip("“”")) >= ECHO_MIN_CHARS})
 
@@ -95,8 +94,6 @@ def grounding_metrics(keys: ArticleKeys, answers: list[str], references: list[st
                       retrieved: list[list[Key]] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(per-answer records, summary) as the module docstring defines them; `retrieved` None: no retrieval."""
     clauses = instruction_clauses()
-    from lawtune.kb.rag import says_no_fit
-
     rows, cited_n, inside_n, ref_n, agree_n, ref_retrieved_n, echo_n, quoted_n, fit_n = [], 0, 0, 0, 0, 0, 0, 0, 0
     no_fit = {True: [0, 0], False: [0, 0]}  # reference's article retrieved? → [answers saying no fit, questions]
     for i, (answer, reference) in enumerate(zip(answers, references)):

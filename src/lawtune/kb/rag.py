@@ -35,24 +35,13 @@ from typing import Any
 from lawtune.errors import LawtuneError
 from lawtune.kb import format_context
 from lawtune.kb.store import Hit
+from lawtune.kb.wording import INSTRUCTION
 from lawtune.text import excerpt
 
 DEFAULT_K = 3  # 3 × 200 characters keep the prompt near 500 tokens: room for a long answer in a small context
 DEFAULT_MAX_CHARS = 200
 MAX_QUERY_CHARS = 2000  # retrieval reads at most the question's last 2,000 characters (a bounded cost per request)
 RAG_INPUT_LENGTH = 1536  # prompt tokens eval keeps by default with --kb (the material must not be cut away)
-
-# short: it is read on every question, and a long one was echoed into answers (issue 23)
-INSTRUCTION = "[资料N]是检索到的法条。只引用与问题相关的资料，写成《法名》第N条；都不相关就直说，再按法律常识回答，不引用法条。"
-# how a RAG training answer opens when no gold article is in its prompt (rag_examples), so the model learns to say it;
-# an answer that opens so is not attributed (attribution)
-NO_FIT = "所给资料与这个问题不直接相关，下面按一般法律常识回答。"
-NO_FIT_PREFIX = NO_FIT.split("，", 1)[0]  # 所给资料与这个问题不直接相关
-
-
-def says_no_fit(answer: str) -> bool:
-    """True when the answer opens by saying the material does not fit (NO_FIT's first clause)."""
-    return answer.lstrip().startswith(NO_FIT_PREFIX)
 
 
 def build_prompt(question: str, hits: list[Hit], max_chars: int = DEFAULT_MAX_CHARS) -> str:
