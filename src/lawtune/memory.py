@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import gc
 import functools
+import gc
 import resource
 import sys
 import time

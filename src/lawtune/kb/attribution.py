@@ -28,8 +28,8 @@ from difflib import SequenceMatcher
 
 from lawtune.kb.citations import find_citations
 from lawtune.kb.names import LawNames
-from lawtune.kb.wording import says_no_fit
 from lawtune.kb.store import Hit
+from lawtune.kb.wording import says_no_fit
 from lawtune.text import excerpt
 
 MIN_QUOTED_CHARS = 10  # common run (punctuation and spaces ignored) that counts as repeating an article

@@ -109,9 +109,10 @@ def grounding_metrics(keys: ArticleKeys, answers: list[str], references: list[st
             row["reference_articles"] = [list(k) for k in sorted(wanted)]
             row["agrees_with_reference"] = bool(wanted & set(cited))
             ref_n, agree_n = ref_n + 1, agree_n + row["agrees_with_reference"]
-            ref_retrieved_n += bool(wanted & given)
-            no_fit[bool(wanted & given)][0] += row["says_no_fit"]
-            no_fit[bool(wanted & given)][1] += 1
+            reference_retrieved = bool(wanted & given)
+            ref_retrieved_n += reference_retrieved
+            no_fit[reference_retrieved][0] += row["says_no_fit"]
+            no_fit[reference_retrieved][1] += 1
             quoted = [k for k in cited if k in given]
             quoted_n, fit_n = quoted_n + len(quoted), fit_n + sum(k in wanted for k in quoted)
         rows.append(row)

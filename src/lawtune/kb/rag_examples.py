@@ -36,8 +36,8 @@ from lawtune.errors import LawtuneError
 from lawtune.kb.grounding import ArticleKeys, Key, hit_key
 from lawtune.kb.numerals import to_int
 from lawtune.kb.rag import Rag, rag_conversation
-from lawtune.kb.wording import NO_FIT
 from lawtune.kb.store import Hit, Item
+from lawtune.kb.wording import NO_FIT
 
 GOLD_RE = re.compile(r"^\s*《([^》]+)》第([零〇一二三四五六七八九十百千两\d]+)条(?:之([一二三四五六七八九十\d]+))?")
 REMOVED = "相关法律规定"  # what stands where an article outside the prompt was cited

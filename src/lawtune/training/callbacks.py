@@ -115,14 +115,14 @@ def trim_between_layers(model: Any, every: int = 1) -> list[Any]:
 
 
 class TrimHeap(TrainerCallback):
-    """Give the heap's freed pages back to the OS between the decoder layers of every step
-    (`trim_between_layers`, every `every_layers`-th layer), after every step and evaluation (`lawtune.memory.trim_heap`), and after an
+    """Give the heap's freed pages back to the OS between the decoder layers of every step (`trim_between_layers`,
+    every `every_layers`-th layer), after every step and evaluation (`lawtune.memory.trim_heap`), and after an
     evaluation the pages of the float32 weights it read (`fused_lora.page_out_cast_weights`).
 
     A step frees its activations in blocks of a few MiB, which glibc keeps; live blocks allocated in between
     (gradients, optimizer state, Python objects) leave holes, and the RSS grew by ~100 MiB a step on the
-    default model (docs/training.md "Memory"); within a step those holes raised the demo's peak by ~670 MiB,
-    which trimming at the step's end came too late for. Trimming touches no tensor, so training is unchanged
+    default model (docs/training.md "Memory"); within a step those holes added up to ~670 MiB of anonymous
+    memory at the demo's peak (measured trimming at every layer), which trimming at the step's end came too late for. Trimming touches no tensor, so training is unchanged
     (losses equal to the last digit); the pages are faulted in again when reused."""
 
     def __init__(self, every_layers: int = 0) -> None:
